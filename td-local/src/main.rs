@@ -1,0 +1,69 @@
+//! `td-local serve --data DIR [--listen 127.0.0.1:PORT] [--admin]`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use td_local::{Config, TdLocal};
+
+#[derive(Parser)]
+#[command(
+    name = "td-local",
+    version,
+    about = "A Treasure Data API v3 server on an embedded database"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API until SIGINT or SIGTERM.
+    Serve {
+        /// Data directory: database, job results and accounts.yml (the API keys).
+        #[arg(long, default_value = ".td-local")]
+        data: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8950")]
+        listen: SocketAddr,
+        /// Serve the /_td_local/ admin routes (fault injection, request log).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TD_LOCAL_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Serve { data, listen, admin } = Cli::parse().command;
+    let server = TdLocal::start(Config {
+        data_dir: data.clone(),
+        listen,
+        admin,
+    })
+    .await?;
+    println!("listening on {}", server.base_url());
+    eprintln!(
+        "data in {} (API keys in {})",
+        data.display(),
+        data.join(td_local::accounts::ACCOUNTS_FILE).display()
+    );
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

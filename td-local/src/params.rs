@@ -1,0 +1,94 @@
+//! Request parameters as the official clients send them: query string, form-urlencoded,
+//! multipart/form-data (the Python client), a JSON object body (the Java client) or nothing.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header::CONTENT_TYPE;
+
+use crate::error::ApiError;
+
+/// All scalar parameters of a request, the body's winning over the query string's.
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// A boolean as the clients spell it: `true`, `True`, `1` (td-api.md §1).
+    pub fn flag(&self, key: &str) -> bool {
+        self.get(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    }
+
+    pub fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("parameter '{key}' must be an integer, got '{v}'"))
+            }),
+        }
+    }
+}
+
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned()
+}
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let mut params: HashMap<String, String> = query_pairs(req.uri().query()).collect();
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("multipart/form-data") {
+            let mut multipart = Multipart::from_request(req, state)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?
+            {
+                let Some(name) = field.name().map(str::to_owned) else {
+                    continue;
+                };
+                let value = field
+                    .text()
+                    .await
+                    .map_err(|e| ApiError::bad_request(format!("invalid multipart field '{name}': {e}")))?;
+                params.insert(name, value);
+            }
+            return Ok(Params(params));
+        }
+        let body = axum::body::to_bytes(req.into_body(), 16 << 20)
+            .await
+            .map_err(|e| ApiError::too_large(format!("request body: {e}")))?;
+        if body.is_empty() {
+            return Ok(Params(params));
+        }
+        if content_type.starts_with("application/json") {
+            let value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+            if let serde_json::Value::Object(map) = value {
+                for (k, v) in map {
+                    let text = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    params.insert(k, text);
+                }
+            }
+        } else {
+            params.extend(url::form_urlencoded::parse(&body).into_owned());
+        }
+        Ok(Params(params))
+    }
+}

@@ -1,0 +1,278 @@
+//! Rows on the wire and at rest: gzip'd msgpack maps in (imports, bulk-import parts), JSON text
+//! in SQLite, msgpack maps out (tail). Also the table schema that grows with what is imported.
+
+use std::io::{BufRead, BufReader, Read};
+
+use flate2::read::MultiGzDecoder;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Number, Value};
+
+use crate::error::{ApiError, ApiResult};
+
+/// A row ready to store: its `time` and the whole record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub time: i64,
+    pub record: Map<String, Value>,
+}
+
+/// Why one record of an import cannot be stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record {index} is not a map (msgpack records must be maps)")]
+    NotAMap { index: usize },
+    #[error("record {index} has no integer 'time' column")]
+    NoTime { index: usize },
+}
+
+/// Converts one msgpack value to JSON; binary becomes (lossy) text, NaN and extensions null.
+pub fn msgpack_to_json(v: rmpv::Value) -> Value {
+    use rmpv::Value as M;
+    match v {
+        M::Nil => Value::Null,
+        M::Boolean(b) => Value::Bool(b),
+        M::Integer(i) => match (i.as_i64(), i.as_u64()) {
+            (Some(n), _) => Value::from(n),
+            (None, Some(n)) => Value::from(n),
+            _ => Value::Null,
+        },
+        M::F32(f) => Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number),
+        M::F64(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
+        M::String(s) => Value::String(s.into_str().unwrap_or_default()),
+        M::Binary(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
+        M::Array(items) => Value::Array(items.into_iter().map(msgpack_to_json).collect()),
+        M::Map(entries) => Value::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        M::String(s) => s.into_str().unwrap_or_default(),
+                        other => other.to_string(),
+                    };
+                    (key, msgpack_to_json(v))
+                })
+                .collect(),
+        ),
+        M::Ext(..) => Value::Null,
+    }
+}
+
+/// Converts JSON back to msgpack (for `tail` and result output).
+pub fn json_to_msgpack(v: &Value) -> rmpv::Value {
+    use rmpv::Value as M;
+    match v {
+        Value::Null => M::Nil,
+        Value::Bool(b) => M::Boolean(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                M::from(i)
+            } else if let Some(u) = n.as_u64() {
+                M::from(u)
+            } else {
+                M::F64(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => M::from(s.as_str()),
+        Value::Array(items) => M::Array(items.iter().map(json_to_msgpack).collect()),
+        Value::Object(map) => M::Map(
+            map.iter()
+                .map(|(k, v)| (M::from(k.as_str()), json_to_msgpack(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Reads back-to-back msgpack values until a clean end of input.
+pub fn read_msgpack_values<R: Read>(
+    reader: R,
+    mut each: impl FnMut(rmpv::Value) -> ApiResult<()>,
+) -> ApiResult<()> {
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    loop {
+        let at_end = reader
+            .fill_buf()
+            .map_err(|e| ApiError::bad_request(format!("invalid gzip or msgpack data: {e}")))?
+            .is_empty();
+        if at_end {
+            return Ok(());
+        }
+        let value = rmpv::decode::read_value(&mut reader)
+            .map_err(|e| ApiError::bad_request(format!("invalid msgpack data: {e}")))?;
+        each(value)?;
+    }
+}
+
+/// Turns one decoded value into a row, checking it is a map with an integer `time`.
+pub fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
+    let Value::Object(record) = msgpack_to_json(value) else {
+        return Err(RecordError::NotAMap { index });
+    };
+    let time = record
+        .get("time")
+        .and_then(Value::as_i64)
+        .ok_or(RecordError::NoTime { index })?;
+    Ok(Row { time, record })
+}
+
+/// Decodes a gzip'd msgpack import body (any number of gzip members; empty is legal),
+/// all or nothing: the first bad record rejects the whole body.
+pub fn decode_import(body: &[u8]) -> ApiResult<Vec<Row>> {
+    let mut rows = Vec::new();
+    if body.is_empty() {
+        return Ok(rows);
+    }
+    read_msgpack_values(MultiGzDecoder::new(body), |value| {
+        let row = to_row(rows.len(), value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// A column of a table schema: `[name, type]` or `[name, type, alias]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub r#type: String,
+    pub alias: Option<String>,
+}
+
+/// Parses the schema JSON text (`[[name,type]|[name,type,alias],…]`), rejecting `time` and `v`.
+pub fn parse_schema(text: &str) -> ApiResult<Vec<Column>> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("schema must be a JSON array of [name, type]: {e}")))?;
+    let items = value
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("schema must be a JSON array of [name, type]"))?;
+    items
+        .iter()
+        .map(|item| {
+            let parts: Vec<&str> = item
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let (name, ty, alias) = match parts.as_slice() {
+                [n, t] => (*n, *t, None),
+                [n, t, a] => (*n, *t, Some((*a).to_string())),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "schema column must be [name, type] or [name, type, alias], got {item}"
+                    )))
+                }
+            };
+            let key = alias.as_deref().unwrap_or(name);
+            if key == "time" || key == "v" {
+                return Err(ApiError::unprocessable(format!(
+                    "column name '{key}' is reserved"
+                )));
+            }
+            check_type(ty)?;
+            Ok(Column {
+                name: name.to_string(),
+                r#type: ty.to_string(),
+                alias,
+            })
+        })
+        .collect()
+}
+
+fn check_type(ty: &str) -> ApiResult<()> {
+    let ty = ty.trim();
+    let ok = matches!(ty, "int" | "long" | "float" | "double" | "string")
+        || (ty.starts_with("array<") && ty.ends_with('>'))
+        || (ty.starts_with("map<") && ty.ends_with('>'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(format!(
+            "invalid column type '{ty}': use int, long, float, double, string, array<T> or map<K,V>"
+        )))
+    }
+}
+
+pub fn schema_to_json(columns: &[Column]) -> String {
+    let items: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            let mut v = vec![Value::from(c.name.clone()), Value::from(c.r#type.clone())];
+            if let Some(a) = &c.alias {
+                v.push(Value::from(a.clone()));
+            }
+            Value::Array(v)
+        })
+        .collect();
+    Value::Array(items).to_string()
+}
+
+/// The TD type a value suggests when a new column is first seen (None for null).
+fn guess_type(v: &Value) -> Option<&'static str> {
+    match v {
+        Value::Null => None,
+        Value::Bool(_) => Some("string"),
+        Value::Number(n) if n.is_f64() => Some("double"),
+        Value::Number(_) => Some("long"),
+        Value::String(_) => Some("string"),
+        Value::Array(_) => Some("array<string>"),
+        Value::Object(_) => Some("map<string,string>"),
+    }
+}
+
+/// Reads a table's schema.
+pub fn table_schema(conn: &Connection, table_id: i64) -> ApiResult<Vec<Column>> {
+    let text: String = conn
+        .query_row(
+            "SELECT schema FROM tables WHERE id = ?1",
+            params![table_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("table does not exist"))?;
+    parse_schema(&text)
+}
+
+/// Appends rows to a table and extends its schema with columns seen for the first time, as TD
+/// does on import. Runs inside the caller's transaction.
+pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> ApiResult<()> {
+    let mut schema = table_schema(conn, table_id)?;
+    let before = schema.len();
+    {
+        let mut stmt =
+            conn.prepare_cached("INSERT INTO records (table_id, time, record) VALUES (?1, ?2, ?3)")?;
+        for row in rows {
+            let text = Value::Object(row.record.clone()).to_string();
+            stmt.execute(params![table_id, row.time, text])?;
+            extend_schema(&mut schema, &row.record);
+        }
+    }
+    if schema.len() != before {
+        conn.execute(
+            "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
+            params![schema_to_json(&schema), crate::store::now(), table_id],
+        )?;
+    } else {
+        conn.execute(
+            "UPDATE tables SET updated_at = ?1 WHERE id = ?2",
+            params![crate::store::now(), table_id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Adds to `schema` the columns of `record` it does not have yet (never `time` or `v`).
+pub fn extend_schema(schema: &mut Vec<Column>, record: &Map<String, Value>) {
+    for (key, value) in record {
+        if key == "time" || key == "v" {
+            continue;
+        }
+        if schema.iter().any(|c| c.name == *key) {
+            continue;
+        }
+        if let Some(ty) = guess_type(value) {
+            schema.push(Column {
+                name: key.clone(),
+                r#type: ty.to_string(),
+                alias: None,
+            });
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Routes of the `bulk_import` group (to be implemented).
+
+use axum::Router;
+
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}

@@ -1,0 +1,9 @@
+//! Routes of the `import` group (to be implemented).
+
+use axum::Router;
+
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}
