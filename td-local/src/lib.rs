@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod error;
 pub mod faults;
 pub mod jobs;
+pub mod output;
 pub mod params;
 pub mod query;
 pub mod records;

@@ -1,0 +1,25 @@
+//! Server-side result output: what TD's td:// connector does when a job is issued with
+//! `result=td://…` or exported with `POST /v3/job/result_export/:id`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+/// Where a job's rows go and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTarget {
+    /// The account that owns the target table (picked by the URL's key; the job's own when empty).
+    pub account_id: i64,
+    /// Whether the key that picked it is write-only (replace then fails).
+    pub write_only: bool,
+    pub database: String,
+    pub table: String,
+    pub replace: bool,
+    /// `time` for every row when the result has no `time` column.
+    pub time: Option<i64>,
+}
+
+/// Writes the rows of `source_job_id`'s stored result into `target`; returns the rows written.
+/// Blocking: call it from a blocking task.
+pub fn write_job_result(_state: &AppState, _source_job_id: i64, _target: &OutputTarget) -> ApiResult<u64> {
+    Err(ApiError::internal("result output is not implemented yet"))
+}
