@@ -1,0 +1,3 @@
+pub mod retry;
+pub mod td;
+pub mod transfer;

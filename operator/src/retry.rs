@@ -1,0 +1,194 @@
+//! The one retry policy for every call to TD: which failures are retried, and how long to wait.
+//! All the numbers live here (design.md §4.7).
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Whether a call may be sent again after a failure that leaves its outcome unknown
+/// (a timeout or a reset after the request was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Safety {
+    /// GET, PUT of a named part or `import_with_id`, and our own creates where 409 means done.
+    Repeatable,
+    /// Anything else: resent only when the server surely did not act on it.
+    Once,
+}
+
+/// How a single attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The server answered with this status (and maybe `Retry-After`).
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
+    /// No connection was made: the request never reached the server.
+    Connect,
+    /// Sent, but no complete answer (timeout, reset, truncated body): the outcome is unknown.
+    Ambiguous,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// First backoff ceiling; doubles each retry (full jitter: a uniform wait in `[0, ceiling]`).
+    pub base: Duration,
+    pub max_backoff: Duration,
+    pub max_retries: u32,
+    /// No retry is started once this much time has gone by since the first attempt.
+    pub max_elapsed: Duration,
+    /// `Retry-After` is honoured up to this.
+    pub retry_after_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(20),
+            max_retries: 8,
+            max_elapsed: Duration::from_secs(300),
+            retry_after_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Environment knob that scales every wait of the operator (retries, Retry-After, job polling):
+/// `TDRE_TIME_SCALE=0.001` turns seconds into milliseconds for tests.
+pub const TIME_SCALE_ENV: &str = "TDRE_TIME_SCALE";
+
+/// The factor set by [`TIME_SCALE_ENV`] (1.0 when unset or invalid).
+pub fn time_scale() -> f64 {
+    std::env::var(TIME_SCALE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .unwrap_or(1.0)
+}
+
+/// `d` scaled by the test knob.
+pub fn scaled(d: Duration) -> Duration {
+    d.mul_f64(time_scale())
+}
+
+impl RetryPolicy {
+    /// The default policy with the test knob applied.
+    pub fn from_env() -> Self {
+        let p = RetryPolicy::default();
+        RetryPolicy {
+            base: scaled(p.base),
+            max_backoff: scaled(p.max_backoff),
+            max_elapsed: scaled(p.max_elapsed),
+            retry_after_cap: scaled(p.retry_after_cap),
+            ..p
+        }
+    }
+
+    /// Whether this failure is worth another attempt at all, ignoring the budget.
+    pub fn is_retryable(failure: Failure, safety: Safety) -> bool {
+        match failure {
+            Failure::Status { code, .. } => code == 408 || code == 429 || (code >= 500 && code != 501),
+            Failure::Connect => true,
+            Failure::Ambiguous => safety == Safety::Repeatable,
+        }
+    }
+
+    /// How long to wait before retry number `retry` (0-based), or `None` to give up.
+    pub fn next_wait(
+        &self,
+        retry: u32,
+        elapsed: Duration,
+        failure: Failure,
+        safety: Safety,
+    ) -> Option<Duration> {
+        if retry >= self.max_retries || !Self::is_retryable(failure, safety) {
+            return None;
+        }
+        let wait = match failure {
+            Failure::Status {
+                retry_after: Some(after),
+                ..
+            } => after.mul_f64(time_scale()).min(self.retry_after_cap),
+            _ => self.jitter(retry),
+        };
+        (elapsed + wait <= self.max_elapsed).then_some(wait)
+    }
+
+    fn jitter(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << retry.min(20))
+            .min(self.max_backoff);
+        ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONCE: Safety = Safety::Once;
+    const REPEATABLE: Safety = Safety::Repeatable;
+
+    fn status(code: u16) -> Failure {
+        Failure::Status {
+            code,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn retries_408_429_and_5xx_but_not_501_or_4xx() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(RetryPolicy::is_retryable(status(code), ONCE), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422, 501] {
+            assert!(!RetryPolicy::is_retryable(status(code), REPEATABLE), "{code}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_failures_are_retried_only_for_repeatable_calls() {
+        assert!(RetryPolicy::is_retryable(Failure::Ambiguous, REPEATABLE));
+        assert!(!RetryPolicy::is_retryable(Failure::Ambiguous, ONCE));
+        assert!(RetryPolicy::is_retryable(Failure::Connect, ONCE));
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_doubling_ceiling() {
+        let p = RetryPolicy::default();
+        for retry in 0..8 {
+            let ceiling = (p.base * 2u32.pow(retry)).min(p.max_backoff);
+            for _ in 0..50 {
+                let w = p.next_wait(retry, Duration::ZERO, status(503), ONCE).unwrap();
+                assert!(w <= ceiling, "retry {retry}: {w:?} > {ceiling:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn gives_up_after_max_retries_or_max_elapsed() {
+        let p = RetryPolicy::default();
+        assert!(p.next_wait(8, Duration::ZERO, status(503), ONCE).is_none());
+        assert!(p
+            .next_wait(0, Duration::from_secs(301), status(503), ONCE)
+            .is_none());
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let p = RetryPolicy::default();
+        let after = |s| Failure::Status {
+            code: 429,
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        assert_eq!(
+            p.next_wait(0, Duration::ZERO, after(7), ONCE),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            p.next_wait(0, Duration::ZERO, after(600), ONCE),
+            Some(Duration::from_secs(60))
+        );
+    }
+}

@@ -1,0 +1,649 @@
+//! A typed client for the TD REST API v3: auth, the retry policy, errors that say which call failed.
+//! Only what the export needs; every path and shape follows td-api.md.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{Method, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::retry::{Failure, RetryPolicy, Safety};
+
+/// Everything but unreserved characters is encoded in a path segment (names never contain `/`,
+/// keys and part names may contain `.`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// A failed call to TD. Messages name the call (method and path: never a key).
+#[derive(Debug, thiserror::Error)]
+pub enum TdError {
+    #[error("{call} answered {status}: {message}")]
+    Api {
+        call: String,
+        status: u16,
+        message: String,
+        conflicts_with: Option<String>,
+    },
+    #[error("{call} failed after {attempts} attempt(s): {reason}")]
+    Transport {
+        call: String,
+        attempts: u32,
+        reason: String,
+        connect: bool,
+    },
+    #[error("{call} returned an unexpected response: {detail}")]
+    Protocol { call: String, detail: String },
+}
+
+impl TdError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TdError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn is_status(&self, code: u16) -> bool {
+        self.status() == Some(code)
+    }
+
+    /// Whether running the task again later may succeed (the retries were used up on a
+    /// transient failure), as opposed to a failure that needs a fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TdError::Api { status, .. } => RetryPolicy::is_retryable(
+                Failure::Status {
+                    code: *status,
+                    retry_after: None,
+                },
+                Safety::Once,
+            ),
+            TdError::Transport { .. } => true,
+            TdError::Protocol { .. } => false,
+        }
+    }
+}
+
+pub type TdResult<T> = Result<T, TdError>;
+
+/// One TD account on one endpoint.
+#[derive(Clone)]
+pub struct TdClient {
+    http: reqwest::Client,
+    base: String,
+    authorization: String,
+    policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for TdClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TdClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP client every TdClient shares: connect timeout 5 s, read timeout 30 s, no
+/// whole-request timeout (result streams can take long).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(30))
+        .user_agent(concat!("td-result-export/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("TLS backend initialises")
+}
+
+/// A request to send, possibly several times.
+struct Call {
+    method: Method,
+    path: String,
+    form: Vec<(&'static str, String)>,
+    body: Option<Bytes>,
+    safety: Safety,
+}
+
+impl Call {
+    fn new(method: Method, path: String, safety: Safety) -> Call {
+        Call {
+            method,
+            path,
+            form: Vec::new(),
+            body: None,
+            safety,
+        }
+    }
+    fn label(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+impl TdClient {
+    /// `base_url` is `scheme://host[:port]`; `apikey` is sent as `Authorization: TD1 <key>`.
+    pub fn new(http: reqwest::Client, base_url: &str, apikey: &str, policy: RetryPolicy) -> TdClient {
+        TdClient {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            authorization: format!("TD1 {apikey}"),
+            policy,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends `call` under the retry policy; returns the first successful response.
+    async fn send(&self, call: &Call) -> TdResult<Response> {
+        let started = Instant::now();
+        let mut retry = 0u32;
+        loop {
+            let mut req = self
+                .http
+                .request(call.method.clone(), format!("{}{}", self.base, call.path))
+                .header(reqwest::header::AUTHORIZATION, &self.authorization);
+            if !call.form.is_empty() {
+                req = req.form(&call.form);
+            }
+            if let Some(body) = &call.body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(body.clone());
+            }
+            let (failure, error) = match req.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let retry_after = retry_after(&resp);
+                    let error = api_error(call.label(), resp).await;
+                    let code = error.status().unwrap_or(500);
+                    (Failure::Status { code, retry_after }, error)
+                }
+                Err(e) => {
+                    let connect = e.is_connect();
+                    let failure = if connect {
+                        Failure::Connect
+                    } else {
+                        Failure::Ambiguous
+                    };
+                    let reason = error_chain(&e);
+                    (
+                        failure,
+                        TdError::Transport {
+                            call: call.label(),
+                            attempts: retry + 1,
+                            reason,
+                            connect,
+                        },
+                    )
+                }
+            };
+            match self
+                .policy
+                .next_wait(retry, started.elapsed(), failure, call.safety)
+            {
+                Some(wait) => {
+                    tracing::warn!(call = %call.label(), error = %error, wait_ms = wait.as_millis() as u64, "retrying");
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
+                None => return Err(with_attempts(error, retry + 1)),
+            }
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, call: Call) -> TdResult<T> {
+        let label = call.label();
+        let resp = self.send(&call).await?;
+        let bytes = resp.bytes().await.map_err(|e| TdError::Transport {
+            call: label.clone(),
+            attempts: 1,
+            reason: error_chain(&e),
+            connect: false,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| TdError::Protocol {
+            call: label,
+            detail: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: String) -> TdResult<T> {
+        self.json(Call::new(Method::GET, path, Safety::Repeatable)).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: String,
+        form: Vec<(&'static str, String)>,
+        safety: Safety,
+    ) -> TdResult<T> {
+        self.json(Call {
+            form,
+            ..Call::new(Method::POST, path, safety)
+        })
+        .await
+    }
+
+    // ---- databases and tables ----
+
+    pub async fn database_exists(&self, db: &str) -> TdResult<bool> {
+        found(self.get::<Value>(format!("/v3/database/show/{}", seg(db))).await)
+    }
+
+    pub async fn table(&self, db: &str, table: &str) -> TdResult<Option<Table>> {
+        let shown = self
+            .get::<Table>(format!("/v3/table/show/{}/{}", seg(db), seg(table)))
+            .await;
+        match shown {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.is_status(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn tables(&self, db: &str) -> TdResult<Vec<Table>> {
+        #[derive(Deserialize)]
+        struct List {
+            tables: Vec<Table>,
+        }
+        Ok(self
+            .get::<List>(format!("/v3/table/list/{}", seg(db)))
+            .await?
+            .tables)
+    }
+
+    /// Creates a table; one that already exists counts as created.
+    pub async fn create_table(&self, db: &str, table: &str) -> TdResult<()> {
+        let path = format!("/v3/table/create/{}/{}/log", seg(db), seg(table));
+        done_if_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
+    }
+
+    /// Deletes a table; one that does not exist counts as deleted.
+    pub async fn delete_table(&self, db: &str, table: &str) -> TdResult<()> {
+        let path = format!("/v3/table/delete/{}/{}", seg(db), seg(table));
+        match self.post::<Value>(path, vec![], Safety::Repeatable).await {
+            Err(e) if e.is_status(404) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Renames `from` to `to`, replacing `to` in one step when `overwrite`.
+    pub async fn rename_table(&self, db: &str, from: &str, to: &str, overwrite: bool) -> TdResult<()> {
+        let path = format!("/v3/table/rename/{}/{}/{}", seg(db), seg(from), seg(to));
+        self.post::<Value>(path, vec![("overwrite", overwrite.to_string())], Safety::Once)
+            .await
+            .map(drop)
+    }
+
+    /// Sets a table's schema (`[[name, type], …]`); master key only.
+    pub async fn update_schema(&self, db: &str, table: &str, schema: &Value) -> TdResult<()> {
+        let path = format!("/v3/table/update-schema/{}/{}", seg(db), seg(table));
+        self.post::<Value>(path, vec![("schema", schema.to_string())], Safety::Repeatable)
+            .await
+            .map(drop)
+    }
+
+    /// Adds columns to a table's schema (existing ones keep their type); write-only keys may.
+    pub async fn append_schema(&self, db: &str, table: &str, schema: &Value) -> TdResult<()> {
+        let path = format!("/v3/table/append-schema/{}/{}", seg(db), seg(table));
+        self.post::<Value>(path, vec![("schema", schema.to_string())], Safety::Repeatable)
+            .await
+            .map(drop)
+    }
+
+    // ---- jobs ----
+
+    pub async fn job(&self, id: &str) -> TdResult<Job> {
+        self.get(format!("/v3/job/show/{}", seg(id))).await
+    }
+
+    /// Issues a query. With a `domain_key` a repeat returns the first job's id instead.
+    pub async fn issue_query(
+        &self,
+        engine: &str,
+        db: &str,
+        query: &str,
+        domain_key: Option<&str>,
+    ) -> TdResult<String> {
+        #[derive(Deserialize)]
+        struct Issued {
+            #[serde(deserialize_with = "id_string")]
+            job_id: String,
+        }
+        let mut form = vec![("query", query.to_string())];
+        if let Some(key) = domain_key {
+            form.push(("domain_key", key.to_string()));
+        }
+        let path = format!("/v3/job/issue/{}/{}", seg(engine), seg(db));
+        // A domain key makes the call repeatable: a duplicate answers 409 naming the first job.
+        let safety = if domain_key.is_some() {
+            Safety::Repeatable
+        } else {
+            Safety::Once
+        };
+        match self.post::<Issued>(path, form, safety).await {
+            Ok(issued) => Ok(issued.job_id),
+            Err(TdError::Api {
+                status: 409,
+                conflicts_with: Some(id),
+                ..
+            }) => Ok(id),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams a finished job's result in the given format.
+    pub async fn job_result(&self, id: &str, format: &str) -> TdResult<Response> {
+        let path = format!("/v3/job/result/{}?format={}", seg(id), seg(format));
+        self.send(&Call::new(Method::GET, path, Safety::Repeatable)).await
+    }
+
+    /// Asks TD to write a job's result to a destination; returns the export job's id.
+    pub async fn result_export(&self, job_id: &str, form: Vec<(&'static str, String)>) -> TdResult<String> {
+        #[derive(Deserialize)]
+        struct Exported {
+            #[serde(deserialize_with = "id_string")]
+            job_id: String,
+        }
+        let path = format!("/v3/job/result_export/{}", seg(job_id));
+        Ok(self.post::<Exported>(path, form, Safety::Once).await?.job_id)
+    }
+
+    /// The id of a saved connection (result destination) of this account.
+    pub async fn connection_id(&self, name: &str) -> TdResult<Option<String>> {
+        #[derive(Deserialize)]
+        struct Found {
+            #[serde(deserialize_with = "id_string")]
+            id: String,
+        }
+        let path = format!("/v3/connections/lookup?name={}", seg(name));
+        match self.get::<Found>(path).await {
+            Ok(found) => Ok(Some(found.id)),
+            Err(e) if e.is_status(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The saved result destinations of this account (name → URL).
+    pub async fn saved_results(&self) -> TdResult<Vec<SavedResult>> {
+        #[derive(Deserialize)]
+        struct List {
+            results: Vec<SavedResult>,
+        }
+        Ok(self.get::<List>("/v3/result/list".to_string()).await?.results)
+    }
+
+    // ---- bulk import ----
+
+    pub async fn session(&self, name: &str) -> TdResult<Option<Session>> {
+        match self
+            .get::<Session>(format!("/v3/bulk_import/show/{}", seg(name)))
+            .await
+        {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.is_status(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a session; one that already exists counts as created.
+    pub async fn create_session(&self, name: &str, db: &str, table: &str) -> TdResult<()> {
+        let path = format!("/v3/bulk_import/create/{}/{}/{}", seg(name), seg(db), seg(table));
+        done_if_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
+    }
+
+    /// Uploads (or replaces) a named part: repeatable by construction.
+    pub async fn upload_part(&self, session: &str, part: &str, body: Bytes) -> TdResult<()> {
+        let path = format!("/v3/bulk_import/upload_part/{}/{}", seg(session), seg(part));
+        let call = Call {
+            body: Some(body),
+            ..Call::new(Method::PUT, path, Safety::Repeatable)
+        };
+        self.send(&call).await.map(drop)
+    }
+
+    pub async fn parts(&self, session: &str) -> TdResult<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Parts {
+            parts: Vec<String>,
+        }
+        Ok(self
+            .get::<Parts>(format!("/v3/bulk_import/list_parts/{}", seg(session)))
+            .await?
+            .parts)
+    }
+
+    pub async fn delete_part(&self, session: &str, part: &str) -> TdResult<()> {
+        let path = format!("/v3/bulk_import/delete_part/{}/{}", seg(session), seg(part));
+        match self.post::<Value>(path, vec![], Safety::Repeatable).await {
+            Err(e) if e.is_status(404) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Session state transitions. Each is checked against the session's state first by the
+    /// caller, so repeating one after an ambiguous failure is safe.
+    pub async fn session_action(&self, session: &str, action: SessionAction) -> TdResult<()> {
+        let path = format!("/v3/bulk_import/{}/{}", action.verb(), seg(session));
+        self.post::<Value>(path, vec![], Safety::Repeatable)
+            .await
+            .map(drop)
+    }
+
+    /// The records a perform rejected (gzip'd msgpack; empty when none).
+    pub async fn error_records(&self, session: &str) -> TdResult<Bytes> {
+        let path = format!("/v3/bulk_import/error_records/{}", seg(session));
+        let label = format!("GET {path}");
+        let resp = self
+            .send(&Call::new(Method::GET, path, Safety::Repeatable))
+            .await?;
+        resp.bytes().await.map_err(|e| TdError::Transport {
+            call: label,
+            attempts: 1,
+            reason: error_chain(&e),
+            connect: false,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    Freeze,
+    Perform,
+    Commit,
+    Delete,
+}
+
+impl SessionAction {
+    fn verb(self) -> &'static str {
+        match self {
+            SessionAction::Freeze => "freeze",
+            SessionAction::Perform => "perform",
+            SessionAction::Commit => "commit",
+            SessionAction::Delete => "delete",
+        }
+    }
+}
+
+/// A table as `table/show` describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Table {
+    pub name: String,
+    #[serde(default)]
+    pub count: i64,
+    /// JSON text of `[[name, type(, alias)], …]`.
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+/// A job as `job/show` describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Job {
+    #[serde(deserialize_with = "id_string")]
+    pub job_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub num_records: Option<i64>,
+    #[serde(default)]
+    pub result_size: Option<i64>,
+    /// JSON text, e.g. `[["code","bigint"],["cnt","bigint"]]`.
+    #[serde(default)]
+    pub hive_result_schema: Option<String>,
+    #[serde(default)]
+    pub start_at: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub debug: Option<JobDebug>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobDebug {
+    #[serde(default)]
+    pub stderr: Option<String>,
+    #[serde(default)]
+    pub cmdout: Option<String>,
+}
+
+impl Job {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "success" | "error" | "killed")
+    }
+}
+
+/// A bulk-import session as `bulk_import/show` describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Session {
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub upload_frozen: bool,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default, deserialize_with = "opt_id_string")]
+    pub job_id: Option<String>,
+    #[serde(default)]
+    pub valid_records: Option<i64>,
+    #[serde(default)]
+    pub error_records: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedResult {
+    pub name: String,
+    pub url: String,
+}
+
+fn id_to_string(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Ids arrive as strings or numbers depending on the call.
+fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    id_to_string(Value::deserialize(d)?).ok_or_else(|| serde::de::Error::custom("expected an id"))
+}
+
+fn opt_id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(id_to_string(Value::deserialize(d)?))
+}
+
+fn found<T>(r: TdResult<T>) -> TdResult<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_status(404) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn done_if_conflict(r: TdResult<Value>) -> TdResult<()> {
+    match r {
+        Err(e) if e.is_status(409) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
+    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+/// Reads a TD error body (`message`, else `error`, else `text`) into a `TdError::Api`.
+async fn api_error(call: String, resp: Response) -> TdError {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let message = ["message", "error", "text"]
+        .iter()
+        .find_map(|k| parsed.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&body);
+            let text = text.trim();
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_string()
+            } else {
+                text.chars().take(300).collect()
+            }
+        });
+    let conflicts_with = parsed
+        .pointer("/details/conflicts_with")
+        .cloned()
+        .and_then(id_to_string);
+    TdError::Api {
+        call,
+        status: status.as_u16(),
+        message,
+        conflicts_with,
+    }
+}
+
+fn with_attempts(error: TdError, attempts: u32) -> TdError {
+    match error {
+        TdError::Transport {
+            call,
+            reason,
+            connect,
+            ..
+        } => TdError::Transport {
+            call,
+            attempts,
+            reason,
+            connect,
+        },
+        other => other,
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Whether a status is the one TD uses for a write-only key refused.
+pub fn is_forbidden(e: &TdError) -> bool {
+    e.status() == Some(StatusCode::FORBIDDEN.as_u16())
+}
