@@ -1,3 +1,4 @@
 pub mod retry;
+pub mod source;
 pub mod td;
 pub mod transfer;

@@ -1,0 +1,55 @@
+//! The `server` engine: TD writes the result itself (`POST /v3/job/result_export/:id`) on its own
+//! distributed engine; nothing flows through this machine. The export job's id is handed to the
+//! caller before polling, so a rerun polls that job instead of submitting a second export.
+
+use crate::source::{wait_for_job, SourceError};
+use crate::td::{Job, TdClient, TdError};
+
+/// What to ask TD to write.
+#[derive(Clone)]
+pub enum Destination {
+    /// A td:// URL (legacy mode); it carries the target key, so it never reaches a log.
+    Url(String),
+    /// A saved connection and the TD connector's settings (JSON text).
+    Connection { id: String, settings: String },
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Url(_) => f.write_str("Url(td://***)"),
+            Destination::Connection { id, settings } => f
+                .debug_struct("Connection")
+                .field("id", id)
+                .field("settings", settings)
+                .finish(),
+        }
+    }
+}
+
+/// Submits the export (unless `recorded` names one already submitted) and waits for it.
+pub async fn export(
+    source: &TdClient,
+    job_id: &str,
+    destination: &Destination,
+    recorded: Option<String>,
+    on_submitted: impl FnOnce(&str),
+) -> Result<Job, SourceError> {
+    let export_id = match recorded {
+        Some(id) => id,
+        None => {
+            let form = match destination {
+                Destination::Url(url) => vec![("result", url.clone())],
+                Destination::Connection { id, settings } => {
+                    vec![
+                        ("result_connection_id", id.clone()),
+                        ("result_connection_settings", settings.clone()),
+                    ]
+                }
+            };
+            source.result_export(job_id, form).await.map_err(TdError::into)?
+        }
+    };
+    on_submitted(&export_id);
+    wait_for_job(source, &export_id, |_| {}).await
+}

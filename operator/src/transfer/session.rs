@@ -1,0 +1,169 @@
+//! Drives a bulk-import session from whatever state it is in to `committed`, so that a rerun
+//! resumes where the last run stopped (uploading → frozen → performing → ready → committing →
+//! committed) and a committed session means "already done".
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::stream::Moved;
+use super::TransferError;
+use crate::retry::scaled;
+use crate::td::{SessionAction, TdClient};
+
+/// Session polling: every 1 s, up to 10 s.
+const POLL_FIRST: Duration = Duration::from_secs(1);
+const POLL_MAX: Duration = Duration::from_secs(10);
+
+/// How a session reached `committed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Rows the session committed.
+    pub rows: u64,
+    /// What this run uploaded (None when it resumed past the upload).
+    pub uploaded: Option<Moved>,
+    /// False when the session was already committed before this run touched it.
+    pub by_this_run: bool,
+    /// The table's row count just before this run's commit (None: not readable with this key).
+    pub count_before: Option<i64>,
+}
+
+/// Session `name` loading `db.table`.
+pub struct SessionRef<'a> {
+    pub client: &'a TdClient,
+    pub name: &'a str,
+    pub database: &'a str,
+    pub table: &'a str,
+}
+
+/// Brings the session to `committed`. `upload` fills it (deterministic part names, so a second
+/// upload overwrites); `schema` is appended to the table before commit.
+pub async fn drive<U, F>(s: &SessionRef<'_>, upload: U, schema: &Value) -> Result<Committed, TransferError>
+where
+    U: FnOnce() -> F,
+    F: Future<Output = Result<Moved, TransferError>>,
+{
+    let client = s.client;
+    let mut upload = Some(upload);
+    let mut uploaded: Option<Moved> = None;
+    let mut acted = false;
+    let mut count_before = None;
+    let mut wait = POLL_FIRST;
+    loop {
+        let Some(session) = client.session(s.name).await? else {
+            create(s).await?;
+            acted = true;
+            continue;
+        };
+        match (session.status.as_str(), session.upload_frozen) {
+            ("uploading", false) => {
+                if let Some(upload) = upload.take() {
+                    let moved = upload().await?;
+                    prune_parts(s, moved.parts).await?;
+                    uploaded = Some(moved);
+                }
+                client.session_action(s.name, SessionAction::Freeze).await?;
+                acted = true;
+            }
+            ("uploading", true) => {
+                client.append_schema(s.database, s.table, schema).await?;
+                client.session_action(s.name, SessionAction::Perform).await?;
+                acted = true;
+            }
+            ("ready", _) => {
+                let errors = session.error_records.unwrap_or(0);
+                if errors > 0 {
+                    return Err(TransferError::Rejected {
+                        session: s.name.to_string(),
+                        rejected: errors,
+                        valid: session.valid_records.unwrap_or(0),
+                    });
+                }
+                count_before = table_count(s).await?;
+                client.session_action(s.name, SessionAction::Commit).await?;
+                acted = true;
+            }
+            ("committed", _) => {
+                return Ok(Committed {
+                    rows: session.valid_records.unwrap_or(0).max(0) as u64,
+                    uploaded,
+                    by_this_run: acted,
+                    count_before,
+                });
+            }
+            ("performing", _) => {
+                if let Some(stderr) = failed_perform(client, session.job_id.as_deref()).await {
+                    return Err(TransferError::PerformFailed {
+                        session: s.name.to_string(),
+                        stderr,
+                    });
+                }
+                tokio::time::sleep(scaled(wait)).await;
+                wait = (wait * 2).min(POLL_MAX);
+            }
+            ("committing", _) => {
+                tokio::time::sleep(scaled(wait)).await;
+                wait = (wait * 2).min(POLL_MAX);
+            }
+            (other, _) => {
+                return Err(TransferError::UnexpectedSession {
+                    session: s.name.to_string(),
+                    status: other.into(),
+                })
+            }
+        }
+    }
+}
+
+/// Creates the session; if the table is missing, creates it first (master key only).
+async fn create(s: &SessionRef<'_>) -> Result<(), TransferError> {
+    match s.client.create_session(s.name, s.database, s.table).await {
+        Err(e) if e.is_status(404) => {
+            if !s.client.database_exists(s.database).await.unwrap_or(true) {
+                return Err(TransferError::DatabaseMissing {
+                    database: s.database.to_string(),
+                });
+            }
+            match s.client.create_table(s.database, s.table).await {
+                Err(e) if crate::td::is_forbidden(&e) => Err(TransferError::WriteOnlyCannotCreate {
+                    database: s.database.to_string(),
+                    table: s.table.to_string(),
+                }),
+                Err(e) => Err(e.into()),
+                Ok(()) => Ok(s.client.create_session(s.name, s.database, s.table).await?),
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Deletes parts left by an earlier run that this run did not write (it wrote `part_0…part_{n-1}`).
+async fn prune_parts(s: &SessionRef<'_>, written: u64) -> Result<(), TransferError> {
+    let ours: Vec<String> = (0..written).map(super::stream::part_name).collect();
+    for part in s.client.parts(s.name).await? {
+        if !ours.contains(&part) {
+            s.client.delete_part(s.name, &part).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The table's row count, or None when this key may not read it (write-only).
+async fn table_count(s: &SessionRef<'_>) -> Result<Option<i64>, TransferError> {
+    match s.client.table(s.database, s.table).await {
+        Ok(t) => Ok(t.map(|t| t.count)),
+        Err(e) if crate::td::is_forbidden(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The stderr of a perform job that failed (None while it runs, or if it cannot be read).
+async fn failed_perform(client: &TdClient, job_id: Option<&str>) -> Option<String> {
+    let job = client.job(job_id?).await.ok()?;
+    matches!(job.status.as_str(), "error" | "killed").then(|| {
+        job.debug
+            .and_then(|d| d.stderr)
+            .unwrap_or_else(|| format!("perform job {}", job.status))
+    })
+}

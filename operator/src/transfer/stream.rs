@@ -1,0 +1,162 @@
+//! The `stream` engine's pipe: result download → gunzip → transcode → gzip parts of ~16 MB →
+//! bounded parallel upload. Memory stays flat: at most `parallel` parts wait or fly at once.
+
+use std::future::Future;
+use std::io::BufReader;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::{read::MultiGzDecoder, Compression};
+use futures::TryStreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::transcode::{TranscodeError, Transcoder};
+
+/// Parts are cut when their compressed size reaches this.
+pub const PART_BYTES: usize = 16 << 20;
+/// Parts uploaded at once.
+pub const PARALLEL_UPLOADS: usize = 2;
+
+/// Counters shared with the progress display and the status document.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub rows: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub parts: AtomicU64,
+}
+
+/// What a finished transfer moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Moved {
+    pub rows: u64,
+    pub parts: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Transcode(#[from] TranscodeError),
+    #[error("uploading part {part}: {source}")]
+    Upload { part: String, source: E },
+    #[error("the transcoding thread stopped: {0}")]
+    Join(String),
+}
+
+/// The deterministic name of the `index`-th part (0-based): a rerun overwrites the same parts.
+pub fn part_name(index: u64) -> String {
+    format!("part_{index:06}")
+}
+
+/// Streams `body` (a msgpack.gz result) through `transcoder` into parts handed to `upload`.
+pub async fn pipe<S, U, F, E>(
+    body: S,
+    mut transcoder: Transcoder,
+    progress: Arc<Progress>,
+    upload: U,
+) -> Result<Moved, StreamError<E>>
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+    U: Fn(String, Bytes) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (parts_tx, mut parts_rx) = mpsc::channel::<(String, Bytes)>(PARALLEL_UPLOADS);
+    let counting = {
+        let progress = progress.clone();
+        body.inspect_ok(move |chunk| {
+            progress.bytes_in.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        })
+    };
+    let reader = SyncIoBridge::new(StreamReader::new(counting));
+    let cut_progress = progress.clone();
+    let cutter = tokio::task::spawn_blocking(move || -> Result<u64, TranscodeError> {
+        let mut input = BufReader::with_capacity(1 << 16, MultiGzDecoder::new(reader));
+        let mut part = new_part();
+        let mut parts = 0u64;
+        let mut rows_in_part = 0u64;
+        let send = |encoder: GzEncoder<Vec<u8>>, parts: &mut u64| -> Result<(), TranscodeError> {
+            let bytes = Bytes::from(encoder.finish()?);
+            let name = part_name(*parts);
+            *parts += 1;
+            // A closed channel means the uploader failed: stop; its error is the one reported.
+            parts_tx
+                .blocking_send((name, bytes))
+                .map_err(|_| TranscodeError::Io(std::io::ErrorKind::BrokenPipe.into()))
+        };
+        while transcoder.next_row(&mut input, &mut part)? {
+            cut_progress.rows.store(transcoder.rows(), Ordering::Relaxed);
+            rows_in_part += 1;
+            if part.get_ref().len() >= PART_BYTES {
+                send(std::mem::replace(&mut part, new_part()), &mut parts)?;
+                rows_in_part = 0;
+            }
+        }
+        // An empty result makes no part at all.
+        if rows_in_part > 0 {
+            send(part, &mut parts)?;
+        }
+        Ok(parts)
+    });
+
+    let upload = Arc::new(upload);
+    let mut flying: JoinSet<Result<u64, StreamError<E>>> = JoinSet::new();
+    let mut upload_error = None;
+    while let Some((name, bytes)) = parts_rx.recv().await {
+        while flying.len() >= PARALLEL_UPLOADS {
+            if let Some(Err(e)) = flying.join_next().await.map(flatten_join) {
+                upload_error.get_or_insert(e);
+            }
+        }
+        if upload_error.is_some() {
+            break;
+        }
+        let upload = upload.clone();
+        let progress = progress.clone();
+        flying.spawn(async move {
+            let len = bytes.len() as u64;
+            upload(name.clone(), bytes)
+                .await
+                .map_err(|source| StreamError::Upload { part: name, source })?;
+            progress.bytes_out.fetch_add(len, Ordering::Relaxed);
+            progress.parts.fetch_add(1, Ordering::Relaxed);
+            Ok(len)
+        });
+    }
+    drop(parts_rx);
+    while let Some(done) = flying.join_next().await {
+        if let Err(e) = flatten_join(done) {
+            upload_error.get_or_insert(e);
+        }
+    }
+    let cut = cutter.await.map_err(|e| StreamError::Join(e.to_string()))?;
+    if let Some(e) = upload_error {
+        return Err(e);
+    }
+    let parts = cut?;
+    Ok(Moved {
+        rows: progress.rows.load(Ordering::Relaxed),
+        parts,
+        bytes_in: progress.bytes_in.load(Ordering::Relaxed),
+        bytes_out: progress.bytes_out.load(Ordering::Relaxed),
+    })
+}
+
+fn new_part() -> GzEncoder<Vec<u8>> {
+    GzEncoder::new(
+        Vec::with_capacity(PART_BYTES + (PART_BYTES >> 3)),
+        Compression::new(3),
+    )
+}
+
+fn flatten_join<E: std::error::Error + 'static>(
+    r: Result<Result<u64, StreamError<E>>, tokio::task::JoinError>,
+) -> Result<u64, StreamError<E>> {
+    r.map_err(|e| StreamError::Join(e.to_string()))?
+}
