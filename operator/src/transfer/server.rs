@@ -3,7 +3,7 @@
 //! caller before polling, so a rerun polls that job instead of submitting a second export.
 
 use crate::source::{wait_for_job, SourceError};
-use crate::td::{Job, TdClient, TdError};
+use crate::td::{Job, TdClient};
 
 /// What to ask TD to write.
 #[derive(Clone)]
@@ -47,7 +47,7 @@ pub async fn export(
                     ]
                 }
             };
-            source.result_export(job_id, form).await.map_err(TdError::into)?
+            source.result_export(job_id, form).await?
         }
     };
     on_submitted(&export_id);
