@@ -1,4 +1,5 @@
 pub mod retry;
 pub mod source;
+pub mod status;
 pub mod td;
 pub mod transfer;
