@@ -1,6 +1,8 @@
 //! td-local over real HTTP on loopback: one test binary, one module per group of td-api.md.
 
 mod databases;
+mod import;
+mod tables;
 
 use std::io::Write;
 
