@@ -27,17 +27,28 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no such API call: {method} {}", uri.path()))
 }
 
-/// Strips the optional `.json` suffix the clients may add to a route (td-api.md §1). Paths that
-/// end in a user-chosen name with a dot (import formats, part names) keep theirs.
-pub fn strip_json_suffix(uri: &Uri) -> Option<Uri> {
-    let path = uri.path();
-    let stripped = path.strip_suffix(".json")?;
-    if path.starts_with("/v3/bulk_import/upload_part/") || path.starts_with("/v3/table/import") {
+/// Rewrites a request path the way TD's front end tolerates it: a doubled leading slash (the
+/// Python client joins `http://host:port` and `/v3/...` into `//v3/...`) is collapsed, and the
+/// optional `.json` suffix of a route is stripped (td-api.md §1). Paths that end in a
+/// user-chosen name with a dot (import formats, part names) keep theirs.
+pub fn normalize_uri(uri: &Uri) -> Option<Uri> {
+    let original = uri.path();
+    let mut path = original.trim_start_matches('/');
+    let mut owned = format!("/{path}");
+    if let Some(stripped) = owned.strip_suffix(".json") {
+        let keeps_dot =
+            owned.starts_with("/v3/bulk_import/upload_part/") || owned.starts_with("/v3/table/import");
+        if !keeps_dot {
+            owned = stripped.to_string();
+        }
+    }
+    path = &owned;
+    if path == original {
         return None;
     }
     let rebuilt = match uri.query() {
-        Some(q) => format!("{stripped}?{q}"),
-        None => stripped.to_string(),
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
     };
     rebuilt.parse().ok()
 }
