@@ -27,6 +27,35 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no such API call: {method} {}", uri.path()))
 }
 
+/// The path a route is matched on: repeated slashes merged, then the `.json` suffix stripped.
+/// td-client-python joins an endpoint given without a trailing slash into `//v3/...`; TD's front
+/// proxy merges the slashes, so the client works against TD either way and must here too.
+pub fn normalize_uri(uri: &Uri) -> Option<Uri> {
+    let merged = merge_slashes(uri);
+    match strip_json_suffix(merged.as_ref().unwrap_or(uri)) {
+        Some(stripped) => Some(stripped),
+        None => merged,
+    }
+}
+
+fn merge_slashes(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    if !path.contains("//") {
+        return None;
+    }
+    let mut merged = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    if let Some(q) = uri.query() {
+        merged.push('?');
+        merged.push_str(q);
+    }
+    merged.parse().ok()
+}
+
 /// Strips the optional `.json` suffix the clients may add to a route (td-api.md §1). Paths that
 /// end in a user-chosen name with a dot (import formats, part names) keep theirs.
 pub fn strip_json_suffix(uri: &Uri) -> Option<Uri> {

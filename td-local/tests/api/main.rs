@@ -3,6 +3,7 @@
 mod cli;
 mod databases;
 mod faults;
+mod routing;
 
 use std::io::Write;
 
