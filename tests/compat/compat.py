@@ -128,7 +128,7 @@ def check_tables():
     assert [t.name for t in td.tables(db)] == ["second"]
     expect_error(errors.NotFoundError, td.table, db, "first")
     expect_error(errors.NotFoundError, td.delete_table, db, "first")
-    expect_error(errors.NotFoundError, td.create_log_table, unique("missing_db"), "t")
+    expect_error(errors.NotFoundError, td.create_log_table, unique("missing_db"), "tbl")
     td.delete_database(db)
 
 
@@ -272,7 +272,7 @@ def check_result_export():
 def check_error_classes():
     td = client()
     db = fresh_database(td, "compat_errors")
-    td.create_log_table(db, "t")
+    td.create_log_table(db, "tbl")
     expect_error(errors.NotFoundError, td.tables, unique("missing_db"))
     expect_error(errors.NotFoundError, td.job, "999999999")
     expect_error(errors.AlreadyExistsError, td.create_database, db)
@@ -281,10 +281,10 @@ def check_error_classes():
     e = expect_error(errors.ForbiddenError, write_only.databases)
     assert "write-only" in str(e), str(e)
     expect_error(errors.ForbiddenError, write_only.create_database, unique("refused"))
-    expect_error(errors.ForbiddenError, write_only.delete_table, db, "t")
+    expect_error(errors.ForbiddenError, write_only.delete_table, db, "tbl")
     # Another account does not see this one's databases.
     expect_error(errors.NotFoundError, client(OTHER_MASTER).tables, db)
-    assert [t.name for t in td.tables(db)] == ["t"], "refused calls changed nothing"
+    assert [t.name for t in td.tables(db)] == ["tbl"], "refused calls changed nothing"
     td.delete_database(db)
 
 
