@@ -1,5 +1,6 @@
 //! `td-local serve --data DIR [--listen 127.0.0.1:PORT] [--admin]`
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -48,7 +49,12 @@ async fn main() -> anyhow::Result<()> {
         admin,
     })
     .await?;
-    println!("listening on {}", server.base_url());
+    // The first stdout line is the contract for parents that start us with port 0: flush it now,
+    // whatever buffering stdout has when it is a pipe.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", server.base_url())?;
+    stdout.flush()?;
+    drop(stdout);
     eprintln!(
         "data in {} (API keys in {})",
         data.display(),

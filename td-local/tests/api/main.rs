@@ -1,7 +1,10 @@
 //! td-local over real HTTP on loopback: one test binary, one module per group of td-api.md.
 
+mod cli;
 mod databases;
+mod faults;
 mod import;
+mod routing;
 mod tables;
 
 use std::io::Write;
