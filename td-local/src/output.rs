@@ -213,8 +213,8 @@ impl TdUrl {
                 "{what} must be a JSON object, got {value}"
             )));
         };
-        let text = |keys: [&str; 2]| -> ApiResult<Option<String>> {
-            for key in keys {
+        let text = |keys: &[&str]| -> ApiResult<Option<String>> {
+            for &key in keys {
                 match map.get(key) {
                     None | Some(Value::Null) => continue,
                     Some(Value::String(s)) => return Ok(Some(s.clone())),
@@ -227,15 +227,15 @@ impl TdUrl {
             }
             Ok(None)
         };
-        if let Some(db) = text(["user_database_name", "database"])? {
+        if let Some(db) = text(&["user_database_name", "database"])? {
             check_name("database", &db)?;
             self.database = Some(db);
         }
-        if let Some(table) = text(["user_table_name", "table"])? {
+        if let Some(table) = text(&["user_table_name", "table"])? {
             check_name("table", &table)?;
             self.table = Some(table);
         }
-        if let Some(mode) = text(["mode", "mode"])? {
+        if let Some(mode) = text(&["mode"])? {
             self.mode = Some(Mode::parse(&mode, what)?);
         }
         match map.get("time") {
