@@ -110,6 +110,11 @@ impl TdLocal {
         &self.state.data_dir
     }
 
+    /// The shared state, for tests that set up rows through the library.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Fault rules and the request log.
     pub fn faults(&self) -> &Faults {
         &self.state.faults
