@@ -23,3 +23,9 @@ pub struct OutputTarget {
 pub fn write_job_result(_state: &AppState, _source_job_id: i64, _target: &OutputTarget) -> ApiResult<u64> {
     Err(ApiError::internal("result output is not implemented yet"))
 }
+
+/// Parses a `td://[KEY]@[HOST]/DATABASE/TABLE[?mode=…&time=…]` result URL for a job of
+/// `caller_account_id`: the key picks the target account (the caller's when empty).
+pub fn parse_result_url(_state: &AppState, _caller_account_id: i64, _url: &str) -> ApiResult<OutputTarget> {
+    Err(ApiError::internal("td:// result output is not implemented yet"))
+}

@@ -1,6 +1,7 @@
 //! td-local over real HTTP on loopback: one test binary, one module per group of td-api.md.
 
 mod databases;
+mod jobs;
 
 use std::io::Write;
 
