@@ -129,10 +129,10 @@ pub fn insert_unique(conn: &Connection, job: &NewJob) -> ApiResult<i64> {
             )
             .optional()?;
         if let Some(first) = existing {
-            return Err(ApiError::conflict(format!(
-                "domain_key '{key}' was already used by job {first}"
-            ))
-            .with_details(serde_json::json!({ "conflicts_with": first.to_string() })));
+            return Err(
+                ApiError::conflict(format!("domain_key '{key}' was already used by job {first}"))
+                    .with_details(serde_json::json!({ "conflicts_with": first.to_string() })),
+            );
         }
     }
     insert(conn, job)
@@ -195,7 +195,10 @@ fn run_query_job(state: &AppState, id: i64) {
                 .map_err(|e| e.message)?;
             write_output(state, id, &job)?;
         }
-        state.store.write(|tx| mark_success(tx, id, &outcome)).map_err(|e| e.message)?;
+        state
+            .store
+            .write(|tx| mark_success(tx, id, &outcome))
+            .map_err(|e| e.message)?;
         if status(&state.store, id).map_err(|e| e.message)? != "success" {
             let _ = std::fs::remove_file(&path);
         }
@@ -224,7 +227,8 @@ fn write_output(state: &AppState, id: i64, job: &QueuedQuery) -> Result<(), Stri
             "unsupported result type '{scheme}': td-local writes results only to td:// URLs"
         ));
     }
-    let target = crate::output::parse_result_url(state, job.account_id, &job.result_url).map_err(|e| e.message)?;
+    let target =
+        crate::output::parse_result_url(state, job.account_id, &job.result_url).map_err(|e| e.message)?;
     crate::output::write_job_result(state, id, &target)
         .map(|_| ())
         .map_err(|e| format!("result output failed: {}", e.message))
@@ -235,7 +239,14 @@ fn record_outcome(conn: &Connection, id: i64, outcome: &Outcome) -> ApiResult<()
     conn.execute(
         "UPDATE jobs SET num_records = ?1, result_size = ?2, hive_result_schema = ?3, cmdout = ?4, \
          updated_at = ?5 WHERE id = ?6",
-        params![outcome.num_records, outcome.result_size, outcome.hive_result_schema, outcome.cmdout, now(), id],
+        params![
+            outcome.num_records,
+            outcome.result_size,
+            outcome.hive_result_schema,
+            outcome.cmdout,
+            now(),
+            id
+        ],
     )?;
     Ok(())
 }
@@ -261,7 +272,10 @@ impl RunningQuery {
 
 impl Drop for RunningQuery {
     fn drop(&mut self) {
-        RUNNING.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }
 

@@ -96,35 +96,9 @@ impl Engine {
         self.conn.get_interrupt_handle()
     }
 
-    /// Runs `query` and streams its rows to `result_path` (gzip'd msgpack arrays).
-    pub fn run(&self, query: &str, result_path: &Path) -> Result<Outcome, QueryError> {
-        let query = query.trim().trim_end_matches(';').trim_end();
-        if query.is_empty() {
-            return Err(QueryError::Empty);
-        }
-        let resolved = sql::resolve(query, |db, table| {
-            self.catalog.contains_key(&(db.to_string(), table.to_string()))
-        });
-        let views = self.create_views(&resolved)?;
-        let refused = Arc::new(Mutex::new(None));
-        let refused_in_hook = refused.clone();
-        self.conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            let verdict = authorize(&views, &ctx);
-            if let (Authorization::Deny, AuthAction::Read { table_name, .. }) = (verdict, ctx.action) {
-                *refused_in_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(table_name.to_string());
-            }
-            verdict
-        }));
-        let mut stmt = self.conn.prepare(&resolved.sql).map_err(|e| {
-            // The store's own tables are found by SQLite's name lookup but are not the user's.
-            match refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                Some(table) => QueryError::NoSuchTable(table),
-                None => QueryError::Sql(e),
-            }
-        })?;
-        if !stmt.readonly() {
-            return Err(QueryError::NotReadOnly);
-        }
+    /// Runs `query` (once: an engine serves one job) and streams its rows to `result_path`.
+    pub fn run(self, query: &str, result_path: &Path) -> Result<Outcome, QueryError> {
+        let mut stmt = self.prepare(query)?;
         let names = presto_column_names(&stmt.column_names());
         let mut types = vec![ColumnType::default(); names.len()];
         let mut writer = ResultWriter::create(result_path)?;
@@ -147,6 +121,39 @@ impl Engine {
             hive_result_schema: Some(serde_json::to_string(&schema).expect("strings serialize")),
             cmdout: format!("td-local: query ran on SQLite, {count} rows, {result_size} bytes of result\n"),
         })
+    }
+
+    /// Makes the views `query` needs and compiles it under the read-only authorizer.
+    fn prepare(&self, query: &str) -> Result<rusqlite::Statement<'_>, QueryError> {
+        let query = query.trim().trim_end_matches(';').trim_end();
+        if query.is_empty() {
+            return Err(QueryError::Empty);
+        }
+        let resolved = sql::resolve(query, |db, table| {
+            self.catalog.contains_key(&(db.to_string(), table.to_string()))
+        });
+        let views = self.create_views(&resolved)?;
+        let refused = Arc::new(Mutex::new(None));
+        let refused_in_hook = refused.clone();
+        self.conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            let verdict = authorize(&views, &ctx);
+            if let (Authorization::Deny, AuthAction::Read { table_name, .. }) = (verdict, ctx.action) {
+                *refused_in_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(table_name.to_string());
+            }
+            verdict
+        }));
+        let stmt = self.conn.prepare(&resolved.sql).map_err(|e| {
+            // The store's own tables are found by SQLite's name lookup but are not the user's.
+            match refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(table) => QueryError::NoSuchTable(table),
+                None => QueryError::Sql(e),
+            }
+        })?;
+        if stmt.readonly() {
+            Ok(stmt)
+        } else {
+            Err(QueryError::NotReadOnly)
+        }
     }
 
     /// Creates the views the query may read; returns their names.
@@ -174,7 +181,11 @@ impl Engine {
             if !seen.insert(sql_name.to_lowercase()) {
                 continue;
             }
-            select.push(format!("{} AS {}", json_field(&column.name), sql::quote_ident(sql_name)));
+            select.push(format!(
+                "{} AS {}",
+                json_field(&column.name),
+                sql::quote_ident(sql_name)
+            ));
         }
         self.conn.execute_batch(&format!(
             "CREATE TEMP VIEW {} AS SELECT {} FROM {STORE_SCHEMA}.records WHERE table_id = {}",
@@ -235,7 +246,12 @@ fn load_catalog(conn: &Connection, account_id: i64) -> Result<Catalog, QueryErro
          JOIN {STORE_SCHEMA}.databases d ON t.database_id = d.id WHERE d.account_id = ?1"
     ))?;
     let rows = stmt.query_map(params![account_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
     })?;
     let mut catalog = Catalog::new();
     for row in rows {
@@ -328,7 +344,10 @@ impl ResultWriter {
         let tmp = path.with_extension("gz.tmp");
         let file = File::create(&tmp)?;
         Ok(ResultWriter {
-            gz: GzEncoder::new(BufWriter::with_capacity(1 << 16, file), flate2::Compression::default()),
+            gz: GzEncoder::new(
+                BufWriter::with_capacity(1 << 16, file),
+                flate2::Compression::default(),
+            ),
             tmp,
         })
     }

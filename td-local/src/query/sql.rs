@@ -134,7 +134,12 @@ pub fn resolve(sql: &str, is_table: impl Fn(&str, &str) -> bool) -> Resolved {
         identifiers.insert(first.clone());
         let after_dot = k > 0 && significant[k - 1].kind == Kind::Dot;
         let table = match (significant.get(k + 1), significant.get(k + 2)) {
-            (Some(dot), Some(Token { kind: Kind::Ident(t), .. })) if dot.kind == Kind::Dot => Some(t),
+            (
+                Some(dot),
+                Some(Token {
+                    kind: Kind::Ident(t), ..
+                }),
+            ) if dot.kind == Kind::Dot => Some(t),
             _ => None,
         };
         match table {
@@ -161,9 +166,7 @@ pub fn resolve(sql: &str, is_table: impl Fn(&str, &str) -> bool) -> Resolved {
 /// rather than the text of an unnamed expression such as `COUNT(1)`.
 pub fn is_plain_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 

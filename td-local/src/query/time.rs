@@ -39,13 +39,12 @@ impl Zone {
             "KST" | "ASIA/SEOUL" => return Ok(named(9, "KST")),
             _ => {}
         }
-        let offset_text = ["GMT", "UTC"]
-            .iter()
-            .find_map(|p| t.strip_prefix(p))
-            .unwrap_or(t);
-        let seconds = parse_offset(offset_text)
-            .ok_or_else(|| format!("unsupported time zone '{text}' (use UTC, JST or an offset like +09:00)"))?;
-        let offset = FixedOffset::east_opt(seconds).ok_or_else(|| format!("time zone offset out of range: '{text}'"))?;
+        let offset_text = ["GMT", "UTC"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
+        let seconds = parse_offset(offset_text).ok_or_else(|| {
+            format!("unsupported time zone '{text}' (use UTC, JST or an offset like +09:00)")
+        })?;
+        let offset = FixedOffset::east_opt(seconds)
+            .ok_or_else(|| format!("time zone offset out of range: '{text}'"))?;
         Ok(Zone {
             offset,
             name: gmt_name(seconds),
@@ -68,7 +67,10 @@ fn parse_offset(text: &str) -> Option<i32> {
         (digits.parse::<i32>().ok()?, 0)
     } else {
         let split = digits.len() - 2;
-        (digits[..split].parse::<i32>().ok()?, digits[split..].parse::<i32>().ok()?)
+        (
+            digits[..split].parse::<i32>().ok()?,
+            digits[split..].parse::<i32>().ok()?,
+        )
     };
     (hours <= 18 && minutes < 60).then_some(sign * (hours * 3600 + minutes * 60))
 }
@@ -100,7 +102,11 @@ fn parse_time_text(text: &str, zone: &Zone) -> Result<i64, String> {
     if let Ok(seconds) = text.parse::<i64>() {
         return Ok(seconds);
     }
-    for format in ["%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S %z",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%d %H:%M:%S%z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(text, format) {
             return Ok(t.timestamp());
         }
@@ -143,7 +149,15 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 /// Formats `seconds` in `zone` with a Java `SimpleDateFormat` pattern.
 pub fn format_time(seconds: i64, pattern: &str, zone: &Zone) -> Result<String, String> {
@@ -270,13 +284,16 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("TD_TIME_RANGE", -1, flags, |ctx| {
         check_arity(ctx, "TD_TIME_RANGE", 3, 4)?;
         let zone = zone_arg(ctx, 3)?;
-        let read = |i: usize| parse_time(ctx.get_raw(i), &zone).map_err(|e| user_error(format!("TD_TIME_RANGE: {e}")));
+        let read = |i: usize| {
+            parse_time(ctx.get_raw(i), &zone).map_err(|e| user_error(format!("TD_TIME_RANGE: {e}")))
+        };
         Ok(time_range(read(0)?, read(1)?, read(2)?))
     })?;
     conn.create_scalar_function("TD_TIME_FORMAT", -1, flags, |ctx| {
         check_arity(ctx, "TD_TIME_FORMAT", 2, 3)?;
         let zone = zone_arg(ctx, 2)?;
-        let Some(seconds) = parse_time(ctx.get_raw(0), &zone).map_err(|e| user_error(format!("TD_TIME_FORMAT: {e}")))?
+        let Some(seconds) =
+            parse_time(ctx.get_raw(0), &zone).map_err(|e| user_error(format!("TD_TIME_FORMAT: {e}")))?
         else {
             return Ok(None);
         };
@@ -284,7 +301,9 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
             ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
             _ => return Err(user_error("TD_TIME_FORMAT: the format must be a string".into())),
         };
-        format_time(seconds, &pattern, &zone).map(Some).map_err(user_error)
+        format_time(seconds, &pattern, &zone)
+            .map(Some)
+            .map_err(user_error)
     })?;
     Ok(())
 }
@@ -298,23 +317,46 @@ mod tests {
     #[test]
     fn formats_java_patterns_in_utc_and_fixed_zones() {
         let utc = Zone::utc();
-        assert_eq!(format_time(T, "yyyy-MM-dd HH:mm:ss zzz", &utc).unwrap(), "2014-10-03 07:20:45 UTC");
+        assert_eq!(
+            format_time(T, "yyyy-MM-dd HH:mm:ss zzz", &utc).unwrap(),
+            "2014-10-03 07:20:45 UTC"
+        );
         let jst = Zone::parse("JST").unwrap();
-        assert_eq!(format_time(T, "yyyy-MM-dd HH:mm:ss Z", &jst).unwrap(), "2014-10-03 16:20:45 +0900");
+        assert_eq!(
+            format_time(T, "yyyy-MM-dd HH:mm:ss Z", &jst).unwrap(),
+            "2014-10-03 16:20:45 +0900"
+        );
         let minus = Zone::parse("-08:00").unwrap();
-        assert_eq!(format_time(T, "yy/M/d h:mm a z XXX", &minus).unwrap(), "14/10/2 11:20 PM GMT-08:00 -08:00");
-        assert_eq!(format_time(T, "EEE, d MMM yyyy", &utc).unwrap(), "Fri, 3 Oct 2014");
+        assert_eq!(
+            format_time(T, "yy/M/d h:mm a z XXX", &minus).unwrap(),
+            "14/10/2 11:20 PM GMT-08:00 -08:00"
+        );
+        assert_eq!(
+            format_time(T, "EEE, d MMM yyyy", &utc).unwrap(),
+            "Fri, 3 Oct 2014"
+        );
         assert_eq!(format_time(T, "EEEE MMMM", &utc).unwrap(), "Friday October");
-        assert_eq!(format_time(T, "'at' HH 'o''clock'", &utc).unwrap(), "at 07 o'clock");
+        assert_eq!(
+            format_time(T, "'at' HH 'o''clock'", &utc).unwrap(),
+            "at 07 o'clock"
+        );
         assert!(format_time(T, "yyyy-qq", &utc).unwrap_err().contains("'q'"));
     }
 
     #[test]
     fn parses_zone_names_and_offsets() {
-        assert_eq!(Zone::parse("Asia/Tokyo").unwrap().offset.local_minus_utc(), 9 * 3600);
-        assert_eq!(Zone::parse("+0530").unwrap().offset.local_minus_utc(), 5 * 3600 + 1800);
+        assert_eq!(
+            Zone::parse("Asia/Tokyo").unwrap().offset.local_minus_utc(),
+            9 * 3600
+        );
+        assert_eq!(
+            Zone::parse("+0530").unwrap().offset.local_minus_utc(),
+            5 * 3600 + 1800
+        );
         assert_eq!(Zone::parse("GMT-3").unwrap().offset.local_minus_utc(), -3 * 3600);
-        assert!(Zone::parse("America/Los_Angeles").unwrap_err().contains("unsupported time zone"));
+        assert!(Zone::parse("America/Los_Angeles")
+            .unwrap_err()
+            .contains("unsupported time zone"));
     }
 
     #[test]
@@ -326,8 +368,14 @@ mod tests {
         assert_eq!(parse_time(text("1412320845"), &utc).unwrap(), Some(T));
         assert_eq!(parse_time(text("2014-10-03 07:20:45"), &utc).unwrap(), Some(T));
         assert_eq!(parse_time(text("2014-10-03 16:20:45"), &jst).unwrap(), Some(T));
-        assert_eq!(parse_time(text("2014-10-03"), &utc).unwrap(), Some(T - (7 * 3600 + 20 * 60 + 45)));
-        assert_eq!(parse_time(text("2014-10-03 16:20:45 +0900"), &utc).unwrap(), Some(T));
+        assert_eq!(
+            parse_time(text("2014-10-03"), &utc).unwrap(),
+            Some(T - (7 * 3600 + 20 * 60 + 45))
+        );
+        assert_eq!(
+            parse_time(text("2014-10-03 16:20:45 +0900"), &utc).unwrap(),
+            Some(T)
+        );
         assert_eq!(parse_time(ValueRef::Null, &utc).unwrap(), None);
         assert!(parse_time(text("yesterday"), &utc).is_err());
     }

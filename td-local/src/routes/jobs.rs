@@ -4,9 +4,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::header::{
-    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST, RANGE,
-};
+use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST, RANGE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -89,7 +87,9 @@ async fn issue(
         domain_key: params.get("domain_key").map(str::to_owned),
     };
     let id = jobs::issue_query(&state, job).await?;
-    Ok(Json(json!({ "job": id.to_string(), "job_id": id.to_string(), "database": db })))
+    Ok(Json(
+        json!({ "job": id.to_string(), "job_id": id.to_string(), "database": db }),
+    ))
 }
 
 /// A `jobs` row as the routes show it.
@@ -276,7 +276,9 @@ async fn kill(
     let former = tokio::task::spawn_blocking(move || jobs::kill(&killer, account, job_id))
         .await
         .map_err(|e| ApiError::internal(format!("task failed: {e}")))??;
-    Ok(Json(json!({ "job_id": job_id.to_string(), "former_status": former })))
+    Ok(Json(
+        json!({ "job_id": job_id.to_string(), "former_status": former }),
+    ))
 }
 
 /// Newest first; `from` and `to` are positions in that list (`to` inclusive, 20 jobs by default),
@@ -308,7 +310,9 @@ async fn list(
         .iter()
         .map(|j| j.show_json(&caller.account.name, &base))
         .collect();
-    Ok(Json(json!({ "count": jobs.len(), "from": from, "to": to, "jobs": jobs })))
+    Ok(Json(
+        json!({ "count": jobs.len(), "from": from, "to": to, "jobs": jobs }),
+    ))
 }
 
 /// The formats a result can be read in.
@@ -403,12 +407,18 @@ fn stored_result(mut file: std::fs::File, id: i64, range: Option<&HeaderValue>) 
     });
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(Format::MsgpackGz.content_type()));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(Format::MsgpackGz.content_type()),
+    );
     h.insert(CONTENT_LENGTH, header_value((end - start).to_string()));
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(ETAG, header_value(etag));
     if status == StatusCode::PARTIAL_CONTENT {
-        h.insert(CONTENT_RANGE, header_value(format!("bytes {start}-{}/{len}", end - 1)));
+        h.insert(
+            CONTENT_RANGE,
+            header_value(format!("bytes {start}-{}/{len}", end - 1)),
+        );
     }
     Ok(response)
 }
@@ -479,7 +489,12 @@ fn column_names(schema: Option<&str>) -> Vec<String> {
 }
 
 /// Writes the stored result in `format` (anything but msgpack.gz).
-fn convert(file: std::fs::File, format: Format, header: Option<&[String]>, out: &mut dyn Write) -> io::Result<()> {
+fn convert(
+    file: std::fs::File,
+    format: Format,
+    header: Option<&[String]>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut rows = MultiGzDecoder::new(io::BufReader::new(file));
     if format == Format::Msgpack {
         io::copy(&mut rows, out)?;
@@ -627,12 +642,24 @@ mod tests {
 
     #[test]
     fn csv_and_tsv_escape_what_would_break_a_line() {
-        let cells = [json!("a,b"), json!("say \"hi\""), json!(null), json!(1.5), json!("x\ty\nz")];
+        let cells = [
+            json!("a,b"),
+            json!("say \"hi\""),
+            json!(null),
+            json!(1.5),
+            json!("x\ty\nz"),
+        ];
         let mut csv = Vec::new();
         write_row(Format::Csv, &cells, &mut csv);
-        assert_eq!(String::from_utf8(csv).unwrap(), "\"a,b\",\"say \"\"hi\"\"\",,1.5,\"x\ty\nz\"\n");
+        assert_eq!(
+            String::from_utf8(csv).unwrap(),
+            "\"a,b\",\"say \"\"hi\"\"\",,1.5,\"x\ty\nz\"\n"
+        );
         let mut tsv = Vec::new();
         write_row(Format::Tsv, &cells, &mut tsv);
-        assert_eq!(String::from_utf8(tsv).unwrap(), "a,b\tsay \"hi\"\t\t1.5\tx\\ty\\nz\n");
+        assert_eq!(
+            String::from_utf8(tsv).unwrap(),
+            "a,b\tsay \"hi\"\t\t1.5\tx\\ty\\nz\n"
+        );
     }
 }

@@ -74,7 +74,9 @@ fn msgpack_rows(bytes: &[u8]) -> Vec<Value> {
 
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out).expect("gzip");
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("gzip");
     out
 }
 
@@ -133,16 +135,31 @@ async fn tables_of_another_database_are_read_by_qualified_name() {
     // Unqualified names resolve in the job's own database only.
     let (_, show) = run(&s, "analytics", "SELECT COUNT(1) FROM www_access").await;
     assert_eq!(show["status"], "error");
-    assert!(show["debug"]["stderr"].as_str().unwrap().contains("no such table: www_access"), "{show}");
+    assert!(
+        show["debug"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("no such table: www_access"),
+        "{show}"
+    );
 }
 
 #[tokio::test]
 async fn select_star_returns_time_and_every_schema_column() {
     let s = Server::start().await;
-    let (id, show) = run(&s, "sample_datasets", "SELECT * FROM www_access ORDER BY time LIMIT 3").await;
+    let (id, show) = run(
+        &s,
+        "sample_datasets",
+        "SELECT * FROM www_access ORDER BY time LIMIT 3",
+    )
+    .await;
     assert_eq!(show["status"], "success", "{show}");
-    let columns = ["time", "host", "path", "method", "referer", "code", "agent", "user", "size"];
-    let types = ["bigint", "varchar", "varchar", "varchar", "varchar", "bigint", "varchar", "varchar", "bigint"];
+    let columns = [
+        "time", "host", "path", "method", "referer", "code", "agent", "user", "size",
+    ];
+    let types = [
+        "bigint", "varchar", "varchar", "varchar", "varchar", "bigint", "varchar", "varchar", "bigint",
+    ];
     let expected_schema: Vec<Value> = columns.iter().zip(types).map(|(c, t)| json!([c, t])).collect();
     assert_eq!(schema(&show), Value::Array(expected_schema));
     let expected: Vec<Value> = www_access_rows()[..3]
@@ -205,14 +222,33 @@ async fn a_failing_query_ends_in_error_with_sqlite_message_and_no_result() {
     let s = Server::start().await;
     let (id, show) = run(&s, "sample_datasets", "SELECT nosuch FROM www_access").await;
     assert_eq!(show["status"], "error");
-    assert!(show["debug"]["stderr"].as_str().unwrap().contains("no such column: nosuch"), "{show}");
+    assert!(
+        show["debug"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("no such column: nosuch"),
+        "{show}"
+    );
     assert!(show["end_at"].is_string());
-    let (status, body) = s.get(&s.master(0), &format!("/v3/job/result/{id}?format=json")).await;
+    let (status, body) = s
+        .get(&s.master(0), &format!("/v3/job/result/{id}?format=json"))
+        .await;
     assert_error(status, &body, 404, "status is 'error'");
 
-    let (_, show) = run(&s, "sample_datasets", "SELECT TD_TIME_FORMAT(time, 'yyyy', 'Mars/Olympus') FROM www_access").await;
+    let (_, show) = run(
+        &s,
+        "sample_datasets",
+        "SELECT TD_TIME_FORMAT(time, 'yyyy', 'Mars/Olympus') FROM www_access",
+    )
+    .await;
     assert_eq!(show["status"], "error");
-    assert!(show["debug"]["stderr"].as_str().unwrap().contains("unsupported time zone"), "{show}");
+    assert!(
+        show["debug"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported time zone"),
+        "{show}"
+    );
 }
 
 #[tokio::test]
@@ -229,7 +265,10 @@ async fn queries_cannot_reach_td_local_internals_or_write() {
         let (_, show) = run(&s, "sample_datasets", query).await;
         assert_eq!(show["status"], "error", "{query}: {show}");
         let stderr = show["debug"]["stderr"].as_str().unwrap();
-        assert!(stderr.contains(needle), "{query}: stderr {stderr:?} should contain {needle:?}");
+        assert!(
+            stderr.contains(needle),
+            "{query}: stderr {stderr:?} should contain {needle:?}"
+        );
     }
     // Jobs belong to their account.
     let (status, body) = issue(&s, &s.master(1), "sample_datasets", &[("query", "SELECT 1")]).await;
@@ -251,28 +290,41 @@ async fn a_repeated_domain_key_conflicts_with_the_first_job() {
     assert_error(status, &body, 409, "daily-2024-01-01");
     assert_eq!(body["details"]["conflicts_with"], first["job_id"]);
 
-    let (status, by_key) = s.get(&s.master(0), "/v3/job/status_by_domain_key/daily-2024-01-01").await;
+    let (status, by_key) = s
+        .get(&s.master(0), "/v3/job/status_by_domain_key/daily-2024-01-01")
+        .await;
     assert_eq!(status, StatusCode::OK, "{by_key}");
     assert_eq!(by_key["job_id"], first["job_id"]);
-    let (status, body) = s.get(&s.master(0), "/v3/job/status_by_domain_key/never-used").await;
+    let (status, body) = s
+        .get(&s.master(0), "/v3/job/status_by_domain_key/never-used")
+        .await;
     assert_error(status, &body, 404, "never-used");
 
     let (status, list) = s.get(&s.master(0), "/v3/job/list").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "the refused issue stored no job: {list}");
+    assert_eq!(
+        list["jobs"].as_array().unwrap().len(),
+        1,
+        "the refused issue stored no job: {list}"
+    );
 }
 
 #[tokio::test]
 async fn kill_stops_a_running_query_and_leaves_finished_jobs_alone() {
     let s = Server::start().await;
     let id = issue_ok(&s, "sample_datasets", SLOW_QUERY).await;
-    let (status, body) = s.get(&s.master(0), &format!("/v3/job/result/{id}?format=json")).await;
+    let (status, body) = s
+        .get(&s.master(0), &format!("/v3/job/result/{id}?format=json"))
+        .await;
     assert_error(status, &body, 404, "has no result");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, body) = s.post(&s.master(0), &format!("/v3/job/kill/{id}"), &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["job_id"], id.as_str());
-    assert!(["queued", "running"].contains(&body["former_status"].as_str().unwrap()), "{body}");
+    assert!(
+        ["queued", "running"].contains(&body["former_status"].as_str().unwrap()),
+        "{body}"
+    );
     let show = wait(&s, &id).await;
     assert_eq!(show["status"], "killed");
     // The interrupted query does not turn the job into an error later.
@@ -314,15 +366,28 @@ async fn every_result_format_carries_the_same_rows() {
     assert_eq!(show["status"], "success", "{show}");
     assert_eq!(
         schema(&show),
-        json!([["code", "bigint"], ["path", "varchar"], ["bytes", "bigint"], ["ratio", "double"], ["missing", "varchar"]])
+        json!([
+            ["code", "bigint"],
+            ["path", "varchar"],
+            ["bytes", "bigint"],
+            ["ratio", "double"],
+            ["missing", "varchar"]
+        ])
     );
     let expected = format_query_rows();
     let base = format!("/v3/job/result/{id}");
 
     let (status, headers, gz) = get_raw(&s, &format!("{base}?format=msgpack.gz"), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers.get("content-encoding").is_none(), "msgpack.gz is the body itself");
-    assert_eq!(show["result_size"], gz.len(), "result_size is the exact stored length");
+    assert!(
+        headers.get("content-encoding").is_none(),
+        "msgpack.gz is the body itself"
+    );
+    assert_eq!(
+        show["result_size"],
+        gz.len(),
+        "result_size is the exact stored length"
+    );
     assert_eq!(msgpack_rows(&gunzip(&gz)), expected);
 
     let (_, _, plain) = get_raw(&s, &format!("{base}?format=msgpack"), None).await;
@@ -341,11 +406,23 @@ async fn every_result_format_carries_the_same_rows() {
         assert_eq!(status, StatusCode::OK);
         let mut want = vec![["code", "path", "bytes", "ratio", "missing"].join(sep)];
         want.extend(expected.iter().map(|row| {
-            row.as_array().unwrap().iter().map(text_cell).collect::<Vec<_>>().join(sep)
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(text_cell)
+                .collect::<Vec<_>>()
+                .join(sep)
         }));
-        assert_eq!(String::from_utf8(text).unwrap().lines().collect::<Vec<_>>(), want, "{format}");
+        assert_eq!(
+            String::from_utf8(text).unwrap().lines().collect::<Vec<_>>(),
+            want,
+            "{format}"
+        );
         let (_, _, no_header) = get_raw(&s, &format!("{base}?format={format}"), None).await;
-        assert_eq!(String::from_utf8(no_header).unwrap().lines().count(), expected.len());
+        assert_eq!(
+            String::from_utf8(no_header).unwrap().lines().count(),
+            expected.len()
+        );
     }
 
     let (status, body) = s.get(&s.master(0), &format!("{base}?format=xml")).await;
@@ -361,7 +438,10 @@ async fn ranges_of_the_stored_result_return_206_with_the_exact_bytes() {
     let (_, headers, full) = get_raw(&s, &path, None).await;
     let len = full.len();
     assert_eq!(show["result_size"], len);
-    assert!(len > 64 * 1024, "5,000 rows make a multi-chunk body ({len} bytes)");
+    assert!(
+        len > 64 * 1024,
+        "5,000 rows make a multi-chunk body ({len} bytes)"
+    );
     assert_eq!(headers["accept-ranges"], "bytes");
     let etag = headers["etag"].clone();
 
@@ -393,9 +473,28 @@ async fn show_status_and_list_give_what_the_clients_read() {
     let s = Server::start().await;
     let (id, show) = run(&s, "sample_datasets", "SELECT 1 AS one").await;
     for field in [
-        "job_id", "type", "database", "status", "query", "url", "user_name", "priority", "retry_limit", "result",
-        "result_size", "num_records", "hive_result_schema", "cpu_time", "duration", "created_at", "updated_at",
-        "start_at", "end_at", "linked_result_export_job_id", "result_export_target_job_id", "debug",
+        "job_id",
+        "type",
+        "database",
+        "status",
+        "query",
+        "url",
+        "user_name",
+        "priority",
+        "retry_limit",
+        "result",
+        "result_size",
+        "num_records",
+        "hive_result_schema",
+        "cpu_time",
+        "duration",
+        "created_at",
+        "updated_at",
+        "start_at",
+        "end_at",
+        "linked_result_export_job_id",
+        "result_export_target_job_id",
+        "debug",
     ] {
         assert!(show.get(field).is_some(), "show lacks {field}: {show}");
     }
@@ -413,7 +512,12 @@ async fn show_status_and_list_give_what_the_clients_read() {
 
     let (failed, _) = run(&s, "sample_datasets", "SELECT broken(").await;
     let (_, all) = s.get(&s.master(0), "/v3/job/list").await;
-    let ids: Vec<&str> = all["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [failed.as_str(), id.as_str()], "newest first");
     let (_, errors) = s.get(&s.master(0), "/v3/job/list?status=error").await;
     assert_eq!(errors["jobs"].as_array().unwrap().len(), 1);
@@ -429,13 +533,31 @@ async fn issue_checks_its_parameters_and_stores_nothing_on_error() {
     let key = s.master(0);
     let (status, body) = issue(&s, &key, "sample_datasets", &[]).await;
     assert_error(status, &body, 400, "query");
-    let (status, body) = s.post(&key, "/v3/job/issue/pig/sample_datasets", &[("query", "SELECT 1")]).await;
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/job/issue/pig/sample_datasets",
+            &[("query", "SELECT 1")],
+        )
+        .await;
     assert_error(status, &body, 422, "pig");
     let (status, body) = issue(&s, &key, "no_such_db", &[("query", "SELECT 1")]).await;
     assert_error(status, &body, 404, "no_such_db");
-    let (status, body) = issue(&s, &key, "sample_datasets", &[("query", "SELECT 1"), ("priority", "3")]).await;
+    let (status, body) = issue(
+        &s,
+        &key,
+        "sample_datasets",
+        &[("query", "SELECT 1"), ("priority", "3")],
+    )
+    .await;
     assert_error(status, &body, 422, "priority");
-    let (status, body) = issue(&s, &key, "sample_datasets", &[("query", "SELECT 1"), ("retry_limit", "x")]).await;
+    let (status, body) = issue(
+        &s,
+        &key,
+        "sample_datasets",
+        &[("query", "SELECT 1"), ("retry_limit", "x")],
+    )
+    .await;
     assert_error(status, &body, 400, "retry_limit");
     let (_, list) = s.get(&key, "/v3/job/list").await;
     assert_eq!(list["jobs"], json!([]));
@@ -445,15 +567,29 @@ async fn issue_checks_its_parameters_and_stores_nothing_on_error() {
         &s,
         &key,
         "sample_datasets",
-        &[("query", "SELECT 1"), ("result", "mysql://u:p@host/db/t"), ("priority", "1"), ("retry_limit", "2")],
+        &[
+            ("query", "SELECT 1"),
+            ("result", "mysql://u:p@host/db/t"),
+            ("priority", "1"),
+            ("retry_limit", "2"),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let show = wait(&s, body["job_id"].as_str().unwrap()).await;
     assert_eq!(show["status"], "error");
     assert_eq!(show["result"], "mysql://u:p@host/db/t");
-    assert_eq!((show["priority"].clone(), show["retry_limit"].clone()), (json!(1), json!(2)));
-    assert!(show["debug"]["stderr"].as_str().unwrap().contains("unsupported result type 'mysql'"), "{show}");
+    assert_eq!(
+        (show["priority"].clone(), show["retry_limit"].clone()),
+        (json!(1), json!(2))
+    );
+    assert!(
+        show["debug"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported result type 'mysql'"),
+        "{show}"
+    );
 }
 
 #[tokio::test]
@@ -476,5 +612,9 @@ async fn write_only_keys_are_refused_on_job_routes() {
     let (status, body) = s.post(&wo, &format!("/v3/job/kill/{id}"), &[]).await;
     assert_error(status, &body, 403, "write-only");
     let (_, list) = s.get(&s.master(0), "/v3/job/list").await;
-    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "the refused issue stored no job");
+    assert_eq!(
+        list["jobs"].as_array().unwrap().len(),
+        1,
+        "the refused issue stored no job"
+    );
 }
