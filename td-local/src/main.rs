@@ -43,6 +43,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let Command::Serve { data, listen, admin } = Cli::parse().command;
+    // Handlers go in before the listening line: a parent may signal as soon as it reads it.
+    let stop = shutdown_signal()?;
     let server = TdLocal::start(Config {
         data_dir: data.clone(),
         listen,
@@ -60,16 +62,20 @@ async fn main() -> anyhow::Result<()> {
         data.display(),
         data.join(td_local::accounts::ACCOUNTS_FILE).display()
     );
-    shutdown_signal().await;
+    stop.await;
     server.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// Resolves on the first SIGINT or SIGTERM; the handlers are installed when this is called.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

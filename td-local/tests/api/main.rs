@@ -4,6 +4,7 @@ mod cli;
 mod databases;
 mod faults;
 mod import;
+mod jobs;
 mod output;
 mod routing;
 mod tables;
