@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use regex::Regex;
 
@@ -86,7 +86,8 @@ impl fmt::Display for SpecPath {
 /// Where a problem is: the file, the YAML line when it could be found, and the spec path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct At {
-    pub file: String,
+    /// The file as named in messages (shared: every location of one file points at one string).
+    pub file: Arc<str>,
     pub line: Option<usize>,
     pub path: SpecPath,
 }
@@ -120,31 +121,37 @@ pub enum SpecError {
         message: String,
     },
     /// A key the spec does not define.
-    #[error("{at}: unknown key `{key}`{}. {fix}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    #[error(
+        "{at}: unknown key `{key}`{}. Keys allowed here: {}.",
+        suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default(),
+        allowed.join(", ")
+    )]
     UnknownKey {
         at: At,
         key: String,
         suggestion: Option<String>,
-        fix: String,
+        allowed: Box<[String]>,
     },
     /// A value that is wrong, missing or in conflict with another.
     #[error("{at}: {problem}. {fix}")]
     Invalid { at: At, problem: String, fix: String },
     /// `${name}` with no `--param name=…`.
-    #[error("{at}: unknown variable `${{{name}}}` (looked in: {}). {fix}", tried.join(", "))]
+    #[error("{at}: unknown variable `${{{name}}}` (looked in: {}). Pass --param {name}=VALUE.", tried.join(", "))]
     UnknownVariable {
         at: At,
         name: String,
         tried: Vec<String>,
-        fix: String,
     },
     /// `${secret:NAME}` found in none of the secret sources.
-    #[error("{at}: unknown secret `{name}` (looked in: {}). {fix}", tried.join(", "))]
+    #[error(
+        "{at}: unknown secret `{name}` (looked in: {}). Add `{name}` to the --secrets file or set {}.",
+        tried.join(", "),
+        crate::spec::interpolate::env_var_name(name)
+    )]
     UnknownSecret {
         at: At,
         name: String,
         tried: Vec<String>,
-        fix: String,
     },
     /// A command-line argument that cannot be used.
     #[error("{arg}: {problem}. {fix}")]
@@ -213,6 +220,9 @@ pub fn looks_like_api_key(text: &str) -> bool {
 pub fn shown(path: &SpecPath, value: &str) -> String {
     if path.last_key().is_some_and(is_key_name) {
         return "`***`".to_string();
+    }
+    if value.is_empty() {
+        return "`\"\"`".to_string();
     }
     let masked = API_KEY_SHAPE.replace_all(value, "***");
     let masked = mask_td_url_user(&masked);

@@ -87,7 +87,7 @@ impl Endpoint {
         }
         let lower = text.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
-            let url = Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+            let url = Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
             return base_url(url).map(|u| Some(Endpoint::Url(u)));
         }
         if text.contains("://") {
@@ -99,13 +99,15 @@ impl Endpoint {
         } else {
             text.to_string()
         };
-        let probe = Url::parse(&format!("https://{host}")).map_err(|e| format!("not a host name ({e})"))?;
+        let probe =
+            Url::parse(&format!("https://{host}")).map_err(|e| format!("is not a host name ({e})"))?;
         let scheme = if use_ssl && !is_loopback(&probe) {
             "https"
         } else {
             "http"
         };
-        let url = Url::parse(&format!("{scheme}://{host}")).map_err(|e| format!("not a host name ({e})"))?;
+        let url =
+            Url::parse(&format!("{scheme}://{host}")).map_err(|e| format!("is not a host name ({e})"))?;
         base_url(url).map(|u| Some(Endpoint::Url(u)))
     }
 }
@@ -113,7 +115,7 @@ impl Endpoint {
 /// A URL usable as an API base: a host, no credentials, no path beyond `/`, no query.
 fn base_url(url: Url) -> Result<Url, String> {
     if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".to_string());
+        return Err("has no host name".to_string());
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials; put the key in apikey/api_key".to_string());
@@ -450,7 +452,7 @@ fn read_query_file(loaded: &LoadedSpec, file: &str) -> Result<String, SpecError>
         fix: "query_file is relative to the spec file's directory.".to_string(),
     })?;
     let at = At {
-        file: path.display().to_string(),
+        file: path.display().to_string().into(),
         line: None,
         path: SpecPath::parse("query_file"),
     };
@@ -502,12 +504,15 @@ fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<Acco
 }
 
 fn invalid_host(at: At, text: &str, origin: &str, problem: &str) -> SpecError {
+    let value = shown(&SpecPath::parse("host"), text);
+    let problem = if at.path.to_string() == origin {
+        format!("{value} {problem}")
+    } else {
+        format!("{value} (from {origin}) {problem}")
+    };
     SpecError::Invalid {
         at,
-        problem: format!(
-            "{} (from {origin}) {problem}",
-            shown(&SpecPath::parse("host"), text)
-        ),
+        problem,
         fix: "Give a bare host (api.treasuredata.co.jp), a base URL (http://127.0.0.1:8950) or `local`."
             .to_string(),
     }
@@ -660,7 +665,7 @@ fn find_connection<'a>(
 
 struct ConnectionsFile {
     connections: BTreeMap<String, ConnectionSpec>,
-    file: String,
+    file: std::sync::Arc<str>,
     locator: spec::locate::Locator,
 }
 
@@ -679,7 +684,7 @@ impl ConnectionsFile {
 
 /// Reads, interpolates and validates a `--connections` file (`NAME: {type, api_key, api_hostname}`).
 fn load_connections_file(loaded: &LoadedSpec, path: &Path) -> Result<ConnectionsFile, SpecError> {
-    let file = path.display().to_string();
+    let file: std::sync::Arc<str> = path.display().to_string().into();
     let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
         what: "connections file",
         path: path.to_path_buf(),

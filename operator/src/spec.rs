@@ -233,7 +233,7 @@ impl Inputs {
                 if !(doc.is_object() || doc.is_null()) {
                     return Err(SpecError::Invalid {
                         at: At {
-                            file: path.display().to_string(),
+                            file: path.display().to_string().into(),
                             line: Some(1),
                             path: SpecPath::root(),
                         },
@@ -276,7 +276,7 @@ impl LoadedSpec {
     /// Location of a spec path, with its YAML line when it can be found.
     pub fn at(&self, path: &SpecPath) -> At {
         At {
-            file: self.file.clone(),
+            file: self.file.as_str().into(),
             line: self.locator.line(path),
             path: path.clone(),
         }
@@ -298,8 +298,9 @@ pub fn load(path: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
 pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
     let interpolator = inputs.interpolator()?;
     let locator = Locator::new(text);
+    let file_name: std::sync::Arc<str> = file.into();
     let at = |p: &SpecPath| At {
-        file: file.to_string(),
+        file: file_name.clone(),
         line: locator.line(p),
         path: p.clone(),
     };
@@ -385,21 +386,8 @@ pub fn interpolate_tree(
 /// The error for a `${…}` that could not be replaced at `at`.
 pub fn unresolved_error(unresolved: Unresolved, at: At) -> SpecError {
     match unresolved {
-        Unresolved::Variable { name, tried } => SpecError::UnknownVariable {
-            fix: format!("Pass --param {name}=VALUE."),
-            at,
-            name,
-            tried,
-        },
-        Unresolved::Secret { name, tried } => SpecError::UnknownSecret {
-            fix: format!(
-                "Add `{name}` to the --secrets file or set {}.",
-                interpolate::env_var_name(&name)
-            ),
-            at,
-            name,
-            tried,
-        },
+        Unresolved::Variable { name, tried } => SpecError::UnknownVariable { at, name, tried },
+        Unresolved::Secret { name, tried } => SpecError::UnknownSecret { at, name, tried },
         Unresolved::Local { reference, problem } => SpecError::Invalid {
             at,
             problem: format!("`${{local:{reference}}}`: {problem}"),
@@ -468,10 +456,10 @@ fn settings_from_json_text(doc: &mut Value, at: &dyn Fn(&SpecPath) -> At) -> Res
     let parsed: Value = serde_json::from_str(text).map_err(|e| {
         let at = at(&path);
         SpecError::Syntax {
-            file: at.file.clone(),
+            file: at.file.to_string(),
             line: at.line,
             format: "JSON in result_settings",
-            message: format!("{e} (column {} of the JSON text)", e.column()),
+            message: format!("{e} of the JSON text"),
         }
     })?;
     if !parsed.is_object() {
@@ -537,6 +525,13 @@ fn structure_errors(doc: &Map<String, Value>, at: &dyn Fn(&SpecPath) -> At) -> V
             );
         }
     }
+    if doc.contains_key("result_connection") && !doc.contains_key("result_settings") {
+        push(
+            at(&SpecPath::parse("result_connection")),
+            "`result_connection` needs `result_settings`".to_string(),
+            "Add result_settings: {user_database_name: DB, user_table_name: TABLE} (mode: append|replace).",
+        );
+    }
     let targets = exactly_one(&TARGETS);
     match targets.as_slice() {
         [] => push(
@@ -585,7 +580,7 @@ fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecErr
         Some(text) => Some(TdUrl::parse(text).map_err(|problem| {
             invalid(
                 "result_url",
-                format!("{} {problem}", shown(&SpecPath::parse("result_url"), text)),
+                format!("{}: {problem}", shown(&SpecPath::parse("result_url"), text)),
                 "Write td://APIKEY@HOST/DATABASE/TABLE[?mode=append|replace]; td://@/DATABASE/TABLE is the source account.",
             )
         })?),

@@ -67,6 +67,15 @@ impl Schema {
             fix,
         };
         match error.kind() {
+            _ if path == SpecPath::parse("td_result_export>") => {
+                let problem = format!(
+                    "the operator key takes no value, but has {}",
+                    shown_value(&path, value)
+                );
+                let fix = "Leave it empty (`td_result_export>:`) and put the job id in job_id.".to_string();
+                // Ranked with the structure: a job id here is why "no source" would follow.
+                out.push(ranked(RANK_STRUCTURE, invalid(problem, fix)));
+            }
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 let allowed = self.allowed_keys(&path);
                 for key in unexpected {
@@ -74,7 +83,7 @@ impl Schema {
                         at: at(&path.key(key)),
                         key: key.clone(),
                         suggestion: did_you_mean(key, allowed.iter().map(String::as_str)),
-                        fix: format!("Keys allowed here: {}.", allowed.join(", ")),
+                        allowed: allowed.clone().into_boxed_slice(),
                     };
                     out.push(ranked(RANK_UNKNOWN_KEY, err));
                 }
@@ -119,18 +128,15 @@ impl Schema {
                 ));
             }
             ValidationErrorKind::Type { kind } => {
-                let expected = match kind {
-                    TypeKind::Single(t) => t.to_string(),
-                    TypeKind::Multiple(ts) => {
-                        let names: Vec<String> = ts.iter().map(|t| t.to_string()).collect();
-                        names.join(" or ")
-                    }
+                let expected: Vec<&str> = match kind {
+                    TypeKind::Single(t) => vec![json_type_name(&t.to_string())],
+                    TypeKind::Multiple(ts) => ts.iter().map(|t| json_type_name(&t.to_string())).collect(),
                 };
                 let problem = format!(
-                    "{} is {}, but a {} is expected",
+                    "{} is {}, but {} is expected",
                     shown_value(&path, value),
                     type_name(value),
-                    expected.replace("object", "map").replace("array", "list")
+                    expected.join(" or ")
                 );
                 out.push(ranked(
                     RANK_VALUE,
@@ -152,14 +158,6 @@ impl Schema {
                     _ => ("does not match the expected pattern", self.fix_from_description(&path)),
                 };
                 let problem = format!("{} {what}", shown_value(&path, value));
-                out.push(ranked(RANK_VALUE, invalid(problem, fix)));
-            }
-            ValidationErrorKind::MaxLength { limit: 0 } if path == SpecPath::parse("td_result_export>") => {
-                let problem = format!(
-                    "the operator key takes no value, but has {}",
-                    shown_value(&path, value)
-                );
-                let fix = "Leave it empty (`td_result_export>:`) and put the job id in job_id.".to_string();
                 out.push(ranked(RANK_VALUE, invalid(problem, fix)));
             }
             ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
@@ -293,6 +291,20 @@ pub fn shown_value(path: &SpecPath, value: &Value) -> String {
         Value::String(s) => shown(path, s),
         Value::Object(_) | Value::Array(_) => format!("the {}", type_name(value)),
         other => shown(path, &other.to_string()),
+    }
+}
+
+/// `integer` → `an integer` (JSON Schema's type names in this project's words).
+fn json_type_name(name: &str) -> &'static str {
+    match name {
+        "null" => "nothing",
+        "boolean" => "a boolean (true or false)",
+        "integer" => "an integer",
+        "number" => "a number",
+        "string" => "a string",
+        "array" => "a list",
+        "object" => "a map",
+        _ => "another type",
     }
 }
 
