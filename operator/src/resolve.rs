@@ -1,6 +1,16 @@
 //! Resolution: a validated [`TaskSpec`](crate::spec::TaskSpec) becomes an [`ExportPlan`] — the
 //! source, both accounts (base URL + key), the target table and how to write it. Reads only local
 //! files (query file, connections file, td-local's accounts); sends nothing.
+//!
+//! Rules decided here (design.md leaves them open):
+//! - A blank target host (td:// URL or connection) means the source account's endpoint, as an empty
+//!   td:// host does; so a spec on `td: {endpoint: local}` stays local throughout.
+//! - `--local DIR` sends every endpoint, source and target, to the embedded td-local: a production
+//!   spec can be tried locally unchanged (keys then come from `${local:…}` or a local secrets file).
+//! - With `endpoint: local` and no `td.apikey`, the source key is td-local's account 1 master key
+//!   (not `TD_API_KEY`, which belongs to real TD).
+//! - `--connections FILE` entries win over the spec's `connections:` of the same name; a name found in
+//!   neither stays [`TargetAccount::Connection`] for the online lookup.
 
 use std::collections::BTreeMap;
 use std::fmt;
