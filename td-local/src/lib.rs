@@ -110,6 +110,11 @@ impl TdLocal {
         &self.state.data_dir
     }
 
+    /// The shared state, for tests that set up rows through the library.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Fault rules and the request log.
     pub fn faults(&self) -> &Faults {
         &self.state.faults
@@ -168,7 +173,7 @@ async fn serve(listener: TcpListener, app: Router, mut stopped: watch::Receiver<
                 let app = app.clone();
                 async move {
                     let mut req = req.map(Body::new);
-                    if let Some(uri) = routes::strip_json_suffix(req.uri()) {
+                    if let Some(uri) = routes::normalize_uri(req.uri()) {
                         *req.uri_mut() = uri;
                     }
                     let response = app.oneshot(req).await.unwrap_or_else(|e| match e {});

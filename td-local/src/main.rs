@@ -1,5 +1,6 @@
 //! `td-local serve --data DIR [--listen 127.0.0.1:PORT] [--admin]`
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -42,28 +43,39 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let Command::Serve { data, listen, admin } = Cli::parse().command;
+    // Handlers go in before the listening line: a parent may signal as soon as it reads it.
+    let stop = shutdown_signal()?;
     let server = TdLocal::start(Config {
         data_dir: data.clone(),
         listen,
         admin,
     })
     .await?;
-    println!("listening on {}", server.base_url());
+    // The first stdout line is the contract for parents that start us with port 0: flush it now,
+    // whatever buffering stdout has when it is a pipe.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", server.base_url())?;
+    stdout.flush()?;
+    drop(stdout);
     eprintln!(
         "data in {} (API keys in {})",
         data.display(),
         data.join(td_local::accounts::ACCOUNTS_FILE).display()
     );
-    shutdown_signal().await;
+    stop.await;
     server.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// Resolves on the first SIGINT or SIGTERM; the handlers are installed when this is called.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

@@ -1,8 +1,390 @@
 //! Running a job's SQL on SQLite: TD's UDFs, views over stored rows, and the result schema.
+//!
+//! A query runs on its own connection whose `main` is an empty in-memory database; the store is
+//! attached read-only as `td_store`. Each TD table the query names becomes a TEMP VIEW
+//! (`time` + one column per schema column, read from the row's JSON) limited to that table's rows.
+//! An authorizer lets the statement read `td_store` only through those views, so a query sees the
+//! tables of its own account and nothing of td-local's bookkeeping (`SELECT * FROM jobs` is
+//! "no such table", `td_store.jobs` is refused), and only read-only statements run.
+//!
+//! Results stream to a gzip'd msgpack file (one array per row) through a temp file and a rename,
+//! while the Presto type of each column is inferred from the values seen.
 
-use rusqlite::Connection;
+mod sql;
+pub mod time;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use flate2::write::GzEncoder;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, InterruptHandle, OpenFlags};
+
+use crate::jobs::Outcome;
+use crate::records::{parse_schema, Column};
+
+pub use sql::is_plain_identifier;
+
+/// Schema name of the attached store inside a query connection.
+const STORE_SCHEMA: &str = "td_store";
 
 /// Registers TD's SQL functions (`TD_TIME_RANGE`, `TD_TIME_FORMAT`) on a connection.
-pub fn register_functions(_conn: &Connection) -> rusqlite::Result<()> {
-    Ok(())
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    time::register(conn)
+}
+
+/// Why a query failed. The message is what the job shows in `debug.stderr`.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("no such table: {0}")]
+    NoSuchTable(String),
+    #[error("only read-only statements (SELECT, WITH … SELECT) can run as a query")]
+    NotReadOnly,
+    #[error("query is empty")]
+    Empty,
+    #[error("writing the result: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A TD table as the SQL sees it.
+#[derive(Debug, Clone)]
+struct TdTable {
+    id: i64,
+    columns: Vec<Column>,
+}
+
+/// The tables of one account, by `(database, table)`.
+type Catalog = BTreeMap<(String, String), TdTable>;
+
+/// A SQLite connection prepared to run one account's queries against one database.
+pub struct Engine {
+    conn: Connection,
+    catalog: Catalog,
+    database: String,
+}
+
+impl Engine {
+    /// Opens a query connection on the store in `data_dir` for `account_id`, database `database`.
+    pub fn open(data_dir: &Path, account_id: i64, database: &str) -> Result<Engine, QueryError> {
+        let conn = Connection::open_with_flags(
+            ":memory:",
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        register_functions(&conn)?;
+        let store = data_dir.join(crate::store::DB_FILE);
+        conn.execute(
+            &format!("ATTACH DATABASE ?1 AS {STORE_SCHEMA}"),
+            params![store_uri(&store)],
+        )?;
+        let catalog = load_catalog(&conn, account_id)?;
+        Ok(Engine {
+            conn,
+            catalog,
+            database: database.to_string(),
+        })
+    }
+
+    /// Lets another thread stop a running query (a killed job).
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        self.conn.get_interrupt_handle()
+    }
+
+    /// Runs `query` (once: an engine serves one job) and streams its rows to `result_path`.
+    pub fn run(self, query: &str, result_path: &Path) -> Result<Outcome, QueryError> {
+        let mut stmt = self.prepare(query)?;
+        let names = presto_column_names(&stmt.column_names());
+        let mut types = vec![ColumnType::default(); names.len()];
+        let mut writer = ResultWriter::create(result_path)?;
+        let count = match stream_rows(&mut stmt, &mut writer, &mut types) {
+            Ok(count) => count,
+            Err(e) => {
+                writer.discard();
+                return Err(e);
+            }
+        };
+        let result_size = writer.finish(result_path)?;
+        let schema: Vec<[&str; 2]> = names
+            .iter()
+            .zip(&types)
+            .map(|(n, t)| [n.as_str(), t.presto_name()])
+            .collect();
+        Ok(Outcome {
+            num_records: count,
+            result_size,
+            hive_result_schema: Some(serde_json::to_string(&schema).expect("strings serialize")),
+            cmdout: format!("td-local: query ran on SQLite, {count} rows, {result_size} bytes of result\n"),
+        })
+    }
+
+    /// Makes the views `query` needs and compiles it under the read-only authorizer.
+    fn prepare(&self, query: &str) -> Result<rusqlite::Statement<'_>, QueryError> {
+        let query = query.trim().trim_end_matches(';').trim_end();
+        if query.is_empty() {
+            return Err(QueryError::Empty);
+        }
+        let resolved = sql::resolve(query, |db, table| {
+            self.catalog.contains_key(&(db.to_string(), table.to_string()))
+        });
+        let views = self.create_views(&resolved)?;
+        let refused = Arc::new(Mutex::new(None));
+        let refused_in_hook = refused.clone();
+        self.conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            let verdict = authorize(&views, &ctx);
+            if let (Authorization::Deny, AuthAction::Read { table_name, .. }) = (verdict, ctx.action) {
+                *refused_in_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(table_name.to_string());
+            }
+            verdict
+        }));
+        let stmt = self.conn.prepare(&resolved.sql).map_err(|e| {
+            // The store's own tables are found by SQLite's name lookup but are not the user's.
+            match refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(table) => QueryError::NoSuchTable(table),
+                None => QueryError::Sql(e),
+            }
+        })?;
+        if stmt.readonly() {
+            Ok(stmt)
+        } else {
+            Err(QueryError::NotReadOnly)
+        }
+    }
+
+    /// Creates the views the query may read; returns their names.
+    fn create_views(&self, resolved: &sql::Resolved) -> Result<BTreeSet<String>, QueryError> {
+        let mut views = BTreeSet::new();
+        for name in &resolved.identifiers {
+            if let Some(table) = self.catalog.get(&(self.database.clone(), name.clone())) {
+                self.create_view(name, table)?;
+                views.insert(name.clone());
+            }
+        }
+        for (db, name) in &resolved.qualified {
+            let view = sql::qualified_view_name(db, name);
+            self.create_view(&view, &self.catalog[&(db.clone(), name.clone())])?;
+            views.insert(view);
+        }
+        Ok(views)
+    }
+
+    fn create_view(&self, view: &str, table: &TdTable) -> Result<(), QueryError> {
+        let mut select = vec!["time AS time".to_string()];
+        let mut seen = BTreeSet::from(["time".to_string()]);
+        for column in &table.columns {
+            let sql_name = column.alias.as_deref().unwrap_or(&column.name);
+            if !seen.insert(sql_name.to_lowercase()) {
+                continue;
+            }
+            select.push(format!(
+                "{} AS {}",
+                json_field(&column.name),
+                sql::quote_ident(sql_name)
+            ));
+        }
+        self.conn.execute_batch(&format!(
+            "CREATE TEMP VIEW {} AS SELECT {} FROM {STORE_SCHEMA}.records WHERE table_id = {}",
+            sql::quote_ident(view),
+            select.join(", "),
+            table.id
+        ))?;
+        Ok(())
+    }
+}
+
+/// Writes every row of `stmt` and notes the types seen; returns the row count.
+fn stream_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    writer: &mut ResultWriter,
+    types: &mut [ColumnType],
+) -> Result<i64, QueryError> {
+    let mut rows = stmt.query([])?;
+    let mut count = 0;
+    while let Some(row) = rows.next()? {
+        writer.start_row(types.len())?;
+        for (i, ty) in types.iter_mut().enumerate() {
+            let value = row.get_ref(i)?;
+            ty.observe(&value);
+            writer.value(value)?;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// `file:` URI opening the store read-only (the query connection never writes it).
+fn store_uri(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let encoded = percent_encoding::utf8_percent_encode(&text, PATH_ESCAPES);
+    format!("file:{encoded}?mode=ro")
+}
+
+const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'?')
+    .add(b'#')
+    .add(b'%')
+    .add(b'"');
+
+/// The SQL reading record key `key` from the row's JSON. A key containing `"` cannot be written
+/// as a JSON path label in SQLite; such a column reads as NULL.
+fn json_field(key: &str) -> String {
+    if key.contains('"') {
+        return "NULL".to_string();
+    }
+    format!("record ->> '$.\"{}\"'", key.replace('\'', "''"))
+}
+
+fn load_catalog(conn: &Connection, account_id: i64) -> Result<Catalog, QueryError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT d.name, t.name, t.id, t.schema FROM {STORE_SCHEMA}.tables t \
+         JOIN {STORE_SCHEMA}.databases d ON t.database_id = d.id WHERE d.account_id = ?1"
+    ))?;
+    let rows = stmt.query_map(params![account_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut catalog = Catalog::new();
+    for row in rows {
+        let (db, table, id, schema) = row?;
+        // A schema that no longer parses still leaves `time` readable.
+        let columns = parse_schema(&schema).unwrap_or_default();
+        catalog.insert((db, table), TdTable { id, columns });
+    }
+    Ok(catalog)
+}
+
+/// The statement may read the store only through the views made for it, and do nothing but read.
+fn authorize(views: &BTreeSet<String>, ctx: &AuthContext<'_>) -> Authorization {
+    match ctx.action {
+        AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive => Authorization::Allow,
+        AuthAction::Read { .. } => {
+            let through_view = ctx.accessor.is_some_and(|v| views.contains(v));
+            match ctx.database_name {
+                Some(STORE_SCHEMA) if through_view => Authorization::Allow,
+                Some(STORE_SCHEMA) => Authorization::Deny,
+                _ => Authorization::Allow,
+            }
+        }
+        _ => Authorization::Deny,
+    }
+}
+
+/// Presto names unnamed expressions `_col<position>`; SQLite names them after their text.
+fn presto_column_names(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if is_plain_identifier(name) {
+                name.to_lowercase()
+            } else {
+                format!("_col{i}")
+            }
+        })
+        .collect()
+}
+
+/// What the values of one result column have been so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct ColumnType {
+    integer: bool,
+    real: bool,
+    text: bool,
+    blob: bool,
+}
+
+impl ColumnType {
+    fn observe(&mut self, value: &ValueRef<'_>) {
+        match value {
+            ValueRef::Null => {}
+            ValueRef::Integer(_) => self.integer = true,
+            ValueRef::Real(_) => self.real = true,
+            ValueRef::Text(_) => self.text = true,
+            ValueRef::Blob(_) => self.blob = true,
+        }
+    }
+
+    /// Mixed columns take the widest type; a column of only NULLs is `varchar`.
+    fn presto_name(&self) -> &'static str {
+        if self.text {
+            "varchar"
+        } else if self.blob {
+            "varbinary"
+        } else if self.real {
+            "double"
+        } else if self.integer {
+            "bigint"
+        } else {
+            "varchar"
+        }
+    }
+}
+
+/// Streams msgpack arrays into `<result>.tmp`, renamed over the result when complete.
+struct ResultWriter {
+    gz: GzEncoder<BufWriter<File>>,
+    tmp: PathBuf,
+}
+
+impl ResultWriter {
+    fn create(path: &Path) -> std::io::Result<ResultWriter> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("gz.tmp");
+        let file = File::create(&tmp)?;
+        Ok(ResultWriter {
+            gz: GzEncoder::new(
+                BufWriter::with_capacity(1 << 16, file),
+                flate2::Compression::default(),
+            ),
+            tmp,
+        })
+    }
+
+    fn start_row(&mut self, len: usize) -> std::io::Result<()> {
+        let len = u32::try_from(len).map_err(std::io::Error::other)?;
+        rmp::encode::write_array_len(&mut self.gz, len)?;
+        Ok(())
+    }
+
+    fn value(&mut self, value: ValueRef<'_>) -> std::io::Result<()> {
+        let w = &mut self.gz;
+        match value {
+            ValueRef::Null => rmp::encode::write_nil(w)?,
+            ValueRef::Integer(i) => {
+                rmp::encode::write_sint(w, i)?;
+            }
+            ValueRef::Real(f) => rmp::encode::write_f64(w, f)?,
+            ValueRef::Text(bytes) => rmp::encode::write_str(w, &String::from_utf8_lossy(bytes))?,
+            ValueRef::Blob(bytes) => rmp::encode::write_bin(w, bytes)?,
+        }
+        Ok(())
+    }
+
+    /// Completes the gzip stream, moves it over `path` and returns its exact size.
+    fn finish(self, path: &Path) -> std::io::Result<i64> {
+        let file = self.gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&self.tmp, path)?;
+        Ok(std::fs::metadata(path)?.len() as i64)
+    }
+
+    /// Drops a result that will not be completed.
+    fn discard(self) {
+        let tmp = self.tmp.clone();
+        drop(self.gz);
+        let _ = std::fs::remove_file(tmp);
+    }
 }

@@ -27,17 +27,28 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no such API call: {method} {}", uri.path()))
 }
 
-/// Strips the optional `.json` suffix the clients may add to a route (td-api.md §1). Paths that
-/// end in a user-chosen name with a dot (import formats, part names) keep theirs.
-pub fn strip_json_suffix(uri: &Uri) -> Option<Uri> {
-    let path = uri.path();
-    let stripped = path.strip_suffix(".json")?;
-    if path.starts_with("/v3/bulk_import/upload_part/") || path.starts_with("/v3/table/import") {
+/// The path a route is matched on: repeated slashes merged, then the optional `.json` suffix
+/// stripped (td-api.md §1). td-client-python joins an endpoint given without a trailing slash
+/// into `//v3/...`; TD's front proxy merges the slashes, so the client works either way and must
+/// here too. Paths that end in a user-chosen name with a dot (import formats, part names) keep it.
+pub fn normalize_uri(uri: &Uri) -> Option<Uri> {
+    let original = uri.path();
+    let mut path = String::with_capacity(original.len());
+    for c in original.chars() {
+        if !(c == '/' && path.ends_with('/')) {
+            path.push(c);
+        }
+    }
+    let keeps_dot = path.starts_with("/v3/bulk_import/upload_part/") || path.starts_with("/v3/table/import");
+    if !keeps_dot && path.ends_with(".json") {
+        path.truncate(path.len() - ".json".len());
+    }
+    if path == original {
         return None;
     }
-    let rebuilt = match uri.query() {
-        Some(q) => format!("{stripped}?{q}"),
-        None => stripped.to_string(),
-    };
-    rebuilt.parse().ok()
+    if let Some(q) = uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    path.parse().ok()
 }

@@ -113,3 +113,11 @@ async fn accounts_and_data_survive_a_restart() {
         "sample not seeded twice: {dbs}"
     );
 }
+
+#[tokio::test]
+async fn a_doubled_leading_slash_and_a_json_suffix_reach_the_route() {
+    let s = Server::start().await;
+    let (status, body) = s.get(&s.master(0), "//v3/database/list.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["databases"].is_array());
+}

@@ -1,6 +1,13 @@
 //! td-local over real HTTP on loopback: one test binary, one module per group of td-api.md.
 
+mod cli;
 mod databases;
+mod faults;
+mod import;
+mod jobs;
+mod output;
+mod routing;
+mod tables;
 
 use std::io::Write;
 

@@ -1,0 +1,226 @@
+//! Command line: `run`, `validate`, `schema`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use td_result_export::resolve::{Source, TargetAccount};
+use td_result_export::spec::{Environment, Inputs};
+use td_result_export::{exit, Error, ExportPlan, Warning, STATUS_SCHEMA, TASK_SCHEMA};
+
+const AFTER_HELP: &str = "\
+Example spec (quickstart.yml):
+  td_result_export>:
+  td: {endpoint: local}                  # the embedded td-local; or api.treasuredata.com
+  query: SELECT code, COUNT(1) AS cnt FROM www_access GROUP BY code
+  database: sample_datasets
+  result_url: td://${local:account2.master_key}@/testdb/output_table?mode=replace
+  # or: job_id: ${td.last_job_id}, result_connection: NAME + result_settings: {...}
+
+  td-result-export validate quickstart.yml
+  td-result-export run quickstart.yml --status status.json
+
+Exit codes:
+  0  success (also when the export had already been done)
+  1  failed permanently (auth, permission, not found, source job failed, rejected rows)
+  2  invalid spec, usage or configuration: nothing was written (for an invalid spec, nothing was sent)
+  3  transient failure after retries: safe to run again
+
+Values: ${name} from --param name=value; ${secret:NAME} from --secrets FILE, then env NAME
+(upper-cased, other characters as _); ${local:accountN.master_key} from td-local's accounts.
+`td-result-export schema` prints the spec's JSON Schema.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "td-result-export",
+    version,
+    about = "Export a Treasure Data job's result into a table of another TD account, exactly once",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the export described by a task spec.
+    Run(RunArgs),
+    /// Check a task spec (schema, names, URLs, variables, secrets) without sending anything.
+    Validate(SpecArgs),
+    /// Print a JSON Schema: of the task spec (default) or of the status document.
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::Task)]
+        which: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchemaKind {
+    Task,
+    Status,
+}
+
+#[derive(Debug, Args)]
+struct SpecArgs {
+    /// The task spec (YAML).
+    spec: PathBuf,
+    /// A value for ${NAME} in the spec (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// YAML map of secrets for ${secret:NAME} (nested or dotted keys).
+    #[arg(long, value_name = "FILE")]
+    secrets: Option<PathBuf>,
+    /// YAML map of connections: NAME: {type: treasure_data, api_key, api_hostname}.
+    #[arg(long, value_name = "FILE")]
+    connections: Option<PathBuf>,
+    /// Use the embedded td-local for every endpoint, with its data in DIR.
+    #[arg(long, value_name = "DIR")]
+    local: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Write the status document (JSON) here, atomically, while running and on exit.
+    #[arg(long, value_name = "PATH")]
+    status: Option<PathBuf>,
+    /// Validate and resolve, print the plan (keys redacted), send nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl SpecArgs {
+    fn inputs(&self) -> Result<Inputs, Error> {
+        Ok(Inputs {
+            params: Inputs::parse_params(&self.params)?,
+            secrets_file: self.secrets.clone(),
+            connections_file: self.connections.clone(),
+            local_dir: self.local.clone(),
+            env: Environment::from_process(),
+        })
+    }
+}
+
+/// Runs a command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    init_logging(&cli);
+    let outcome = match &cli.command {
+        Command::Schema { which } => {
+            print!(
+                "{}",
+                match which {
+                    SchemaKind::Task => TASK_SCHEMA,
+                    SchemaKind::Status => STATUS_SCHEMA,
+                }
+            );
+            Ok(())
+        }
+        Command::Validate(args) => validate(&cli, args),
+        Command::Run(args) => run_export(&cli, args),
+    };
+    match outcome {
+        Ok(()) => exit::SUCCESS,
+        Err(error) => {
+            report_error(&cli, &error);
+            error.exit_code()
+        }
+    }
+}
+
+fn validate(cli: &Cli, args: &SpecArgs) -> Result<(), Error> {
+    let prepared = td_result_export::prepare(&args.spec, &args.inputs()?)?;
+    report_warnings(cli, &prepared.warnings);
+    println!("valid: {}: {}", args.spec.display(), summary(&prepared.plan));
+    Ok(())
+}
+
+fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
+    let prepared = td_result_export::prepare(&args.spec.spec, &args.spec.inputs()?)?;
+    report_warnings(cli, &prepared.warnings);
+    if args.dry_run {
+        let json = serde_json::to_string_pretty(&prepared.plan).expect("a plan serializes");
+        println!("{json}");
+        return Ok(());
+    }
+    Err(Error::NotBuilt("the export stage"))
+}
+
+/// One line: `job 12345 → td://***@host/db/t (replace, stream)`.
+fn summary(plan: &ExportPlan) -> String {
+    let source = match &plan.source {
+        Source::Job { id } => format!("job {id} on {}", plan.source_account.endpoint),
+        Source::Query { database, engine, .. } => {
+            format!("{engine:?} query on {}/{database}", plan.source_account.endpoint).to_lowercase()
+        }
+    };
+    let target_account = match &plan.target.account {
+        TargetAccount::Known {
+            account,
+            connection: Some(name),
+        } => format!("connection {name} ({})", account.endpoint),
+        TargetAccount::Known {
+            account,
+            connection: None,
+        } => account.endpoint.to_string(),
+        TargetAccount::Connection { name, .. } => format!("connection {name} (looked up at run time)"),
+    };
+    format!(
+        "{source} → {target_account} {}.{} ({}, {:?})",
+        plan.target.database, plan.target.table, plan.target.mode, plan.transfer
+    )
+    .replace("Stream)", "stream)")
+    .replace("Server)", "server)")
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TDRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.without_time().with_target(false).try_init(),
+    };
+}
+
+fn report_warnings(cli: &Cli, warnings: &[Warning]) {
+    for warning in warnings {
+        match cli.log_format {
+            LogFormat::Json => tracing::warn!(at = %warning.at, "{}", warning.message),
+            LogFormat::Text if !cli.quiet => eprintln!("warning: {warning}"),
+            LogFormat::Text => {}
+        }
+    }
+}
+
+fn report_error(cli: &Cli, error: &Error) {
+    match cli.log_format {
+        LogFormat::Json => tracing::error!(exit_code = error.exit_code(), "{error}"),
+        LogFormat::Text => eprintln!("error: {error}"),
+    }
+}

@@ -1,0 +1,809 @@
+//! The spec stage: YAML → `serde_json::Value` → interpolation → JSON Schema validation and
+//! structure checks → typed [`TaskSpec`]. Nothing here touches the network.
+//!
+//! Order of checks, so the first error reported is the one that explains the rest: YAML syntax,
+//! interpolation (unknown variables/secrets), unknown keys (with "did you mean"), the spec's
+//! structure (exactly one source, exactly one target, what each needs), then values in line order,
+//! then checks the schema cannot express (td:// URL, time value, legacy_mode needs transfer: server).
+
+pub mod interpolate;
+pub mod locate;
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{is_key_name, looks_like_api_key, shown, At, SpecError, SpecPath, Warning};
+use crate::resolve::{ApiKey, TdUrl};
+pub use interpolate::{Environment, Interpolator, Unresolved};
+use locate::Locator;
+use schema::{Ranked, Schema, RANK_STRUCTURE};
+
+/// Where the rows are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Append,
+    Replace,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Append => "append",
+            Mode::Replace => "replace",
+        })
+    }
+}
+
+/// The engine a query runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Presto,
+    Trino,
+    Hive,
+}
+
+/// Who moves the rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfer {
+    /// This program reads the result and writes the target (exactly once).
+    #[default]
+    Stream,
+    /// TD's own result export does it.
+    Server,
+}
+
+/// `time:` of the result settings: Unix seconds or a timestamp text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TimeSetting {
+    Seconds(i64),
+    Text(String),
+}
+
+impl TimeSetting {
+    /// Unix seconds. Texts: digits, RFC 3339, `YYYY-MM-DD HH:MM:SS[ UTC| ±hhmm]`, `YYYY-MM-DD` (UTC).
+    pub fn to_seconds(&self) -> Result<i64, String> {
+        let text = match self {
+            TimeSetting::Seconds(secs) => return Ok(*secs),
+            TimeSetting::Text(text) => text.trim(),
+        };
+        if let Ok(secs) = text.parse::<i64>() {
+            return Ok(secs);
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+            return Ok(t.timestamp());
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S %z") {
+            return Ok(t.timestamp());
+        }
+        let naive = text.strip_suffix(" UTC").unwrap_or(text);
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S") {
+            return Ok(t.and_utc().timestamp());
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(naive, "%Y-%m-%d") {
+            return Ok(d
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc()
+                .timestamp());
+        }
+        Err("is not a time".to_string())
+    }
+}
+
+/// `result_settings:` (the TD connector's settings).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultSettings {
+    #[serde(alias = "database")]
+    pub user_database_name: Option<String>,
+    #[serde(alias = "table")]
+    pub user_table_name: Option<String>,
+    pub mode: Option<Mode>,
+    pub time: Option<TimeSetting>,
+    pub legacy_mode: Option<bool>,
+    pub api_hostname: Option<String>,
+    pub api_key: Option<ApiKey>,
+}
+
+/// `td:` — the source account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdSection {
+    pub endpoint: Option<String>,
+    pub apikey: Option<ApiKey>,
+    pub use_ssl: Option<bool>,
+}
+
+/// One `treasure_data` connection (`connections:` entry or `--connections` file entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSpec {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub api_key: Option<ApiKey>,
+    pub api_hostname: Option<String>,
+}
+
+/// `_retry:` as Digdag writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RetrySpec {
+    Limit(u32),
+    Full {
+        limit: u32,
+        interval: Option<u64>,
+        interval_type: Option<String>,
+        max_interval: Option<u64>,
+    },
+}
+
+/// The validated, interpolated task spec (one field per top-level key of the schema).
+/// Guarantees after [`load`]: exactly one of `job_id`/`query`/`query_file`; `database` with a
+/// query; exactly one of `result_url`/`result_connection`; with a connection, `result_settings`
+/// holds the database and table; `time` parses; `legacy_mode: true` only with `transfer: server`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    #[serde(rename = "td_result_export>", default)]
+    pub operator: Option<String>,
+    #[serde(default, deserialize_with = "job_id")]
+    pub job_id: Option<String>,
+    pub query: Option<String>,
+    pub query_file: Option<String>,
+    pub database: Option<String>,
+    pub engine: Option<Engine>,
+    pub result_url: Option<TdUrl>,
+    pub result_connection: Option<String>,
+    pub result_settings: Option<ResultSettings>,
+    #[serde(default)]
+    pub td: TdSection,
+    #[serde(rename = "_retry")]
+    pub retry: Option<RetrySpec>,
+    pub idempotency_key: Option<String>,
+    pub transfer: Option<Transfer>,
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionSpec>,
+}
+
+fn job_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// What the command line adds to a spec.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// `--param name=value`
+    pub params: BTreeMap<String, String>,
+    /// `--secrets FILE`
+    pub secrets_file: Option<PathBuf>,
+    /// `--connections FILE`
+    pub connections_file: Option<PathBuf>,
+    /// `--local DIR`: every endpoint is the embedded td-local, with its data in DIR.
+    pub local_dir: Option<PathBuf>,
+    pub env: Environment,
+}
+
+/// Data directory of the embedded td-local when `--local` is not given.
+pub const DEFAULT_LOCAL_DIR: &str = ".td-local";
+
+impl Inputs {
+    /// Parses `--param` arguments (`name=value`; the value may contain `=`).
+    pub fn parse_params<S: AsRef<str>>(args: &[S]) -> Result<BTreeMap<String, String>, SpecError> {
+        args.iter()
+            .map(|arg| {
+                let arg = arg.as_ref();
+                match arg.split_once('=') {
+                    Some((name, value)) if !name.trim().is_empty() => {
+                        Ok((name.trim().to_string(), value.to_string()))
+                    }
+                    _ => Err(SpecError::Usage {
+                        arg: format!("--param {}", shown(&SpecPath::root(), arg)),
+                        problem: "is not name=value".to_string(),
+                        fix: "Write --param td.last_job_id=12345.".to_string(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    fn interpolator(&self) -> Result<Interpolator, SpecError> {
+        let secrets = match &self.secrets_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+                    what: "secrets file",
+                    path: path.clone(),
+                    source,
+                })?;
+                let doc = parse_yaml(&text, &path.display().to_string())?;
+                if !(doc.is_object() || doc.is_null()) {
+                    return Err(SpecError::Invalid {
+                        at: At {
+                            file: path.display().to_string().into(),
+                            line: Some(1),
+                            path: SpecPath::root(),
+                        },
+                        problem: format!("the secrets file holds {}", schema::type_name(&doc)),
+                        fix: "Write a YAML map, e.g. `target: {apikey: \"1/abc…\"}`.".to_string(),
+                    });
+                }
+                Some((path.clone(), doc))
+            }
+            None => None,
+        };
+        let local_dir = self
+            .local_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCAL_DIR));
+        Ok(Interpolator::new(
+            self.params.clone(),
+            secrets,
+            self.env.clone(),
+            local_dir,
+        ))
+    }
+}
+
+/// A spec that passed the spec stage, with what the resolve stage needs to locate later errors.
+#[derive(Debug)]
+pub struct LoadedSpec {
+    pub spec: TaskSpec,
+    /// Things to tell the user that do not stop the task.
+    pub warnings: Vec<Warning>,
+    /// The spec file as named in messages.
+    pub file: String,
+    /// Directory that relative paths in the spec (query_file) are relative to.
+    pub base_dir: PathBuf,
+    locator: Locator,
+    pub(crate) interpolator: Interpolator,
+}
+
+impl LoadedSpec {
+    /// Location of a spec path, with its YAML line when it can be found.
+    pub fn at(&self, path: &SpecPath) -> At {
+        At {
+            file: self.file.as_str().into(),
+            line: self.locator.line(path),
+            path: path.clone(),
+        }
+    }
+}
+
+/// Loads and validates a spec file.
+pub fn load(path: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        what: "spec file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&text, &path.display().to_string(), &base_dir, inputs)
+}
+
+/// Loads and validates spec text; `file` names it in messages.
+pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
+    let interpolator = inputs.interpolator()?;
+    let locator = Locator::new(text);
+    let file_name: std::sync::Arc<str> = file.into();
+    let at = |p: &SpecPath| At {
+        file: file_name.clone(),
+        line: locator.line(p),
+        path: p.clone(),
+    };
+    let mut doc = parse_yaml(text, file)?;
+    if !doc.is_object() {
+        return Err(SpecError::Invalid {
+            at: at(&SpecPath::root()),
+            problem: format!("the spec is {}, not a map", schema::type_name(&doc)),
+            fix:
+                "Write the task's keys at the top level: `td_result_export>:`, `job_id: …`, `result_url: …`."
+                    .to_string(),
+        });
+    }
+    let mut warnings = literal_key_warnings(&doc, &at);
+    interpolate_tree(&interpolator, &mut doc, &SpecPath::root(), &at)?;
+    settings_from_json_text(&mut doc, &at)?;
+    let mut ranked = Schema::task().check(&doc, &at);
+    ranked.extend(structure_errors(doc.as_object().expect("checked above"), &at));
+    if let Some((_, _, err)) = first_error(ranked) {
+        return Err(err);
+    }
+    value_checks(&doc, &at)?;
+    let spec: TaskSpec = serde_json::from_value(doc).map_err(|e| SpecError::Invalid {
+        at: at(&SpecPath::root()),
+        problem: format!("the spec does not fit its type ({e})"),
+        fix: "Report this: the schema accepted it.".to_string(),
+    })?;
+    warnings.extend(ignored_key_warnings(&spec, &at));
+    Ok(LoadedSpec {
+        spec,
+        warnings,
+        file: file.to_string(),
+        base_dir: base_dir.to_path_buf(),
+        locator,
+        interpolator,
+    })
+}
+
+/// YAML text → JSON value (an empty document is `null`).
+pub fn parse_yaml(text: &str, file: &str) -> Result<Value, SpecError> {
+    serde_yaml_ng::from_str::<Value>(text).map_err(|e| SpecError::Syntax {
+        file: file.to_string(),
+        line: e.location().map(|l| l.line()),
+        format: "YAML",
+        message: e.to_string(),
+    })
+}
+
+/// The most urgent error: lowest rank, then earliest line.
+pub fn first_error(mut ranked: Vec<Ranked>) -> Option<Ranked> {
+    ranked.sort_by_key(|(rank, line, _)| (*rank, line.unwrap_or(usize::MAX)));
+    ranked.into_iter().next()
+}
+
+/// Replaces `${…}` in every string of `value` (keys are left alone).
+pub fn interpolate_tree(
+    interpolator: &Interpolator,
+    value: &mut Value,
+    path: &SpecPath,
+    at: &dyn Fn(&SpecPath) -> At,
+) -> Result<(), SpecError> {
+    match value {
+        Value::String(text) if text.contains("${") => {
+            *text = interpolator
+                .interpolate(text)
+                .map_err(|u| unresolved_error(u, at(path)))?;
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_tree(interpolator, item, &path.index(i), at)?;
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                interpolate_tree(interpolator, item, &path.key(key), at)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The error for a `${…}` that could not be replaced at `at`.
+pub fn unresolved_error(unresolved: Unresolved, at: At) -> SpecError {
+    match unresolved {
+        Unresolved::Variable { name, tried } => SpecError::UnknownVariable { at, name, tried },
+        Unresolved::Secret { name, tried } => SpecError::UnknownSecret { at, name, tried },
+        Unresolved::Local { reference, problem } => SpecError::Invalid {
+            at,
+            problem: format!("`${{local:{reference}}}`: {problem}"),
+            fix: "Write ${local:account1.master_key} (or accountN.write_only_key).".to_string(),
+        },
+        Unresolved::Syntax { inside } => SpecError::Invalid {
+            problem: format!("`${{{inside}}}` is not a variable name (expressions are not evaluated)"),
+            at,
+            fix: "Use ${name}, ${secret:NAME} or ${local:accountN.master_key}; compute values in the workflow and pass them with --param.".to_string(),
+        },
+    }
+}
+
+/// Warns about API keys written literally (before interpolation) instead of `${secret:…}`.
+fn literal_key_warnings(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Vec<Warning> {
+    fn walk(value: &Value, path: &SpecPath, out: &mut Vec<SpecPath>) {
+        match value {
+            Value::String(text) => {
+                let literal_key = path.last_key().is_some_and(is_key_name)
+                    && !text.trim().is_empty()
+                    && !text.contains("${");
+                let literal_in_url = text.starts_with("td://")
+                    && text[5..]
+                        .rfind('@')
+                        .is_some_and(|i| i > 0 && !text[5..5 + i].contains("${"));
+                let text_settings = path.last_key() == Some("result_settings")
+                    && serde_json::from_str::<Value>(text).is_ok_and(|v| {
+                        let mut inner = Vec::new();
+                        walk(&v, path, &mut inner);
+                        !inner.is_empty()
+                    });
+                if literal_key || literal_in_url || text_settings || looks_like_api_key(text) {
+                    out.push(path.clone());
+                }
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| walk(v, &path.index(i), out)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, &path.key(k), out)),
+            _ => {}
+        }
+    }
+    let mut paths = Vec::new();
+    walk(doc, &SpecPath::root(), &mut paths);
+    paths.dedup();
+    let mut warnings: Vec<Warning> = paths
+        .into_iter()
+        .map(|path| Warning {
+            at: at(&path),
+            message: "an API key is written in the spec; anyone who can read the spec can use it. \
+                      Use ${secret:NAME} with --secrets FILE or an environment variable instead"
+                .to_string(),
+        })
+        .collect();
+    warnings.sort_by_key(|w| w.at.line);
+    warnings
+}
+
+/// `result_settings` given as JSON text (Digdag accepts both) becomes the map it holds.
+fn settings_from_json_text(doc: &mut Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
+    let Some(Value::String(text)) = doc.get("result_settings") else {
+        return Ok(());
+    };
+    let path = SpecPath::parse("result_settings");
+    let parsed: Value = serde_json::from_str(text).map_err(|e| {
+        let at = at(&path);
+        SpecError::Syntax {
+            file: at.file.to_string(),
+            line: at.line,
+            format: "JSON in result_settings",
+            message: format!("{e} of the JSON text"),
+        }
+    })?;
+    if !parsed.is_object() {
+        return Err(SpecError::Invalid {
+            at: at(&path),
+            problem: format!("the JSON text holds {}, not a map", schema::type_name(&parsed)),
+            fix: "Write a map: {\"user_database_name\": \"testdb\", \"user_table_name\": \"t\", \"mode\": \"append\"}."
+                .to_string(),
+        });
+    }
+    doc["result_settings"] = parsed;
+    Ok(())
+}
+
+const SOURCES: [&str; 3] = ["job_id", "query", "query_file"];
+const TARGETS: [&str; 2] = ["result_url", "result_connection"];
+
+/// Exactly one source and one target, and what each needs; clearer than the schema's `oneOf`.
+fn structure_errors(doc: &Map<String, Value>, at: &dyn Fn(&SpecPath) -> At) -> Vec<Ranked> {
+    let mut out = Vec::new();
+    let mut push = |at: At, problem: String, fix: &str| {
+        let line = at.line;
+        out.push((
+            RANK_STRUCTURE,
+            line,
+            SpecError::Invalid {
+                at,
+                problem,
+                fix: fix.to_string(),
+            },
+        ));
+    };
+    let line_of = |key: &str| {
+        at(&SpecPath::parse(key))
+            .line
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default()
+    };
+    let exactly_one = |keys: &[&'static str]| -> Vec<&'static str> {
+        keys.iter().filter(|k| doc.contains_key(**k)).copied().collect()
+    };
+
+    let sources = exactly_one(&SOURCES);
+    match sources.as_slice() {
+        [] => push(
+            at(&SpecPath::root()),
+            "no source is given".to_string(),
+            "Add job_id: (the id of the job whose result to export), or query: or query_file: with database:.",
+        ),
+        [_] => {}
+        [first, second, ..] => push(
+            at(&SpecPath::parse(second)),
+            format!("`{first}`{} and `{second}`{} are both given", line_of(first), line_of(second)),
+            "Give exactly one source: job_id, query or query_file.",
+        ),
+    }
+    if let [query @ ("query" | "query_file")] = sources.as_slice() {
+        if !doc.contains_key("database") {
+            push(
+                at(&SpecPath::parse(query)),
+                format!("`{query}` needs `database`"),
+                "Add database: (the source account's database the query runs in).",
+            );
+        }
+    }
+    if doc.contains_key("result_connection") && !doc.contains_key("result_settings") {
+        push(
+            at(&SpecPath::parse("result_connection")),
+            "`result_connection` needs `result_settings`".to_string(),
+            "Add result_settings: {user_database_name: DB, user_table_name: TABLE} (mode: append|replace).",
+        );
+    }
+    let targets = exactly_one(&TARGETS);
+    match targets.as_slice() {
+        [] => push(
+            at(&SpecPath::root()),
+            "no target is given".to_string(),
+            "Add result_url: td://@/DATABASE/TABLE, or result_connection: NAME with result_settings:.",
+        ),
+        [_] => {}
+        [first, second, ..] => push(
+            at(&SpecPath::parse(second)),
+            format!(
+                "`{first}`{} and `{second}`{} are both given",
+                line_of(first),
+                line_of(second)
+            ),
+            "Give exactly one target: result_url or result_connection.",
+        ),
+    }
+    if let Some(Value::Object(settings)) = doc.get("result_settings") {
+        for (name, alias) in [("user_database_name", "database"), ("user_table_name", "table")] {
+            if settings.contains_key(name) && settings.contains_key(alias) {
+                push(
+                    at(&SpecPath::parse("result_settings").key(alias)),
+                    format!("`{name}` and its alias `{alias}` are both given"),
+                    &format!("Keep one of result_settings.{name} and result_settings.{alias}."),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Checks the schema cannot express: td:// URL, time, settings coherence with the target form.
+fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
+    let invalid = |path: &str, problem: String, fix: &str| SpecError::Invalid {
+        at: at(&SpecPath::parse(path)),
+        problem,
+        fix: fix.to_string(),
+    };
+    let settings = doc
+        .get("result_settings")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let url = match doc.get("result_url").and_then(Value::as_str) {
+        Some(text) => Some(TdUrl::parse(text).map_err(|problem| {
+            invalid(
+                "result_url",
+                format!("{}: {problem}", shown(&SpecPath::parse("result_url"), text)),
+                "Write td://APIKEY@HOST/DATABASE/TABLE[?mode=append|replace]; td://@/DATABASE/TABLE is the source account.",
+            )
+        })?),
+        None => None,
+    };
+    if let Some(url) = &url {
+        for key in [
+            "user_database_name",
+            "database",
+            "user_table_name",
+            "table",
+            "api_key",
+            "api_hostname",
+        ] {
+            if settings.contains_key(key) {
+                return Err(invalid(
+                    &format!("result_settings.{key}"),
+                    format!("`{key}` is also named by result_url"),
+                    "With result_url, keep only mode, time and legacy_mode in result_settings (or use result_connection).",
+                ));
+            }
+        }
+        let settings_mode = settings.get("mode").and_then(Value::as_str);
+        if let (Some(url_mode), Some(mode)) = (url.mode, settings_mode) {
+            if url_mode.to_string() != mode {
+                return Err(invalid(
+                    "result_settings.mode",
+                    format!("`{mode}` contradicts result_url's ?mode={url_mode}"),
+                    "Give the mode in one place.",
+                ));
+            }
+        }
+    }
+    if doc.get("result_connection").is_some() {
+        for (name, alias) in [("user_database_name", "database"), ("user_table_name", "table")] {
+            if !settings.contains_key(name) && !settings.contains_key(alias) {
+                return Err(invalid(
+                    "result_settings",
+                    format!("`{name}` is missing"),
+                    &format!("Add result_settings.{name}: the target's {alias}."),
+                ));
+            }
+        }
+    }
+    if let Some(time) = settings.get("time") {
+        let setting: TimeSetting = serde_json::from_value(time.clone()).expect("the schema checked the type");
+        if let Err(problem) = setting.to_seconds() {
+            return Err(invalid(
+                "result_settings.time",
+                format!("{} {problem}", schema::shown_value(&SpecPath::parse("time"), time)),
+                "Give Unix seconds (1700000000) or a timestamp: 2024-01-31 00:00:00 UTC, 2024-01-31T00:00:00Z, 2024-01-31.",
+            ));
+        }
+    }
+    let legacy = settings
+        .get("legacy_mode")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if legacy && doc.get("transfer").and_then(Value::as_str) != Some("server") {
+        return Err(invalid(
+            "result_settings.legacy_mode",
+            "`legacy_mode: true` chooses TD's server-side td:// connector, but transfer is stream".to_string(),
+            "Add `transfer: server` (TD then writes the target, without exactly-once append), or drop legacy_mode.",
+        ));
+    }
+    Ok(())
+}
+
+/// Warns about keys that are accepted but have no effect.
+fn ignored_key_warnings(spec: &TaskSpec, at: &dyn Fn(&SpecPath) -> At) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if spec.job_id.is_some() {
+        for key in ["database", "engine"] {
+            let present = match key {
+                "database" => spec.database.is_some(),
+                _ => spec.engine.is_some(),
+            };
+            if present {
+                out.push(Warning {
+                    at: at(&SpecPath::parse(key)),
+                    message: format!("`{key}` is ignored: the source is an existing job (job_id)"),
+                });
+            }
+        }
+    }
+    for (name, connection) in &spec.connections {
+        if connection.kind.is_none() {
+            let path = SpecPath::parse("connections").key(name);
+            out.push(Warning {
+                at: at(&path),
+                message: "`type` is missing; treasure_data is assumed".to_string(),
+            });
+        }
+    }
+    out
+}
+
+/// A TD database or table name: `^[a-z0-9_]{3,128}$`.
+pub fn is_td_name(name: &str) -> bool {
+    (3..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<LoadedSpec, SpecError> {
+        let inputs = Inputs {
+            params: [("day".to_string(), "20240101".to_string())].into(),
+            ..Inputs::default()
+        };
+        load_str(text, "t.yml", Path::new("."), &inputs)
+    }
+
+    fn error(text: &str) -> String {
+        load(text).expect_err("the spec should be refused").to_string()
+    }
+
+    #[test]
+    fn a_minimal_spec_loads_with_defaults() {
+        let spec =
+            load("td_result_export>:\njob_id: 12345\nresult_url: td://@/testdb/output_table\n").unwrap();
+        assert_eq!(spec.spec.job_id.as_deref(), Some("12345"));
+        assert_eq!(spec.spec.result_url.as_ref().unwrap().table, "output_table");
+        assert!(spec.warnings.is_empty());
+    }
+
+    #[test]
+    fn result_settings_as_json_text_is_the_same_as_a_map() {
+        let text = "job_id: '1'\nresult_connection: c\nresult_settings: '{\"database\": \"testdb\", \"table\": \"t_1\", \"mode\": \"replace\", \"time\": \"2024-01-01\"}'\n";
+        let settings = load(text).unwrap().spec.result_settings.unwrap();
+        assert_eq!(settings.user_database_name.as_deref(), Some("testdb"));
+        assert_eq!(settings.mode, Some(Mode::Replace));
+        assert_eq!(settings.time.unwrap().to_seconds(), Ok(1704067200));
+        let bad = error("job_id: '1'\nresult_connection: c\nresult_settings: '{\"mode\": \"appendd\"'\n");
+        assert!(
+            bad.starts_with("t.yml:3: not valid JSON in result_settings"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_path_the_line_the_value_and_the_fix() {
+        let err = error("job_id: '1'\nresult_connection: c\nresult_settings:\n  database: testdb\n  table: t_1\n  mode: appendd\n");
+        assert_eq!(
+            err,
+            "t.yml:6: result_settings.mode: `appendd` is not one of append, replace. Did you mean `append`?"
+        );
+        let err = error("job_id: '1'\nreslt_url: td://@/db1/t_1\n");
+        assert!(
+            err.starts_with("t.yml:2: reslt_url: unknown key `reslt_url` (did you mean `result_url`?)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn interpolated_values_are_validated_after_substitution() {
+        let err = error("job_id: '1'\nresult_url: td://@/${day}x/t_1\nresult_settings: {time: 'soon'}\n");
+        assert!(
+            err.contains("result_settings.time: `soon` is not a time"),
+            "{err}"
+        );
+        let ok = load("job_id: ${day}\nresult_url: td://@/db_${day}/t_1\n").unwrap();
+        assert_eq!(ok.spec.result_url.unwrap().database, "db_20240101");
+        let err = error("job_id: ${nope}\nresult_url: td://@/db1/t_1\n");
+        assert!(
+            err.starts_with("t.yml:1: job_id: unknown variable `${nope}` (looked in: --param)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn literal_api_keys_warn_without_showing_the_key() {
+        let key = format!("1/{}", "0a".repeat(20));
+        let spec = load(&format!(
+            "job_id: '1'\ntd: {{apikey: '{key}'}}\nresult_url: 'td://{key}@/db1/t_1'\n"
+        ))
+        .unwrap();
+        let shown: Vec<String> = spec.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(shown[0].starts_with("t.yml:2: td.apikey: an API key is written in the spec"));
+        assert!(shown[1].starts_with("t.yml:3: result_url: an API key"));
+        assert!(!format!("{shown:?}{:?}", spec.spec).contains(&key));
+    }
+
+    #[test]
+    fn legacy_mode_needs_the_server_transfer() {
+        let err = error("job_id: '1'\nresult_url: td://@/db1/t_1\nresult_settings: {legacy_mode: true}\n");
+        assert!(
+            err.contains("result_settings.legacy_mode") && err.contains("transfer: server"),
+            "{err}"
+        );
+        load("job_id: '1'\nresult_url: td://@/db1/t_1\nresult_settings: {legacy_mode: true}\ntransfer: server\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn time_settings_accept_seconds_and_timestamps() {
+        let secs = |t: &str| TimeSetting::Text(t.to_string()).to_seconds();
+        assert_eq!(secs("1700000000"), Ok(1700000000));
+        assert_eq!(secs("2024-01-31 00:00:00 UTC"), Ok(1706659200));
+        assert_eq!(secs("2024-01-31 09:00:00 +0900"), Ok(1706659200));
+        assert_eq!(secs("2024-01-31T00:00:00Z"), Ok(1706659200));
+        assert_eq!(secs("2024-01-31"), Ok(1706659200));
+        assert!(secs("yesterday").is_err());
+    }
+
+    #[test]
+    fn params_must_be_name_equals_value() {
+        let params = Inputs::parse_params(&["a=1", "td.last_job_id=x=y"]).unwrap();
+        assert_eq!(params["td.last_job_id"], "x=y");
+        assert!(Inputs::parse_params(&["novalue"])
+            .unwrap_err()
+            .to_string()
+            .contains("is not name=value"));
+    }
+
+    #[test]
+    fn td_names_follow_the_td_rule() {
+        assert!(is_td_name("output_table") && is_td_name("abc") && !is_td_name("ab"));
+        assert!(!is_td_name("Output") && !is_td_name("a-b-c") && !is_td_name(&"a".repeat(129)));
+    }
+}

@@ -1,0 +1,397 @@
+//! `${name}`, `${secret:NAME}` and `${local:accountN.KEY}` in string values.
+//!
+//! - `${name}` comes from `--param name=value` (dotted names such as `td.last_job_id` are plain names).
+//! - `${secret:NAME}` comes from the `--secrets` file (nested `a: {b: …}` or flat `a.b: …`), then
+//!   the environment variable `NAME` upper-cased with every other character → `_`; `td.apikey`
+//!   also falls back to `TD_API_KEY` and `~/.td/td.conf`, `td.endpoint` to `TD_API_SERVER` and td.conf.
+//! - `${local:account2.master_key}` reads the embedded td-local's `accounts.yml` in the local data
+//!   directory (creating it, with fresh keys, the first time: what starting td-local would do).
+//!
+//! Values are substituted as text; a value whose whole text was `${…}` stays a string.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, OnceLock};
+
+use regex::Regex;
+use serde_json::Value;
+
+/// The process environment as the spec stage sees it (injectable for tests).
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub vars: BTreeMap<String, String>,
+    /// Home directory, for `~/.td/td.conf`.
+    pub home: Option<PathBuf>,
+}
+
+impl Environment {
+    pub fn from_process() -> Environment {
+        Environment {
+            vars: std::env::vars().collect(),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+        }
+    }
+
+    fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+/// `TARGET_APIKEY` for `target.apikey`.
+pub fn env_var_name(secret: &str) -> String {
+    secret
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `[account]` values of `~/.td/td.conf` (`apikey`, `endpoint`).
+fn td_conf(home: &Path) -> BTreeMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(home.join(".td").join("td.conf")) else {
+        return BTreeMap::new();
+    };
+    let mut section = String::new();
+    let mut values = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_string();
+        } else if let Some((key, value)) = line.split_once('=') {
+            if section == "account" && !line.starts_with(['#', ';']) {
+                values.insert(key.trim().to_string(), value.trim().to_string());
+            }
+        }
+    }
+    values
+}
+
+/// Why a `${…}` could not be replaced (the caller adds the location).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unresolved {
+    Variable {
+        name: String,
+        tried: Vec<String>,
+    },
+    Secret {
+        name: String,
+        tried: Vec<String>,
+    },
+    /// `${local:…}` that is malformed or names a missing account.
+    Local {
+        reference: String,
+        problem: String,
+    },
+    /// `${…}` whose inside is not a name (`${a + b}`: expressions are not evaluated).
+    Syntax {
+        inside: String,
+    },
+}
+
+/// The sources of `${…}` values.
+#[derive(Debug)]
+pub struct Interpolator {
+    params: BTreeMap<String, String>,
+    secrets: Option<(PathBuf, serde_json::Value)>,
+    env: Environment,
+    local_dir: PathBuf,
+    td_conf: OnceLock<BTreeMap<String, String>>,
+    local_accounts: OnceLock<Result<Vec<td_local::Account>, String>>,
+}
+
+static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\$\{([^}]*)\}").expect("valid regex"));
+static NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_.\-]*$").expect("valid regex"));
+static LOCAL_REF: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^account([0-9]+)\.(master_key|write_only_key)$").expect("valid regex"));
+
+impl Interpolator {
+    /// `secrets` is the parsed `--secrets` file (its path, for messages) when one was given.
+    pub fn new(
+        params: BTreeMap<String, String>,
+        secrets: Option<(PathBuf, Value)>,
+        env: Environment,
+        local_dir: PathBuf,
+    ) -> Interpolator {
+        Interpolator {
+            params,
+            secrets,
+            env,
+            local_dir,
+            td_conf: OnceLock::new(),
+            local_accounts: OnceLock::new(),
+        }
+    }
+
+    /// Replaces every `${…}` in `text`.
+    pub fn interpolate(&self, text: &str) -> Result<String, Unresolved> {
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for caps in PLACEHOLDER.captures_iter(text) {
+            let whole = caps.get(0).expect("group 0");
+            out.push_str(&text[last..whole.start()]);
+            out.push_str(&self.value_of(caps[1].trim())?);
+            last = whole.end();
+        }
+        out.push_str(&text[last..]);
+        Ok(out)
+    }
+
+    fn value_of(&self, inside: &str) -> Result<String, Unresolved> {
+        if let Some(name) = inside.strip_prefix("secret:") {
+            let name = name.trim();
+            return self.secret(name).map_err(|tried| Unresolved::Secret {
+                name: name.to_string(),
+                tried,
+            });
+        }
+        if let Some(reference) = inside.strip_prefix("local:") {
+            return self.local_key(reference.trim());
+        }
+        if !NAME.is_match(inside) {
+            return Err(Unresolved::Syntax {
+                inside: inside.to_string(),
+            });
+        }
+        self.params
+            .get(inside)
+            .cloned()
+            .ok_or_else(|| Unresolved::Variable {
+                name: inside.to_string(),
+                tried: vec!["--param".to_string()],
+            })
+    }
+
+    /// A secret's value, or the list of places that were tried.
+    pub fn secret(&self, name: &str) -> Result<String, Vec<String>> {
+        let mut tried = Vec::new();
+        if let Some((path, doc)) = &self.secrets {
+            if let Some(value) = lookup_dotted(doc, name) {
+                return Ok(value);
+            }
+            tried.push(format!("--secrets {}", path.display()));
+        } else {
+            tried.push("--secrets (not given)".to_string());
+        }
+        let var = env_var_name(name);
+        if let Some(value) = self.env.var(&var) {
+            return Ok(value.to_string());
+        }
+        tried.push(format!("env {var}"));
+        let (conf_key, conf_env) = match name {
+            "td.apikey" => ("apikey", "TD_API_KEY"),
+            "td.endpoint" => ("endpoint", "TD_API_SERVER"),
+            _ => return Err(tried),
+        };
+        if let Some(value) = self.env.var(conf_env) {
+            return Ok(value.to_string());
+        }
+        tried.push(format!("env {conf_env}"));
+        if let Some(value) = self.td_conf().get(conf_key).filter(|v| !v.is_empty()) {
+            return Ok(value.clone());
+        }
+        tried.push("~/.td/td.conf".to_string());
+        Err(tried)
+    }
+
+    fn td_conf(&self) -> &BTreeMap<String, String> {
+        self.td_conf
+            .get_or_init(|| self.env.home.as_deref().map(td_conf).unwrap_or_default())
+    }
+
+    /// The embedded td-local's accounts (read, or created the first time).
+    pub fn local_accounts(&self) -> Result<&[td_local::Account], String> {
+        let loaded = self.local_accounts.get_or_init(|| {
+            std::fs::create_dir_all(&self.local_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| td_local::accounts::load_or_create(&self.local_dir).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    format!(
+                        "cannot open td-local's accounts in {}: {e}",
+                        self.local_dir.display()
+                    )
+                })
+        });
+        loaded.as_deref().map_err(Clone::clone)
+    }
+
+    /// The data directory of the embedded td-local.
+    pub fn local_dir(&self) -> &Path {
+        &self.local_dir
+    }
+
+    fn local_key(&self, reference: &str) -> Result<String, Unresolved> {
+        let problem = |problem: String| Unresolved::Local {
+            reference: reference.to_string(),
+            problem,
+        };
+        let caps = LOCAL_REF
+            .captures(reference)
+            .ok_or_else(|| problem("expected accountN.master_key or accountN.write_only_key".to_string()))?;
+        let id: i64 = caps[1]
+            .parse()
+            .map_err(|_| problem("account number too large".to_string()))?;
+        let accounts = self.local_accounts().map_err(problem)?;
+        let account = accounts.iter().find(|a| a.id == id).ok_or_else(|| {
+            let ids: Vec<String> = accounts.iter().map(|a| format!("account{}", a.id)).collect();
+            problem(format!(
+                "td-local has no account {id} (it has {})",
+                ids.join(", ")
+            ))
+        })?;
+        Ok(match &caps[2] {
+            "master_key" => account.master_key.clone(),
+            _ => account.write_only_key.clone(),
+        })
+    }
+}
+
+/// `a.b.c` in a YAML map: nested first (`a: {b: {c: …}}`), then a flat key (`a.b.c: …`), then
+/// a flat key under the first part (`a: {b.c: …}`). Scalars only.
+fn lookup_dotted(doc: &Value, name: &str) -> Option<String> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let nested = name.split('.').try_fold(doc, |node, part| node.get(part));
+    if let Some(value) = nested.and_then(scalar) {
+        return Some(value);
+    }
+    if let Some(value) = doc.get(name).and_then(scalar) {
+        return Some(value);
+    }
+    let (head, tail) = name.split_once('.')?;
+    doc.get(head).and_then(|inner| lookup_dotted(inner, tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn interp(params: &[(&str, &str)], secrets: Option<Value>, vars: &[(&str, &str)]) -> Interpolator {
+        Interpolator::new(
+            params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            secrets.map(|s| (PathBuf::from("secrets.yml"), s)),
+            Environment {
+                vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                home: None,
+            },
+            PathBuf::from("/nonexistent/td-local"),
+        )
+    }
+
+    #[test]
+    fn params_with_dotted_names_are_substituted_inside_text() {
+        let i = interp(&[("td.last_job_id", "42"), ("day", "2024-01-01")], None, &[]);
+        assert_eq!(i.interpolate("${td.last_job_id}").unwrap(), "42");
+        assert_eq!(
+            i.interpolate("t_${ day }_x ${day}").unwrap(),
+            "t_2024-01-01_x 2024-01-01"
+        );
+        assert_eq!(
+            i.interpolate("no placeholders $ {x}").unwrap(),
+            "no placeholders $ {x}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_variable_is_named_with_the_sources_tried() {
+        let err = interp(&[], None, &[])
+            .interpolate("a ${missing.var} b")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Unresolved::Variable {
+                name: "missing.var".into(),
+                tried: vec!["--param".into()]
+            }
+        );
+        let err = interp(&[], None, &[]).interpolate("${a + b}").unwrap_err();
+        assert_eq!(
+            err,
+            Unresolved::Syntax {
+                inside: "a + b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_nested_or_flat_keys_then_the_environment() {
+        let secrets = json!({"target": {"apikey": "nested"}, "flat.key": "flat", "a": {"b.c": "mixed"}});
+        let i = interp(&[], Some(secrets), &[("OTHER_SECRET", "from env")]);
+        assert_eq!(i.interpolate("${secret:target.apikey}").unwrap(), "nested");
+        assert_eq!(i.interpolate("${secret:flat.key}").unwrap(), "flat");
+        assert_eq!(i.interpolate("${secret:a.b.c}").unwrap(), "mixed");
+        assert_eq!(i.interpolate("${secret:other-secret}").unwrap(), "from env");
+    }
+
+    #[test]
+    fn an_unknown_secret_lists_every_source_tried() {
+        let i = interp(&[], Some(json!({})), &[]);
+        let Unresolved::Secret { name, tried } = i.interpolate("${secret:td.apikey}").unwrap_err() else {
+            panic!("expected a secret error");
+        };
+        assert_eq!(name, "td.apikey");
+        assert_eq!(
+            tried,
+            [
+                "--secrets secrets.yml",
+                "env TD_APIKEY",
+                "env TD_API_KEY",
+                "~/.td/td.conf"
+            ]
+        );
+    }
+
+    #[test]
+    fn td_apikey_falls_back_to_td_api_key_then_td_conf() {
+        let i = interp(&[], None, &[("TD_API_KEY", "from-env")]);
+        assert_eq!(i.secret("td.apikey").unwrap(), "from-env");
+
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".td")).unwrap();
+        std::fs::write(
+            home.path().join(".td/td.conf"),
+            "[other]\napikey = no\n[account]\n  user = me\n  apikey = from-conf\n  endpoint = https://x.example\n",
+        )
+        .unwrap();
+        let mut i = interp(&[], None, &[]);
+        i.env.home = Some(home.path().to_path_buf());
+        assert_eq!(i.secret("td.apikey").unwrap(), "from-conf");
+        assert_eq!(i.secret("td.endpoint").unwrap(), "https://x.example");
+        let i = interp(&[], None, &[("TD_API_SERVER", "api.treasuredata.co.jp")]);
+        assert_eq!(i.secret("td.endpoint").unwrap(), "api.treasuredata.co.jp");
+    }
+
+    #[test]
+    fn local_references_read_td_locals_accounts_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut i = interp(&[], None, &[]);
+        i.local_dir = dir.path().join("data");
+        let key = i.interpolate("${local:account2.master_key}").unwrap();
+        let accounts = td_local::accounts::load_or_create(&dir.path().join("data")).unwrap();
+        assert_eq!(key, accounts[1].master_key);
+        assert_eq!(
+            i.interpolate("${local:account1.write_only_key}").unwrap(),
+            accounts[0].write_only_key
+        );
+        assert!(matches!(
+            i.interpolate("${local:account9.master_key}"),
+            Err(Unresolved::Local { problem, .. }) if problem.contains("no account 9")
+        ));
+        assert!(matches!(
+            i.interpolate("${local:account1.key}"),
+            Err(Unresolved::Local { .. })
+        ));
+    }
+}

@@ -1,0 +1,391 @@
+//! TD's time UDFs on SQLite: `TD_TIME_RANGE(time, start, end[, tz])` and
+//! `TD_TIME_FORMAT(time, format[, tz])`, the latter with Java `SimpleDateFormat` patterns.
+//!
+//! Time zones are fixed offsets only (no tz database): `UTC`/`GMT`/`Z`, the DST-free zones TD users
+//! name most (`JST`, `Asia/Tokyo`, `KST`, `Asia/Seoul`), and offsets such as `+09:00`, `+0900`,
+//! `-08`, `GMT+09:00`. Anything else is an error rather than a silent wrong answer.
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Timelike};
+use rusqlite::functions::{Context, FunctionFlags};
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
+/// A fixed-offset time zone and the name `z` prints for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    pub offset: FixedOffset,
+    pub name: String,
+}
+
+impl Zone {
+    pub fn utc() -> Zone {
+        Zone {
+            offset: FixedOffset::east_opt(0).expect("zero offset"),
+            name: "UTC".into(),
+        }
+    }
+
+    /// Parses a zone name or a fixed offset.
+    pub fn parse(text: &str) -> Result<Zone, String> {
+        let t = text.trim();
+        let named = |hours: i32, name: &str| Zone {
+            offset: FixedOffset::east_opt(hours * 3600).expect("offset within a day"),
+            name: name.into(),
+        };
+        match t.to_ascii_uppercase().as_str() {
+            "UTC" | "Z" | "ETC/UTC" | "UCT" => return Ok(named(0, "UTC")),
+            "GMT" | "ETC/GMT" => return Ok(named(0, "GMT")),
+            "JST" | "ASIA/TOKYO" | "JAPAN" => return Ok(named(9, "JST")),
+            "KST" | "ASIA/SEOUL" => return Ok(named(9, "KST")),
+            _ => {}
+        }
+        let offset_text = ["GMT", "UTC"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
+        let seconds = parse_offset(offset_text).ok_or_else(|| {
+            format!("unsupported time zone '{text}' (use UTC, JST or an offset like +09:00)")
+        })?;
+        let offset = FixedOffset::east_opt(seconds)
+            .ok_or_else(|| format!("time zone offset out of range: '{text}'"))?;
+        Ok(Zone {
+            offset,
+            name: gmt_name(seconds),
+        })
+    }
+}
+
+/// `+09:00`, `+0900`, `+09`, `-8` → seconds east of UTC.
+fn parse_offset(text: &str) -> Option<i32> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (hours, minutes) = if digits.len() <= 2 {
+        (digits.parse::<i32>().ok()?, 0)
+    } else {
+        let split = digits.len() - 2;
+        (
+            digits[..split].parse::<i32>().ok()?,
+            digits[split..].parse::<i32>().ok()?,
+        )
+    };
+    (hours <= 18 && minutes < 60).then_some(sign * (hours * 3600 + minutes * 60))
+}
+
+/// Java's name for a custom zone: `GMT+09:00`.
+fn gmt_name(seconds: i32) -> String {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let abs = seconds.abs();
+    format!("GMT{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60)
+}
+
+/// Reads a time argument: integer seconds, a numeric string, `YYYY-MM-DD`,
+/// `YYYY-MM-DD HH:MM:SS` (or with `T`), optionally followed by an offset; `None` for NULL.
+/// Dates without an offset are read in `zone`.
+pub fn parse_time(value: ValueRef<'_>, zone: &Zone) -> Result<Option<i64>, String> {
+    match value {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(i) => Ok(Some(i)),
+        ValueRef::Real(f) => Ok(Some(f.floor() as i64)),
+        ValueRef::Text(bytes) => {
+            let text = String::from_utf8_lossy(bytes);
+            parse_time_text(text.trim(), zone).map(Some)
+        }
+        ValueRef::Blob(_) => Err("a time must be an integer or a string, not a blob".into()),
+    }
+}
+
+fn parse_time_text(text: &str, zone: &Zone) -> Result<i64, String> {
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S %z",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%d %H:%M:%S%z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Ok(t.timestamp());
+        }
+    }
+    let local = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .ok_or_else(|| {
+            format!("cannot read '{text}' as a time (use seconds, 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS')")
+        })?;
+    zone.offset
+        .from_local_datetime(&local)
+        .single()
+        .map(|t| t.timestamp())
+        .ok_or_else(|| format!("'{text}' is not a valid time"))
+}
+
+/// `start <= time < end`; a NULL bound is open. NULL time gives NULL.
+pub fn time_range(time: Option<i64>, start: Option<i64>, end: Option<i64>) -> Option<bool> {
+    let t = time?;
+    Some(start.is_none_or(|s| s <= t) && end.is_none_or(|e| t < e))
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// Formats `seconds` in `zone` with a Java `SimpleDateFormat` pattern.
+pub fn format_time(seconds: i64, pattern: &str, zone: &Zone) -> Result<String, String> {
+    let t = zone
+        .offset
+        .timestamp_opt(seconds, 0)
+        .single()
+        .ok_or_else(|| format!("time {seconds} is out of range"))?;
+    let mut out = String::new();
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            i = quoted_literal(&chars, i, &mut out);
+            continue;
+        }
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        i += run;
+        if c.is_ascii_alphabetic() {
+            out.push_str(&field(&t, c, run, zone)?);
+        } else {
+            out.extend(std::iter::repeat_n(c, run));
+        }
+    }
+    Ok(out)
+}
+
+/// Copies a `'…'` literal (`''` is one quote); returns the index after it.
+fn quoted_literal(chars: &[char], start: usize, out: &mut String) -> usize {
+    if chars.get(start + 1) == Some(&'\'') {
+        out.push('\'');
+        return start + 2;
+    }
+    let mut i = start + 1;
+    while i < chars.len() {
+        if chars[i] == '\'' {
+            if chars.get(i + 1) == Some(&'\'') {
+                out.push('\'');
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    i
+}
+
+fn pad(n: i64, width: usize) -> String {
+    format!("{n:0width$}")
+}
+
+/// One pattern field: `letter` repeated `n` times.
+fn field(t: &DateTime<FixedOffset>, letter: char, n: usize, zone: &Zone) -> Result<String, String> {
+    let offset = zone.offset.local_minus_utc();
+    Ok(match letter {
+        'G' => "AD".to_string(),
+        'y' | 'Y' if n == 2 => pad(i64::from(t.year().rem_euclid(100)), 2),
+        'y' | 'Y' => pad(i64::from(t.year()), n),
+        'M' | 'L' if n >= 4 => MONTHS[t.month0() as usize].to_string(),
+        'M' | 'L' if n == 3 => MONTHS[t.month0() as usize][..3].to_string(),
+        'M' | 'L' => pad(i64::from(t.month()), n),
+        'd' => pad(i64::from(t.day()), n),
+        'D' => pad(i64::from(t.ordinal()), n),
+        'E' if n >= 4 => WEEKDAYS[t.weekday().num_days_from_monday() as usize].to_string(),
+        'E' => WEEKDAYS[t.weekday().num_days_from_monday() as usize][..3].to_string(),
+        'u' => pad(i64::from(t.weekday().number_from_monday()), n),
+        'a' => if t.hour() < 12 { "AM" } else { "PM" }.to_string(),
+        'H' => pad(i64::from(t.hour()), n),
+        'k' => pad(i64::from(if t.hour() == 0 { 24 } else { t.hour() }), n),
+        'K' => pad(i64::from(t.hour() % 12), n),
+        'h' => pad(i64::from(if t.hour() % 12 == 0 { 12 } else { t.hour() % 12 }), n),
+        'm' => pad(i64::from(t.minute()), n),
+        's' => pad(i64::from(t.second()), n),
+        'S' => pad(0, n),
+        'z' => zone.name.clone(),
+        'Z' => rfc822_offset(offset),
+        'X' if offset == 0 => "Z".to_string(),
+        'X' if n == 1 => rfc822_offset(offset)[..3].to_string(),
+        'X' if n == 2 => rfc822_offset(offset),
+        'X' => gmt_name(offset)[3..].to_string(),
+        other => return Err(format!("unsupported pattern letter '{other}' in TD_TIME_FORMAT")),
+    })
+}
+
+/// `+0900`
+fn rfc822_offset(seconds: i32) -> String {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let abs = seconds.abs();
+    format!("{sign}{:02}{:02}", abs / 3600, abs % 3600 / 60)
+}
+
+fn zone_arg(ctx: &Context<'_>, index: usize) -> rusqlite::Result<Zone> {
+    if ctx.len() <= index {
+        return Ok(Zone::utc());
+    }
+    match ctx.get_raw(index) {
+        ValueRef::Null => Ok(Zone::utc()),
+        ValueRef::Text(t) => Zone::parse(&String::from_utf8_lossy(t)).map_err(user_error),
+        _ => Err(user_error("time zone must be a string".to_string())),
+    }
+}
+
+fn user_error(message: String) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(message.into())
+}
+
+fn check_arity(ctx: &Context<'_>, name: &str, min: usize, max: usize) -> rusqlite::Result<()> {
+    if (min..=max).contains(&ctx.len()) {
+        Ok(())
+    } else {
+        Err(user_error(format!(
+            "{name} takes {min} to {max} arguments, got {}",
+            ctx.len()
+        )))
+    }
+}
+
+/// Registers `TD_TIME_RANGE` and `TD_TIME_FORMAT` (names are case-insensitive in SQLite).
+pub fn register(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("TD_TIME_RANGE", -1, flags, |ctx| {
+        check_arity(ctx, "TD_TIME_RANGE", 3, 4)?;
+        let zone = zone_arg(ctx, 3)?;
+        let read = |i: usize| {
+            parse_time(ctx.get_raw(i), &zone).map_err(|e| user_error(format!("TD_TIME_RANGE: {e}")))
+        };
+        Ok(time_range(read(0)?, read(1)?, read(2)?))
+    })?;
+    conn.create_scalar_function("TD_TIME_FORMAT", -1, flags, |ctx| {
+        check_arity(ctx, "TD_TIME_FORMAT", 2, 3)?;
+        let zone = zone_arg(ctx, 2)?;
+        let Some(seconds) =
+            parse_time(ctx.get_raw(0), &zone).map_err(|e| user_error(format!("TD_TIME_FORMAT: {e}")))?
+        else {
+            return Ok(None);
+        };
+        let pattern = match ctx.get_raw(1) {
+            ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+            _ => return Err(user_error("TD_TIME_FORMAT: the format must be a string".into())),
+        };
+        format_time(seconds, &pattern, &zone)
+            .map(Some)
+            .map_err(user_error)
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_412_320_845; // 2014-10-03 07:20:45 UTC, a Friday
+
+    #[test]
+    fn formats_java_patterns_in_utc_and_fixed_zones() {
+        let utc = Zone::utc();
+        assert_eq!(
+            format_time(T, "yyyy-MM-dd HH:mm:ss zzz", &utc).unwrap(),
+            "2014-10-03 07:20:45 UTC"
+        );
+        let jst = Zone::parse("JST").unwrap();
+        assert_eq!(
+            format_time(T, "yyyy-MM-dd HH:mm:ss Z", &jst).unwrap(),
+            "2014-10-03 16:20:45 +0900"
+        );
+        let minus = Zone::parse("-08:00").unwrap();
+        assert_eq!(
+            format_time(T, "yy/M/d h:mm a z XXX", &minus).unwrap(),
+            "14/10/2 11:20 PM GMT-08:00 -08:00"
+        );
+        assert_eq!(
+            format_time(T, "EEE, d MMM yyyy", &utc).unwrap(),
+            "Fri, 3 Oct 2014"
+        );
+        assert_eq!(format_time(T, "EEEE MMMM", &utc).unwrap(), "Friday October");
+        assert_eq!(
+            format_time(T, "'at' HH 'o''clock'", &utc).unwrap(),
+            "at 07 o'clock"
+        );
+        assert!(format_time(T, "yyyy-qq", &utc).unwrap_err().contains("'q'"));
+    }
+
+    #[test]
+    fn parses_zone_names_and_offsets() {
+        assert_eq!(
+            Zone::parse("Asia/Tokyo").unwrap().offset.local_minus_utc(),
+            9 * 3600
+        );
+        assert_eq!(
+            Zone::parse("+0530").unwrap().offset.local_minus_utc(),
+            5 * 3600 + 1800
+        );
+        assert_eq!(Zone::parse("GMT-3").unwrap().offset.local_minus_utc(), -3 * 3600);
+        assert!(Zone::parse("America/Los_Angeles")
+            .unwrap_err()
+            .contains("unsupported time zone"));
+    }
+
+    #[test]
+    fn reads_times_as_seconds_dates_and_datetimes() {
+        let utc = Zone::utc();
+        let jst = Zone::parse("JST").unwrap();
+        let text = |s: &'static str| ValueRef::Text(s.as_bytes());
+        assert_eq!(parse_time(ValueRef::Integer(5), &utc).unwrap(), Some(5));
+        assert_eq!(parse_time(text("1412320845"), &utc).unwrap(), Some(T));
+        assert_eq!(parse_time(text("2014-10-03 07:20:45"), &utc).unwrap(), Some(T));
+        assert_eq!(parse_time(text("2014-10-03 16:20:45"), &jst).unwrap(), Some(T));
+        assert_eq!(
+            parse_time(text("2014-10-03"), &utc).unwrap(),
+            Some(T - (7 * 3600 + 20 * 60 + 45))
+        );
+        assert_eq!(
+            parse_time(text("2014-10-03 16:20:45 +0900"), &utc).unwrap(),
+            Some(T)
+        );
+        assert_eq!(parse_time(ValueRef::Null, &utc).unwrap(), None);
+        assert!(parse_time(text("yesterday"), &utc).is_err());
+    }
+
+    #[test]
+    fn range_is_half_open_and_null_bounds_are_open() {
+        assert_eq!(time_range(Some(10), Some(10), Some(20)), Some(true));
+        assert_eq!(time_range(Some(20), Some(10), Some(20)), Some(false));
+        assert_eq!(time_range(Some(9), None, Some(20)), Some(true));
+        assert_eq!(time_range(Some(99), Some(10), None), Some(true));
+        assert_eq!(time_range(None, Some(10), None), None);
+    }
+}

@@ -1,0 +1,620 @@
+//! td-api.md §6: query jobs on SQLite, their lifecycle, and results in every format.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use td_local::sample::www_access_rows;
+
+use crate::{assert_error, Server};
+
+/// A query that runs for minutes unless killed.
+const SLOW_QUERY: &str =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) SELECT COUNT(*) FROM c";
+
+async fn issue(s: &Server, key: &str, db: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
+    s.post(key, &format!("/v3/job/issue/presto/{db}"), extra).await
+}
+
+/// Issues `query` on `db` with the master key of account 0 and returns the job id.
+async fn issue_ok(s: &Server, db: &str, query: &str) -> String {
+    let (status, body) = issue(s, &s.master(0), db, &[("query", query)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["job"], body["job_id"]);
+    assert_eq!(body["database"], db);
+    body["job_id"].as_str().expect("job_id is a string").to_string()
+}
+
+/// Polls the status until the job finishes; returns `show`.
+async fn wait(s: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = s.get(&s.master(0), &format!("/v3/job/status/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if ["success", "error", "killed"].contains(&body["status"].as_str().unwrap()) {
+            return s.get(&s.master(0), &format!("/v3/job/show/{id}")).await.1;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not finish: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run(s: &Server, db: &str, query: &str) -> (String, Value) {
+    let id = issue_ok(s, db, query).await;
+    let show = wait(s, &id).await;
+    (id, show)
+}
+
+async fn get_raw(s: &Server, path: &str, range: Option<&str>) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let mut req = s
+        .http
+        .get(s.url(path))
+        .header("Authorization", format!("TD1 {}", s.master(0)));
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (status, headers, resp.bytes().await.unwrap().to_vec())
+}
+
+fn msgpack_rows(bytes: &[u8]) -> Vec<Value> {
+    let mut reader = bytes;
+    let mut rows = Vec::new();
+    while !reader.is_empty() {
+        let value = rmpv::decode::read_value(&mut reader).expect("msgpack value");
+        assert!(value.is_array(), "result rows are msgpack arrays: {value}");
+        rows.push(td_local::records::msgpack_to_json(value));
+    }
+    rows
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("gzip");
+    out
+}
+
+async fn result_rows(s: &Server, id: &str) -> Vec<Value> {
+    let (status, _, bytes) = get_raw(s, &format!("/v3/job/result/{id}?format=msgpack.gz"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    msgpack_rows(&gunzip(&bytes))
+}
+
+fn schema(show: &Value) -> Value {
+    serde_json::from_str(show["hive_result_schema"].as_str().expect("schema is JSON text")).unwrap()
+}
+
+#[tokio::test]
+async fn group_by_count_on_the_sample_matches_the_generated_rows() {
+    let s = Server::start().await;
+    let (id, show) = run(
+        &s,
+        "sample_datasets",
+        "SELECT code, COUNT(1) FROM www_access GROUP BY code ORDER BY code",
+    )
+    .await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(schema(&show), json!([["code", "bigint"], ["_col1", "bigint"]]));
+
+    let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
+    for row in www_access_rows() {
+        *expected.entry(row.record["code"].as_i64().unwrap()).or_default() += 1;
+    }
+    let expected: Vec<Value> = expected.into_iter().map(|(code, n)| json!([code, n])).collect();
+    assert!(expected.len() >= 3, "the sample has several codes");
+    assert_eq!(result_rows(&s, &id).await, expected);
+    assert_eq!(show["num_records"], expected.len());
+}
+
+#[tokio::test]
+async fn tables_of_another_database_are_read_by_qualified_name() {
+    let s = Server::start().await;
+    let (status, body) = s.post(&s.master(0), "/v3/database/create/analytics", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (id, show) = run(
+        &s,
+        "analytics",
+        "SELECT COUNT(1) AS n, SUM(a.size) FROM sample_datasets.www_access a WHERE a.code = 404",
+    )
+    .await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(schema(&show), json!([["n", "bigint"], ["_col1", "bigint"]]));
+    let rows: Vec<_> = www_access_rows()
+        .into_iter()
+        .filter(|r| r.record["code"] == 404)
+        .collect();
+    let size: i64 = rows.iter().map(|r| r.record["size"].as_i64().unwrap()).sum();
+    assert_eq!(result_rows(&s, &id).await, vec![json!([rows.len(), size])]);
+
+    // Unqualified names resolve in the job's own database only.
+    let (_, show) = run(&s, "analytics", "SELECT COUNT(1) FROM www_access").await;
+    assert_eq!(show["status"], "error");
+    assert!(
+        show["debug"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("no such table: www_access"),
+        "{show}"
+    );
+}
+
+#[tokio::test]
+async fn select_star_returns_time_and_every_schema_column() {
+    let s = Server::start().await;
+    let (id, show) = run(
+        &s,
+        "sample_datasets",
+        "SELECT * FROM www_access ORDER BY time LIMIT 3",
+    )
+    .await;
+    assert_eq!(show["status"], "success", "{show}");
+    let columns = [
+        "time", "host", "path", "method", "referer", "code", "agent", "user", "size",
+    ];
+    let types = [
+        "bigint", "varchar", "varchar", "varchar", "varchar", "bigint", "varchar", "varchar", "bigint",
+    ];
+    let expected_schema: Vec<Value> = columns.iter().zip(types).map(|(c, t)| json!([c, t])).collect();
+    assert_eq!(schema(&show), Value::Array(expected_schema));
+    let expected: Vec<Value> = www_access_rows()[..3]
+        .iter()
+        .map(|r| Value::Array(columns.iter().map(|c| r.record[*c].clone()).collect()))
+        .collect();
+    assert_eq!(result_rows(&s, &id).await, expected);
+}
+
+#[tokio::test]
+async fn td_time_range_filters_and_td_time_format_formats_in_a_zone() {
+    let s = Server::start().await;
+    let (start, end) = ("2014-10-03 09:00:00", "2014-10-03 10:00:00");
+    let (id, show) = run(
+        &s,
+        "sample_datasets",
+        &format!(
+            "SELECT TD_TIME_FORMAT(time, 'yyyy-MM-dd HH:mm:ss zzz') AS utc, \
+             TD_TIME_FORMAT(time, 'yyyy-MM-dd HH:mm:ss', 'JST') AS jst, time \
+             FROM www_access WHERE TD_TIME_RANGE(time, '{start}', '{end}') ORDER BY time"
+        ),
+    )
+    .await;
+    assert_eq!(show["status"], "success", "{show}");
+    let parse = |t: &str| {
+        chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
+            .unwrap()
+            .and_utc()
+            .timestamp()
+    };
+    let expected: Vec<Value> = www_access_rows()
+        .iter()
+        .filter(|r| parse(start) <= r.time && r.time < parse(end))
+        .map(|r| {
+            let t = chrono::DateTime::from_timestamp(r.time, 0).unwrap();
+            let jst = t + chrono::Duration::hours(9);
+            json!([
+                t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                jst.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.time
+            ])
+        })
+        .collect();
+    assert_eq!(expected.len(), 300, "one hour of rows 12 s apart");
+    assert_eq!(result_rows(&s, &id).await, expected);
+
+    // Open bounds and integer seconds.
+    let last = www_access_rows().last().unwrap().time;
+    let (id, _) = run(
+        &s,
+        "sample_datasets",
+        &format!("SELECT COUNT(1) FROM www_access WHERE TD_TIME_RANGE(time, {last}, NULL)"),
+    )
+    .await;
+    assert_eq!(result_rows(&s, &id).await, vec![json!([1])]);
+}
+
+#[tokio::test]
+async fn a_failing_query_ends_in_error_with_sqlite_message_and_no_result() {
+    let s = Server::start().await;
+    let (id, show) = run(&s, "sample_datasets", "SELECT nosuch FROM www_access").await;
+    assert_eq!(show["status"], "error");
+    assert!(
+        show["debug"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("no such column: nosuch"),
+        "{show}"
+    );
+    assert!(show["end_at"].is_string());
+    let (status, body) = s
+        .get(&s.master(0), &format!("/v3/job/result/{id}?format=json"))
+        .await;
+    assert_error(status, &body, 404, "status is 'error'");
+
+    let (_, show) = run(
+        &s,
+        "sample_datasets",
+        "SELECT TD_TIME_FORMAT(time, 'yyyy', 'Mars/Olympus') FROM www_access",
+    )
+    .await;
+    assert_eq!(show["status"], "error");
+    assert!(
+        show["debug"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported time zone"),
+        "{show}"
+    );
+}
+
+#[tokio::test]
+async fn queries_cannot_reach_td_local_internals_or_write() {
+    let s = Server::start().await;
+    let cases = [
+        ("SELECT * FROM jobs", "no such table: jobs"),
+        ("SELECT COUNT(*) FROM td_store.records", "no such table: records"),
+        ("DELETE FROM www_access", "cannot modify www_access"),
+        ("CREATE TABLE copy AS SELECT * FROM www_access", "not authorized"),
+        ("ATTACH DATABASE '/tmp/x.db' AS x", "not authorized"),
+    ];
+    for (query, needle) in cases {
+        let (_, show) = run(&s, "sample_datasets", query).await;
+        assert_eq!(show["status"], "error", "{query}: {show}");
+        let stderr = show["debug"]["stderr"].as_str().unwrap();
+        assert!(
+            stderr.contains(needle),
+            "{query}: stderr {stderr:?} should contain {needle:?}"
+        );
+    }
+    // Jobs belong to their account.
+    let (status, body) = issue(&s, &s.master(1), "sample_datasets", &[("query", "SELECT 1")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["job_id"].as_str().unwrap();
+    let (status, body) = s.get(&s.master(0), &format!("/v3/job/show/{id}")).await;
+    assert_error(status, &body, 404, "does not exist");
+    let (status, _) = s.get(&s.master(1), &format!("/v3/job/show/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_repeated_domain_key_conflicts_with_the_first_job() {
+    let s = Server::start().await;
+    let form = [("query", "SELECT 1"), ("domain_key", "daily-2024-01-01")];
+    let (status, first) = issue(&s, &s.master(0), "sample_datasets", &form).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, body) = issue(&s, &s.master(0), "sample_datasets", &form).await;
+    assert_error(status, &body, 409, "daily-2024-01-01");
+    assert_eq!(body["details"]["conflicts_with"], first["job_id"]);
+
+    let (status, by_key) = s
+        .get(&s.master(0), "/v3/job/status_by_domain_key/daily-2024-01-01")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{by_key}");
+    assert_eq!(by_key["job_id"], first["job_id"]);
+    let (status, body) = s
+        .get(&s.master(0), "/v3/job/status_by_domain_key/never-used")
+        .await;
+    assert_error(status, &body, 404, "never-used");
+
+    let (status, list) = s.get(&s.master(0), "/v3/job/list").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        list["jobs"].as_array().unwrap().len(),
+        1,
+        "the refused issue stored no job: {list}"
+    );
+}
+
+#[tokio::test]
+async fn kill_stops_a_running_query_and_leaves_finished_jobs_alone() {
+    let s = Server::start().await;
+    let id = issue_ok(&s, "sample_datasets", SLOW_QUERY).await;
+    let (status, body) = s
+        .get(&s.master(0), &format!("/v3/job/result/{id}?format=json"))
+        .await;
+    assert_error(status, &body, 404, "has no result");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = s.post(&s.master(0), &format!("/v3/job/kill/{id}"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["job_id"], id.as_str());
+    assert!(
+        ["queued", "running"].contains(&body["former_status"].as_str().unwrap()),
+        "{body}"
+    );
+    let show = wait(&s, &id).await;
+    assert_eq!(show["status"], "killed");
+    // The interrupted query does not turn the job into an error later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, show) = s.get(&s.master(0), &format!("/v3/job/show/{id}")).await;
+    assert_eq!(show["status"], "killed", "{show}");
+    assert!(!s.td.data_dir().join(format!("results/{id}.msgpack.gz")).exists());
+
+    let (done, _) = run(&s, "sample_datasets", "SELECT 1").await;
+    let (_, body) = s.post(&s.master(0), &format!("/v3/job/kill/{done}"), &[]).await;
+    assert_eq!(body["former_status"], "success");
+    let (_, show) = s.get(&s.master(0), &format!("/v3/job/show/{done}")).await;
+    assert_eq!(show["status"], "success");
+}
+
+/// `(code, path, size, 1.5, NULL)` of the first rows, as the engine should return them.
+const FORMAT_QUERY: &str =
+    "SELECT code, path, size AS bytes, 1.5 AS ratio, NULL AS missing FROM www_access ORDER BY time LIMIT 25";
+
+fn format_query_rows() -> Vec<Value> {
+    www_access_rows()[..25]
+        .iter()
+        .map(|r| json!([r.record["code"], r.record["path"], r.record["size"], 1.5, null]))
+        .collect()
+}
+
+fn text_cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn every_result_format_carries_the_same_rows() {
+    let s = Server::start().await;
+    let (id, show) = run(&s, "sample_datasets", FORMAT_QUERY).await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(
+        schema(&show),
+        json!([
+            ["code", "bigint"],
+            ["path", "varchar"],
+            ["bytes", "bigint"],
+            ["ratio", "double"],
+            ["missing", "varchar"]
+        ])
+    );
+    let expected = format_query_rows();
+    let base = format!("/v3/job/result/{id}");
+
+    let (status, headers, gz) = get_raw(&s, &format!("{base}?format=msgpack.gz"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers.get("content-encoding").is_none(),
+        "msgpack.gz is the body itself"
+    );
+    assert_eq!(
+        show["result_size"],
+        gz.len(),
+        "result_size is the exact stored length"
+    );
+    assert_eq!(msgpack_rows(&gunzip(&gz)), expected);
+
+    let (_, _, plain) = get_raw(&s, &format!("{base}?format=msgpack"), None).await;
+    assert_eq!(plain, gunzip(&gz));
+
+    let (_, _, json_lines) = get_raw(&s, &format!("{base}?format=json"), None).await;
+    let parsed: Vec<Value> = String::from_utf8(json_lines)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed, expected);
+
+    for (format, sep) in [("csv", ","), ("tsv", "\t")] {
+        let (status, _, text) = get_raw(&s, &format!("{base}?format={format}&header=True"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut want = vec![["code", "path", "bytes", "ratio", "missing"].join(sep)];
+        want.extend(expected.iter().map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(text_cell)
+                .collect::<Vec<_>>()
+                .join(sep)
+        }));
+        assert_eq!(
+            String::from_utf8(text).unwrap().lines().collect::<Vec<_>>(),
+            want,
+            "{format}"
+        );
+        let (_, _, no_header) = get_raw(&s, &format!("{base}?format={format}"), None).await;
+        assert_eq!(
+            String::from_utf8(no_header).unwrap().lines().count(),
+            expected.len()
+        );
+    }
+
+    let (status, body) = s.get(&s.master(0), &format!("{base}?format=xml")).await;
+    assert_error(status, &body, 422, "xml");
+}
+
+#[tokio::test]
+async fn ranges_of_the_stored_result_return_206_with_the_exact_bytes() {
+    let s = Server::start().await;
+    let (id, show) = run(&s, "sample_datasets", "SELECT * FROM www_access").await;
+    assert_eq!(show["status"], "success", "{show}");
+    let path = format!("/v3/job/result/{id}?format=msgpack.gz");
+    let (_, headers, full) = get_raw(&s, &path, None).await;
+    let len = full.len();
+    assert_eq!(show["result_size"], len);
+    assert!(
+        len > 64 * 1024,
+        "5,000 rows make a multi-chunk body ({len} bytes)"
+    );
+    assert_eq!(headers["accept-ranges"], "bytes");
+    let etag = headers["etag"].clone();
+
+    // The way td-client-python downloads: consecutive closed ranges, each must be 206.
+    let mut joined = Vec::new();
+    let step = len / 3 + 1;
+    for start in (0..len).step_by(step) {
+        let end = (start + step - 1).min(len - 1);
+        let (status, h, part) = get_raw(&s, &path, Some(&format!("bytes={start}-{end}"))).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(h["content-range"], format!("bytes {start}-{end}/{len}").as_str());
+        assert_eq!(h["etag"], etag);
+        assert_eq!(h["accept-ranges"], "bytes");
+        assert_eq!(part, full[start..=end]);
+        joined.extend(part);
+    }
+    assert_eq!(joined, full);
+
+    let (status, _, tail) = get_raw(&s, &path, Some("bytes=-10")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail, full[len - 10..]);
+    let (status, h, _) = get_raw(&s, &path, Some(&format!("bytes={len}-"))).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h["content-range"], format!("bytes */{len}").as_str());
+}
+
+#[tokio::test]
+async fn show_status_and_list_give_what_the_clients_read() {
+    let s = Server::start().await;
+    let (id, show) = run(&s, "sample_datasets", "SELECT 1 AS one").await;
+    for field in [
+        "job_id",
+        "type",
+        "database",
+        "status",
+        "query",
+        "url",
+        "user_name",
+        "priority",
+        "retry_limit",
+        "result",
+        "result_size",
+        "num_records",
+        "hive_result_schema",
+        "cpu_time",
+        "duration",
+        "created_at",
+        "updated_at",
+        "start_at",
+        "end_at",
+        "linked_result_export_job_id",
+        "result_export_target_job_id",
+        "debug",
+    ] {
+        assert!(show.get(field).is_some(), "show lacks {field}: {show}");
+    }
+    assert_eq!(show["job_id"], id.as_str());
+    assert_eq!(show["type"], "presto");
+    assert_eq!(show["query"], "SELECT 1 AS one");
+    assert_eq!(show["result"], "");
+    assert_eq!(show["num_records"], 1);
+    assert!(show["debug"]["cmdout"].is_string() && show["debug"]["stderr"] == "");
+    assert!(show["created_at"].as_str().unwrap().ends_with(" UTC"));
+
+    let (_, status) = s.get(&s.master(0), &format!("/v3/job/status/{id}")).await;
+    assert_eq!(status["status"], "success");
+    assert_eq!(status["num_records"], 1);
+
+    let (failed, _) = run(&s, "sample_datasets", "SELECT broken(").await;
+    let (_, all) = s.get(&s.master(0), "/v3/job/list").await;
+    let ids: Vec<&str> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [failed.as_str(), id.as_str()], "newest first");
+    let (_, errors) = s.get(&s.master(0), "/v3/job/list?status=error").await;
+    assert_eq!(errors["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(errors["jobs"][0]["job_id"], failed.as_str());
+    let (_, second) = s.get(&s.master(0), "/v3/job/list?from=1&to=1").await;
+    assert_eq!(second["jobs"][0]["job_id"], id.as_str());
+    assert_eq!(second["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn issue_checks_its_parameters_and_stores_nothing_on_error() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    let (status, body) = issue(&s, &key, "sample_datasets", &[]).await;
+    assert_error(status, &body, 400, "query");
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/job/issue/pig/sample_datasets",
+            &[("query", "SELECT 1")],
+        )
+        .await;
+    assert_error(status, &body, 422, "pig");
+    let (status, body) = issue(&s, &key, "no_such_db", &[("query", "SELECT 1")]).await;
+    assert_error(status, &body, 404, "no_such_db");
+    let (status, body) = issue(
+        &s,
+        &key,
+        "sample_datasets",
+        &[("query", "SELECT 1"), ("priority", "3")],
+    )
+    .await;
+    assert_error(status, &body, 422, "priority");
+    let (status, body) = issue(
+        &s,
+        &key,
+        "sample_datasets",
+        &[("query", "SELECT 1"), ("retry_limit", "x")],
+    )
+    .await;
+    assert_error(status, &body, 400, "retry_limit");
+    let (_, list) = s.get(&key, "/v3/job/list").await;
+    assert_eq!(list["jobs"], json!([]));
+
+    // Only td:// results are written; another scheme fails the job when it runs.
+    let (status, body) = issue(
+        &s,
+        &key,
+        "sample_datasets",
+        &[
+            ("query", "SELECT 1"),
+            ("result", "mysql://u:p@host/db/t"),
+            ("priority", "1"),
+            ("retry_limit", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let show = wait(&s, body["job_id"].as_str().unwrap()).await;
+    assert_eq!(show["status"], "error");
+    assert_eq!(show["result"], "mysql://u:p@host/db/t");
+    assert_eq!(
+        (show["priority"].clone(), show["retry_limit"].clone()),
+        (json!(1), json!(2))
+    );
+    assert!(
+        show["debug"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported result type 'mysql'"),
+        "{show}"
+    );
+}
+
+#[tokio::test]
+async fn write_only_keys_are_refused_on_job_routes() {
+    let s = Server::start().await;
+    let (id, _) = run(&s, "sample_datasets", "SELECT 1").await;
+    let wo = s.write_only(0);
+    let (status, body) = issue(&s, &wo, "sample_datasets", &[("query", "SELECT 1")]).await;
+    assert_error(status, &body, 403, "write-only");
+    for path in [
+        format!("/v3/job/show/{id}"),
+        format!("/v3/job/status/{id}"),
+        format!("/v3/job/result/{id}?format=json"),
+        "/v3/job/list".to_string(),
+        "/v3/job/status_by_domain_key/k".to_string(),
+    ] {
+        let (status, body) = s.get(&wo, &path).await;
+        assert_error(status, &body, 403, "write-only");
+    }
+    let (status, body) = s.post(&wo, &format!("/v3/job/kill/{id}"), &[]).await;
+    assert_error(status, &body, 403, "write-only");
+    let (_, list) = s.get(&s.master(0), "/v3/job/list").await;
+    assert_eq!(
+        list["jobs"].as_array().unwrap().len(),
+        1,
+        "the refused issue stored no job"
+    );
+}

@@ -1,0 +1,715 @@
+//! Server-side td:// output: `result_export`, saved results and connection lookup. Source jobs are
+//! made through the library (a finished job row plus a real gzip msgpack result file), since the
+//! query runner is not part of this group.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+use serde_json::{json, Value};
+use td_local::jobs::{self, NewJob, Outcome};
+
+use crate::{assert_error, gzip_msgpack, Server};
+
+/// The start time given to every source job, so rows timed by it are predictable.
+const JOB_START: i64 = 1_600_000_000;
+
+/// A successful job of account `n` whose result has `columns` (`[name, presto_type]`) and `rows`
+/// (arrays), stored as TD stores results: gzip of msgpack arrays at `jobs::result_path`.
+fn source_job(s: &Server, n: usize, columns: &[(&str, &str)], rows: &[Value]) -> i64 {
+    let state = s.td.state();
+    let account_id = s.td.accounts()[n].id;
+    let id = state
+        .store
+        .write(|tx| {
+            jobs::insert(
+                tx,
+                &NewJob {
+                    account_id,
+                    job_type: "presto".into(),
+                    database: "sample_datasets".into(),
+                    query: "SELECT …".into(),
+                    ..NewJob::default()
+                },
+            )
+        })
+        .unwrap();
+    let body = gzip_msgpack(rows);
+    let path = jobs::result_path(&state.data_dir, id);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &body).unwrap();
+    jobs::mark_running(&state.store, id).unwrap();
+    let schema: Vec<[&str; 2]> = columns.iter().map(|(n, t)| [*n, *t]).collect();
+    let outcome = Outcome {
+        num_records: rows.len() as i64,
+        result_size: body.len() as i64,
+        hive_result_schema: Some(json!(schema).to_string()),
+        cmdout: String::new(),
+    };
+    state
+        .store
+        .write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET start_at = ?1 WHERE id = ?2",
+                params![JOB_START, id],
+            )?;
+            jobs::mark_success(tx, id, &outcome)
+        })
+        .unwrap();
+    id
+}
+
+fn code_count_job(s: &Server, n: usize) -> i64 {
+    source_job(
+        s,
+        n,
+        &[("code", "bigint"), ("cnt", "bigint")],
+        &[json!([200, 4981]), json!([404, 17]), json!([500, 2])],
+    )
+}
+
+/// A job's row as the export leaves it.
+#[derive(Debug)]
+struct JobRow {
+    status: String,
+    stderr: String,
+    num_records: Option<i64>,
+    result_url: String,
+    job_type: String,
+    database: String,
+    linked_result_export_job_id: Option<i64>,
+    result_export_target_job_id: Option<i64>,
+}
+
+fn job_row(s: &Server, id: i64) -> JobRow {
+    s.td.state()
+        .store
+        .read(|conn| {
+            Ok(conn.query_row(
+                "SELECT status, stderr, num_records, result_url, type, database_name, \
+                 linked_result_export_job_id, result_export_target_job_id FROM jobs WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(JobRow {
+                        status: r.get(0)?,
+                        stderr: r.get(1)?,
+                        num_records: r.get(2)?,
+                        result_url: r.get(3)?,
+                        job_type: r.get(4)?,
+                        database: r.get(5)?,
+                        linked_result_export_job_id: r.get(6)?,
+                        result_export_target_job_id: r.get(7)?,
+                    })
+                },
+            )?)
+        })
+        .unwrap()
+}
+
+fn job_count(s: &Server) -> i64 {
+    s.td.state()
+        .store
+        .read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?))
+        .unwrap()
+}
+
+/// Waits until a job has finished (success or error) and returns its row.
+async fn finished(s: &Server, id: i64) -> JobRow {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = job_row(s, id);
+        if row.status == "success" || row.status == "error" {
+            return row;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not finish: {row:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The stored rows of account `n`'s table, `(time, record)` in insertion order.
+fn table_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<(i64, Value)> {
+    let account = s.td.accounts()[n].id;
+    s.td.state()
+        .store
+        .read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT r.time, r.record FROM records r JOIN tables t ON r.table_id = t.id \
+                 JOIN databases d ON t.database_id = d.id \
+                 WHERE d.account_id = ?1 AND d.name = ?2 AND t.name = ?3 ORDER BY r.rowid",
+            )?;
+            let rows = stmt.query_map(params![account, db, table], |r| {
+                let text: String = r.get(1)?;
+                Ok((r.get(0)?, serde_json::from_str(&text).unwrap()))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .unwrap()
+}
+
+/// The table's schema JSON, or None when the table does not exist.
+fn table_schema(s: &Server, n: usize, db: &str, table: &str) -> Option<Value> {
+    let account = s.td.accounts()[n].id;
+    s.td.state()
+        .store
+        .read(|conn| {
+            use rusqlite::OptionalExtension;
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT t.schema FROM tables t JOIN databases d ON t.database_id = d.id \
+                     WHERE d.account_id = ?1 AND d.name = ?2 AND t.name = ?3",
+                    params![account, db, table],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(text.map(|t| serde_json::from_str(&t).unwrap()))
+        })
+        .unwrap()
+}
+
+/// No key of any account may appear in what the server says.
+fn assert_no_keys(s: &Server, what: &str) {
+    for n in 0..2 {
+        for key in [s.master(n), s.write_only(n)] {
+            assert!(!what.contains(&key), "an API key leaked into: {what}");
+            let secret = key.split_once('/').unwrap().1;
+            assert!(!what.contains(secret), "an API key leaked into: {what}");
+        }
+    }
+}
+
+async fn create_database(s: &Server, n: usize, db: &str) {
+    let (status, body) = s
+        .post(&s.master(n), &format!("/v3/database/create/{db}"), &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Starts an export as account 0's master and returns the export job id.
+async fn export(s: &Server, job: i64, form: &[(&str, &str)]) -> i64 {
+    let (status, body) = s
+        .post(&s.master(0), &format!("/v3/job/result_export/{job}"), form)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_no_keys(s, &body.to_string());
+    body["job_id"]
+        .as_str()
+        .expect("job_id is a string")
+        .parse()
+        .unwrap()
+}
+
+async fn export_ok(s: &Server, job: i64, form: &[(&str, &str)]) -> JobRow {
+    let id = export(s, job, form).await;
+    let row = finished(s, id).await;
+    assert_eq!(row.status, "success", "{row:?}");
+    row
+}
+
+#[tokio::test]
+async fn append_by_key_writes_into_the_other_account_and_types_the_columns() {
+    let s = Server::start().await;
+    create_database(&s, 1, "target_db").await;
+    let job = source_job(
+        &s,
+        0,
+        &[
+            ("code", "bigint"),
+            ("name", "varchar"),
+            ("ok", "boolean"),
+            ("ratio", "double"),
+            ("n", "integer"),
+        ],
+        &[
+            json!([200, "a", true, 0.5, 1]),
+            json!([404, null, false, 1.25, 2]),
+        ],
+    );
+    let url = format!("td://{}@api.treasuredata.com/target_db/out_t", s.master(1));
+    let export_id = export(&s, job, &[("result", &url)]).await;
+    let row = finished(&s, export_id).await;
+    assert_eq!(row.status, "success", "{row:?}");
+    assert_eq!(row.num_records, Some(2));
+    assert_eq!(
+        (row.job_type.as_str(), row.database.as_str()),
+        ("result_export", "target_db")
+    );
+    assert_eq!(
+        row.result_url,
+        "td://***@api.treasuredata.com/target_db/out_t?mode=append"
+    );
+    assert_eq!(row.result_export_target_job_id, Some(job));
+    assert_eq!(job_row(&s, job).linked_result_export_job_id, Some(export_id));
+
+    let rows = table_rows(&s, 1, "target_db", "out_t");
+    assert_eq!(
+        rows,
+        [
+            (
+                JOB_START,
+                json!({"code": 200, "name": "a", "ok": 1, "ratio": 0.5, "n": 1, "time": JOB_START})
+            ),
+            (
+                JOB_START,
+                json!({"code": 404, "name": null, "ok": 0, "ratio": 1.25, "n": 2, "time": JOB_START})
+            ),
+        ]
+    );
+    assert_eq!(
+        table_schema(&s, 1, "target_db", "out_t").unwrap(),
+        json!([
+            ["code", "long"],
+            ["name", "string"],
+            ["ok", "long"],
+            ["ratio", "double"],
+            ["n", "long"]
+        ])
+    );
+    assert_eq!(
+        table_schema(&s, 0, "target_db", "out_t"),
+        None,
+        "the caller's account is untouched"
+    );
+
+    // append adds: a second export doubles the rows
+    export_ok(&s, job, &[("result", &url)]).await;
+    assert_eq!(table_rows(&s, 1, "target_db", "out_t").len(), 4);
+}
+
+#[tokio::test]
+async fn empty_key_and_host_write_into_the_callers_own_account() {
+    let s = Server::start().await;
+    create_database(&s, 0, "mydb").await;
+    let job = code_count_job(&s, 0);
+    let row = export_ok(&s, job, &[("result", "td://@/mydb/codes")]).await;
+    assert_eq!(row.result_url, "td://@/mydb/codes?mode=append");
+    let codes: Vec<Value> = table_rows(&s, 0, "mydb", "codes")
+        .into_iter()
+        .map(|(_, r)| r["code"].clone())
+        .collect();
+    assert_eq!(codes, [json!(200), json!(404), json!(500)]);
+}
+
+#[tokio::test]
+async fn replace_twice_leaves_exactly_the_rows_and_columns_of_the_last_result() {
+    let s = Server::start().await;
+    create_database(&s, 1, "target_db").await;
+    let url = format!("td://{}@host/target_db/snapshot?mode=replace", s.master(1));
+    let first = code_count_job(&s, 0);
+    export_ok(&s, first, &[("result", &url)]).await;
+    export_ok(&s, first, &[("result", &url)]).await;
+    assert_eq!(
+        table_rows(&s, 1, "target_db", "snapshot").len(),
+        3,
+        "replace is not additive"
+    );
+
+    let second = source_job(
+        &s,
+        0,
+        &[("host", "varchar"), ("hits", "bigint")],
+        &[json!(["a.example", 7]), json!(["b.example", 9])],
+    );
+    let row = export_ok(&s, second, &[("result", &url)]).await;
+    assert_eq!(row.num_records, Some(2));
+    let records: Vec<Value> = table_rows(&s, 1, "target_db", "snapshot")
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        records,
+        [
+            json!({"host": "a.example", "hits": 7, "time": JOB_START}),
+            json!({"host": "b.example", "hits": 9, "time": JOB_START}),
+        ]
+    );
+    assert_eq!(
+        table_schema(&s, 1, "target_db", "snapshot").unwrap(),
+        json!([["host", "string"], ["hits", "long"]]),
+        "replace sets the schema to the result's columns"
+    );
+}
+
+#[tokio::test]
+async fn time_comes_from_the_time_column_else_the_setting_else_the_job_start() {
+    let s = Server::start().await;
+    create_database(&s, 0, "mydb").await;
+    let timed = source_job(
+        &s,
+        0,
+        &[("time", "bigint"), ("x", "bigint")],
+        &[json!([1_700_000_001, 1]), json!([1_700_000_002, 2])],
+    );
+    export_ok(&s, timed, &[("result", "td://@/mydb/by_column?time=5")]).await;
+    let times: Vec<i64> = table_rows(&s, 0, "mydb", "by_column")
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        times,
+        [1_700_000_001, 1_700_000_002],
+        "an integer time column wins over the setting"
+    );
+    assert_eq!(
+        table_schema(&s, 0, "mydb", "by_column").unwrap(),
+        json!([["x", "long"]]),
+        "time is never a schema column"
+    );
+
+    let untimed = code_count_job(&s, 0);
+    export_ok(
+        &s,
+        untimed,
+        &[("result", "td://@/mydb/by_setting?time=1700000000")],
+    )
+    .await;
+    export_ok(
+        &s,
+        untimed,
+        &[(
+            "result",
+            "td://@/mydb/by_setting?time=2023-11-14+22%3A13%3A20+UTC",
+        )],
+    )
+    .await;
+    export_ok(&s, untimed, &[("result", "td://@/mydb/by_start")]).await;
+    for (table, expected) in [("by_setting", 1_700_000_000), ("by_start", JOB_START)] {
+        let rows = table_rows(&s, 0, "mydb", table);
+        assert!(!rows.is_empty());
+        for (time, record) in rows {
+            assert_eq!(
+                (time, record["time"].as_i64()),
+                (expected, Some(expected)),
+                "{table}"
+            );
+        }
+    }
+
+    // a time column that is not an integer does not time the rows
+    let text_time = source_job(
+        &s,
+        0,
+        &[("time", "varchar"), ("x", "bigint")],
+        &[json!(["noon", 1])],
+    );
+    export_ok(&s, text_time, &[("result", "td://@/mydb/text_time?time=42")]).await;
+    assert_eq!(table_rows(&s, 0, "mydb", "text_time")[0].0, 42);
+}
+
+#[tokio::test]
+async fn a_write_only_key_can_append_but_replace_fails_in_the_export_job() {
+    let s = Server::start().await;
+    create_database(&s, 1, "target_db").await;
+    let job = code_count_job(&s, 0);
+    let append = format!("td://{}@host/target_db/out_t", s.write_only(1));
+    export_ok(&s, job, &[("result", &append)]).await;
+    assert_eq!(table_rows(&s, 1, "target_db", "out_t").len(), 3);
+
+    let replace = format!("{append}?mode=replace");
+    let id = export(&s, job, &[("result", &replace)]).await;
+    let row = finished(&s, id).await;
+    assert_eq!(row.status, "error");
+    assert!(
+        row.stderr
+            .contains("replace needs the target account's master API key"),
+        "{}",
+        row.stderr
+    );
+    assert_no_keys(&s, &row.stderr);
+    assert_eq!(
+        table_rows(&s, 1, "target_db", "out_t").len(),
+        3,
+        "nothing was replaced"
+    );
+}
+
+#[tokio::test]
+async fn result_export_through_a_saved_connection_with_settings() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_database(&s, 1, "target_db").await;
+    create_database(&s, 1, "other_db").await;
+    let saved = format!("td://{}@api.treasuredata.com/target_db", s.master(1));
+    let (status, body) = s.post(&key, "/v3/result/create/acct2", &[("url", &saved)]).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.get(&key, "/v3/connections/lookup?name=acct2").await;
+    assert_eq!(status, 200, "{body}");
+    let connection = body["id"].as_i64().expect("id is a number").to_string();
+
+    let job = code_count_job(&s, 0);
+    let settings =
+        r#"{"user_database_name":"target_db","user_table_name":"from_conn","mode":"replace","time":1234}"#;
+    let row = export_ok(
+        &s,
+        job,
+        &[
+            ("result_connection_id", &connection),
+            ("result_connection_settings", settings),
+        ],
+    )
+    .await;
+    assert_eq!(
+        row.result_url,
+        "td://***@api.treasuredata.com/target_db/from_conn?mode=replace&time=1234"
+    );
+    assert_eq!(row.result_export_target_job_id, Some(job));
+    let rows = table_rows(&s, 1, "target_db", "from_conn");
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|(t, _)| *t == 1234));
+
+    // the short aliases, and the saved database overridden
+    let settings = r#"{"database":"other_db","table":"aliased"}"#;
+    export_ok(
+        &s,
+        job,
+        &[
+            ("result_connection_id", &connection),
+            ("result_connection_settings", settings),
+        ],
+    )
+    .await;
+    assert_eq!(table_rows(&s, 1, "other_db", "aliased").len(), 3);
+
+    // `result=NAME:TABLE` uses the saved destination's database
+    export_ok(&s, job, &[("result", "acct2:by_name")]).await;
+    assert_eq!(table_rows(&s, 1, "target_db", "by_name").len(), 3);
+
+    // settings that name no table, against a saved URL without one
+    let (status, body) = s
+        .post(
+            &key,
+            &format!("/v3/job/result_export/{job}"),
+            &[
+                ("result_connection_id", &connection),
+                ("result_connection_settings", "{}"),
+            ],
+        )
+        .await;
+    assert_error(status, &body, 422, "names no table");
+    assert_no_keys(&s, &body.to_string());
+}
+
+#[tokio::test]
+async fn saved_results_crud_and_connection_lookup() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    let url = format!("td://{}@api.treasuredata.com/target_db/t_out", s.master(1));
+    let (status, body) = s.post(&key, "/v3/result/create/my_dest", &[("url", &url)]).await;
+    assert_eq!(
+        (status.as_u16(), &body["result"]),
+        (200, &json!("my_dest")),
+        "{body}"
+    );
+    let (status, body) = s.post(&key, "/v3/result/create/my_dest", &[("url", &url)]).await;
+    assert_error(status, &body, 409, "already exists");
+    let (status, body) = s.post(&key, "/v3/result/create/no_url", &[]).await;
+    assert_error(status, &body, 422, "'url'");
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/result/create/bad_url",
+            &[("url", &format!("td://{}@h/Bad/t", s.master(1)))],
+        )
+        .await;
+    assert_error(status, &body, 422, "database name 'Bad'");
+    assert_no_keys(&s, &body.to_string());
+    let (status, body) = s
+        .post(&key, "/v3/result/create/bad%20name", &[("url", &url)])
+        .await;
+    assert_error(status, &body, 422, "invalid result name 'bad name'");
+
+    let (status, body) = s.get(&key, "/v3/result/list").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([{"id": body["results"][0]["id"], "name": "my_dest",
+                "url": "td://***@api.treasuredata.com/target_db/t_out", "organization": null}])
+    );
+    assert_no_keys(&s, &body.to_string());
+    let (_, other) = s.get(&s.master(1), "/v3/result/list").await;
+    assert_eq!(other["results"], json!([]), "saved results belong to one account");
+
+    let (status, body) = s.get(&key, "/v3/connections/lookup?name=my_dest").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["id"].is_i64(), "the id is a number: {body}");
+    let (_, list) = s.get(&key, "/v3/result/list").await;
+    assert_eq!(
+        body["id"], list["results"][0]["id"],
+        "the connection is the saved result"
+    );
+    let (status, body) = s.get(&key, "/v3/connections/lookup?name=nope").await;
+    assert_error(status, &body, 404, "'nope'");
+    let (status, body) = s.get(&key, "/v3/connections/lookup").await;
+    assert_error(status, &body, 422, "'name'");
+
+    let (status, body) = s
+        .post(&s.write_only(0), "/v3/result/create/wo", &[("url", &url)])
+        .await;
+    assert_error(status, &body, 403, "write-only");
+    let (status, body) = s.get(&s.write_only(0), "/v3/result/list").await;
+    assert_error(status, &body, 403, "write-only");
+
+    let (status, _) = s.post(&key, "/v3/result/delete/my_dest", &[]).await;
+    assert_eq!(status, 200);
+    let (status, body) = s.post(&key, "/v3/result/delete/my_dest", &[]).await;
+    assert_error(status, &body, 404, "'my_dest'");
+    let (status, body) = s.get(&key, "/v3/connections/lookup?name=my_dest").await;
+    assert_error(status, &body, 404, "my_dest");
+    let (_, body) = s.get(&key, "/v3/result/list").await;
+    assert_eq!(body["results"], json!([]));
+}
+
+/// A refused export: source job id, form, expected status, a needle of the message.
+type Refusal = (String, Vec<(&'static str, String)>, u16, &'static str);
+
+#[tokio::test]
+async fn bad_result_exports_are_refused_and_start_no_job() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_database(&s, 0, "mydb").await;
+    let job = code_count_job(&s, 0);
+    let others = code_count_job(&s, 1);
+    let running =
+        s.td.state()
+            .store
+            .write(|tx| {
+                jobs::insert(
+                    tx,
+                    &NewJob {
+                        account_id: s.td.accounts()[0].id,
+                        job_type: "presto".into(),
+                        database: "mydb".into(),
+                        ..NewJob::default()
+                    },
+                )
+            })
+            .unwrap();
+    let jobs_before = job_count(&s);
+    let ok_url = "td://@/mydb/out_t";
+    let cases: Vec<Refusal> = vec![
+        (
+            "999999".into(),
+            vec![("result", ok_url.into())],
+            404,
+            "job 999999 does not exist",
+        ),
+        (
+            others.to_string(),
+            vec![("result", ok_url.into())],
+            404,
+            "does not exist",
+        ),
+        (
+            running.to_string(),
+            vec![("result", ok_url.into())],
+            422,
+            "has no result",
+        ),
+        (job.to_string(), vec![], 422, "'result'"),
+        (
+            job.to_string(),
+            vec![("result", format!("td://{}@h/mydb/out_t/extra", s.master(1)))],
+            422,
+            "3 parts",
+        ),
+        (
+            job.to_string(),
+            vec![("result", format!("td://{}@h/mydb/x", s.master(1)))],
+            422,
+            "table name 'x'",
+        ),
+        (
+            job.to_string(),
+            vec![("result", "td://@/mydb/out_t?mode=merge".into())],
+            422,
+            "mode 'merge'",
+        ),
+        (
+            job.to_string(),
+            vec![("result", "mysql://u:p@h/db/t".into())],
+            422,
+            "scheme 'mysql'",
+        ),
+        (
+            job.to_string(),
+            vec![("result", format!("td://{}x@h/mydb/out_t", s.master(1)))],
+            401,
+            "invalid API key in result URL",
+        ),
+        (
+            job.to_string(),
+            vec![("result", format!("td:/{}@h/mydb/out_t", s.master(1)))],
+            422,
+            "invalid result",
+        ),
+        (
+            job.to_string(),
+            vec![("result_connection_id", "4242".into())],
+            404,
+            "connection 4242",
+        ),
+        (
+            job.to_string(),
+            vec![("result", "nosuch:tbl".into())],
+            404,
+            "saved result 'nosuch'",
+        ),
+    ];
+    for (id, form, expected, needle) in cases {
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = s.post(&key, &format!("/v3/job/result_export/{id}"), &form).await;
+        assert_error(status, &body, expected, needle);
+        assert_no_keys(&s, &body.to_string());
+    }
+    let (status, body) = s
+        .post(
+            &s.write_only(0),
+            &format!("/v3/job/result_export/{job}"),
+            &[("result", ok_url)],
+        )
+        .await;
+    assert_error(status, &body, 403, "write-only");
+    assert_eq!(job_count(&s), jobs_before, "no export job was recorded");
+
+    // a missing target database fails the export job, with a clear reason
+    let id = export(
+        &s,
+        job,
+        &[("result", &format!("td://{}@h/nodb/out_t", s.master(1)))],
+    )
+    .await;
+    let row = finished(&s, id).await;
+    assert_eq!(row.status, "error");
+    assert!(
+        row.stderr.contains("database 'nodb' does not exist"),
+        "{}",
+        row.stderr
+    );
+    assert_no_keys(&s, &row.stderr);
+    assert_eq!(table_schema(&s, 1, "nodb", "out_t"), None);
+}
+
+#[tokio::test]
+async fn readers_see_the_old_rows_or_the_new_rows_during_a_replace() {
+    let s = Server::start().await;
+    create_database(&s, 0, "mydb").await;
+    let old = code_count_job(&s, 0);
+    export_ok(&s, old, &[("result", "td://@/mydb/snap")]).await;
+    let big: Vec<Value> = (0..30_000).map(|i| json!([i, format!("row {i}")])).collect();
+    let new = source_job(&s, 0, &[("id", "bigint"), ("label", "varchar")], &big);
+
+    let id = export(&s, new, &[("result", "td://@/mydb/snap?mode=replace")]).await;
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let done = job_row(&s, id).status != "running" && job_row(&s, id).status != "queued";
+        seen.insert(table_rows(&s, 0, "mydb", "snap").len());
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(finished(&s, id).await.status, "success");
+    assert!(
+        seen.iter().all(|n| *n == 3 || *n == 30_000),
+        "a reader saw a mix: {seen:?}"
+    );
+    assert_eq!(table_rows(&s, 0, "mydb", "snap").len(), 30_000);
+}

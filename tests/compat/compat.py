@@ -1,0 +1,327 @@
+"""The official Python client (`pip install td-client`) against a running td-local.
+
+Every check drives td-local only through `tdclient` (its public methods, or its own transport
+`client.api.get/post` for the few calls the client has no method for) and asserts what comes back.
+Run by tests/compat/run, which starts the server and passes:
+  TD_LOCAL_URL, TD_MASTER_KEY, TD_WRITE_ONLY_KEY (same account), TD_OTHER_MASTER_KEY (another account).
+Prints one line per check and closes with "N passed, N failed"; exits 1 if any check failed.
+"""
+
+import gzip
+import io
+import json
+import os
+import sys
+import tempfile
+import traceback
+import uuid
+
+import msgpack
+import tdclient
+from tdclient import errors
+
+URL = os.environ["TD_LOCAL_URL"]
+MASTER = os.environ["TD_MASTER_KEY"]
+WRITE_ONLY = os.environ["TD_WRITE_ONLY_KEY"]
+OTHER_MASTER = os.environ["TD_OTHER_MASTER_KEY"]
+UNKNOWN_KEY = "1/" + "0" * 40
+
+# Jobs run in the background: poll every second, give up after a minute.
+WAIT = {"wait_interval": 1, "timeout": 60}
+GROUP_BY_CODE = "SELECT code, COUNT(1) AS cnt FROM www_access GROUP BY code ORDER BY code"
+
+
+def client(key=MASTER):
+    # A short retry budget: a server error must fail the check, not retry GETs for 10 minutes.
+    return tdclient.Client(apikey=key, endpoint=URL, max_cumul_retry_delay=4)
+
+
+def gzip_msgpack(records):
+    """An import body: gzip of msgpack maps written back to back."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as gz:
+        for record in records:
+            gz.write(msgpack.packb(record))
+    return buf.getvalue()
+
+
+def unique(prefix):
+    """A fresh name, so checks do not depend on each other or on an earlier run."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def expect_error(error_class, call, *args):
+    try:
+        call(*args)
+    except error_class as e:
+        return e
+    raise AssertionError(f"{call.__name__}{args} did not raise {error_class.__name__}")
+
+
+def fresh_database(td, prefix):
+    name = unique(prefix)
+    assert td.create_database(name) is True
+    return name
+
+
+def rows_by_time(td, db, table):
+    """Every row of a table (tail), oldest first."""
+    return sorted(td.tail(db, table, 10000), key=lambda r: (r["time"], json.dumps(r, sort_keys=True)))
+
+
+def run_query(td, q, **kwargs):
+    job = td.query("sample_datasets", q, type="presto", **kwargs)
+    job.wait(**WAIT)
+    assert job.success(), f"job {job.id} ended {job.status()}: {job.debug}"
+    return job
+
+
+def get_json(td, path, **kwargs):
+    with td.api.get(path, **kwargs) as res:
+        body = res.read()
+        assert res.status == 200, f"GET {path}: {res.status} {body!r}"
+        return json.loads(body)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def check_databases():
+    td = client()
+    name = unique("compat_db")
+    assert td.create_database(name) is True
+    names = [d.name for d in td.databases()]
+    assert name in names and "sample_datasets" in names, names
+    db = td.database(name)
+    assert (db.name, db.count) == (name, 0), (db.name, db.count)
+    assert td.database("sample_datasets").count == 5000
+    shown = get_json(td, f"/v3/database/show/{name}")
+    assert shown["name"] == name and isinstance(shown["id"], str), shown
+    expect_error(errors.AlreadyExistsError, td.create_database, name)
+    assert td.delete_database(name) is True
+    assert name not in [d.name for d in td.databases()]
+    expect_error(errors.NotFoundError, td.database, name)
+    expect_error(errors.NotFoundError, td.delete_database, name)
+
+
+def check_tables():
+    td = client()
+    db = fresh_database(td, "compat_tables")
+    assert td.create_log_table(db, "first") is True
+    assert td.create_log_table(db, "second") is True
+    assert sorted(t.name for t in td.tables(db)) == ["first", "second"]
+    first = td.table(db, "first")
+    assert (first.type, first.count, first.schema) == ("log", 0, []), (first.type, first.count, first.schema)
+    assert isinstance(first.estimated_storage_size, int)
+    expect_error(errors.AlreadyExistsError, td.create_log_table, db, "first")
+
+    rows = [{"time": 1700000000 + i, "n": i} for i in range(3)]
+    body = gzip_msgpack(rows)
+    td.import_data(db, "first", "msgpack.gz", body, len(body))
+    assert td.table(db, "first").count == 3
+    assert td.swap_table(db, "first", "second") is True
+    assert (td.table(db, "first").count, td.table(db, "second").count) == (0, 3)
+    assert rows_by_time(td, db, "second") == rows
+    assert ["n", "long"] in [list(c[:2]) for c in td.table(db, "second").schema]
+
+    assert td.delete_table(db, "first") == "log"
+    assert [t.name for t in td.tables(db)] == ["second"]
+    expect_error(errors.NotFoundError, td.table, db, "first")
+    expect_error(errors.NotFoundError, td.delete_table, db, "first")
+    expect_error(errors.NotFoundError, td.create_log_table, unique("missing_db"), "tbl")
+    td.delete_database(db)
+
+
+def check_import_data():
+    td = client()
+    db = fresh_database(td, "compat_import")
+    td.create_log_table(db, "events")
+    plain = [{"time": 1700000000, "user": "a", "v2": 1.5}, {"time": 1700000001, "user": "b", "v2": None}]
+    body = gzip_msgpack(plain)
+    elapsed = td.import_data(db, "events", "msgpack.gz", body, len(body))
+    assert isinstance(elapsed, float)
+    assert rows_by_time(td, db, "events") == plain
+
+    with_id = [{"time": 1700000100, "user": "c"}]
+    body = gzip_msgpack(with_id)
+    import_id = unique("batch")
+    td.import_data(db, "events", "msgpack.gz", body, len(body), unique_id=import_id)
+    td.import_data(db, "events", "msgpack.gz", body, len(body), unique_id=import_id)
+    assert rows_by_time(td, db, "events") == plain + with_id, "a repeated unique_id is stored once"
+    assert td.table(db, "events").count == 3
+
+    # The write-only key may import (and nothing else).
+    body = gzip_msgpack([{"time": 1700000200, "user": "d"}])
+    client(WRITE_ONLY).import_data(db, "events", "msgpack.gz", body, len(body))
+    assert td.table(db, "events").count == 4
+    expect_error(errors.NotFoundError, td.import_data, db, "nope", "msgpack.gz", body, len(body))
+    td.delete_database(db)
+
+
+def check_bulk_import():
+    td = client()
+    db = fresh_database(td, "compat_bulk")
+    td.create_log_table(db, "target")
+    name = unique("session")
+    session = td.create_bulk_import(name, db, "target")
+    expect_error(errors.AlreadyExistsError, td.create_bulk_import, name, db, "target")
+    parts = {
+        "part1": [{"time": 1700000000 + i, "k": f"p1-{i}"} for i in range(5)],
+        "part2": [{"time": 1700001000 + i, "k": f"p2-{i}"} for i in range(7)],
+    }
+    for part, records in parts.items():
+        body = gzip_msgpack(records)
+        session.upload_part(part, body, len(body))
+    assert sorted(session.list_parts()) == ["part1", "part2"]
+    assert name in [b.name for b in td.bulk_imports()]
+
+    assert session.freeze() is True
+    assert session.upload_frozen is True and session.status == "uploading", session.status
+    job = session.perform(wait=True, **WAIT)
+    assert job.success(), f"perform job {job.id}: {job.status()}"
+    assert session.status == "ready", session.status
+    assert (session.valid_records, session.error_records) == (12, 0), (session.valid_records, session.error_records)
+    assert td.table(db, "target").count == 0, "nothing is visible before the commit"
+
+    assert session.commit(wait=True, **WAIT) is True
+    assert td.bulk_import(name).status == "committed"
+    expected = sorted(parts["part1"] + parts["part2"], key=lambda r: r["time"])
+    assert rows_by_time(td, db, "target") == expected
+
+    assert session.delete() is True
+    expect_error(errors.NotFoundError, td.bulk_import, name)
+    td.delete_database(db)
+
+
+def check_query_results():
+    td = client()
+    job = run_query(td, GROUP_BY_CODE)
+    assert job.result_schema is not None and [c[0] for c in job.result_schema] == ["code", "cnt"], job.result_schema
+    from_msgpack = list(job.result_format("msgpack"))
+    from_json = td.job_result_format(job.id, "json")
+    assert from_msgpack == from_json, (from_msgpack, from_json)
+    assert len(from_msgpack) == job.num_records and len(from_msgpack) > 1, from_msgpack
+    assert sum(row[1] for row in from_msgpack) == 5000
+    assert [row[0] for row in from_msgpack] == sorted(row[0] for row in from_msgpack)
+    assert td.job_result(job.id) == from_msgpack
+    assert td.job_status(job.id) == "success"
+
+
+def check_download_job_result():
+    td = client()
+    job = run_query(td, GROUP_BY_CODE)
+    rows = td.job_result(job.id)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "result.msgpack.gz")
+        assert td.download_job_result(job.id, path, num_threads=2) is True
+        with open(path, "rb") as f:
+            whole = f.read()
+    assert len(whole) == job.result_size, (len(whole), job.result_size)
+    assert list(msgpack.Unpacker(io.BytesIO(gzip.decompress(whole)), raw=False)) == rows
+
+    # A range in the middle, as the client's parallel download asks for it.
+    start, end = 3, min(40, len(whole) - 1)
+    path = f"/v3/job/result/{job.id}?format=msgpack.gz"
+    with td.api.get(path, headers={"Range": f"bytes={start}-{end}"}) as res:
+        assert res.status == 206, res.status
+        assert res.headers["Content-Range"] == f"bytes {start}-{end}/{len(whole)}", res.headers
+        assert res.read() == whole[start : end + 1]
+
+
+def check_query_with_result_url():
+    td = client()
+    db = fresh_database(td, "compat_output")
+    job = run_query(td, GROUP_BY_CODE, result_url=f"td://@/{db}/by_code")
+    expected = sorted(map(tuple, td.job_result(job.id)))
+    written = sorted((r["code"], r["cnt"]) for r in td.tail(db, "by_code", 1000))
+    assert written == expected, (written, expected)
+    td.delete_database(db)
+
+
+def check_saved_results():
+    td = client()
+    name = unique("compat_dest")
+    url = "td://@/compat_results_db/out"
+    assert td.create_result(name, url) is True
+    listed = {r.name: r.url for r in td.results()}
+    assert listed.get(name) == url, listed
+    expect_error(errors.AlreadyExistsError, td.create_result, name, url)
+    assert td.delete_result(name) is True
+    assert name not in [r.name for r in td.results()]
+    expect_error(errors.NotFoundError, td.delete_result, name)
+
+
+def check_result_export():
+    td = client()
+    db = fresh_database(td, "compat_export")
+    source = run_query(td, GROUP_BY_CODE)
+    # td-client has no method for this call: send it through the client's own transport.
+    with td.api.post(f"/v3/job/result_export/{source.id}", {"result": f"td://@/{db}/exported?mode=replace"}) as res:
+        body = res.read()
+        assert 200 <= res.status < 300, (res.status, body)
+        export_id = str(json.loads(body)["job_id"])
+    export = td.job(export_id)
+    export.wait(**WAIT)
+    assert export.success(), f"export job {export_id}: {export.status()} {export.debug}"
+    expected = sorted(map(tuple, td.job_result(source.id)))
+    written = sorted((r["code"], r["cnt"]) for r in td.tail(db, "exported", 1000))
+    assert written == expected, (written, expected)
+    td.delete_database(db)
+
+
+def check_error_classes():
+    td = client()
+    db = fresh_database(td, "compat_errors")
+    td.create_log_table(db, "tbl")
+    expect_error(errors.NotFoundError, td.tables, unique("missing_db"))
+    expect_error(errors.NotFoundError, td.job, "999999999")
+    expect_error(errors.AlreadyExistsError, td.create_database, db)
+    expect_error(errors.AuthError, client(UNKNOWN_KEY).databases)
+    write_only = client(WRITE_ONLY)
+    e = expect_error(errors.ForbiddenError, write_only.databases)
+    assert "write-only" in str(e), str(e)
+    expect_error(errors.ForbiddenError, write_only.create_database, unique("refused"))
+    expect_error(errors.ForbiddenError, write_only.delete_table, db, "tbl")
+    # Another account does not see this one's databases.
+    expect_error(errors.NotFoundError, client(OTHER_MASTER).tables, db)
+    assert [t.name for t in td.tables(db)] == ["tbl"], "refused calls changed nothing"
+    td.delete_database(db)
+
+
+CHECKS = [
+    check_databases,
+    check_tables,
+    check_import_data,
+    check_bulk_import,
+    check_query_results,
+    check_download_job_result,
+    check_query_with_result_url,
+    check_saved_results,
+    check_result_export,
+    check_error_classes,
+]
+
+
+def main():
+    only = set(sys.argv[1:])
+    passed = failed = 0
+    for check in CHECKS:
+        name = check.__name__.removeprefix("check_")
+        if only and name not in only:
+            continue
+        try:
+            check()
+        except Exception as e:  # one failing check must not hide the others
+            failed += 1
+            ours = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == __file__]
+            line = ours[-1].lineno if ours else "?"
+            print(f"FAIL {name}: {type(e).__name__}: {e} (compat.py line {line})", flush=True)
+        else:
+            passed += 1
+            print(f"ok   {name}", flush=True)
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
