@@ -4,8 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use td_result_export::export::{self, ExportError};
 use td_result_export::resolve::{Source, TargetAccount};
 use td_result_export::spec::{Environment, Inputs};
+use td_result_export::status::{StatusDoc, StatusFile};
 use td_result_export::{exit, Error, ExportPlan, Warning, STATUS_SCHEMA, TASK_SCHEMA};
 
 const AFTER_HELP: &str = "\
@@ -152,17 +157,97 @@ fn validate(cli: &Cli, args: &SpecArgs) -> Result<(), Error> {
 }
 
 fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
+    let file = StatusFile::new(args.status.clone());
+    let doc = Arc::new(Mutex::new(StatusDoc::new()));
+    let started = Instant::now();
+    let result = prepare_and_export(cli, args, &doc, &file);
+    let mut final_doc = doc.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match &result {
+        Ok(None) => return Ok(()),
+        Ok(Some(_)) => final_doc.finish(exit::SUCCESS, None),
+        Err(e) => final_doc.finish(e.exit_code(), Some(e.info())),
+    }
+    if let Err(e) = file.write(&final_doc) {
+        eprintln!("warning: could not write the status document: {e}");
+    }
+    if let Ok(Some(_)) = &result {
+        if !cli.quiet {
+            println!("{}", outcome_line(&final_doc, started.elapsed()));
+            if let Some(path) = file.path() {
+                println!("status document: {}", path.display());
+            }
+        }
+    }
+    result.map(drop)
+}
+
+/// Runs the export; `Ok(None)` for a dry run (which prints the plan and writes no document).
+fn prepare_and_export(
+    cli: &Cli,
+    args: &RunArgs,
+    doc: &Arc<Mutex<StatusDoc>>,
+    file: &StatusFile,
+) -> Result<Option<ExportPlan>, Error> {
     let prepared = td_result_export::prepare(&args.spec.spec, &args.spec.inputs()?)?;
     report_warnings(cli, &prepared.warnings);
     if args.dry_run {
         let json = serde_json::to_string_pretty(&prepared.plan).expect("a plan serializes");
         println!("{json}");
-        return Ok(());
+        return Ok(None);
     }
-    Err(Error::NotBuilt("the export stage"))
+    let plan = prepared.plan;
+    let _ = file.write(&doc.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        Error::Export(ExportError::Local {
+            dir: "-".into(),
+            message: format!("cannot start the runtime: {e}"),
+        })
+    })?;
+    runtime.block_on(async {
+        tokio::select! {
+            r = export::run(&plan, doc.clone(), file) => r,
+            signal = interrupted() => Err(ExportError::Interrupted(signal)),
+        }
+    })?;
+    Ok(Some(plan))
 }
 
-/// One line: `job 12345 → td://***@host/db/t (replace, stream)`.
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// The one-line summary of a successful run.
+fn outcome_line(doc: &StatusDoc, took: Duration) -> String {
+    let e = &doc.export;
+    let target = e.target.as_ref().map_or_else(String::new, |t| {
+        format!(
+            "{} {}.{} ({}, {})",
+            t.endpoint, t.database, t.table, t.mode, e.transfer
+        )
+    });
+    let job = e.source_job_id.as_deref().unwrap_or("?");
+    if e.already_done {
+        return format!(
+            "already done: job {job} was exported to {target} by an earlier run (session {}); nothing written",
+            e.session.as_deref().unwrap_or("?")
+        );
+    }
+    format!(
+        "exported {} rows: job {job} → {target} in {:.1} s",
+        e.rows,
+        took.as_secs_f64()
+    )
+}
+
 fn summary(plan: &ExportPlan) -> String {
     let source = match &plan.source {
         Source::Job { id } => format!("job {id} on {}", plan.source_account.endpoint),

@@ -6,6 +6,7 @@
 //! [`resolve::ExportPlan`]) → the export stages (next). [`prepare`] runs the first two.
 
 pub mod error;
+pub mod export;
 pub mod resolve;
 pub mod retry;
 pub mod source;
@@ -42,16 +43,28 @@ pub mod exit {
 pub enum Error {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    /// A stage this build does not have yet.
-    #[error("{0} is not built yet in this version; `run --dry-run` shows the plan it would carry out")]
-    NotBuilt(&'static str),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
 }
 
 impl Error {
+    /// The status document's `error` for this failure.
+    pub fn info(&self) -> status::ErrorInfo {
+        match self {
+            Error::Export(e) => export::error_info(e),
+            Error::Spec(e) => status::ErrorInfo {
+                class: "InvalidSpec".into(),
+                message: e.to_string(),
+                retryable: false,
+                backtrace: Vec::new(),
+            },
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Spec(e) => e.exit_code(),
-            Error::NotBuilt(_) => exit::INVALID,
+            Error::Export(e) => e.exit_code(),
         }
     }
 }

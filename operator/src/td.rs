@@ -235,6 +235,12 @@ impl TdClient {
         found(self.get::<Value>(format!("/v3/database/show/{}", seg(db))).await)
     }
 
+    /// Creates a database; one that already exists counts as created.
+    pub async fn create_database(&self, db: &str) -> TdResult<()> {
+        let path = format!("/v3/database/create/{}", seg(db));
+        done_if_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
+    }
+
     pub async fn table(&self, db: &str, table: &str) -> TdResult<Option<Table>> {
         let shown = self
             .get::<Table>(format!("/v3/table/show/{}/{}", seg(db), seg(table)))
