@@ -32,7 +32,12 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
 pub fn strip_json_suffix(uri: &Uri) -> Option<Uri> {
     let path = uri.path();
     let stripped = path.strip_suffix(".json")?;
-    if path.starts_with("/v3/bulk_import/upload_part/") || path.starts_with("/v3/table/import") {
+    let named_by_user = [
+        "/v3/bulk_import/upload_part/",
+        "/v3/bulk_import/delete_part/",
+        "/v3/table/import",
+    ];
+    if named_by_user.iter().any(|prefix| path.starts_with(prefix)) {
         return None;
     }
     let rebuilt = match uri.query() {
