@@ -452,7 +452,8 @@ impl DecodedPart {
         match records::to_row(index, value) {
             Ok(row) => {
                 records::extend_schema(&mut self.columns, &row.record);
-                self.rows.push((row.time, Value::Object(row.record).to_string()));
+                let text = serde_json::to_string(&row.record).expect("a JSON map always serializes");
+                self.rows.push((row.time, text));
             }
             // A map whose `time` is ambiguous (repeated keys): keep the reason instead.
             Err(e) => self.errors.push(encode(&rmpv::Value::Map(vec![(
@@ -518,10 +519,9 @@ fn merge_columns(schema: &mut Vec<Column>, new: &[Column]) {
     }
 }
 
-/// Moves the staged rows into the target table and extends its schema, all in the caller's
-/// transaction: readers see every row of the commit or none. Only from `ready`; returns the
-/// number of rows committed.
-pub fn commit(conn: &Connection, account_id: i64, name: &str) -> ApiResult<i64> {
+/// Copies the staged rows into the target table and extends its schema, all in the caller's
+/// transaction: readers see every row of the commit or none. Only from `ready`.
+pub fn commit(conn: &Connection, account_id: i64, name: &str) -> ApiResult<Committed> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Ready], "commit")?;
     let table_id = store::table_id(conn, account_id, &session.database, &session.table)?;
@@ -539,14 +539,33 @@ pub fn commit(conn: &Connection, account_id: i64, name: &str) -> ApiResult<i64> 
         params![records::schema_to_json(&schema), t, table_id],
     )?;
     conn.execute(
-        "DELETE FROM bulk_import_staged WHERE session_id = ?1",
-        params![session.id],
-    )?;
-    conn.execute(
         "UPDATE bulk_imports SET status = 'committed', updated_at = ?1 WHERE id = ?2",
         params![t, session.id],
     )?;
-    Ok(moved as i64)
+    Ok(Committed {
+        session_id: session.id,
+        rows: moved as i64,
+    })
+}
+
+/// What a commit did; its staged rows are still to be discarded with [`discard_staged`].
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub session_id: i64,
+    pub rows: i64,
+}
+
+/// Drops the staged rows of a committed session. Done after the commit, in its own
+/// transaction, since deleting a million rows takes about as long as copying them and nothing
+/// reads them once the session is committed.
+pub fn discard_staged(store: &Store, session_id: i64) -> ApiResult<()> {
+    store.write(|tx| {
+        tx.execute(
+            "DELETE FROM bulk_import_staged WHERE session_id = ?1",
+            params![session_id],
+        )?;
+        Ok(())
+    })
 }
 
 /// Deletes a session with its parts, staged rows and error records, in any state (a perform
@@ -589,11 +608,12 @@ fn touch(conn: &Connection, session_id: i64) -> ApiResult<()> {
 }
 
 /// At startup: a perform that was running when the server stopped died with it (its job is
-/// marked failed by `jobs::recover`), so its session goes back to `uploading`.
+/// marked failed by `jobs::recover`), so its session goes back to `uploading`; staged rows
+/// only a `ready` session needs (a cut perform's, a commit's not yet discarded) are dropped.
 pub fn recover(store: &Store) -> anyhow::Result<()> {
     store.write(|tx| {
         tx.execute(
-            "DELETE FROM bulk_import_staged WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = 'performing')",
+            "DELETE FROM bulk_import_staged WHERE session_id NOT IN (SELECT id FROM bulk_imports WHERE status = 'ready')",
             [],
         )?;
         tx.execute(

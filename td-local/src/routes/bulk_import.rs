@@ -211,10 +211,16 @@ async fn commit(
 ) -> ApiResult<Json<Value>> {
     let account = caller.account_id();
     let session = name.clone();
-    state
+    let committed = state
         .store
         .write_async(move |tx| bulk_import::commit(tx, account, &session))
         .await?;
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = bulk_import::discard_staged(&store, committed.session_id) {
+            tracing::warn!(error = %e, "could not discard the staged rows of a committed bulk import");
+        }
+    });
     Ok(named(&name))
 }
 
