@@ -5,6 +5,7 @@
 //! The `td-local` binary serves the same thing from the command line.
 
 pub mod accounts;
+pub mod bulk_import;
 pub mod error;
 pub mod faults;
 pub mod jobs;
@@ -115,6 +116,11 @@ impl TdLocal {
         &self.state
     }
 
+    /// The embedded database, for tests and tools that read what the API stored.
+    pub fn store(&self) -> &store::Store {
+        &self.state.store
+    }
+
     /// Fault rules and the request log.
     pub fn faults(&self) -> &Faults {
         &self.state.faults
@@ -133,6 +139,7 @@ fn open_state(dir: &Path) -> anyhow::Result<AppState> {
     let store = store::Store::open(dir)?;
     sample::ensure_sample_datasets(&store, &accounts)?;
     jobs::recover(&store)?;
+    bulk_import::recover(&store)?;
     Ok(AppState {
         store,
         accounts: Arc::new(accounts.into_iter().map(Arc::new).collect()),

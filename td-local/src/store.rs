@@ -46,8 +46,9 @@ CREATE TABLE IF NOT EXISTS import_ids (
     PRIMARY KEY (table_id, unique_id)
 );
 CREATE TABLE IF NOT EXISTS bulk_imports (
-    name TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
     account_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
     database_name TEXT NOT NULL,
     table_name TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -57,23 +58,26 @@ CREATE TABLE IF NOT EXISTS bulk_imports (
     error_records INTEGER,
     valid_parts INTEGER,
     error_parts INTEGER,
-    created_at INTEGER NOT NULL
+    new_columns TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (account_id, name)
 );
 CREATE TABLE IF NOT EXISTS bulk_import_parts (
-    session TEXT NOT NULL,
+    session_id INTEGER NOT NULL,
     name TEXT NOT NULL,
     data BLOB NOT NULL,
     uploaded_at INTEGER NOT NULL,
-    PRIMARY KEY (session, name)
+    PRIMARY KEY (session_id, name)
 );
 CREATE TABLE IF NOT EXISTS bulk_import_staged (
-    session TEXT NOT NULL,
+    session_id INTEGER NOT NULL,
     time INTEGER NOT NULL,
     record TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS staged_by_session ON bulk_import_staged (session);
+CREATE INDEX IF NOT EXISTS staged_by_session ON bulk_import_staged (session_id);
 CREATE TABLE IF NOT EXISTS bulk_import_errors (
-    session TEXT NOT NULL,
+    session_id INTEGER NOT NULL,
     record BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (

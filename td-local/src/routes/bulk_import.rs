@@ -1,9 +1,253 @@
-//! Routes of the `bulk_import` group (to be implemented).
+//! `/v3/bulk_import/*` (td-api.md §5). Every call is allowed for write-only keys; sessions
+//! belong to the caller's account. The session logic lives in `crate::bulk_import`.
 
-use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{json, Value};
 
+use crate::accounts::Caller;
+use crate::bulk_import::{self, PerformOptions, MAX_PART_BYTES};
+use crate::error::{ApiError, ApiResult};
+use crate::params::Params;
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v3/bulk_import/create/{name}/{db}/{table}", post(create))
+        .route("/v3/bulk_import/show/{name}", get(show))
+        .route("/v3/bulk_import/list", get(list))
+        .route(
+            "/v3/bulk_import/upload_part/{name}/{part}",
+            // The handler streams the body and enforces MAX_PART_BYTES with a TD error itself.
+            put(upload_part).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v3/bulk_import/list_parts/{name}", get(list_parts))
+        .route("/v3/bulk_import/delete_part/{name}/{part}", post(delete_part))
+        .route("/v3/bulk_import/freeze/{name}", post(freeze))
+        .route("/v3/bulk_import/unfreeze/{name}", post(unfreeze))
+        .route("/v3/bulk_import/perform/{name}", post(perform))
+        .route("/v3/bulk_import/commit/{name}", post(commit))
+        .route("/v3/bulk_import/delete/{name}", post(delete))
+        .route("/v3/bulk_import/error_records/{name}", get(error_records))
+}
+
+fn named(name: &str) -> Json<Value> {
+    Json(json!({ "name": name, "bulk_import": name }))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, db, table)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let session = name.clone();
+    state
+        .store
+        .write_async(move |tx| bulk_import::create(tx, account, &session, &db, &table))
+        .await?;
+    Ok(named(&name))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let session = state
+        .store
+        .read_async(move |conn| bulk_import::load(conn, account, &name))
+        .await?;
+    Ok(Json(session.to_json()))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let sessions = state
+        .store
+        .read_async(move |conn| bulk_import::list(conn, account))
+        .await?;
+    let items: Vec<Value> = sessions.iter().map(bulk_import::Session::to_json).collect();
+    Ok(Json(json!({ "bulk_imports": items })))
+}
+
+async fn upload_part(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, part)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    bulk_import::check_part_name(&part)?;
+    let data = read_part_body(&headers, body).await?;
+    let account = caller.account_id();
+    let (session, part_name) = (name.clone(), part.clone());
+    state
+        .store
+        .write_async(move |tx| bulk_import::upload_part(tx, account, &session, &part_name, &data))
+        .await?;
+    Ok(Json(
+        json!({ "name": name, "bulk_import": name, "part_name": part }),
+    ))
+}
+
+fn part_too_large() -> ApiError {
+    ApiError::too_large(format!(
+        "a bulk import part may be at most {MAX_PART_BYTES} bytes; split the upload into more parts"
+    ))
+}
+
+/// Reads a part body (with `Content-Length` or chunked), refusing more than `MAX_PART_BYTES`.
+async fn read_part_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_PART_BYTES) {
+        return Err(part_too_large());
+    }
+    let mut data = Vec::with_capacity(declared.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the part body failed: {e}")))?;
+        if data.len() + chunk.len() > MAX_PART_BYTES {
+            return Err(part_too_large());
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data)
+}
+
+async fn list_parts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let (session, parts) = state
+        .store
+        .read_async(move |conn| bulk_import::list_parts(conn, account, &name))
+        .await?;
+    Ok(Json(
+        json!({ "name": session.name, "bulk_import": session.name, "parts": parts }),
+    ))
+}
+
+async fn delete_part(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, part)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let (session, part_name) = (name.clone(), part.clone());
+    state
+        .store
+        .write_async(move |tx| bulk_import::delete_part(tx, account, &session, &part_name))
+        .await?;
+    Ok(Json(
+        json!({ "name": name, "bulk_import": name, "part_name": part }),
+    ))
+}
+
+async fn freeze(state: State<AppState>, caller: Caller, name: Path<String>) -> ApiResult<Json<Value>> {
+    set_frozen(state, caller, name, true).await
+}
+
+async fn unfreeze(state: State<AppState>, caller: Caller, name: Path<String>) -> ApiResult<Json<Value>> {
+    set_frozen(state, caller, name, false).await
+}
+
+async fn set_frozen(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    frozen: bool,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let session = name.clone();
+    state
+        .store
+        .write_async(move |tx| bulk_import::set_frozen(tx, account, &session, frozen))
+        .await?;
+    Ok(named(&name))
+}
+
+/// Starts the perform job and answers at once; the session is `performing` by then, so a client
+/// polling `show` never sees it still `uploading`.
+async fn perform(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let options = PerformOptions {
+        priority: params.int("priority")?.unwrap_or(0),
+        pool_name: params.get("pool_name").map(str::to_owned),
+    };
+    let account = caller.account_id();
+    let session = name.clone();
+    let (session_id, job_id) = state
+        .store
+        .write_async(move |tx| bulk_import::start_perform(tx, account, &session, &options))
+        .await?;
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, session_id, job_id));
+    Ok(Json(
+        json!({ "name": name, "bulk_import": name, "job_id": job_id.to_string() }),
+    ))
+}
+
+async fn commit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let session = name.clone();
+    let committed = state
+        .store
+        .write_async(move |tx| bulk_import::commit(tx, account, &session))
+        .await?;
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = bulk_import::discard_staged(&store, committed.session_id) {
+            tracing::warn!(error = %e, "could not discard the staged rows of a committed bulk import");
+        }
+    });
+    Ok(named(&name))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let session = name.clone();
+    state
+        .store
+        .write_async(move |tx| bulk_import::delete(tx, account, &session))
+        .await?;
+    Ok(named(&name))
+}
+
+/// gzip'd msgpack of the rejected records; an empty body when there are none.
+async fn error_records(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let account = caller.account_id();
+    let body = state
+        .store
+        .read_async(move |conn| bulk_import::error_records(conn, account, &name))
+        .await?;
+    Ok(([(CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }

@@ -39,7 +39,12 @@ pub fn normalize_uri(uri: &Uri) -> Option<Uri> {
             path.push(c);
         }
     }
-    let keeps_dot = path.starts_with("/v3/bulk_import/upload_part/") || path.starts_with("/v3/table/import");
+    let named_by_user = [
+        "/v3/bulk_import/upload_part/",
+        "/v3/bulk_import/delete_part/",
+        "/v3/table/import",
+    ];
+    let keeps_dot = named_by_user.iter().any(|prefix| path.starts_with(prefix));
     if !keeps_dot && path.ends_with(".json") {
         path.truncate(path.len() - ".json".len());
     }

@@ -1,5 +1,6 @@
 //! td-local over real HTTP on loopback: one test binary, one module per group of td-api.md.
 
+mod bulk_import;
 mod cli;
 mod databases;
 mod faults;

@@ -1,0 +1,630 @@
+//! Bulk-import sessions (td-api.md §5): gzip'd msgpack parts are uploaded into a session, a
+//! perform job validates them into staged rows (keeping rejected records aside), and a commit
+//! moves the staged rows into the target table in one transaction. The HTTP side lives in
+//! `routes::bulk_import`.
+//!
+//! States: `uploading` (optionally `upload_frozen`) → `performing` → `ready` → `committed`.
+//! A call made in the wrong state is refused with 409 naming the current state. A commit goes
+//! from `ready` to `committed` inside one transaction, so `committing` is never observed.
+
+use std::io::Write;
+use std::sync::mpsc;
+
+use flate2::read::MultiGzDecoder;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{self, NewJob, Outcome};
+use crate::records::{self, Column};
+use crate::store::{self, now, Store};
+
+/// The largest part accepted (TD's clients split uploads into parts of about 16 MB).
+pub const MAX_PART_BYTES: usize = 128 << 20;
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Uploading,
+    Performing,
+    Ready,
+    Committing,
+    Committed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Uploading => "uploading",
+            Status::Performing => "performing",
+            Status::Ready => "ready",
+            Status::Committing => "committing",
+            Status::Committed => "committed",
+        }
+    }
+
+    fn parse(text: &str) -> rusqlite::Result<Status> {
+        Ok(match text {
+            "uploading" => Status::Uploading,
+            "performing" => Status::Performing,
+            "ready" => Status::Ready,
+            "committing" => Status::Committing,
+            "committed" => Status::Committed,
+            other => {
+                return Err(rusqlite::Error::InvalidColumnType(
+                    4,
+                    format!("bulk import status '{other}'"),
+                    rusqlite::types::Type::Text,
+                ))
+            }
+        })
+    }
+}
+
+/// One session as stored.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: i64,
+    pub name: String,
+    pub database: String,
+    pub table: String,
+    pub status: Status,
+    pub upload_frozen: bool,
+    pub job_id: Option<i64>,
+    pub valid_records: Option<i64>,
+    pub error_records: Option<i64>,
+    pub valid_parts: Option<i64>,
+    pub error_parts: Option<i64>,
+    /// The columns the staged rows add to the table schema, computed by perform (schema JSON).
+    new_columns: Option<String>,
+}
+
+const SESSION_COLUMNS: &str = "id, name, database_name, table_name, status, upload_frozen, job_id, \
+    valid_records, error_records, valid_parts, error_parts, new_columns";
+
+fn session_from_row(row: &rusqlite::Row) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        database: row.get(2)?,
+        table: row.get(3)?,
+        status: Status::parse(&row.get::<_, String>(4)?)?,
+        upload_frozen: row.get(5)?,
+        job_id: row.get(6)?,
+        valid_records: row.get(7)?,
+        error_records: row.get(8)?,
+        valid_parts: row.get(9)?,
+        error_parts: row.get(10)?,
+        new_columns: row.get(11)?,
+    })
+}
+
+impl Session {
+    /// The shape of `show` and of each `list` item; `job_id` is a string, as for jobs.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "database": self.database,
+            "table": self.table,
+            "status": self.status.as_str(),
+            "upload_frozen": self.upload_frozen,
+            "job_id": self.job_id.map(|id| id.to_string()),
+            "valid_records": self.valid_records,
+            "error_records": self.error_records,
+            "valid_parts": self.valid_parts,
+            "error_parts": self.error_parts,
+        })
+    }
+
+    /// Refuses `action` unless the session is in one of `allowed`.
+    fn require(&self, allowed: &[Status], action: &str) -> ApiResult<()> {
+        if allowed.contains(&self.status) {
+            return Ok(());
+        }
+        let needed: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+        Err(ApiError::conflict(format!(
+            "cannot {action} bulk import session '{}': it is {}, and {action} needs {}",
+            self.name,
+            self.status.as_str(),
+            needed.join(" or ")
+        )))
+    }
+
+    /// Parts can change only while uploading and not frozen.
+    fn require_open_for_upload(&self, action: &str) -> ApiResult<()> {
+        self.require(&[Status::Uploading], action)?;
+        if self.upload_frozen {
+            return Err(ApiError::conflict(format!(
+                "cannot {action} bulk import session '{}': it is uploading but frozen; unfreeze it first",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An account's session by name, or 404.
+pub fn load(conn: &Connection, account_id: i64, name: &str) -> ApiResult<Session> {
+    conn.query_row(
+        &format!("SELECT {SESSION_COLUMNS} FROM bulk_imports WHERE account_id = ?1 AND name = ?2"),
+        params![account_id, name],
+        session_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found(format!("bulk import session '{name}' does not exist")))
+}
+
+/// An account's sessions, by name.
+pub fn list(conn: &Connection, account_id: i64) -> ApiResult<Vec<Session>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {SESSION_COLUMNS} FROM bulk_imports WHERE account_id = ?1 ORDER BY name"
+    ))?;
+    let sessions = stmt.query_map(params![account_id], session_from_row)?;
+    Ok(sessions.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Creates a session importing into `db.table`: 422 bad name, 404 missing target, 409 exists.
+pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &str) -> ApiResult<()> {
+    store::check_name("bulk import session", name)?;
+    store::table_id(conn, account_id, db, table)?;
+    let t = now();
+    let inserted = conn.execute(
+        "INSERT OR IGNORE INTO bulk_imports (account_id, name, database_name, table_name, status, \
+         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'uploading', ?5, ?5)",
+        params![account_id, name, db, table, t],
+    )?;
+    if inserted == 0 {
+        return Err(ApiError::conflict(format!(
+            "bulk import session '{name}' already exists"
+        )));
+    }
+    Ok(())
+}
+
+/// Part names: not empty, no `/`, at most one `.` (what the official clients enforce).
+pub fn check_part_name(part: &str) -> ApiResult<()> {
+    let problem = if part.is_empty() {
+        Some("must not be empty")
+    } else if part.contains('/') {
+        Some("must not contain '/'")
+    } else if part.matches('.').count() > 1 {
+        Some("must not contain more than one '.'")
+    } else {
+        None
+    };
+    match problem {
+        Some(why) => Err(ApiError::unprocessable(format!(
+            "invalid part name '{part}': {why}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Stores a part; uploading a part name again replaces its data.
+pub fn upload_part(conn: &Connection, account_id: i64, name: &str, part: &str, data: &[u8]) -> ApiResult<()> {
+    check_part_name(part)?;
+    let session = load(conn, account_id, name)?;
+    session.require_open_for_upload("upload a part to")?;
+    conn.execute(
+        "INSERT OR REPLACE INTO bulk_import_parts (session_id, name, data, uploaded_at) VALUES (?1, ?2, ?3, ?4)",
+        params![session.id, part, data, now()],
+    )?;
+    touch(conn, session.id)
+}
+
+pub fn delete_part(conn: &Connection, account_id: i64, name: &str, part: &str) -> ApiResult<()> {
+    check_part_name(part)?;
+    let session = load(conn, account_id, name)?;
+    session.require_open_for_upload("delete a part of")?;
+    let deleted = conn.execute(
+        "DELETE FROM bulk_import_parts WHERE session_id = ?1 AND name = ?2",
+        params![session.id, part],
+    )?;
+    if deleted == 0 {
+        return Err(ApiError::not_found(format!(
+            "part '{part}' of bulk import session '{name}' does not exist"
+        )));
+    }
+    touch(conn, session.id)
+}
+
+/// The session and its part names, in name order (the order perform reads them).
+pub fn list_parts(conn: &Connection, account_id: i64, name: &str) -> ApiResult<(Session, Vec<String>)> {
+    let session = load(conn, account_id, name)?;
+    let parts = part_names(conn, session.id)?;
+    Ok((session, parts))
+}
+
+fn part_names(conn: &Connection, session_id: i64) -> ApiResult<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM bulk_import_parts WHERE session_id = ?1 ORDER BY name")?;
+    let names = stmt.query_map(params![session_id], |r| r.get(0))?;
+    Ok(names.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Freezes or unfreezes uploads; repeating either is harmless. Only while uploading.
+pub fn set_frozen(conn: &Connection, account_id: i64, name: &str, frozen: bool) -> ApiResult<()> {
+    let session = load(conn, account_id, name)?;
+    session.require(&[Status::Uploading], if frozen { "freeze" } else { "unfreeze" })?;
+    conn.execute(
+        "UPDATE bulk_imports SET upload_frozen = ?1, updated_at = ?2 WHERE id = ?3",
+        params![frozen, now(), session.id],
+    )?;
+    Ok(())
+}
+
+/// What a perform call asks for besides the session.
+#[derive(Debug, Clone, Default)]
+pub struct PerformOptions {
+    pub priority: i64,
+    pub pool_name: Option<String>,
+}
+
+/// Records a perform job and moves the session to `performing`; returns `(session id, job id)`
+/// for [`run_perform`]. Allowed while uploading (frozen or not) and when `ready` (performs
+/// again from the parts, replacing the staged rows).
+pub fn start_perform(
+    conn: &Connection,
+    account_id: i64,
+    name: &str,
+    options: &PerformOptions,
+) -> ApiResult<(i64, i64)> {
+    let session = load(conn, account_id, name)?;
+    session.require(&[Status::Uploading, Status::Ready], "perform")?;
+    let job_id = jobs::insert(
+        conn,
+        &NewJob {
+            account_id,
+            job_type: "bulk_import".into(),
+            database: session.database.clone(),
+            priority: options.priority,
+            pool_name: options.pool_name.clone(),
+            ..NewJob::default()
+        },
+    )?;
+    conn.execute(
+        "UPDATE bulk_imports SET status = 'performing', job_id = ?1, valid_records = NULL, \
+         error_records = NULL, valid_parts = NULL, error_parts = NULL, new_columns = NULL, updated_at = ?2 \
+         WHERE id = ?3",
+        params![job_id, now(), session.id],
+    )?;
+    Ok((session.id, job_id))
+}
+
+/// Runs a perform job to its end (blocking): every part is decoded, valid rows are staged,
+/// rejected records kept; the session becomes `ready` and the job `success`. If the job cannot
+/// finish, the session goes back to `uploading` and the job to `error`.
+pub fn run_perform(store: &Store, session_id: i64, job_id: i64) {
+    let outcome = jobs::mark_running(store, job_id).and_then(|()| perform(store, session_id, job_id));
+    if let Err(e) = outcome {
+        tracing::warn!(session_id, job_id, error = %e, "bulk import perform failed");
+        let reset = store.write(|tx| {
+            if is_performing(tx, session_id, job_id)? {
+                clear_staging(tx, session_id)?;
+                tx.execute(
+                    "UPDATE bulk_imports SET status = 'uploading', updated_at = ?1 WHERE id = ?2",
+                    params![now(), session_id],
+                )?;
+            }
+            Ok(())
+        });
+        if let Err(reset) = reset {
+            tracing::error!(session_id, error = %reset, "could not reset the bulk import session");
+        }
+        let _ = jobs::mark_error(store, job_id, &e.message);
+    }
+}
+
+/// What perform learned from the parts.
+#[derive(Debug, Default)]
+struct Tally {
+    valid_records: i64,
+    error_records: i64,
+    valid_parts: i64,
+    error_parts: i64,
+    new_columns: Vec<Column>,
+}
+
+fn perform(store: &Store, session_id: i64, job_id: i64) -> ApiResult<()> {
+    let parts = store.read(|conn| part_names(conn, session_id))?;
+    store.write(|tx| {
+        ensure_performing(tx, session_id, job_id)?;
+        clear_staging(tx, session_id)
+    })?;
+    // Decoding (CPU) runs on its own thread, one part ahead of the staging writes (I/O).
+    let (sender, decoded) = mpsc::sync_channel::<ApiResult<Result<DecodedPart, String>>>(1);
+    let mut tally = Tally::default();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for part in parts {
+                let result = load_part(store, session_id, &part).map(|data| decode_part(&data));
+                if sender.send(result).is_err() {
+                    return;
+                }
+            }
+        });
+        for result in decoded {
+            match result? {
+                Ok(part) => {
+                    store.write(|tx| {
+                        ensure_performing(tx, session_id, job_id)?;
+                        stage_part(tx, session_id, &part)
+                    })?;
+                    tally.valid_parts += 1;
+                    tally.valid_records += part.rows.len() as i64;
+                    tally.error_records += part.errors.len() as i64;
+                    merge_columns(&mut tally.new_columns, &part.columns);
+                }
+                Err(_) => tally.error_parts += 1,
+            }
+        }
+        Ok::<(), ApiError>(())
+    })?;
+    store.write(|tx| {
+        ensure_performing(tx, session_id, job_id)?;
+        tx.execute(
+            "UPDATE bulk_imports SET status = 'ready', valid_records = ?1, error_records = ?2, valid_parts = ?3, \
+             error_parts = ?4, new_columns = ?5, updated_at = ?6 WHERE id = ?7",
+            params![
+                tally.valid_records,
+                tally.error_records,
+                tally.valid_parts,
+                tally.error_parts,
+                records::schema_to_json(&tally.new_columns),
+                now(),
+                session_id
+            ],
+        )?;
+        let cmdout = format!(
+            "valid records: {}, error records: {}, valid parts: {}, error parts: {}",
+            tally.valid_records, tally.error_records, tally.valid_parts, tally.error_parts
+        );
+        jobs::mark_success(
+            tx,
+            job_id,
+            &Outcome {
+                num_records: tally.valid_records,
+                cmdout,
+                ..Outcome::default()
+            },
+        )
+    })
+}
+
+fn is_performing(conn: &Connection, session_id: i64, job_id: i64) -> ApiResult<bool> {
+    let current: Option<(String, Option<i64>)> = conn
+        .query_row(
+            "SELECT status, job_id FROM bulk_imports WHERE id = ?1",
+            params![session_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(current.is_some_and(|(status, job)| status == "performing" && job == Some(job_id)))
+}
+
+/// Stops a perform whose session was deleted (or performed again) while it ran.
+fn ensure_performing(conn: &Connection, session_id: i64, job_id: i64) -> ApiResult<()> {
+    if is_performing(conn, session_id, job_id)? {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "the bulk import session was deleted or changed while the perform job ran",
+        ))
+    }
+}
+
+fn clear_staging(conn: &Connection, session_id: i64) -> ApiResult<()> {
+    conn.execute(
+        "DELETE FROM bulk_import_staged WHERE session_id = ?1",
+        params![session_id],
+    )?;
+    conn.execute(
+        "DELETE FROM bulk_import_errors WHERE session_id = ?1",
+        params![session_id],
+    )?;
+    Ok(())
+}
+
+fn load_part(store: &Store, session_id: i64, part: &str) -> ApiResult<Vec<u8>> {
+    store.read(|conn| {
+        Ok(conn.query_row(
+            "SELECT data FROM bulk_import_parts WHERE session_id = ?1 AND name = ?2",
+            params![session_id, part],
+            |r| r.get(0),
+        )?)
+    })
+}
+
+/// One part, decoded: staged rows as `(time, record JSON)`, rejected records as msgpack, and
+/// the columns its rows would add to an empty schema.
+#[derive(Debug, Default)]
+struct DecodedPart {
+    rows: Vec<(i64, String)>,
+    errors: Vec<Vec<u8>>,
+    columns: Vec<Column>,
+}
+
+impl DecodedPart {
+    fn accept(&mut self, index: usize, value: rmpv::Value) {
+        if !looks_like_record(&value) {
+            self.errors.push(encode(&value));
+            return;
+        }
+        match records::to_row(index, value) {
+            Ok(row) => {
+                records::extend_schema(&mut self.columns, &row.record);
+                let text = serde_json::to_string(&row.record).expect("a JSON map always serializes");
+                self.rows.push((row.time, text));
+            }
+            // A map whose `time` is ambiguous (repeated keys): keep the reason instead.
+            Err(e) => self.errors.push(encode(&rmpv::Value::Map(vec![(
+                "error".into(),
+                e.to_string().into(),
+            )]))),
+        }
+    }
+}
+
+/// A map with an integer `time`: what `records::to_row` accepts, checked before it consumes
+/// the value so a rejected record can be kept as it came.
+fn looks_like_record(value: &rmpv::Value) -> bool {
+    value.as_map().is_some_and(|entries| {
+        entries
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("time") && v.as_i64().is_some())
+    })
+}
+
+fn encode(value: &rmpv::Value) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, value).expect("writing msgpack to memory cannot fail");
+    bytes
+}
+
+/// Decodes a part; a part that is not gzip'd msgpack as a whole is an error part.
+fn decode_part(data: &[u8]) -> Result<DecodedPart, String> {
+    let mut part = DecodedPart::default();
+    if data.is_empty() {
+        return Ok(part);
+    }
+    let mut index = 0;
+    records::read_msgpack_values(MultiGzDecoder::new(data), |value| {
+        part.accept(index, value);
+        index += 1;
+        Ok(())
+    })
+    .map_err(|e| e.message)?;
+    Ok(part)
+}
+
+fn stage_part(conn: &Connection, session_id: i64, part: &DecodedPart) -> ApiResult<()> {
+    let mut rows =
+        conn.prepare_cached("INSERT INTO bulk_import_staged (session_id, time, record) VALUES (?1, ?2, ?3)")?;
+    for (time, record) in &part.rows {
+        rows.execute(params![session_id, time, record])?;
+    }
+    let mut errors =
+        conn.prepare_cached("INSERT INTO bulk_import_errors (session_id, record) VALUES (?1, ?2)")?;
+    for record in &part.errors {
+        errors.execute(params![session_id, record])?;
+    }
+    Ok(())
+}
+
+/// Appends to `schema` the columns of `new` it lacks, keeping existing columns' types.
+fn merge_columns(schema: &mut Vec<Column>, new: &[Column]) {
+    for column in new {
+        if !schema.iter().any(|c| c.name == column.name) {
+            schema.push(column.clone());
+        }
+    }
+}
+
+/// Copies the staged rows into the target table and extends its schema, all in the caller's
+/// transaction: readers see every row of the commit or none. Only from `ready`.
+pub fn commit(conn: &Connection, account_id: i64, name: &str) -> ApiResult<Committed> {
+    let session = load(conn, account_id, name)?;
+    session.require(&[Status::Ready], "commit")?;
+    let table_id = store::table_id(conn, account_id, &session.database, &session.table)?;
+    let moved = conn.execute(
+        "INSERT INTO records (table_id, time, record) \
+         SELECT ?1, time, record FROM bulk_import_staged WHERE session_id = ?2 ORDER BY rowid",
+        params![table_id, session.id],
+    )?;
+    let mut schema = records::table_schema(conn, table_id)?;
+    let new_columns = records::parse_schema(session.new_columns.as_deref().unwrap_or("[]"))?;
+    merge_columns(&mut schema, &new_columns);
+    let t = now();
+    conn.execute(
+        "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
+        params![records::schema_to_json(&schema), t, table_id],
+    )?;
+    conn.execute(
+        "UPDATE bulk_imports SET status = 'committed', updated_at = ?1 WHERE id = ?2",
+        params![t, session.id],
+    )?;
+    Ok(Committed {
+        session_id: session.id,
+        rows: moved as i64,
+    })
+}
+
+/// What a commit did; its staged rows are still to be discarded with [`discard_staged`].
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub session_id: i64,
+    pub rows: i64,
+}
+
+/// Drops the staged rows of a committed session. Done after the commit, in its own
+/// transaction, since deleting a million rows takes about as long as copying them and nothing
+/// reads them once the session is committed.
+pub fn discard_staged(store: &Store, session_id: i64) -> ApiResult<()> {
+    store.write(|tx| {
+        tx.execute(
+            "DELETE FROM bulk_import_staged WHERE session_id = ?1",
+            params![session_id],
+        )?;
+        Ok(())
+    })
+}
+
+/// Deletes a session with its parts, staged rows and error records, in any state (a perform
+/// still running notices and stops).
+pub fn delete(conn: &Connection, account_id: i64, name: &str) -> ApiResult<()> {
+    let session = load(conn, account_id, name)?;
+    clear_staging(conn, session.id)?;
+    conn.execute(
+        "DELETE FROM bulk_import_parts WHERE session_id = ?1",
+        params![session.id],
+    )?;
+    conn.execute("DELETE FROM bulk_imports WHERE id = ?1", params![session.id])?;
+    Ok(())
+}
+
+/// The rejected records of the last perform as one gzip'd msgpack stream; empty when none.
+pub fn error_records(conn: &Connection, account_id: i64, name: &str) -> ApiResult<Vec<u8>> {
+    let session = load(conn, account_id, name)?;
+    let mut stmt =
+        conn.prepare("SELECT record FROM bulk_import_errors WHERE session_id = ?1 ORDER BY rowid")?;
+    let mut rows = stmt.query(params![session.id])?;
+    let mut gzip: Option<flate2::write::GzEncoder<Vec<u8>>> = None;
+    while let Some(row) = rows.next()? {
+        let record = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+        gzip.get_or_insert_with(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()))
+            .write_all(record)?;
+    }
+    Ok(match gzip {
+        Some(gzip) => gzip.finish()?,
+        None => Vec::new(),
+    })
+}
+
+fn touch(conn: &Connection, session_id: i64) -> ApiResult<()> {
+    conn.execute(
+        "UPDATE bulk_imports SET updated_at = ?1 WHERE id = ?2",
+        params![now(), session_id],
+    )?;
+    Ok(())
+}
+
+/// At startup: a perform that was running when the server stopped died with it (its job is
+/// marked failed by `jobs::recover`), so its session goes back to `uploading`; staged rows
+/// only a `ready` session needs (a cut perform's, a commit's not yet discarded) are dropped.
+pub fn recover(store: &Store) -> anyhow::Result<()> {
+    store.write(|tx| {
+        tx.execute(
+            "DELETE FROM bulk_import_staged WHERE session_id NOT IN (SELECT id FROM bulk_imports WHERE status = 'ready')",
+            [],
+        )?;
+        tx.execute(
+            "DELETE FROM bulk_import_errors WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = 'performing')",
+            [],
+        )?;
+        tx.execute(
+            "UPDATE bulk_imports SET status = 'uploading', updated_at = ?1 WHERE status = 'performing'",
+            params![now()],
+        )?;
+        Ok(())
+    })?;
+    Ok(())
+}

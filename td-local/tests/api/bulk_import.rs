@@ -1,0 +1,947 @@
+//! Bulk-import sessions (td-api.md §5) over HTTP; stored rows are read back through the store.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use rusqlite::params;
+use serde_json::{json, Value};
+
+use crate::{assert_error, gzip_msgpack, Server};
+
+const AGENTS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/535.11 (KHTML, like Gecko) Chrome/17.0.963.56 Safari/535.11",
+    "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0)",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_7_3) AppleWebKit/534.53.11 (KHTML, like Gecko) Version/5.1.3",
+    "Mozilla/5.0 (Windows NT 6.0; rv:10.0.1) Gecko/20100101 Firefox/10.0.1",
+];
+const PATHS: &[&str] = &[
+    "/category/books",
+    "/item/games/4515",
+    "/search/?c=Games",
+    "/category/music",
+];
+
+/// A cheap deterministic scramble of `i` (splitmix64), so rows vary like real logs do.
+fn scramble(i: usize) -> u64 {
+    let mut z = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Row `i` of a table shaped like `sample_datasets.www_access`.
+fn www_access(i: usize) -> Value {
+    let r = scramble(i);
+    let octet = |shift: u32| (r >> shift) & 0xff;
+    json!({
+        "time": 1_412_320_845 + i as i64,
+        "host": format!("{}.{}.{}.{}", 1 + octet(0) % 223, octet(8), octet(16), 1 + octet(24) % 254),
+        "path": format!("{}/{}", PATHS[i % PATHS.len()], (r >> 32) % 10_000),
+        "method": if r % 10 == 0 { "POST" } else { "GET" },
+        "referer": if r % 5 < 2 { "-".to_string() } else { format!("http://www.example.com{}", PATHS[(r >> 40) as usize % PATHS.len()]) },
+        "code": if r % 17 == 0 { 404 } else { 200 },
+        "size": 30 + ((r >> 48) % 120) as i64,
+        "agent": AGENTS[(r >> 56) as usize % AGENTS.len()],
+        "user": "-",
+    })
+}
+
+fn www_access_rows(range: std::ops::Range<usize>) -> Vec<Value> {
+    range.map(www_access).collect()
+}
+
+fn account_id(s: &Server, n: usize) -> i64 {
+    s.td.accounts()[n].id
+}
+
+/// Creates `db.table` for account `n` through the store (the table routes are another module's).
+fn create_table(s: &Server, n: usize, db: &str, table: &str) {
+    let account = account_id(s, n);
+    s.td.store()
+        .write(|tx| {
+            td_local::store::ensure_database(tx, account, db)?;
+            td_local::store::ensure_table(tx, account, db, table)
+        })
+        .unwrap();
+}
+
+/// The rows of a table as stored, in insertion order.
+fn stored_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<Value> {
+    let account = account_id(s, n);
+    s.td.store()
+        .read(|conn| {
+            let id = td_local::store::table_id(conn, account, db, table)?;
+            let mut stmt = conn.prepare("SELECT record FROM records WHERE table_id = ?1 ORDER BY rowid")?;
+            let rows = stmt.query_map(params![id], |r| r.get::<_, String>(0))?;
+            Ok(rows
+                .map(|text| serde_json::from_str(&text.unwrap()).unwrap())
+                .collect())
+        })
+        .unwrap()
+}
+
+fn table_schema(s: &Server, n: usize, db: &str, table: &str) -> Value {
+    let account = account_id(s, n);
+    let text: String =
+        s.td.store()
+            .read(|conn| {
+                let id = td_local::store::table_id(conn, account, db, table)?;
+                Ok(
+                    conn.query_row("SELECT schema FROM tables WHERE id = ?1", params![id], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Rows left in the session side tables for sessions named `name` (any account).
+fn leftovers(s: &Server, name: &str) -> i64 {
+    s.td.store()
+        .read(|conn| {
+            let mut total = 0;
+            for table in ["bulk_import_parts", "bulk_import_staged", "bulk_import_errors"] {
+                let n: i64 = conn.query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE session_id IN (SELECT id FROM bulk_imports WHERE name = ?1)"),
+                    params![name],
+                    |r| r.get(0),
+                )?;
+                total += n;
+            }
+            Ok(total)
+        })
+        .unwrap()
+}
+
+fn job_status(s: &Server, job_id: &str) -> (String, String, String) {
+    s.td.store()
+        .read(|conn| {
+            Ok(conn.query_row(
+                "SELECT type, status, database_name FROM jobs WHERE id = ?1",
+                params![job_id.parse::<i64>().unwrap()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?)
+        })
+        .unwrap()
+}
+
+async fn ok(call: (StatusCode, Value)) -> Value {
+    let (status, body) = call;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn upload(s: &Server, key: &str, name: &str, part: &str, records: &[Value]) {
+    let path = format!("/v3/bulk_import/upload_part/{name}/{part}");
+    ok(s.put(key, &path, gzip_msgpack(records)).await).await;
+}
+
+/// Polls `show` until the session leaves `performing`.
+async fn wait_performed(s: &Server, key: &str, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let shown = ok(s.get(key, &format!("/v3/bulk_import/show/{name}")).await).await;
+        if shown["status"] != "performing" {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "perform did not finish: {shown}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Performs and waits: the session as shown once `ready`, and the job id.
+async fn perform(s: &Server, key: &str, name: &str) -> (Value, String) {
+    let started = ok(s.post(key, &format!("/v3/bulk_import/perform/{name}"), &[]).await).await;
+    assert_eq!(started["name"], name);
+    assert_eq!(started["bulk_import"], name);
+    let job_id = started["job_id"]
+        .as_str()
+        .expect("job_id is a string")
+        .to_string();
+    let shown = wait_performed(s, key, name).await;
+    assert_eq!(shown["status"], "ready", "{shown}");
+    assert_eq!(shown["job_id"], job_id.as_str());
+    (shown, job_id)
+}
+
+async fn post_ok(s: &Server, key: &str, path: &str) -> Value {
+    ok(s.post(key, path, &[]).await).await
+}
+
+async fn get_bytes(s: &Server, key: &str, path: &str) -> (StatusCode, Vec<u8>) {
+    let resp = s
+        .http
+        .get(s.url(path))
+        .header("Authorization", format!("TD1 {key}"))
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.bytes().await.unwrap().to_vec())
+}
+
+fn gunzip_msgpack(body: &[u8]) -> Vec<Value> {
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .read_to_end(&mut raw)
+        .unwrap();
+    let mut cursor = std::io::Cursor::new(raw);
+    let mut values = Vec::new();
+    while (cursor.position() as usize) < cursor.get_ref().len() {
+        let value = rmpv::decode::read_value(&mut cursor).unwrap();
+        values.push(td_local::records::msgpack_to_json(value));
+    }
+    values
+}
+
+#[tokio::test]
+async fn lifecycle_commits_every_uploaded_row_and_extends_the_schema() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+
+    let created = post_ok(&s, &key, "/v3/bulk_import/create/sess_one/bulk_db/access").await;
+    assert_eq!(created, json!({"name": "sess_one", "bulk_import": "sess_one"}));
+    let shown = ok(s.get(&key, "/v3/bulk_import/show/sess_one").await).await;
+    assert_eq!(
+        shown,
+        json!({"name": "sess_one", "database": "bulk_db", "table": "access", "status": "uploading",
+               "upload_frozen": false, "job_id": null, "valid_records": null, "error_records": null,
+               "valid_parts": null, "error_parts": null})
+    );
+
+    let first = www_access_rows(0..300);
+    let second = www_access_rows(300..500);
+    upload(&s, &key, "sess_one", "part_2", &second).await;
+    upload(&s, &key, "sess_one", "part_1", &first).await;
+    let parts = ok(s.get(&key, "/v3/bulk_import/list_parts/sess_one").await).await;
+    assert_eq!(
+        parts,
+        json!({"name": "sess_one", "bulk_import": "sess_one", "parts": ["part_1", "part_2"]})
+    );
+
+    post_ok(&s, &key, "/v3/bulk_import/freeze/sess_one").await;
+    let shown = ok(s.get(&key, "/v3/bulk_import/show/sess_one").await).await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["upload_frozen"].as_bool()),
+        (Some("uploading"), Some(true))
+    );
+
+    let (shown, job_id) = perform(&s, &key, "sess_one").await;
+    assert_eq!(
+        (
+            &shown["valid_records"],
+            &shown["error_records"],
+            &shown["valid_parts"],
+            &shown["error_parts"]
+        ),
+        (&json!(500), &json!(0), &json!(2), &json!(0))
+    );
+    assert_eq!(
+        job_status(&s, &job_id),
+        ("bulk_import".into(), "success".into(), "bulk_db".into())
+    );
+    assert!(
+        stored_rows(&s, 0, "bulk_db", "access").is_empty(),
+        "nothing visible before commit"
+    );
+
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_one").await;
+    let shown = ok(s.get(&key, "/v3/bulk_import/show/sess_one").await).await;
+    assert_eq!(shown["status"], "committed");
+    let expected: Vec<Value> = first.into_iter().chain(second).collect();
+    assert_eq!(
+        stored_rows(&s, 0, "bulk_db", "access"),
+        expected,
+        "parts are read in name order"
+    );
+    let schema = table_schema(&s, 0, "bulk_db", "access");
+    let columns: Vec<&str> = schema
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect();
+    let mut sorted = columns.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        ["agent", "code", "host", "method", "path", "referer", "size", "user"],
+        "schema gains every column but time: {columns:?}"
+    );
+    // The staged copies are discarded just after the commit answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers(&s, "sess_one") != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "staged rows were not discarded after commit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let listed = ok(s.get(&key, "/v3/bulk_import/list").await).await;
+    assert_eq!(listed["bulk_imports"], json!([shown]));
+}
+
+#[tokio::test]
+async fn commit_keeps_existing_column_types_and_adds_only_new_ones() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "typed");
+    let account = account_id(&s, 0);
+    s.td.store()
+        .write(|tx| {
+            let id = td_local::store::table_id(tx, account, "bulk_db", "typed")?;
+            tx.execute(
+                "UPDATE tables SET schema = ?1 WHERE id = ?2",
+                params![r#"[["code","string"]]"#, id],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    post_ok(&s, &key, "/v3/bulk_import/create/typed_sess/bulk_db/typed").await;
+    let records = [
+        json!({"time": 1, "code": 200, "note": null}),
+        json!({"time": 2, "code": 404, "note": "late", "ratio": 0.5}),
+    ];
+    upload(&s, &key, "typed_sess", "only", &records).await;
+    perform(&s, &key, "typed_sess").await;
+    assert_eq!(
+        table_schema(&s, 0, "bulk_db", "typed"),
+        json!([["code", "string"]]),
+        "not before commit"
+    );
+    post_ok(&s, &key, "/v3/bulk_import/commit/typed_sess").await;
+    assert_eq!(
+        table_schema(&s, 0, "bulk_db", "typed"),
+        json!([["code", "string"], ["note", "string"], ["ratio", "double"]])
+    );
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "typed"), records);
+}
+
+#[tokio::test]
+async fn reuploading_a_part_replaces_it() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_re/bulk_db/access").await;
+    upload(&s, &key, "sess_re", "part.1", &www_access_rows(0..30)).await;
+    let replacement = www_access_rows(100..110);
+    upload(&s, &key, "sess_re", "part.1", &replacement).await;
+    let parts = ok(s.get(&key, "/v3/bulk_import/list_parts/sess_re").await).await;
+    assert_eq!(parts["parts"], json!(["part.1"]));
+    let (shown, _) = perform(&s, &key, "sess_re").await;
+    assert_eq!(shown["valid_records"], 10);
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_re").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access"), replacement);
+}
+
+#[tokio::test]
+async fn rejected_records_and_bad_parts_are_reported_and_not_committed() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_err/bulk_db/access").await;
+    let good = [www_access(1), www_access(2)];
+    let rejected = [
+        json!(5),
+        json!({"host": "no time"}),
+        json!({"time": "2014-10-03", "host": "time is text"}),
+        json!(["an", "array"]),
+    ];
+    let mixed = [
+        good[0].clone(),
+        rejected[0].clone(),
+        rejected[1].clone(),
+        good[1].clone(),
+        rejected[2].clone(),
+        rejected[3].clone(),
+    ];
+    upload(&s, &key, "sess_err", "a_mixed", &mixed).await;
+    let garbage = s
+        .put(
+            &key,
+            "/v3/bulk_import/upload_part/sess_err/b_garbage",
+            b"not gzip at all".to_vec(),
+        )
+        .await;
+    assert_eq!(garbage.0, 200, "parts are checked by perform, not upload");
+    let mut truncated = gzip_msgpack(&www_access_rows(0..50));
+    truncated.truncate(truncated.len() / 2);
+    ok(s.put(
+        &key,
+        "/v3/bulk_import/upload_part/sess_err/c_truncated",
+        truncated,
+    )
+    .await)
+    .await;
+    ok(
+        s.put(&key, "/v3/bulk_import/upload_part/sess_err/d_empty", Vec::new())
+            .await,
+    )
+    .await;
+
+    let (shown, _) = perform(&s, &key, "sess_err").await;
+    assert_eq!(
+        (
+            &shown["valid_records"],
+            &shown["error_records"],
+            &shown["valid_parts"],
+            &shown["error_parts"]
+        ),
+        (&json!(2), &json!(4), &json!(2), &json!(2)),
+        "{shown}"
+    );
+    let (status, body) = get_bytes(&s, &key, "/v3/bulk_import/error_records/sess_err").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        gunzip_msgpack(&body),
+        rejected,
+        "rejected records come back as they were sent"
+    );
+
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_err").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access"), good);
+}
+
+#[tokio::test]
+async fn error_records_is_an_empty_body_when_nothing_was_rejected() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_clean/bulk_db/access").await;
+    let (status, body) = get_bytes(&s, &key, "/v3/bulk_import/error_records/sess_clean").await;
+    assert_eq!((status.as_u16(), body.len()), (200, 0), "before perform");
+    upload(&s, &key, "sess_clean", "p", &www_access_rows(0..5)).await;
+    perform(&s, &key, "sess_clean").await;
+    let (status, body) = get_bytes(&s, &key, "/v3/bulk_import/error_records/sess_clean").await;
+    assert_eq!((status.as_u16(), body.len()), (200, 0), "after a clean perform");
+}
+
+#[tokio::test]
+async fn calls_in_the_wrong_state_are_409_naming_the_state() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_st/bulk_db/access").await;
+    upload(&s, &key, "sess_st", "p1", &www_access_rows(0..20)).await;
+
+    // uploading: nothing to commit yet
+    let (status, body) = s.post(&key, "/v3/bulk_import/commit/sess_st", &[]).await;
+    assert_error(status, &body, 409, "it is uploading");
+
+    // frozen: parts are fixed
+    post_ok(&s, &key, "/v3/bulk_import/freeze/sess_st").await;
+    post_ok(&s, &key, "/v3/bulk_import/freeze/sess_st").await; // freezing twice is harmless
+    let frozen = s
+        .put(
+            &key,
+            "/v3/bulk_import/upload_part/sess_st/p2",
+            gzip_msgpack(&[www_access(1)]),
+        )
+        .await;
+    assert_error(frozen.0, &frozen.1, 409, "frozen");
+    let (status, body) = s.post(&key, "/v3/bulk_import/delete_part/sess_st/p1", &[]).await;
+    assert_error(status, &body, 409, "frozen");
+    post_ok(&s, &key, "/v3/bulk_import/unfreeze/sess_st").await;
+    post_ok(&s, &key, "/v3/bulk_import/freeze/sess_st").await;
+
+    // ready: parts and freezing are settled, only perform (again) and commit
+    perform(&s, &key, "sess_st").await;
+    let late = s
+        .put(
+            &key,
+            "/v3/bulk_import/upload_part/sess_st/p2",
+            gzip_msgpack(&[www_access(1)]),
+        )
+        .await;
+    assert_error(late.0, &late.1, 409, "it is ready");
+    let (status, body) = s.post(&key, "/v3/bulk_import/delete_part/sess_st/p1", &[]).await;
+    assert_error(status, &body, 409, "it is ready");
+    let (status, body) = s.post(&key, "/v3/bulk_import/unfreeze/sess_st", &[]).await;
+    assert_error(status, &body, 409, "it is ready");
+
+    // committed: final
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_st").await;
+    for call in ["commit", "perform", "freeze", "unfreeze"] {
+        let (status, body) = s
+            .post(&key, &format!("/v3/bulk_import/{call}/sess_st"), &[])
+            .await;
+        assert_error(status, &body, 409, "it is committed");
+    }
+    let after = s
+        .put(
+            &key,
+            "/v3/bulk_import/upload_part/sess_st/p3",
+            gzip_msgpack(&[www_access(1)]),
+        )
+        .await;
+    assert_error(after.0, &after.1, 409, "it is committed");
+    assert_eq!(
+        stored_rows(&s, 0, "bulk_db", "access").len(),
+        20,
+        "a second commit adds nothing"
+    );
+}
+
+#[tokio::test]
+async fn calls_during_perform_are_409_naming_performing() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_busy/bulk_db/access").await;
+    // As if a perform job were running (a real one may finish before the next request).
+    let account = account_id(&s, 0);
+    s.td.store()
+        .write(|tx| {
+            tx.execute(
+                "UPDATE bulk_imports SET status = 'performing' WHERE account_id = ?1 AND name = 'sess_busy'",
+                params![account],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    for call in ["perform", "commit", "freeze", "unfreeze"] {
+        let (status, body) = s
+            .post(&key, &format!("/v3/bulk_import/{call}/sess_busy"), &[])
+            .await;
+        assert_error(status, &body, 409, "it is performing");
+    }
+    let busy = s
+        .put(
+            &key,
+            "/v3/bulk_import/upload_part/sess_busy/p",
+            gzip_msgpack(&[www_access(1)]),
+        )
+        .await;
+    assert_error(busy.0, &busy.1, 409, "it is performing");
+}
+
+#[tokio::test]
+async fn performing_a_ready_session_again_restages_instead_of_doubling() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_twice/bulk_db/access").await;
+    let rows = www_access_rows(0..40);
+    upload(&s, &key, "sess_twice", "p", &rows).await;
+    let (_, first_job) = perform(&s, &key, "sess_twice").await;
+    let (shown, second_job) = perform(&s, &key, "sess_twice").await;
+    assert_ne!(first_job, second_job, "each perform is its own job");
+    assert_eq!(shown["valid_records"], 40);
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_twice").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access"), rows);
+}
+
+#[tokio::test]
+async fn a_perform_cut_short_by_a_restart_resumes_from_uploading() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_cut/bulk_db/access").await;
+    upload(&s, &key, "sess_cut", "p", &www_access_rows(0..10)).await;
+    // The state a crash in the middle of a perform leaves: session performing, job running,
+    // some rows staged.
+    let account = account_id(&s, 0);
+    s.td.store()
+        .write(|tx| {
+            let job = td_local::jobs::insert(
+                tx,
+                &td_local::jobs::NewJob {
+                    account_id: account,
+                    job_type: "bulk_import".into(),
+                    database: "bulk_db".into(),
+                    ..Default::default()
+                },
+            )?;
+            tx.execute(
+                "UPDATE bulk_imports SET status = 'performing', job_id = ?1 WHERE name = 'sess_cut'",
+                params![job],
+            )?;
+            tx.execute(
+                "INSERT INTO bulk_import_staged (session_id, time, record) \
+                 SELECT id, 1, '{\"time\":1}' FROM bulk_imports WHERE name = 'sess_cut'",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+
+    let Server { td, http, dir } = s;
+    td.shutdown().await;
+    let td = td_local::TdLocal::start(td_local::Config::new(dir.path()))
+        .await
+        .unwrap();
+    let s = Server { td, http, dir };
+
+    let shown = ok(s.get(&key, "/v3/bulk_import/show/sess_cut").await).await;
+    assert_eq!(shown["status"], "uploading");
+    let job_id = shown["job_id"].as_str().unwrap().to_string();
+    assert_eq!(job_status(&s, &job_id).1, "error");
+    assert_eq!(
+        leftovers(&s, "sess_cut"),
+        1,
+        "only the part is left, no staged rows"
+    );
+    perform(&s, &key, "sess_cut").await;
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_cut").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access").len(), 10);
+}
+
+#[tokio::test]
+async fn a_concurrent_reader_never_sees_a_partial_commit() {
+    const ROWS: usize = 60_000;
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_atomic/bulk_db/access").await;
+    for (n, chunk) in www_access_rows(0..ROWS).chunks(20_000).enumerate() {
+        upload(&s, &key, "sess_atomic", &format!("p{n}"), chunk).await;
+    }
+    perform(&s, &key, "sess_atomic").await;
+
+    let account = account_id(&s, 0);
+    let table_id =
+        s.td.store()
+            .read(|conn| td_local::store::table_id(conn, account, "bulk_db", "access"))
+            .unwrap();
+    let store = s.td.store().clone();
+    let committing = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let committing = committing.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                let still_committing = committing.load(Ordering::SeqCst);
+                let count: i64 = store
+                    .read(|conn| {
+                        Ok(conn.query_row(
+                            "SELECT COUNT(*) FROM records WHERE table_id = ?1",
+                            params![table_id],
+                            |r| r.get(0),
+                        )?)
+                    })
+                    .unwrap();
+                seen.push(count);
+                if !still_committing {
+                    return seen;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_atomic").await;
+    committing.store(false, Ordering::SeqCst);
+    let seen = reader.join().unwrap();
+
+    assert!(
+        seen.iter().all(|&n| n == 0 || n == ROWS as i64),
+        "partial counts seen: {:?}",
+        {
+            let mut odd: Vec<_> = seen.iter().filter(|&&n| n != 0 && n != ROWS as i64).collect();
+            odd.dedup();
+            odd
+        }
+    );
+    assert!(
+        seen.len() > 2 && seen[0] == 0,
+        "the reader ran before and during the commit: {} reads",
+        seen.len()
+    );
+    assert_eq!(
+        *seen.last().unwrap(),
+        ROWS as i64,
+        "the reader saw the commit land"
+    );
+}
+
+#[tokio::test]
+async fn write_only_key_can_run_a_whole_bulk_import() {
+    let s = Server::start().await;
+    let key = s.write_only(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_wo/bulk_db/access").await;
+    let rows = www_access_rows(0..25);
+    upload(&s, &key, "sess_wo", "p1", &rows).await;
+    upload(&s, &key, "sess_wo", "p2", &rows[..1]).await;
+    post_ok(&s, &key, "/v3/bulk_import/delete_part/sess_wo/p2").await;
+    ok(s.get(&key, "/v3/bulk_import/list_parts/sess_wo").await).await;
+    ok(s.get(&key, "/v3/bulk_import/list").await).await;
+    post_ok(&s, &key, "/v3/bulk_import/freeze/sess_wo").await;
+    perform(&s, &key, "sess_wo").await;
+    let (status, _) = get_bytes(&s, &key, "/v3/bulk_import/error_records/sess_wo").await;
+    assert_eq!(status, 200);
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_wo").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access"), rows);
+    post_ok(&s, &key, "/v3/bulk_import/delete/sess_wo").await;
+}
+
+#[tokio::test]
+async fn sessions_belong_to_their_account() {
+    let s = Server::start().await;
+    create_table(&s, 0, "bulk_db", "access");
+    create_table(&s, 1, "bulk_db", "access");
+    post_ok(
+        &s,
+        &s.master(0),
+        "/v3/bulk_import/create/shared_name/bulk_db/access",
+    )
+    .await;
+    let (status, body) = s.get(&s.master(1), "/v3/bulk_import/show/shared_name").await;
+    assert_error(status, &body, 404, "shared_name");
+    let listed = ok(s.get(&s.master(1), "/v3/bulk_import/list").await).await;
+    assert_eq!(listed, json!({"bulk_imports": []}));
+    post_ok(
+        &s,
+        &s.master(1),
+        "/v3/bulk_import/create/shared_name/bulk_db/access",
+    )
+    .await;
+    upload(&s, &s.master(1), "shared_name", "p", &www_access_rows(0..3)).await;
+    let parts = ok(s
+        .get(&s.master(0), "/v3/bulk_import/list_parts/shared_name")
+        .await)
+    .await;
+    assert_eq!(parts["parts"], json!([]), "account 1's part is not account 0's");
+}
+
+#[tokio::test]
+async fn create_refuses_duplicates_missing_targets_and_bad_names() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_c/bulk_db/access").await;
+    let (status, body) = s
+        .post(&key, "/v3/bulk_import/create/sess_c/bulk_db/access", &[])
+        .await;
+    assert_error(status, &body, 409, "already exists");
+    let (status, body) = s
+        .post(&key, "/v3/bulk_import/create/sess_d/no_db/access", &[])
+        .await;
+    assert_error(status, &body, 404, "database 'no_db'");
+    let (status, body) = s
+        .post(&key, "/v3/bulk_import/create/sess_d/bulk_db/no_table", &[])
+        .await;
+    assert_error(status, &body, 404, "bulk_db.no_table");
+    let (status, body) = s
+        .post(&key, "/v3/bulk_import/create/Bad-Name/bulk_db/access", &[])
+        .await;
+    assert_error(status, &body, 422, "Bad-Name");
+    let listed = ok(s.get(&key, "/v3/bulk_import/list").await).await;
+    assert_eq!(
+        listed["bulk_imports"].as_array().unwrap().len(),
+        1,
+        "nothing else stored: {listed}"
+    );
+    for call in ["show", "list_parts", "error_records"] {
+        let (status, body) = s.get(&key, &format!("/v3/bulk_import/{call}/nope")).await;
+        assert_error(status, &body, 404, "bulk import session 'nope' does not exist");
+    }
+}
+
+#[tokio::test]
+async fn part_names_with_a_slash_or_two_dots_are_422_and_a_json_suffix_is_kept() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_p/bulk_db/access").await;
+    let body = gzip_msgpack(&[www_access(1)]);
+    let (status, err) = s
+        .put(&key, "/v3/bulk_import/upload_part/sess_p/a.b.c", body.clone())
+        .await;
+    assert_error(status, &err, 422, "more than one '.'");
+    let (status, err) = s
+        .put(&key, "/v3/bulk_import/upload_part/sess_p/a%2Fb", body.clone())
+        .await;
+    assert_error(status, &err, 422, "'/'");
+    upload(&s, &key, "sess_p", "p1.json", &[www_access(1)]).await;
+    let parts = ok(s.get(&key, "/v3/bulk_import/list_parts/sess_p.json").await).await;
+    assert_eq!(parts["parts"], json!(["p1.json"]));
+    post_ok(&s, &key, "/v3/bulk_import/delete_part/sess_p/p1.json").await;
+    let parts = ok(s.get(&key, "/v3/bulk_import/list_parts/sess_p").await).await;
+    assert_eq!(parts["parts"], json!([]));
+    let (status, err) = s
+        .post(&key, "/v3/bulk_import/delete_part/sess_p/p1.json", &[])
+        .await;
+    assert_error(status, &err, 404, "part 'p1.json'");
+}
+
+#[tokio::test]
+async fn chunked_parts_are_accepted_and_oversized_parts_are_413() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_big/bulk_db/access").await;
+    let rows = www_access_rows(0..100);
+    let body = gzip_msgpack(&rows);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let resp = s
+        .http
+        .put(s.url("/v3/bulk_import/upload_part/sess_big/chunked"))
+        .header("Authorization", format!("TD1 {key}"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    // One byte over the limit, streamed in 1 MiB chunks without a Content-Length.
+    let limit = td_local::bulk_import::MAX_PART_BYTES;
+    let mib = bytes::Bytes::from(vec![0u8; 1 << 20]);
+    let mut sizes = vec![1usize << 20; limit >> 20];
+    sizes.push(1);
+    let stream = futures::stream::iter(
+        sizes
+            .into_iter()
+            .map(move |n| Ok::<_, std::io::Error>(mib.slice(..n))),
+    );
+    let resp = s
+        .http
+        .put(s.url("/v3/bulk_import/upload_part/sess_big/too_big"))
+        .header("Authorization", format!("TD1 {key}"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        // The server may answer before the client has sent everything.
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_error(status, &body, 413, "at most");
+    }
+    let parts = ok(s.get(&key, "/v3/bulk_import/list_parts/sess_big").await).await;
+    assert_eq!(
+        parts["parts"],
+        json!(["chunked"]),
+        "the oversized part is not stored"
+    );
+    perform(&s, &key, "sess_big").await;
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_big").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access"), rows);
+}
+
+#[tokio::test]
+async fn deleting_a_session_removes_its_parts_staged_rows_and_errors() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_del/bulk_db/access").await;
+    upload(&s, &key, "sess_del", "p", &[www_access(1), json!({"no": "time"})]).await;
+    perform(&s, &key, "sess_del").await;
+    assert_eq!(
+        leftovers(&s, "sess_del"),
+        3,
+        "a part, a staged row and an error record"
+    );
+    let account = account_id(&s, 0);
+    let session_id: i64 =
+        s.td.store()
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT id FROM bulk_imports WHERE account_id = ?1 AND name = 'sess_del'",
+                    params![account],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+    post_ok(&s, &key, "/v3/bulk_import/delete/sess_del").await;
+    let (status, body) = s.get(&key, "/v3/bulk_import/show/sess_del").await;
+    assert_error(status, &body, 404, "sess_del");
+    let left: i64 =
+        s.td.store()
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT (SELECT COUNT(*) FROM bulk_import_parts WHERE session_id = ?1) \
+                 + (SELECT COUNT(*) FROM bulk_import_staged WHERE session_id = ?1) \
+                 + (SELECT COUNT(*) FROM bulk_import_errors WHERE session_id = ?1)",
+                    params![session_id],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+    assert_eq!(left, 0);
+    assert!(stored_rows(&s, 0, "bulk_db", "access").is_empty());
+    // the name is free again
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_del/bulk_db/access").await;
+}
+
+/// Speed: 1,000,000 `www_access` rows in ~16 MB (gzip) parts, upload + perform + commit.
+/// Run: `cargo test --release -p td-local --test api -- --ignored --nocapture bulk_import_speed`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "speed measurement; run in --release"]
+async fn bulk_import_speed_one_million_www_access_rows() {
+    const ROWS: usize = 1_000_000;
+    const PART_BYTES: usize = 16 << 20;
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_speed/bulk_db/access").await;
+
+    let prepared = Instant::now();
+    let parts = gzip_parts(ROWS, PART_BYTES);
+    let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+    eprintln!(
+        "prepared {} parts ({:?} bytes) in {:?}",
+        parts.len(),
+        sizes,
+        prepared.elapsed()
+    );
+
+    let start = Instant::now();
+    for (n, part) in parts.into_iter().enumerate() {
+        let path = format!("/v3/bulk_import/upload_part/sess_speed/part_{n:04}");
+        ok(s.put(&key, &path, part).await).await;
+    }
+    let uploaded = start.elapsed();
+    post_ok(&s, &key, "/v3/bulk_import/freeze/sess_speed").await;
+    let (shown, _) = perform(&s, &key, "sess_speed").await;
+    let performed = start.elapsed();
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_speed").await;
+    let committed = start.elapsed();
+    eprintln!(
+        "upload {:?}, perform {:?}, commit {:?}, total {:?}",
+        uploaded,
+        performed - uploaded,
+        committed - performed,
+        committed
+    );
+    assert_eq!(shown["valid_records"], ROWS as i64);
+    let account = account_id(&s, 0);
+    let count: i64 =
+        s.td.store()
+            .read(|conn| {
+                let id = td_local::store::table_id(conn, account, "bulk_db", "access")?;
+                Ok(conn.query_row(
+                    "SELECT COUNT(*) FROM records WHERE table_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+    assert_eq!(count, ROWS as i64);
+}
+
+/// `rows` www_access rows as gzip'd msgpack parts of about `part_bytes` compressed bytes each.
+fn gzip_parts(rows: usize, part_bytes: usize) -> Vec<Vec<u8>> {
+    use std::io::Write;
+    let new_part = || flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut parts = Vec::new();
+    let mut gz = new_part();
+    // msgpack is gathered in 1 MiB batches: many tiny writes make the gzip encoder crawl.
+    let mut batch = Vec::with_capacity(1 << 20);
+    for i in 0..rows {
+        rmpv::encode::write_value(&mut batch, &td_local::records::json_to_msgpack(&www_access(i))).unwrap();
+        if batch.len() >= 1 << 20 {
+            gz.write_all(&batch).unwrap();
+            batch.clear();
+            if gz.get_ref().len() >= part_bytes {
+                parts.push(std::mem::replace(&mut gz, new_part()).finish().unwrap());
+            }
+        }
+    }
+    gz.write_all(&batch).unwrap();
+    parts.push(gz.finish().unwrap());
+    parts
+}
