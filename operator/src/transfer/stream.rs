@@ -16,8 +16,23 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::transcode::{TranscodeError, Transcoder};
 
-/// Parts are cut when their compressed size reaches this.
+/// Parts are cut when their compressed size reaches this (unless [`PART_BYTES_ENV`] says otherwise).
 pub const PART_BYTES: usize = 16 << 20;
+/// Test and tuning knob: `TDRE_PART_BYTES=50000` cuts parts at 50 kB instead of [`PART_BYTES`], so a
+/// small result spreads over several parts (the fault and crash tests use it). Read once.
+pub const PART_BYTES_ENV: &str = "TDRE_PART_BYTES";
+
+/// The part size in force: [`PART_BYTES_ENV`] when set to a positive integer, else [`PART_BYTES`].
+pub fn part_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var(PART_BYTES_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(PART_BYTES)
+    })
+}
 /// Parts uploaded at once.
 pub const PARALLEL_UPLOADS: usize = 2;
 
@@ -76,9 +91,10 @@ where
     };
     let reader = SyncIoBridge::new(StreamReader::new(counting));
     let cut_progress = progress.clone();
+    let part_bytes = part_bytes();
     let cutter = tokio::task::spawn_blocking(move || -> Result<u64, TranscodeError> {
         let mut input = BufReader::with_capacity(1 << 16, MultiGzDecoder::new(reader));
-        let mut part = new_part();
+        let mut part = new_part(part_bytes);
         let mut parts = 0u64;
         let mut rows_in_part = 0u64;
         let send = |encoder: GzEncoder<Vec<u8>>, parts: &mut u64| -> Result<(), TranscodeError> {
@@ -93,8 +109,8 @@ where
         while transcoder.next_row(&mut input, &mut part)? {
             cut_progress.rows.store(transcoder.rows(), Ordering::Relaxed);
             rows_in_part += 1;
-            if part.get_ref().len() >= PART_BYTES {
-                send(std::mem::replace(&mut part, new_part()), &mut parts)?;
+            if part.get_ref().len() >= part_bytes {
+                send(std::mem::replace(&mut part, new_part(part_bytes)), &mut parts)?;
                 rows_in_part = 0;
             }
         }
@@ -148,9 +164,9 @@ where
     })
 }
 
-fn new_part() -> GzEncoder<Vec<u8>> {
+fn new_part(part_bytes: usize) -> GzEncoder<Vec<u8>> {
     GzEncoder::new(
-        Vec::with_capacity(PART_BYTES + (PART_BYTES >> 3)),
+        Vec::with_capacity(part_bytes + (part_bytes >> 3)),
         Compression::new(3),
     )
 }
