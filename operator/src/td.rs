@@ -139,8 +139,25 @@ impl TdClient {
         &self.base
     }
 
-    /// Sends `call` under the retry policy; returns the first successful response.
+    /// Sends `call` under the retry policy; returns the first successful response, whose body
+    /// is still to be read (a stream: a failure while reading it is the caller's to handle).
     async fn send(&self, call: &Call) -> TdResult<Response> {
+        self.retrying(call, |resp| async move { Ok::<_, reqwest::Error>(resp) })
+            .await
+    }
+
+    /// Sends `call` under the retry policy and reads the whole body. A body cut short counts as
+    /// an ambiguous failure of the call (the server acted; its answer was lost), retried as such.
+    async fn send_bytes(&self, call: &Call) -> TdResult<Bytes> {
+        self.retrying(call, |resp| resp.bytes()).await
+    }
+
+    /// The retry loop: one attempt is the request plus `finish` on a successful response.
+    async fn retrying<T, F, Fut>(&self, call: &Call, finish: F) -> TdResult<T>
+    where
+        F: Fn(Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T, reqwest::Error>>,
+    {
         let started = Instant::now();
         let mut retry = 0u32;
         loop {
@@ -157,31 +174,18 @@ impl TdClient {
                     .body(body.clone());
             }
             let (failure, error) = match req.send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) if resp.status().is_success() => match finish(resp).await {
+                    Ok(done) => return Ok(done),
+                    Err(e) => (Failure::Ambiguous, transport_error(call, retry, &e)),
+                },
                 Ok(resp) => {
                     let retry_after = retry_after(&resp);
                     let error = api_error(call.label(), resp).await;
                     let code = error.status().unwrap_or(500);
                     (Failure::Status { code, retry_after }, error)
                 }
-                Err(e) => {
-                    let connect = e.is_connect();
-                    let failure = if connect {
-                        Failure::Connect
-                    } else {
-                        Failure::Ambiguous
-                    };
-                    let reason = error_chain(&e);
-                    (
-                        failure,
-                        TdError::Transport {
-                            call: call.label(),
-                            attempts: retry + 1,
-                            reason,
-                            connect,
-                        },
-                    )
-                }
+                Err(e) if e.is_connect() => (Failure::Connect, transport_error(call, retry, &e)),
+                Err(e) => (Failure::Ambiguous, transport_error(call, retry, &e)),
             };
             match self
                 .policy
@@ -198,16 +202,9 @@ impl TdClient {
     }
 
     async fn json<T: DeserializeOwned>(&self, call: Call) -> TdResult<T> {
-        let label = call.label();
-        let resp = self.send(&call).await?;
-        let bytes = resp.bytes().await.map_err(|e| TdError::Transport {
-            call: label.clone(),
-            attempts: 1,
-            reason: error_chain(&e),
-            connect: false,
-        })?;
+        let bytes = self.send_bytes(&call).await?;
         serde_json::from_slice(&bytes).map_err(|e| TdError::Protocol {
-            call: label,
+            call: call.label(),
             detail: e.to_string(),
         })
     }
@@ -444,16 +441,8 @@ impl TdClient {
     /// The records a perform rejected (gzip'd msgpack; empty when none).
     pub async fn error_records(&self, session: &str) -> TdResult<Bytes> {
         let path = format!("/v3/bulk_import/error_records/{}", seg(session));
-        let label = format!("GET {path}");
-        let resp = self
-            .send(&Call::new(Method::GET, path, Safety::Repeatable))
-            .await?;
-        resp.bytes().await.map_err(|e| TdError::Transport {
-            call: label,
-            attempts: 1,
-            reason: error_chain(&e),
-            connect: false,
-        })
+        self.send_bytes(&Call::new(Method::GET, path, Safety::Repeatable))
+            .await
     }
 }
 
@@ -618,6 +607,15 @@ async fn api_error(call: String, resp: Response) -> TdError {
         status: status.as_u16(),
         message,
         conflicts_with,
+    }
+}
+
+fn transport_error(call: &Call, retry: u32, e: &reqwest::Error) -> TdError {
+    TdError::Transport {
+        call: call.label(),
+        attempts: retry + 1,
+        reason: error_chain(e),
+        connect: e.is_connect(),
     }
 }
 
