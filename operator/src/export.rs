@@ -5,8 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
-
 use crate::resolve::{Account, Endpoint, Source, TargetAccount, TdUrl};
 use crate::retry::RetryPolicy;
 use crate::source::{job_start_time, result_schema, wait_for_job, SourceError};
@@ -502,8 +500,7 @@ async fn stream_export(
         let (source, target, job_id) = (source.clone(), target.clone(), job.job_id.clone());
         let (columns, progress) = (columns.clone(), progress.clone());
         async move {
-            let resp = source.job_result(&job_id, "msgpack.gz").await?;
-            let body = resp.bytes_stream().map_err(std::io::Error::other);
+            let body = source.job_result(&job_id, "msgpack.gz").await?;
             let moved = pipe(
                 body,
                 Transcoder::new(&columns, fill),
