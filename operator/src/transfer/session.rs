@@ -50,6 +50,7 @@ where
     let mut acted = false;
     let mut count_before = None;
     let mut wait = POLL_FIRST;
+    let mut conflicts = 0u32;
     loop {
         let Some(session) = client.session(s.name).await? else {
             create(s).await?;
@@ -63,12 +64,12 @@ where
                     prune_parts(s, moved.parts).await?;
                     uploaded = Some(moved);
                 }
-                client.session_action(s.name, SessionAction::Freeze).await?;
+                transition(s, SessionAction::Freeze, &mut conflicts).await?;
                 acted = true;
             }
             ("uploading", true) => {
                 client.append_schema(s.database, s.table, schema).await?;
-                client.session_action(s.name, SessionAction::Perform).await?;
+                transition(s, SessionAction::Perform, &mut conflicts).await?;
                 acted = true;
             }
             ("ready", _) => {
@@ -81,7 +82,7 @@ where
                     });
                 }
                 count_before = table_count(s).await?;
-                client.session_action(s.name, SessionAction::Commit).await?;
+                transition(s, SessionAction::Commit, &mut conflicts).await?;
                 acted = true;
             }
             ("committed", _) => {
@@ -112,6 +113,31 @@ where
                     status: other.into(),
                 })
             }
+        }
+    }
+}
+
+/// Conflicts in a row after which a transition's 409 is taken as a real refusal.
+const MAX_CONFLICTS: u32 = 5;
+
+/// Sends a state transition. A 409 says the session is no longer in the state this run read:
+/// an attempt whose answer was lost (a cut body, a timeout) already moved it, or another run
+/// did. The caller reads the state again and carries on from there.
+async fn transition(
+    s: &SessionRef<'_>,
+    action: SessionAction,
+    conflicts: &mut u32,
+) -> Result<(), TransferError> {
+    match s.client.session_action(s.name, action).await {
+        Err(e) if e.is_status(409) && *conflicts < MAX_CONFLICTS => {
+            *conflicts += 1;
+            tracing::info!(session = s.name, ?action, error = %e, "the session moved on; reading its state again");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+        Ok(()) => {
+            *conflicts = 0;
+            Ok(())
         }
     }
 }
