@@ -54,6 +54,12 @@ impl TdError {
         self.status() == Some(code)
     }
 
+    /// Whether the call may have taken effect although it failed: it was sent, and its answer
+    /// was lost (reset, timeout, cut body).
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, TdError::Transport { connect: false, .. })
+    }
+
     /// Whether running the task again later may succeed (the retries were used up on a
     /// transient failure), as opposed to a failure that needs a fix.
     pub fn is_transient(&self) -> bool {

@@ -133,9 +133,7 @@ fn survives_each_kind_of_failure_on_every_endpoint(mode: &str) {
         let mut actions = each_kind_of_failure();
         if ep.name == "job result" {
             // A download cut deep inside the result, too.
-            actions.push(FaultAction::Truncate {
-                after_bytes: 150_000,
-            });
+            actions.push(FaultAction::Truncate { after_bytes: 150_000 });
         }
         let ids = fault_consecutive_calls(&fx, ep, actions);
         fx.run_spec(&fx.spec(mode, &table)).expect_code(0, &context);
@@ -143,7 +141,11 @@ fn survives_each_kind_of_failure_on_every_endpoint(mode: &str) {
         fx.td.faults().clear();
         fx.assert_rows(&table, &fx.expected, &context);
         assert!(!old.is_empty() || mode == "append");
-        assert!(fx.temp_tables().is_empty(), "{context}: temp tables left: {:?}", fx.temp_tables());
+        assert!(
+            fx.temp_tables().is_empty(),
+            "{context}: temp tables left: {:?}",
+            fx.temp_tables()
+        );
     }
 }
 
@@ -169,11 +171,10 @@ fn random_faults_on_every_call_leave_exactly_the_expected_rows() {
                 old_rows(&fx, &table);
             }
             let mut actions = each_kind_of_failure();
-            actions.push(FaultAction::Truncate {
-                after_bytes: 100_000,
-            });
+            actions.push(FaultAction::Truncate { after_bytes: 100_000 });
             for (k, action) in actions.into_iter().enumerate() {
-                let rule = FaultRule::new(None, "^/v3/", action).with_probability(0.04, seed * 100 + k as u64);
+                let rule =
+                    FaultRule::new(None, "^/v3/", action).with_probability(0.04, seed * 100 + k as u64);
                 fx.td.faults().add(rule).expect("fault rule accepted");
             }
             let outcome = fx.run_spec(&fx.spec(mode, &table));
@@ -196,7 +197,11 @@ fn exhausted_retries_exit_3_and_a_clean_rerun_writes_exactly_once() {
         ("append", "^/v3/bulk_import/upload_part/", status(503)),
         ("append", "^/v3/bulk_import/perform/", status(500)),
         ("append", "^/v3/bulk_import/commit/", FaultAction::Reset),
-        ("append", "^/v3/job/result/", FaultAction::Truncate { after_bytes: 5000 }),
+        (
+            "append",
+            "^/v3/job/result/",
+            FaultAction::Truncate { after_bytes: 5000 },
+        ),
         ("replace", "^/v3/table/rename/", status(503)),
         ("replace", "^/v3/bulk_import/commit/", status(502)),
         ("replace", "^/v3/table/update-schema/", FaultAction::Reset),

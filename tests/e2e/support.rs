@@ -123,7 +123,9 @@ impl LocalTd {
             .build()
             .expect("tokio runtime");
         let td = rt
-            .block_on(td_local::TdLocal::start(td_local::Config::new(dir.path().join("td"))))
+            .block_on(td_local::TdLocal::start(td_local::Config::new(
+                dir.path().join("td"),
+            )))
             .expect("td-local starts");
         LocalTd { td, rt, _dir: dir }
     }
@@ -252,12 +254,21 @@ fn write_sorted(v: &serde_json::Value) -> String {
             keys.sort();
             let fields: Vec<String> = keys
                 .into_iter()
-                .map(|k| format!("{}:{}", serde_json::Value::String(k.clone()), write_sorted(&map[k])))
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String(k.clone()),
+                        write_sorted(&map[k])
+                    )
+                })
                 .collect();
             format!("{{{}}}", fields.join(","))
         }
         serde_json::Value::Array(items) => {
-            format!("[{}]", items.iter().map(write_sorted).collect::<Vec<_>>().join(","))
+            format!(
+                "[{}]",
+                items.iter().map(write_sorted).collect::<Vec<_>>().join(",")
+            )
         }
         other => other.to_string(),
     }
@@ -294,7 +305,10 @@ pub fn canonical_rows(records: &[serde_json::Value]) -> Vec<String> {
 
 /// The same rows, each `times` times.
 pub fn repeated(rows: &[String], times: usize) -> Vec<String> {
-    let mut all: Vec<String> = rows.iter().flat_map(|r| std::iter::repeat_n(r.clone(), times)).collect();
+    let mut all: Vec<String> = rows
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(r.clone(), times))
+        .collect();
     all.sort_unstable();
     all
 }

@@ -187,11 +187,7 @@ where
     client.delete_table(database, &temp).await?;
     let loaded = load_temp(client, database, &temp, &session, schema, upload).await;
     let outcome = match loaded {
-        Ok(c) => client
-            .rename_table(database, &temp, table, true)
-            .await
-            .map(|()| c)
-            .map_err(TransferError::from),
+        Ok(c) => swap_in(client, database, &temp, table).await.map(|()| c),
         Err(e) => Err(e),
     };
     match outcome {
@@ -210,6 +206,26 @@ where
                 tracing::warn!(table = %temp, error = %cleanup, "could not drop the temp table");
             }
             Err(e)
+        }
+    }
+}
+
+/// Renames the loaded temp table over the target. `rename` cannot be sent again blindly, so
+/// when its answer is lost the tables tell what happened: the temp table gone means it was
+/// renamed; still there means it was not, and the rename is sent again.
+async fn swap_in(client: &TdClient, database: &str, temp: &str, table: &str) -> Result<(), TransferError> {
+    let mut tries = 0;
+    loop {
+        match client.rename_table(database, temp, table, true).await {
+            Err(e) if e.is_ambiguous() && tries < 3 => {
+                tries += 1;
+                if client.table(database, temp).await?.is_none() {
+                    tracing::info!(table = %temp, error = %e, "the rename's answer was lost, but it was done");
+                    return Ok(());
+                }
+                tracing::warn!(table = %temp, error = %e, "the rename's answer was lost and it was not done; renaming again");
+            }
+            other => return Ok(other?),
         }
     }
 }
