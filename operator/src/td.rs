@@ -634,6 +634,9 @@ pub struct Job {
     pub created_at: Option<String>,
     #[serde(default)]
     pub debug: Option<JobDebug>,
+    /// The latest result export started from this job (TD links each new one here).
+    #[serde(default, deserialize_with = "opt_id_string")]
+    pub linked_result_export_job_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -37,19 +37,38 @@ pub async fn export(
 ) -> Result<Job, SourceError> {
     let export_id = match recorded {
         Some(id) => id,
-        None => {
-            let form = match destination {
-                Destination::Url(url) => vec![("result", url.clone())],
-                Destination::Connection { id, settings } => {
-                    vec![
-                        ("result_connection_id", id.clone()),
-                        ("result_connection_settings", settings.clone()),
-                    ]
-                }
-            };
-            source.result_export(job_id, form).await?
-        }
+        None => submit(source, job_id, destination).await?,
     };
     on_submitted(&export_id);
     wait_for_job(source, &export_id, |_| {}).await
+}
+
+/// Starts the export. `result_export` cannot be sent again blindly (a second export appends the
+/// rows twice), so when its answer is lost the source job tells what happened: TD links a job
+/// to its latest export, and a link that changed during the call names the export it started.
+async fn submit(source: &TdClient, job_id: &str, destination: &Destination) -> Result<String, SourceError> {
+    let form = match destination {
+        Destination::Url(url) => vec![("result", url.clone())],
+        Destination::Connection { id, settings } => vec![
+            ("result_connection_id", id.clone()),
+            ("result_connection_settings", settings.clone()),
+        ],
+    };
+    let mut linked = source.job(job_id).await?.linked_result_export_job_id;
+    let mut tries = 0;
+    loop {
+        match source.result_export(job_id, form.clone()).await {
+            Err(e) if e.is_ambiguous() && tries < 3 => {
+                tries += 1;
+                let now = source.job(job_id).await?.linked_result_export_job_id;
+                if let Some(started) = now.clone().filter(|id| Some(id) != linked.as_ref()) {
+                    tracing::info!(export_job_id = %started, error = %e, "the export's answer was lost, but it started");
+                    return Ok(started);
+                }
+                tracing::warn!(error = %e, "the export's answer was lost and no export started; submitting again");
+                linked = now;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
