@@ -325,7 +325,8 @@ pub struct ExportFixture {
     pub job_id: String,
     /// Canonical rows of the source job's result, sorted.
     pub expected: Vec<String>,
-    /// `TDRE_PART_BYTES` for the runs: small, so the result spreads over several parts.
+    /// `TDRE_PART_BYTES` for the runs: small, so the result spreads over several parts. Deflate
+    /// emits its output in blocks of about 20 kB, so below that each block makes a part.
     pub part_bytes: usize,
 }
 
@@ -341,7 +342,7 @@ impl ExportFixture {
             sandbox: Sandbox::new(),
             job_id,
             expected: canonical_rows(&records),
-            part_bytes: 40_000,
+            part_bytes: 16_000,
         }
     }
 
