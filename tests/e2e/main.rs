@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `td-result-export` binary (and, as stages land, td-local over loopback).
 //! One test binary; one module per area.
 
+mod crash;
 mod faults;
 mod spec;
 mod support;

@@ -1,0 +1,264 @@
+//! The operator killed (SIGKILL) at random and at chosen points, then run again: the target
+//! always ends with exactly the expected rows (append: once; replace: exactly the new rows, no
+//! temp table left), and between the runs a replace's target holds the old rows or the new
+//! ones, never a mix. SIGTERM ends a run with exit 3, error class `Interrupted`.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use td_local::{FaultAction, FaultRule};
+
+use crate::support::{assert_valid_status, canonical_rows, source_records, ExportFixture, TARGET_DB};
+
+/// Rows of the source job: about ten parts at the fixture's part size.
+const ROWS: usize = 16_000;
+
+/// Rows unlike any of the source job's, to fill a target before a replace.
+fn fill_with_old_rows(fx: &ExportFixture, table: &str) -> Vec<String> {
+    let old: Vec<serde_json::Value> = source_records(40, 77)
+        .into_iter()
+        .map(|mut r| {
+            r["id"] = (r["id"].as_i64().unwrap() + 5_000_000).into();
+            r
+        })
+        .collect();
+    fx.td.insert_records(1, TARGET_DB, table, &old);
+    canonical_rows(&old)
+}
+
+fn spawn(fx: &ExportFixture, mode: &str, table: &str) -> Child {
+    fx.command_for(&fx.spec(mode, table))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the operator starts")
+}
+
+/// SIGKILL, and reap the process.
+fn kill(mut child: Child) {
+    let _ = child.kill();
+    child.wait().expect("the killed operator is reaped");
+}
+
+/// What a target may hold while no run is in progress: for append nothing or the rows once;
+/// for replace the old rows or the new ones, never a mix (the swap is atomic).
+fn assert_between_runs(fx: &ExportFixture, mode: &str, table: &str, before: &[String], context: &str) {
+    let rows = fx.rows_of(table);
+    let ok = rows == before || rows == fx.expected;
+    assert!(
+        ok,
+        "{context}: between runs the {mode} target holds {} row(s): neither what it held before ({}) \
+         nor exactly the new rows ({})",
+        rows.len(),
+        before.len(),
+        fx.expected.len()
+    );
+}
+
+/// After the final run: exactly the new rows, once; no temp table; an append that is run once
+/// more writes nothing.
+fn assert_done(fx: &ExportFixture, mode: &str, table: &str, context: &str) {
+    fx.assert_rows(table, &fx.expected, context);
+    assert!(
+        fx.temp_tables().is_empty(),
+        "{context}: temp tables left: {:?}",
+        fx.temp_tables()
+    );
+    if mode == "append" {
+        fx.run_spec(&fx.spec(mode, table))
+            .expect_code(0, &format!("{context}: one more run"));
+        assert_eq!(
+            fx.status()["export"]["already_done"],
+            true,
+            "{context}: one more run"
+        );
+        fx.assert_rows(table, &fx.expected, &format!("{context}: after one more run"));
+    }
+}
+
+/// How long a clean run takes here (and that it writes the rows), to spread kill points over.
+fn clean_run_time(fx: &ExportFixture) -> Duration {
+    let started = Instant::now();
+    fx.run_spec(&fx.spec("append", "calibration"))
+        .expect_code(0, "clean run");
+    let took = started.elapsed();
+    fx.assert_rows("calibration", &fx.expected, "clean run");
+    took
+}
+
+fn killed_at_random_points(mode: &str, seed: u64) {
+    let fx = ExportFixture::new(ROWS, seed);
+    let span = clean_run_time(&fx).mul_f64(1.2);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for round in 0..6 {
+        let table = format!("killed_{round}");
+        let before = match mode {
+            "replace" => fill_with_old_rows(&fx, &table),
+            _ => Vec::new(),
+        };
+        // Two kills in a row, so a run also resumes what a killed rerun left.
+        for kill_no in 0..2 {
+            let at = span.mul_f64(rng.random_range(0.0..1.0));
+            let context = format!("{mode}, round {round}, kill {kill_no} after {at:?}");
+            let child = spawn(&fx, mode, &table);
+            std::thread::sleep(at);
+            kill(child);
+            assert_between_runs(&fx, mode, &table, &before, &context);
+        }
+        let context = format!("{mode}, round {round}, rerun after two kills");
+        fx.run_spec(&fx.spec(mode, &table)).expect_code(0, &context);
+        assert_done(&fx, mode, &table, &context);
+    }
+}
+
+#[test]
+fn append_killed_at_random_points_and_rerun_writes_the_rows_exactly_once() {
+    killed_at_random_points("append", 11);
+}
+
+#[test]
+fn replace_killed_at_random_points_is_old_or_new_and_ends_with_exactly_the_new_rows() {
+    killed_at_random_points("replace", 12);
+}
+
+/// A call held by the server (a `Delay` fault) while the operator is killed: the kill lands
+/// exactly there. The held call may still be served after the client died, as a real server may.
+struct KillPoint {
+    mode: &'static str,
+    method: &'static str,
+    path: &'static str,
+    call: u64,
+}
+
+const fn at(mode: &'static str, method: &'static str, path: &'static str, call: u64) -> KillPoint {
+    KillPoint {
+        mode,
+        method,
+        path,
+        call,
+    }
+}
+
+const KILL_POINTS: &[KillPoint] = &[
+    at("append", "GET", "^/v3/job/result/", 1),
+    at("append", "PUT", "^/v3/bulk_import/upload_part/", 3),
+    at("append", "GET", "^/v3/bulk_import/list_parts/", 1),
+    at("append", "POST", "^/v3/bulk_import/freeze/", 1),
+    at("append", "POST", "^/v3/table/append-schema/", 1),
+    at("append", "POST", "^/v3/bulk_import/perform/", 1),
+    at("append", "POST", "^/v3/bulk_import/commit/", 1),
+    at("replace", "POST", "^/v3/table/update-schema/", 1),
+    at("replace", "PUT", "^/v3/bulk_import/upload_part/", 3),
+    at("replace", "POST", "^/v3/bulk_import/perform/", 1),
+    at("replace", "POST", "^/v3/bulk_import/commit/", 1),
+    at("replace", "POST", "^/v3/table/rename/", 1),
+    at("replace", "POST", "^/v3/bulk_import/delete/", 1),
+];
+
+/// How long the server holds the call the kill lands on.
+const HOLD: Duration = Duration::from_millis(600);
+
+/// Waits until rule `id` has fired (the held call has reached the server).
+fn wait_until_fired(fx: &ExportFixture, id: u64, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if fx.td.faults().rules().iter().any(|r| r.id == id && r.fired > 0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("{context}: the operator never made the call to hold");
+}
+
+#[test]
+fn killed_while_a_chosen_call_is_in_flight_then_rerun_ends_with_exactly_the_expected_rows() {
+    let fx = ExportFixture::new(ROWS, 13);
+    for (i, point) in KILL_POINTS.iter().enumerate() {
+        let table = format!("held_{i:02}");
+        let context = format!(
+            "{}, killed during call {} of {}",
+            point.mode, point.call, point.path
+        );
+        let before = match point.mode {
+            "replace" => fill_with_old_rows(&fx, &table),
+            _ => Vec::new(),
+        };
+        let hold = FaultAction::Delay {
+            millis: HOLD.as_millis() as u64,
+        };
+        let rule = FaultRule::new(Some(point.method), point.path, hold).on_calls(&[point.call]);
+        let id = fx.td.faults().add(rule).expect("fault rule accepted");
+        let child = spawn(&fx, point.mode, &table);
+        wait_until_fired(&fx, id, &context);
+        kill(child);
+        fx.td.faults().clear();
+        // Let the held call land (or be dropped) before anyone looks or reruns.
+        std::thread::sleep(HOLD + Duration::from_millis(300));
+        assert_between_runs(&fx, point.mode, &table, &before, &context);
+
+        fx.run_spec(&fx.spec(point.mode, &table))
+            .expect_code(0, &format!("{context}: rerun"));
+        assert_done(&fx, point.mode, &table, &format!("{context}: rerun"));
+    }
+}
+
+/// SIGTERM while parts upload: the run stops with exit 3, its status document says `failed`
+/// with error class `Interrupted` (and is valid), and a rerun writes the rows exactly once.
+#[test]
+fn sigterm_fails_the_run_as_interrupted_and_a_rerun_completes_exactly_once() {
+    let fx = ExportFixture::new(ROWS, 14);
+    for mode in ["append", "replace"] {
+        let table = format!("terminated_{mode}");
+        let context = format!("{mode}, SIGTERM during the upload");
+        let before = match mode {
+            "replace" => fill_with_old_rows(&fx, &table),
+            _ => Vec::new(),
+        };
+        let hold = FaultAction::Delay { millis: 400 };
+        let rule = FaultRule::new(Some("PUT"), "^/v3/bulk_import/upload_part/", hold).on_calls(&[2]);
+        let id = fx.td.faults().add(rule).expect("fault rule accepted");
+        let mut child = spawn(&fx, mode, &table);
+        wait_until_fired(&fx, id, &context);
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "{context}: SIGTERM not sent");
+        let status = wait_with_timeout(&mut child, Duration::from_secs(20), &context);
+        fx.td.faults().clear();
+        assert_eq!(status.code(), Some(3), "{context}: exit code");
+
+        let doc = fx.status();
+        assert_valid_status(&doc);
+        assert_eq!(doc["state"], "failed", "{context}: {doc:#}");
+        assert_eq!(doc["exit_code"], 3, "{context}");
+        assert_eq!(doc["error"]["class"], "Interrupted", "{context}: {doc:#}");
+        assert_eq!(doc["error"]["retryable"], true, "{context}");
+        assert!(
+            doc["error"]["message"].as_str().unwrap_or("").contains("SIGTERM"),
+            "{context}: {doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert_between_runs(&fx, mode, &table, &before, &context);
+
+        fx.run_spec(&fx.spec(mode, &table))
+            .expect_code(0, &format!("{context}: rerun"));
+        assert_eq!(fx.status()["state"], "success", "{context}: rerun");
+        assert_done(&fx, mode, &table, &format!("{context}: rerun"));
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration, context: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting on the operator") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{context}: the operator did not stop within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
