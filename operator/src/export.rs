@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 
+use crate::progress::{Display, Reporter};
 use crate::resolve::{Account, Endpoint, Source, TargetAccount, TdUrl};
 use crate::retry::RetryPolicy;
 use crate::source::{job_start_time, result_schema, wait_for_job, SourceError};
@@ -114,11 +115,12 @@ pub async fn run(
     plan: &ExportPlan,
     doc: Arc<Mutex<StatusDoc>>,
     file: &StatusFile,
+    display: Display,
 ) -> Result<(), ExportError> {
     let previous = file.previous();
     let mut attempt = 0u32;
     loop {
-        let result = run_once(plan, &doc, file, previous.as_ref()).await;
+        let result = run_once(plan, &doc, file, previous.as_ref(), display).await;
         let outcome = match &result {
             Ok(()) => "success".to_string(),
             Err(e) => format!("{}: {e}", e.class()),
@@ -156,6 +158,7 @@ async fn run_once(
     doc: &Arc<Mutex<StatusDoc>>,
     file: &StatusFile,
     previous: Option<&StatusDoc>,
+    display: Display,
 ) -> Result<(), ExportError> {
     let connected = connect(plan).await?;
     {
@@ -196,13 +199,7 @@ async fn run_once(
     write(file, doc);
 
     match plan.transfer {
-        Transfer::Stream => {
-            let target = connected
-                .target
-                .as_ref()
-                .expect("stream targets are resolved to an account");
-            stream_export(plan, &connected.source, target, &job, &key, doc, file).await
-        }
+        Transfer::Stream => stream_export(plan, &connected, &job, &key, doc, file, display).await,
         Transfer::Server => server_export(&connected, &job, doc, file, previous).await,
     }
 }
@@ -474,13 +471,18 @@ fn time_fill(
 
 async fn stream_export(
     plan: &ExportPlan,
-    source: &TdClient,
-    target: &TdClient,
+    connected: &Connected,
     job: &Job,
     key: &str,
     doc: &Arc<Mutex<StatusDoc>>,
     file: &StatusFile,
+    display: Display,
 ) -> Result<(), ExportError> {
+    let source = &connected.source;
+    let target = connected
+        .target
+        .as_ref()
+        .expect("stream targets are resolved to an account");
     let columns = map_columns(&result_schema(job)?);
     let (fill, time_source) = time_fill(&columns, plan.target.time, job)?;
     let schema = td_schema(&columns);
@@ -497,7 +499,17 @@ async fn stream_export(
     write(file, doc);
 
     let progress = Arc::new(Progress::default());
-    let watcher = tokio::spawn(watch_progress(progress.clone(), doc.clone(), file.clone()));
+    let reporter = Reporter::new(
+        display,
+        job.result_size.map(|n| n.max(0) as u64),
+        job.num_records.map(|n| n.max(0) as u64),
+    );
+    let watcher = tokio::spawn(watch_progress(
+        progress.clone(),
+        doc.clone(),
+        file.clone(),
+        reporter,
+    ));
     let upload = |session: String| {
         let (source, target, job_id) = (source.clone(), target.clone(), job.job_id.clone());
         let (columns, progress) = (columns.clone(), progress.clone());
@@ -540,18 +552,34 @@ fn record_written(doc: &Mutex<StatusDoc>, w: &Written) {
     d.export.verified = w.verified;
 }
 
-/// Copies the transfer's counters into the status document every second while it runs.
-async fn watch_progress(progress: Arc<Progress>, doc: Arc<Mutex<StatusDoc>>, file: StatusFile) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Copies the transfer's counters into the status document and the display while it runs.
+async fn watch_progress(
+    progress: Arc<Progress>,
+    doc: Arc<Mutex<StatusDoc>>,
+    file: StatusFile,
+    mut reporter: Reporter,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
-        {
-            let mut d = lock(&doc);
-            d.export.rows = progress.rows.load(Ordering::Relaxed);
-            d.export.bytes_in = progress.bytes_in.load(Ordering::Relaxed);
-            d.export.bytes_out = progress.bytes_out.load(Ordering::Relaxed);
+        let (rows, bytes_in, bytes_out) = (
+            progress.rows.load(Ordering::Relaxed),
+            progress.bytes_in.load(Ordering::Relaxed),
+            progress.bytes_out.load(Ordering::Relaxed),
+        );
+        reporter.update(rows, bytes_in, bytes_out);
+        ticks += 1;
+        // The document is rewritten once a second, the display four times.
+        if ticks % 4 == 0 {
+            {
+                let mut d = lock(&doc);
+                d.export.rows = rows;
+                d.export.bytes_in = bytes_in;
+                d.export.bytes_out = bytes_out;
+            }
+            write(&file, &doc);
         }
-        write(&file, &doc);
     }
 }
 
