@@ -3,3 +3,4 @@
 
 mod spec;
 mod support;
+mod treasure_boxes;
