@@ -118,14 +118,16 @@ pub async fn run(
     let previous = file.previous();
     let mut attempt = 0u32;
     loop {
+        let at = crate::status::now_rfc3339();
         let result = run_once(plan, &doc, file, previous.as_ref()).await;
-        let outcome = match &result {
-            Ok(()) => "success".to_string(),
-            Err(e) => format!("{}: {e}", e.class()),
+        let (outcome, message) = match &result {
+            Ok(()) => ("success".to_string(), None),
+            Err(e) => (e.class().to_string(), Some(e.to_string())),
         };
         lock(&doc).attempts.push(Attempt {
-            at: crate::status::now_rfc3339(),
+            at,
             outcome,
+            message,
         });
         match result {
             Err(e) if e.is_transient() && attempt < plan.retry.limit => {

@@ -79,7 +79,11 @@ impl From<&MappedColumn> for ColumnInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub at: String,
+    /// `success`, or the class of the error the attempt ended with.
     pub outcome: String,
+    /// The error message of a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The whole document.
@@ -92,11 +96,31 @@ pub struct StatusDoc {
     pub export_params: Value,
     pub subtask_config: Value,
     pub error: Option<ErrorInfo>,
+    /// `null` in the document until the target is known (an invalid spec never gets that far).
+    #[serde(with = "export_or_null")]
     pub export: ExportInfo,
     pub attempts: Vec<Attempt>,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub exit_code: Option<i32>,
+}
+
+/// `export` is written as `null` while its target is unknown, as the schema says, and read back
+/// as an empty [`ExportInfo`].
+mod export_or_null {
+    use super::ExportInfo;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(export: &ExportInfo, s: S) -> Result<S::Ok, S::Error> {
+        match export.target {
+            Some(_) => export.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ExportInfo, D::Error> {
+        Ok(Option::<ExportInfo>::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 pub fn now_rfc3339() -> String {
