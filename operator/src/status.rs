@@ -173,21 +173,28 @@ impl Default for StatusDoc {
 #[derive(Debug, Clone, Default)]
 pub struct StatusFile {
     path: Option<PathBuf>,
+    /// The document found there before this run wrote its own (read once, at [`StatusFile::new`]).
+    previous: Option<Box<StatusDoc>>,
 }
 
 impl StatusFile {
+    /// Reads the document an earlier run left at `path` now, before this run overwrites it.
     pub fn new(path: Option<PathBuf>) -> StatusFile {
-        StatusFile { path }
+        let previous = path
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .map(Box::new);
+        StatusFile { path, previous }
     }
 
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
-    /// The document an earlier run left, if any (used to resume a server export).
+    /// The document an earlier run left, if any (to resume its query job or server export).
     pub fn previous(&self) -> Option<StatusDoc> {
-        let text = std::fs::read_to_string(self.path.as_ref()?).ok()?;
-        serde_json::from_str(&text).ok()
+        self.previous.as_deref().cloned()
     }
 
     /// Writes `doc` atomically: a temp file in the same directory, then a rename.
