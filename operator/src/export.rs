@@ -244,6 +244,10 @@ async fn connect(plan: &ExportPlan) -> Result<Connected, ExportError> {
 
     let target_account = match &plan.target.account {
         TargetAccount::Known { account, .. } => Some(account.clone()),
+        // TD resolves a saved connection itself (by id): its key, masked in listings, is not needed.
+        TargetAccount::Connection { .. } if plan.transfer == Transfer::Server && !plan.target.legacy_mode => {
+            None
+        }
         TargetAccount::Connection {
             name,
             api_key,
@@ -309,12 +313,12 @@ async fn lookup_connection(
                     .into(),
         });
     };
-    let url = TdUrl::parse(&found.url).map_err(|problem| ExportError::Connection {
+    let (url_key, url_host) = TdUrl::parse_account(&found.url).map_err(|problem| ExportError::Connection {
         name: name.into(),
         problem,
     })?;
     let key = api_key
-        .or(url.api_key)
+        .or(url_key)
         .unwrap_or_else(|| source_account.api_key.clone());
     if key.expose().contains('*') {
         // The account masks keys in listings: the stream engine cannot write with it.
@@ -325,7 +329,7 @@ async fn lookup_connection(
                 .into(),
         });
     }
-    let endpoint = match (endpoint, url.host) {
+    let endpoint = match (endpoint, url_host) {
         (Some(e), _) => e,
         (None, Some(host)) => Endpoint::parse(&host, true)
             .map_err(|problem| ExportError::Connection {
@@ -365,6 +369,14 @@ async fn destination(
                 settings: settings.to_string(),
             });
         }
+    }
+    if let (None, None, Some(name)) = (&t.url, target, &connection) {
+        return Err(ExportError::Connection {
+            name: name.clone(),
+            problem: "not found on the source account (/v3/connections/lookup); save it there, \
+                      or define it in a connections file"
+                .into(),
+        });
     }
     // A td:// URL: the target's key and host (empty = the source account, as TD reads it).
     let (key, host) = match (&t.url, target) {
