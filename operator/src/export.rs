@@ -124,11 +124,7 @@ pub async fn run(
             Ok(()) => ("success".to_string(), None),
             Err(e) => (e.class().to_string(), Some(e.to_string())),
         };
-        lock(&doc).attempts.push(Attempt {
-            at,
-            outcome,
-            message,
-        });
+        lock(&doc).attempts.push(Attempt { at, outcome, message });
         match result {
             Err(e) if e.is_transient() && attempt < plan.retry.limit => {
                 attempt += 1;
@@ -313,10 +309,11 @@ async fn lookup_connection(
                     .into(),
         });
     };
-    let (url_key, url_host) = TdUrl::parse_account(&found.url).map_err(|problem| ExportError::Connection {
-        name: name.into(),
-        problem,
-    })?;
+    let (url_key, url_host) =
+        TdUrl::parse_account(&found.url).map_err(|problem| ExportError::Connection {
+            name: name.into(),
+            problem,
+        })?;
     let key = api_key
         .or(url_key)
         .unwrap_or_else(|| source_account.api_key.clone());
