@@ -96,7 +96,7 @@ pub fn fake_key(account: u32, seed: u8) -> String {
 
 // ---- e2e: a td-local in process and the binary run against it, with checks every run must pass ----
 
-/// The env var through which the schema knob shrinks every wait of the operator to milliseconds.
+/// The knob that turns every wait of the operator (retries, Retry-After, polling) into milliseconds.
 pub const FAST: (&str, &str) = ("TDRE_TIME_SCALE", "0.001");
 
 /// A td-local on loopback (port 0) with its data in a temp dir, served by a runtime of its own so
