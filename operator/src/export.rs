@@ -120,15 +120,13 @@ pub async fn run(
     let previous = file.previous();
     let mut attempt = 0u32;
     loop {
+        let at = crate::status::now_rfc3339();
         let result = run_once(plan, &doc, file, previous.as_ref(), display).await;
-        let outcome = match &result {
-            Ok(()) => "success".to_string(),
-            Err(e) => format!("{}: {e}", e.class()),
+        let (outcome, message) = match &result {
+            Ok(()) => ("success".to_string(), None),
+            Err(e) => (e.class().to_string(), Some(e.to_string())),
         };
-        lock(&doc).attempts.push(Attempt {
-            at: crate::status::now_rfc3339(),
-            outcome,
-        });
+        lock(&doc).attempts.push(Attempt { at, outcome, message });
         match result {
             Err(e) if e.is_transient() && attempt < plan.retry.limit => {
                 attempt += 1;
@@ -239,6 +237,10 @@ async fn connect(plan: &ExportPlan) -> Result<Connected, ExportError> {
 
     let target_account = match &plan.target.account {
         TargetAccount::Known { account, .. } => Some(account.clone()),
+        // TD resolves a saved connection itself (by id): its key, masked in listings, is not needed.
+        TargetAccount::Connection { .. } if plan.transfer == Transfer::Server && !plan.target.legacy_mode => {
+            None
+        }
         TargetAccount::Connection {
             name,
             api_key,
@@ -304,12 +306,13 @@ async fn lookup_connection(
                     .into(),
         });
     };
-    let url = TdUrl::parse(&found.url).map_err(|problem| ExportError::Connection {
-        name: name.into(),
-        problem,
-    })?;
+    let (url_key, url_host) =
+        TdUrl::parse_account(&found.url).map_err(|problem| ExportError::Connection {
+            name: name.into(),
+            problem,
+        })?;
     let key = api_key
-        .or(url.api_key)
+        .or(url_key)
         .unwrap_or_else(|| source_account.api_key.clone());
     if key.expose().contains('*') {
         // The account masks keys in listings: the stream engine cannot write with it.
@@ -320,7 +323,7 @@ async fn lookup_connection(
                 .into(),
         });
     }
-    let endpoint = match (endpoint, url.host) {
+    let endpoint = match (endpoint, url_host) {
         (Some(e), _) => e,
         (None, Some(host)) => Endpoint::parse(&host, true)
             .map_err(|problem| ExportError::Connection {
@@ -360,6 +363,14 @@ async fn destination(
                 settings: settings.to_string(),
             });
         }
+    }
+    if let (None, None, Some(name)) = (&t.url, target, &connection) {
+        return Err(ExportError::Connection {
+            name: name.clone(),
+            problem: "not found on the source account (/v3/connections/lookup); save it there, \
+                      or define it in a connections file"
+                .into(),
+        });
     }
     // A td:// URL: the target's key and host (empty = the source account, as TD reads it).
     let (key, host) = match (&t.url, target) {

@@ -1,6 +1,13 @@
-//! End-to-end tests: the real `td-result-export` binary (and, as stages land, td-local over loopback).
+//! End-to-end tests: the real `td-result-export` binary against td-local over loopback.
 //! One test binary; one module per area.
 
+mod columns;
+mod engines;
+mod examples;
+mod export;
+mod source;
 mod spec;
+mod status_doc;
 mod support;
+mod targets;
 mod treasure_boxes;

@@ -93,3 +93,429 @@ impl Sandbox {
 pub fn fake_key(account: u32, seed: u8) -> String {
     format!("{account}/{}", format!("{seed:02x}").repeat(20))
 }
+
+// ---- e2e: a td-local in process and the binary run against it, with checks every run must pass ----
+
+/// The knob that turns every wait of the operator (retries, Retry-After, polling) into milliseconds.
+pub const FAST: (&str, &str) = ("TDRE_TIME_SCALE", "0.001");
+
+/// A td-local on loopback (port 0) with its data in a temp dir, served by a runtime of its own so
+/// plain `#[test]` functions can run the binary against it; and a sandbox to run the binary in.
+///
+/// Accounts are numbered as td-local numbers them (1 and 2). Specs name the keys as secrets that
+/// every run receives through the environment: `${secret:source_key}` (account 1 master),
+/// `${secret:target_key}` (account 2 master), `${secret:target_wo_key}` (account 2 write-only).
+pub struct TdLocalRun {
+    // Field order is drop order: the server, then its runtime, then its data.
+    pub server: td_local::TdLocal,
+    pub rt: tokio::runtime::Runtime,
+    pub _data: tempfile::TempDir,
+    pub sandbox: Sandbox,
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// The status document it left (`Value::Null` when none was asked for or written).
+    pub status: serde_json::Value,
+}
+
+impl RunOutcome {
+    /// Panics with the run's output unless it exited with `code`.
+    pub fn expect_code(&self, code: i32) -> &RunOutcome {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}\nstatus: {:#}",
+            self.stdout, self.stderr, self.status
+        );
+        self
+    }
+
+    /// The error message of the status document (empty when there is none).
+    pub fn error_message(&self) -> &str {
+        self.status["error"]["message"].as_str().unwrap_or_default()
+    }
+}
+
+impl TdLocalRun {
+    pub fn start() -> TdLocalRun {
+        let data = tempfile::tempdir().expect("temp dir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let server = rt
+            .block_on(td_local::TdLocal::start(td_local::Config::new(
+                data.path().join("td"),
+            )))
+            .expect("td-local starts");
+        TdLocalRun {
+            server,
+            rt,
+            _data: data,
+            sandbox: Sandbox::new(),
+        }
+    }
+
+    /// `127.0.0.1:PORT`, for td:// URLs.
+    pub fn host(&self) -> String {
+        self.server.addr().to_string()
+    }
+
+    pub fn master(&self, account: i64) -> String {
+        self.account(account).master_key.clone()
+    }
+
+    pub fn write_only(&self, account: i64) -> String {
+        self.account(account).write_only_key.clone()
+    }
+
+    fn account(&self, id: i64) -> &td_local::Account {
+        self.server
+            .accounts()
+            .iter()
+            .find(|a| a.id == id)
+            .unwrap_or_else(|| panic!("td-local has no account {id}"))
+    }
+
+    /// Every key of every account: none may ever be printed or written into a status document.
+    pub fn keys(&self) -> Vec<String> {
+        self.server
+            .accounts()
+            .iter()
+            .flat_map(|a| [a.master_key.clone(), a.write_only_key.clone()])
+            .collect()
+    }
+
+    /// The spec lines for the source account: account 1 on this server, key from a secret.
+    pub fn source_yaml(&self) -> String {
+        format!(
+            "td: {{endpoint: 'http://{}', apikey: '${{secret:source_key}}'}}\n",
+            self.host()
+        )
+    }
+
+    /// A td:// URL into account 2 on this server with its master key: `db/table?query`.
+    pub fn target_url(&self, db_table_query: &str) -> String {
+        format!("td://${{secret:target_key}}@{}/{db_table_query}", self.host())
+    }
+
+    /// A client of the operator's library for `account`'s master key (test setup only).
+    pub fn client(&self, account: i64) -> td_result_export::td::TdClient {
+        td_result_export::td::TdClient::new(
+            td_result_export::td::http_client(),
+            &self.server.base_url(),
+            &self.master(account),
+            td_result_export::retry::RetryPolicy::default(),
+        )
+    }
+
+    /// Stores `records` (JSON maps, each with an integer `time`) in `db.table` of `account`,
+    /// creating both if missing.
+    pub fn insert(&self, account: i64, db: &str, table: &str, records: &[serde_json::Value]) {
+        let rows: Vec<td_local::records::Row> = records
+            .iter()
+            .map(|r| td_local::records::Row {
+                time: r["time"].as_i64().expect("records have an integer time"),
+                record: r.as_object().expect("records are maps").clone(),
+            })
+            .collect();
+        self.server
+            .store()
+            .write(|tx| {
+                td_local::store::ensure_database(tx, account, db)?;
+                let table_id = td_local::store::ensure_table(tx, account, db, table)?;
+                td_local::records::insert_rows(tx, table_id, &rows)
+            })
+            .expect("rows stored");
+    }
+
+    /// Creates `db` (empty) in `account`.
+    pub fn create_database(&self, account: i64, db: &str) {
+        self.server
+            .store()
+            .write(|tx| td_local::store::ensure_database(tx, account, db).map(drop))
+            .expect("database created");
+    }
+
+    /// Issues `sql` on `db` of `account` as a presto job without waiting; returns its id.
+    pub fn issue(&self, account: i64, db: &str, sql: &str) -> String {
+        let client = self.client(account);
+        self.rt
+            .block_on(client.issue_query("presto", db, sql, None))
+            .expect("query issued")
+    }
+
+    /// The job as TD shows it.
+    pub fn job(&self, account: i64, id: &str) -> td_result_export::td::Job {
+        let client = self.client(account);
+        self.rt.block_on(client.job(id)).expect("job shown")
+    }
+
+    /// Issues `sql` and waits until the job ended (any status); returns its id.
+    pub fn finished_job(&self, account: i64, db: &str, sql: &str) -> String {
+        let id = self.issue(account, db, sql);
+        for _ in 0..600 {
+            if self.job(account, &id).is_finished() {
+                return id;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("job {id} did not finish in 12 s")
+    }
+
+    /// Like [`TdLocalRun::finished_job`], but the job must have succeeded.
+    pub fn successful_job(&self, account: i64, db: &str, sql: &str) -> String {
+        let id = self.finished_job(account, db, sql);
+        let job = self.job(account, &id);
+        assert_eq!(job.status, "success", "job {id}: {:?}", job.debug);
+        id
+    }
+
+    /// The rows of `db.table` of `account` (each record with its `time`), sorted by their JSON
+    /// text; `None` when the table does not exist.
+    pub fn rows(&self, account: i64, db: &str, table: &str) -> Option<Vec<serde_json::Value>> {
+        self.server
+            .store()
+            .read(|conn| {
+                let Ok(table_id) = td_local::store::table_id(conn, account, db, table) else {
+                    return Ok(None);
+                };
+                let mut stmt = conn.prepare("SELECT time, record FROM records WHERE table_id = ?1")?;
+                let rows = stmt
+                    .query_map([table_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+                Ok(Some(rows))
+            })
+            .expect("rows read")
+            .map(|rows| {
+                let mut records: Vec<serde_json::Value> = rows
+                    .into_iter()
+                    .map(|(time, text)| {
+                        let mut record: serde_json::Value =
+                            serde_json::from_str(&text).expect("records are JSON");
+                        assert_eq!(record["time"], time, "a record's time and its time column differ");
+                        record["time"] = time.into();
+                        record
+                    })
+                    .collect();
+                sort_rows(&mut records);
+                records
+            })
+    }
+
+    /// The table's schema as stored: `[[name, type], …]`.
+    pub fn schema(&self, account: i64, db: &str, table: &str) -> serde_json::Value {
+        let text: String = self
+            .server
+            .store()
+            .read(|conn| {
+                let table_id = td_local::store::table_id(conn, account, db, table)?;
+                Ok(
+                    conn.query_row("SELECT schema FROM tables WHERE id = ?1", [table_id], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .expect("schema read");
+        serde_json::from_str(&text).expect("schemas are JSON")
+    }
+
+    /// The tables of `db` in `account`, sorted.
+    pub fn tables(&self, account: i64, db: &str) -> Vec<String> {
+        self.server
+            .store()
+            .read(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT t.name FROM tables t JOIN databases d ON d.id = t.database_id \
+                     WHERE d.account_id = ?1 AND d.name = ?2 ORDER BY t.name",
+                )?;
+                let names = stmt
+                    .query_map(rusqlite::params![account, db], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(names)
+            })
+            .expect("tables listed")
+    }
+
+    /// The request log since the last [`TdLocalRun::clear_requests`].
+    pub fn requests(&self) -> Vec<td_local::LoggedRequest> {
+        self.server.faults().requests()
+    }
+
+    pub fn clear_requests(&self) {
+        self.server.faults().clear_requests();
+    }
+
+    /// Logged requests of `method` whose path contains `path_part`.
+    pub fn requests_to(&self, method: &str, path_part: &str) -> Vec<td_local::LoggedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.contains(path_part))
+            .collect()
+    }
+
+    /// Adds a fault rule.
+    pub fn fault(&self, rule: td_local::FaultRule) -> u64 {
+        self.server.faults().add(rule).expect("valid fault rule")
+    }
+
+    /// A master-key POST to the API with a form body (for setup the library client lacks, such
+    /// as `/v3/result/create`); returns the status code and the JSON body.
+    pub fn post_form(&self, account: i64, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut stream = std::net::TcpStream::connect(self.server.addr()).expect("connect");
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: TD1 {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.host(),
+            self.master(account),
+            body.len()
+        )
+        .expect("request sent");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response read");
+        let (head, payload) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        (
+            status,
+            serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Saves a result destination (a connection) named `name` with `url` on `account`.
+    pub fn save_result(&self, account: i64, name: &str, url: &str) {
+        let (status, body) = self.post_form(account, &format!("/v3/result/create/{name}"), &[("url", url)]);
+        assert!(
+            (200..300).contains(&status),
+            "result/create answered {status}: {body}"
+        );
+    }
+
+    /// Writes `spec` as `spec.yml` in the sandbox and runs `run spec.yml --status status.json`
+    /// plus `args`, checked as [`TdLocalRun::run`] checks.
+    pub fn export(&self, spec: &str, args: &[&str]) -> RunOutcome {
+        self.sandbox.write("spec.yml", spec);
+        let mut all = vec!["run", "spec.yml", "--status", "status.json"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    /// Runs the binary in the sandbox with the keys as secrets in its environment and
+    /// `TDRE_TIME_SCALE=0.001`, and checks what every run must satisfy: no key of this server in
+    /// stdout, stderr or the status document; the status document (if any) valid against
+    /// `schema/status.schema.json` with the process's exit code in it.
+    pub fn run(&self, args: &[&str]) -> RunOutcome {
+        let out = self.command(args).output().expect("the binary runs");
+        let outcome = RunOutcome {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            status: read_status(&self.sandbox.path().join("status.json")),
+        };
+        check_outcome(&outcome, &self.keys());
+        outcome
+    }
+
+    /// The command [`TdLocalRun::run`] runs (to spawn it and signal it).
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(operator_bin());
+        cmd.env_clear()
+            .env("HOME", self.sandbox.path())
+            .current_dir(self.sandbox.path())
+            .env(FAST.0, FAST.1)
+            .env("SOURCE_KEY", self.master(1))
+            .env("TARGET_KEY", self.master(2))
+            .env("TARGET_WO_KEY", self.write_only(2))
+            .args(args);
+        cmd
+    }
+}
+
+/// The status document at `path`, or `Value::Null` when there is none.
+pub fn read_status(path: &Path) -> serde_json::Value {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).expect("the status document is JSON"),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// The checks every run passes: no key leaks; a status document that is valid and agrees with
+/// the exit code.
+pub fn check_outcome(outcome: &RunOutcome, keys: &[String]) {
+    let document = outcome.status.to_string();
+    for key in keys {
+        for (what, text) in [
+            ("stdout", outcome.stdout.as_str()),
+            ("stderr", &outcome.stderr),
+            ("the status document", &document),
+        ] {
+            assert!(
+                !text.contains(key.as_str()),
+                "an API key appears in {what}:\n{text}"
+            );
+        }
+    }
+    if !outcome.status.is_null() {
+        assert_valid_status(&outcome.status);
+        assert_eq!(
+            outcome.status["exit_code"], outcome.code,
+            "the status document's exit_code is the process's: {:#}",
+            outcome.status
+        );
+    }
+}
+
+/// Asserts that `doc` is valid against `schema/status.schema.json`, listing every violation.
+pub fn assert_valid_status(doc: &serde_json::Value) {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        let text =
+            std::fs::read_to_string(repo_root().join("schema/status.schema.json")).expect("schema file");
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the status schema compiles")
+    });
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the status document is not valid against schema/status.schema.json:\n{}\n{doc:#}",
+        errors.join("\n")
+    );
+}
+
+/// Sorts rows by their JSON text: canonical, as serde_json's default map keeps keys sorted.
+pub fn sort_rows(rows: &mut [serde_json::Value]) {
+    rows.sort_by_cached_key(|r| r.to_string());
+}
+
+/// The same rows, sorted as [`TdLocalRun::rows`] sorts them.
+pub fn sorted(mut rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    sort_rows(&mut rows);
+    rows
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
