@@ -1,141 +1,91 @@
-//! Every treasure box's task specs run end to end, unchanged, against td-local (`--local DIR`
-//! points their real TD hosts at it): the `td>` step is played by issuing the box's query.
+//! Every treasure box's task specs run end to end, unchanged, against td-local: `--local DIR`
+//! points their real TD hosts at it, and the workflow's `td>` step is played by issuing the box's
+//! query.
 
-use std::path::Path;
+use serde_json::{json, Value};
 
-use serde_json::Value;
-use td_local::{Config, TdLocal};
-
-use crate::support::{repo_root, Sandbox};
+use crate::support::{check_outcome, read_status, repo_root, sorted, RunOutcome, TdLocalRun};
 
 const BOX: &str = "treasure_boxes/account_to_account";
 
-/// Issues `sql` in `db` with `key` and waits for the job; returns its id.
-async fn run_query(td: &TdLocal, key: &str, db: &str, sql: &str) -> String {
-    let http = reqwest::Client::new();
-    let issued: Value = http
-        .post(format!("{}/v3/job/issue/presto/{db}", td.base_url()))
-        .header("Authorization", format!("TD1 {key}"))
-        .form(&[("query", sql)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = issued["job_id"].as_str().expect("job id").to_string();
-    for _ in 0..200 {
-        let job: Value = http
-            .get(format!("{}/v3/job/show/{id}", td.base_url()))
-            .header("Authorization", format!("TD1 {key}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        match job["status"].as_str() {
-            Some("success") => return id,
-            Some("error" | "killed") => panic!("query failed: {job}"),
-            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    }
-    panic!("query {id} did not finish");
-}
-
-/// The rows of `db.table` in `account` as (code, requests), sorted, read back through a query.
-async fn codes(data: &Path, account: usize, db: &str, table: &str) -> Vec<(i64, i64)> {
-    let td = TdLocal::start(Config::new(data)).await.unwrap();
-    let key = td.accounts()[account].master_key.clone();
-    let id = run_query(
-        &td,
-        &key,
-        db,
-        &format!("SELECT code, requests FROM {table} ORDER BY code, requests"),
-    )
-    .await;
-    let text = reqwest::Client::new()
-        .get(format!("{}/v3/job/result/{id}?format=json", td.base_url()))
-        .header("Authorization", format!("TD1 {key}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    td.shutdown().await;
-    text.lines()
-        .map(|l| serde_json::from_str::<(i64, i64)>(l).expect("[code, requests]"))
-        .collect()
-}
-
-/// Expected (code, requests) of the box's query, from the sample's generator.
-fn expected_codes() -> Vec<(i64, i64)> {
-    let mut counts = std::collections::BTreeMap::new();
-    for row in td_local::sample::www_access_rows() {
-        *counts.entry(row.record["code"].as_i64().unwrap()).or_insert(0i64) += 1;
-    }
-    counts.into_iter().collect()
-}
-
-/// Runs one task spec of the box with `--local data`, as the workflow's `sh>` would.
-fn export(sandbox: &Sandbox, data: &Path, task: &str, job_id: &str) -> std::process::Output {
+/// Runs one task spec of the box as the workflow's `sh>` would, with its secrets in the
+/// environment (`${secret:td.apikey}` → `TD_APIKEY`).
+fn export(td: &TdLocalRun, task: &str, job_id: &str) -> RunOutcome {
     let spec = repo_root().join(BOX).join(task);
-    sandbox
-        .cmd()
-        .arg("run")
-        .arg(&spec)
-        .arg("--local")
-        .arg(data)
+    let data = td.server.data_dir().to_str().expect("utf-8 path").to_string();
+    let out = td
+        .command(&[
+            "run",
+            spec.to_str().expect("utf-8 path"),
+            "--local",
+            &data,
+            "--status",
+            "status.json",
+        ])
         .args([
             "--param",
             &format!("td.last_job_id={job_id}"),
             "--param",
             "session_date=2014-10-03",
         ])
-        .arg("--secrets")
-        .arg(sandbox.path().join("secrets.yml"))
-        .env("TDRE_TIME_SCALE", "0.001")
+        .env("TD_APIKEY", td.master(1))
+        .env("ACCOUNT_B_APIKEY", td.master(2))
         .output()
-        .expect("runs")
+        .expect("the binary runs");
+    let outcome = RunOutcome {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: read_status(&td.sandbox.path().join("status.json")),
+    };
+    check_outcome(&outcome, &td.keys());
+    outcome
 }
 
-#[tokio::test]
-async fn account_to_account_box_appends_once_and_replaces_the_summary() {
-    let sandbox = Sandbox::new();
-    let data = sandbox.path().join("td-local");
-    // The workflow's `td>` step: the box's query in account A.
-    let td = TdLocal::start(Config::new(&data)).await.unwrap();
-    let (a, b) = (td.accounts()[0].clone(), td.accounts()[1].clone());
-    let sql = std::fs::read_to_string(repo_root().join(BOX).join("queries/daily_codes.sql")).unwrap();
-    let job_id = run_query(&td, &a.master_key, "sample_datasets", &sql).await;
-    td.shutdown().await;
-    sandbox.write(
-        "secrets.yml",
-        &format!(
-            "td:\n  apikey: \"{}\"\naccount_b:\n  apikey: \"{}\"\n",
-            a.master_key, b.master_key
-        ),
-    );
+/// The box's query result as rows keyed like the target table: code, requests, bytes, last_seen.
+fn expected_rows(job_start: i64) -> Vec<Value> {
+    let mut by_code: std::collections::BTreeMap<i64, (i64, i64, i64)> = Default::default();
+    for row in td_local::sample::www_access_rows() {
+        let entry = by_code.entry(row.record["code"].as_i64().unwrap()).or_default();
+        entry.0 += 1;
+        entry.1 += row.record["size"].as_i64().unwrap();
+        entry.2 = entry.2.max(row.time);
+    }
+    sorted(
+        by_code
+            .into_iter()
+            .map(|(code, (requests, bytes, last))| {
+                let last_seen = chrono::DateTime::from_timestamp(last, 0).unwrap().format("%Y-%m-%d %H:%M:%S").to_string();
+                json!({"code": code, "requests": requests, "bytes": bytes, "last_seen": last_seen, "time": job_start})
+            })
+            .collect(),
+    )
+}
 
+#[test]
+fn account_to_account_box_appends_once_and_replaces_the_summary() {
+    let td = TdLocalRun::start();
+    let sql = std::fs::read_to_string(repo_root().join(BOX).join("queries/daily_codes.sql")).unwrap();
+    let job_id = td.successful_job(1, "sample_datasets", &sql);
+    let job_start = td_result_export::source::job_start_time(&td.job(1, &job_id)).expect("start time");
+
+    // History twice (a rerun of the day), the summary once.
     for task in [
         "tasks/export_history.yml",
         "tasks/export_summary.yml",
         "tasks/export_history.yml",
     ] {
-        // No server runs in this process meanwhile: the binary starts its own on the data directory.
-        let out = export(&sandbox, &data, task, &job_id);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{task}: {stderr}");
-        for key in [&a.master_key, &b.master_key] {
-            assert!(
-                !stderr.contains(key.as_str())
-                    && !String::from_utf8_lossy(&out.stdout).contains(key.as_str())
-            );
-        }
+        export(&td, task, &job_id).expect_code(0);
     }
-    let expected = expected_codes();
-    // Appended once although the history task ran twice; the summary holds exactly the result.
-    assert_eq!(codes(&data, 1, "analytics", "daily_codes").await, expected);
-    assert_eq!(codes(&data, 1, "analytics", "latest_codes").await, expected);
+    let expected = expected_rows(job_start);
+    assert_eq!(
+        td.rows(2, "analytics", "daily_codes"),
+        Some(expected.clone()),
+        "appended exactly once"
+    );
+    assert_eq!(
+        td.rows(2, "analytics", "latest_codes"),
+        Some(expected),
+        "replaced with the result"
+    );
 }
