@@ -542,11 +542,8 @@ async fn stream_export(
     };
     let (db, table) = (plan.target.database.as_str(), plan.target.table.as_str());
     let written = match plan.target.mode {
-        Mode::Append => {
-            let s = session.clone();
-            transfer::append(target, db, table, &session, &schema, move || upload(s)).await
-        }
-        Mode::Replace => transfer::replace(target, db, table, key, &schema, move |s, _db| upload(s)).await,
+        Mode::Append => transfer::append(target, db, table, &session, &schema, upload).await,
+        Mode::Replace => transfer::replace(target, db, table, key, &schema, upload).await,
     };
     watcher.abort();
     let written = written?;
