@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use td_result_export::export::{self, ExportError};
+use td_result_export::progress::Display;
 use td_result_export::resolve::{Source, TargetAccount};
 use td_result_export::spec::{Environment, Inputs};
 use td_result_export::status::{StatusDoc, StatusFile};
@@ -205,11 +206,21 @@ fn prepare_and_export(
     })?;
     runtime.block_on(async {
         tokio::select! {
-            r = export::run(&plan, doc.clone(), file) => r,
+            r = export::run(&plan, doc.clone(), file, progress_display(cli)) => r,
             signal = interrupted() => Err(ExportError::Interrupted(signal)),
         }
     })?;
     Ok(Some(plan))
+}
+
+/// A bar on a terminal, plain lines otherwise; nothing when quiet or logging JSON.
+fn progress_display(cli: &Cli) -> Display {
+    use std::io::IsTerminal;
+    match (cli.quiet, cli.log_format) {
+        (true, _) | (_, LogFormat::Json) => Display::Off,
+        _ if std::io::stderr().is_terminal() => Display::Bar,
+        _ => Display::Lines,
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.

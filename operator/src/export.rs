@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::progress::{Display, Reporter};
 use crate::resolve::{Account, Endpoint, Source, TargetAccount, TdUrl};
 use crate::retry::RetryPolicy;
 use crate::source::{job_start_time, result_schema, wait_for_job, SourceError};
@@ -112,19 +113,18 @@ pub async fn run(
     plan: &ExportPlan,
     doc: Arc<Mutex<StatusDoc>>,
     file: &StatusFile,
+    display: Display,
 ) -> Result<(), ExportError> {
     let previous = file.previous();
     let mut attempt = 0u32;
     loop {
-        let result = run_once(plan, &doc, file, previous.as_ref()).await;
-        let outcome = match &result {
-            Ok(()) => "success".to_string(),
-            Err(e) => format!("{}: {e}", e.class()),
+        let at = crate::status::now_rfc3339();
+        let result = run_once(plan, &doc, file, previous.as_ref(), display).await;
+        let (outcome, message) = match &result {
+            Ok(()) => ("success".to_string(), None),
+            Err(e) => (e.class().to_string(), Some(e.to_string())),
         };
-        lock(&doc).attempts.push(Attempt {
-            at: crate::status::now_rfc3339(),
-            outcome,
-        });
+        lock(&doc).attempts.push(Attempt { at, outcome, message });
         match result {
             Err(e) if e.is_transient() && attempt < plan.retry.limit => {
                 attempt += 1;
@@ -154,6 +154,7 @@ async fn run_once(
     doc: &Arc<Mutex<StatusDoc>>,
     file: &StatusFile,
     previous: Option<&StatusDoc>,
+    display: Display,
 ) -> Result<(), ExportError> {
     let connected = connect(plan).await?;
     {
@@ -194,13 +195,7 @@ async fn run_once(
     write(file, doc);
 
     match plan.transfer {
-        Transfer::Stream => {
-            let target = connected
-                .target
-                .as_ref()
-                .expect("stream targets are resolved to an account");
-            stream_export(plan, &connected.source, target, &job, &key, doc, file).await
-        }
+        Transfer::Stream => stream_export(plan, &connected, &job, &key, doc, file, display).await,
         Transfer::Server => server_export(&connected, &job, doc, file, previous).await,
     }
 }
@@ -240,6 +235,10 @@ async fn connect(plan: &ExportPlan) -> Result<Connected, ExportError> {
 
     let target_account = match &plan.target.account {
         TargetAccount::Known { account, .. } => Some(account.clone()),
+        // TD resolves a saved connection itself (by id): its key, masked in listings, is not needed.
+        TargetAccount::Connection { .. } if plan.transfer == Transfer::Server && !plan.target.legacy_mode => {
+            None
+        }
         TargetAccount::Connection {
             name,
             api_key,
@@ -305,12 +304,13 @@ async fn lookup_connection(
                     .into(),
         });
     };
-    let url = TdUrl::parse(&found.url).map_err(|problem| ExportError::Connection {
-        name: name.into(),
-        problem,
-    })?;
+    let (url_key, url_host) =
+        TdUrl::parse_account(&found.url).map_err(|problem| ExportError::Connection {
+            name: name.into(),
+            problem,
+        })?;
     let key = api_key
-        .or(url.api_key)
+        .or(url_key)
         .unwrap_or_else(|| source_account.api_key.clone());
     if key.expose().contains('*') {
         // The account masks keys in listings: the stream engine cannot write with it.
@@ -321,7 +321,7 @@ async fn lookup_connection(
                 .into(),
         });
     }
-    let endpoint = match (endpoint, url.host) {
+    let endpoint = match (endpoint, url_host) {
         (Some(e), _) => e,
         (None, Some(host)) => Endpoint::parse(&host, true)
             .map_err(|problem| ExportError::Connection {
@@ -361,6 +361,14 @@ async fn destination(
                 settings: settings.to_string(),
             });
         }
+    }
+    if let (None, None, Some(name)) = (&t.url, target, &connection) {
+        return Err(ExportError::Connection {
+            name: name.clone(),
+            problem: "not found on the source account (/v3/connections/lookup); save it there, \
+                      or define it in a connections file"
+                .into(),
+        });
     }
     // A td:// URL: the target's key and host (empty = the source account, as TD reads it).
     let (key, host) = match (&t.url, target) {
@@ -472,13 +480,18 @@ fn time_fill(
 
 async fn stream_export(
     plan: &ExportPlan,
-    source: &TdClient,
-    target: &TdClient,
+    connected: &Connected,
     job: &Job,
     key: &str,
     doc: &Arc<Mutex<StatusDoc>>,
     file: &StatusFile,
+    display: Display,
 ) -> Result<(), ExportError> {
+    let source = &connected.source;
+    let target = connected
+        .target
+        .as_ref()
+        .expect("stream targets are resolved to an account");
     let columns = map_columns(&result_schema(job)?);
     let (fill, time_source) = time_fill(&columns, plan.target.time, job)?;
     let schema = td_schema(&columns);
@@ -495,7 +508,17 @@ async fn stream_export(
     write(file, doc);
 
     let progress = Arc::new(Progress::default());
-    let watcher = tokio::spawn(watch_progress(progress.clone(), doc.clone(), file.clone()));
+    let reporter = Reporter::new(
+        display,
+        job.result_size.map(|n| n.max(0) as u64),
+        job.num_records.map(|n| n.max(0) as u64),
+    );
+    let watcher = tokio::spawn(watch_progress(
+        progress.clone(),
+        doc.clone(),
+        file.clone(),
+        reporter,
+    ));
     let upload = |session: String| {
         let (source, target, job_id) = (source.clone(), target.clone(), job.job_id.clone());
         let (columns, progress) = (columns.clone(), progress.clone());
@@ -516,11 +539,8 @@ async fn stream_export(
     };
     let (db, table) = (plan.target.database.as_str(), plan.target.table.as_str());
     let written = match plan.target.mode {
-        Mode::Append => {
-            let s = session.clone();
-            transfer::append(target, db, table, &session, &schema, move || upload(s)).await
-        }
-        Mode::Replace => transfer::replace(target, db, table, key, &schema, move |s, _db| upload(s)).await,
+        Mode::Append => transfer::append(target, db, table, &session, &schema, upload).await,
+        Mode::Replace => transfer::replace(target, db, table, key, &schema, upload).await,
     };
     watcher.abort();
     let written = written?;
@@ -537,18 +557,34 @@ fn record_written(doc: &Mutex<StatusDoc>, w: &Written) {
     d.export.verified = w.verified;
 }
 
-/// Copies the transfer's counters into the status document every second while it runs.
-async fn watch_progress(progress: Arc<Progress>, doc: Arc<Mutex<StatusDoc>>, file: StatusFile) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Copies the transfer's counters into the status document and the display while it runs.
+async fn watch_progress(
+    progress: Arc<Progress>,
+    doc: Arc<Mutex<StatusDoc>>,
+    file: StatusFile,
+    mut reporter: Reporter,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
-        {
-            let mut d = lock(&doc);
-            d.export.rows = progress.rows.load(Ordering::Relaxed);
-            d.export.bytes_in = progress.bytes_in.load(Ordering::Relaxed);
-            d.export.bytes_out = progress.bytes_out.load(Ordering::Relaxed);
+        let (rows, bytes_in, bytes_out) = (
+            progress.rows.load(Ordering::Relaxed),
+            progress.bytes_in.load(Ordering::Relaxed),
+            progress.bytes_out.load(Ordering::Relaxed),
+        );
+        reporter.update(rows, bytes_in, bytes_out);
+        ticks += 1;
+        // The document is rewritten once a second, the display four times.
+        if ticks % 4 == 0 {
+            {
+                let mut d = lock(&doc);
+                d.export.rows = rows;
+                d.export.bytes_in = bytes_in;
+                d.export.bytes_out = bytes_out;
+            }
+            write(&file, &doc);
         }
-        write(&file, &doc);
     }
 }
 

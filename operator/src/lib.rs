@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod export;
+pub mod progress;
 pub mod resolve;
 pub mod retry;
 pub mod source;

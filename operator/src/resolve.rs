@@ -173,21 +173,38 @@ pub struct TdUrl {
     pub mode: Option<Mode>,
 }
 
+/// A td:// URL cut into (user, host, path, query) as TD cuts it.
+fn split_td_url(text: &str) -> Result<(&str, &str, &str, Option<&str>), String> {
+    let rest = text
+        .strip_prefix("td://")
+        .ok_or_else(|| "does not start with td://".to_string())?;
+    let (body, query) = match rest.rfind('?') {
+        Some(q) if q > rest.rfind('@').unwrap_or(0) => (&rest[..q], Some(&rest[q + 1..])),
+        _ => (rest, None),
+    };
+    // Keys contain `/` (`123/abc…`): the user part runs up to the LAST `@`.
+    let (user, location) = match body.rfind('@') {
+        Some(at) => (&body[..at], &body[at + 1..]),
+        None => ("", body),
+    };
+    let (host, path) = location.split_once('/').unwrap_or((location, ""));
+    Ok((user, host, path, query))
+}
+
 impl TdUrl {
+    /// The key and host of a td:// URL that need not name a table: a saved result's URL may
+    /// stop at the database (`td://KEY@host/db`), its settings naming the table.
+    pub fn parse_account(text: &str) -> Result<(Option<ApiKey>, Option<String>), String> {
+        let (user, host, _, _) = split_td_url(text)?;
+        let user = percent_decode_str(user).decode_utf8_lossy().into_owned();
+        Ok((
+            (!user.is_empty()).then(|| ApiKey::new(user)),
+            (!host.is_empty()).then(|| host.to_string()),
+        ))
+    }
+
     pub fn parse(text: &str) -> Result<TdUrl, String> {
-        let rest = text
-            .strip_prefix("td://")
-            .ok_or_else(|| "does not start with td://".to_string())?;
-        let (body, query) = match rest.rfind('?') {
-            Some(q) if q > rest.rfind('@').unwrap_or(0) => (&rest[..q], Some(&rest[q + 1..])),
-            _ => (rest, None),
-        };
-        // Keys contain `/` (`123/abc…`): the user part runs up to the LAST `@`.
-        let (user, location) = match body.rfind('@') {
-            Some(at) => (&body[..at], &body[at + 1..]),
-            None => ("", body),
-        };
-        let (host, path) = location.split_once('/').unwrap_or((location, ""));
+        let (user, host, path, query) = split_td_url(text)?;
         let segments: Vec<String> = path
             .split('/')
             .filter(|s| !s.is_empty())

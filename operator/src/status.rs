@@ -79,7 +79,11 @@ impl From<&MappedColumn> for ColumnInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub at: String,
+    /// `success`, or the class of the error the attempt ended with.
     pub outcome: String,
+    /// The error message of a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The whole document.
@@ -92,11 +96,31 @@ pub struct StatusDoc {
     pub export_params: Value,
     pub subtask_config: Value,
     pub error: Option<ErrorInfo>,
+    /// `null` in the document until the target is known (an invalid spec never gets that far).
+    #[serde(with = "export_or_null")]
     pub export: ExportInfo,
     pub attempts: Vec<Attempt>,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub exit_code: Option<i32>,
+}
+
+/// `export` is written as `null` while its target is unknown, as the schema says, and read back
+/// as an empty [`ExportInfo`].
+mod export_or_null {
+    use super::ExportInfo;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(export: &ExportInfo, s: S) -> Result<S::Ok, S::Error> {
+        match export.target {
+            Some(_) => export.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ExportInfo, D::Error> {
+        Ok(Option::<ExportInfo>::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 pub fn now_rfc3339() -> String {
@@ -149,21 +173,28 @@ impl Default for StatusDoc {
 #[derive(Debug, Clone, Default)]
 pub struct StatusFile {
     path: Option<PathBuf>,
+    /// The document found there before this run wrote its own (read once, at [`StatusFile::new`]).
+    previous: Option<Box<StatusDoc>>,
 }
 
 impl StatusFile {
+    /// Reads the document an earlier run left at `path` now, before this run overwrites it.
     pub fn new(path: Option<PathBuf>) -> StatusFile {
-        StatusFile { path }
+        let previous = path
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .map(Box::new);
+        StatusFile { path, previous }
     }
 
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
-    /// The document an earlier run left, if any (used to resume a server export).
+    /// The document an earlier run left, if any (to resume its query job or server export).
     pub fn previous(&self) -> Option<StatusDoc> {
-        let text = std::fs::read_to_string(self.path.as_ref()?).ok()?;
-        serde_json::from_str(&text).ok()
+        self.previous.as_deref().cloned()
     }
 
     /// Writes `doc` atomically: a temp file in the same directory, then a rename.

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use td_local::{FaultAction, FaultRule};
 
-use crate::support::{assert_valid_status, canonical_rows, source_records, ExportFixture, TARGET_DB};
+use crate::support::{assert_valid_status, sorted, source_records, ExportFixture, TARGET_DB};
 
 /// Rows of the source job: about ten parts at the fixture's part size.
 const ROWS: usize = 16_000;
 
 /// Rows unlike any of the source job's, to fill a target before a replace.
-fn fill_with_old_rows(fx: &ExportFixture, table: &str) -> Vec<String> {
+fn fill_with_old_rows(fx: &ExportFixture, table: &str) -> Vec<serde_json::Value> {
     let old: Vec<serde_json::Value> = source_records(40, 77)
         .into_iter()
         .map(|mut r| {
@@ -23,8 +23,8 @@ fn fill_with_old_rows(fx: &ExportFixture, table: &str) -> Vec<String> {
             r
         })
         .collect();
-    fx.td.insert_records(1, TARGET_DB, table, &old);
-    canonical_rows(&old)
+    fx.td.insert(2, TARGET_DB, table, &old);
+    sorted(old)
 }
 
 fn spawn(fx: &ExportFixture, mode: &str, table: &str) -> Child {
@@ -43,7 +43,13 @@ fn kill(mut child: Child) {
 
 /// What a target may hold while no run is in progress: for append nothing or the rows once;
 /// for replace the old rows or the new ones, never a mix (the swap is atomic).
-fn assert_between_runs(fx: &ExportFixture, mode: &str, table: &str, before: &[String], context: &str) {
+fn assert_between_runs(
+    fx: &ExportFixture,
+    mode: &str,
+    table: &str,
+    before: &[serde_json::Value],
+    context: &str,
+) {
     let rows = fx.rows_of(table);
     let ok = rows == before || rows == fx.expected;
     assert!(
@@ -67,7 +73,7 @@ fn assert_done(fx: &ExportFixture, mode: &str, table: &str, context: &str) {
     );
     if mode == "append" {
         fx.run_spec(&fx.spec(mode, table))
-            .expect_code(0, &format!("{context}: one more run"));
+            .expect_exit(0, &format!("{context}: one more run"));
         assert_eq!(
             fx.status()["export"]["already_done"],
             true,
@@ -81,7 +87,7 @@ fn assert_done(fx: &ExportFixture, mode: &str, table: &str, context: &str) {
 fn clean_run_time(fx: &ExportFixture) -> Duration {
     let started = Instant::now();
     fx.run_spec(&fx.spec("append", "calibration"))
-        .expect_code(0, "clean run");
+        .expect_exit(0, "clean run");
     let took = started.elapsed();
     fx.assert_rows("calibration", &fx.expected, "clean run");
     took
@@ -107,7 +113,7 @@ fn killed_at_random_points(mode: &str, seed: u64) {
             assert_between_runs(&fx, mode, &table, &before, &context);
         }
         let context = format!("{mode}, round {round}, rerun after two kills");
-        fx.run_spec(&fx.spec(mode, &table)).expect_code(0, &context);
+        fx.run_spec(&fx.spec(mode, &table)).expect_exit(0, &context);
         assert_done(&fx, mode, &table, &context);
     }
 }
@@ -163,7 +169,14 @@ const HOLD: Duration = Duration::from_millis(600);
 fn wait_until_fired(fx: &ExportFixture, id: u64, context: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if fx.td.faults().rules().iter().any(|r| r.id == id && r.fired > 0) {
+        if fx
+            .td
+            .server
+            .faults()
+            .rules()
+            .iter()
+            .any(|r| r.id == id && r.fired > 0)
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -188,17 +201,17 @@ fn killed_while_a_chosen_call_is_in_flight_then_rerun_ends_with_exactly_the_expe
             millis: HOLD.as_millis() as u64,
         };
         let rule = FaultRule::new(Some(point.method), point.path, hold).on_calls(&[point.call]);
-        let id = fx.td.faults().add(rule).expect("fault rule accepted");
+        let id = fx.td.server.faults().add(rule).expect("fault rule accepted");
         let child = spawn(&fx, point.mode, &table);
         wait_until_fired(&fx, id, &context);
         kill(child);
-        fx.td.faults().clear();
+        fx.td.server.faults().clear();
         // Let the held call land (or be dropped) before anyone looks or reruns.
         std::thread::sleep(HOLD + Duration::from_millis(300));
         assert_between_runs(&fx, point.mode, &table, &before, &context);
 
         fx.run_spec(&fx.spec(point.mode, &table))
-            .expect_code(0, &format!("{context}: rerun"));
+            .expect_exit(0, &format!("{context}: rerun"));
         assert_done(&fx, point.mode, &table, &format!("{context}: rerun"));
     }
 }
@@ -217,7 +230,7 @@ fn sigterm_fails_the_run_as_interrupted_and_a_rerun_completes_exactly_once() {
         };
         let hold = FaultAction::Delay { millis: 400 };
         let rule = FaultRule::new(Some("PUT"), "^/v3/bulk_import/upload_part/", hold).on_calls(&[2]);
-        let id = fx.td.faults().add(rule).expect("fault rule accepted");
+        let id = fx.td.server.faults().add(rule).expect("fault rule accepted");
         let mut child = spawn(&fx, mode, &table);
         wait_until_fired(&fx, id, &context);
         let sent = std::process::Command::new("kill")
@@ -226,7 +239,7 @@ fn sigterm_fails_the_run_as_interrupted_and_a_rerun_completes_exactly_once() {
             .expect("kill runs");
         assert!(sent.success(), "{context}: SIGTERM not sent");
         let status = wait_with_timeout(&mut child, Duration::from_secs(20), &context);
-        fx.td.faults().clear();
+        fx.td.server.faults().clear();
         assert_eq!(status.code(), Some(3), "{context}: exit code");
 
         let doc = fx.status();
@@ -243,7 +256,7 @@ fn sigterm_fails_the_run_as_interrupted_and_a_rerun_completes_exactly_once() {
         assert_between_runs(&fx, mode, &table, &before, &context);
 
         fx.run_spec(&fx.spec(mode, &table))
-            .expect_code(0, &format!("{context}: rerun"));
+            .expect_exit(0, &format!("{context}: rerun"));
         assert_eq!(fx.status()["state"], "success", "{context}: rerun");
         assert_done(&fx, mode, &table, &format!("{context}: rerun"));
     }

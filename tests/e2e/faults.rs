@@ -4,7 +4,7 @@
 
 use td_local::{FaultAction, FaultRule};
 
-use crate::support::{assert_valid_status, canonical_rows, source_records, ExportFixture};
+use crate::support::{assert_valid_status, sorted, source_records, ExportFixture};
 
 /// Rows of the source job: about 120 kB of gzip'd msgpack, six parts at the fixture's part size.
 const ROWS: usize = 12_000;
@@ -77,7 +77,7 @@ fn each_kind_of_failure() -> Vec<FaultAction> {
 }
 
 /// Rows unlike any the source job has, to fill a target before a replace.
-fn old_rows(fx: &ExportFixture, table: &str) -> Vec<String> {
+fn old_rows(fx: &ExportFixture, table: &str) -> Vec<serde_json::Value> {
     let old: Vec<serde_json::Value> = source_records(50, 99)
         .into_iter()
         .map(|mut r| {
@@ -85,8 +85,8 @@ fn old_rows(fx: &ExportFixture, table: &str) -> Vec<String> {
             r
         })
         .collect();
-    fx.td.insert_records(1, crate::support::TARGET_DB, table, &old);
-    canonical_rows(&old)
+    fx.td.insert(2, crate::support::TARGET_DB, table, &old);
+    sorted(old)
 }
 
 /// Puts `actions` on consecutive calls (1, 2, …) of `ep`; returns the rule ids.
@@ -96,14 +96,14 @@ fn fault_consecutive_calls(fx: &ExportFixture, ep: &Endpoint, actions: Vec<Fault
         .enumerate()
         .map(|(i, action)| {
             let rule = FaultRule::new(Some(ep.method), ep.path, action).on_calls(&[i as u64 + 1]);
-            fx.td.faults().add(rule).expect("fault rule accepted")
+            fx.td.server.faults().add(rule).expect("fault rule accepted")
         })
         .collect()
 }
 
 /// Panics unless every rule in `ids` fired: a fault that never fired proves nothing.
 fn assert_all_fired(fx: &ExportFixture, ids: &[u64], context: &str) {
-    for rule in fx.td.faults().rules() {
+    for rule in fx.td.server.faults().rules() {
         if ids.contains(&rule.id) {
             assert!(
                 rule.fired > 0,
@@ -136,9 +136,9 @@ fn survives_each_kind_of_failure_on_every_endpoint(mode: &str) {
             actions.push(FaultAction::Truncate { after_bytes: 150_000 });
         }
         let ids = fault_consecutive_calls(&fx, ep, actions);
-        fx.run_spec(&fx.spec(mode, &table)).expect_code(0, &context);
+        fx.run_spec(&fx.spec(mode, &table)).expect_exit(0, &context);
         assert_all_fired(&fx, &ids, &context);
-        fx.td.faults().clear();
+        fx.td.server.faults().clear();
         fx.assert_rows(&table, &fx.expected, &context);
         assert!(!old.is_empty() || mode == "append");
         assert!(
@@ -175,12 +175,12 @@ fn random_faults_on_every_call_leave_exactly_the_expected_rows() {
             for (k, action) in actions.into_iter().enumerate() {
                 let rule =
                     FaultRule::new(None, "^/v3/", action).with_probability(0.04, seed * 100 + k as u64);
-                fx.td.faults().add(rule).expect("fault rule accepted");
+                fx.td.server.faults().add(rule).expect("fault rule accepted");
             }
             let outcome = fx.run_spec(&fx.spec(mode, &table));
-            let fired: u64 = fx.td.faults().rules().iter().map(|r| r.fired).sum();
-            fx.td.faults().clear();
-            outcome.expect_code(0, &context);
+            let fired: u64 = fx.td.server.faults().rules().iter().map(|r| r.fired).sum();
+            fx.td.server.faults().clear();
+            outcome.expect_exit(0, &context);
             assert!(fired > 0, "{context}: no fault fired");
             fx.assert_rows(&table, &fx.expected, &context);
             assert!(fx.temp_tables().is_empty(), "{context}: temp tables left");
@@ -217,11 +217,12 @@ fn exhausted_retries_exit_3_and_a_clean_rerun_writes_exactly_once() {
         };
         let spec = fx.spec(mode, &table);
         fx.td
+            .server
             .faults()
             .add(FaultRule::new(None, path, action.clone()))
             .expect("fault rule accepted");
-        fx.run_spec(&spec).expect_code(3, &context);
-        fx.td.faults().clear();
+        fx.run_spec(&spec).expect_exit(3, &context);
+        fx.td.server.faults().clear();
         let status = fx.status();
         assert_valid_status(&status);
         assert_eq!(status["state"], "failed", "{context}");
@@ -229,12 +230,12 @@ fn exhausted_retries_exit_3_and_a_clean_rerun_writes_exactly_once() {
         assert_eq!(status["error"]["retryable"], true, "{context}");
         fx.assert_rows(&table, &old, &format!("{context}: after the failed run"));
 
-        fx.run_spec(&spec).expect_code(0, &format!("{context}: rerun"));
+        fx.run_spec(&spec).expect_exit(0, &format!("{context}: rerun"));
         fx.assert_rows(&table, &fx.expected, &format!("{context}: after the rerun"));
         assert!(fx.temp_tables().is_empty(), "{context}: temp tables left");
         if *mode == "append" {
             let again = fx.run_spec(&spec);
-            again.expect_code(0, &format!("{context}: third run"));
+            again.expect_exit(0, &format!("{context}: third run"));
             assert_eq!(fx.status()["export"]["already_done"], true, "{context}");
             fx.assert_rows(&table, &fx.expected, &format!("{context}: after the third run"));
         }
@@ -252,11 +253,11 @@ fn a_lost_answer_to_rename_neither_loses_nor_doubles_rows() {
         let context = format!("replace, {action} on rename");
         old_rows(&fx, &table);
         let rule = FaultRule::new(Some("POST"), "^/v3/table/rename/", action).on_calls(&[1]);
-        fx.td.faults().add(rule).expect("fault rule accepted");
+        fx.td.server.faults().add(rule).expect("fault rule accepted");
         let spec = fx.spec("replace", &table);
         let first = fx.run_spec(&spec);
-        fx.td.faults().clear();
-        first.expect_code(0, &context);
+        fx.td.server.faults().clear();
+        first.expect_exit(0, &context);
         fx.assert_rows(&table, &fx.expected, &context);
         assert!(fx.temp_tables().is_empty(), "{context}: temp tables left");
     }
@@ -267,7 +268,7 @@ fn a_lost_answer_to_rename_neither_loses_nor_doubles_rows() {
 #[test]
 fn a_lost_answer_to_result_export_does_not_export_twice() {
     let fx = ExportFixture::new(2_000, 5);
-    let expected = canonical_rows(&source_records(2_000, 5));
+    let expected = sorted(source_records(2_000, 5));
     assert_eq!(expected, fx.expected);
     for (i, action) in [FaultAction::Truncate { after_bytes: 5 }, FaultAction::Reset]
         .into_iter()
@@ -277,10 +278,10 @@ fn a_lost_answer_to_result_export_does_not_export_twice() {
         let context = format!("server engine append, {action} on result_export");
         let spec = fx.spec_with("append", &table, "transfer: server\n");
         let rule = FaultRule::new(Some("POST"), "^/v3/job/result_export/", action).on_calls(&[1]);
-        fx.td.faults().add(rule).expect("fault rule accepted");
+        fx.td.server.faults().add(rule).expect("fault rule accepted");
         let first = fx.run_spec(&spec);
-        fx.td.faults().clear();
-        first.expect_code(0, &context);
+        fx.td.server.faults().clear();
+        first.expect_exit(0, &context);
         // Let any second export job that was started by mistake finish writing.
         std::thread::sleep(std::time::Duration::from_millis(500));
         fx.assert_rows(&table, &expected, &context);

@@ -1,7 +1,15 @@
-//! End-to-end tests: the real `td-result-export` binary (and, as stages land, td-local over loopback).
+//! End-to-end tests: the real `td-result-export` binary against td-local over loopback.
 //! One test binary; one module per area.
 
+mod columns;
 mod crash;
+mod engines;
+mod examples;
+mod export;
 mod faults;
+mod source;
 mod spec;
+mod status_doc;
 mod support;
+mod targets;
+mod treasure_boxes;

@@ -94,73 +94,129 @@ pub fn fake_key(account: u32, seed: u8) -> String {
     format!("{account}/{}", format!("{seed:02x}").repeat(20))
 }
 
-// ---- td-local in process, a source job with many rows, the target's rows (faults, crash) ----
+// ---- e2e: a td-local in process and the binary run against it, with checks every run must pass ----
 
-/// The same binary as [`Sandbox::cmd`], as a plain `std::process::Command` (to spawn and kill).
-pub fn sandboxed_command(sandbox: &Sandbox) -> std::process::Command {
-    let mut cmd = std::process::Command::new(operator_bin());
-    cmd.env_clear()
-        .env("HOME", sandbox.path())
-        .current_dir(sandbox.path());
-    cmd
-}
+/// The knob that turns every wait of the operator (retries, Retry-After, polling) into milliseconds.
+pub const FAST: (&str, &str) = ("TDRE_TIME_SCALE", "0.001");
 
-/// A td-local serving on loopback (port 0) from a temp dir, on a runtime of its own, so plain
-/// `#[test]` functions can run the operator binary against it.
-pub struct LocalTd {
+/// A td-local on loopback (port 0) with its data in a temp dir, served by a runtime of its own so
+/// plain `#[test]` functions can run the binary against it; and a sandbox to run the binary in.
+///
+/// Accounts are numbered as td-local numbers them (1 and 2). Specs name the keys as secrets that
+/// every run receives through the environment: `${secret:source_key}` (account 1 master),
+/// `${secret:target_key}` (account 2 master), `${secret:target_wo_key}` (account 2 write-only).
+pub struct TdLocalRun {
     // Field order is drop order: the server, then its runtime, then its data.
-    pub td: td_local::TdLocal,
+    pub server: td_local::TdLocal,
     pub rt: tokio::runtime::Runtime,
-    pub _dir: tempfile::TempDir,
+    pub _data: tempfile::TempDir,
+    pub sandbox: Sandbox,
 }
 
-impl LocalTd {
-    pub fn start() -> LocalTd {
-        let dir = tempfile::tempdir().expect("temp dir");
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// The status document it left (`Value::Null` when none was asked for or written).
+    pub status: serde_json::Value,
+}
+
+impl RunOutcome {
+    /// Panics with the run's output unless it exited with `code`.
+    pub fn expect_code(&self, code: i32) -> &RunOutcome {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}\nstatus: {:#}",
+            self.stdout, self.stderr, self.status
+        );
+        self
+    }
+
+    /// The error message of the status document (empty when there is none).
+    pub fn error_message(&self) -> &str {
+        self.status["error"]["message"].as_str().unwrap_or_default()
+    }
+}
+
+impl TdLocalRun {
+    pub fn start() -> TdLocalRun {
+        let data = tempfile::tempdir().expect("temp dir");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let td = rt
+        let server = rt
             .block_on(td_local::TdLocal::start(td_local::Config::new(
-                dir.path().join("td"),
+                data.path().join("td"),
             )))
             .expect("td-local starts");
-        LocalTd { td, rt, _dir: dir }
+        TdLocalRun {
+            server,
+            rt,
+            _data: data,
+            sandbox: Sandbox::new(),
+        }
     }
 
-    pub fn base_url(&self) -> String {
-        self.td.base_url()
+    /// `127.0.0.1:PORT`, for td:// URLs.
+    pub fn host(&self) -> String {
+        self.server.addr().to_string()
     }
 
-    /// The master key of account `n` (0-based).
-    pub fn master_key(&self, n: usize) -> String {
-        self.td.accounts()[n].master_key.clone()
+    pub fn master(&self, account: i64) -> String {
+        self.account(account).master_key.clone()
     }
 
-    pub fn account_id(&self, n: usize) -> i64 {
-        self.td.accounts()[n].id
+    pub fn write_only(&self, account: i64) -> String {
+        self.account(account).write_only_key.clone()
     }
 
-    pub fn faults(&self) -> &td_local::Faults {
-        self.td.faults()
+    fn account(&self, id: i64) -> &td_local::Account {
+        self.server
+            .accounts()
+            .iter()
+            .find(|a| a.id == id)
+            .unwrap_or_else(|| panic!("td-local has no account {id}"))
     }
 
-    /// A client of the operator's library for account `n`, with the default retry policy.
-    pub fn client(&self, n: usize) -> td_result_export::td::TdClient {
+    /// Every key of every account: none may ever be printed or written into a status document.
+    pub fn keys(&self) -> Vec<String> {
+        self.server
+            .accounts()
+            .iter()
+            .flat_map(|a| [a.master_key.clone(), a.write_only_key.clone()])
+            .collect()
+    }
+
+    /// The spec lines for the source account: account 1 on this server, key from a secret.
+    pub fn source_yaml(&self) -> String {
+        format!(
+            "td: {{endpoint: 'http://{}', apikey: '${{secret:source_key}}'}}\n",
+            self.host()
+        )
+    }
+
+    /// A td:// URL into account 2 on this server with its master key: `db/table?query`.
+    pub fn target_url(&self, db_table_query: &str) -> String {
+        format!("td://${{secret:target_key}}@{}/{db_table_query}", self.host())
+    }
+
+    /// A client of the operator's library for `account`'s master key (test setup only).
+    pub fn client(&self, account: i64) -> td_result_export::td::TdClient {
         td_result_export::td::TdClient::new(
             td_result_export::td::http_client(),
-            &self.base_url(),
-            &self.master_key(n),
+            &self.server.base_url(),
+            &self.master(account),
             td_result_export::retry::RetryPolicy::default(),
         )
     }
 
-    /// Appends `records` (JSON maps, each with an integer `time`) to `db.table` of account `n`,
+    /// Stores `records` (JSON maps, each with an integer `time`) in `db.table` of `account`,
     /// creating both if missing.
-    pub fn insert_records(&self, n: usize, db: &str, table: &str, records: &[serde_json::Value]) {
-        let account = self.account_id(n);
+    pub fn insert(&self, account: i64, db: &str, table: &str, records: &[serde_json::Value]) {
         let rows: Vec<td_local::records::Row> = records
             .iter()
             .map(|r| td_local::records::Row {
@@ -168,64 +224,110 @@ impl LocalTd {
                 record: r.as_object().expect("records are maps").clone(),
             })
             .collect();
-        self.td
+        self.server
             .store()
             .write(|tx| {
                 td_local::store::ensure_database(tx, account, db)?;
                 let table_id = td_local::store::ensure_table(tx, account, db, table)?;
                 td_local::records::insert_rows(tx, table_id, &rows)
             })
-            .expect("rows inserted");
+            .expect("rows stored");
     }
 
-    /// Runs `sql` on `db` of account `n` as a presto job and waits for its success; returns its id.
-    pub fn finished_query(&self, n: usize, db: &str, sql: &str) -> String {
-        let client = self.client(n);
-        self.rt.block_on(async {
-            let id = client
-                .issue_query("presto", db, sql, None)
-                .await
-                .expect("query issued");
-            for _ in 0..600 {
-                let job = client.job(&id).await.expect("job shown");
-                match job.status.as_str() {
-                    "success" => return id,
-                    "error" | "killed" => panic!("query job {id} ended {}: {:?}", job.status, job.debug),
-                    _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-                }
+    /// Creates `db` (empty) in `account`.
+    pub fn create_database(&self, account: i64, db: &str) {
+        self.server
+            .store()
+            .write(|tx| td_local::store::ensure_database(tx, account, db).map(drop))
+            .expect("database created");
+    }
+
+    /// Issues `sql` on `db` of `account` as a presto job without waiting; returns its id.
+    pub fn issue(&self, account: i64, db: &str, sql: &str) -> String {
+        let client = self.client(account);
+        self.rt
+            .block_on(client.issue_query("presto", db, sql, None))
+            .expect("query issued")
+    }
+
+    /// The job as TD shows it.
+    pub fn job(&self, account: i64, id: &str) -> td_result_export::td::Job {
+        let client = self.client(account);
+        self.rt.block_on(client.job(id)).expect("job shown")
+    }
+
+    /// Issues `sql` and waits until the job ended (any status); returns its id.
+    pub fn finished_job(&self, account: i64, db: &str, sql: &str) -> String {
+        let id = self.issue(account, db, sql);
+        for _ in 0..600 {
+            if self.job(account, &id).is_finished() {
+                return id;
             }
-            panic!("query job {id} did not finish in 30 s")
-        })
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("job {id} did not finish in 12 s")
     }
 
-    /// The rows of `db.table` of account `n` as canonical JSON texts (keys sorted), sorted, so
-    /// two tables compare as multisets; `None` when the table does not exist.
-    pub fn table_rows(&self, n: usize, db: &str, table: &str) -> Option<Vec<String>> {
-        let account = self.account_id(n);
-        self.td
+    /// Like [`TdLocalRun::finished_job`], but the job must have succeeded.
+    pub fn successful_job(&self, account: i64, db: &str, sql: &str) -> String {
+        let id = self.finished_job(account, db, sql);
+        let job = self.job(account, &id);
+        assert_eq!(job.status, "success", "job {id}: {:?}", job.debug);
+        id
+    }
+
+    /// The rows of `db.table` of `account` (each record with its `time`), sorted by their JSON
+    /// text; `None` when the table does not exist.
+    pub fn rows(&self, account: i64, db: &str, table: &str) -> Option<Vec<serde_json::Value>> {
+        self.server
             .store()
             .read(|conn| {
                 let Ok(table_id) = td_local::store::table_id(conn, account, db, table) else {
                     return Ok(None);
                 };
-                let mut stmt = conn.prepare("SELECT record FROM records WHERE table_id = ?1")?;
-                let texts = stmt
-                    .query_map([table_id], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()?;
-                Ok(Some(texts))
+                let mut stmt = conn.prepare("SELECT time, record FROM records WHERE table_id = ?1")?;
+                let rows = stmt
+                    .query_map([table_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+                Ok(Some(rows))
             })
             .expect("rows read")
-            .map(|texts| {
-                let mut rows: Vec<String> = texts.iter().map(|t| canonical_json(t)).collect();
-                rows.sort_unstable();
-                rows
+            .map(|rows| {
+                let mut records: Vec<serde_json::Value> = rows
+                    .into_iter()
+                    .map(|(time, text)| {
+                        let mut record: serde_json::Value =
+                            serde_json::from_str(&text).expect("records are JSON");
+                        assert_eq!(record["time"], time, "a record's time and its time column differ");
+                        record["time"] = time.into();
+                        record
+                    })
+                    .collect();
+                sort_rows(&mut records);
+                records
             })
     }
 
-    /// The names of the tables in `db` of account `n`, sorted.
-    pub fn table_names(&self, n: usize, db: &str) -> Vec<String> {
-        let account = self.account_id(n);
-        self.td
+    /// The table's schema as stored: `[[name, type], …]`.
+    pub fn schema(&self, account: i64, db: &str, table: &str) -> serde_json::Value {
+        let text: String = self
+            .server
+            .store()
+            .read(|conn| {
+                let table_id = td_local::store::table_id(conn, account, db, table)?;
+                Ok(
+                    conn.query_row("SELECT schema FROM tables WHERE id = ?1", [table_id], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .expect("schema read");
+        serde_json::from_str(&text).expect("schemas are JSON")
+    }
+
+    /// The tables of `db` in `account`, sorted.
+    pub fn tables(&self, account: i64, db: &str) -> Vec<String> {
+        self.server
             .store()
             .read(|conn| {
                 let mut stmt = conn.prepare(
@@ -239,43 +341,192 @@ impl LocalTd {
             })
             .expect("tables listed")
     }
-}
 
-/// A JSON text re-serialized with its object keys sorted (whatever map order serde_json keeps).
-pub fn canonical_json(text: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(text).expect("stored records are JSON");
-    write_sorted(&value)
-}
+    /// The request log since the last [`TdLocalRun::clear_requests`].
+    pub fn requests(&self) -> Vec<td_local::LoggedRequest> {
+        self.server.faults().requests()
+    }
 
-fn write_sorted(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        serde_json::Value::String(k.clone()),
-                        write_sorted(&map[k])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        serde_json::Value::Array(items) => {
-            format!(
-                "[{}]",
-                items.iter().map(write_sorted).collect::<Vec<_>>().join(",")
-            )
-        }
-        other => other.to_string(),
+    pub fn clear_requests(&self) {
+        self.server.faults().clear_requests();
+    }
+
+    /// Logged requests of `method` whose path contains `path_part`.
+    pub fn requests_to(&self, method: &str, path_part: &str) -> Vec<td_local::LoggedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.contains(path_part))
+            .collect()
+    }
+
+    /// Adds a fault rule.
+    pub fn fault(&self, rule: td_local::FaultRule) -> u64 {
+        self.server.faults().add(rule).expect("valid fault rule")
+    }
+
+    /// A master-key POST to the API with a form body (for setup the library client lacks, such
+    /// as `/v3/result/create`); returns the status code and the JSON body.
+    pub fn post_form(&self, account: i64, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut stream = std::net::TcpStream::connect(self.server.addr()).expect("connect");
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: TD1 {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.host(),
+            self.master(account),
+            body.len()
+        )
+        .expect("request sent");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response read");
+        let (head, payload) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        (
+            status,
+            serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Saves a result destination (a connection) named `name` with `url` on `account`.
+    pub fn save_result(&self, account: i64, name: &str, url: &str) {
+        let (status, body) = self.post_form(account, &format!("/v3/result/create/{name}"), &[("url", url)]);
+        assert!(
+            (200..300).contains(&status),
+            "result/create answered {status}: {body}"
+        );
+    }
+
+    /// Writes `spec` as `spec.yml` in the sandbox and runs `run spec.yml --status status.json`
+    /// plus `args`, checked as [`TdLocalRun::run`] checks.
+    pub fn export(&self, spec: &str, args: &[&str]) -> RunOutcome {
+        self.sandbox.write("spec.yml", spec);
+        let mut all = vec!["run", "spec.yml", "--status", "status.json"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    /// Runs the binary in the sandbox with the keys as secrets in its environment and
+    /// `TDRE_TIME_SCALE=0.001`, and checks what every run must satisfy: no key of this server in
+    /// stdout, stderr or the status document; the status document (if any) valid against
+    /// `schema/status.schema.json` with the process's exit code in it.
+    pub fn run(&self, args: &[&str]) -> RunOutcome {
+        let out = self.command(args).output().expect("the binary runs");
+        let outcome = RunOutcome {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            status: read_status(&self.sandbox.path().join("status.json")),
+        };
+        check_outcome(&outcome, &self.keys());
+        outcome
+    }
+
+    /// The command [`TdLocalRun::run`] runs (to spawn it and signal it).
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(operator_bin());
+        cmd.env_clear()
+            .env("HOME", self.sandbox.path())
+            .current_dir(self.sandbox.path())
+            .env(FAST.0, FAST.1)
+            .env("SOURCE_KEY", self.master(1))
+            .env("TARGET_KEY", self.master(2))
+            .env("TARGET_WO_KEY", self.write_only(2))
+            .args(args);
+        cmd
     }
 }
 
+/// The status document at `path`, or `Value::Null` when there is none.
+pub fn read_status(path: &Path) -> serde_json::Value {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).expect("the status document is JSON"),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// The checks every run passes: no key leaks; a status document that is valid and agrees with
+/// the exit code.
+pub fn check_outcome(outcome: &RunOutcome, keys: &[String]) {
+    let document = outcome.status.to_string();
+    for key in keys {
+        for (what, text) in [
+            ("stdout", outcome.stdout.as_str()),
+            ("stderr", &outcome.stderr),
+            ("the status document", &document),
+        ] {
+            assert!(
+                !text.contains(key.as_str()),
+                "an API key appears in {what}:\n{text}"
+            );
+        }
+    }
+    if !outcome.status.is_null() {
+        assert_valid_status(&outcome.status);
+        assert_eq!(
+            outcome.status["exit_code"], outcome.code,
+            "the status document's exit_code is the process's: {:#}",
+            outcome.status
+        );
+    }
+}
+
+/// Asserts that `doc` is valid against `schema/status.schema.json`, listing every violation.
+pub fn assert_valid_status(doc: &serde_json::Value) {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        let text =
+            std::fs::read_to_string(repo_root().join("schema/status.schema.json")).expect("schema file");
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the status schema compiles")
+    });
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the status document is not valid against schema/status.schema.json:\n{}\n{doc:#}",
+        errors.join("\n")
+    );
+}
+
+/// Sorts rows by their JSON text: canonical, as serde_json's default map keeps keys sorted.
+pub fn sort_rows(rows: &mut [serde_json::Value]) {
+    rows.sort_by_cached_key(|r| r.to_string());
+}
+
+/// The same rows, sorted as [`TdLocalRun::rows`] sorts them.
+pub fn sorted(mut rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    sort_rows(&mut rows);
+    rows
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ---- faults and crashes: one source job with many rows, exported again and again ----
+
+/// The database [`ExportFixture`] writes into (account 2).
+pub const TARGET_DB: &str = "dstdb";
+
 /// `n` deterministic source records (`id`, `name`, `score`, `time`), varied enough that their
-/// gzip'd msgpack takes some room.
+/// gzip'd msgpack takes some room (about 10 bytes a row).
 pub fn source_records(n: usize, seed: u64) -> Vec<serde_json::Value> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -295,198 +546,119 @@ pub fn source_records(n: usize, seed: u64) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Canonical texts of records, sorted: what [`LocalTd::table_rows`] returns for a table that
-/// holds exactly these records.
-pub fn canonical_rows(records: &[serde_json::Value]) -> Vec<String> {
-    let mut rows: Vec<String> = records.iter().map(|r| canonical_json(&r.to_string())).collect();
-    rows.sort_unstable();
-    rows
-}
-
-/// The same rows, each `times` times.
-pub fn repeated(rows: &[String], times: usize) -> Vec<String> {
-    let mut all: Vec<String> = rows
-        .iter()
-        .flat_map(|r| std::iter::repeat_n(r.clone(), times))
-        .collect();
-    all.sort_unstable();
-    all
-}
-
-/// Where [`ExportFixture`] writes: account 1 (0-based), this database and table.
-pub const TARGET_DB: &str = "dstdb";
-pub const TARGET_TABLE: &str = "events_out";
-
-/// One td-local with a finished source job (account 0, `srcdb.events`, `rows` rows) and a target
-/// database (account 1), a sandbox to run the operator in, and the rows one export must write.
+/// A td-local with a finished source job (account 1, `srcdb.events`) and a target database
+/// (account 2), from which each case exports into a table of its own.
 pub struct ExportFixture {
-    pub td: LocalTd,
-    pub sandbox: Sandbox,
+    pub td: TdLocalRun,
     pub job_id: String,
-    /// Canonical rows of the source job's result, sorted.
-    pub expected: Vec<String>,
-    /// `TDRE_PART_BYTES` for the runs: small, so the result spreads over several parts. Deflate
-    /// emits its output in blocks of about 20 kB, so below that each block makes a part.
+    /// The rows one export writes, sorted as [`TdLocalRun::rows`] sorts them.
+    pub expected: Vec<serde_json::Value>,
+    /// `TDRE_PART_BYTES` for the runs, so the result spreads over several parts. Deflate emits
+    /// its output in blocks of about 20 kB, so below that each block makes a part.
     pub part_bytes: usize,
 }
 
 impl ExportFixture {
     pub fn new(rows: usize, seed: u64) -> ExportFixture {
-        let td = LocalTd::start();
+        let td = TdLocalRun::start();
         let records = source_records(rows, seed);
-        td.insert_records(0, "srcdb", "events", &records);
-        let job_id = td.finished_query(0, "srcdb", "SELECT id, name, score, time FROM events");
-        td.insert_records(1, TARGET_DB, "unrelated", &[]);
+        td.insert(1, "srcdb", "events", &records);
+        let job_id = td.successful_job(1, "srcdb", "SELECT id, name, score, time FROM events");
+        td.create_database(2, TARGET_DB);
         ExportFixture {
             td,
-            sandbox: Sandbox::new(),
             job_id,
-            expected: canonical_rows(&records),
+            expected: sorted(records),
             part_bytes: 16_000,
         }
     }
 
-    /// Writes the spec of a `stream` export of the source job into `table` in `mode`.
-    pub fn spec(&self, mode: &str, table: &str) -> PathBuf {
+    /// Writes the spec of a `stream` export of the source job into `table` in `mode`; returns
+    /// its file name in the sandbox.
+    pub fn spec(&self, mode: &str, table: &str) -> String {
         self.spec_with(mode, table, "")
     }
 
-    /// The spec with `extra` YAML lines appended (e.g. `transfer: server\n`).
-    pub fn spec_with(&self, mode: &str, table: &str, extra: &str) -> PathBuf {
-        let host = self.td.base_url().trim_start_matches("http://").to_string();
-        self.sandbox.write(
-            &format!("export-{mode}-{table}.yml"),
+    /// The spec with `extra` YAML lines added (e.g. `transfer: server\n`).
+    pub fn spec_with(&self, mode: &str, table: &str, extra: &str) -> String {
+        let name = format!("export-{mode}-{table}.yml");
+        self.td.sandbox.write(
+            &name,
             &format!(
-                "td_result_export>:\njob_id: '{job}'\ntd:\n  endpoint: '{base}'\n  apikey: '{source}'\n\
-                 result_url: 'td://{target}@{host}/{TARGET_DB}/{table}?mode={mode}'\n{extra}",
-                job = self.job_id,
-                base = self.td.base_url(),
-                source = self.td.master_key(0),
-                target = self.td.master_key(1),
+                "td_result_export>:\njob_id: '{}'\n{}result_url: '{}'\n{extra}",
+                self.job_id,
+                self.td.source_yaml(),
+                self.td.target_url(&format!("{TARGET_DB}/{table}?mode={mode}")),
             ),
-        )
-    }
-
-    /// Where the runs write their status document.
-    pub fn status_path(&self) -> PathBuf {
-        self.sandbox.path().join("status.json")
-    }
-
-    /// The operator, ready to run the export into the target table in `mode`, with millisecond
-    /// waits and small parts.
-    pub fn command(&self, mode: &str) -> std::process::Command {
-        self.command_for(&self.spec(mode, TARGET_TABLE))
+        );
+        name
     }
 
     /// The operator, ready to run `spec` with millisecond waits and small parts.
-    pub fn command_for(&self, spec: &Path) -> std::process::Command {
-        let mut cmd = sandboxed_command(&self.sandbox);
-        cmd.env("TDRE_TIME_SCALE", "0.001")
-            .env("TDRE_PART_BYTES", self.part_bytes.to_string())
-            .arg("run")
-            .arg(spec)
-            .arg("--status")
-            .arg(self.status_path())
+    pub fn command_for(&self, spec: &str) -> std::process::Command {
+        let mut cmd = self.td.command(&["run", spec, "--status", "status.json"]);
+        cmd.env("TDRE_PART_BYTES", self.part_bytes.to_string())
             .stdin(std::process::Stdio::null());
         cmd
     }
 
-    /// Runs the export into the target table to its end; returns the exit code and output.
-    pub fn run(&self, mode: &str) -> RunOutcome {
-        run_to_end(self.command(mode))
+    /// Runs `spec` to its end, with the checks of [`TdLocalRun::run`] (no key leaks, a valid
+    /// status document that agrees with the exit code).
+    pub fn run_spec(&self, spec: &str) -> RunOutcome {
+        let out = self.command_for(spec).output().expect("the binary runs");
+        let outcome = RunOutcome {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            status: self.status(),
+        };
+        check_outcome(&outcome, &self.td.keys());
+        outcome
     }
 
-    /// Runs `spec` to its end.
-    pub fn run_spec(&self, spec: &Path) -> RunOutcome {
-        run_to_end(self.command_for(spec))
+    /// The status document the last run left.
+    pub fn status(&self) -> serde_json::Value {
+        read_status(&self.td.sandbox.path().join("status.json"))
     }
 
-    /// The rows of `table` in the target database (canonical, sorted); empty when missing.
-    pub fn rows_of(&self, table: &str) -> Vec<String> {
-        self.td.table_rows(1, TARGET_DB, table).unwrap_or_default()
+    /// The rows of `table` in the target database, sorted; empty when it does not exist.
+    pub fn rows_of(&self, table: &str) -> Vec<serde_json::Value> {
+        self.td.rows(2, TARGET_DB, table).unwrap_or_default()
     }
 
-    /// The target table's rows (canonical, sorted); empty when it does not exist.
-    pub fn target_rows(&self) -> Vec<String> {
-        self.rows_of(TARGET_TABLE)
-    }
-
-    /// Tables of the target database left over by a replace (`<table>_tdre_<hex>`).
+    /// Tables of the target database a replace left behind (`<table>_tdre_<hex>`).
     pub fn temp_tables(&self) -> Vec<String> {
         self.td
-            .table_names(1, TARGET_DB)
+            .tables(2, TARGET_DB)
             .into_iter()
             .filter(|t| t.contains("_tdre_"))
             .collect()
     }
 
-    /// The status document the last run wrote.
-    pub fn status(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.status_path()).expect("status document written");
-        serde_json::from_str(&text).expect("status document is JSON")
-    }
-
-    /// Asserts the target table holds exactly `expected` (as a multiset).
-    pub fn assert_target(&self, expected: &[String], context: &str) {
-        self.assert_rows(TARGET_TABLE, expected, context)
-    }
-
-    /// Asserts `table` holds exactly `expected` (as a multiset), with a readable failure.
-    pub fn assert_rows(&self, table: &str, expected: &[String], context: &str) {
+    /// Asserts `table` holds exactly `expected` (as multisets: both sorted), readably.
+    pub fn assert_rows(&self, table: &str, expected: &[serde_json::Value], context: &str) {
         let found = self.rows_of(table);
         if found != expected {
             let missing = expected.iter().filter(|r| !found.contains(r)).count();
             panic!(
-                "{context}: the target holds {} row(s), expected {} ({} expected row(s) missing; \
+                "{context}: {table} holds {} row(s), expected {} ({missing} expected row(s) missing; \
                  first found: {:?})",
                 found.len(),
                 expected.len(),
-                missing,
                 found.first()
             );
         }
     }
 }
 
-/// Runs a command to its end and collects its output.
-pub fn run_to_end(mut cmd: std::process::Command) -> RunOutcome {
-    let out = cmd.output().expect("the operator runs");
-    RunOutcome {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// How a run of the operator ended.
-#[derive(Debug)]
-pub struct RunOutcome {
-    /// None when a signal ended it.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 impl RunOutcome {
-    /// Panics with the output unless the run exited with `code`.
-    pub fn expect_code(&self, code: i32, context: &str) -> &RunOutcome {
+    /// Like [`RunOutcome::expect_code`], naming the case.
+    pub fn expect_exit(&self, code: i32, context: &str) -> &RunOutcome {
         assert_eq!(
-            self.code,
-            Some(code),
-            "{context}: expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout,
-            self.stderr
+            self.code, code,
+            "{context}: exit code\nstdout:\n{}\nstderr:\n{}\nstatus: {:#}",
+            self.stdout, self.stderr, self.status
         );
         self
     }
-}
-
-/// Validates a status document against `schema/status.schema.json`; panics naming each error.
-pub fn assert_valid_status(doc: &serde_json::Value) {
-    let schema_text =
-        std::fs::read_to_string(repo_root().join("schema/status.schema.json")).expect("status schema");
-    let schema: serde_json::Value = serde_json::from_str(&schema_text).expect("schema is JSON");
-    let validator = jsonschema::draft202012::new(&schema).expect("the status schema compiles");
-    let errors: Vec<String> = validator.iter_errors(doc).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "status document invalid: {errors:?}\n{doc:#}");
 }

@@ -105,7 +105,7 @@ pub async fn append<U, F>(
     upload: U,
 ) -> Result<Written, TransferError>
 where
-    U: FnOnce() -> F,
+    U: FnOnce(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     let s = SessionRef {
@@ -177,7 +177,7 @@ pub async fn replace<U, F>(
     upload: U,
 ) -> Result<Written, TransferError>
 where
-    U: FnOnce(String, String) -> F,
+    U: FnOnce(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     let temp = temp_table_name(table, idempotency_key);
@@ -239,7 +239,7 @@ async fn load_temp<U, F>(
     upload: U,
 ) -> Result<Committed, TransferError>
 where
-    U: FnOnce(String, String) -> F,
+    U: FnOnce(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     client.create_table(database, temp).await?;
@@ -250,8 +250,7 @@ where
         database,
         table: temp,
     };
-    let (name, db) = (session.to_string(), database.to_string());
-    drive(&s, move || upload(name, db), schema).await
+    drive(&s, upload, schema).await
 }
 
 /// Deletes a session left by an earlier attempt, waiting out a perform in flight.

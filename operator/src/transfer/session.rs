@@ -37,11 +37,11 @@ pub struct SessionRef<'a> {
     pub table: &'a str,
 }
 
-/// Brings the session to `committed`. `upload` fills it (deterministic part names, so a second
-/// upload overwrites); `schema` is appended to the table before commit.
+/// Brings the session to `committed`. `upload` fills the session it is given (deterministic part
+/// names, so a second upload overwrites); `schema` is appended to the table before commit.
 pub async fn drive<U, F>(s: &SessionRef<'_>, upload: U, schema: &Value) -> Result<Committed, TransferError>
 where
-    U: FnOnce() -> F,
+    U: FnOnce(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     let client = s.client;
@@ -60,7 +60,7 @@ where
         match (session.status.as_str(), session.upload_frozen) {
             ("uploading", false) => {
                 if let Some(upload) = upload.take() {
-                    let moved = upload().await?;
+                    let moved = upload(s.name.to_string()).await?;
                     prune_parts(s, moved.parts).await?;
                     uploaded = Some(moved);
                 }

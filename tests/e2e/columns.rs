@@ -1,0 +1,196 @@
+//! What the rows look like in the target: where `time` comes from (result column, `time`
+//! setting, source job start) and how result column names become TD column names.
+
+use serde_json::{json, Value};
+
+use crate::support::{sorted, TdLocalRun};
+
+fn spec(td: &TdLocalRun, job: &str, table: &str, settings: &str) -> String {
+    format!(
+        "job_id: '{job}'\n{}result_url: {}\n{settings}",
+        td.source_yaml(),
+        td.target_url(&format!("dstdb/{table}?mode=append"))
+    )
+}
+
+fn target_with_job(sql: &str) -> (TdLocalRun, String) {
+    let td = TdLocalRun::start();
+    td.insert(
+        1,
+        "srcdb",
+        "readings",
+        &[
+            json!({"sensor": "a", "value": 10, "time": 1_650_000_000}),
+            json!({"sensor": "b", "value": 20, "time": 1_650_000_100}),
+        ],
+    );
+    td.create_database(2, "dstdb");
+    let job = td.successful_job(1, "srcdb", sql);
+    (td, job)
+}
+
+#[test]
+fn time_comes_from_the_results_time_column() {
+    let (td, job) = target_with_job("SELECT sensor, value, time FROM readings");
+    let out = td.export(&spec(&td, &job, "out", "result_settings: {time: 1}\n"), &[]);
+    out.expect_code(0);
+    assert_eq!(out.status["export"]["time_source"], "column");
+    assert_eq!(
+        td.rows(2, "dstdb", "out"),
+        Some(sorted(vec![
+            json!({"sensor": "a", "value": 10, "time": 1_650_000_000}),
+            json!({"sensor": "b", "value": 20, "time": 1_650_000_100}),
+        ])),
+        "the column wins over the setting"
+    );
+}
+
+#[test]
+fn time_comes_from_the_time_setting_when_the_result_has_none() {
+    let (td, job) = target_with_job("SELECT sensor, value FROM readings");
+    let out = td.export(
+        &spec(
+            &td,
+            &job,
+            "out",
+            "result_settings: {time: '2024-01-31 00:00:00 UTC'}\n",
+        ),
+        &[],
+    );
+    out.expect_code(0);
+    assert_eq!(out.status["export"]["time_source"], "setting");
+    assert_eq!(
+        td.rows(2, "dstdb", "out"),
+        Some(sorted(vec![
+            json!({"sensor": "a", "value": 10, "time": 1_706_659_200}),
+            json!({"sensor": "b", "value": 20, "time": 1_706_659_200}),
+        ]))
+    );
+}
+
+#[test]
+fn time_comes_from_the_source_jobs_start_when_nothing_else_gives_it() {
+    let (td, job) = target_with_job("SELECT sensor, value FROM readings");
+    let start_at = td.job(1, &job).start_at.expect("a started job has start_at");
+    let start = td_result_export::source::parse_td_time(&start_at).expect("TD time");
+    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    out.expect_code(0);
+    assert_eq!(out.status["export"]["time_source"], "job_start");
+    assert_eq!(
+        td.rows(2, "dstdb", "out"),
+        Some(sorted(vec![
+            json!({"sensor": "a", "value": 10, "time": start}),
+            json!({"sensor": "b", "value": 20, "time": start}),
+        ])),
+        "every row has the job's start_at ({start_at}), so a rerun writes identical rows"
+    );
+}
+
+#[test]
+fn a_time_column_that_is_not_an_integer_exits_1_asking_for_a_cast() {
+    let (td, job) =
+        target_with_job("SELECT sensor, TD_TIME_FORMAT(time, 'yyyy-MM-dd') AS time FROM readings");
+    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    out.expect_code(1);
+    for text in [out.stderr.as_str(), out.error_message()] {
+        assert!(
+            text.contains("the result's `time` column is varchar")
+                && text.contains("cast it (CAST(... AS BIGINT) or TD_TIME_PARSE(...))"),
+            "{text}"
+        );
+    }
+    assert_eq!(out.status["error"]["class"], "ResultNotExportable");
+    assert!(td.tables(2, "dstdb").is_empty(), "nothing was written");
+    assert!(td.requests_to("POST", "/v3/bulk_import/create/").is_empty());
+}
+
+/// The status document's columns as `(source, target, type)`.
+fn columns(doc: &Value) -> Vec<(String, String, String)> {
+    doc["export"]["columns"]
+        .as_array()
+        .expect("columns listed")
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap().to_string();
+            (s("source"), s("target"), s("type"))
+        })
+        .collect()
+}
+
+fn triples(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+#[test]
+fn unnamed_reserved_and_repeated_result_columns_get_td_names() {
+    let (td, job) = target_with_job(
+        "SELECT sensor, COUNT(1), MAX(value) AS v, sensor, 1600000000 AS time FROM readings GROUP BY sensor",
+    );
+    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    out.expect_code(0);
+    assert_eq!(
+        columns(&out.status),
+        triples(&[
+            ("sensor", "sensor", "string"),
+            ("_col1", "_col1", "long"),
+            ("v", "v_", "long"),
+            ("sensor", "sensor_1", "string"),
+            ("time", "time", "long"),
+        ])
+    );
+    assert_eq!(
+        td.rows(2, "dstdb", "out"),
+        Some(sorted(vec![
+            json!({"sensor": "a", "_col1": 1, "v_": 10, "sensor_1": "a", "time": 1_600_000_000}),
+            json!({"sensor": "b", "_col1": 1, "v_": 20, "sensor_1": "b", "time": 1_600_000_000}),
+        ]))
+    );
+    assert_eq!(
+        td.schema(2, "dstdb", "out"),
+        json!([
+            ["sensor", "string"],
+            ["_col1", "long"],
+            ["v_", "long"],
+            ["sensor_1", "string"]
+        ])
+    );
+}
+
+#[test]
+fn mixed_case_and_punctuated_column_names_are_normalized_and_reported() {
+    // td-local, like Presto, lowercases the names it reports; an engine that keeps them as
+    // written reports this schema for the same result.
+    let (td, job) = target_with_job("SELECT sensor, value, value, value, time FROM readings");
+    let schema = r#"[["Sensor","varchar"],["Code","bigint"],["code","bigint"],["Max Size","bigint"],["time","bigint"]]"#;
+    td.server
+        .store()
+        .write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET hive_result_schema = ?1 WHERE id = ?2",
+                rusqlite::params![schema, job.parse::<i64>().unwrap()],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    out.expect_code(0);
+    assert_eq!(
+        columns(&out.status),
+        triples(&[
+            ("Sensor", "sensor", "string"),
+            ("Code", "code", "long"),
+            ("code", "code_1", "long"),
+            ("Max Size", "max_size", "long"),
+            ("time", "time", "long"),
+        ])
+    );
+    assert_eq!(
+        td.rows(2, "dstdb", "out"),
+        Some(sorted(vec![
+            json!({"sensor": "a", "code": 10, "code_1": 10, "max_size": 10, "time": 1_650_000_000}),
+            json!({"sensor": "b", "code": 20, "code_1": 20, "max_size": 20, "time": 1_650_000_100}),
+        ]))
+    );
+}

@@ -1,0 +1,149 @@
+//! The `server` engine through the real binary: TD (here td-local) writes the result itself,
+//! through a td:// URL (legacy mode) or a saved connection with settings; the export job is
+//! recorded in the status document, and a rerun polls it instead of submitting a second export.
+
+use std::time::{Duration, Instant};
+
+use td_local::{FaultAction, FaultRule};
+
+use crate::export::{events, with_events_job};
+use crate::support::{check_outcome, read_status, sorted, RunOutcome};
+
+#[test]
+fn the_server_engine_in_legacy_mode_exports_through_a_td_url() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let spec = format!(
+        "job_id: '{job}'\n{}result_url: {}\nresult_settings: {{legacy_mode: true}}\ntransfer: server\n",
+        td.source_yaml(),
+        td.target_url("dstdb/events_copy?mode=append")
+    );
+    let out = td.export(&spec, &[]);
+    out.expect_code(0);
+    assert_eq!(td.rows(2, "dstdb", "events_copy"), Some(sorted(events())));
+
+    let exports = td.requests_to("POST", &format!("/v3/job/result_export/{job}"));
+    assert_eq!(exports.len(), 1);
+    assert_eq!(
+        exports[0].account,
+        Some(1),
+        "the source account asks TD to export"
+    );
+    assert!(
+        td.requests_to("PUT", "/v3/bulk_import/").is_empty()
+            && td.requests_to("GET", "/v3/job/result/").is_empty(),
+        "no row flows through the operator"
+    );
+    let export_job = out.status["export"]["export_job_id"]
+        .as_str()
+        .expect("the export job id is recorded");
+    assert_ne!(export_job, job);
+    assert_eq!(td.job(1, export_job).status, "success");
+    assert_eq!(out.status["export"]["transfer"], "server");
+    assert_eq!(out.status["export"]["rows"], 4);
+}
+
+#[test]
+fn the_server_engine_uses_a_saved_connection_with_its_settings() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    td.insert(
+        2,
+        "dstdb",
+        "events_copy",
+        &[serde_json::json!({"stale": 1, "time": 1})],
+    );
+    td.save_result(
+        1,
+        "saved_target",
+        &format!("td://{}@{}/dstdb", td.master(2), td.host()),
+    );
+    let spec = format!(
+        "job_id: '{job}'\n{}result_connection: saved_target\n\
+         result_settings:\n  user_database_name: dstdb\n  user_table_name: events_copy\n  mode: replace\n\
+         transfer: server\n",
+        td.source_yaml()
+    );
+    let out = td.export(&spec, &[]);
+    out.expect_code(0);
+    assert_eq!(td.rows(2, "dstdb", "events_copy"), Some(sorted(events())));
+    assert_eq!(td.requests_to("GET", "/v3/connections/lookup").len(), 1);
+    assert_eq!(
+        td.requests_to("POST", &format!("/v3/job/result_export/{job}"))
+            .len(),
+        1
+    );
+    assert!(out.status["export"]["export_job_id"].is_string());
+}
+
+#[test]
+fn a_rerun_after_an_interrupted_server_export_polls_the_recorded_job() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let spec = format!(
+        "job_id: '{job}'\n{}result_url: {}\ntransfer: server\n",
+        td.source_yaml(),
+        td.target_url("dstdb/events_copy?mode=append")
+    );
+    td.sandbox.write("spec.yml", &spec);
+    // The first poll of the export job (the second job/show) hangs, so the run is interrupted
+    // after it submitted the export and recorded its id.
+    let hang = td.fault(
+        FaultRule::new(
+            Some("GET"),
+            "^/v3/job/show/",
+            FaultAction::Delay { millis: 20_000 },
+        )
+        .on_calls(&[2]),
+    );
+    let child = td
+        .command(&["run", "spec.yml", "--status", "status.json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = td.sandbox.path().join("status.json");
+    let started = Instant::now();
+    let recorded = loop {
+        let doc = read_status(&status_path);
+        if let Some(id) = doc["export"]["export_job_id"].as_str() {
+            break id.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no export job recorded: {doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let first = RunOutcome {
+        code: out.status.code().expect("exited after SIGTERM"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: read_status(&status_path),
+    };
+    check_outcome(&first, &td.keys());
+    first.expect_code(3);
+    assert_eq!(first.status["error"]["class"], "Interrupted");
+    assert_eq!(first.status["export"]["export_job_id"], recorded.as_str());
+
+    td.server.faults().remove(hang);
+    let second = td.run(&["run", "spec.yml", "--status", "status.json"]);
+    second.expect_code(0);
+    assert_eq!(second.status["export"]["export_job_id"], recorded.as_str());
+    assert_eq!(
+        td.requests_to("POST", "/v3/job/result_export/").len(),
+        1,
+        "the rerun did not submit a second export"
+    );
+    assert_eq!(
+        td.rows(2, "dstdb", "events_copy"),
+        Some(sorted(events())),
+        "the rows were appended once"
+    );
+}
