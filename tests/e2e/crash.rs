@@ -85,6 +85,7 @@ fn assert_done(fx: &ExportFixture, mode: &str, table: &str, context: &str) {
 
 /// How long a clean run takes here (and that it writes the rows), to spread kill points over.
 fn clean_run_time(fx: &ExportFixture) -> Duration {
+    crate::support::operator_bin(); // built (if it must be) before the clock starts
     let started = Instant::now();
     fx.run_spec(&fx.spec("append", "calibration"))
         .expect_exit(0, "clean run");
@@ -93,29 +94,66 @@ fn clean_run_time(fx: &ExportFixture) -> Duration {
     took
 }
 
+/// Where a killed run left the export: the state of the bulk-import session loading `table`
+/// (or its temp table), with the count of parts, or `no session`.
+fn progress_of(fx: &ExportFixture, table: &str) -> String {
+    let pattern = format!("{table}_tdre_%");
+    fx.td
+        .server
+        .store()
+        .read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT b.status, b.upload_frozen, (SELECT COUNT(*) FROM bulk_import_parts p WHERE p.session_id = b.id) \
+                 FROM bulk_imports b WHERE b.table_name = ?1 OR b.table_name LIKE ?2",
+            )?;
+            let states = stmt
+                .query_map(rusqlite::params![table, pattern], |r| {
+                    let (status, frozen, parts): (String, bool, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                    Ok(match (status.as_str(), frozen) {
+                        ("uploading", false) => format!("uploading ({parts} parts)"),
+                        ("uploading", true) => "frozen".to_string(),
+                        _ => status,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(states.join(", "))
+        })
+        .map(|s| if s.is_empty() { "no session".to_string() } else { s })
+        .expect("sessions read")
+}
+
 fn killed_at_random_points(mode: &str, seed: u64) {
     let fx = ExportFixture::new(ROWS, seed);
-    let span = clean_run_time(&fx).mul_f64(1.2);
+    let span = clean_run_time(&fx);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for round in 0..6 {
+    let mut left = std::collections::BTreeSet::new();
+    for round in 0..8 {
         let table = format!("killed_{round}");
         let before = match mode {
             "replace" => fill_with_old_rows(&fx, &table),
             _ => Vec::new(),
         };
-        // Two kills in a row, so a run also resumes what a killed rerun left.
-        for kill_no in 0..2 {
-            let at = span.mul_f64(rng.random_range(0.0..1.0));
+        // Every other round kills twice, so a run also resumes what a killed rerun left.
+        for kill_no in 0..1 + round % 2 {
+            let at = span.mul_f64(rng.random_range(0.05..0.95));
             let context = format!("{mode}, round {round}, kill {kill_no} after {at:?}");
             let child = spawn(&fx, mode, &table);
             std::thread::sleep(at);
             kill(child);
+            let state = progress_of(&fx, &table);
+            left.insert(state.split(" (").next().unwrap_or_default().to_string());
+            eprintln!("{context}: {state}");
             assert_between_runs(&fx, mode, &table, &before, &context);
         }
-        let context = format!("{mode}, round {round}, rerun after two kills");
+        let context = format!("{mode}, round {round}, rerun after the kills");
         fx.run_spec(&fx.spec(mode, &table)).expect_exit(0, &context);
         assert_done(&fx, mode, &table, &context);
     }
+    // The kills must have landed in different phases, or they proved little.
+    assert!(
+        left.len() >= 3,
+        "{mode}: every kill left the session in one of only {left:?}"
+    );
 }
 
 #[test]
