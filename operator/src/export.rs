@@ -607,7 +607,7 @@ async fn server_export(
     if let Some(id) = &recorded {
         tracing::info!(export_job_id = %id, "resuming the export job an earlier run submitted");
     }
-    let exported = server::export(&connected.source, &job.job_id, destination, recorded, |id| {
+    let exported = server::export(&connected.source, job, destination, recorded, |id| {
         lock(doc).export.export_job_id = Some(id.to_string());
         write(file, doc);
     })

@@ -30,14 +30,14 @@ impl std::fmt::Debug for Destination {
 /// Submits the export (unless `recorded` names one already submitted) and waits for it.
 pub async fn export(
     source: &TdClient,
-    job_id: &str,
+    job: &Job,
     destination: &Destination,
     recorded: Option<String>,
     on_submitted: impl FnOnce(&str),
 ) -> Result<Job, SourceError> {
     let export_id = match recorded {
         Some(id) => id,
-        None => submit(source, job_id, destination).await?,
+        None => submit(source, job, destination).await?,
     };
     on_submitted(&export_id);
     wait_for_job(source, &export_id, |_| {}).await
@@ -46,7 +46,9 @@ pub async fn export(
 /// Starts the export. `result_export` cannot be sent again blindly (a second export appends the
 /// rows twice), so when its answer is lost the source job tells what happened: TD links a job
 /// to its latest export, and a link that changed during the call names the export it started.
-async fn submit(source: &TdClient, job_id: &str, destination: &Destination) -> Result<String, SourceError> {
+/// `job` is the source job as shown just before (the link it had then).
+async fn submit(source: &TdClient, job: &Job, destination: &Destination) -> Result<String, SourceError> {
+    let job_id = job.job_id.as_str();
     let form = match destination {
         Destination::Url(url) => vec![("result", url.clone())],
         Destination::Connection { id, settings } => vec![
@@ -54,7 +56,7 @@ async fn submit(source: &TdClient, job_id: &str, destination: &Destination) -> R
             ("result_connection_settings", settings.clone()),
         ],
     };
-    let mut linked = source.job(job_id).await?.linked_result_export_job_id;
+    let mut linked = job.linked_result_export_job_id.clone();
     let mut tries = 0;
     loop {
         match source.result_export(job_id, form.clone()).await {
