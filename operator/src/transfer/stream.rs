@@ -20,6 +20,8 @@ use super::transcode::{TranscodeError, Transcoder};
 pub const PART_BYTES: usize = 16 << 20;
 /// Parts uploaded at once.
 pub const PARALLEL_UPLOADS: usize = 2;
+/// The parts' gzip level: fast to write; the importer decompresses whatever level it gets.
+pub const PART_LEVEL: u32 = 3;
 
 /// Counters shared with the progress display and the status document.
 #[derive(Debug, Default)]
@@ -151,7 +153,7 @@ where
 fn new_part() -> GzEncoder<Vec<u8>> {
     GzEncoder::new(
         Vec::with_capacity(PART_BYTES + (PART_BYTES >> 3)),
-        Compression::new(3),
+        Compression::new(PART_LEVEL),
     )
 }
 
