@@ -55,7 +55,8 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.expect_ok(&format!("GET {path}"), self.request(Method::GET, path)).await
+        self.expect_ok(&format!("GET {path}"), self.request(Method::GET, path))
+            .await
     }
 
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
@@ -71,7 +72,9 @@ impl Api {
     /// A POST that may find its object already there (409): database and table creation.
     pub async fn post_allow_conflict(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<()> {
         let what = format!("POST {path}");
-        let (status, body) = self.send(&what, self.request(Method::POST, path).form(form)).await?;
+        let (status, body) = self
+            .send(&what, self.request(Method::POST, path).form(form))
+            .await?;
         if !status.is_success() && status != StatusCode::CONFLICT {
             bail!("{what}: HTTP {status}: {body}");
         }
@@ -100,13 +103,15 @@ impl Api {
 
     /// Waits for a job to succeed; its `status` document.
     pub async fn wait_job(&self, job_id: &str) -> anyhow::Result<Value> {
-        self.poll(&format!("/v3/job/status/{job_id}"), Duration::from_secs(3600), |b| {
-            match b["status"].as_str() {
+        self.poll(
+            &format!("/v3/job/status/{job_id}"),
+            Duration::from_secs(3600),
+            |b| match b["status"].as_str() {
                 Some("success") => Ok(true),
                 Some("error" | "killed") => bail!("job {job_id} failed: {b}"),
                 _ => Ok(false),
-            }
-        })
+            },
+        )
         .await
     }
 

@@ -19,7 +19,12 @@ pub struct Floor {
 
 pub fn gunzip_gzip<R: Read>(input: R, level: u32, part_bytes: usize) -> io::Result<Floor> {
     let mut decoder = MultiGzDecoder::new(io::BufReader::with_capacity(1 << 16, input));
-    let new_part = || GzEncoder::new(Vec::with_capacity(part_bytes + (part_bytes >> 3)), Compression::new(level));
+    let new_part = || {
+        GzEncoder::new(
+            Vec::with_capacity(part_bytes + (part_bytes >> 3)),
+            Compression::new(level),
+        )
+    };
     let mut part = new_part();
     let mut floor = Floor::default();
     let mut buf = vec![0u8; 1 << 16];

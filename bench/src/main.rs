@@ -34,7 +34,7 @@ struct Account {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bulk-imports `--rows` www_access-shaped rows into DATABASE.TABLE and times td-local.
+    /// Bulk-imports `--rows` www_access-shaped rows into DATABASE.TABLE (appending) and times td-local.
     Load {
         #[command(flatten)]
         account: Account,
@@ -44,6 +44,9 @@ enum Command {
         table: String,
         #[arg(long)]
         rows: u64,
+        /// Bulk-import session name (one per load).
+        #[arg(long, default_value = "bench_load")]
+        session: String,
     },
     /// Runs a presto query and waits for it; prints its job id.
     Query {
@@ -97,7 +100,11 @@ async fn main() -> anyhow::Result<()> {
             database,
             table,
             rows,
-        } => load(&Api::new(&account.endpoint, &account.apikey), &database, &table, rows).await,
+            session,
+        } => {
+            let api = Api::new(&account.endpoint, &account.apikey);
+            load(&api, &database, &table, rows, &session).await
+        }
         Command::Query {
             account,
             database,
@@ -108,7 +115,10 @@ async fn main() -> anyhow::Result<()> {
             let issued = api
                 .post(&format!("/v3/job/issue/presto/{database}"), &[("query", &query)])
                 .await?;
-            let job_id = issued["job_id"].as_str().context("job/issue answered no job_id")?.to_string();
+            let job_id = issued["job_id"]
+                .as_str()
+                .context("job/issue answered no job_id")?
+                .to_string();
             let status = api.wait_job(&job_id).await?;
             fact("job_id", &job_id);
             fact("seconds", secs(start.elapsed()));
@@ -135,8 +145,7 @@ async fn main() -> anyhow::Result<()> {
             table,
         } => {
             let api = Api::new(&account.endpoint, &account.apikey);
-            let shown = api.get(&format!("/v3/table/show/{database}/{table}")).await?;
-            fact("count", &shown["count"]);
+            fact("count", count(&api, &database, &table).await?);
             Ok(())
         }
         Command::Floor { file, level } => {
@@ -153,17 +162,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Creates the table with www_access's schema and bulk-imports the rows through one session,
-/// timing each step td-local does (the rows are generated before the clock starts).
-async fn load(api: &Api, database: &str, table: &str, rows: u64) -> anyhow::Result<()> {
-    let session = format!("bench_load_{table}");
-    api.post_allow_conflict(&format!("/v3/database/create/{database}"), &[]).await?;
-    api.post_allow_conflict(&format!("/v3/table/create/{database}/{table}/log"), &[]).await?;
+/// Creates the table with www_access's schema if needed and bulk-imports the rows through one
+/// session, timing each step td-local does (the rows are generated before the clock starts).
+async fn load(api: &Api, database: &str, table: &str, rows: u64, session: &str) -> anyhow::Result<()> {
+    api.post_allow_conflict(&format!("/v3/database/create/{database}"), &[])
+        .await?;
+    api.post_allow_conflict(&format!("/v3/table/create/{database}/{table}/log"), &[])
+        .await?;
     api.post(
         &format!("/v3/table/update-schema/{database}/{table}"),
         &[("schema", rows::SCHEMA)],
     )
     .await?;
+    let before = count(api, database, table).await?;
 
     let generated = Instant::now();
     let parts = rows::import_parts(rows, PART_BYTES);
@@ -172,17 +183,29 @@ async fn load(api: &Api, database: &str, table: &str, rows: u64) -> anyhow::Resu
     fact("part_bytes", parts.iter().map(Vec::len).sum::<usize>());
 
     let start = Instant::now();
-    api.post(&format!("/v3/bulk_import/create/{session}/{database}/{table}"), &[]).await?;
+    api.post(
+        &format!("/v3/bulk_import/create/{session}/{database}/{table}"),
+        &[],
+    )
+    .await?;
     for (n, part) in parts.into_iter().enumerate() {
-        api.put(&format!("/v3/bulk_import/upload_part/{session}/part_{n:06}"), Bytes::from(part))
-            .await?;
+        api.put(
+            &format!("/v3/bulk_import/upload_part/{session}/part_{n:06}"),
+            Bytes::from(part),
+        )
+        .await?;
     }
     let uploaded = start.elapsed();
-    api.post(&format!("/v3/bulk_import/freeze/{session}"), &[]).await?;
-    let performing = api.post(&format!("/v3/bulk_import/perform/{session}"), &[]).await?;
-    let job_id = performing["job_id"].as_str().context("perform answered no job_id")?;
+    api.post(&format!("/v3/bulk_import/freeze/{session}"), &[])
+        .await?;
+    let performing = api
+        .post(&format!("/v3/bulk_import/perform/{session}"), &[])
+        .await?;
+    let job_id = performing["job_id"]
+        .as_str()
+        .context("perform answered no job_id")?;
     api.wait_job(job_id).await?;
-    let shown = wait_session(api, &session, "ready").await?;
+    let shown = wait_session(api, session, "ready").await?;
     let performed = start.elapsed();
     ensure!(
         shown["valid_records"].as_u64() == Some(rows) && shown["error_records"].as_u64() == Some(0),
@@ -190,17 +213,28 @@ async fn load(api: &Api, database: &str, table: &str, rows: u64) -> anyhow::Resu
         shown["valid_records"],
         shown["error_records"]
     );
-    api.post(&format!("/v3/bulk_import/commit/{session}"), &[]).await?;
-    wait_session(api, &session, "committed").await?;
+    api.post(&format!("/v3/bulk_import/commit/{session}"), &[])
+        .await?;
+    wait_session(api, session, "committed").await?;
     let committed = start.elapsed();
     fact("upload_seconds", secs(uploaded));
     fact("perform_seconds", secs(performed - uploaded));
     fact("commit_seconds", secs(committed - performed));
     fact("seconds", secs(committed));
-    let count = api.get(&format!("/v3/table/show/{database}/{table}")).await?["count"].as_u64();
-    ensure!(count == Some(rows), "{database}.{table} holds {count:?} rows after the load, not {rows}");
+    let after = count(api, database, table).await?;
+    ensure!(
+        after == before + rows,
+        "{database}.{table} went from {before} to {after} rows, not by {rows}"
+    );
     fact("rows", rows);
     Ok(())
+}
+
+async fn count(api: &Api, database: &str, table: &str) -> anyhow::Result<u64> {
+    let shown = api.get(&format!("/v3/table/show/{database}/{table}")).await?;
+    shown["count"]
+        .as_u64()
+        .with_context(|| format!("table/show answered no count: {shown}"))
 }
 
 async fn wait_session(api: &Api, session: &str, status: &str) -> anyhow::Result<serde_json::Value> {

@@ -106,7 +106,12 @@ fn string(out: &mut Vec<u8>, k: &str, v: &str) {
 
 /// `rows` rows as gzip'd msgpack parts of about `part_bytes` compressed bytes each.
 pub fn import_parts(rows: u64, part_bytes: usize) -> Vec<Vec<u8>> {
-    let new_part = || GzEncoder::new(Vec::with_capacity(part_bytes + (part_bytes >> 3)), Compression::fast());
+    let new_part = || {
+        GzEncoder::new(
+            Vec::with_capacity(part_bytes + (part_bytes >> 3)),
+            Compression::fast(),
+        )
+    };
     let mut writer = RowWriter::new();
     let mut parts = Vec::new();
     let mut gz = new_part();
@@ -120,7 +125,11 @@ pub fn import_parts(rows: u64, part_bytes: usize) -> Vec<Vec<u8>> {
             batch.clear();
             part_has_rows = true;
             if gz.get_ref().len() >= part_bytes {
-                parts.push(std::mem::replace(&mut gz, new_part()).finish().expect("Vec write"));
+                parts.push(
+                    std::mem::replace(&mut gz, new_part())
+                        .finish()
+                        .expect("Vec write"),
+                );
                 part_has_rows = false;
             }
         }
@@ -141,7 +150,9 @@ mod tests {
     fn rows_in(parts: &[Vec<u8>]) -> Vec<rmpv::Value> {
         let mut raw = Vec::new();
         for p in parts {
-            flate2::read::GzDecoder::new(&p[..]).read_to_end(&mut raw).unwrap();
+            flate2::read::GzDecoder::new(&p[..])
+                .read_to_end(&mut raw)
+                .unwrap();
         }
         let mut cursor = &raw[..];
         let mut rows = Vec::new();
@@ -163,12 +174,23 @@ mod tests {
             .collect();
         assert_eq!(times[0], FIRST_TIME);
         assert!(times.windows(2).all(|w| w[1] - w[0] == 12));
-        let keys: Vec<&str> = rows[0].as_map().unwrap().iter().map(|(k, _)| k.as_str().unwrap()).collect();
-        assert_eq!(keys, ["time", "host", "path", "method", "referer", "code", "size", "agent", "user"]);
+        let keys: Vec<&str> = rows[0]
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["time", "host", "path", "method", "referer", "code", "size", "agent", "user"]
+        );
     }
 
     #[test]
     fn the_same_count_gives_the_same_bytes() {
-        assert_eq!(rows_in(&import_parts(1_000, 16 << 20)), rows_in(&import_parts(1_000, 16 << 20)));
+        assert_eq!(
+            rows_in(&import_parts(1_000, 16 << 20)),
+            rows_in(&import_parts(1_000, 16 << 20))
+        );
     }
 }
