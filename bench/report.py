@@ -91,9 +91,10 @@ def main():
     w(f"# td-result-export benchmark, {facts['machine.date']}")
     w("")
     w(
-        f"{rows:,} rows shaped like `sample_datasets.www_access`, the result of `SELECT *` in td-local "
-        f"({result_mb:,.1f} MiB msgpack.gz), appended into a fresh table of another account (account 2) each "
-        f"run. Median of {facts['setup.runs']} runs; parts are gzip level {level}."
+        f"{rows:,} rows shaped like `sample_datasets.www_access`, the result of "
+        f"`SELECT * FROM www_access LIMIT {rows}` in td-local ({result_mb:,.1f} MiB msgpack.gz), appended "
+        f"into a fresh table of another account (account 2) each run. Median of {facts['setup.runs']} runs; "
+        f"parts are gzip level {level}. How to read this: bench/README.md."
     )
     w("")
     w(
