@@ -1,0 +1,247 @@
+//! `tdre-bench`: the Rust pieces of `bench/run`. Each subcommand prints its measurements as
+//! `key=value` lines on stdout, for `bench/run` to collect.
+
+mod api;
+mod floor;
+mod rows;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use td_result_export::transfer::stream::{PART_BYTES, PART_LEVEL};
+
+use api::Api;
+
+#[derive(Parser)]
+#[command(name = "tdre-bench", about = "Benchmark pieces for bench/run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Account {
+    /// td-local's base URL, e.g. http://127.0.0.1:8950
+    #[arg(long)]
+    endpoint: String,
+    /// The account's master key.
+    #[arg(long, env = "TDRE_BENCH_APIKEY", hide_env_values = true)]
+    apikey: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bulk-imports `--rows` www_access-shaped rows into DATABASE.TABLE (appending) and times td-local.
+    Load {
+        #[command(flatten)]
+        account: Account,
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        rows: u64,
+        /// Bulk-import session name (one per load).
+        #[arg(long, default_value = "bench_load")]
+        session: String,
+    },
+    /// Runs a presto query and waits for it; prints its job id.
+    Query {
+        #[command(flatten)]
+        account: Account,
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        query: String,
+    },
+    /// Downloads a job's msgpack.gz result to a file and times it.
+    Download {
+        #[command(flatten)]
+        account: Account,
+        #[arg(long)]
+        job: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints a table's row count (`count=N`).
+    Count {
+        #[command(flatten)]
+        account: Account,
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        table: String,
+    },
+    /// The floor: gunzip FILE and gzip the bytes again into parts, as the operator's parts are.
+    Floor {
+        file: PathBuf,
+        /// gzip level (default: the operator's part level).
+        #[arg(long, default_value_t = PART_LEVEL)]
+        level: u32,
+    },
+}
+
+fn fact(key: &str, value: impl std::fmt::Display) {
+    println!("{key}={value}");
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Load {
+            account,
+            database,
+            table,
+            rows,
+            session,
+        } => {
+            let api = Api::new(&account.endpoint, &account.apikey);
+            load(&api, &database, &table, rows, &session).await
+        }
+        Command::Query {
+            account,
+            database,
+            query,
+        } => {
+            let api = Api::new(&account.endpoint, &account.apikey);
+            let start = Instant::now();
+            let issued = api
+                .post(&format!("/v3/job/issue/presto/{database}"), &[("query", &query)])
+                .await?;
+            let job_id = issued["job_id"]
+                .as_str()
+                .context("job/issue answered no job_id")?
+                .to_string();
+            let status = api.wait_job(&job_id).await?;
+            fact("job_id", &job_id);
+            fact("seconds", secs(start.elapsed()));
+            fact("num_records", &status["num_records"]);
+            fact("result_size", &status["result_size"]);
+            Ok(())
+        }
+        Command::Download { account, job, out } => {
+            let api = Api::new(&account.endpoint, &account.apikey);
+            let mut file = tokio::fs::File::create(&out)
+                .await
+                .with_context(|| format!("creating {}", out.display()))?;
+            let start = Instant::now();
+            let bytes = api
+                .download(&format!("/v3/job/result/{job}?format=msgpack.gz"), &mut file)
+                .await?;
+            fact("seconds", secs(start.elapsed()));
+            fact("bytes", bytes);
+            Ok(())
+        }
+        Command::Count {
+            account,
+            database,
+            table,
+        } => {
+            let api = Api::new(&account.endpoint, &account.apikey);
+            fact("count", count(&api, &database, &table).await?);
+            Ok(())
+        }
+        Command::Floor { file, level } => {
+            let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let start = Instant::now();
+            let floor = floor::gunzip_gzip(input, level, PART_BYTES)?;
+            fact("seconds", secs(start.elapsed()));
+            fact("level", level);
+            fact("raw_bytes", floor.raw);
+            fact("out_bytes", floor.out);
+            fact("parts", floor.parts);
+            Ok(())
+        }
+    }
+}
+
+/// Creates the table with www_access's schema if needed and bulk-imports the rows through one
+/// session, timing each step td-local does (the rows are generated before the clock starts).
+async fn load(api: &Api, database: &str, table: &str, rows: u64, session: &str) -> anyhow::Result<()> {
+    api.post_allow_conflict(&format!("/v3/database/create/{database}"), &[])
+        .await?;
+    api.post_allow_conflict(&format!("/v3/table/create/{database}/{table}/log"), &[])
+        .await?;
+    api.post(
+        &format!("/v3/table/update-schema/{database}/{table}"),
+        &[("schema", rows::SCHEMA)],
+    )
+    .await?;
+    let before = count(api, database, table).await?;
+
+    let generated = Instant::now();
+    let parts = rows::import_parts(rows, PART_BYTES);
+    fact("generate_seconds", secs(generated.elapsed()));
+    fact("parts", parts.len());
+    fact("part_bytes", parts.iter().map(Vec::len).sum::<usize>());
+
+    let start = Instant::now();
+    api.post(
+        &format!("/v3/bulk_import/create/{session}/{database}/{table}"),
+        &[],
+    )
+    .await?;
+    for (n, part) in parts.into_iter().enumerate() {
+        api.put(
+            &format!("/v3/bulk_import/upload_part/{session}/part_{n:06}"),
+            Bytes::from(part),
+        )
+        .await?;
+    }
+    let uploaded = start.elapsed();
+    api.post(&format!("/v3/bulk_import/freeze/{session}"), &[])
+        .await?;
+    let performing = api
+        .post(&format!("/v3/bulk_import/perform/{session}"), &[])
+        .await?;
+    let job_id = performing["job_id"]
+        .as_str()
+        .context("perform answered no job_id")?;
+    api.wait_job(job_id).await?;
+    let shown = wait_session(api, session, "ready").await?;
+    let performed = start.elapsed();
+    ensure!(
+        shown["valid_records"].as_u64() == Some(rows) && shown["error_records"].as_u64() == Some(0),
+        "perform kept {} rows and rejected {}, not {rows} and 0",
+        shown["valid_records"],
+        shown["error_records"]
+    );
+    api.post(&format!("/v3/bulk_import/commit/{session}"), &[])
+        .await?;
+    wait_session(api, session, "committed").await?;
+    let committed = start.elapsed();
+    fact("upload_seconds", secs(uploaded));
+    fact("perform_seconds", secs(performed - uploaded));
+    fact("commit_seconds", secs(committed - performed));
+    fact("seconds", secs(committed));
+    let after = count(api, database, table).await?;
+    ensure!(
+        after == before + rows,
+        "{database}.{table} went from {before} to {after} rows, not by {rows}"
+    );
+    fact("rows", rows);
+    Ok(())
+}
+
+async fn count(api: &Api, database: &str, table: &str) -> anyhow::Result<u64> {
+    let shown = api.get(&format!("/v3/table/show/{database}/{table}")).await?;
+    shown["count"]
+        .as_u64()
+        .with_context(|| format!("table/show answered no count: {shown}"))
+}
+
+async fn wait_session(api: &Api, session: &str, status: &str) -> anyhow::Result<serde_json::Value> {
+    api.poll(
+        &format!("/v3/bulk_import/show/{session}"),
+        Duration::from_secs(3600),
+        |b| Ok(b["status"].as_str() == Some(status)),
+    )
+    .await
+}
