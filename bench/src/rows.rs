@@ -8,36 +8,10 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use td_local::sample::{AGENTS, FIRST_TIME, PATHS};
 
 /// The table schema of `www_access` (`time` is implicit), as td-local's sample declares it.
-pub const SCHEMA: &str = r#"[["host","string"],["path","string"],["method","string"],["referer","string"],["code","long"],["agent","string"],["user","string"],["size","long"]]"#;
-
-/// 2014-10-03 07:20:45 UTC, where TD's sample starts.
-const FIRST_TIME: i64 = 1_412_320_845;
-
-const PATHS: &[&str] = &[
-    "/category/electronics",
-    "/category/books",
-    "/category/games",
-    "/category/computers",
-    "/category/software",
-    "/category/music",
-    "/category/office",
-    "/item/games/4515",
-    "/item/books/2934",
-    "/item/software/2265",
-    "/item/electronics/3883",
-    "/search/?c=Games",
-    "/search/?c=Books+Electronics",
-];
-
-const AGENTS: &[&str] = &[
-    "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/535.11 (KHTML, like Gecko) Chrome/17.0.963.56 Safari/535.11",
-    "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0)",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_7_3) AppleWebKit/534.53.11 (KHTML, like Gecko) Version/5.1.3 Safari/534.53.10",
-    "Mozilla/5.0 (Windows NT 6.0; rv:10.0.1) Gecko/20100101 Firefox/10.0.1",
-    "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; Trident/4.0)",
-];
+pub const SCHEMA: &str = td_local::sample::WWW_ACCESS_SCHEMA;
 
 /// Deterministic rows: the same `rows` give the same bytes on every machine.
 pub struct RowWriter {

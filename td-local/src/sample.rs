@@ -12,9 +12,10 @@ pub const SAMPLE_DATABASE: &str = "sample_datasets";
 pub const SAMPLE_TABLE: &str = "www_access";
 pub const SAMPLE_ROWS: usize = 5_000;
 /// 2014-10-03 07:20:45 UTC, where TD's sample starts.
-const FIRST_TIME: i64 = 1_412_320_845;
+pub const FIRST_TIME: i64 = 1_412_320_845;
 
-const PATHS: &[&str] = &[
+/// The `path` (and `referer`) values of the sample.
+pub const PATHS: &[&str] = &[
     "/category/electronics",
     "/category/books",
     "/category/games",
@@ -29,7 +30,8 @@ const PATHS: &[&str] = &[
     "/search/?c=Games",
     "/search/?c=Books+Electronics",
 ];
-const AGENTS: &[&str] = &[
+/// The `agent` values of the sample.
+pub const AGENTS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/535.11 (KHTML, like Gecko) Chrome/17.0.963.56 Safari/535.11",
     "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0)",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_7_3) AppleWebKit/534.53.11 (KHTML, like Gecko) Version/5.1.3 Safari/534.53.10",
