@@ -177,7 +177,8 @@ impl JobRow {
             "organization": null,
             "priority": self.priority,
             "retry_limit": self.retry_limit,
-            "result": self.result_url,
+            // The URL carries the target account's key: shown masked, as saved results are.
+            "result": crate::output::mask_url(&self.result_url),
             // td-client-python and -ruby read null or "" as "no schema yet".
             "hive_result_schema": self.hive_result_schema,
             "linked_result_export_job_id": self.linked_result_export_job_id.map(|i| i.to_string()),

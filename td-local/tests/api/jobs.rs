@@ -578,7 +578,10 @@ async fn issue_checks_its_parameters_and_stores_nothing_on_error() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let show = wait(&s, body["job_id"].as_str().unwrap()).await;
     assert_eq!(show["status"], "error");
-    assert_eq!(show["result"], "mysql://u:p@host/db/t");
+    assert_eq!(
+        show["result"], "mysql://***@host/db/t",
+        "credentials are never shown"
+    );
     assert_eq!(
         (show["priority"].clone(), show["retry_limit"].clone()),
         (json!(1), json!(2))
@@ -616,5 +619,34 @@ async fn write_only_keys_are_refused_on_job_routes() {
         list["jobs"].as_array().unwrap().len(),
         1,
         "the refused issue stored no job"
+    );
+}
+
+#[tokio::test]
+async fn job_show_masks_the_key_of_a_result_url() {
+    let s = Server::start().await;
+    let (key, target_key) = (s.master(0), s.master(1));
+    s.post(&target_key, "/v3/database/create/masked_db", &[]).await;
+    let url = format!("td://{target_key}@/masked_db/out?mode=append");
+    let (status, issued) = s
+        .post(
+            &key,
+            "/v3/job/issue/presto/sample_datasets",
+            &[("query", "SELECT 1 AS x"), ("result", &url)],
+        )
+        .await;
+    assert_eq!(status, 200, "{issued}");
+    let id = issued["job_id"].as_str().unwrap().to_string();
+    let (_, shown) = s.get(&key, &format!("/v3/job/show/{id}")).await;
+    let result = shown["result"].as_str().unwrap_or_default();
+    assert!(result.starts_with("td://***@"), "{result}");
+    let (_, listed) = s.get(&key, "/v3/job/list").await;
+    assert!(
+        !listed.to_string().contains(&target_key),
+        "the key leaks in job/list"
+    );
+    assert!(
+        !shown.to_string().contains(&target_key),
+        "the key leaks in job/show"
     );
 }
