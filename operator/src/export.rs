@@ -115,7 +115,7 @@ pub async fn run(
     file: &StatusFile,
     display: Display,
 ) -> Result<(), ExportError> {
-    let previous = file.previous();
+    let mut previous = file.previous();
     let mut attempt = 0u32;
     loop {
         let at = crate::status::now_rfc3339();
@@ -131,6 +131,8 @@ pub async fn run(
                 let wait = crate::retry::scaled(plan.retry.interval_before(attempt));
                 tracing::warn!(attempt, wait_s = wait.as_secs_f64(), error = %e, "retrying the export");
                 write(file, &doc);
+                // The next attempt resumes what this one recorded (the query job, a server export).
+                previous = Some(lock(&doc).clone());
                 tokio::time::sleep(wait).await;
             }
             other => return other,
@@ -185,12 +187,13 @@ async fn run_once(
         d.export.source_job_id = Some(job.job_id.clone());
         d.export.rows_total = rows_total;
     }
-    let key = plan.idempotency_key.clone().unwrap_or_else(|| {
-        format!(
-            "{}|{}|{}|{}|{}",
-            job.job_id, connected.target_endpoint, plan.target.database, plan.target.table, plan.target.mode
-        )
-    });
+    // The key names the export: a given `idempotency_key` (else the source job) and the target,
+    // so one key shared by tasks writing to different tables never makes one look done.
+    let export_name = plan.idempotency_key.as_deref().unwrap_or(&job.job_id);
+    let key = format!(
+        "{export_name}|{}|{}|{}|{}",
+        connected.target_endpoint, plan.target.database, plan.target.table, plan.target.mode
+    );
     lock(doc).export.idempotency_key = Some(key.clone());
     write(file, doc);
 
@@ -416,15 +419,22 @@ async fn source_job(
             database,
             engine,
         } => {
-            // A run that did not finish left its job in the status document: reuse it.
+            // A run that did not finish left its job in the status document: reuse it, unless
+            // it failed or ran another query (the spec was fixed since).
             let unfinished = previous.filter(|p| p.state != crate::status::State::Success);
-            match unfinished.and_then(|p| p.export.source_job_id.clone()) {
+            let recorded = match unfinished.and_then(|p| p.export.source_job_id.clone()) {
+                Some(id) => reusable_job(source, &id, sql, database).await?,
+                None => None,
+            };
+            match recorded {
                 Some(id) => id,
                 None => {
-                    let domain_key = plan
-                        .idempotency_key
-                        .as_deref()
-                        .map(|k| format!("tdre-{}", &transfer::key_hash(k)[..32]));
+                    let domain_key = plan.idempotency_key.as_deref().map(|k| {
+                        format!(
+                            "tdre-{}",
+                            &transfer::key_hash(&format!("{k}|{database}|{sql}"))[..32]
+                        )
+                    });
                     let engine = format!("{engine:?}").to_lowercase();
                     let id = source
                         .issue_query(&engine, database, sql, domain_key.as_deref())
@@ -443,6 +453,23 @@ async fn source_job(
     })
     .await?;
     Ok(job)
+}
+
+/// `id` when that job ran `sql` on `database` and has not failed: a rerun waits for it instead
+/// of issuing the query again.
+async fn reusable_job(
+    source: &TdClient,
+    id: &str,
+    sql: &str,
+    database: &str,
+) -> Result<Option<String>, ExportError> {
+    let job = match source.job(id).await {
+        Ok(job) => job,
+        Err(e) if e.is_status(404) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let same_query = job.query.as_deref() == Some(sql) && job.database.as_deref() == Some(database);
+    Ok((same_query && !job.has_failed()).then(|| id.to_string()))
 }
 
 /// How each row gets its `time`, and the name of that choice for the status document.

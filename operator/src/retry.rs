@@ -71,6 +71,11 @@ pub fn scaled(d: Duration) -> Duration {
     d.mul_f64(time_scale())
 }
 
+/// Statuses that say the request was refused before anything was done.
+fn not_acted_on(code: u16) -> bool {
+    matches!(code, 408 | 429 | 503)
+}
+
 impl RetryPolicy {
     /// The default policy with the test knob applied.
     pub fn from_env() -> Self {
@@ -87,10 +92,19 @@ impl RetryPolicy {
     /// Whether this failure is worth another attempt at all, ignoring the budget.
     pub fn is_retryable(failure: Failure, safety: Safety) -> bool {
         match failure {
-            Failure::Status { code, .. } => code == 408 || code == 429 || (code >= 500 && code != 501),
+            // 408, 429 and 503 say the request was not acted on; any other 5xx may come after
+            // the server acted (a gateway timing out), so it is as ambiguous as a reset.
+            Failure::Status { code, .. } if not_acted_on(code) => true,
+            Failure::Status { code, .. } => code >= 500 && code != 501 && safety == Safety::Repeatable,
             Failure::Connect => true,
             Failure::Ambiguous => safety == Safety::Repeatable,
         }
+    }
+
+    /// Whether an error status may have come after the server acted (so a call that is not
+    /// safe to repeat must not be resent blindly).
+    pub fn is_ambiguous_status(code: u16) -> bool {
+        code >= 500 && code != 501 && !not_acted_on(code)
     }
 
     /// How long to wait before retry number `retry` (0-based), or `None` to give up.
@@ -140,10 +154,21 @@ mod tests {
     #[test]
     fn retries_408_429_and_5xx_but_not_501_or_4xx() {
         for code in [408, 429, 500, 502, 503, 504] {
-            assert!(RetryPolicy::is_retryable(status(code), ONCE), "{code}");
+            assert!(RetryPolicy::is_retryable(status(code), REPEATABLE), "{code}");
         }
         for code in [400, 401, 403, 404, 409, 422, 501] {
             assert!(!RetryPolicy::is_retryable(status(code), REPEATABLE), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_5xx_that_may_follow_the_action_is_not_resent_for_once_calls() {
+        for code in [408, 429, 503] {
+            assert!(RetryPolicy::is_retryable(status(code), ONCE), "{code}");
+        }
+        for code in [500, 502, 504] {
+            assert!(!RetryPolicy::is_retryable(status(code), ONCE), "{code}");
+            assert!(RetryPolicy::is_ambiguous_status(code), "{code}");
         }
     }
 

@@ -55,9 +55,13 @@ impl TdError {
     }
 
     /// Whether the call may have taken effect although it failed: it was sent, and its answer
-    /// was lost (reset, timeout, cut body).
+    /// was lost (reset, timeout, cut body) or was a 5xx that may follow the action.
     pub fn is_ambiguous(&self) -> bool {
-        matches!(self, TdError::Transport { connect: false, .. })
+        match self {
+            TdError::Transport { connect, .. } => !connect,
+            TdError::Api { status, .. } => RetryPolicy::is_ambiguous_status(*status),
+            TdError::Protocol { .. } => false,
+        }
     }
 
     /// Whether running the task again later may succeed (the retries were used up on a
@@ -69,7 +73,7 @@ impl TdError {
                     code: *status,
                     retry_after: None,
                 },
-                Safety::Once,
+                Safety::Repeatable,
             ),
             TdError::Transport { .. } => true,
             TdError::Protocol { .. } => false,
@@ -621,6 +625,9 @@ pub struct Job {
     pub status: String,
     #[serde(default)]
     pub database: Option<String>,
+    /// The SQL the job ran.
+    #[serde(default)]
+    pub query: Option<String>,
     #[serde(default)]
     pub num_records: Option<i64>,
     #[serde(default)]
@@ -648,6 +655,10 @@ pub struct JobDebug {
 }
 
 impl Job {
+    pub fn has_failed(&self) -> bool {
+        matches!(self.status.as_str(), "error" | "killed")
+    }
+
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "success" | "error" | "killed")
     }
@@ -670,6 +681,9 @@ pub struct Session {
     pub valid_records: Option<i64>,
     #[serde(default)]
     pub error_records: Option<i64>,
+    /// Parts the perform could not read at all (their rows are in neither count).
+    #[serde(default)]
+    pub error_parts: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -147,3 +147,45 @@ fn a_rerun_after_an_interrupted_server_export_polls_the_recorded_job() {
         "the rows were appended once"
     );
 }
+
+#[test]
+fn a_whole_task_retry_polls_the_export_job_the_failed_attempt_submitted() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    // The export job is the next job id: every poll of the first attempt (1 call + 8 retries)
+    // answers 503, so that attempt fails as transient after submitting.
+    let export_job = (job.parse::<u64>().expect("numeric job id") + 1).to_string();
+    let polls: Vec<u64> = (1..=9).collect();
+    td.fault(
+        FaultRule::new(
+            Some("GET"),
+            &format!("^/v3/job/show/{export_job}$"),
+            FaultAction::Status {
+                status: 503,
+                retry_after: None,
+            },
+        )
+        .on_calls(&polls),
+    );
+    let spec = format!(
+        "job_id: '{job}'\n{}result_url: {}\nresult_settings: {{legacy_mode: true}}\ntransfer: server\n_retry: 1\n",
+        td.source_yaml(),
+        td.target_url("dstdb/events_copy?mode=append")
+    );
+    let out = td.export(&spec, &[]);
+    out.expect_code(0);
+    assert_eq!(
+        out.status["attempts"].as_array().map(Vec::len),
+        Some(2),
+        "{:#}",
+        out.status
+    );
+    assert_eq!(
+        td.requests_to("POST", &format!("/v3/job/result_export/{job}"))
+            .len(),
+        1,
+        "the retry polls the recorded export instead of submitting another"
+    );
+    assert_eq!(out.status["export"]["export_job_id"], export_job.as_str());
+    assert_eq!(td.rows(2, "dstdb", "events_copy"), Some(sorted(events())));
+}

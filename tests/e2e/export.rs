@@ -265,3 +265,24 @@ fn append_into_a_missing_database_names_it() {
     );
     assert!(td.rows(2, "dstdb", "events_copy").is_none());
 }
+
+#[test]
+fn one_idempotency_key_shared_by_two_targets_exports_to_each() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    for table in ["copy_a", "copy_b"] {
+        let spec = format!(
+            "{}idempotency_key: daily-2024-01-31\n",
+            job_spec(&td, &job, table, "append")
+        );
+        let out = td.export(&spec, &[]);
+        out.expect_code(0);
+        assert_eq!(
+            out.status["export"]["already_done"], false,
+            "{table} is a different export"
+        );
+    }
+    for table in ["copy_a", "copy_b"] {
+        assert_eq!(td.rows(2, "dstdb", table), Some(sorted(events())), "{table}");
+    }
+}

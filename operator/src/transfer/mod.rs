@@ -22,8 +22,8 @@ pub enum TransferError {
     #[error(transparent)]
     Stream(#[from] StreamError<TdError>),
     #[error(
-        "bulk import '{session}' rejected {rejected} record(s) ({valid} valid); nothing was committed. \
-         Inspect them with `td import:error_records {session}`"
+        "bulk import '{session}' rejected {rejected} record(s) or part(s) ({valid} valid records); nothing \
+         was committed. Inspect them with `td import:error_records {session}`"
     )]
     Rejected {
         session: String,

@@ -35,9 +35,10 @@ pub async fn export(
     recorded: Option<String>,
     on_submitted: impl FnOnce(&str),
 ) -> Result<Job, SourceError> {
+    // A recorded export that failed is not resumed: the rerun (after a fix) exports anew.
     let export_id = match recorded {
-        Some(id) => id,
-        None => submit(source, job, destination).await?,
+        Some(id) if !source.job(&id).await?.has_failed() => id,
+        _ => submit(source, job, destination).await?,
     };
     on_submitted(&export_id);
     wait_for_job(source, &export_id, |_| {}).await

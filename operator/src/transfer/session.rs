@@ -57,6 +57,14 @@ where
             acted = true;
             continue;
         };
+        // A session of this name loading another table is not ours to resume or call done.
+        let loads = (session.database.as_deref(), session.table.as_deref());
+        if loads != (Some(s.database), Some(s.table)) && loads != (None, None) {
+            return Err(TransferError::UnexpectedSession {
+                session: s.name.to_string(),
+                status: format!("loading {}.{}", loads.0.unwrap_or("?"), loads.1.unwrap_or("?")),
+            });
+        }
         match (session.status.as_str(), session.upload_frozen) {
             ("uploading", false) => {
                 if let Some(upload) = upload.take() {
@@ -73,7 +81,9 @@ where
                 acted = true;
             }
             ("ready", _) => {
-                let errors = session.error_records.unwrap_or(0);
+                // A part the perform could not read loses its rows from both counts: as bad as
+                // rejected records.
+                let errors = session.error_records.unwrap_or(0) + session.error_parts.unwrap_or(0);
                 if errors > 0 {
                     return Err(TransferError::Rejected {
                         session: s.name.to_string(),
