@@ -286,3 +286,46 @@ fn one_idempotency_key_shared_by_two_targets_exports_to_each() {
         assert_eq!(td.rows(2, "dstdb", table), Some(sorted(events())), "{table}");
     }
 }
+
+#[test]
+fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
+    use td_result_export::td::SessionAction;
+    use td_result_export::transfer::session::{drive, SessionRef};
+    use td_result_export::transfer::TransferError;
+
+    let td = TdLocalRun::start();
+    td.create_database(2, "dstdb");
+    let client = td.client(2);
+    let outcome = td.rt.block_on(async {
+        client.create_table("dstdb", "loaded").await.unwrap();
+        client
+            .create_session("tdre_unreadable", "dstdb", "loaded")
+            .await
+            .unwrap();
+        client
+            .upload_part("tdre_unreadable", "part_000000", "not gzip".into())
+            .await
+            .unwrap();
+        client
+            .session_action("tdre_unreadable", SessionAction::Freeze)
+            .await
+            .unwrap();
+        let s = SessionRef {
+            client: &client,
+            name: "tdre_unreadable",
+            database: "dstdb",
+            table: "loaded",
+        };
+        drive(
+            &s,
+            |_| async { unreachable!("a frozen session is not uploaded again") },
+            &json!([]),
+        )
+        .await
+    });
+    match outcome {
+        Err(TransferError::Rejected { rejected, .. }) => assert_eq!(rejected, 1),
+        other => panic!("expected the load to be rejected, got {other:?}"),
+    }
+    assert_eq!(td.rows(2, "dstdb", "loaded"), Some(vec![]), "nothing committed");
+}
