@@ -60,9 +60,20 @@ impl TransferError {
         match self {
             TransferError::Td(e) => e.is_transient(),
             TransferError::Stream(StreamError::Upload { source, .. }) => source.is_transient(),
-            TransferError::Stream(StreamError::Transcode(transcode::TranscodeError::Io(_))) => true,
+            TransferError::Stream(StreamError::Transcode(transcode::TranscodeError::Io(e))) => {
+                io_is_transient(e)
+            }
             _ => false,
         }
+    }
+}
+
+/// A failed download is transient as its TD error is; a result that is not valid gzip or msgpack
+/// stays so on a rerun.
+fn io_is_transient(e: &std::io::Error) -> bool {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<TdError>()) {
+        Some(td) => td.is_transient(),
+        None => e.kind() != std::io::ErrorKind::InvalidData,
     }
 }
 
@@ -301,6 +312,22 @@ async fn verify_replace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_result_is_permanent_and_a_cut_download_transient() {
+        use std::io::{Error, ErrorKind};
+        let transcode =
+            |e: Error| TransferError::Stream(StreamError::Transcode(transcode::TranscodeError::Io(e)));
+        assert!(!transcode(Error::new(ErrorKind::InvalidData, "corrupt deflate stream")).is_transient());
+        assert!(transcode(Error::from(ErrorKind::UnexpectedEof)).is_transient());
+        let refused = TdError::Api {
+            call: "GET /v3/job/result/1".into(),
+            status: 404,
+            message: "gone".into(),
+            conflicts_with: None,
+        };
+        assert!(!transcode(Error::other(refused)).is_transient());
+    }
 
     #[test]
     fn temp_table_names_stay_within_128_characters() {
