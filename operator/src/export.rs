@@ -10,7 +10,7 @@ use crate::resolve::{Account, Endpoint, Source, TargetAccount, TdUrl};
 use crate::retry::RetryPolicy;
 use crate::source::{job_start_time, result_schema, wait_for_job, SourceError};
 use crate::spec::{Mode, Transfer};
-use crate::status::{Attempt, ColumnInfo, ErrorInfo, StatusDoc, StatusFile, TargetInfo};
+use crate::status::{Attempt, ColumnInfo, ErrorInfo, StatusDoc, StatusFile, Submitting, TargetInfo};
 use crate::td::{http_client, Job, TdClient, TdError};
 use crate::transfer::columns::{is_integer_type, map_columns, td_schema, MappedColumn};
 use crate::transfer::server::{self, Destination};
@@ -626,13 +626,26 @@ async fn server_export(
         .destination
         .as_ref()
         .expect("server exports have a destination");
-    // An earlier run of the same source job that submitted an export and did not finish: poll it.
-    let recorded = previous
+    // An earlier run of the same source job that did not finish: poll the export it recorded,
+    // or, if it died while submitting, the export TD has linked to the job since.
+    let unfinished = previous
         .filter(|p| p.state != crate::status::State::Success)
-        .filter(|p| p.export.source_job_id.as_deref() == Some(job.job_id.as_str()))
-        .and_then(|p| p.export.export_job_id.clone());
-    if let Some(id) = &recorded {
-        tracing::info!(export_job_id = %id, "resuming the export job an earlier run submitted");
+        .filter(|p| p.export.source_job_id.as_deref() == Some(job.job_id.as_str()));
+    let recorded = unfinished.and_then(|p| {
+        p.export.export_job_id.clone().or_else(|| {
+            let before = p.export.submitting.as_ref()?.linked_before.as_ref();
+            job.linked_result_export_job_id
+                .clone()
+                .filter(|now| Some(now) != before)
+        })
+    });
+    match &recorded {
+        Some(id) => tracing::info!(export_job_id = %id, "resuming the export job an earlier run submitted"),
+        None => {
+            let linked_before = job.linked_result_export_job_id.clone();
+            lock(doc).export.submitting = Some(Submitting { linked_before });
+            write(file, doc);
+        }
     }
     let exported = server::export(&connected.source, job, destination, recorded, |id| {
         lock(doc).export.export_job_id = Some(id.to_string());

@@ -54,8 +54,21 @@ pub struct ExportInfo {
     pub verified: bool,
     /// The server engine's export job, recorded before polling so a rerun polls it.
     pub export_job_id: Option<String>,
+    /// Set just before the server engine asks TD to export. A rerun that finds it without an
+    /// `export_job_id` (the run died while the call was in flight) adopts the export that TD has
+    /// linked to the source job since, instead of submitting a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitting: Option<Submitting>,
     /// Rows expected in all (from the source job), while running.
     pub rows_total: Option<u64>,
+}
+
+/// The server engine's export as it was about to be submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitting {
+    /// The source job's `linked_result_export_job_id` before the call (TD links a job to its
+    /// latest export, so a different link afterwards names the export the call started).
+    pub linked_before: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -189,3 +189,74 @@ fn a_whole_task_retry_polls_the_export_job_the_failed_attempt_submitted() {
     assert_eq!(out.status["export"]["export_job_id"], export_job.as_str());
     assert_eq!(td.rows(2, "dstdb", "events_copy"), Some(sorted(events())));
 }
+
+#[test]
+fn a_rerun_after_a_crash_during_submission_adopts_the_export_td_started() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let url = td.target_url("dstdb/events_copy?mode=append");
+    let spec = format!(
+        "job_id: '{job}'\n{}result_url: {url}\ntransfer: server\n",
+        td.source_yaml()
+    );
+    td.sandbox.write("spec.yml", &spec);
+    // The submission hangs; the run is SIGKILLed while it is in flight.
+    td.fault(
+        FaultRule::new(
+            Some("POST"),
+            "^/v3/job/result_export/",
+            FaultAction::Delay { millis: 20_000 },
+        )
+        .on_calls(&[1]),
+    );
+    let mut child = td
+        .command(&["run", "spec.yml", "--status", "status.json"])
+        .spawn()
+        .unwrap();
+    let status_path = td.sandbox.path().join("status.json");
+    let started = Instant::now();
+    while read_status(&status_path)["export"]["submitting"].is_null() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the submission was never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The call follows the marker at once: let it reach the server, where it is held.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = read_status(&status_path);
+    assert!(
+        left["export"]["export_job_id"].is_null(),
+        "killed before the answer: {left:#}"
+    );
+
+    // TD acted on the request the dead run sent (here: the same export submitted directly).
+    let key_url = url.replace("${secret:target_key}", &td.master(2));
+    let (code, body) = td.post_form(
+        1,
+        &format!("/v3/job/result_export/{job}"),
+        &[("result", &key_url)],
+    );
+    assert_eq!(code, 200, "{body}");
+    let started_export = body["job_id"].as_str().expect("export job id").to_string();
+    td.clear_requests();
+
+    let rerun = td.run(&["run", "spec.yml", "--status", "status.json"]);
+    rerun.expect_code(0);
+    assert_eq!(
+        rerun.status["export"]["export_job_id"],
+        started_export.as_str(),
+        "adopted"
+    );
+    assert!(
+        td.requests_to("POST", "/v3/job/result_export/").is_empty(),
+        "no second export was submitted"
+    );
+    assert_eq!(
+        td.rows(2, "dstdb", "events_copy"),
+        Some(sorted(events())),
+        "the rows were appended once"
+    );
+}
