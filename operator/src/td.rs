@@ -246,7 +246,8 @@ impl TdClient {
     // ---- databases and tables ----
 
     pub async fn database_exists(&self, db: &str) -> TdResult<bool> {
-        found(self.get::<Value>(format!("/v3/database/show/{}", seg(db))).await)
+        none_if_missing(self.get::<Value>(format!("/v3/database/show/{}", seg(db))).await)
+            .map(|db| db.is_some())
     }
 
     /// Creates a database; one that already exists counts as created.
@@ -256,14 +257,10 @@ impl TdClient {
     }
 
     pub async fn table(&self, db: &str, table: &str) -> TdResult<Option<Table>> {
-        let shown = self
-            .get::<Table>(format!("/v3/table/show/{}/{}", seg(db), seg(table)))
-            .await;
-        match shown {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if e.is_status(404) => Ok(None),
-            Err(e) => Err(e),
-        }
+        none_if_missing(
+            self.get::<Table>(format!("/v3/table/show/{}/{}", seg(db), seg(table)))
+                .await,
+        )
     }
 
     pub async fn tables(&self, db: &str) -> TdResult<Vec<Table>> {
@@ -286,10 +283,7 @@ impl TdClient {
     /// Deletes a table; one that does not exist counts as deleted.
     pub async fn delete_table(&self, db: &str, table: &str) -> TdResult<()> {
         let path = format!("/v3/table/delete/{}/{}", seg(db), seg(table));
-        match self.post::<Value>(path, vec![], Safety::Repeatable).await {
-            Err(e) if e.is_status(404) => Ok(()),
-            other => other.map(drop),
-        }
+        none_if_missing(self.post::<Value>(path, vec![], Safety::Repeatable).await).map(drop)
     }
 
     /// Renames `from` to `to`, replacing `to` in one step when `overwrite`.
@@ -401,11 +395,7 @@ impl TdClient {
             id: String,
         }
         let path = format!("/v3/connections/lookup?name={}", seg(name));
-        match self.get::<Found>(path).await {
-            Ok(found) => Ok(Some(found.id)),
-            Err(e) if e.is_status(404) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(none_if_missing(self.get::<Found>(path).await)?.map(|found| found.id))
     }
 
     /// The saved result destinations of this account (name → URL).
@@ -420,14 +410,10 @@ impl TdClient {
     // ---- bulk import ----
 
     pub async fn session(&self, name: &str) -> TdResult<Option<Session>> {
-        match self
-            .get::<Session>(format!("/v3/bulk_import/show/{}", seg(name)))
-            .await
-        {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if e.is_status(404) => Ok(None),
-            Err(e) => Err(e),
-        }
+        none_if_missing(
+            self.get::<Session>(format!("/v3/bulk_import/show/{}", seg(name)))
+                .await,
+        )
     }
 
     /// Creates a session; one that already exists counts as created.
@@ -459,10 +445,7 @@ impl TdClient {
 
     pub async fn delete_part(&self, session: &str, part: &str) -> TdResult<()> {
         let path = format!("/v3/bulk_import/delete_part/{}/{}", seg(session), seg(part));
-        match self.post::<Value>(path, vec![], Safety::Repeatable).await {
-            Err(e) if e.is_status(404) => Ok(()),
-            other => other.map(drop),
-        }
+        none_if_missing(self.post::<Value>(path, vec![], Safety::Repeatable).await).map(drop)
     }
 
     /// Session state transitions. Each is checked against the session's state first by the
@@ -709,10 +692,11 @@ fn opt_id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     Ok(id_to_string(Value::deserialize(d)?))
 }
 
-fn found<T>(r: TdResult<T>) -> TdResult<bool> {
+/// A 404 as `None`: the thing asked for does not exist (or, for a delete, is already gone).
+fn none_if_missing<T>(r: TdResult<T>) -> TdResult<Option<T>> {
     match r {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_status(404) => Ok(false),
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_status(404) => Ok(None),
         Err(e) => Err(e),
     }
 }
