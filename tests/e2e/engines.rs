@@ -121,12 +121,7 @@ fn a_rerun_after_an_interrupted_server_export_polls_the_recorded_job() {
         .unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
-    let first = RunOutcome {
-        code: out.status.code().expect("exited after SIGTERM"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        status: read_status(&status_path),
-    };
+    let first = RunOutcome::from_output(out, &status_path);
     check_outcome(&first, &td.keys());
     first.expect_code(3);
     assert_eq!(first.status["error"]["class"], "Interrupted");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::support::{check_outcome, read_status, repo_root, sorted, RunOutcome, Sandbox, FAST};
+use crate::support::{check_outcome, repo_root, sorted, RunOutcome, Sandbox, FAST};
 
 fn examples() -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(repo_root().join("examples"))
@@ -39,12 +39,7 @@ fn run_example(sandbox: &Sandbox, example: &Path) -> RunOutcome {
         .args(["--local", "data", "--status", "status.json"])
         .output()
         .unwrap();
-    let outcome = RunOutcome {
-        code: out.status.code().unwrap(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        status: read_status(&sandbox.path().join("status.json")),
-    };
+    let outcome = RunOutcome::from_output(out, &sandbox.path().join("status.json"));
     let keys = local_keys(&sandbox.path().join("data"));
     assert!(!keys.is_empty(), "td-local wrote its accounts");
     check_outcome(&outcome, &keys);

@@ -124,6 +124,16 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// What a finished process printed, with the status document it left at `status_path`.
+    pub fn from_output(out: std::process::Output, status_path: &Path) -> RunOutcome {
+        RunOutcome {
+            code: out.status.code().expect("exited, not killed by a signal"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            status: read_status(status_path),
+        }
+    }
+
     /// Panics with the run's output unless it exited with `code`.
     pub fn expect_code(&self, code: i32) -> &RunOutcome {
         assert_eq!(
@@ -420,13 +430,14 @@ impl TdLocalRun {
     /// stdout, stderr or the status document; the status document (if any) valid against
     /// `schema/status.schema.json` with the process's exit code in it.
     pub fn run(&self, args: &[&str]) -> RunOutcome {
-        let out = self.command(args).output().expect("the binary runs");
-        let outcome = RunOutcome {
-            code: out.status.code().expect("exited, not killed"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            status: read_status(&self.sandbox.path().join("status.json")),
-        };
+        self.run_command(self.command(args))
+    }
+
+    /// Runs `cmd` (a [`TdLocalRun::command`], maybe with more arguments or environment) to its
+    /// end, with the checks of [`TdLocalRun::run`].
+    pub fn run_command(&self, mut cmd: std::process::Command) -> RunOutcome {
+        let out = cmd.output().expect("the binary runs");
+        let outcome = RunOutcome::from_output(out, &self.sandbox.path().join("status.json"));
         check_outcome(&outcome, &self.keys());
         outcome
     }
@@ -605,15 +616,7 @@ impl ExportFixture {
     /// Runs `spec` to its end, with the checks of [`TdLocalRun::run`] (no key leaks, a valid
     /// status document that agrees with the exit code).
     pub fn run_spec(&self, spec: &str) -> RunOutcome {
-        let out = self.command_for(spec).output().expect("the binary runs");
-        let outcome = RunOutcome {
-            code: out.status.code().expect("exited, not killed"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            status: self.status(),
-        };
-        check_outcome(&outcome, &self.td.keys());
-        outcome
+        self.td.run_command(self.command_for(spec))
     }
 
     /// The status document the last run left.

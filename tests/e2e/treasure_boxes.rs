@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{check_outcome, read_status, repo_root, sorted, RunOutcome, TdLocalRun};
+use crate::support::{repo_root, sorted, RunOutcome, TdLocalRun};
 
 const BOX: &str = "treasure_boxes/account_to_account";
 
@@ -13,33 +13,23 @@ const BOX: &str = "treasure_boxes/account_to_account";
 fn export(td: &TdLocalRun, task: &str, job_id: &str) -> RunOutcome {
     let spec = repo_root().join(BOX).join(task);
     let data = td.server.data_dir().to_str().expect("utf-8 path").to_string();
-    let out = td
-        .command(&[
-            "run",
-            spec.to_str().expect("utf-8 path"),
-            "--local",
-            &data,
-            "--status",
-            "status.json",
-        ])
-        .args([
-            "--param",
-            &format!("td.last_job_id={job_id}"),
-            "--param",
-            "session_date=2014-10-03",
-        ])
-        .env("TD_APIKEY", td.master(1))
-        .env("ACCOUNT_B_APIKEY", td.master(2))
-        .output()
-        .expect("the binary runs");
-    let outcome = RunOutcome {
-        code: out.status.code().expect("exited"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        status: read_status(&td.sandbox.path().join("status.json")),
-    };
-    check_outcome(&outcome, &td.keys());
-    outcome
+    let mut cmd = td.command(&[
+        "run",
+        spec.to_str().expect("utf-8 path"),
+        "--local",
+        &data,
+        "--status",
+        "status.json",
+    ]);
+    cmd.args([
+        "--param",
+        &format!("td.last_job_id={job_id}"),
+        "--param",
+        "session_date=2014-10-03",
+    ])
+    .env("TD_APIKEY", td.master(1))
+    .env("ACCOUNT_B_APIKEY", td.master(2));
+    td.run_command(cmd)
 }
 
 /// The box's query result as rows keyed like the target table: code, requests, bytes, last_seen.
