@@ -239,7 +239,7 @@ pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> ApiResult<
         let mut stmt =
             conn.prepare_cached("INSERT INTO records (table_id, time, record) VALUES (?1, ?2, ?3)")?;
         for row in rows {
-            let text = Value::Object(row.record.clone()).to_string();
+            let text = serde_json::to_string(&row.record).map_err(|e| ApiError::internal(e.to_string()))?;
             stmt.execute(params![table_id, row.time, text])?;
             extend_schema(&mut schema, &row.record);
         }
