@@ -1,0 +1,231 @@
+//! Time as TD reads and writes it: every row's `time` is integer Unix seconds; settings, URL
+//! parameters and time columns may instead hold a timestamp, which is read here.
+//!
+//! Read: digits (`1700000000`), RFC 3339 / ISO-8601 (`2024-01-31T00:00:00Z`, `…+09:00`),
+//! `YYYY-MM-DD HH:MM:SS[.fff]` (or with `T`) optionally followed by a zone, and `YYYY-MM-DD`. A zone
+//! is `UTC`/`GMT`/`Z`, a DST-free name TD users write (`JST`, `Asia/Tokyo`, `KST`, `Asia/Seoul`), or a
+//! fixed offset (`+0900`, `+09:00`, `-08`, `GMT+09:00`); time zones with DST are refused rather than
+//! read wrong. A timestamp without a zone is in the caller's zone (UTC unless told).
+//! Written: `YYYY-MM-DD HH:MM:SS UTC`, the format of `created_at`, `start_at` and the like.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
+
+/// The latest second a `time` may hold: 9999-12-31 23:59:59 UTC (what timestamps can name).
+pub const MAX_SECONDS: i64 = 253_402_300_799;
+/// The earliest: 0000-01-01 00:00:00 UTC.
+pub const MIN_SECONDS: i64 = -62_167_219_200;
+
+/// A fixed-offset time zone and the name Java's `z` prints for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    pub offset: FixedOffset,
+    pub name: String,
+}
+
+impl Zone {
+    pub fn utc() -> Zone {
+        Zone {
+            offset: FixedOffset::east_opt(0).expect("zero offset"),
+            name: "UTC".into(),
+        }
+    }
+
+    /// Parses a zone name or a fixed offset.
+    pub fn parse(text: &str) -> Result<Zone, TimeError> {
+        let t = text.trim();
+        let named = |hours: i32, name: &str| Zone {
+            offset: FixedOffset::east_opt(hours * 3600).expect("offset within a day"),
+            name: name.into(),
+        };
+        match t.to_ascii_uppercase().as_str() {
+            "UTC" | "Z" | "ETC/UTC" | "UCT" => return Ok(named(0, "UTC")),
+            "GMT" | "ETC/GMT" => return Ok(named(0, "GMT")),
+            "JST" | "ASIA/TOKYO" | "JAPAN" => return Ok(named(9, "JST")),
+            "KST" | "ASIA/SEOUL" => return Ok(named(9, "KST")),
+            _ => {}
+        }
+        let offset_text = ["GMT", "UTC"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
+        let seconds = parse_offset(offset_text).ok_or_else(|| TimeError::Zone(text.to_string()))?;
+        let offset = FixedOffset::east_opt(seconds).ok_or_else(|| TimeError::Zone(text.to_string()))?;
+        Ok(Zone {
+            offset,
+            name: gmt_name(seconds),
+        })
+    }
+}
+
+/// `+09:00`, `+0900`, `+09`, `-8` → seconds east of UTC.
+fn parse_offset(text: &str) -> Option<i32> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (hours, minutes) = if digits.len() <= 2 {
+        (digits.parse::<i32>().ok()?, 0)
+    } else {
+        let split = digits.len() - 2;
+        (
+            digits[..split].parse::<i32>().ok()?,
+            digits[split..].parse::<i32>().ok()?,
+        )
+    };
+    (hours <= 18 && minutes < 60).then_some(sign * (hours * 3600 + minutes * 60))
+}
+
+/// Java's name for a custom zone: `GMT+09:00`.
+pub fn gmt_name(seconds: i32) -> String {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let abs = seconds.abs();
+    format!("GMT{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60)
+}
+
+/// Why a value is not a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("is not a time (use Unix seconds, YYYY-MM-DD, YYYY-MM-DD HH:MM:SS[.fff][ ZONE] or ISO-8601)")]
+    Unreadable,
+    #[error("is out of range (years 0 to 9999)")]
+    OutOfRange,
+    #[error("has an unsupported time zone `{0}` (use UTC, JST or an offset like +09:00)")]
+    Zone(String),
+}
+
+/// Reads a time in UTC (unless the text names a zone).
+pub fn parse_time(text: &str) -> Result<i64, TimeError> {
+    parse_time_in(text, &Zone::utc())
+}
+
+/// Reads a time; a timestamp without a zone is in `zone`.
+pub fn parse_time_in(text: &str, zone: &Zone) -> Result<i64, TimeError> {
+    let text = text.trim();
+    if !text.is_empty()
+        && text
+            .trim_start_matches(['-', '+'])
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        return text
+            .parse::<i64>()
+            .ok()
+            .and_then(checked)
+            .ok_or(TimeError::OutOfRange);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return checked(t.timestamp()).ok_or(TimeError::OutOfRange);
+    }
+    let (local, rest) = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_and_remainder(text, f).ok())
+        .or_else(|| {
+            let (date, rest) = NaiveDate::parse_and_remainder(text, "%Y-%m-%d").ok()?;
+            Some((date.and_hms_opt(0, 0, 0)?, rest))
+        })
+        .ok_or(TimeError::Unreadable)?;
+    let rest = rest.trim();
+    let named;
+    let zone = if rest.is_empty() {
+        zone
+    } else {
+        named = Zone::parse(rest).map_err(|_| match rest.starts_with(|c: char| c.is_ascii_digit()) {
+            true => TimeError::Unreadable,
+            false => TimeError::Zone(rest.to_string()),
+        })?;
+        &named
+    };
+    zone.offset
+        .from_local_datetime(&local)
+        .single()
+        .map(|t| t.timestamp())
+        .and_then(checked)
+        .ok_or(TimeError::OutOfRange)
+}
+
+fn checked(seconds: i64) -> Option<i64> {
+    (MIN_SECONDS..=MAX_SECONDS).contains(&seconds).then_some(seconds)
+}
+
+/// TD's timestamp: `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn td_timestamp(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}
+
+/// Reads one of TD's own timestamps (`2024-01-02 03:04:05 UTC` or RFC 3339) — what the API
+/// answers in `start_at`, `created_at` and the like.
+pub fn parse_td_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S UTC") {
+        return Some(t.and_utc().timestamp());
+    }
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_706_659_200; // 2024-01-31 00:00:00 UTC
+
+    #[test]
+    fn times_read_as_seconds_timestamps_and_dates() {
+        for text in [
+            "1706659200",
+            "2024-01-31",
+            "2024-01-31 00:00:00",
+            "2024-01-31 00:00:00 UTC",
+            "2024-01-31 09:00:00 +0900",
+            "2024-01-31 09:00:00+09:00",
+            "2024-01-31 09:00:00 JST",
+            "2024-01-31 09:00:00 Asia/Tokyo",
+            "2024-01-31T00:00:00Z",
+            "2024-01-31T09:00:00+09:00",
+            "2024-01-31T00:00:00.250",
+            "2024-01-31 00:00:00.999 UTC",
+            "  2024-01-31  ",
+        ] {
+            assert_eq!(parse_time(text), Ok(T), "{text}");
+        }
+        let jst = Zone::parse("JST").unwrap();
+        assert_eq!(parse_time_in("2024-01-31 09:00:00", &jst), Ok(T));
+        assert_eq!(parse_time_in("2024-01-31 00:00:00 UTC", &jst), Ok(T));
+    }
+
+    #[test]
+    fn what_is_not_a_time_says_why() {
+        assert_eq!(parse_time("yesterday"), Err(TimeError::Unreadable));
+        assert_eq!(parse_time(""), Err(TimeError::Unreadable));
+        assert_eq!(
+            parse_time("2024-01-31 00:00:00 Europe/Paris"),
+            Err(TimeError::Zone("Europe/Paris".into()))
+        );
+        assert_eq!(parse_time("2024-13-01"), Err(TimeError::Unreadable));
+        assert_eq!(parse_time("17000000000000000000"), Err(TimeError::OutOfRange));
+        assert_eq!(parse_time("99999999999999"), Err(TimeError::OutOfRange));
+        assert_eq!(parse_time(&MAX_SECONDS.to_string()), Ok(MAX_SECONDS));
+    }
+
+    #[test]
+    fn zones_are_names_or_fixed_offsets() {
+        let z = |t: &str| Zone::parse(t).map(|z| (z.offset.local_minus_utc(), z.name));
+        assert_eq!(z("utc"), Ok((0, "UTC".into())));
+        assert_eq!(z("JST"), Ok((9 * 3600, "JST".into())));
+        assert_eq!(z("+09:00"), Ok((9 * 3600, "GMT+09:00".into())));
+        assert_eq!(z("GMT-0830"), Ok((-(8 * 3600 + 1800), "GMT-08:30".into())));
+        assert!(z("America/New_York").is_err() && z("+25").is_err());
+    }
+
+    #[test]
+    fn td_timestamps_round_trip() {
+        assert_eq!(td_timestamp(1_412_320_845), "2014-10-03 07:20:45 UTC");
+        assert_eq!(parse_td_timestamp("2014-10-03 07:20:45 UTC"), Some(1_412_320_845));
+        assert_eq!(parse_td_timestamp("2014-10-03T07:20:45Z"), Some(1_412_320_845));
+        assert_eq!(parse_td_timestamp("yesterday"), None);
+    }
+}
