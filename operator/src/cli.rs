@@ -4,15 +4,15 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use td_result_export::export::{self, ExportError};
+use td_result_export::export;
+use td_result_export::options::Options;
 use td_result_export::progress::Display;
 use td_result_export::resolve::{Source, TargetAccount};
 use td_result_export::spec::{Environment, Inputs};
-use td_result_export::status::{StatusDoc, StatusFile};
-use td_result_export::{exit, Error, ExportPlan, Warning, STATUS_SCHEMA, TASK_SCHEMA};
+use td_result_export::status::{ErrorInfo, StatusDoc, StatusFile, StatusRecorder};
+use td_result_export::{Classify, Error, Exit, ExportPlan, Warning, STATUS_SCHEMA, TASK_SCHEMA};
 
 const AFTER_HELP: &str = "\
 Example spec (quickstart.yml):
@@ -120,6 +120,7 @@ impl SpecArgs {
             connections_file: self.connections.clone(),
             local_dir: self.local.clone(),
             env: Environment::from_process(),
+            local_accounts: td_result_export::embedded_local_accounts(),
         })
     }
 }
@@ -142,10 +143,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Run(args) => run_export(&cli, args),
     };
     match outcome {
-        Ok(()) => exit::SUCCESS,
+        Ok(()) => Exit::Success.code(),
         Err(error) => {
             report_error(&cli, &error);
-            error.exit_code()
+            error.class().exit.code()
         }
     }
 }
@@ -158,25 +159,18 @@ fn validate(cli: &Cli, args: &SpecArgs) -> Result<(), Error> {
 }
 
 fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
-    let file = StatusFile::new(args.status.clone());
-    let doc = Arc::new(Mutex::new(StatusDoc::new()));
+    let recorder = StatusRecorder::new(StatusFile::new(args.status.clone()));
     let started = Instant::now();
-    let result = prepare_and_export(cli, args, &doc, &file);
-    let mut final_doc = doc.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    match &result {
+    let result = prepare_and_export(cli, args, &recorder);
+    let doc = match &result {
         Ok(None) => return Ok(()),
-        Ok(Some(_)) => final_doc.finish(exit::SUCCESS, None),
-        Err(e) => final_doc.finish(e.exit_code(), Some(e.info())),
-    }
-    if let Err(e) = file.write(&final_doc) {
-        eprintln!("warning: could not write the status document: {e}");
-    }
-    if let Ok(Some(_)) = &result {
-        if !cli.quiet {
-            println!("{}", outcome_line(&final_doc, started.elapsed()));
-            if let Some(path) = file.path() {
-                println!("status document: {}", path.display());
-            }
+        Ok(Some(_)) => recorder.finish(Exit::Success, None),
+        Err(e) => recorder.finish(e.class().exit, Some(ErrorInfo::of(e))),
+    };
+    if let (Ok(Some(_)), false) = (&result, cli.quiet) {
+        println!("{}", outcome_line(&doc, started.elapsed()));
+        if let Some(path) = recorder.file().path() {
+            println!("status document: {}", path.display());
         }
     }
     result.map(drop)
@@ -186,8 +180,7 @@ fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
 fn prepare_and_export(
     cli: &Cli,
     args: &RunArgs,
-    doc: &Arc<Mutex<StatusDoc>>,
-    file: &StatusFile,
+    recorder: &StatusRecorder,
 ) -> Result<Option<ExportPlan>, Error> {
     let prepared = td_result_export::prepare(&args.spec.spec, &args.spec.inputs()?)?;
     report_warnings(cli, &prepared.warnings);
@@ -197,17 +190,19 @@ fn prepare_and_export(
         return Ok(None);
     }
     let plan = prepared.plan;
-    let _ = file.write(&doc.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    let options = Options::from_env(&std::env::vars().collect());
+    recorder.write();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| {
-        Error::Export(ExportError::Local {
-            dir: "-".into(),
-            message: format!("cannot start the runtime: {e}"),
+        Error::Spec(td_result_export::SpecError::Usage {
+            arg: "run".into(),
+            problem: format!("cannot start the async runtime: {e}"),
+            fix: "Check the machine's thread and file limits.".into(),
         })
     })?;
     runtime.block_on(async {
         tokio::select! {
-            r = export::run(&plan, doc.clone(), file, progress_display(cli)) => r,
-            signal = interrupted() => Err(ExportError::Interrupted(signal)),
+            r = export::run(&plan, recorder, &options, progress_display(cli)) => r,
+            signal = interrupted() => Err(export::ExportError::Interrupted(signal)),
         }
     })?;
     Ok(Some(plan))
@@ -263,7 +258,7 @@ fn summary(plan: &ExportPlan) -> String {
     let source = match &plan.source {
         Source::Job { id } => format!("job {id} on {}", plan.source_account.endpoint),
         Source::Query { database, engine, .. } => {
-            format!("{engine:?} query on {}/{database}", plan.source_account.endpoint).to_lowercase()
+            format!("{engine} query on {}/{database}", plan.source_account.endpoint).to_lowercase()
         }
     };
     let target_account = match &plan.target.account {
@@ -278,11 +273,9 @@ fn summary(plan: &ExportPlan) -> String {
         TargetAccount::Connection { name, .. } => format!("connection {name} (looked up at run time)"),
     };
     format!(
-        "{source} → {target_account} {}.{} ({}, {:?})",
+        "{source} → {target_account} {}.{} ({}, {})",
         plan.target.database, plan.target.table, plan.target.mode, plan.transfer
     )
-    .replace("Stream)", "stream)")
-    .replace("Server)", "server)")
 }
 
 fn init_logging(cli: &Cli) {
@@ -316,7 +309,7 @@ fn report_warnings(cli: &Cli, warnings: &[Warning]) {
 
 fn report_error(cli: &Cli, error: &Error) {
     match cli.log_format {
-        LogFormat::Json => tracing::error!(exit_code = error.exit_code(), "{error}"),
+        LogFormat::Json => tracing::error!(exit_code = error.class().exit.code(), "{error}"),
         LogFormat::Text => eprintln!("error: {error}"),
     }
 }

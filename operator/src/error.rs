@@ -1,14 +1,16 @@
-//! The one error type of the spec and resolve stages, and the redaction every message goes through.
+//! The bottom of the crate: where a problem is in a spec ([`SpecPath`], [`At`]), the one error type
+//! of the spec and resolve stages ([`SpecError`]), how every failure is classified for the runner
+//! ([`Exit`], [`Class`], [`Classify`]), and the redaction every shown value goes through.
 //!
-//! Every message names where the problem is (`file:line: spec.path`), the offending value (API keys
-//! are never shown) and the fix. All of these errors mean "invalid spec, usage or configuration"
+//! Every spec message names where the problem is (`file:line: spec.path`), the offending value (API
+//! keys are never shown) and the fix. Spec errors mean "invalid spec, usage or configuration"
 //! (exit code 2): nothing was sent anywhere.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use regex::Regex;
+use td_model::key::{is_key_name, mask_keys};
 
 /// One step of a path into the spec: a map key or a list index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -146,7 +148,7 @@ pub enum SpecError {
     #[error(
         "{at}: unknown secret `{name}` (looked in: {}). Add `{name}` to the --secrets file or set {}.",
         tried.join(", "),
-        crate::spec::interpolate::env_var_name(name)
+        env_var_name(name)
     )]
     UnknownSecret {
         at: At,
@@ -163,11 +165,6 @@ pub enum SpecError {
 }
 
 impl SpecError {
-    /// Process exit code: every spec error is "invalid spec, usage or configuration".
-    pub fn exit_code(&self) -> i32 {
-        2
-    }
-
     /// The location, for errors that have one.
     pub fn at(&self) -> Option<&At> {
         match self {
@@ -178,6 +175,21 @@ impl SpecError {
             _ => None,
         }
     }
+}
+
+/// The environment variable that holds secret `NAME`: upper-cased, every other character `_`
+/// (`target.apikey` → `TARGET_APIKEY`).
+pub fn env_var_name(secret: &str) -> String {
+    secret
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Something the user should know that does not stop the task (a literal API key, say).
@@ -198,25 +210,8 @@ impl fmt::Display for Warning {
     }
 }
 
-/// `<user id>/<40 hex>`: the shape of a TD API key, wherever it appears.
-static API_KEY_SHAPE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b\d+/[0-9a-fA-F]{40}\b").expect("valid regex"));
-
-/// Whether the key of a value says it holds an API key.
-pub fn is_key_name(name: &str) -> bool {
-    matches!(
-        name.to_ascii_lowercase().as_str(),
-        "apikey" | "api_key" | "master_key" | "write_only_key"
-    )
-}
-
-/// Whether a string contains something shaped like a TD API key.
-pub fn looks_like_api_key(text: &str) -> bool {
-    API_KEY_SHAPE.is_match(text)
-}
-
 /// A value as it may appear in a message: `***` under a key-named path, key-shaped substrings
-/// and the user part of td:// URLs masked, long values cut.
+/// and the user part of URLs masked, long values cut.
 pub fn shown(path: &SpecPath, value: &str) -> String {
     if path.last_key().is_some_and(is_key_name) {
         return "`***`".to_string();
@@ -224,8 +219,7 @@ pub fn shown(path: &SpecPath, value: &str) -> String {
     if value.is_empty() {
         return "`\"\"`".to_string();
     }
-    let masked = API_KEY_SHAPE.replace_all(value, "***");
-    let masked = mask_td_url_user(&masked);
+    let masked = mask_keys(value);
     let mut out: String = masked.chars().take(120).collect();
     if masked.chars().count() > 120 {
         out.push('…');
@@ -233,16 +227,57 @@ pub fn shown(path: &SpecPath, value: &str) -> String {
     format!("`{out}`")
 }
 
-/// `td://KEY@host/db/t` → `td://***@host/db/t` (anything between `td://` and the last `@`).
-pub fn mask_td_url_user(text: &str) -> String {
-    let Some(start) = text.find("td://") else {
-        return text.to_string();
-    };
-    let rest = &text[start + 5..];
-    let end = rest.find(['?', ' ', '\n']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) if at > 0 => format!("{}td://***{}", &text[..start], &rest[at..]),
-        _ => text.to_string(),
+/// What the process exit code says to the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exit {
+    /// Success, also when the export had already been done.
+    Success,
+    /// Failed permanently: auth, permission, not found, source job failed, rejected rows.
+    Failed,
+    /// Invalid spec, usage or configuration: nothing was written (for an invalid spec, nothing sent).
+    Invalid,
+    /// Transient failure after retries, or interrupted: safe to run again.
+    Transient,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failed => 1,
+            Exit::Invalid => 2,
+            Exit::Transient => 3,
+        }
+    }
+}
+
+/// How a failure is reported: its class in the status document, the exit code, and whether
+/// running again later may succeed. Every error of every stage has exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    pub name: &'static str,
+    pub exit: Exit,
+}
+
+impl Class {
+    pub const fn new(name: &'static str, exit: Exit) -> Class {
+        Class { name, exit }
+    }
+
+    /// Whether running the task again later may succeed.
+    pub fn is_transient(self) -> bool {
+        self.exit == Exit::Transient
+    }
+}
+
+/// An error that knows its [`Class`].
+pub trait Classify: std::error::Error {
+    fn class(&self) -> Class;
+}
+
+impl Classify for SpecError {
+    fn class(&self) -> Class {
+        Class::new("InvalidSpec", Exit::Invalid)
     }
 }
 
@@ -274,7 +309,5 @@ mod tests {
             shown(&SpecPath::parse("result_url"), "td://@/db/t"),
             "`td://@/db/t`"
         );
-        assert!(looks_like_api_key(&key));
-        assert!(!looks_like_api_key("123/abc"));
     }
 }

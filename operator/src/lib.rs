@@ -1,12 +1,18 @@
 //! `td_result_export>`: exports a Treasure Data job's result into a table of another TD account,
 //! exactly once and atomically.
 //!
-//! The data's trip, one module per stage: [`spec`] (load YAML, interpolate, validate against the
-//! JSON Schema, typed [`spec::TaskSpec`]) → [`resolve`] (secrets, connections, td:// URLs →
-//! [`resolve::ExportPlan`]) → the export stages (next). [`prepare`] runs the first two.
+//! The data's trip, one module per stage, each importing only the ones before it:
+//! [`spec`] (load YAML, interpolate, validate against the JSON Schema, typed [`spec::TaskSpec`]) →
+//! [`resolve`] (secrets, connections, td:// URLs → [`resolve::ExportPlan`]) → [`connect`] (clients,
+//! the embedded td-local, run-time lookups) → [`source`] (the finished source job) → [`transfer`]
+//! (the `stream` and `server` engines) → [`status`] (the status document). [`export`] drives the
+//! run stages; [`td`] is the API client they share, under [`retry`]'s policies and [`options`].
+//! TD's own rules (URLs, names, times, types) live in the `td-model` crate, shared with td-local.
 
+pub mod connect;
 pub mod error;
 pub mod export;
+pub mod options;
 pub mod progress;
 pub mod resolve;
 pub mod retry;
@@ -18,26 +24,13 @@ pub mod transfer;
 
 use std::path::Path;
 
-pub use error::{At, SpecError, SpecPath, Warning};
-pub use resolve::{ApiKey, Endpoint, ExportPlan, Source, Target, TargetAccount, TdUrl};
-pub use spec::{Inputs, LoadedSpec, TaskSpec};
-
-/// JSON Schema (draft 2020-12) of the task spec.
-pub const TASK_SCHEMA: &str = include_str!("../../schema/td_result_export.schema.json");
-/// JSON Schema (draft 2020-12) of the status document.
-pub const STATUS_SCHEMA: &str = include_str!("../../schema/status.schema.json");
-
-/// Process exit codes.
-pub mod exit {
-    /// Success, also when the export had already been done.
-    pub const SUCCESS: i32 = 0;
-    /// Failed permanently: auth, permission, not found, source job failed, rejected rows.
-    pub const FAILED: i32 = 1;
-    /// Invalid spec, usage or configuration: nothing was written (for an invalid spec, nothing sent).
-    pub const INVALID: i32 = 2;
-    /// Transient failure after retries: safe to run again.
-    pub const TRANSIENT: i32 = 3;
-}
+pub use error::{At, Class, Classify, Exit, SpecError, SpecPath, Warning};
+pub use export::ExportError;
+pub use resolve::{Endpoint, ExportPlan, Source, Target, TargetAccount};
+pub use spec::schema::TASK_SCHEMA;
+pub use spec::{Inputs, LoadedSpec, LocalAccount, LocalAccounts, TaskSpec};
+pub use status::STATUS_SCHEMA;
+pub use td_model::{ApiKey, TdUrl};
 
 /// Any failure of the operator.
 #[derive(Debug, thiserror::Error)]
@@ -45,27 +38,14 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Export(#[from] export::ExportError),
+    Export(#[from] ExportError),
 }
 
-impl Error {
-    /// The status document's `error` for this failure.
-    pub fn info(&self) -> status::ErrorInfo {
+impl Classify for Error {
+    fn class(&self) -> Class {
         match self {
-            Error::Export(e) => export::error_info(e),
-            Error::Spec(e) => status::ErrorInfo {
-                class: "InvalidSpec".into(),
-                message: e.to_string(),
-                retryable: false,
-                backtrace: Vec::new(),
-            },
-        }
-    }
-
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Spec(e) => e.exit_code(),
-            Error::Export(e) => e.exit_code(),
+            Error::Spec(e) => e.class(),
+            Error::Export(e) => e.class(),
         }
     }
 }
@@ -85,4 +65,66 @@ pub fn prepare(spec_path: &Path, inputs: &Inputs) -> Result<Prepared, SpecError>
         plan,
         warnings: loaded.warnings,
     })
+}
+
+/// The embedded td-local's accounts in a data directory, created (with fresh keys) the first time,
+/// as starting td-local would: what `${local:…}` reads.
+pub fn embedded_local_accounts() -> LocalAccounts {
+    LocalAccounts::new(|dir| {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let accounts = td_local::accounts::load_or_create(dir).map_err(|e| e.to_string())?;
+        Ok(accounts
+            .into_iter()
+            .map(|a| LocalAccount {
+                id: a.id,
+                master_key: a.master_key,
+                write_only_key: a.write_only_key,
+            })
+            .collect())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every property of both schemas carries a description (the schemas are the reference docs).
+    #[test]
+    fn every_property_in_both_schemas_is_described() {
+        fn walk(node: &Value, path: &str, missing: &mut Vec<String>) {
+            match node {
+                Value::Object(map) => {
+                    if let Some(Value::Object(props)) = map.get("properties") {
+                        for (name, prop) in props {
+                            if prop
+                                .get("description")
+                                .and_then(Value::as_str)
+                                .is_none_or(str::is_empty)
+                            {
+                                missing.push(format!("{path}/{name}"));
+                            }
+                        }
+                    }
+                    for (k, v) in map {
+                        walk(v, &format!("{path}/{k}"), missing);
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, path, missing)),
+                _ => {}
+            }
+        }
+        for text in [super::TASK_SCHEMA, super::STATUS_SCHEMA] {
+            let json: Value = serde_json::from_str(text).unwrap();
+            let mut missing = Vec::new();
+            walk(&json, "", &mut missing);
+            assert!(
+                missing.is_empty(),
+                "properties without a description: {missing:?}"
+            );
+            assert!(
+                jsonschema::draft202012::meta::is_valid(&json),
+                "a valid draft 2020-12 schema"
+            );
+        }
+    }
 }

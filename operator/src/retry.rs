@@ -1,5 +1,6 @@
-//! The one retry policy for every call to TD: which failures are retried, and how long to wait.
-//! All the numbers live here (design.md §4.7).
+//! The one retry policy for every call to TD (which failures are retried, how long to wait) and the
+//! one poll policy for everything the operator waits on. All the numbers live here, in the two
+//! `Default`s (design.md §4.7); [`crate::options`] scales them for tests.
 
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
     /// `Retry-After` is honoured up to this.
     pub retry_after_cap: Duration,
+    /// Factor applied to a server's `Retry-After` (1 in production; tests shrink every wait).
+    pub retry_after_scale: f64,
 }
 
 impl Default for RetryPolicy {
@@ -49,26 +52,9 @@ impl Default for RetryPolicy {
             max_retries: 8,
             max_elapsed: Duration::from_secs(300),
             retry_after_cap: Duration::from_secs(60),
+            retry_after_scale: 1.0,
         }
     }
-}
-
-/// Environment knob that scales every wait of the operator (retries, Retry-After, job polling):
-/// `TDRE_TIME_SCALE=0.001` turns seconds into milliseconds for tests.
-pub const TIME_SCALE_ENV: &str = "TDRE_TIME_SCALE";
-
-/// The factor set by [`TIME_SCALE_ENV`] (1.0 when unset or invalid).
-pub fn time_scale() -> f64 {
-    std::env::var(TIME_SCALE_ENV)
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|f| f.is_finite() && *f >= 0.0)
-        .unwrap_or(1.0)
-}
-
-/// `d` scaled by the test knob.
-pub fn scaled(d: Duration) -> Duration {
-    d.mul_f64(time_scale())
 }
 
 /// Statuses that say the request was refused before anything was done.
@@ -77,15 +63,15 @@ fn not_acted_on(code: u16) -> bool {
 }
 
 impl RetryPolicy {
-    /// The default policy with the test knob applied.
-    pub fn from_env() -> Self {
-        let p = RetryPolicy::default();
+    /// Every wait of the policy multiplied by `factor`.
+    pub fn scaled(self, factor: f64) -> RetryPolicy {
         RetryPolicy {
-            base: scaled(p.base),
-            max_backoff: scaled(p.max_backoff),
-            max_elapsed: scaled(p.max_elapsed),
-            retry_after_cap: scaled(p.retry_after_cap),
-            ..p
+            base: self.base.mul_f64(factor),
+            max_backoff: self.max_backoff.mul_f64(factor),
+            max_elapsed: self.max_elapsed.mul_f64(factor),
+            retry_after_cap: self.retry_after_cap.mul_f64(factor),
+            retry_after_scale: self.retry_after_scale * factor,
+            ..self
         }
     }
 
@@ -122,7 +108,7 @@ impl RetryPolicy {
             Failure::Status {
                 retry_after: Some(after),
                 ..
-            } => after.mul_f64(time_scale()).min(self.retry_after_cap),
+            } => after.mul_f64(self.retry_after_scale).min(self.retry_after_cap),
             _ => self.jitter(retry),
         };
         (elapsed + wait <= self.max_elapsed).then_some(wait)
@@ -134,6 +120,81 @@ impl RetryPolicy {
             .saturating_mul(1u32 << retry.min(20))
             .min(self.max_backoff);
         ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
+    }
+}
+
+/// A wait that starts at `first` and doubles after each round, up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait after `wait`.
+    pub fn next(&self, wait: Duration) -> Duration {
+        (wait * 2).min(self.max)
+    }
+
+    fn scaled(self, factor: f64) -> Backoff {
+        Backoff {
+            first: self.first.mul_f64(factor),
+            max: self.max.mul_f64(factor),
+        }
+    }
+}
+
+/// Everything the operator waits on besides retries, and how patiently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollPolicy {
+    /// A TD job running: the source job, an export job, a perform's job.
+    pub job: Backoff,
+    /// A bulk-import session performing or committing.
+    pub session: Backoff,
+    /// A replace starts over: it waits this long, polling at `session.first`, for a perform or
+    /// commit that an earlier attempt left running before it discards that session.
+    pub settle: Duration,
+    /// A call that must not be resent blindly (rename, result_export) whose answer was lost: how
+    /// often TD's state is read to tell whether it was done, and the call sent again if not.
+    pub lost_answer_rechecks: u32,
+    /// 409s in a row on a session transition after which it is taken as a real refusal (each
+    /// one says the session moved on: the state is read again in between).
+    pub max_conflicts: u32,
+    /// How often the progress display is refreshed while rows move.
+    pub progress_tick: Duration,
+    /// How often the running status document is rewritten while rows move.
+    pub status_every: Duration,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            job: Backoff {
+                first: Duration::from_secs(1),
+                max: Duration::from_secs(30),
+            },
+            session: Backoff {
+                first: Duration::from_secs(1),
+                max: Duration::from_secs(10),
+            },
+            settle: Duration::from_secs(600),
+            lost_answer_rechecks: 3,
+            max_conflicts: 5,
+            progress_tick: Duration::from_millis(250),
+            status_every: Duration::from_secs(1),
+        }
+    }
+}
+
+impl PollPolicy {
+    /// Every wait multiplied by `factor` (the display's refresh excepted: it is for people).
+    pub fn scaled(self, factor: f64) -> PollPolicy {
+        PollPolicy {
+            job: self.job.scaled(factor),
+            session: self.session.scaled(factor),
+            settle: self.settle.mul_f64(factor),
+            ..self
+        }
     }
 }
 
@@ -198,6 +259,28 @@ mod tests {
         assert!(p
             .next_wait(0, Duration::from_secs(301), status(503), ONCE)
             .is_none());
+    }
+
+    #[test]
+    fn a_scaled_policy_scales_every_wait_and_retry_after() {
+        let p = RetryPolicy::default().scaled(0.001);
+        assert_eq!(p.base, Duration::from_micros(500));
+        assert_eq!(p.max_elapsed, Duration::from_millis(300));
+        let after = Failure::Status {
+            code: 429,
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(
+            p.next_wait(0, Duration::ZERO, after, ONCE),
+            Some(Duration::from_millis(7))
+        );
+        let poll = PollPolicy::default().scaled(0.001);
+        assert_eq!(poll.job.first, Duration::from_millis(1));
+        assert_eq!(
+            poll.job.next(Duration::from_millis(16)),
+            Duration::from_millis(30)
+        );
+        assert_eq!(poll.progress_tick, Duration::from_millis(250));
     }
 
     #[test]

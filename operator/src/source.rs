@@ -1,17 +1,24 @@
-//! The source: wait for a job (or issue a query), and read its result schema.
+//! The source stage: the finished job whose result is exported — an existing job waited for, or a
+//! query issued (with a domain key, so a rerun reuses its job) — and its result schema.
 
-use std::time::Duration;
+use std::time::Instant;
 
-use crate::retry::scaled;
-use crate::td::{Job, TdClient, TdError};
+use td_model::schema::{parse_result_schema, ResultColumn};
+use td_model::time::parse_td_timestamp;
+
+use crate::error::{Class, Classify, Exit};
+use crate::resolve::Source;
+use crate::retry::PollPolicy;
+use crate::td::{Job, JobStatus, TdClient, TdError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("source job {id} ended with status '{status}'{}", stderr_suffix(.stderr))]
+    #[error("source job {id} ended with status '{status}'{}", output_suffix(.output))]
     JobFailed {
         id: String,
-        status: String,
-        stderr: Option<String>,
+        status: JobStatus,
+        /// What the job said: its cmdout, then its stderr.
+        output: Option<String>,
     },
     #[error("source job {id} has no readable result schema ({detail})")]
     BadSchema { id: String, detail: String },
@@ -19,67 +26,120 @@ pub enum SourceError {
     Td(#[from] TdError),
 }
 
-fn stderr_suffix(stderr: &Option<String>) -> String {
-    match stderr.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+fn output_suffix(output: &Option<String>) -> String {
+    match output.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) => format!(":\n{}", s.chars().take(2000).collect::<String>()),
         None => String::new(),
     }
 }
 
-/// Polling of a running job: 1 s, doubling to 30 s.
-pub const POLL_FIRST: Duration = Duration::from_secs(1);
-pub const POLL_MAX: Duration = Duration::from_secs(30);
-
-/// Waits until job `id` finishes; an error or killed job is a `JobFailed` with its stderr.
-pub async fn wait_for_job(
-    client: &TdClient,
-    id: &str,
-    mut on_wait: impl FnMut(&Job),
-) -> Result<Job, SourceError> {
-    let mut wait = POLL_FIRST;
-    loop {
-        let job = client.job(id).await?;
-        if job.is_finished() {
-            if job.status == "success" {
-                return Ok(job);
-            }
-            let stderr = job.debug.as_ref().and_then(|d| d.stderr.clone());
-            return Err(SourceError::JobFailed {
-                id: id.to_string(),
-                status: job.status,
-                stderr,
-            });
+impl Classify for SourceError {
+    fn class(&self) -> Class {
+        match self {
+            SourceError::JobFailed { .. } => Class::new("SourceJobFailed", Exit::Failed),
+            SourceError::BadSchema { .. } => Class::new("BadResultSchema", Exit::Failed),
+            SourceError::Td(e) => e.class(),
         }
-        on_wait(&job);
-        tokio::time::sleep(scaled(wait)).await;
-        wait = (wait * 2).min(POLL_MAX);
     }
 }
 
-/// The result columns of a finished job: `[(name, type)]` from `hive_result_schema`.
-pub fn result_schema(job: &Job) -> Result<Vec<(String, String)>, SourceError> {
-    let bad = |detail: String| SourceError::BadSchema {
-        id: job.job_id.clone(),
-        detail,
+/// Waits until job `id` has finished, whatever its end; `on_wait` sees it while it runs.
+pub async fn finished_job(
+    client: &TdClient,
+    id: &str,
+    poll: &PollPolicy,
+    mut on_wait: impl FnMut(&Job),
+) -> Result<Job, TdError> {
+    let mut wait = poll.job.first;
+    loop {
+        let job = client.job(id).await?;
+        if job.is_finished() {
+            return Ok(job);
+        }
+        on_wait(&job);
+        tokio::time::sleep(wait).await;
+        wait = poll.job.next(wait);
+    }
+}
+
+/// Waits until job `id` finishes; an error or killed job is a `JobFailed` with what it said.
+pub async fn wait_for_job(client: &TdClient, id: &str, poll: &PollPolicy) -> Result<Job, SourceError> {
+    let started = Instant::now();
+    let job = finished_job(client, id, poll, |job| {
+        tracing::info!(job_id = %job.job_id, status = %job.status, waited_s = started.elapsed().as_secs(), "waiting for the source job");
+    })
+    .await?;
+    if job.status == JobStatus::Success {
+        return Ok(job);
+    }
+    Err(SourceError::JobFailed {
+        id: id.to_string(),
+        output: job.failure_output(),
+        status: job.status,
+    })
+}
+
+/// The finished source job: the one named, or the query's. `recorded` is the query job an
+/// unfinished earlier run left; it is reused when it ran the same query and has not failed.
+/// `on_issued` hears of a job issued now, before it is waited for.
+pub async fn source_job(
+    client: &TdClient,
+    source: &Source,
+    domain_key: Option<&str>,
+    recorded: Option<&str>,
+    poll: &PollPolicy,
+    on_issued: impl FnOnce(&str),
+) -> Result<Job, SourceError> {
+    let id = match source {
+        Source::Job { id } => id.clone(),
+        Source::Query {
+            sql,
+            database,
+            engine,
+        } => {
+            let reusable = match recorded {
+                Some(id) => reusable_job(client, id, sql, database).await?,
+                None => None,
+            };
+            match reusable {
+                Some(id) => id,
+                None => {
+                    let id = client
+                        .issue_query(engine.as_str(), database, sql, domain_key)
+                        .await?;
+                    tracing::info!(job_id = %id, "issued the query");
+                    on_issued(&id);
+                    id
+                }
+            }
+        }
     };
-    let text = job
-        .hive_result_schema
-        .as_deref()
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| bad("it is empty".into()))?;
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-    value
-        .as_array()
-        .ok_or_else(|| bad("not a JSON array".into()))?
-        .iter()
-        .map(|col| match col.as_array().map(Vec::as_slice) {
-            Some([name, ty, ..]) => match (name.as_str(), ty.as_str()) {
-                (Some(n), Some(t)) => Ok((n.to_string(), t.to_string())),
-                _ => Err(bad(format!("column {col} is not [name, type]"))),
-            },
-            _ => Err(bad(format!("column {col} is not [name, type]"))),
-        })
-        .collect()
+    wait_for_job(client, &id, poll).await
+}
+
+/// `id` when that job ran `sql` on `database` and has not failed: a rerun waits for it instead
+/// of issuing the query again.
+async fn reusable_job(
+    client: &TdClient,
+    id: &str,
+    sql: &str,
+    database: &str,
+) -> Result<Option<String>, TdError> {
+    let job = match client.job(id).await {
+        Ok(job) => job,
+        Err(e) if e.is_status(404) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let same_query = job.query.as_deref() == Some(sql) && job.database.as_deref() == Some(database);
+    Ok((same_query && !job.has_failed()).then(|| id.to_string()))
+}
+
+/// The result columns of a finished job, from `hive_result_schema`.
+pub fn result_schema(job: &Job) -> Result<Vec<ResultColumn>, SourceError> {
+    parse_result_schema(job.hive_result_schema.as_deref().unwrap_or("")).map_err(|e| SourceError::BadSchema {
+        id: job.job_id.clone(),
+        detail: e.to_string(),
+    })
 }
 
 /// When the job started, in unix seconds: the `time` of every row when neither the result nor
@@ -88,28 +148,5 @@ pub fn job_start_time(job: &Job) -> Option<i64> {
     [job.start_at.as_deref(), job.created_at.as_deref()]
         .into_iter()
         .flatten()
-        .find_map(parse_td_time)
-}
-
-/// Parses TD's timestamps: `2024-01-02 03:04:05 UTC` or RFC 3339.
-pub fn parse_td_time(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S UTC") {
-        return Some(t.and_utc().timestamp());
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn td_and_rfc3339_times_parse() {
-        assert_eq!(parse_td_time("2014-10-03 07:20:45 UTC"), Some(1_412_320_845));
-        assert_eq!(parse_td_time("2014-10-03T07:20:45Z"), Some(1_412_320_845));
-        assert_eq!(parse_td_time("yesterday"), None);
-    }
+        .find_map(parse_td_timestamp)
 }

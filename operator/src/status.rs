@@ -1,13 +1,24 @@
 //! The status document (design.md §5): a superset of Digdag `py>`'s output.json, written
-//! atomically on every exit path and while running, so a runner can watch it.
+//! atomically on every exit path and while running, so a runner can watch it. One
+//! [`StatusRecorder`] owns the document and its file for a run; the stages tell it what happened.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use td_model::Mode;
 
+use crate::error::{Classify, Exit};
+use crate::spec::Transfer;
+use crate::td::Job;
 use crate::transfer::columns::MappedColumn;
+pub use crate::transfer::columns::TimeSource;
+use crate::transfer::Written;
+
+/// JSON Schema (draft 2020-12) of the status document; `schema/` holds the source.
+pub const STATUS_SCHEMA: &str = include_str!("../../schema/status.schema.json");
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -28,25 +39,43 @@ pub struct ErrorInfo {
     pub backtrace: Vec<String>,
 }
 
+impl ErrorInfo {
+    /// The document's account of `e`: its class, message and chain of causes.
+    pub fn of<E: Classify + ?Sized>(e: &E) -> ErrorInfo {
+        let mut backtrace = Vec::new();
+        let mut source = e.source();
+        while let Some(s) = source {
+            backtrace.push(s.to_string());
+            source = s.source();
+        }
+        let class = e.class();
+        ErrorInfo {
+            class: class.name.into(),
+            message: e.to_string(),
+            retryable: class.is_transient(),
+            backtrace,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetInfo {
     /// Base URL of the target account's API (no key).
     pub endpoint: String,
     pub database: String,
     pub table: String,
-    pub mode: String,
+    pub mode: Mode,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExportInfo {
     pub source_job_id: Option<String>,
-    pub transfer: String,
+    pub transfer: Transfer,
     pub target: Option<TargetInfo>,
     pub rows: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// `column`, `setting` or `job_start`.
-    pub time_source: Option<String>,
+    pub time_source: Option<TimeSource>,
     pub columns: Vec<ColumnInfo>,
     pub idempotency_key: Option<String>,
     pub session: Option<String>,
@@ -164,14 +193,14 @@ impl StatusDoc {
             json!({"td": {"last_job_id": id, "last_job": {"id": id, "num_records": num_records}}});
     }
 
-    pub fn finish(&mut self, exit_code: i32, error: Option<ErrorInfo>) {
-        self.state = if exit_code == 0 {
+    pub fn finish(&mut self, exit: Exit, error: Option<ErrorInfo>) {
+        self.state = if exit == Exit::Success {
             State::Success
         } else {
             State::Failed
         };
         self.error = error;
-        self.exit_code = Some(exit_code);
+        self.exit_code = Some(exit.code());
         self.finished_at = Some(now_rfc3339());
     }
 }
@@ -224,5 +253,136 @@ impl StatusFile {
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+/// The status document of one run and the file it is written to: the stages report what
+/// happened, the recorder keeps the document and rewrites the file (atomically) when it matters.
+#[derive(Debug)]
+pub struct StatusRecorder {
+    doc: Mutex<StatusDoc>,
+    file: StatusFile,
+}
+
+impl StatusRecorder {
+    pub fn new(file: StatusFile) -> StatusRecorder {
+        StatusRecorder {
+            doc: Mutex::new(StatusDoc::new()),
+            file,
+        }
+    }
+
+    pub fn file(&self) -> &StatusFile {
+        &self.file
+    }
+
+    /// The document as it is now.
+    pub fn snapshot(&self) -> StatusDoc {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StatusDoc> {
+        self.doc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the document as it is now; a failure is logged (the run goes on).
+    pub fn write(&self) {
+        let snapshot = self.snapshot();
+        if let Err(e) = self.file.write(&snapshot) {
+            tracing::warn!(error = %e, "could not write the status document");
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut StatusDoc)) {
+        change(&mut self.lock());
+    }
+
+    /// The engine and the target, once known.
+    pub fn target(&self, transfer: Transfer, target: TargetInfo) {
+        self.update(|d| {
+            d.export.transfer = transfer;
+            d.export.target = Some(target);
+        });
+    }
+
+    /// A query job this run issued (written at once: a rerun reuses it).
+    pub fn issued(&self, job_id: &str) {
+        self.update(|d| d.export.source_job_id = Some(job_id.to_string()));
+        self.write();
+    }
+
+    /// The finished source job.
+    pub fn source_job(&self, job: &Job) {
+        self.update(|d| {
+            d.set_last_job(&job.job_id, job.num_records);
+            d.export.source_job_id = Some(job.job_id.clone());
+            d.export.rows_total = job.num_records.map(|n| n.max(0) as u64);
+        });
+    }
+
+    /// The idempotency key that names the export.
+    pub fn key(&self, key: &str) {
+        self.update(|d| d.export.idempotency_key = Some(key.to_string()));
+        self.write();
+    }
+
+    /// How the stream engine maps the result: columns, `time`, the session it loads.
+    pub fn mapping(&self, columns: &[MappedColumn], time_source: TimeSource, session: &str) {
+        self.update(|d| {
+            d.export.columns = columns.iter().map(ColumnInfo::from).collect();
+            d.export.time_source = Some(time_source);
+            d.export.session = Some(session.to_string());
+        });
+        self.write();
+    }
+
+    /// Rows and bytes moved so far.
+    pub fn progress(&self, rows: u64, bytes_in: u64, bytes_out: u64) {
+        self.update(|d| {
+            d.export.rows = rows;
+            d.export.bytes_in = bytes_in;
+            d.export.bytes_out = bytes_out;
+        });
+        self.write();
+    }
+
+    /// The server engine is about to ask TD to export (see [`Submitting`]).
+    pub fn submitting(&self, linked_before: Option<String>) {
+        self.update(|d| d.export.submitting = Some(Submitting { linked_before }));
+        self.write();
+    }
+
+    /// TD's export job, recorded before it is polled, so a rerun polls it instead of exporting twice.
+    pub fn export_job(&self, id: &str) {
+        self.update(|d| d.export.export_job_id = Some(id.to_string()));
+        self.write();
+    }
+
+    /// What the stream engine wrote.
+    pub fn written(&self, w: &Written) {
+        self.update(|d| {
+            d.export.rows = w.rows;
+            d.export.bytes_in = w.moved.bytes_in;
+            d.export.bytes_out = w.moved.bytes_out;
+            d.export.already_done = w.already_done;
+            d.export.verified = w.verified;
+        });
+    }
+
+    /// What the server engine's export job wrote.
+    pub fn exported(&self, rows: u64) {
+        self.update(|d| d.export.rows = rows);
+    }
+
+    /// One attempt of the task ended.
+    pub fn attempt(&self, attempt: Attempt) {
+        self.update(|d| d.attempts.push(attempt));
+    }
+
+    /// The run ended: the final document, written.
+    pub fn finish(&self, exit: Exit, error: Option<ErrorInfo>) -> StatusDoc {
+        self.update(|d| d.finish(exit, error));
+        self.write();
+        self.snapshot()
     }
 }

@@ -149,6 +149,11 @@ fn checked(seconds: i64) -> Option<i64> {
     (MIN_SECONDS..=MAX_SECONDS).contains(&seconds).then_some(seconds)
 }
 
+/// `seconds` when a timestamp can name it (years 0 to 9999).
+pub fn check_seconds(seconds: i64) -> Result<i64, TimeError> {
+    checked(seconds).ok_or(TimeError::OutOfRange)
+}
+
 /// TD's timestamp: `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn td_timestamp(seconds: i64) -> String {
     chrono::DateTime::from_timestamp(seconds, 0)

@@ -72,7 +72,7 @@ fn time_comes_from_the_time_setting_when_the_result_has_none() {
 fn time_comes_from_the_source_jobs_start_when_nothing_else_gives_it() {
     let (td, job) = target_with_job("SELECT sensor, value FROM readings");
     let start_at = td.job(1, &job).start_at.expect("a started job has start_at");
-    let start = td_result_export::source::parse_td_time(&start_at).expect("TD time");
+    let start = td_model::time::parse_td_timestamp(&start_at).expect("TD time");
     let out = td.export(&spec(&td, &job, "out", ""), &[]);
     out.expect_code(0);
     assert_eq!(out.status["export"]["time_source"], "job_start");

@@ -38,7 +38,7 @@ fn the_server_engine_in_legacy_mode_exports_through_a_td_url() {
         .as_str()
         .expect("the export job id is recorded");
     assert_ne!(export_job, job);
-    assert_eq!(td.job(1, export_job).status, "success");
+    assert_eq!(td.job(1, export_job).status.as_str(), "success");
     assert_eq!(out.status["export"]["transfer"], "server");
     assert_eq!(out.status["export"]["rows"], 4);
 }

@@ -315,6 +315,7 @@ fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
             name: "tdre_unreadable",
             database: "dstdb",
             table: "loaded",
+            poll: &td_result_export::retry::PollPolicy::default().scaled(0.001),
         };
         drive(
             &s,

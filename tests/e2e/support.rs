@@ -282,7 +282,7 @@ impl TdLocalRun {
     pub fn successful_job(&self, account: i64, db: &str, sql: &str) -> String {
         let id = self.finished_job(account, db, sql);
         let job = self.job(account, &id);
-        assert_eq!(job.status, "success", "job {id}: {:?}", job.debug);
+        assert_eq!(job.status.as_str(), "success", "job {id}: {:?}", job.debug);
         id
     }
 

@@ -4,16 +4,19 @@
 //! - `${secret:NAME}` comes from the `--secrets` file (nested `a: {b: …}` or flat `a.b: …`), then
 //!   the environment variable `NAME` upper-cased with every other character → `_`; `td.apikey`
 //!   also falls back to `TD_API_KEY` and `~/.td/td.conf`, `td.endpoint` to `TD_API_SERVER` and td.conf.
-//! - `${local:account2.master_key}` reads the embedded td-local's `accounts.yml` in the local data
-//!   directory (creating it, with fresh keys, the first time: what starting td-local would do).
+//! - `${local:account2.master_key}` reads the embedded td-local's accounts in the local data
+//!   directory, through the [`LocalAccounts`] the caller hands in (the library's edge passes
+//!   td-local's own loader, which creates them the first time, as starting td-local would).
 //!
 //! Values are substituted as text; a value whose whole text was `${…}` stays a string.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use regex::Regex;
+
+pub use crate::error::env_var_name;
 use serde_json::Value;
 
 /// The process environment as the spec stage sees it (injectable for tests).
@@ -37,20 +40,6 @@ impl Environment {
     }
 }
 
-/// `TARGET_APIKEY` for `target.apikey`.
-pub fn env_var_name(secret: &str) -> String {
-    secret
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// `[account]` values of `~/.td/td.conf` (`apikey`, `endpoint`).
 fn td_conf(home: &Path) -> BTreeMap<String, String> {
     let Ok(text) = std::fs::read_to_string(home.join(".td").join("td.conf")) else {
@@ -68,6 +57,43 @@ fn td_conf(home: &Path) -> BTreeMap<String, String> {
         }
     }
     values
+}
+
+/// An account of the embedded td-local, as `${local:…}` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAccount {
+    pub id: i64,
+    pub master_key: String,
+    pub write_only_key: String,
+}
+
+type LoadAccounts = dyn Fn(&Path) -> Result<Vec<LocalAccount>, String> + Send + Sync;
+
+/// Where the embedded td-local's accounts come from: a loader of a data directory's accounts.
+#[derive(Clone)]
+pub struct LocalAccounts(Arc<LoadAccounts>);
+
+impl LocalAccounts {
+    pub fn new(load: impl Fn(&Path) -> Result<Vec<LocalAccount>, String> + Send + Sync + 'static) -> Self {
+        LocalAccounts(Arc::new(load))
+    }
+
+    fn load(&self, dir: &Path) -> Result<Vec<LocalAccount>, String> {
+        (self.0)(dir)
+    }
+}
+
+impl Default for LocalAccounts {
+    /// No embedded td-local: `${local:…}` is an error.
+    fn default() -> Self {
+        LocalAccounts::new(|_| Err("the embedded td-local is not available here".to_string()))
+    }
+}
+
+impl std::fmt::Debug for LocalAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalAccounts")
+    }
 }
 
 /// Why a `${…}` could not be replaced (the caller adds the location).
@@ -99,8 +125,9 @@ pub struct Interpolator {
     secrets: Option<(PathBuf, serde_json::Value)>,
     env: Environment,
     local_dir: PathBuf,
+    local: LocalAccounts,
     td_conf: OnceLock<BTreeMap<String, String>>,
-    local_accounts: OnceLock<Result<Vec<td_local::Account>, String>>,
+    local_accounts: OnceLock<Result<Vec<LocalAccount>, String>>,
 }
 
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\$\{([^}]*)\}").expect("valid regex"));
@@ -116,12 +143,14 @@ impl Interpolator {
         secrets: Option<(PathBuf, Value)>,
         env: Environment,
         local_dir: PathBuf,
+        local: LocalAccounts,
     ) -> Interpolator {
         Interpolator {
             params,
             secrets,
             env,
             local_dir,
+            local,
             td_conf: OnceLock::new(),
             local_accounts: OnceLock::new(),
         }
@@ -204,17 +233,14 @@ impl Interpolator {
     }
 
     /// The embedded td-local's accounts (read, or created the first time).
-    pub fn local_accounts(&self) -> Result<&[td_local::Account], String> {
+    pub fn local_accounts(&self) -> Result<&[LocalAccount], String> {
         let loaded = self.local_accounts.get_or_init(|| {
-            std::fs::create_dir_all(&self.local_dir)
-                .map_err(|e| e.to_string())
-                .and_then(|()| td_local::accounts::load_or_create(&self.local_dir).map_err(|e| e.to_string()))
-                .map_err(|e| {
-                    format!(
-                        "cannot open td-local's accounts in {}: {e}",
-                        self.local_dir.display()
-                    )
-                })
+            self.local.load(&self.local_dir).map_err(|e| {
+                format!(
+                    "cannot open td-local's accounts in {}: {e}",
+                    self.local_dir.display()
+                )
+            })
         });
         loaded.as_deref().map_err(Clone::clone)
     }
@@ -287,6 +313,7 @@ mod tests {
                 home: None,
             },
             PathBuf::from("/nonexistent/td-local"),
+            LocalAccounts::default(),
         )
     }
 
@@ -374,17 +401,21 @@ mod tests {
     }
 
     #[test]
-    fn local_references_read_td_locals_accounts_file() {
-        let dir = tempfile::tempdir().unwrap();
+    fn local_references_read_the_embedded_accounts() {
         let mut i = interp(&[], None, &[]);
-        i.local_dir = dir.path().join("data");
-        let key = i.interpolate("${local:account2.master_key}").unwrap();
-        let accounts = td_local::accounts::load_or_create(&dir.path().join("data")).unwrap();
-        assert_eq!(key, accounts[1].master_key);
-        assert_eq!(
-            i.interpolate("${local:account1.write_only_key}").unwrap(),
-            accounts[0].write_only_key
-        );
+        i.local = LocalAccounts::new(|dir| {
+            assert_eq!(dir, Path::new("/data"));
+            Ok((1..=2)
+                .map(|id| LocalAccount {
+                    id,
+                    master_key: format!("{id}/master"),
+                    write_only_key: format!("{id}/wo"),
+                })
+                .collect())
+        });
+        i.local_dir = PathBuf::from("/data");
+        assert_eq!(i.interpolate("${local:account2.master_key}").unwrap(), "2/master");
+        assert_eq!(i.interpolate("${local:account1.write_only_key}").unwrap(), "1/wo");
         assert!(matches!(
             i.interpolate("${local:account9.master_key}"),
             Err(Unresolved::Local { problem, .. }) if problem.contains("no account 9")
@@ -392,6 +423,11 @@ mod tests {
         assert!(matches!(
             i.interpolate("${local:account1.key}"),
             Err(Unresolved::Local { .. })
+        ));
+        let none = interp(&[], None, &[]);
+        assert!(matches!(
+            none.interpolate("${local:account1.master_key}"),
+            Err(Unresolved::Local { problem, .. }) if problem.contains("not available")
         ));
     }
 }

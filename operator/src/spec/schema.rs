@@ -5,7 +5,13 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
+pub use td_model::did_you_mean;
+use td_model::name::NAME_PATTERN;
+
 use crate::error::{shown, At, Seg, SpecError, SpecPath};
+
+/// JSON Schema (draft 2020-12) of the task spec; `schema/` holds the source.
+pub const TASK_SCHEMA: &str = include_str!("../../../schema/td_result_export.schema.json");
 
 /// A compiled schema plus its JSON (walked to find allowed keys and descriptions).
 pub struct Schema {
@@ -20,8 +26,6 @@ pub const RANK_UNKNOWN_KEY: u8 = 0;
 pub const RANK_STRUCTURE: u8 = 1;
 pub const RANK_VALUE: u8 = 2;
 
-pub const NAME_PATTERN: &str = "^[a-z0-9_]{3,128}$";
-
 impl Schema {
     pub fn compile(json: Value) -> Schema {
         let validator = jsonschema::draft202012::new(&json).expect("the embedded schema compiles");
@@ -30,12 +34,12 @@ impl Schema {
 
     /// The task spec schema, as embedded in the binary.
     pub fn task() -> Schema {
-        Schema::compile(serde_json::from_str(crate::TASK_SCHEMA).expect("the embedded schema is JSON"))
+        Schema::compile(serde_json::from_str(TASK_SCHEMA).expect("the embedded schema is JSON"))
     }
 
     /// A `--connections` file: a map of name → the task schema's `connection`.
     pub fn connections_file() -> Schema {
-        let task: Value = serde_json::from_str(crate::TASK_SCHEMA).expect("the embedded schema is JSON");
+        let task: Value = serde_json::from_str(TASK_SCHEMA).expect("the embedded schema is JSON");
         Schema::compile(serde_json::json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "description": "Connections by name.",
@@ -56,25 +60,22 @@ impl Schema {
 
     fn convert(&self, error: &ValidationError<'_>, at: &dyn Fn(&SpecPath) -> At, out: &mut Vec<Ranked>) {
         let path = pointer_to_path(error.instance_path().as_str());
-        let value = error.instance();
         let ranked = |rank: u8, err: SpecError| {
             let line = err.at().and_then(|a| a.line);
             (rank, line, err)
         };
-        let invalid = |problem: String, fix: String| SpecError::Invalid {
-            at: at(&path),
-            problem,
-            fix,
-        };
         match error.kind() {
             _ if path == SpecPath::parse("td_result_export>") => {
-                let problem = format!(
-                    "the operator key takes no value, but has {}",
-                    shown_value(&path, value)
-                );
-                let fix = "Leave it empty (`td_result_export>:`) and put the job id in job_id.".to_string();
+                let err = SpecError::Invalid {
+                    at: at(&path),
+                    problem: format!(
+                        "the operator key takes no value, but has {}",
+                        shown_value(&path, error.instance())
+                    ),
+                    fix: "Leave it empty (`td_result_export>:`) and put the job id in job_id.".to_string(),
+                };
                 // Ranked with the structure: a job id here is why "no source" would follow.
-                out.push(ranked(RANK_STRUCTURE, invalid(problem, fix)));
+                out.push(ranked(RANK_STRUCTURE, err));
             }
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 let allowed = self.allowed_keys(&path);
@@ -91,14 +92,37 @@ impl Schema {
             ValidationErrorKind::Required { property } => {
                 let name = property.as_str().unwrap_or_default();
                 let fix = self.description(&path.key(name)).unwrap_or_default();
-                let problem = format!("`{name}` is missing");
                 let err = SpecError::Invalid {
                     at: at(&path),
-                    problem,
+                    problem: format!("`{name}` is missing"),
                     fix: format!("Add {name}: {fix}"),
                 };
                 out.push(ranked(RANK_STRUCTURE, err));
             }
+            ValidationErrorKind::PropertyNames { error } => self.convert(error, at, out),
+            kind => {
+                let (problem, fix) = self.value_problem(kind, error, &path);
+                let err = SpecError::Invalid {
+                    at: at(&path),
+                    problem,
+                    fix,
+                };
+                out.push(ranked(RANK_VALUE, err));
+            }
+        }
+    }
+
+    /// What is wrong with a value, and the fix.
+    fn value_problem(
+        &self,
+        kind: &ValidationErrorKind,
+        error: &ValidationError<'_>,
+        path: &SpecPath,
+    ) -> (String, String) {
+        let value = error.instance();
+        let shown = shown_value(path, value);
+        let described = || self.fix_from_description(path);
+        match kind {
             ValidationErrorKind::Enum { options } => {
                 let options: Vec<String> = options
                     .as_array()
@@ -113,84 +137,50 @@ impl Schema {
                     Some(s) => format!("Did you mean `{s}`?"),
                     None => format!("Use one of: {}.", options.join(", ")),
                 };
-                let problem = format!(
-                    "{} is not one of {}",
-                    shown_value(&path, value),
-                    options.join(", ")
-                );
-                out.push(ranked(RANK_VALUE, invalid(problem, fix)));
+                (format!("{shown} is not one of {}", options.join(", ")), fix)
             }
-            ValidationErrorKind::Constant { expected_value } => {
-                let problem = format!("{} must be {expected_value}", shown_value(&path, value));
-                out.push(ranked(
-                    RANK_VALUE,
-                    invalid(problem, format!("Write {expected_value}.")),
-                ));
-            }
+            ValidationErrorKind::Constant { expected_value } => (
+                format!("{shown} must be {expected_value}"),
+                format!("Write {expected_value}."),
+            ),
             ValidationErrorKind::Type { kind } => {
                 let expected: Vec<&str> = match kind {
                     TypeKind::Single(t) => vec![json_type_name(&t.to_string())],
                     TypeKind::Multiple(ts) => ts.iter().map(|t| json_type_name(&t.to_string())).collect(),
                 };
                 let problem = format!(
-                    "{} is {}, but {} is expected",
-                    shown_value(&path, value),
+                    "{shown} is {}, but {} is expected",
                     type_name(value),
                     expected.join(" or ")
                 );
-                out.push(ranked(
-                    RANK_VALUE,
-                    invalid(problem, self.fix_from_description(&path)),
-                ));
+                (problem, described())
             }
             ValidationErrorKind::Pattern { pattern } => {
                 let (what, fix) = match pattern.as_str() {
-                    NAME_PATTERN => (
-                        "is not a valid TD name",
-                        "Use 3 to 128 characters of lowercase a-z, 0-9 and _.".to_string(),
-                    ),
+                    NAME_PATTERN => ("is not a valid TD name", format!("Use {}.", td_model::name::NAME_RULE)),
                     "^td://" => (
                         "is not a td:// URL",
                         "Write td://APIKEY@HOST/DATABASE/TABLE, or td://@/DATABASE/TABLE for the source account."
                             .to_string(),
                     ),
                     "^[0-9]+$" => ("is not a job id", "A job id is digits only, e.g. \"12345\".".to_string()),
-                    _ => ("does not match the expected pattern", self.fix_from_description(&path)),
+                    _ => ("does not match the expected pattern", described()),
                 };
-                let problem = format!("{} {what}", shown_value(&path, value));
-                out.push(ranked(RANK_VALUE, invalid(problem, fix)));
+                (format!("{shown} {what}"), fix)
             }
             ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
-                let problem = format!("{} is below the minimum {limit}", shown_value(&path, value));
-                out.push(ranked(
-                    RANK_VALUE,
-                    invalid(problem, self.fix_from_description(&path)),
-                ));
+                (format!("{shown} is below the minimum {limit}"), described())
             }
-            ValidationErrorKind::MinLength { .. } => {
-                let problem = format!("{} is empty", shown_value(&path, value));
-                out.push(ranked(
-                    RANK_VALUE,
-                    invalid(problem, self.fix_from_description(&path)),
-                ));
+            ValidationErrorKind::Maximum { limit } | ValidationErrorKind::ExclusiveMaximum { limit } => {
+                (format!("{shown} is above the maximum {limit}"), described())
             }
+            ValidationErrorKind::MinLength { .. } => (format!("{shown} is empty"), described()),
             ValidationErrorKind::MaxLength { limit } => {
-                let problem = format!("{} is longer than {limit} characters", shown_value(&path, value));
-                out.push(ranked(
-                    RANK_VALUE,
-                    invalid(problem, self.fix_from_description(&path)),
-                ));
+                (format!("{shown} is longer than {limit} characters"), described())
             }
-            ValidationErrorKind::PropertyNames { error } => self.convert(error, at, out),
-            // "Exactly one source/target" is checked first with clearer words (see spec.rs); these
-            // only remain as a fallback.
-            _ => {
-                let problem = error.masked().to_string();
-                out.push(ranked(
-                    RANK_VALUE,
-                    invalid(problem, self.fix_from_description(&path)),
-                ));
-            }
+            // "Exactly one source/target" is checked first with clearer words (see checks.rs);
+            // these only remain as a fallback.
+            _ => (error.masked().to_string(), described()),
         }
     }
 
@@ -272,17 +262,6 @@ pub fn pointer_to_path(pointer: &str) -> SpecPath {
             })
             .collect(),
     )
-}
-
-/// The closest candidate to a misspelt word, if one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let word = word.to_ascii_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(&word, &c.to_ascii_lowercase()), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c.to_string())
 }
 
 /// A value as shown in messages (redacted; strings without JSON quotes).
@@ -367,45 +346,5 @@ mod tests {
             .description(&SpecPath::parse("database"))
             .unwrap()
             .contains("source account"));
-    }
-
-    /// Every property of both schemas carries a description (the schemas are the reference docs).
-    #[test]
-    fn every_property_in_both_schemas_is_described() {
-        fn walk(node: &Value, path: &str, missing: &mut Vec<String>) {
-            match node {
-                Value::Object(map) => {
-                    if let Some(Value::Object(props)) = map.get("properties") {
-                        for (name, prop) in props {
-                            if prop
-                                .get("description")
-                                .and_then(Value::as_str)
-                                .is_none_or(str::is_empty)
-                            {
-                                missing.push(format!("{path}/{name}"));
-                            }
-                        }
-                    }
-                    for (k, v) in map {
-                        walk(v, &format!("{path}/{k}"), missing);
-                    }
-                }
-                Value::Array(items) => items.iter().for_each(|v| walk(v, path, missing)),
-                _ => {}
-            }
-        }
-        for text in [crate::TASK_SCHEMA, crate::STATUS_SCHEMA] {
-            let json: Value = serde_json::from_str(text).unwrap();
-            let mut missing = Vec::new();
-            walk(&json, "", &mut missing);
-            assert!(
-                missing.is_empty(),
-                "properties without a description: {missing:?}"
-            );
-            assert!(
-                jsonschema::draft202012::meta::is_valid(&json),
-                "a valid draft 2020-12 schema"
-            );
-        }
     }
 }

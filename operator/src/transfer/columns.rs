@@ -1,6 +1,35 @@
-//! From the result's schema to the target table's: TD types and TD column names (design.md §6).
+//! From the result's schema to the target table's: TD types and TD column names (design.md §6),
+//! by TD's rules in td-model.
 
 use serde::Serialize;
+use td_model::name::unique_columns;
+use td_model::schema::ResultColumn;
+use td_model::types::{is_boolean_type, is_integer_type, td_type};
+
+use super::TransferError;
+use crate::source::job_start_time;
+use crate::td::Job;
+
+/// Where every row's `time` came from, as the status document names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeSource {
+    /// The result's own integer `time` column.
+    Column,
+    /// `result_settings.time`.
+    Setting,
+    /// The source job's start time (so a rerun writes identical rows).
+    JobStart,
+}
+
+/// Where each row's `time` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFill {
+    /// The result's own `time` column (at this index).
+    Column(usize),
+    /// The same value for every row (the `time` setting, or the source job's start time).
+    Fixed(i64),
+}
 
 /// One result column and what it becomes in the target table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,102 +48,24 @@ pub struct MappedColumn {
 impl MappedColumn {
     /// Whether values must be turned from booleans into 0/1 longs.
     pub fn is_boolean(&self) -> bool {
-        self.source_type.trim().eq_ignore_ascii_case("boolean")
+        is_boolean_type(&self.source_type)
     }
 }
 
-/// Maps a Presto/Hive result type to a TD column type.
-pub fn td_type(source_type: &str) -> String {
-    let t = source_type.trim().to_ascii_lowercase();
-    let base = t.split(['(', '<']).next().unwrap_or("").trim();
-    match base {
-        "bigint" | "integer" | "int" | "smallint" | "tinyint" | "boolean" => "long".into(),
-        "double" | "real" | "float" => "double".into(),
-        "array" => format!("array<{}>", td_type(inner(&t))),
-        "map" => {
-            let (k, v) = split_top_level(inner(&t));
-            format!("map<{},{}>", td_type(k), td_type(v))
-        }
-        _ => "string".into(),
-    }
-}
-
-/// What is inside the outermost brackets of `array(T)` / `map<K,V>`.
-fn inner(t: &str) -> &str {
-    match (t.find(['(', '<']), t.rfind([')', '>'])) {
-        (Some(open), Some(close)) if close > open => &t[open + 1..close],
-        _ => "",
-    }
-}
-
-/// Splits `K,V` at the first comma that is not nested.
-fn split_top_level(s: &str) -> (&str, &str) {
-    let mut depth = 0i32;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' | '<' => depth += 1,
-            ')' | '>' => depth -= 1,
-            ',' if depth == 0 => return (&s[..i], &s[i + 1..]),
-            _ => {}
-        }
-    }
-    (s, "")
-}
-
-/// A TD column name for `name`: lowercase, other characters `_`, no leading digit; `v` is
-/// reserved and becomes `v_`.
-pub fn normalize_name(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    if out == "v" {
-        out.push('_');
-    }
-    out
-}
-
-/// Maps every column of a result schema (`[[name, type], …]`), making names unique with
-/// `_1`, `_2` … in order of appearance.
-pub fn map_columns(schema: &[(String, String)]) -> Vec<MappedColumn> {
-    let mut taken: Vec<String> = Vec::with_capacity(schema.len());
+/// Maps every column of a result schema, making names unique with `_1`, `_2` … in order of
+/// appearance.
+pub fn map_columns(schema: &[ResultColumn]) -> Vec<MappedColumn> {
+    let targets = unique_columns(schema.iter().map(|c| c.name.as_str()));
     schema
         .iter()
-        .map(|(name, ty)| {
-            let base = normalize_name(name);
-            let mut target = base.clone();
-            let mut n = 0;
-            while taken.contains(&target) {
-                n += 1;
-                target = format!("{base}_{n}");
-            }
-            taken.push(target.clone());
-            MappedColumn {
-                source: name.clone(),
-                target,
-                td_type: td_type(ty),
-                source_type: ty.clone(),
-            }
+        .zip(targets)
+        .map(|(c, target)| MappedColumn {
+            source: c.name.clone(),
+            target,
+            td_type: td_type(&c.result_type),
+            source_type: c.result_type.clone(),
         })
         .collect()
-}
-
-/// Whether a result type holds integers (what a `time` column must be).
-pub fn is_integer_type(source_type: &str) -> bool {
-    matches!(
-        source_type.trim().to_ascii_lowercase().as_str(),
-        "bigint" | "integer" | "int" | "smallint" | "tinyint"
-    )
 }
 
 /// The TD schema (`[[name, type], …]`) for the mapped columns, without `time` (it is implicit).
@@ -126,61 +77,71 @@ pub fn td_schema(columns: &[MappedColumn]) -> serde_json::Value {
         .collect()
 }
 
+/// How each row gets its `time`: the result's integer `time` column, else the `time` setting,
+/// else the source job's start time (so a rerun writes identical rows).
+pub fn time_fill(
+    columns: &[MappedColumn],
+    setting: Option<i64>,
+    job: &Job,
+) -> Result<(TimeFill, TimeSource), TransferError> {
+    if let Some(i) = columns.iter().position(|c| c.target == "time") {
+        let c = &columns[i];
+        if !is_integer_type(&c.source_type) {
+            return Err(TransferError::NotExportable {
+                message: format!(
+                    "the result's `{}` column is {}, but TD's `time` must be integer unix seconds: \
+                     cast it (CAST(... AS BIGINT) or TD_TIME_PARSE(...)) or rename it in the query",
+                    c.source, c.source_type
+                ),
+            });
+        }
+        return Ok((TimeFill::Column(i), TimeSource::Column));
+    }
+    if let Some(t) = setting {
+        return Ok((TimeFill::Fixed(t), TimeSource::Setting));
+    }
+    match job_start_time(job) {
+        Some(t) => Ok((TimeFill::Fixed(t), TimeSource::JobStart)),
+        None => Err(TransferError::NotExportable {
+            message: format!(
+                "the result of job {} has no `time` column and the job has no start time: set result_settings.time",
+                job.job_id
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn result_types_map_to_td_types() {
-        for (from, to) in [
-            ("bigint", "long"),
-            ("integer", "long"),
-            ("smallint", "long"),
-            ("tinyint", "long"),
-            ("boolean", "long"),
-            ("double", "double"),
-            ("real", "double"),
-            ("varchar", "string"),
-            ("varchar(10)", "string"),
-            ("decimal(10,2)", "string"),
-            ("date", "string"),
-            ("timestamp", "string"),
-            ("json", "string"),
-            ("row(a bigint, b varchar)", "string"),
-            ("array(bigint)", "array<long>"),
-            ("array(varchar)", "array<string>"),
-            ("map(varchar, bigint)", "map<string,long>"),
-            ("map(varchar,array(double))", "map<string,array<double>>"),
-            ("array<int>", "array<long>"),
-        ] {
-            assert_eq!(td_type(from), to, "{from}");
-        }
+    fn schema(cols: &[(&str, &str)]) -> Vec<ResultColumn> {
+        cols.iter()
+            .map(|(n, t)| ResultColumn {
+                name: n.to_string(),
+                result_type: t.to_string(),
+            })
+            .collect()
     }
 
     #[test]
-    fn column_names_are_normalized_and_v_is_renamed() {
-        assert_eq!(normalize_name("Code"), "code");
-        assert_eq!(normalize_name("COUNT(1)"), "count_1_");
-        assert_eq!(normalize_name("user-id"), "user_id");
-        assert_eq!(normalize_name("1st"), "_1st");
-        assert_eq!(normalize_name(""), "_");
-        assert_eq!(normalize_name("v"), "v_");
-        assert_eq!(normalize_name("V"), "v_");
-        assert_eq!(normalize_name("vv"), "vv");
-    }
-
-    #[test]
-    fn duplicate_names_get_numbered_suffixes() {
-        let schema: Vec<(String, String)> = [
-            ("a", "bigint"),
-            ("A", "bigint"),
-            ("a ", "varchar"),
-            ("a_1", "bigint"),
-        ]
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect();
-        let names: Vec<String> = map_columns(&schema).into_iter().map(|c| c.target).collect();
-        assert_eq!(names, ["a", "a_1", "a_", "a_1_1"]);
+    fn columns_get_td_names_and_types_in_order() {
+        let mapped = map_columns(&schema(&[
+            ("Code", "integer"),
+            ("code", "varchar"),
+            ("v", "array(bigint)"),
+        ]));
+        let got: Vec<(&str, &str)> = mapped
+            .iter()
+            .map(|c| (c.target.as_str(), c.td_type.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("code", "long"), ("code_1", "string"), ("v_", "array<long>")]
+        );
+        assert_eq!(
+            td_schema(&map_columns(&schema(&[("time", "bigint"), ("x", "double")]))),
+            serde_json::json!([["x", "double"]])
+        );
     }
 }

@@ -3,18 +3,13 @@
 //! committed) and a committed session means "already done".
 
 use std::future::Future;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use super::stream::Moved;
 use super::TransferError;
-use crate::retry::scaled;
-use crate::td::{SessionAction, TdClient};
-
-/// Session polling: every 1 s, up to 10 s.
-const POLL_FIRST: Duration = Duration::from_secs(1);
-const POLL_MAX: Duration = Duration::from_secs(10);
+use crate::retry::PollPolicy;
+use crate::td::{Session, SessionAction, SessionStatus, TdClient};
 
 /// How a session reached `committed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +22,8 @@ pub struct Committed {
     pub by_this_run: bool,
     /// The table's row count just before this run's commit (None: not readable with this key).
     pub count_before: Option<i64>,
+    /// The perform's job: the TD job that wrote the rows.
+    pub job_id: Option<String>,
 }
 
 /// Session `name` loading `db.table`.
@@ -35,6 +32,7 @@ pub struct SessionRef<'a> {
     pub name: &'a str,
     pub database: &'a str,
     pub table: &'a str,
+    pub poll: &'a PollPolicy,
 }
 
 /// Brings the session to `committed`. `upload` fills the session it is given (deterministic part
@@ -49,7 +47,7 @@ where
     let mut uploaded: Option<Moved> = None;
     let mut acted = false;
     let mut count_before = None;
-    let mut wait = POLL_FIRST;
+    let mut wait = s.poll.session.first;
     let mut conflicts = 0u32;
     loop {
         let Some(session) = client.session(s.name).await? else {
@@ -57,16 +55,9 @@ where
             acted = true;
             continue;
         };
-        // A session of this name loading another table is not ours to resume or call done.
-        let loads = (session.database.as_deref(), session.table.as_deref());
-        if loads != (Some(s.database), Some(s.table)) && loads != (None, None) {
-            return Err(TransferError::UnexpectedSession {
-                session: s.name.to_string(),
-                status: format!("loading {}.{}", loads.0.unwrap_or("?"), loads.1.unwrap_or("?")),
-            });
-        }
-        match (session.status.as_str(), session.upload_frozen) {
-            ("uploading", false) => {
+        loads_our_table(s, &session)?;
+        match (&session.status, session.upload_frozen) {
+            (SessionStatus::Uploading, false) => {
                 if let Some(upload) = upload.take() {
                     let moved = upload(s.name.to_string()).await?;
                     prune_parts(s, moved.parts).await?;
@@ -75,60 +66,75 @@ where
                 transition(s, SessionAction::Freeze, &mut conflicts).await?;
                 acted = true;
             }
-            ("uploading", true) => {
+            (SessionStatus::Uploading, true) => {
                 client.append_schema(s.database, s.table, schema).await?;
                 transition(s, SessionAction::Perform, &mut conflicts).await?;
                 acted = true;
             }
-            ("ready", _) => {
-                // A part the perform could not read loses its rows from both counts: as bad as
-                // rejected records.
-                let errors = session.error_records.unwrap_or(0) + session.error_parts.unwrap_or(0);
-                if errors > 0 {
-                    return Err(TransferError::Rejected {
-                        session: s.name.to_string(),
-                        rejected: errors,
-                        valid: session.valid_records.unwrap_or(0),
-                    });
-                }
+            (SessionStatus::Ready, _) => {
+                nothing_rejected(s, &session)?;
                 count_before = table_count(s).await?;
                 transition(s, SessionAction::Commit, &mut conflicts).await?;
                 acted = true;
             }
-            ("committed", _) => {
+            (SessionStatus::Committed, _) => {
                 return Ok(Committed {
                     rows: session.valid_records.unwrap_or(0).max(0) as u64,
                     uploaded,
                     by_this_run: acted,
                     count_before,
+                    job_id: session.job_id,
                 });
             }
-            ("performing", _) => {
+            (SessionStatus::Performing, _) => {
                 if let Some(stderr) = failed_perform(client, session.job_id.as_deref()).await {
                     return Err(TransferError::PerformFailed {
                         session: s.name.to_string(),
                         stderr,
                     });
                 }
-                tokio::time::sleep(scaled(wait)).await;
-                wait = (wait * 2).min(POLL_MAX);
+                tokio::time::sleep(wait).await;
+                wait = s.poll.session.next(wait);
             }
-            ("committing", _) => {
-                tokio::time::sleep(scaled(wait)).await;
-                wait = (wait * 2).min(POLL_MAX);
+            (SessionStatus::Committing, _) => {
+                tokio::time::sleep(wait).await;
+                wait = s.poll.session.next(wait);
             }
-            (other, _) => {
+            (SessionStatus::Other(other), _) => {
                 return Err(TransferError::UnexpectedSession {
                     session: s.name.to_string(),
-                    status: other.into(),
+                    status: other.clone(),
                 })
             }
         }
     }
 }
 
-/// Conflicts in a row after which a transition's 409 is taken as a real refusal.
-const MAX_CONFLICTS: u32 = 5;
+/// A session of this name loading another table is not ours to resume or call done.
+fn loads_our_table(s: &SessionRef<'_>, session: &Session) -> Result<(), TransferError> {
+    let loads = (session.database.as_deref(), session.table.as_deref());
+    if loads != (Some(s.database), Some(s.table)) && loads != (None, None) {
+        return Err(TransferError::UnexpectedSession {
+            session: s.name.to_string(),
+            status: format!("loading {}.{}", loads.0.unwrap_or("?"), loads.1.unwrap_or("?")),
+        });
+    }
+    Ok(())
+}
+
+/// A performed session commits only when every record and part was read: a part the perform
+/// could not read loses its rows from both counts, as bad as rejected records.
+fn nothing_rejected(s: &SessionRef<'_>, session: &Session) -> Result<(), TransferError> {
+    let errors = session.error_records.unwrap_or(0) + session.error_parts.unwrap_or(0);
+    if errors > 0 {
+        return Err(TransferError::Rejected {
+            session: s.name.to_string(),
+            rejected: errors,
+            valid: session.valid_records.unwrap_or(0),
+        });
+    }
+    Ok(())
+}
 
 /// Sends a state transition. A 409 says the session is no longer in the state this run read:
 /// an attempt whose answer was lost (a cut body, a timeout) already moved it, or another run
@@ -139,7 +145,7 @@ async fn transition(
     conflicts: &mut u32,
 ) -> Result<(), TransferError> {
     match s.client.session_action(s.name, action).await {
-        Err(e) if e.is_status(409) && *conflicts < MAX_CONFLICTS => {
+        Err(e) if e.is_status(409) && *conflicts < s.poll.max_conflicts => {
             *conflicts += 1;
             tracing::info!(session = s.name, ?action, error = %e, "the session moved on; reading its state again");
             Ok(())
@@ -162,7 +168,7 @@ async fn create(s: &SessionRef<'_>) -> Result<(), TransferError> {
                 });
             }
             match s.client.create_table(s.database, s.table).await {
-                Err(e) if crate::td::is_forbidden(&e) => Err(TransferError::WriteOnlyCannotCreate {
+                Err(e) if e.is_forbidden() => Err(TransferError::WriteOnlyCannotCreate {
                     database: s.database.to_string(),
                     table: s.table.to_string(),
                 }),
@@ -189,7 +195,7 @@ async fn prune_parts(s: &SessionRef<'_>, written: u64) -> Result<(), TransferErr
 async fn table_count(s: &SessionRef<'_>) -> Result<Option<i64>, TransferError> {
     match s.client.table(s.database, s.table).await {
         Ok(t) => Ok(t.map(|t| t.count)),
-        Err(e) if crate::td::is_forbidden(&e) => Ok(None),
+        Err(e) if e.is_forbidden() => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -197,9 +203,8 @@ async fn table_count(s: &SessionRef<'_>) -> Result<Option<i64>, TransferError> {
 /// The stderr of a perform job that failed (None while it runs, or if it cannot be read).
 async fn failed_perform(client: &TdClient, job_id: Option<&str>) -> Option<String> {
     let job = client.job(job_id?).await.ok()?;
-    matches!(job.status.as_str(), "error" | "killed").then(|| {
-        job.debug
-            .and_then(|d| d.stderr)
+    job.has_failed().then(|| {
+        job.failure_output()
             .unwrap_or_else(|| format!("perform job {}", job.status))
     })
 }

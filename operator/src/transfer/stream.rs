@@ -16,23 +16,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::transcode::{TranscodeError, Transcoder};
 
-/// Parts are cut when their compressed size reaches this (unless [`PART_BYTES_ENV`] says otherwise).
-pub const PART_BYTES: usize = 16 << 20;
-/// Test and tuning knob: `TDRE_PART_BYTES=50000` cuts parts at 50 kB instead of [`PART_BYTES`], so a
-/// small result spreads over several parts (the fault and crash tests use it). Read once.
-pub const PART_BYTES_ENV: &str = "TDRE_PART_BYTES";
-
-/// The part size in force: [`PART_BYTES_ENV`] when set to a positive integer, else [`PART_BYTES`].
-pub fn part_bytes() -> usize {
-    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BYTES.get_or_init(|| {
-        std::env::var(PART_BYTES_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(PART_BYTES)
-    })
-}
+pub use crate::options::PART_BYTES;
 /// Parts uploaded at once.
 pub const PARALLEL_UPLOADS: usize = 2;
 /// The parts' gzip level: fast to write; the importer decompresses whatever level it gets.
@@ -74,10 +58,12 @@ pub fn part_name(index: u64) -> String {
     format!("part_{index:06}")
 }
 
-/// Streams `body` (a msgpack.gz result) through `transcoder` into parts handed to `upload`.
+/// Streams `body` (a msgpack.gz result) through `transcoder` into parts of about `part_bytes`
+/// compressed bytes handed to `upload`.
 pub async fn pipe<S, U, F, E>(
     body: S,
-    mut transcoder: Transcoder,
+    transcoder: Transcoder,
+    part_bytes: usize,
     progress: Arc<Progress>,
     upload: U,
 ) -> Result<Moved, StreamError<E>>
@@ -87,7 +73,7 @@ where
     F: Future<Output = Result<(), E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let (parts_tx, mut parts_rx) = mpsc::channel::<(String, Bytes)>(PARALLEL_UPLOADS);
+    let (parts_tx, parts_rx) = mpsc::channel::<(String, Bytes)>(PARALLEL_UPLOADS);
     let counting = {
         let progress = progress.clone();
         body.inspect_ok(move |chunk| {
@@ -96,46 +82,80 @@ where
     };
     let reader = SyncIoBridge::new(StreamReader::new(counting));
     let cut_progress = progress.clone();
-    let part_bytes = part_bytes();
-    let cutter = tokio::task::spawn_blocking(move || -> Result<u64, TranscodeError> {
-        let mut input = BufReader::with_capacity(1 << 16, MultiGzDecoder::new(reader));
-        let mut part = new_part(part_bytes);
-        let mut parts = 0u64;
-        let mut rows_in_part = 0u64;
-        let send = |encoder: GzEncoder<Vec<u8>>, parts: &mut u64| -> Result<(), TranscodeError> {
-            let bytes = Bytes::from(encoder.finish()?);
-            let name = part_name(*parts);
-            *parts += 1;
-            // A closed channel means the uploader failed: stop; its error is the one reported.
-            parts_tx
-                .blocking_send((name, bytes))
-                .map_err(|_| TranscodeError::Io(std::io::ErrorKind::BrokenPipe.into()))
-        };
-        let mut batch = Vec::with_capacity(BATCH_BYTES << 1);
-        while transcoder.next_row(&mut input, &mut batch)? {
-            cut_progress.rows.store(transcoder.rows(), Ordering::Relaxed);
-            rows_in_part += 1;
-            if batch.len() >= BATCH_BYTES {
-                part.write_all(&batch)?;
-                batch.clear();
-                if part.get_ref().len() >= part_bytes {
-                    send(std::mem::replace(&mut part, new_part(part_bytes)), &mut parts)?;
-                    rows_in_part = 0;
-                }
+    let cutter = tokio::task::spawn_blocking(move || {
+        let input = BufReader::with_capacity(1 << 16, MultiGzDecoder::new(reader));
+        cut_parts(input, transcoder, part_bytes, &cut_progress, &parts_tx)
+    });
+    let uploaded = upload_parts(parts_rx, upload, &progress).await;
+    let cut = cutter.await.map_err(|e| StreamError::Join(e.to_string()))?;
+    uploaded?;
+    let parts = cut?;
+    Ok(Moved {
+        rows: progress.rows.load(Ordering::Relaxed),
+        parts,
+        bytes_in: progress.bytes_in.load(Ordering::Relaxed),
+        bytes_out: progress.bytes_out.load(Ordering::Relaxed),
+    })
+}
+
+/// Transcodes every row of `input` into gzip parts cut at `part_bytes`, sent on `parts` in
+/// order; returns how many parts there were. Blocking: runs on its own thread.
+fn cut_parts<R: std::io::BufRead>(
+    mut input: R,
+    mut transcoder: Transcoder,
+    part_bytes: usize,
+    progress: &Progress,
+    parts: &mpsc::Sender<(String, Bytes)>,
+) -> Result<u64, TranscodeError> {
+    let mut part = new_part(part_bytes);
+    let mut count = 0u64;
+    let mut rows_in_part = 0u64;
+    let send = |encoder: GzEncoder<Vec<u8>>, count: &mut u64| -> Result<(), TranscodeError> {
+        let bytes = Bytes::from(encoder.finish()?);
+        let name = part_name(*count);
+        *count += 1;
+        // A closed channel means the uploader failed: stop; its error is the one reported.
+        parts
+            .blocking_send((name, bytes))
+            .map_err(|_| TranscodeError::Io(std::io::ErrorKind::BrokenPipe.into()))
+    };
+    let mut batch = Vec::with_capacity(BATCH_BYTES << 1);
+    while transcoder.next_row(&mut input, &mut batch)? {
+        progress.rows.store(transcoder.rows(), Ordering::Relaxed);
+        rows_in_part += 1;
+        if batch.len() >= BATCH_BYTES {
+            part.write_all(&batch)?;
+            batch.clear();
+            if part.get_ref().len() >= part_bytes {
+                send(std::mem::replace(&mut part, new_part(part_bytes)), &mut count)?;
+                rows_in_part = 0;
             }
         }
-        // An empty result makes no part at all.
-        if rows_in_part > 0 {
-            part.write_all(&batch)?;
-            send(part, &mut parts)?;
-        }
-        Ok(parts)
-    });
+    }
+    // An empty result makes no part at all.
+    if rows_in_part > 0 {
+        part.write_all(&batch)?;
+        send(part, &mut count)?;
+    }
+    Ok(count)
+}
 
+/// Uploads the parts as they come, at most [`PARALLEL_UPLOADS`] at once; the first failure
+/// stops taking parts (which stops the cutter) and is the one returned.
+async fn upload_parts<U, F, E>(
+    mut parts: mpsc::Receiver<(String, Bytes)>,
+    upload: U,
+    progress: &Arc<Progress>,
+) -> Result<(), StreamError<E>>
+where
+    U: Fn(String, Bytes) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let upload = Arc::new(upload);
     let mut flying: JoinSet<Result<u64, StreamError<E>>> = JoinSet::new();
     let mut upload_error = None;
-    while let Some((name, bytes)) = parts_rx.recv().await {
+    while let Some((name, bytes)) = parts.recv().await {
         while flying.len() >= PARALLEL_UPLOADS {
             if let Some(Err(e)) = flying.join_next().await.map(flatten_join) {
                 upload_error.get_or_insert(e);
@@ -156,23 +176,13 @@ where
             Ok(len)
         });
     }
-    drop(parts_rx);
+    drop(parts);
     while let Some(done) = flying.join_next().await {
         if let Err(e) = flatten_join(done) {
             upload_error.get_or_insert(e);
         }
     }
-    let cut = cutter.await.map_err(|e| StreamError::Join(e.to_string()))?;
-    if let Some(e) = upload_error {
-        return Err(e);
-    }
-    let parts = cut?;
-    Ok(Moved {
-        rows: progress.rows.load(Ordering::Relaxed),
-        parts,
-        bytes_in: progress.bytes_in.load(Ordering::Relaxed),
-        bytes_out: progress.bytes_out.load(Ordering::Relaxed),
-    })
+    upload_error.map_or(Ok(()), Err)
 }
 
 fn new_part(part_bytes: usize) -> GzEncoder<Vec<u8>> {
@@ -198,7 +208,7 @@ mod tests {
 
     use super::*;
     use crate::transfer::columns::map_columns;
-    use crate::transfer::transcode::TimeFill;
+    use crate::transfer::columns::TimeFill;
 
     /// `rows` result rows `[time, payload]`, as a msgpack.gz body of two gzip members.
     fn result_body(rows: &[(i64, Vec<u8>)]) -> Vec<u8> {
@@ -244,14 +254,21 @@ mod tests {
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         let columns = map_columns(&[
-            ("time".into(), "bigint".into()),
-            ("payload".into(), "varbinary".into()),
+            td_model::schema::ResultColumn {
+                name: "time".into(),
+                result_type: "bigint".into(),
+            },
+            td_model::schema::ResultColumn {
+                name: "payload".into(),
+                result_type: "varbinary".into(),
+            },
         ]);
         let uploaded = Arc::new(Mutex::new(Vec::new()));
         let sink = uploaded.clone();
         let moved = pipe(
             futures::stream::iter(chunks),
             Transcoder::new(&columns, TimeFill::Column(0)),
+            PART_BYTES,
             Arc::new(Progress::default()),
             move |name, bytes| {
                 sink.lock().unwrap().push((name, bytes));

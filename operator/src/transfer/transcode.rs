@@ -5,16 +5,7 @@ use std::io::{self, BufRead, Read, Write};
 
 use rmp::Marker;
 
-use super::columns::MappedColumn;
-
-/// Where each row's `time` comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeFill {
-    /// The result's own `time` column (at this index).
-    Column(usize),
-    /// The same value for every row (the `time` setting, or the source job's start time).
-    Fixed(i64),
-}
+use super::columns::{MappedColumn, TimeFill};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranscodeError {
@@ -257,7 +248,10 @@ mod tests {
         map_columns(
             &spec
                 .iter()
-                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .map(|(n, t)| td_model::schema::ResultColumn {
+                    name: n.to_string(),
+                    result_type: t.to_string(),
+                })
                 .collect::<Vec<_>>(),
         )
     }

@@ -1,87 +1,26 @@
-//! A typed client for the TD REST API v3: auth, the retry policy, errors that say which call failed.
-//! Only what the export needs; every path and shape follows td-api.md.
+//! A typed client for the TD REST API v3: auth, the retry policy, the calls the export needs.
+//! Every path and shape follows td-api.md.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::error::{error_chain, TdError, TdResult};
+use super::wire::{id_string, id_to_string, Job, SavedResult, Session, SessionAction, Table};
 use crate::retry::{Failure, RetryPolicy, Safety};
 
 /// Everything but unreserved characters is encoded in a path segment (names never contain `/`,
 /// keys and part names may contain `.`).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
 
-fn seg(s: &str) -> String {
+pub(crate) fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
-
-/// A failed call to TD. Messages name the call (method and path: never a key).
-#[derive(Debug, thiserror::Error)]
-pub enum TdError {
-    #[error("{call} answered {status}: {message}")]
-    Api {
-        call: String,
-        status: u16,
-        message: String,
-        conflicts_with: Option<String>,
-    },
-    #[error("{call} failed after {attempts} attempt(s): {reason}")]
-    Transport {
-        call: String,
-        attempts: u32,
-        reason: String,
-        connect: bool,
-    },
-    #[error("{call} returned an unexpected response: {detail}")]
-    Protocol { call: String, detail: String },
-}
-
-impl TdError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            TdError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    pub fn is_status(&self, code: u16) -> bool {
-        self.status() == Some(code)
-    }
-
-    /// Whether the call may have taken effect although it failed: it was sent, and its answer
-    /// was lost (reset, timeout, cut body) or was a 5xx that may follow the action.
-    pub fn is_ambiguous(&self) -> bool {
-        match self {
-            TdError::Transport { connect, .. } => !connect,
-            TdError::Api { status, .. } => RetryPolicy::is_ambiguous_status(*status),
-            TdError::Protocol { .. } => false,
-        }
-    }
-
-    /// Whether running the task again later may succeed (the retries were used up on a
-    /// transient failure), as opposed to a failure that needs a fix.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            TdError::Api { status, .. } => RetryPolicy::is_retryable(
-                Failure::Status {
-                    code: *status,
-                    retry_after: None,
-                },
-                Safety::Repeatable,
-            ),
-            TdError::Transport { .. } => true,
-            TdError::Protocol { .. } => false,
-        }
-    }
-}
-
-pub type TdResult<T> = Result<T, TdError>;
 
 /// One TD account on one endpoint.
 #[derive(Clone)]
@@ -112,18 +51,18 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// A request to send, possibly several times.
-struct Call {
-    method: Method,
-    path: String,
-    form: Vec<(&'static str, String)>,
-    body: Option<Bytes>,
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) form: Vec<(&'static str, String)>,
+    pub(crate) body: Option<Bytes>,
     /// Ask for the body from this byte on (`Range: bytes=N-`).
-    range_from: Option<u64>,
-    safety: Safety,
+    pub(crate) range_from: Option<u64>,
+    pub(crate) safety: Safety,
 }
 
 impl Call {
-    fn new(method: Method, path: String, safety: Safety) -> Call {
+    pub(crate) fn new(method: Method, path: String, safety: Safety) -> Call {
         Call {
             method,
             path,
@@ -133,7 +72,7 @@ impl Call {
             safety,
         }
     }
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
 }
@@ -153,9 +92,13 @@ impl TdClient {
         &self.base
     }
 
+    pub(crate) fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
     /// Sends `call` under the retry policy; returns the first successful response, whose body
     /// is still to be read (a stream: a failure while reading it is the caller's to handle).
-    async fn send(&self, call: &Call) -> TdResult<Response> {
+    pub(crate) async fn send(&self, call: &Call) -> TdResult<Response> {
         self.retrying(call, |resp| async move { Ok::<_, reqwest::Error>(resp) })
             .await
     }
@@ -351,31 +294,6 @@ impl TdClient {
         }
     }
 
-    /// Streams a finished job's result in the given format. When the connection drops in the
-    /// middle, the stream asks for the rest (`Range: bytes=N-`, which must answer 206 with the
-    /// same ETag) under the retry policy, so the reader sees one unbroken body.
-    pub async fn job_result(
-        &self,
-        id: &str,
-        format: &str,
-    ) -> TdResult<BoxStream<'static, std::io::Result<Bytes>>> {
-        let path = format!("/v3/job/result/{}?format={}", seg(id), seg(format));
-        let first = self
-            .send(&Call::new(Method::GET, path.clone(), Safety::Repeatable))
-            .await?;
-        let download = Download {
-            client: self.clone(),
-            path,
-            etag: etag(&first),
-            body: Some(first.bytes_stream().boxed()),
-            received: 0,
-            failures: 0,
-            since: Instant::now(),
-            done: false,
-        };
-        Ok(futures::stream::unfold(download, Download::next).boxed())
-    }
-
     /// Asks TD to write a job's result to a destination; returns the export job's id.
     pub async fn result_export(&self, job_id: &str, form: Vec<(&'static str, String)>) -> TdResult<String> {
         #[derive(Deserialize)]
@@ -465,233 +383,6 @@ impl TdClient {
     }
 }
 
-/// A result download that resumes where a cut connection left it.
-struct Download {
-    client: TdClient,
-    path: String,
-    etag: Option<String>,
-    body: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
-    received: u64,
-    /// Cuts in a row with no byte received in between, and since when.
-    failures: u32,
-    since: Instant,
-    done: bool,
-}
-
-impl Download {
-    async fn next(mut self) -> Option<(std::io::Result<Bytes>, Download)> {
-        if self.done {
-            return None;
-        }
-        loop {
-            let body = match self.body.as_mut() {
-                Some(body) => body,
-                None => match resume(&self.client, &self.path, self.received, self.etag.as_deref()).await {
-                    Ok(body) => self.body.insert(body),
-                    Err(e) => return self.fail(e),
-                },
-            };
-            match body.next().await {
-                None => return None,
-                Some(Ok(chunk)) => {
-                    self.received += chunk.len() as u64;
-                    self.failures = 0;
-                    return Some((Ok(chunk), self));
-                }
-                Some(Err(e)) => {
-                    self.body = None;
-                    let error = TdError::Transport {
-                        call: format!("GET {}", self.path),
-                        attempts: self.failures + 1,
-                        reason: error_chain(&e),
-                        connect: false,
-                    };
-                    if self.failures == 0 {
-                        self.since = Instant::now();
-                    }
-                    let wait = self.client.policy.next_wait(
-                        self.failures,
-                        self.since.elapsed(),
-                        Failure::Ambiguous,
-                        Safety::Repeatable,
-                    );
-                    let Some(wait) = wait else {
-                        return self.fail(error);
-                    };
-                    tracing::warn!(error = %error, received = self.received, "the result download broke off; resuming");
-                    tokio::time::sleep(wait).await;
-                    self.failures += 1;
-                }
-            }
-        }
-    }
-
-    fn fail(mut self, e: TdError) -> Option<(std::io::Result<Bytes>, Download)> {
-        self.done = true;
-        Some((Err(std::io::Error::other(e)), self))
-    }
-}
-
-/// Asks for the bytes not received yet; the server must answer with exactly those.
-async fn resume(
-    client: &TdClient,
-    path: &str,
-    received: u64,
-    expected_etag: Option<&str>,
-) -> TdResult<BoxStream<'static, reqwest::Result<Bytes>>> {
-    let call = Call {
-        range_from: Some(received),
-        ..Call::new(Method::GET, path.to_string(), Safety::Repeatable)
-    };
-    let resp = client.send(&call).await?;
-    let protocol = |detail: String| TdError::Protocol {
-        call: call.label(),
-        detail,
-    };
-    if resp.status() != StatusCode::PARTIAL_CONTENT {
-        return Err(protocol(format!(
-            "asked for the result from byte {}, got status {} instead of 206",
-            received,
-            resp.status().as_u16()
-        )));
-    }
-    if etag(&resp).as_deref() != expected_etag {
-        return Err(protocol(
-            "the result changed while it was read (ETag differs)".into(),
-        ));
-    }
-    Ok(resp.bytes_stream().boxed())
-}
-
-fn etag(resp: &Response) -> Option<String> {
-    resp.headers()
-        .get(reqwest::header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionAction {
-    Freeze,
-    Perform,
-    Commit,
-    Delete,
-}
-
-impl SessionAction {
-    fn verb(self) -> &'static str {
-        match self {
-            SessionAction::Freeze => "freeze",
-            SessionAction::Perform => "perform",
-            SessionAction::Commit => "commit",
-            SessionAction::Delete => "delete",
-        }
-    }
-}
-
-/// A table as `table/show` describes it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Table {
-    pub name: String,
-    #[serde(default)]
-    pub count: i64,
-    /// JSON text of `[[name, type(, alias)], …]`.
-    #[serde(default)]
-    pub schema: Option<String>,
-}
-
-/// A job as `job/show` describes it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Job {
-    #[serde(deserialize_with = "id_string")]
-    pub job_id: String,
-    pub status: String,
-    #[serde(default)]
-    pub database: Option<String>,
-    /// The SQL the job ran.
-    #[serde(default)]
-    pub query: Option<String>,
-    #[serde(default)]
-    pub num_records: Option<i64>,
-    #[serde(default)]
-    pub result_size: Option<i64>,
-    /// JSON text, e.g. `[["code","bigint"],["cnt","bigint"]]`.
-    #[serde(default)]
-    pub hive_result_schema: Option<String>,
-    #[serde(default)]
-    pub start_at: Option<String>,
-    #[serde(default)]
-    pub created_at: Option<String>,
-    #[serde(default)]
-    pub debug: Option<JobDebug>,
-    /// The latest result export started from this job (TD links each new one here).
-    #[serde(default, deserialize_with = "opt_id_string")]
-    pub linked_result_export_job_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct JobDebug {
-    #[serde(default)]
-    pub stderr: Option<String>,
-    #[serde(default)]
-    pub cmdout: Option<String>,
-}
-
-impl Job {
-    pub fn has_failed(&self) -> bool {
-        matches!(self.status.as_str(), "error" | "killed")
-    }
-
-    pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "success" | "error" | "killed")
-    }
-}
-
-/// A bulk-import session as `bulk_import/show` describes it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Session {
-    pub name: String,
-    pub status: String,
-    #[serde(default)]
-    pub upload_frozen: bool,
-    #[serde(default)]
-    pub database: Option<String>,
-    #[serde(default)]
-    pub table: Option<String>,
-    #[serde(default, deserialize_with = "opt_id_string")]
-    pub job_id: Option<String>,
-    #[serde(default)]
-    pub valid_records: Option<i64>,
-    #[serde(default)]
-    pub error_records: Option<i64>,
-    /// Parts the perform could not read at all (their rows are in neither count).
-    #[serde(default)]
-    pub error_parts: Option<i64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct SavedResult {
-    pub name: String,
-    pub url: String,
-}
-
-fn id_to_string(v: Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Ids arrive as strings or numbers depending on the call.
-fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    id_to_string(Value::deserialize(d)?).ok_or_else(|| serde::de::Error::custom("expected an id"))
-}
-
-fn opt_id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(id_to_string(Value::deserialize(d)?))
-}
-
 /// A 404 as `None`: the thing asked for does not exist (or, for a delete, is already gone).
 fn none_if_missing<T>(r: TdResult<T>) -> TdResult<Option<T>> {
     match r {
@@ -772,20 +463,4 @@ fn with_attempts(error: TdError, attempts: u32) -> TdError {
         },
         other => other,
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// Whether a status is the one TD uses for a write-only key refused.
-pub fn is_forbidden(e: &TdError) -> bool {
-    e.status() == Some(StatusCode::FORBIDDEN.as_u16())
 }

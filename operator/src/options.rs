@@ -1,0 +1,93 @@
+//! How an export runs, apart from what it exports: the retry and poll policies and the part size.
+//! Read from the environment once, at the edge (the command line), and passed down; nothing below
+//! reads the environment.
+
+use std::collections::BTreeMap;
+
+use crate::retry::{PollPolicy, RetryPolicy};
+
+/// Parts are cut when their compressed size reaches this.
+pub const PART_BYTES: usize = 16 << 20;
+
+/// Scales every wait of the operator (retries, `Retry-After`, polling): `TDRE_TIME_SCALE=0.001`
+/// turns seconds into milliseconds, for tests.
+pub const TIME_SCALE_ENV: &str = "TDRE_TIME_SCALE";
+/// Cuts parts at this many compressed bytes instead of [`PART_BYTES`]: `TDRE_PART_BYTES=50000`
+/// spreads a small result over several parts (the fault and crash tests use it).
+pub const PART_BYTES_ENV: &str = "TDRE_PART_BYTES";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub retry: RetryPolicy,
+    pub poll: PollPolicy,
+    /// Compressed bytes at which a part is cut.
+    pub part_bytes: usize,
+    /// The factor every wait was scaled by (also applied to `_retry` intervals).
+    pub time_scale: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retry: RetryPolicy::default(),
+            poll: PollPolicy::default(),
+            part_bytes: PART_BYTES,
+            time_scale: 1.0,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults with the knobs of `vars` applied; a knob that does not parse is ignored.
+    pub fn from_env(vars: &BTreeMap<String, String>) -> Options {
+        let scale = vars
+            .get(TIME_SCALE_ENV)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .unwrap_or(1.0);
+        let part_bytes = vars
+            .get(PART_BYTES_ENV)
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(PART_BYTES);
+        let defaults = Options::default();
+        Options {
+            retry: defaults.retry.scaled(scale),
+            poll: defaults.poll.scaled(scale),
+            part_bytes,
+            time_scale: scale,
+        }
+    }
+
+    /// `d` as this run waits it.
+    pub fn scaled(&self, d: std::time::Duration) -> std::time::Duration {
+        d.mul_f64(self.time_scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn knobs_scale_waits_and_cut_parts() {
+        let o = Options::from_env(&vars(&[(TIME_SCALE_ENV, "0.001"), (PART_BYTES_ENV, "50000")]));
+        assert_eq!(o.part_bytes, 50_000);
+        assert_eq!(o.retry, RetryPolicy::default().scaled(0.001));
+        assert_eq!(o.poll, PollPolicy::default().scaled(0.001));
+        assert_eq!(o.scaled(std::time::Duration::from_secs(2)).as_millis(), 2);
+    }
+
+    #[test]
+    fn knobs_that_do_not_parse_leave_the_defaults() {
+        let o = Options::from_env(&vars(&[(TIME_SCALE_ENV, "fast"), (PART_BYTES_ENV, "0")]));
+        assert_eq!(o, Options::default());
+    }
+}

@@ -1,0 +1,339 @@
+//! The spec's checks beyond the JSON Schema: exactly one source and one target (in clearer words
+//! than `oneOf`), values the schema cannot express (the td:// URL, the time, settings that fit the
+//! target form), and warnings (literal API keys, keys that have no effect).
+
+use serde_json::{Map, Value};
+use td_model::key::{is_key_name, looks_like_api_key};
+use td_model::time::TimeError;
+use td_model::TdUrl;
+
+use super::schema::{self, Ranked, RANK_STRUCTURE};
+use super::{TaskSpec, TimeSetting};
+use crate::error::{shown, At, SpecError, SpecPath, Warning};
+
+/// Warns about API keys written literally (before interpolation) instead of `${secret:…}`.
+pub(super) fn literal_key_warnings(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Vec<Warning> {
+    fn walk(value: &Value, path: &SpecPath, out: &mut Vec<SpecPath>) {
+        match value {
+            Value::String(text) => {
+                let literal_key = path.last_key().is_some_and(is_key_name)
+                    && !text.trim().is_empty()
+                    && !text.contains("${");
+                let literal_in_url = text.starts_with("td://")
+                    && text[5..]
+                        .rfind('@')
+                        .is_some_and(|i| i > 0 && !text[5..5 + i].contains("${"));
+                let text_settings = path.last_key() == Some("result_settings")
+                    && serde_json::from_str::<Value>(text).is_ok_and(|v| {
+                        let mut inner = Vec::new();
+                        walk(&v, path, &mut inner);
+                        !inner.is_empty()
+                    });
+                if literal_key || literal_in_url || text_settings || looks_like_api_key(text) {
+                    out.push(path.clone());
+                }
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| walk(v, &path.index(i), out)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, &path.key(k), out)),
+            _ => {}
+        }
+    }
+    let mut paths = Vec::new();
+    walk(doc, &SpecPath::root(), &mut paths);
+    paths.dedup();
+    let mut warnings: Vec<Warning> = paths
+        .into_iter()
+        .map(|path| Warning {
+            at: at(&path),
+            message: "an API key is written in the spec; anyone who can read the spec can use it. \
+                      Use ${secret:NAME} with --secrets FILE or an environment variable instead"
+                .to_string(),
+        })
+        .collect();
+    warnings.sort_by_key(|w| w.at.line);
+    warnings
+}
+
+/// `result_settings` given as JSON text (Digdag accepts both) becomes the map it holds.
+pub(super) fn settings_from_json_text(
+    doc: &mut Value,
+    at: &dyn Fn(&SpecPath) -> At,
+) -> Result<(), SpecError> {
+    let Some(Value::String(text)) = doc.get("result_settings") else {
+        return Ok(());
+    };
+    let path = SpecPath::parse("result_settings");
+    let parsed: Value = serde_json::from_str(text).map_err(|e| {
+        let at = at(&path);
+        SpecError::Syntax {
+            file: at.file.to_string(),
+            line: at.line,
+            format: "JSON in result_settings",
+            message: format!("{e} of the JSON text"),
+        }
+    })?;
+    if !parsed.is_object() {
+        return Err(SpecError::Invalid {
+            at: at(&path),
+            problem: format!("the JSON text holds {}, not a map", schema::type_name(&parsed)),
+            fix: "Write a map: {\"user_database_name\": \"testdb\", \"user_table_name\": \"t\", \"mode\": \"append\"}."
+                .to_string(),
+        });
+    }
+    doc["result_settings"] = parsed;
+    Ok(())
+}
+
+const SOURCES: [&str; 3] = ["job_id", "query", "query_file"];
+const TARGETS: [&str; 2] = ["result_url", "result_connection"];
+
+/// Exactly one source and one target, and what each needs; clearer than the schema's `oneOf`.
+pub(super) fn structure_errors(doc: &Map<String, Value>, at: &dyn Fn(&SpecPath) -> At) -> Vec<Ranked> {
+    let invalid = |path: SpecPath, problem: String, fix: &str| SpecError::Invalid {
+        at: at(&path),
+        problem,
+        fix: fix.to_string(),
+    };
+    let mut errors = Vec::new();
+    let source = exactly_one(doc, &SOURCES, at, "source").map_err(|(path, problem)| {
+        let fix = match problem.as_str() {
+            "no source is given" => {
+                "Add job_id: (the id of the job whose result to export), or query: or query_file: with database:."
+            }
+            _ => "Give exactly one source: job_id, query or query_file.",
+        };
+        invalid(path, problem, fix)
+    });
+    match source {
+        Ok(query @ ("query" | "query_file")) if !doc.contains_key("database") => errors.push(invalid(
+            SpecPath::parse(query),
+            format!("`{query}` needs `database`"),
+            "Add database: (the source account's database the query runs in).",
+        )),
+        Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+    if doc.contains_key("result_connection") && !doc.contains_key("result_settings") {
+        errors.push(invalid(
+            SpecPath::parse("result_connection"),
+            "`result_connection` needs `result_settings`".to_string(),
+            "Add result_settings: {user_database_name: DB, user_table_name: TABLE} (mode: append|replace).",
+        ));
+    }
+    if let Err((path, problem)) = exactly_one(doc, &TARGETS, at, "target") {
+        let fix = match problem.as_str() {
+            "no target is given" => {
+                "Add result_url: td://@/DATABASE/TABLE, or result_connection: NAME with result_settings:."
+            }
+            _ => "Give exactly one target: result_url or result_connection.",
+        };
+        errors.push(invalid(path, problem, fix));
+    }
+    if let Some(Value::Object(settings)) = doc.get("result_settings") {
+        for (name, alias) in [("user_database_name", "database"), ("user_table_name", "table")] {
+            if settings.contains_key(name) && settings.contains_key(alias) {
+                errors.push(invalid(
+                    SpecPath::parse("result_settings").key(alias),
+                    format!("`{name}` and its alias `{alias}` are both given"),
+                    &format!("Keep one of result_settings.{name} and result_settings.{alias}."),
+                ));
+            }
+        }
+    }
+    errors
+        .into_iter()
+        .map(|e| (RANK_STRUCTURE, e.at().and_then(|a| a.line), e))
+        .collect()
+}
+
+/// The one of `keys` that `doc` holds, or where and why there is not exactly one.
+fn exactly_one(
+    doc: &Map<String, Value>,
+    keys: &[&'static str],
+    at: &dyn Fn(&SpecPath) -> At,
+    what: &str,
+) -> Result<&'static str, (SpecPath, String)> {
+    let line_of = |key: &str| {
+        at(&SpecPath::parse(key))
+            .line
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default()
+    };
+    let given: Vec<&'static str> = keys.iter().filter(|k| doc.contains_key(**k)).copied().collect();
+    match given.as_slice() {
+        [] => Err((SpecPath::root(), format!("no {what} is given"))),
+        [one] => Ok(one),
+        [first, second, ..] => Err((
+            SpecPath::parse(second),
+            format!(
+                "`{first}`{} and `{second}`{} are both given",
+                line_of(first),
+                line_of(second)
+            ),
+        )),
+    }
+}
+
+/// A spec error at `path`.
+fn invalid(at: &dyn Fn(&SpecPath) -> At, path: &str, problem: String, fix: &str) -> SpecError {
+    SpecError::Invalid {
+        at: at(&SpecPath::parse(path)),
+        problem,
+        fix: fix.to_string(),
+    }
+}
+
+/// Checks the schema cannot express: td:// URL, time, settings coherence with the target form.
+pub(super) fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
+    let settings = doc
+        .get("result_settings")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let url = match doc.get("result_url").and_then(Value::as_str) {
+        Some(text) => Some(TdUrl::parse_table(text).map_err(|problem| {
+            invalid(
+                at,
+                "result_url",
+                format!("{}: {problem}", shown(&SpecPath::parse("result_url"), text)),
+                "Write td://APIKEY@HOST/DATABASE/TABLE[?mode=append|replace]; td://@/DATABASE/TABLE is the source account.",
+            )
+        })?),
+        None => None,
+    };
+    if let Some(url) = &url {
+        url_settings_checks(url, &settings, at)?;
+    }
+    if doc.get("result_connection").is_some() {
+        for (name, alias) in [("user_database_name", "database"), ("user_table_name", "table")] {
+            if !settings.contains_key(name) && !settings.contains_key(alias) {
+                return Err(invalid(
+                    at,
+                    "result_settings",
+                    format!("`{name}` is missing"),
+                    &format!("Add result_settings.{name}: the target's {alias}."),
+                ));
+            }
+        }
+    }
+    if let Some(time) = settings.get("time") {
+        time_check(time, at)?;
+    }
+    let legacy = settings
+        .get("legacy_mode")
+        .and_then(Value::as_bool)
+        .or(url.as_ref().and_then(|u| u.legacy))
+        .unwrap_or(false);
+    if legacy && doc.get("transfer").and_then(Value::as_str) != Some("server") {
+        return Err(invalid(
+            at,
+            "result_settings.legacy_mode",
+            "`legacy_mode: true` chooses TD's server-side td:// connector, but transfer is stream".to_string(),
+            "Add `transfer: server` (TD then writes the target, without exactly-once append), or drop legacy_mode.",
+        ));
+    }
+    Ok(())
+}
+
+/// With a td:// URL, the settings may not name the target again, nor contradict the URL.
+fn url_settings_checks(
+    url: &TdUrl,
+    settings: &Map<String, Value>,
+    at: &dyn Fn(&SpecPath) -> At,
+) -> Result<(), SpecError> {
+    for key in [
+        "user_database_name",
+        "database",
+        "user_table_name",
+        "table",
+        "api_key",
+        "api_hostname",
+    ] {
+        if settings.contains_key(key) {
+            return Err(invalid(
+                at,
+                &format!("result_settings.{key}"),
+                format!("`{key}` is also named by result_url"),
+                "With result_url, keep only mode, time and legacy_mode in result_settings (or use result_connection).",
+            ));
+        }
+    }
+    let settings_mode = settings.get("mode").and_then(Value::as_str);
+    if let (Some(url_mode), Some(mode)) = (url.mode, settings_mode) {
+        if url_mode.as_str() != mode {
+            return Err(invalid(
+                at,
+                "result_settings.mode",
+                format!("`{mode}` contradicts result_url's ?mode={url_mode}"),
+                "Give the mode in one place.",
+            ));
+        }
+    }
+    for (key, param, in_url) in [
+        ("time", "time", url.time.is_some()),
+        ("legacy_mode", "legacy", url.legacy.is_some()),
+    ] {
+        if in_url && settings.contains_key(key) {
+            return Err(invalid(
+                at,
+                &format!("result_settings.{key}"),
+                format!("`{key}` is also given by result_url's ?{param}="),
+                "Give it in one place.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `result_settings.time` reads as a time. The schema lets integers and strings through; a float
+/// such as 1e10 is not seconds, and seconds must name a year from 0 to 9999.
+fn time_check(time: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
+    let read = match time {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or(TimeError::OutOfRange)
+            .and_then(|s| TimeSetting::Seconds(s).to_seconds()),
+        Value::String(text) => TimeSetting::Text(text.clone()).to_seconds(),
+        _ => Err(TimeError::Unreadable),
+    };
+    read.map(drop).map_err(|problem| {
+        invalid(
+            at,
+            "result_settings.time",
+            format!("{} {problem}", schema::shown_value(&SpecPath::parse("time"), time)),
+            "Give Unix seconds (1700000000) or a timestamp: 2024-01-31 00:00:00 UTC, 2024-01-31T00:00:00Z, 2024-01-31.",
+        )
+    })
+}
+
+/// Warns about keys that are accepted but have no effect.
+pub(super) fn ignored_key_warnings(spec: &TaskSpec, at: &dyn Fn(&SpecPath) -> At) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if spec.job_id.is_some() {
+        for key in ["database", "engine"] {
+            let present = match key {
+                "database" => spec.database.is_some(),
+                _ => spec.engine.is_some(),
+            };
+            if present {
+                out.push(Warning {
+                    at: at(&SpecPath::parse(key)),
+                    message: format!("`{key}` is ignored: the source is an existing job (job_id)"),
+                });
+            }
+        }
+    }
+    for (name, connection) in &spec.connections {
+        if connection.kind.is_none() {
+            let path = SpecPath::parse("connections").key(name);
+            out.push(Warning {
+                at: at(&path),
+                message: "`type` is missing; treasure_data is assumed".to_string(),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! Talking to TD: a typed client ([`TdClient`]) under the one retry policy, a result download that
+//! resumes where a cut connection left it, what TD answers ([`wire`]), and how a failed call is
+//! classified ([`TdError`]).
+
+mod client;
+mod download;
+mod error;
+pub mod wire;
+
+pub use client::{http_client, TdClient};
+pub use error::{TdError, TdResult};
+pub use wire::{Job, JobDebug, JobStatus, SavedResult, Session, SessionAction, SessionStatus, Table};
