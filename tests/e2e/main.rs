@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `td-result-export` binary against td-local over loopback.
 //! One test binary; one module per area.
 
+mod cli_output;
 mod columns;
 mod crash;
 mod engines;

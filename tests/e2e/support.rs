@@ -5,52 +5,16 @@ use std::sync::OnceLock;
 
 use assert_cmd::Command;
 
-/// The `td-result-export` binary, freshly built.
-///
-/// Cargo builds another package's binaries only when that package's own tests run, so a plain
-/// `cargo test -p tdre-tests` could run a stale binary (or none). The first call runs
-/// `cargo build --bin td-result-export` into this test binary's own target dir and profile (a no-op
-/// when it is up to date, as under `cargo test --workspace`).
+/// The `td-result-export` binary, which Cargo builds before it runs this suite.
 pub fn operator_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps/<test>");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => "dev",
-        };
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "td-result-export",
-                "--bin",
-                "td-result-export",
-                "--profile",
-                profile,
-            ])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(repo_root())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building td-result-export failed");
-        profile_dir.join(format!("td-result-export{}", std::env::consts::EXE_SUFFIX))
-    })
+    Path::new(env!("CARGO_BIN_EXE_td-result-export"))
 }
 
 /// Root of the repository (for `schema/` and `examples/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("tests/ has a parent")
+        .expect("operator/ has a parent")
         .to_path_buf()
 }
 
@@ -87,6 +51,36 @@ impl Sandbox {
         cmd.env_clear().env("HOME", self.path()).current_dir(self.path());
         cmd
     }
+}
+
+/// Snapshot settings for what the binary prints: what changes from run to run (`extra` pairs of
+/// text → placeholder, loopback ports, durations, key-shaped strings, session hashes) is replaced,
+/// so a snapshot pins the words users read and nothing else.
+pub fn cli_snapshots(extra: &[(&str, &str)]) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_prepend_module_to_snapshot(false);
+    for (text, placeholder) in extra {
+        settings.add_filter(&regex::escape(text), *placeholder);
+    }
+    settings.add_filter(r"\b\d+/[0-9a-fA-F]{40}\b", "[KEY]");
+    settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    settings.add_filter(r"\bin \d+\.\d+ s\b", "in [SECS] s");
+    settings.add_filter(r"tdre_[0-9a-f]{16}", "tdre_[HASH]");
+    settings.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "[TIME]");
+    settings
+}
+
+/// A case name as a snapshot name: `misspelt mode` → `misspelt_mode`.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        match c {
+            c if c.is_ascii_alphanumeric() => out.push(c.to_ascii_lowercase()),
+            _ if out.ends_with('_') || out.is_empty() => {}
+            _ => out.push('_'),
+        }
+    }
+    out.trim_end_matches('_').to_string()
 }
 
 /// A string shaped like a real TD API key (`<id>/<40 hex>`), distinct per `seed`.

@@ -1,0 +1,85 @@
+//! What users read, pinned as snapshots (`snapshots/`): `--help`, the `validate` line, the plan
+//! a dry run prints, run summaries, and a failed run's message. Filters replace only what
+//! changes from run to run (sandbox paths, loopback ports, durations, session hashes).
+
+use crate::export::with_events_job;
+use crate::support::{cli_snapshots, repo_root, Sandbox};
+
+#[test]
+fn help_shows_the_commands_an_example_spec_and_the_exit_codes() {
+    let sandbox = Sandbox::new();
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["validate", "--help"],
+        &["schema", "--help"],
+    ] {
+        let out = sandbox.cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let name = format!("help__{}", args[..args.len() - 1].join("_"));
+        let name = if args.len() == 1 { "help".to_string() } else { name };
+        cli_snapshots(&[]).bind(|| insta::assert_snapshot!(name, String::from_utf8_lossy(&out.stdout)));
+    }
+}
+
+#[test]
+fn validate_prints_one_line_naming_source_and_target() {
+    let sandbox = Sandbox::new();
+    let quickstart = repo_root().join("examples/quickstart.yml");
+    let out = sandbox.cmd().arg("validate").arg(&quickstart).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = repo_root().display().to_string();
+    cli_snapshots(&[(&root, "[REPO]")])
+        .bind(|| insta::assert_snapshot!("validate_quickstart", String::from_utf8_lossy(&out.stdout)));
+}
+
+#[test]
+fn a_dry_run_prints_the_resolved_plan_with_keys_hidden() {
+    let sandbox = Sandbox::new();
+    let quickstart = repo_root().join("examples/quickstart.yml");
+    let out = sandbox
+        .cmd()
+        .args(["run", "--dry-run"])
+        .arg(&quickstart)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    cli_snapshots(&[])
+        .bind(|| insta::assert_snapshot!("dry_run_quickstart", String::from_utf8_lossy(&out.stdout)));
+}
+
+#[test]
+fn run_summaries_say_what_was_written_where_and_when_it_was_already_done() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let spec = format!(
+        "job_id: '{job}'\n{}result_url: {}\n",
+        td.source_yaml(),
+        td.target_url("dstdb/events_copy?mode=append")
+    );
+    let first = td.export(&spec, &[]);
+    first.expect_code(0);
+    let again = td.export(&spec, &[]);
+    again.expect_code(0);
+    let sandbox = td.sandbox.path().display().to_string();
+    let settings = cli_snapshots(&[(&sandbox, "[SANDBOX]"), (&format!("job {job} "), "job [JOB] ")]);
+    settings.bind(|| {
+        insta::assert_snapshot!("run_append", first.stdout);
+        insta::assert_snapshot!("run_append_again", again.stdout);
+    });
+}
+
+#[test]
+fn a_failed_run_says_what_to_fix_on_stderr() {
+    let (td, job) = with_events_job();
+    let spec = format!(
+        "job_id: '{job}'\n{}result_url: td://${{secret:target_wo_key}}@{}/dstdb/events_copy?mode=replace\n",
+        td.source_yaml(),
+        td.host()
+    );
+    let out = td.export(&spec, &[]);
+    out.expect_code(2);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    cli_snapshots(&[]).bind(|| insta::assert_snapshot!("run_replace_with_write_only_key", out.stderr));
+}
