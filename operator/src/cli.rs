@@ -199,12 +199,13 @@ fn prepare_and_export(
             fix: "Check the machine's thread and file limits.".into(),
         })
     })?;
-    runtime.block_on(async {
-        tokio::select! {
-            r = export::run(&plan, recorder, &options, progress_display(cli)) => r,
-            signal = interrupted() => Err(export::ExportError::Interrupted(signal)),
-        }
-    })?;
+    runtime.block_on(export::run(
+        &plan,
+        recorder,
+        &options,
+        progress_display(cli),
+        interrupted(),
+    ))?;
     Ok(Some(plan))
 }
 

@@ -1,6 +1,8 @@
 //! One export, start to end: connect the accounts → get the source job → move the rows with the
 //! chosen engine → record what happened, under the task's own retries (`_retry`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -10,12 +12,12 @@ use crate::connect::{connect, ConnectError, Connected};
 use crate::error::{Class, Classify, Exit};
 use crate::options::Options;
 use crate::progress::{Display, Reporter};
-use crate::resolve::ExportPlan;
+use crate::resolve::{ExportPlan, Source};
 use crate::retry::PollPolicy;
 use crate::source::{result_schema, source_job, SourceError};
 use crate::spec::Transfer;
 use crate::status::{now_rfc3339, Attempt, State, StatusDoc, StatusRecorder, TargetInfo};
-use crate::td::{Job, TdClient};
+use crate::td::{Job, JobStatus, TdClient};
 use crate::transfer::append::append;
 use crate::transfer::columns::{map_columns, td_schema, time_fill};
 use crate::transfer::replace::{preflight, replace, ReplaceTarget};
@@ -33,8 +35,15 @@ pub enum ExportError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Transfer(#[from] TransferError),
-    #[error("interrupted by {0}; the export can be run again safely")]
-    Interrupted(&'static str),
+    #[error(
+        "interrupted by {signal}{}; the export can be run again safely",
+        killed.as_ref().map(|id| format!(" (the query job {id} this export issued was killed)")).unwrap_or_default()
+    )]
+    Interrupted {
+        signal: &'static str,
+        /// The query job this export issued, killed because it was still running.
+        killed: Option<String>,
+    },
 }
 
 impl Classify for ExportError {
@@ -43,52 +52,93 @@ impl Classify for ExportError {
             ExportError::Connect(e) => e.class(),
             ExportError::Source(e) => e.class(),
             ExportError::Transfer(e) => e.class(),
-            ExportError::Interrupted(_) => Class::new("Interrupted", Exit::Transient),
+            ExportError::Interrupted { .. } => Class::new("Interrupted", Exit::Transient),
         }
     }
 }
 
-/// Runs the export with whole-task retries (`_retry`), reporting to `recorder`.
+/// Runs the export with whole-task retries (`_retry`), reporting to `recorder`, until it ends or
+/// `cancel` resolves (with the signal's name): then a query the export issued that is still
+/// running is killed, as Digdag's `td>` does when a task is cancelled. An export job TD already
+/// runs is left to finish: a rerun adopts it, which is safer than killing a half-written append.
 pub async fn run(
     plan: &ExportPlan,
     recorder: &StatusRecorder,
     options: &Options,
     display: Display,
+    cancel: impl Future<Output = &'static str>,
 ) -> Result<(), ExportError> {
+    tokio::pin!(cancel);
     let mut previous = recorder.file().previous();
     let mut attempt = 0u32;
     loop {
         let at = now_rfc3339();
-        let result = run_once(plan, recorder, previous.as_ref(), options, display).await;
+        let result = run_once(
+            plan,
+            recorder,
+            previous.as_ref(),
+            options,
+            display,
+            cancel.as_mut(),
+        )
+        .await;
         let (outcome, message) = match &result {
             Ok(()) => ("success".to_string(), None),
             Err(e) => (e.class().name.to_string(), Some(e.to_string())),
         };
         recorder.attempt(Attempt { at, outcome, message });
         match result {
-            Err(e) if e.class().is_transient() && attempt < plan.retry.limit => {
+            Err(e) if retryable(&e) && attempt < plan.retry.limit => {
                 attempt += 1;
                 let wait = options.scaled(plan.retry.interval_before(attempt));
                 tracing::warn!(attempt, wait_s = wait.as_secs_f64(), error = %e, "retrying the export");
                 recorder.write();
                 // The next attempt resumes what this one recorded (the query job, a server export).
                 previous = Some(recorder.snapshot());
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    signal = cancel.as_mut() => return Err(ExportError::Interrupted { signal, killed: None }),
+                }
             }
             other => return other,
         }
     }
 }
 
+/// Whether `_retry` runs the task again after `e`: transient failures, but not an interruption
+/// (the runner asked the task to stop).
+fn retryable(e: &ExportError) -> bool {
+    e.class().is_transient() && !matches!(e, ExportError::Interrupted { .. })
+}
+
 /// One attempt. `previous` is what an earlier run (or attempt) recorded.
-async fn run_once(
+async fn run_once<C: Future<Output = &'static str>>(
     plan: &ExportPlan,
     recorder: &StatusRecorder,
     previous: Option<&StatusDoc>,
     options: &Options,
     display: Display,
+    mut cancel: Pin<&mut C>,
 ) -> Result<(), ExportError> {
-    let connected = connect(plan, options).await?;
+    let connected = tokio::select! {
+        connected = connect(plan, options) => connected?,
+        signal = cancel.as_mut() => return Err(ExportError::Interrupted { signal, killed: None }),
+    };
+    tokio::select! {
+        done = stages(plan, &connected, recorder, previous, options, display) => done,
+        signal = cancel.as_mut() => Err(interrupted(plan, &connected, recorder, options, signal).await),
+    }
+}
+
+/// The run stages on connected accounts: source → transfer, each reporting to `recorder`.
+async fn stages(
+    plan: &ExportPlan,
+    connected: &Connected,
+    recorder: &StatusRecorder,
+    previous: Option<&StatusDoc>,
+    options: &Options,
+    display: Display,
+) -> Result<(), ExportError> {
     recorder.target(
         plan.transfer,
         TargetInfo {
@@ -98,7 +148,7 @@ async fn run_once(
             mode: plan.target.mode,
         },
     );
-    prepare_target(plan, &connected).await?;
+    prepare_target(plan, connected).await?;
     let unfinished = previous.filter(|p| p.state != State::Success);
     let job = source_job(
         &connected.source,
@@ -110,13 +160,48 @@ async fn run_once(
     )
     .await?;
     recorder.source_job(&job);
-    let key = idempotency_key(plan, &connected, &job);
+    let key = idempotency_key(plan, connected, &job);
     recorder.key(&key);
     match plan.transfer {
-        Transfer::Stream => stream_export(plan, &connected, &job, &key, recorder, options, display).await?,
-        Transfer::Server => server_export(&connected, &job, recorder, unfinished, options).await?,
+        Transfer::Stream => stream_export(plan, connected, &job, &key, recorder, options, display).await?,
+        Transfer::Server => server_export(connected, &job, recorder, unfinished, options).await?,
     }
     Ok(())
+}
+
+/// The run was told to stop: kill the query job it issued if that still runs (within the
+/// policy's grace), and say so.
+async fn interrupted(
+    plan: &ExportPlan,
+    connected: &Connected,
+    recorder: &StatusRecorder,
+    options: &Options,
+    signal: &'static str,
+) -> ExportError {
+    let issued = matches!(plan.source, Source::Query { .. })
+        .then(|| recorder.snapshot().export.source_job_id)
+        .flatten();
+    let Some(id) = issued else {
+        return ExportError::Interrupted { signal, killed: None };
+    };
+    let kill = tokio::time::timeout(options.poll.cancel_grace, connected.source.kill_job(&id)).await;
+    let killed = match kill {
+        Ok(Ok(former)) if !JobStatus::parse(&former).is_finished() => {
+            tracing::warn!(job_id = %id, %signal, "killed the query job this export issued");
+            recorder.killed(&id);
+            Some(id)
+        }
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => {
+            tracing::warn!(job_id = %id, error = %e, "could not kill the query job this export issued");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(job_id = %id, "no answer in time to the kill of the query job this export issued");
+            None
+        }
+    };
+    ExportError::Interrupted { signal, killed }
 }
 
 /// Before waiting on the source: a local target gets its database; a replace refuses a
@@ -137,7 +222,7 @@ async fn prepare_target(plan: &ExportPlan, connected: &Connected) -> Result<(), 
 /// The `domain_key` a query is issued with, so that a rerun finds the job instead of issuing it
 /// twice; only when the task names itself with `idempotency_key`.
 fn domain_key(plan: &ExportPlan) -> Option<String> {
-    let crate::resolve::Source::Query { sql, database, .. } = &plan.source else {
+    let Source::Query { sql, database, .. } = &plan.source else {
         return None;
     };
     let key = plan.idempotency_key.as_deref()?;
@@ -312,6 +397,9 @@ async fn server_export(
         |id| recorder.export_job(id),
     )
     .await?;
-    recorder.exported(exported.num_records.unwrap_or_default().max(0) as u64);
+    recorder.exported(
+        &exported.job_id,
+        exported.num_records.unwrap_or_default().max(0) as u64,
+    );
     Ok(())
 }

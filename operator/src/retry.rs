@@ -63,12 +63,12 @@ fn not_acted_on(code: u16) -> bool {
 }
 
 impl RetryPolicy {
-    /// Every wait of the policy multiplied by `factor`.
+    /// Every wait of the policy multiplied by `factor`. The elapsed budget is not a wait and is
+    /// kept: it bounds real time, and requests take as long as they take whatever the factor.
     pub fn scaled(self, factor: f64) -> RetryPolicy {
         RetryPolicy {
             base: self.base.mul_f64(factor),
             max_backoff: self.max_backoff.mul_f64(factor),
-            max_elapsed: self.max_elapsed.mul_f64(factor),
             retry_after_cap: self.retry_after_cap.mul_f64(factor),
             retry_after_scale: self.retry_after_scale * factor,
             ..self
@@ -160,6 +160,11 @@ pub struct PollPolicy {
     /// 409s in a row on a session transition after which it is taken as a real refusal (each
     /// one says the session moved on: the state is read again in between).
     pub max_conflicts: u32,
+    /// A query issued with a domain key whose earlier job failed or was killed is issued again
+    /// under the next key (`KEY-1`, `KEY-2`, …), at most this many times.
+    pub max_reissues: u32,
+    /// How long an interrupted run waits for TD to kill the query it issued before it exits.
+    pub cancel_grace: Duration,
     /// How often the progress display is refreshed while rows move.
     pub progress_tick: Duration,
     /// How often the running status document is rewritten while rows move.
@@ -180,6 +185,8 @@ impl Default for PollPolicy {
             settle: Duration::from_secs(600),
             lost_answer_rechecks: 3,
             max_conflicts: 5,
+            max_reissues: 10,
+            cancel_grace: Duration::from_secs(10),
             progress_tick: Duration::from_millis(250),
             status_every: Duration::from_secs(1),
         }
@@ -265,7 +272,7 @@ mod tests {
     fn a_scaled_policy_scales_every_wait_and_retry_after() {
         let p = RetryPolicy::default().scaled(0.001);
         assert_eq!(p.base, Duration::from_micros(500));
-        assert_eq!(p.max_elapsed, Duration::from_millis(300));
+        assert_eq!(p.max_elapsed, RetryPolicy::default().max_elapsed);
         let after = Failure::Status {
             code: 429,
             retry_after: Some(Duration::from_secs(7)),

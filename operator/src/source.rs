@@ -104,9 +104,7 @@ pub async fn source_job(
             match reusable {
                 Some(id) => id,
                 None => {
-                    let id = client
-                        .issue_query(engine.as_str(), database, sql, domain_key)
-                        .await?;
+                    let id = issue(client, engine.as_str(), database, sql, domain_key, poll).await?;
                     tracing::info!(job_id = %id, "issued the query");
                     on_issued(&id);
                     id
@@ -115,6 +113,35 @@ pub async fn source_job(
         }
     };
     wait_for_job(client, &id, poll).await
+}
+
+/// Issues the query. A domain key makes a rerun find the job an earlier run issued instead of
+/// issuing it twice; when that job failed or was killed (a run interrupted, say), the query is
+/// issued again under the next key, so a rerun still gets a job that can succeed.
+async fn issue(
+    client: &TdClient,
+    engine: &str,
+    database: &str,
+    sql: &str,
+    domain_key: Option<&str>,
+    poll: &PollPolicy,
+) -> Result<String, TdError> {
+    let Some(key) = domain_key else {
+        return client.issue_query(engine, database, sql, None).await;
+    };
+    let mut attempt = 0;
+    loop {
+        let key = match attempt {
+            0 => key.to_string(),
+            n => format!("{key}-{n}"),
+        };
+        let id = client.issue_query(engine, database, sql, Some(&key)).await?;
+        if attempt >= poll.max_reissues || !client.job(&id).await?.has_failed() {
+            return Ok(id);
+        }
+        tracing::info!(job_id = %id, domain_key = %key, "the job of this domain key failed; issuing the query again");
+        attempt += 1;
+    }
 }
 
 /// `id` when that job ran `sql` on `database` and has not failed: a rerun waits for it instead

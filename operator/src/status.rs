@@ -90,6 +90,11 @@ pub struct ExportInfo {
     pub submitting: Option<Submitting>,
     /// Rows expected in all (from the source job), while running.
     pub rows_total: Option<u64>,
+    /// The TD job that wrote the rows: the export job (server) or the perform job (stream).
+    pub writer_job_id: Option<String>,
+    /// A query job this run issued and killed when it was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_job_id: Option<String>,
 }
 
 /// The server engine's export as it was about to be submitted.
@@ -187,13 +192,30 @@ impl StatusDoc {
         }
     }
 
-    /// Digdag's `${td.last_job_id}` and `${td.last_job.num_records}` for the next tasks.
-    pub fn set_last_job(&mut self, id: &str, num_records: Option<i64>) {
-        self.store_params =
-            json!({"td": {"last_job_id": id, "last_job": {"id": id, "num_records": num_records}}});
+    /// What the next tasks of a workflow read: `${td.last_job_id}` names the job that wrote the
+    /// rows, as after Digdag's own `td_result_export>`; the rest is under `td_result_export`.
+    fn store_success(&mut self) {
+        let e = &self.export;
+        let target = e.target.as_ref();
+        self.store_params = json!({
+            "td": {"last_job_id": e.writer_job_id, "last_job": {"id": e.writer_job_id, "num_records": e.rows}},
+            "td_result_export": {
+                "source_job_id": e.source_job_id,
+                "writer_job_id": e.writer_job_id,
+                "rows": e.rows,
+                "already_done": e.already_done,
+                "transfer": e.transfer,
+                "database": target.map(|t| t.database.as_str()),
+                "table": target.map(|t| t.table.as_str()),
+                "mode": target.map(|t| t.mode),
+            },
+        });
     }
 
     pub fn finish(&mut self, exit: Exit, error: Option<ErrorInfo>) {
+        if exit == Exit::Success {
+            self.store_success();
+        }
         self.state = if exit == Exit::Success {
             State::Success
         } else {
@@ -314,7 +336,6 @@ impl StatusRecorder {
     /// The finished source job.
     pub fn source_job(&self, job: &Job) {
         self.update(|d| {
-            d.set_last_job(&job.job_id, job.num_records);
             d.export.source_job_id = Some(job.job_id.clone());
             d.export.rows_total = job.num_records.map(|n| n.max(0) as u64);
         });
@@ -366,12 +387,21 @@ impl StatusRecorder {
             d.export.bytes_out = w.moved.bytes_out;
             d.export.already_done = w.already_done;
             d.export.verified = w.verified;
+            d.export.writer_job_id = w.job_id.clone();
         });
     }
 
     /// What the server engine's export job wrote.
-    pub fn exported(&self, rows: u64) {
-        self.update(|d| d.export.rows = rows);
+    pub fn exported(&self, job_id: &str, rows: u64) {
+        self.update(|d| {
+            d.export.rows = rows;
+            d.export.writer_job_id = Some(job_id.to_string());
+        });
+    }
+
+    /// A query job this run issued was killed because the run was interrupted.
+    pub fn killed(&self, job_id: &str) {
+        self.update(|d| d.export.killed_job_id = Some(job_id.to_string()));
     }
 
     /// One attempt of the task ended.

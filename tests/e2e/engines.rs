@@ -41,6 +41,13 @@ fn the_server_engine_in_legacy_mode_exports_through_a_td_url() {
     assert_eq!(td.job(1, export_job).status.as_str(), "success");
     assert_eq!(out.status["export"]["transfer"], "server");
     assert_eq!(out.status["export"]["rows"], 4);
+    // Digdag's meaning: ${td.last_job_id} is the result-export job, which wrote the rows.
+    assert_eq!(out.status["store_params"]["td"]["last_job_id"], export_job);
+    assert_eq!(out.status["store_params"]["td"]["last_job"]["num_records"], 4);
+    assert_eq!(
+        out.status["store_params"]["td_result_export"]["source_job_id"],
+        job.as_str()
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `td-result-export` binary against td-local over loopback.
 //! One test binary; one module per area.
 
+mod cancel;
 mod cli_output;
 mod columns;
 mod crash;
@@ -14,3 +15,4 @@ mod status_doc;
 mod support;
 mod targets;
 mod treasure_boxes;
+mod workflow;

@@ -103,7 +103,7 @@ fn a_query_source_is_issued_and_its_result_exported() {
     assert_eq!(issued.len(), 1);
     assert_eq!(issued[0].account, Some(1));
     assert_eq!(
-        out.status["store_params"]["td"]["last_job_id"],
+        out.status["store_params"]["td_result_export"]["source_job_id"],
         out.status["export"]["source_job_id"]
     );
 }

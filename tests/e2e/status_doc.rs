@@ -15,7 +15,7 @@ fn spec(td: &TdLocalRun, job: &str) -> String {
 }
 
 #[test]
-fn a_success_leaves_a_document_with_digdags_store_params() {
+fn a_success_stores_the_job_that_wrote_the_rows_as_td_last_job_id() {
     let (td, job) = with_events_job();
     td.create_database(2, "dstdb");
     let out = td.export(&spec(&td, &job), &[]);
@@ -23,9 +23,31 @@ fn a_success_leaves_a_document_with_digdags_store_params() {
     let doc = &out.status;
     assert_eq!(doc["state"], "success");
     assert!(doc["error"].is_null());
-    assert_eq!(doc["store_params"]["td"]["last_job_id"], job.as_str());
-    assert_eq!(doc["store_params"]["td"]["last_job"]["id"], job.as_str());
+    // As after Digdag's td_result_export>: the job that wrote the rows, here the target
+    // account's bulk-import perform job; the source job has a name of its own.
+    let writer = doc["store_params"]["td"]["last_job_id"]
+        .as_str()
+        .expect("a writer job")
+        .to_string();
+    assert_ne!(writer, job);
+    assert_eq!(td.job(2, &writer).status.as_str(), "success");
+    assert_eq!(doc["store_params"]["td"]["last_job"]["id"], writer.as_str());
     assert_eq!(doc["store_params"]["td"]["last_job"]["num_records"], 4);
+    assert_eq!(
+        doc["store_params"]["td_result_export"]["source_job_id"],
+        job.as_str()
+    );
+    assert_eq!(doc["store_params"]["td_result_export"]["rows"], 4);
+    assert_eq!(doc["store_params"]["td_result_export"]["already_done"], false);
+    assert_eq!(doc["export"]["writer_job_id"], writer.as_str());
+    // A rerun that finds the export done stores the ids of the run that did it.
+    let again = td.export(&spec(&td, &job), &[]);
+    again.expect_code(0);
+    assert_eq!(again.status["store_params"]["td"], doc["store_params"]["td"]);
+    assert_eq!(
+        again.status["store_params"]["td_result_export"]["already_done"],
+        true
+    );
     assert_eq!(doc["export"]["rows"], 4);
     assert_eq!(
         doc["export"]["idempotency_key"],

@@ -294,6 +294,21 @@ impl TdClient {
         }
     }
 
+    /// Kills a job that is still queued or running; returns the status it had (a finished job is
+    /// left as it is). Repeating a kill is harmless.
+    pub async fn kill_job(&self, id: &str) -> TdResult<String> {
+        #[derive(Deserialize)]
+        struct Killed {
+            #[serde(default)]
+            former_status: String,
+        }
+        let path = format!("/v3/job/kill/{}", seg(id));
+        Ok(self
+            .post::<Killed>(path, vec![], Safety::Repeatable)
+            .await?
+            .former_status)
+    }
+
     /// Asks TD to write a job's result to a destination; returns the export job's id.
     pub async fn result_export(&self, job_id: &str, form: Vec<(&'static str, String)>) -> TdResult<String> {
         #[derive(Deserialize)]

@@ -1,0 +1,38 @@
+"""The ``py>`` entry point for Digdag and hosted TD Workflow::
+
+    +export:
+      py>: td_result_export.digdag.export
+      job_id: ${td.last_job_id}
+      result_connection: other_account
+      result_settings: {user_database_name: testdb, user_table_name: output_table, mode: append}
+      _env:
+        TD_API_KEY: ${secret:td.apikey}
+
+Digdag's py> runner calls :func:`export` with every param of the task (Digdag has already
+replaced ``${…}`` and ``${secret:…}`` in them). The task spec is made of the params that are task
+spec keys (``job_id``, ``query``, ``result_url``, ``result_settings``, ``td``, ``transfer``, …);
+Digdag's own (``session_time``, ``task_name``, …) are left out. The source account's key comes from
+``TD_API_KEY``; a target key from the params or the environment, never from a file.
+
+What the run stores (``${td.last_job_id}``, ``${td_result_export.rows}``, …) reaches the next tasks
+through ``digdag.env.store``. A failure raises :class:`~td_result_export.ExportError` whose message
+is the status document's class and message; a transient one (exit 3) raises
+:class:`~td_result_export.TransientExportError`, so the task's ``_retry`` runs it again.
+"""
+
+from ._runner import run, spec_keys
+
+
+def spec_from_params(params):
+    """The task spec in a task's params: the params that are task spec keys."""
+    keys = spec_keys()
+    return {k: v for k, v in params.items() if k in keys}
+
+
+def export(**params):
+    """Runs one export from the task's params and stores what Digdag's next tasks read."""
+    status = run(spec_from_params(params))
+    import digdag  # provided by Digdag's py> runner
+
+    digdag.env.store(status.get("store_params") or {})
+    return status
