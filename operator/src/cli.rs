@@ -266,16 +266,25 @@ fn summary(plan: &ExportPlan) -> String {
         TargetAccount::Known {
             account,
             connection: Some(name),
+            ..
         } => format!("connection {name} ({})", account.endpoint),
         TargetAccount::Known {
             account,
             connection: None,
+            ..
         } => account.endpoint.to_string(),
         TargetAccount::Connection { name, .. } => format!("connection {name} (looked up at run time)"),
     };
+    let t = &plan.target;
+    let database = t.database.as_deref().unwrap_or("(its database)");
+    let mode = t.mode.map_or("the saved result's mode", |m| m.as_str());
+    let engine = match &plan.engine {
+        Some(engine) => engine.transfer.as_str(),
+        None => "auto: stream or server, once looked up",
+    };
     format!(
-        "{source} → {target_account} {}.{} ({}, {})",
-        plan.target.database, plan.target.table, plan.target.mode, plan.transfer
+        "{source} → {target_account} {database}.{} ({mode}, {engine})",
+        t.table
     )
 }
 

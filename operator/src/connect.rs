@@ -1,14 +1,16 @@
 //! The connect stage: start the embedded td-local when an endpoint is `local`, build a client per
-//! account, and settle what the spec left to run time — a `result_connection` found only among
-//! the source account's saved results, and what the server engine asks TD to write to.
+//! account, and settle what the spec left to run time — a target known only by name on the
+//! source account (a connection, a saved result), the engine that moves the rows when the spec
+//! left the choice (`transfer: auto`, design.md §9), and what the server engine asks TD to write.
 
-use td_model::{ApiKey, TdUrl};
+use serde_json::{Map, Value};
+use td_model::{ApiKey, Mode, TdUrl};
 
-use crate::error::{Class, Classify, Exit};
+use crate::error::{Class, Classify, Exit, SpecError};
 use crate::options::Options;
-use crate::resolve::{Account, Endpoint, ExportPlan, TargetAccount};
+use crate::resolve::{forwarded_setting, unknown_setting, Account, Endpoint, ExportPlan, TargetAccount};
 use crate::spec::Transfer;
-use crate::td::{http_client, TdClient, TdError};
+use crate::td::{http_client, Proxies, SavedResult, TdClient, TdError};
 
 /// Where the embedded td-local keeps its data when no directory is named.
 pub const DEFAULT_LOCAL_DIR: &str = ".td-local";
@@ -19,6 +21,12 @@ pub enum ConnectError {
     Td(#[from] TdError),
     #[error("result_connection '{name}': {problem}")]
     Connection { name: String, problem: String },
+    /// The target cannot be written the way the spec asks (a stream without the target's key, say).
+    #[error("{0}")]
+    Unusable(String),
+    /// A `result_settings` key the stream engine does not honour (found once the engine was chosen).
+    #[error(transparent)]
+    Setting(Box<SpecError>),
     #[error("starting the embedded td-local in {dir}: {message}")]
     Local { dir: String, message: String },
 }
@@ -28,6 +36,8 @@ impl Classify for ConnectError {
         match self {
             ConnectError::Td(e) => e.class(),
             ConnectError::Connection { .. } => Class::new("ConnectionNotFound", Exit::Invalid),
+            ConnectError::Unusable(_) => Class::new("TargetNotWritable", Exit::Invalid),
+            ConnectError::Setting(e) => e.class(),
             ConnectError::Local { .. } => Class::new("LocalServerFailed", Exit::Invalid),
         }
     }
@@ -36,10 +46,10 @@ impl Classify for ConnectError {
 /// What the server engine asks TD to write to.
 #[derive(Clone)]
 pub enum Destination {
-    /// A td:// URL (legacy mode, or no saved connection); it carries the target key, so it never
-    /// reaches a log.
+    /// A td:// URL (legacy mode, or a target whose key is known); it carries the target key, so it
+    /// never reaches a log.
     Url(TdUrl),
-    /// A saved connection and the TD connector's settings (JSON text).
+    /// A saved connection and the TD connector's settings (JSON text, as the user wrote them).
     Connection { id: String, settings: String },
 }
 
@@ -47,38 +57,54 @@ impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Destination::Url(url) => write!(f, "Url({url})"),
-            Destination::Connection { id, settings } => f
-                .debug_struct("Connection")
-                .field("id", id)
-                .field("settings", settings)
-                .finish(),
+            Destination::Connection { id, .. } => write!(f, "Connection({id})"),
         }
     }
+}
+
+/// The target table, complete (a saved result may have given the database or the mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    pub database: String,
+    pub table: String,
+    pub mode: Mode,
 }
 
 /// The accounts, connected.
 pub struct Connected {
     pub source: TdClient,
-    /// The target account's client; `None` when only TD knows the target (a saved connection
-    /// the server engine exports to by id).
+    /// The target account's client; `None` when only TD knows the target's key (a connection the
+    /// server engine exports to by id).
     pub target: Option<TdClient>,
     /// The target endpoint as configured ("local", not this run's port), for the status document
     /// and the idempotency key, which must be the same on every rerun.
     pub target_endpoint: String,
     pub target_is_local: bool,
+    pub table: TableRef,
+    /// The engine that moves the rows, and why it was chosen.
+    pub transfer: Transfer,
+    pub transfer_reason: String,
     /// For the server engine.
     pub destination: Option<Destination>,
     _local: Option<td_local::TdLocal>,
 }
 
-/// Connects the plan's accounts.
+/// What a lookup on the source account found of a target known only by name.
+struct Looked {
+    /// The target account, when its key is usable here.
+    account: Option<Account>,
+    /// The saved result's URL (its database and mode complete the table).
+    saved: Option<TdUrl>,
+}
+
+/// Connects the plan's accounts and settles the target.
 pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, ConnectError> {
     let local = match plan.uses_local() {
         true => Some(start_local(plan.local_dir.as_deref().unwrap_or(DEFAULT_LOCAL_DIR.as_ref())).await?),
         false => None,
     };
     let local_url = local.as_ref().map(|l| l.base_url());
-    let http = http_client();
+    let http = http_client(&proxies(plan, options))?;
     let client = |account: &Account| {
         let base = match &account.endpoint {
             Endpoint::Url(u) => u.as_str().trim_end_matches('/').to_string(),
@@ -92,43 +118,62 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
         )
     };
     let source = client(&plan.source_account);
-    let target_account = match &plan.target.account {
-        TargetAccount::Known { account, .. } => Some(account.clone()),
-        // TD resolves a saved connection itself (by id): its key, masked in listings, is not needed.
-        TargetAccount::Connection { .. } if plan.transfer == Transfer::Server && !plan.target.legacy_mode => {
-            None
-        }
+    let looked = match &plan.target.account {
+        TargetAccount::Known { account, .. } => Looked {
+            account: Some(account.clone()),
+            saved: None,
+        },
         TargetAccount::Connection {
             name,
             api_key,
             endpoint,
-        } => Some(
-            lookup_connection(
+        } => {
+            look_up(
                 &source,
                 name,
                 api_key.clone(),
                 endpoint.clone(),
                 &plan.source_account,
             )
-            .await?,
-        ),
+            .await?
+        }
     };
-    let destination = match plan.transfer {
-        Transfer::Server => Some(destination(plan, &source, target_account.as_ref()).await?),
+    let table = complete_table(plan, looked.saved.as_ref())?;
+    let (transfer, transfer_reason) = choose(plan, looked.account.as_ref())?;
+    let destination = match transfer {
+        Transfer::Server => Some(destination(plan, &source, looked.account.as_ref(), &table).await?),
         Transfer::Stream => None,
     };
+    let account = looked.account.filter(|_| transfer == Transfer::Stream);
     Ok(Connected {
-        target: target_account.as_ref().map(client),
-        target_endpoint: target_account
+        target: account.as_ref().map(client),
+        target_endpoint: account
             .as_ref()
             .map_or_else(|| "connection".to_string(), |a| a.endpoint.to_string()),
-        target_is_local: target_account
-            .as_ref()
-            .is_some_and(|a| a.endpoint == Endpoint::Local),
+        target_is_local: account.as_ref().is_some_and(|a| a.endpoint == Endpoint::Local),
+        table,
+        transfer,
+        transfer_reason,
         destination,
         source,
         _local: local,
     })
+}
+
+/// `td.proxy` when the spec enables one, else the environment's proxies.
+fn proxies(plan: &ExportPlan, options: &Options) -> Proxies {
+    match &plan.proxy {
+        Some(p) => Proxies {
+            all: Some((
+                p.url.clone(),
+                p.user
+                    .clone()
+                    .map(|u| (u, p.password.as_ref().map_or("", |k| k.expose()).to_string())),
+            )),
+            ..Proxies::default()
+        },
+        None => options.proxies.clone(),
+    }
 }
 
 async fn start_local(dir: &std::path::Path) -> Result<td_local::TdLocal, ConnectError> {
@@ -140,56 +185,118 @@ async fn start_local(dir: &std::path::Path) -> Result<td_local::TdLocal, Connect
         })
 }
 
-/// Finds a connection that is not defined locally among the source account's saved results.
-async fn lookup_connection(
+/// Finds a target known only by name among the source account's saved results. Its key is
+/// usable when given in `result_settings.api_key`, or readable in the saved URL (empty = the
+/// source account's); otherwise only TD can write with it. A name that is not a saved result
+/// may still be a connection made in the TD console, which only the server engine can use.
+async fn look_up(
     source: &TdClient,
     name: &str,
     api_key: Option<ApiKey>,
     endpoint: Option<Endpoint>,
     source_account: &Account,
-) -> Result<Account, ConnectError> {
+) -> Result<Looked, ConnectError> {
     let problem = |problem: String| ConnectError::Connection {
         name: name.to_string(),
         problem,
     };
-    let saved = source.saved_results().await?;
-    let Some(found) = saved.into_iter().find(|r| r.name == name) else {
-        return Err(problem(
-            "not found in --connections, the spec's connections:, or the source account's saved results; \
-             define it in a connections file"
-                .into(),
-        ));
+    let saved: Option<SavedResult> = source.saved_results().await?.into_iter().find(|r| r.name == name);
+    let url = match &saved {
+        Some(found) => Some(TdUrl::parse(&found.url).map_err(|e| problem(e.to_string()))?),
+        None => None,
     };
-    let url = TdUrl::parse(&found.url).map_err(|e| problem(e.to_string()))?;
-    let key = api_key
-        .or(url.api_key)
-        .unwrap_or_else(|| source_account.api_key.clone());
-    if key.expose().contains('*') {
-        // The account masks keys in listings: the stream engine cannot write with it.
-        return Err(problem(
-            "its API key is not readable from the account; set result_settings.api_key, or use transfer: server"
-                .into(),
-        ));
-    }
-    let endpoint = match (endpoint, url.host) {
+    let key = match (&api_key, url.as_ref().map(|u| &u.api_key)) {
+        (Some(key), _) => Some(key.clone()),
+        // TD masks keys in listings: a masked key is one only TD holds.
+        (None, Some(Some(key))) => Some(key.clone()).filter(|k| !k.expose().contains('*')),
+        (None, Some(None)) => Some(source_account.api_key.clone()),
+        (None, None) => None,
+    };
+    let endpoint = match (endpoint, url.as_ref().and_then(|u| u.host.clone())) {
         (Some(e), _) => e,
         (None, Some(host)) => Endpoint::parse(&host, true)
             .map_err(problem)?
             .unwrap_or_else(|| source_account.endpoint.clone()),
         (None, None) => source_account.endpoint.clone(),
     };
-    Ok(Account {
-        endpoint,
-        api_key: key,
+    if url.is_none() && source.connection_id(name).await?.is_none() {
+        return Err(problem(
+            "not found in --connections, the spec's connections:, or the source account's saved results \
+             and connections; define it in a connections file"
+                .into(),
+        ));
+    }
+    Ok(Looked {
+        account: key.map(|api_key| Account { endpoint, api_key }),
+        saved: url,
     })
 }
 
-/// What the server engine asks TD to write to: the saved connection by id (with the connector's
-/// settings), or a td:// URL (legacy mode, or a target given by URL or defined locally).
+/// The table, with what a saved result gives (its database, its mode) where the spec is silent.
+fn complete_table(plan: &ExportPlan, saved: Option<&TdUrl>) -> Result<TableRef, ConnectError> {
+    let t = &plan.target;
+    let database = t
+        .database
+        .clone()
+        .or_else(|| saved.and_then(|u| u.database.clone()))
+        .ok_or_else(|| {
+            ConnectError::Unusable(format!(
+                "the saved result names no database, and result_settings has none: add \
+                 result_settings.user_database_name (the target table is {})",
+                t.table
+            ))
+        })?;
+    Ok(TableRef {
+        database,
+        table: t.table.clone(),
+        mode: t.mode.or(saved.and_then(|u| u.mode)).unwrap_or_default(),
+    })
+}
+
+/// The engine: the spec's choice, or (auto) stream when the target's key is usable here and
+/// server when only TD holds it. Keys of `result_settings` the stream engine does not honour
+/// are refused when it is chosen here, and sent to TD as written by the server engine.
+fn choose(plan: &ExportPlan, account: Option<&Account>) -> Result<(Transfer, String), ConnectError> {
+    let name = match &plan.target.account {
+        TargetAccount::Connection { name, .. } => name.as_str(),
+        TargetAccount::Known { .. } => "",
+    };
+    let decided = plan.engine.as_ref().map(|e| (e.transfer, e.reason.clone()));
+    let chosen = match (decided, account) {
+        (Some((Transfer::Stream, _)), None) => {
+            return Err(ConnectError::Unusable(format!(
+                "transfer: stream needs the target account's key, and only TD holds the key of `{name}` (a \
+                 connection made in the TD console, or a saved result whose key TD masks): set \
+                 result_settings.api_key, define `{name}` in --connections, or drop `transfer: stream` so \
+                 that TD exports it (transfer: auto)"
+            )))
+        }
+        (Some(decided), _) => return Ok(decided),
+        (None, Some(_)) => (
+            Transfer::Stream,
+            format!("the key of `{name}` is known here (result_settings.api_key or the saved result's URL)"),
+        ),
+        (None, None) => (
+            Transfer::Server,
+            format!("only TD holds the key of `{name}`: TD exports it by connection"),
+        ),
+    };
+    for unknown in &plan.target.unknown_settings {
+        match chosen.0 {
+            Transfer::Stream => return Err(ConnectError::Setting(Box::new(unknown_setting(unknown)))),
+            Transfer::Server => tracing::warn!("{}", forwarded_setting(unknown)),
+        }
+    }
+    Ok(chosen)
+}
+
+/// What the server engine asks TD to write to: the connection by id (with the settings as the
+/// user wrote them), or a td:// URL (legacy mode, or a target whose account is known here).
 async fn destination(
     plan: &ExportPlan,
     source: &TdClient,
     target: Option<&Account>,
+    table: &TableRef,
 ) -> Result<Destination, ConnectError> {
     let t = &plan.target;
     let connection = match &t.account {
@@ -198,27 +305,13 @@ async fn destination(
     };
     if let (false, Some(name)) = (t.legacy_mode, &connection) {
         if let Some(id) = source.connection_id(name).await? {
-            let mut settings = serde_json::json!({
-                "user_database_name": t.database, "user_table_name": t.table, "mode": t.mode.as_str(),
-            });
-            if let Some(time) = t.time {
-                settings["time"] = time.into();
-            }
+            let settings = Value::Object(connector_settings(&t.settings.0, table));
             return Ok(Destination::Connection {
                 id,
                 settings: settings.to_string(),
             });
         }
     }
-    if let (None, None, Some(name)) = (&t.url, target, &connection) {
-        return Err(ConnectError::Connection {
-            name: name.clone(),
-            problem: "not found on the source account (/v3/connections/lookup); save it there, \
-                      or define it in a connections file"
-                .into(),
-        });
-    }
-    // The target's key and host (empty = the source account, as TD reads it).
     let (api_key, host) = match (&t.url, target) {
         (Some(url), _) => (url.api_key.clone(), url.host.clone()),
         (None, Some(account)) => (
@@ -230,15 +323,40 @@ async fn destination(
                 })
             }),
         ),
-        (None, None) => (None, None),
+        (None, None) => {
+            return Err(ConnectError::Unusable(format!(
+                "legacy_mode writes through a td:// URL, which needs the target's key, and only TD holds the \
+                 key of `{}`: drop legacy_mode, or give the key (result_settings.api_key)",
+                connection.unwrap_or_default()
+            )))
+        }
     };
     Ok(Destination::Url(TdUrl {
         api_key,
         host,
-        database: Some(t.database.clone()),
-        table: Some(t.table.clone()),
-        mode: Some(t.mode),
+        database: Some(table.database.clone()),
+        table: Some(table.table.clone()),
+        mode: Some(table.mode),
         time: t.time,
         legacy: None,
     }))
+}
+
+/// The TD connector's settings for an export by connection id: what the user wrote, with this
+/// program's aliases (`database`, `table`) under TD's names and the table completed.
+fn connector_settings(written: &Map<String, Value>, table: &TableRef) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (key, value) in written {
+        let key = match key.as_str() {
+            "database" => "user_database_name",
+            "table" => "user_table_name",
+            other => other,
+        };
+        out.insert(key.to_string(), value.clone());
+    }
+    out.entry("user_database_name")
+        .or_insert_with(|| table.database.clone().into());
+    out.entry("user_table_name")
+        .or_insert_with(|| table.table.clone().into());
+    out
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use td_model::Mode;
 
-use crate::connect::{connect, ConnectError, Connected};
+use crate::connect::{connect, ConnectError, Connected, TableRef};
 use crate::error::{Class, Classify, Exit};
 use crate::options::Options;
 use crate::progress::{Display, Reporter};
@@ -139,16 +139,18 @@ async fn stages(
     options: &Options,
     display: Display,
 ) -> Result<(), ExportError> {
+    let table = &connected.table;
     recorder.target(
-        plan.transfer,
+        connected.transfer,
+        &connected.transfer_reason,
         TargetInfo {
             endpoint: connected.target_endpoint.clone(),
-            database: plan.target.database.clone(),
-            table: plan.target.table.clone(),
-            mode: plan.target.mode,
+            database: table.database.clone(),
+            table: table.table.clone(),
+            mode: table.mode,
         },
     );
-    prepare_target(plan, connected).await?;
+    prepare_target(connected).await?;
     let unfinished = previous.filter(|p| p.state != State::Success);
     let job = source_job(
         &connected.source,
@@ -162,7 +164,7 @@ async fn stages(
     recorder.source_job(&job);
     let key = idempotency_key(plan, connected, &job);
     recorder.key(&key);
-    match plan.transfer {
+    match connected.transfer {
         Transfer::Stream => stream_export(plan, connected, &job, &key, recorder, options, display).await?,
         Transfer::Server => server_export(connected, &job, recorder, unfinished, options).await?,
     }
@@ -206,15 +208,15 @@ async fn interrupted(
 
 /// Before waiting on the source: a local target gets its database; a replace refuses a
 /// write-only key before any data moves.
-async fn prepare_target(plan: &ExportPlan, connected: &Connected) -> Result<(), TransferError> {
+async fn prepare_target(connected: &Connected) -> Result<(), TransferError> {
     let Some(target) = &connected.target else {
         return Ok(());
     };
     if connected.target_is_local {
-        target.create_database(&plan.target.database).await?;
+        target.create_database(&connected.table.database).await?;
     }
-    if plan.target.mode == Mode::Replace && plan.transfer == Transfer::Stream {
-        preflight(target, &plan.target.database).await?;
+    if connected.table.mode == Mode::Replace && connected.transfer == Transfer::Stream {
+        preflight(target, &connected.table.database).await?;
     }
     Ok(())
 }
@@ -236,7 +238,7 @@ fn domain_key(plan: &ExportPlan) -> Option<String> {
 /// one key shared by tasks writing to different tables never makes one look done.
 fn idempotency_key(plan: &ExportPlan, connected: &Connected, job: &Job) -> String {
     let name = plan.idempotency_key.as_deref().unwrap_or(&job.job_id);
-    let t = &plan.target;
+    let t = &connected.table;
     format!(
         "{name}|{}|{}|{}|{}",
         connected.target_endpoint, t.database, t.table, t.mode
@@ -257,7 +259,12 @@ async fn stream_export(
         .as_ref()
         .expect("stream targets are resolved to an account");
     let columns = map_columns(&result_schema(job)?);
-    let (fill, time_source) = time_fill(&columns, plan.target.time, job)?;
+    let (fill, time_source) = time_fill(
+        &columns,
+        plan.target.time,
+        plan.target.time_column.as_deref(),
+        job,
+    )?;
     let schema = td_schema(&columns);
     let session = session_name(key);
     recorder.mapping(&columns, time_source, &session);
@@ -290,7 +297,15 @@ async fn stream_export(
             Ok::<Moved, TransferError>(moved)
         }
     };
-    let moving = write_target(plan, target, &session, key, &schema, &options.poll, upload);
+    let moving = write_target(
+        &connected.table,
+        target,
+        &session,
+        key,
+        &schema,
+        &options.poll,
+        upload,
+    );
     let written: Written = tokio::select! {
         written = moving => written?,
         never = watch_progress(&progress, recorder, reporter, options) => match never {},
@@ -301,7 +316,7 @@ async fn stream_export(
 
 /// Writes the target by the mode's protocol, `upload` filling the session it is handed.
 async fn write_target<U, F>(
-    plan: &ExportPlan,
+    table: &TableRef,
     client: &TdClient,
     session: &str,
     key: &str,
@@ -313,8 +328,8 @@ where
     U: FnOnce(String) -> F,
     F: std::future::Future<Output = Result<Moved, TransferError>>,
 {
-    let (database, table) = (plan.target.database.as_str(), plan.target.table.as_str());
-    match plan.target.mode {
+    let (database, table, mode) = (table.database.as_str(), table.table.as_str(), table.mode);
+    match mode {
         Mode::Append => {
             let s = SessionRef {
                 client,

@@ -60,11 +60,10 @@ pub struct Prepared {
 /// Loads, validates and resolves a spec file. Reads local files only; sends nothing.
 pub fn prepare(spec_path: &Path, inputs: &Inputs) -> Result<Prepared, SpecError> {
     let loaded = spec::load(spec_path, inputs)?;
-    let plan = resolve::resolve(&loaded, inputs)?;
-    Ok(Prepared {
-        plan,
-        warnings: loaded.warnings,
-    })
+    let (plan, more) = resolve::resolve(&loaded, inputs)?;
+    let mut warnings = loaded.warnings;
+    warnings.extend(more);
+    Ok(Prepared { plan, warnings })
 }
 
 /// The embedded td-local's accounts in a data directory, created (with fresh keys) the first time,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::retry::{PollPolicy, RetryPolicy};
+use crate::td::Proxies;
 
 /// Parts are cut when their compressed size reaches this.
 pub const PART_BYTES: usize = 16 << 20;
@@ -24,6 +25,8 @@ pub struct Options {
     pub part_bytes: usize,
     /// The factor every wait was scaled by (also applied to `_retry` intervals).
     pub time_scale: f64,
+    /// `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (either case), as the environment gives them.
+    pub proxies: Proxies,
 }
 
 impl Default for Options {
@@ -33,6 +36,7 @@ impl Default for Options {
             poll: PollPolicy::default(),
             part_bytes: PART_BYTES,
             time_scale: 1.0,
+            proxies: Proxies::default(),
         }
     }
 }
@@ -50,12 +54,24 @@ impl Options {
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|n| *n > 0)
             .unwrap_or(PART_BYTES);
+        let var = |name: &str| {
+            vars.get(name)
+                .or_else(|| vars.get(&name.to_ascii_lowercase()))
+                .filter(|v| !v.trim().is_empty())
+                .cloned()
+        };
         let defaults = Options::default();
         Options {
             retry: defaults.retry.scaled(scale),
             poll: defaults.poll.scaled(scale),
             part_bytes,
             time_scale: scale,
+            proxies: Proxies {
+                all: None,
+                http: var("HTTP_PROXY"),
+                https: var("HTTPS_PROXY"),
+                no_proxy: var("NO_PROXY"),
+            },
         }
     }
 

@@ -7,7 +7,7 @@ use td_model::schema::{parse_result_schema, ResultColumn};
 use td_model::time::parse_td_timestamp;
 
 use crate::error::{Class, Classify, Exit};
-use crate::resolve::Source;
+use crate::resolve::{QueryOptions, Source};
 use crate::retry::PollPolicy;
 use crate::td::{Job, JobStatus, TdClient, TdError};
 
@@ -96,6 +96,7 @@ pub async fn source_job(
             sql,
             database,
             engine,
+            options,
         } => {
             let reusable = match recorded {
                 Some(id) => reusable_job(client, id, sql, database).await?,
@@ -104,7 +105,13 @@ pub async fn source_job(
             match reusable {
                 Some(id) => id,
                 None => {
-                    let id = issue(client, engine.as_str(), database, sql, domain_key, poll).await?;
+                    let query = Query {
+                        engine: engine.as_str(),
+                        database,
+                        sql,
+                        options: issue_form(options),
+                    };
+                    let id = issue(client, &query, domain_key, poll).await?;
                     tracing::info!(job_id = %id, "issued the query");
                     on_issued(&id);
                     id
@@ -115,19 +122,41 @@ pub async fn source_job(
     wait_for_job(client, &id, poll).await
 }
 
+/// A query to issue.
+struct Query<'a> {
+    engine: &'a str,
+    database: &'a str,
+    sql: &'a str,
+    options: Vec<(&'static str, String)>,
+}
+
+/// The issue call's form fields for the options given, as the official clients send them.
+fn issue_form(o: &QueryOptions) -> Vec<(&'static str, String)> {
+    [
+        ("priority", o.priority.map(|p| p.to_string())),
+        ("retry_limit", o.retry_limit.map(|r| r.to_string())),
+        ("pool_name", o.pool_name.clone()),
+        ("engine_version", o.engine_version.clone()),
+        ("scheduled_time", o.scheduled_time.map(|t| t.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| (name, v)))
+    .collect()
+}
+
 /// Issues the query. A domain key makes a rerun find the job an earlier run issued instead of
 /// issuing it twice; when that job failed or was killed (a run interrupted, say), the query is
 /// issued again under the next key, so a rerun still gets a job that can succeed.
 async fn issue(
     client: &TdClient,
-    engine: &str,
-    database: &str,
-    sql: &str,
+    q: &Query<'_>,
     domain_key: Option<&str>,
     poll: &PollPolicy,
 ) -> Result<String, TdError> {
     let Some(key) = domain_key else {
-        return client.issue_query(engine, database, sql, None).await;
+        return client
+            .issue_query(q.engine, q.database, q.sql, None, &q.options)
+            .await;
     };
     let mut attempt = 0;
     loop {
@@ -135,7 +164,9 @@ async fn issue(
             0 => key.to_string(),
             n => format!("{key}-{n}"),
         };
-        let id = client.issue_query(engine, database, sql, Some(&key)).await?;
+        let id = client
+            .issue_query(q.engine, q.database, q.sql, Some(&key), &q.options)
+            .await?;
         if attempt >= poll.max_reissues || !client.job(&id).await?.has_failed() {
             return Ok(id);
         }

@@ -71,6 +71,9 @@ pub struct TargetInfo {
 pub struct ExportInfo {
     pub source_job_id: Option<String>,
     pub transfer: Transfer,
+    /// Why that engine moves the rows (asked for, or what `auto` found).
+    #[serde(default)]
+    pub transfer_reason: String,
     pub target: Option<TargetInfo>,
     pub rows: u64,
     pub bytes_in: u64,
@@ -319,10 +322,11 @@ impl StatusRecorder {
         change(&mut self.lock());
     }
 
-    /// The engine and the target, once known.
-    pub fn target(&self, transfer: Transfer, target: TargetInfo) {
+    /// The engine (and why it was chosen) and the target, once known.
+    pub fn target(&self, transfer: Transfer, reason: &str, target: TargetInfo) {
         self.update(|d| {
             d.export.transfer = transfer;
+            d.export.transfer_reason = reason.to_string();
             d.export.target = Some(target);
         });
     }

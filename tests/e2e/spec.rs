@@ -189,7 +189,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "legacy_mode with the stream transfer",
-        spec: "job_id: '12345'\nresult_url: td://@/testdb/output_table\nresult_settings: {legacy_mode: true}\n",
+        spec: "job_id: '12345'\nresult_url: td://@/testdb/output_table\nresult_settings: {legacy_mode: true}\ntransfer: stream\n",
         files: NO,
         args: &[],
         env: NO,
@@ -489,7 +489,7 @@ fn a_query_file_with_a_connection_from_a_connections_file_and_json_settings() {
     );
     assert_eq!(
         plan["source"],
-        serde_json::json!({"kind": "query", "database": "sample_datasets", "engine": "trino",
+        serde_json::json!({"kind": "query", "database": "sample_datasets", "engine": "trino", "options": {},
             "sql": "SELECT code, COUNT(1) FROM www_access WHERE d = '20240131' GROUP BY code\n"})
     );
     assert_eq!(
@@ -517,7 +517,9 @@ fn a_connection_defined_nowhere_is_left_for_the_online_lookup() {
         serde_json::json!({"kind": "connection", "name": "saved_target", "api_key": null, "endpoint": null})
     );
     assert!(
-        stdout.contains("connection saved_target (looked up at run time) testdb.t_1 (replace, stream)"),
+        stdout.contains(
+            "connection saved_target (looked up at run time) testdb.t_1 (replace, auto: stream or server, once looked up)"
+        ),
         "{stdout}"
     );
 }

@@ -211,7 +211,7 @@ impl TdLocalRun {
     /// A client of the operator's library for `account`'s master key (test setup only).
     pub fn client(&self, account: i64) -> td_result_export::td::TdClient {
         td_result_export::td::TdClient::new(
-            td_result_export::td::http_client(),
+            td_result_export::td::http_client(&Default::default()).expect("a client"),
             &self.server.base_url(),
             &self.master(account),
             td_result_export::retry::RetryPolicy::default(),
@@ -250,7 +250,7 @@ impl TdLocalRun {
     pub fn issue(&self, account: i64, db: &str, sql: &str) -> String {
         let client = self.client(account);
         self.rt
-            .block_on(client.issue_query("presto", db, sql, None))
+            .block_on(client.issue_query("presto", db, sql, None, &[]))
             .expect("query issued")
     }
 

@@ -95,7 +95,7 @@ fn a_connection_saved_only_on_the_source_account_is_looked_up() {
 }
 
 #[test]
-fn a_saved_connection_whose_key_is_masked_asks_for_the_key() {
+fn transfer_stream_to_a_connection_whose_key_only_td_holds_exits_2_naming_the_fix() {
     let (td, job) = with_events_job();
     td.save_result(
         1,
@@ -104,18 +104,26 @@ fn a_saved_connection_whose_key_is_masked_asks_for_the_key() {
     );
     let spec = format!(
         "job_id: '{job}'\n{}result_connection: saved_target\n\
-         result_settings: {{database: dstdb, table: events_copy}}\n",
+         result_settings: {{database: dstdb, table: events_copy}}\ntransfer: stream\n",
         td.source_yaml()
     );
+    td.clear_requests();
     let out = td.export(&spec, &[]);
     out.expect_code(2);
+    assert_eq!(out.status["error"]["class"], "TargetNotWritable");
     assert!(
         out.stderr
-            .contains("result_connection 'saved_target': its API key is not readable")
-            && out.stderr.contains("set result_settings.api_key"),
+            .contains("transfer: stream needs the target account's key")
+            && out.stderr.contains("set result_settings.api_key")
+            && out.stderr.contains("transfer: auto"),
         "{}",
         out.stderr
     );
+    assert!(
+        td.requests_to("GET", "/v3/job/result/").is_empty(),
+        "no data moved"
+    );
+    assert_eq!(td.rows(2, "dstdb", "events_copy"), None);
 }
 
 #[test]

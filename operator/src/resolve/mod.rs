@@ -14,28 +14,38 @@
 
 mod endpoint;
 mod plan;
+mod target;
 
-use td_model::{ApiKey, TdUrl};
+use td_model::ApiKey;
 
 pub use endpoint::{Endpoint, DEFAULT_ENDPOINT};
-pub use plan::{Account, ExportPlan, Source, Target, TargetAccount, TaskRetry};
+pub use plan::{
+    Account, EngineChoice, ExportPlan, ProxyPlan, QueryOptions, Settings, Source, Target, TargetAccount,
+    TaskRetry, UnknownSetting,
+};
+pub use target::{forwarded_setting, unknown_setting};
 
-use crate::error::{shown, At, SpecError, SpecPath};
-use crate::spec::{self, ConnectionSpec, ConnectionsFile, Inputs, LoadedSpec, ResultSettings, RetrySpec};
+use crate::error::{shown, At, SpecError, SpecPath, Warning};
+use crate::spec::{self, Inputs, LoadedSpec, RetrySpec};
 
-/// Resolves a loaded spec. With `inputs.local_dir` set (`--local DIR`), every endpoint becomes the
-/// embedded td-local, so a production spec can be tried locally unchanged.
-pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<ExportPlan, SpecError> {
+/// Resolves a loaded spec into the plan and the warnings it gives. With `inputs.local_dir` set
+/// (`--local DIR`), every endpoint becomes the embedded td-local, so a production spec can be tried
+/// locally unchanged.
+pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<Warning>), SpecError> {
     let force_local = inputs.local_dir.is_some();
     let source = resolve_source(loaded)?;
     let source_account = resolve_source_account(loaded, force_local)?;
-    let target = resolve_target(loaded, &source_account, force_local)?;
+    let target = target::resolve_target(loaded, &source_account, force_local)?;
     let spec = &loaded.spec;
+    let transfer = spec.transfer.unwrap_or_default();
+    let (engine, warnings) = target::choose_engine(transfer, &target)?;
     let mut plan = ExportPlan {
         source,
         source_account,
         target,
-        transfer: spec.transfer.unwrap_or_default(),
+        transfer,
+        engine,
+        proxy: resolve_proxy(loaded)?,
         retry: resolve_retry(spec.retry.as_ref()),
         idempotency_key: spec.idempotency_key.clone(),
         local_dir: None,
@@ -43,7 +53,7 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<ExportPlan, SpecE
     if plan.uses_local() {
         plan.local_dir = Some(loaded.interpolator.local_dir().to_path_buf());
     }
-    Ok(plan)
+    Ok((plan, warnings))
 }
 
 fn resolve_source(loaded: &LoadedSpec) -> Result<Source, SpecError> {
@@ -51,17 +61,35 @@ fn resolve_source(loaded: &LoadedSpec) -> Result<Source, SpecError> {
     if let Some(id) = &spec.job_id {
         return Ok(Source::Job { id: id.clone() });
     }
-    let database = spec.database.clone().unwrap_or_default();
+    let database = spec
+        .database
+        .clone()
+        .or(spec.td.database.clone())
+        .expect("the spec stage guarantees a database with a query");
     let engine = spec.engine.unwrap_or_default();
     let sql = match (&spec.query, &spec.query_file) {
         (Some(sql), _) => sql.clone(),
         (None, Some(file)) => read_query_file(loaded, file)?,
         (None, None) => unreachable!("the spec stage guarantees one source"),
     };
+    let options = QueryOptions {
+        priority: spec
+            .priority
+            .as_ref()
+            .map(|p| p.to_number().expect("checked by the spec stage")),
+        retry_limit: spec.retry_limit,
+        pool_name: spec.pool_name.clone(),
+        engine_version: spec.engine_version.clone(),
+        scheduled_time: spec
+            .scheduled_time
+            .as_ref()
+            .map(|t| t.to_seconds().expect("checked by the spec stage")),
+    };
     Ok(Source::Query {
         sql,
         database,
         engine,
+        options,
     })
 }
 
@@ -85,7 +113,21 @@ fn read_query_file(loaded: &LoadedSpec, file: &str) -> Result<String, SpecError>
 
 fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<Account, SpecError> {
     let td = &loaded.spec.td;
-    let use_ssl = td.use_ssl.unwrap_or(true);
+    // As Digdag reads td.*: the spec's value, else the secret of the same name.
+    let use_ssl = match td.use_ssl {
+        Some(b) => b,
+        None => match loaded.interpolator.secret("td.use_ssl") {
+            Ok(text) => parse_bool(&text).ok_or_else(|| SpecError::Invalid {
+                at: loaded.at(&SpecPath::parse("td.use_ssl")),
+                problem: format!(
+                    "the secret td.use_ssl is {}, not true or false",
+                    shown(&SpecPath::parse("x"), &text)
+                ),
+                fix: "Set it to true or false.".to_string(),
+            })?,
+            Err(_) => true,
+        },
+    };
     let endpoint_at = loaded.at(&SpecPath::parse("td.endpoint"));
     let endpoint = if force_local {
         Endpoint::Local
@@ -124,7 +166,50 @@ fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<Acco
     Ok(Account { endpoint, api_key })
 }
 
-fn invalid_host(at: At, text: &str, origin: &str, problem: &str) -> SpecError {
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// `td.proxy`, when enabled: an HTTP proxy for every call to TD.
+fn resolve_proxy(loaded: &LoadedSpec) -> Result<Option<ProxyPlan>, SpecError> {
+    let Some(proxy) = &loaded.spec.td.proxy else {
+        return Ok(None);
+    };
+    if proxy.enabled == Some(false) {
+        return Ok(None);
+    }
+    let host = proxy
+        .host
+        .as_deref()
+        .filter(|h| !h.trim().is_empty())
+        .ok_or_else(|| SpecError::Invalid {
+            at: loaded.at(&SpecPath::parse("td.proxy")),
+            problem: "`host` is missing".to_string(),
+            fix: "Add td.proxy.host (and port), or enabled: false.".to_string(),
+        })?;
+    let scheme = if proxy.use_ssl.unwrap_or(false) {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}:{}", host.trim(), proxy.port.unwrap_or(8080));
+    url::Url::parse(&url).map_err(|e| SpecError::Invalid {
+        at: loaded.at(&SpecPath::parse("td.proxy.host")),
+        problem: format!("{} is not a host ({e})", shown(&SpecPath::parse("host"), host)),
+        fix: "Give a host name or address, e.g. proxy.example.com.".to_string(),
+    })?;
+    Ok(Some(ProxyPlan {
+        url,
+        user: proxy.user.clone().filter(|u| !u.is_empty()),
+        password: proxy.password.clone(),
+    }))
+}
+
+pub(super) fn invalid_host(at: At, text: &str, origin: &str, problem: &str) -> SpecError {
     let value = shown(&SpecPath::parse("host"), text);
     let problem = if at.path.to_string() == origin {
         format!("{value} {problem}")
@@ -158,170 +243,6 @@ fn local_key(loaded: &LoadedSpec, id: i64, path: &SpecPath) -> Result<ApiKey, Sp
             fix: "Give the key explicitly, e.g. ${local:account1.master_key}.".to_string(),
         })?;
     Ok(ApiKey::new(account.master_key.clone()))
-}
-
-fn resolve_target(loaded: &LoadedSpec, source: &Account, force_local: bool) -> Result<Target, SpecError> {
-    let spec = &loaded.spec;
-    let settings = spec.result_settings.clone().unwrap_or_default();
-    let url = spec.result_url.as_ref();
-    let time = settings
-        .time
-        .as_ref()
-        .map(|t| t.to_seconds().expect("checked by the spec stage"));
-    let (database, table, account) = match url {
-        Some(url) => (
-            url.database
-                .clone()
-                .expect("the spec stage checked the URL names a table"),
-            url.table
-                .clone()
-                .expect("the spec stage checked the URL names a table"),
-            url_account(loaded, url, source, force_local)?,
-        ),
-        None => (
-            settings
-                .user_database_name
-                .clone()
-                .expect("checked by the spec stage"),
-            settings
-                .user_table_name
-                .clone()
-                .expect("checked by the spec stage"),
-            connection_account(loaded, &settings, source, force_local)?,
-        ),
-    };
-    Ok(Target {
-        account,
-        database,
-        table,
-        mode: settings.mode.or(url.and_then(|u| u.mode)).unwrap_or_default(),
-        time: time.or(url.and_then(|u| u.time)),
-        legacy_mode: settings
-            .legacy_mode
-            .or(url.and_then(|u| u.legacy))
-            .unwrap_or(false),
-        url: url.cloned(),
-    })
-}
-
-/// A td:// URL's account: its key and host, or the source account's where it leaves them empty.
-fn url_account(
-    loaded: &LoadedSpec,
-    url: &TdUrl,
-    source: &Account,
-    force_local: bool,
-) -> Result<TargetAccount, SpecError> {
-    let endpoint = match (&url.host, force_local) {
-        (_, true) => Endpoint::Local,
-        (Some(host), false) => Endpoint::parse(host, true)
-            .map_err(|e| invalid_host(loaded.at(&SpecPath::parse("result_url")), host, "result_url", &e))?
-            .unwrap_or_else(|| source.endpoint.clone()),
-        (None, false) => source.endpoint.clone(),
-    };
-    let api_key = url.api_key.clone().unwrap_or_else(|| source.api_key.clone());
-    Ok(TargetAccount::Known {
-        account: Account { endpoint, api_key },
-        connection: None,
-    })
-}
-
-/// A `result_connection`'s account: from `--connections` or `connections:` when defined there
-/// (`result_settings.api_key`/`api_hostname` override it), else looked up at run time.
-fn connection_account(
-    loaded: &LoadedSpec,
-    settings: &ResultSettings,
-    source: &Account,
-    force_local: bool,
-) -> Result<TargetAccount, SpecError> {
-    let name = loaded
-        .spec
-        .result_connection
-        .clone()
-        .expect("the spec stage guarantees one target");
-    let host_override = match settings.api_hostname.as_deref() {
-        Some(host) => {
-            let path = "result_settings.api_hostname";
-            Endpoint::parse(host, true)
-                .map_err(|e| invalid_host(loaded.at(&SpecPath::parse(path)), host, path, &e))?
-        }
-        None => None,
-    };
-    let Some(found) = find_connection(loaded, &name) else {
-        return Ok(TargetAccount::Connection {
-            name,
-            api_key: settings.api_key.clone(),
-            endpoint: if force_local {
-                Some(Endpoint::Local)
-            } else {
-                host_override
-            },
-        });
-    };
-    let endpoint = match (force_local, host_override, found.spec.api_hostname.as_deref()) {
-        (true, _, _) => Endpoint::Local,
-        (false, Some(endpoint), _) => endpoint,
-        (false, None, Some(host)) => Endpoint::parse(host, true)
-            .map_err(|e| {
-                invalid_host(
-                    found.at(&found.path.key("api_hostname")),
-                    host,
-                    "the connection",
-                    &e,
-                )
-            })?
-            .unwrap_or_else(|| source.endpoint.clone()),
-        (false, None, None) => source.endpoint.clone(),
-    };
-    let api_key = settings
-        .api_key
-        .clone()
-        .or(found.spec.api_key.clone())
-        .ok_or_else(|| SpecError::Invalid {
-            at: found.at(&found.path),
-            problem: format!("connection `{name}` has no api_key"),
-            fix: "Add api_key: ${secret:NAME} to the connection, or result_settings.api_key.".to_string(),
-        })?;
-    Ok(TargetAccount::Known {
-        account: Account { endpoint, api_key },
-        connection: Some(name),
-    })
-}
-
-/// A connection defined locally, and where it was written (for messages).
-struct Found<'a> {
-    spec: &'a ConnectionSpec,
-    path: SpecPath,
-    file: Option<&'a ConnectionsFile>,
-    loaded: &'a LoadedSpec,
-}
-
-impl Found<'_> {
-    fn at(&self, path: &SpecPath) -> At {
-        match self.file {
-            Some(file) => file.at(path),
-            None => self.loaded.at(path),
-        }
-    }
-}
-
-/// A connection by name: the `--connections` file first, then the spec's `connections:`.
-fn find_connection<'a>(loaded: &'a LoadedSpec, name: &str) -> Option<Found<'a>> {
-    if let Some(file) = &loaded.connections_file {
-        if let Some(spec) = file.get(name) {
-            return Some(Found {
-                spec,
-                path: SpecPath::parse(name),
-                file: Some(file),
-                loaded,
-            });
-        }
-    }
-    loaded.spec.connections.get(name).map(|spec| Found {
-        spec,
-        path: SpecPath::parse("connections").key(name),
-        file: None,
-        loaded,
-    })
 }
 
 fn resolve_retry(retry: Option<&RetrySpec>) -> TaskRetry {

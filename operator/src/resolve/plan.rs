@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 use td_model::{ApiKey, Mode, TdUrl};
 
 use super::endpoint::Endpoint;
-use crate::spec::{Engine, Transfer};
+use crate::spec::{Engine, Transfer, TransferChoice};
 
 /// An account: where its API is and the key to use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,7 +28,26 @@ pub enum Source {
         sql: String,
         database: String,
         engine: Engine,
+        options: QueryOptions,
     },
+}
+
+/// How a query job is issued, as `td>` and `td query` issue it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueryOptions {
+    /// -2 (VERY LOW) to 2 (VERY HIGH).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i8>,
+    /// Retries TD itself makes of a failed job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// Unix seconds: what `TD_SCHEDULED_TIME()` returns in the query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<i64>,
 }
 
 /// The target's account.
@@ -39,10 +59,12 @@ pub enum TargetAccount {
         account: Account,
         /// The connection's name, when it came from one.
         connection: Option<String>,
+        /// Where the key came from, for the status document's account of the engine chosen.
+        key_from: String,
     },
-    /// A `result_connection` defined nowhere locally: looked up on the source account at run time
-    /// (`/v3/connections/lookup`, `/v3/result/list`). `result_settings.api_key`/`api_hostname`
-    /// override what the lookup finds.
+    /// A `result_connection` defined nowhere locally, or a saved result (`result_url: NAME:TABLE`):
+    /// looked up on the source account at run time (`/v3/result/list`, `/v3/connections/lookup`).
+    /// `result_settings.api_key`/`api_hostname` override what the lookup finds.
     Connection {
         name: String,
         api_key: Option<ApiKey>,
@@ -54,14 +76,80 @@ pub enum TargetAccount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
     pub account: TargetAccount,
-    pub database: String,
+    /// `None`: the database of the saved result the target names (known once it is looked up).
+    pub database: Option<String>,
     pub table: String,
-    pub mode: Mode,
+    /// `None`: the saved result's mode when it has one, else append.
+    pub mode: Option<Mode>,
     /// Unix seconds for rows when the result has no `time` column.
     pub time: Option<i64>,
+    /// The result column every row's `time` is read from.
+    pub time_column: Option<String>,
     pub legacy_mode: bool,
     /// The td:// URL as written (key included, shown redacted), when the target was given as one.
     pub url: Option<TdUrl>,
+    /// `result_settings` as written, for the server engine.
+    pub settings: Settings,
+    /// Keys of `result_settings` this program does not know (forwarded only by the server engine).
+    pub unknown_settings: Vec<UnknownSetting>,
+}
+
+/// A `result_settings` key this program does not know, and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownSetting {
+    pub key: String,
+    #[serde(skip)]
+    pub at: crate::error::At,
+}
+
+/// `result_settings` as the user wrote them (interpolated). Values under key-named keys and the
+/// user part of URLs never print: Debug and Serialize mask them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Settings(pub Map<String, Value>);
+
+impl Settings {
+    fn masked(&self) -> Value {
+        fn mask(value: &Value, key: &str) -> Value {
+            match value {
+                Value::String(_) if td_model::key::is_key_name(key) => Value::from("***"),
+                Value::String(s) => Value::from(td_model::key::mask_keys(s)),
+                Value::Object(map) => {
+                    Value::Object(map.iter().map(|(k, v)| (k.clone(), mask(v, k))).collect())
+                }
+                Value::Array(items) => Value::Array(items.iter().map(|v| mask(v, key)).collect()),
+                other => other.clone(),
+            }
+        }
+        mask(&Value::Object(self.0.clone()), "")
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Settings({})", self.masked())
+    }
+}
+
+impl Serialize for Settings {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.masked().serialize(s)
+    }
+}
+
+/// The engine that moves the rows, and why (for the status document).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EngineChoice {
+    pub transfer: Transfer,
+    pub reason: String,
+}
+
+/// An HTTP proxy for every call to TD (`td.proxy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyPlan {
+    /// `http://host:port`
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<ApiKey>,
 }
 
 /// Whole-task retries (Digdag's `_retry`).
@@ -106,7 +194,13 @@ pub struct ExportPlan {
     /// The account that ran (or runs) the source job.
     pub source_account: Account,
     pub target: Target,
-    pub transfer: Transfer,
+    /// The engine the spec asks for.
+    pub transfer: TransferChoice,
+    /// The engine, when the spec decides it (asked for, or auto with the target's key known);
+    /// `None` leaves it to the connect stage.
+    pub engine: Option<EngineChoice>,
+    /// `td.proxy`, when enabled.
+    pub proxy: Option<ProxyPlan>,
     pub retry: TaskRetry,
     /// `idempotency_key:` when given; otherwise the export derives it from the source job id and target.
     pub idempotency_key: Option<String>,

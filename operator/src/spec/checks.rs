@@ -8,7 +8,7 @@ use td_model::time::TimeError;
 use td_model::TdUrl;
 
 use super::schema::{self, Ranked, RANK_STRUCTURE};
-use super::{TaskSpec, TimeSetting};
+use super::{PrioritySpec, ResultUrl, TaskSpec, TimeSetting};
 use crate::error::{shown, At, SpecError, SpecPath, Warning};
 
 /// Warns about API keys written literally (before interpolation) instead of `${secret:…}`.
@@ -107,12 +107,15 @@ pub(super) fn structure_errors(doc: &Map<String, Value>, at: &dyn Fn(&SpecPath) 
         };
         invalid(path, problem, fix)
     });
+    let td_database = doc.get("td").and_then(|td| td.get("database")).is_some();
     match source {
-        Ok(query @ ("query" | "query_file")) if !doc.contains_key("database") => errors.push(invalid(
-            SpecPath::parse(query),
-            format!("`{query}` needs `database`"),
-            "Add database: (the source account's database the query runs in).",
-        )),
+        Ok(query @ ("query" | "query_file")) if !doc.contains_key("database") && !td_database => {
+            errors.push(invalid(
+                SpecPath::parse(query),
+                format!("`{query}` needs `database`"),
+                "Add database: (the source account's database the query runs in), or td: {database: …}.",
+            ))
+        }
         Ok(_) => {}
         Err(e) => errors.push(e),
     }
@@ -186,7 +189,8 @@ fn invalid(at: &dyn Fn(&SpecPath) -> At, path: &str, problem: String, fix: &str)
     }
 }
 
-/// Checks the schema cannot express: td:// URL, time, settings coherence with the target form.
+/// Checks the schema cannot express: the target URL, times, priority, settings coherence with
+/// the target form.
 pub(super) fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
     let settings = doc
         .get("result_settings")
@@ -194,17 +198,18 @@ pub(super) fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<
         .cloned()
         .unwrap_or_default();
     let url = match doc.get("result_url").and_then(Value::as_str) {
-        Some(text) => Some(TdUrl::parse_table(text).map_err(|problem| {
+        Some(text) => Some(ResultUrl::parse(text).map_err(|problem| {
             invalid(
                 at,
                 "result_url",
                 format!("{}: {problem}", shown(&SpecPath::parse("result_url"), text)),
-                "Write td://APIKEY@HOST/DATABASE/TABLE[?mode=append|replace]; td://@/DATABASE/TABLE is the source account.",
+                "Write td://APIKEY@HOST/DATABASE/TABLE[?mode=append|replace] (td://@/DATABASE/TABLE is the source \
+                 account), or NAME:TABLE for a result saved on the source account.",
             )
         })?),
         None => None,
     };
-    if let Some(url) = &url {
+    if let Some(ResultUrl::Td(url)) = &url {
         url_settings_checks(url, &settings, at)?;
     }
     if doc.get("result_connection").is_some() {
@@ -220,22 +225,50 @@ pub(super) fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<
         }
     }
     if let Some(time) = settings.get("time") {
-        time_check(time, at)?;
+        time_check(time, "result_settings.time", at)?;
+    }
+    if let Some(time) = doc.get("scheduled_time") {
+        time_check(time, "scheduled_time", at)?;
+    }
+    if let Some(priority) = doc.get("priority") {
+        priority_check(priority, at)?;
     }
     let legacy = settings
         .get("legacy_mode")
         .and_then(Value::as_bool)
-        .or(url.as_ref().and_then(|u| u.legacy))
+        .or(match &url {
+            Some(ResultUrl::Td(u)) => u.legacy,
+            _ => None,
+        })
         .unwrap_or(false);
-    if legacy && doc.get("transfer").and_then(Value::as_str) != Some("server") {
+    if legacy && doc.get("transfer").and_then(Value::as_str) == Some("stream") {
         return Err(invalid(
             at,
             "result_settings.legacy_mode",
-            "`legacy_mode: true` chooses TD's server-side td:// connector, but transfer is stream".to_string(),
-            "Add `transfer: server` (TD then writes the target, without exactly-once append), or drop legacy_mode.",
+            "`legacy_mode: true` chooses TD's server-side td:// connector, but transfer is stream"
+                .to_string(),
+            "Drop `transfer: stream` (auto then lets TD write the target) or drop legacy_mode.",
         ));
     }
     Ok(())
+}
+
+/// `priority:` is -2 to 2 or a name.
+fn priority_check(priority: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
+    let read = serde_json::from_value::<PrioritySpec>(priority.clone())
+        .map_err(|_| "is not a priority".to_string())
+        .and_then(|p| p.to_number());
+    read.map(drop).map_err(|problem| {
+        invalid(
+            at,
+            "priority",
+            format!(
+                "{} {problem}",
+                schema::shown_value(&SpecPath::parse("priority"), priority)
+            ),
+            "Give -2 to 2, or VERY LOW, LOW, NORMAL, HIGH or VERY HIGH.",
+        )
+    })
 }
 
 /// With a td:// URL, the settings may not name the target again, nor contradict the URL.
@@ -257,7 +290,7 @@ fn url_settings_checks(
                 at,
                 &format!("result_settings.{key}"),
                 format!("`{key}` is also named by result_url"),
-                "With result_url, keep only mode, time and legacy_mode in result_settings (or use result_connection).",
+                "With a td:// result_url, keep only mode, time, time_column and legacy_mode in result_settings (or use result_connection).",
             ));
         }
     }
@@ -288,9 +321,9 @@ fn url_settings_checks(
     Ok(())
 }
 
-/// `result_settings.time` reads as a time. The schema lets integers and strings through; a float
-/// such as 1e10 is not seconds, and seconds must name a year from 0 to 9999.
-fn time_check(time: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
+/// A time value reads as a time. The schema lets integers and strings through; a float such as
+/// 1e10 is not seconds, and seconds must name a year from 0 to 9999.
+fn time_check(time: &Value, path: &str, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
     let read = match time {
         Value::Number(n) => n
             .as_i64()
@@ -302,7 +335,7 @@ fn time_check(time: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecErro
     read.map(drop).map_err(|problem| {
         invalid(
             at,
-            "result_settings.time",
+            path,
             format!("{} {problem}", schema::shown_value(&SpecPath::parse("time"), time)),
             "Give Unix seconds (1700000000) or a timestamp: 2024-01-31 00:00:00 UTC, 2024-01-31T00:00:00Z, 2024-01-31.",
         )
@@ -313,11 +346,16 @@ fn time_check(time: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecErro
 pub(super) fn ignored_key_warnings(spec: &TaskSpec, at: &dyn Fn(&SpecPath) -> At) -> Vec<Warning> {
     let mut out = Vec::new();
     if spec.job_id.is_some() {
-        for key in ["database", "engine"] {
-            let present = match key {
-                "database" => spec.database.is_some(),
-                _ => spec.engine.is_some(),
-            };
+        let query_keys = [
+            ("database", spec.database.is_some()),
+            ("engine", spec.engine.is_some()),
+            ("priority", spec.priority.is_some()),
+            ("retry_limit", spec.retry_limit.is_some()),
+            ("pool_name", spec.pool_name.is_some()),
+            ("engine_version", spec.engine_version.is_some()),
+            ("scheduled_time", spec.scheduled_time.is_some()),
+        ];
+        for (key, present) in query_keys {
             if present {
                 out.push(Warning {
                     at: at(&SpecPath::parse(key)),

@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use td_model::time::{check_seconds, parse_time, TimeError};
 pub use td_model::{ApiKey, Mode, TdUrl};
@@ -68,6 +68,28 @@ pub enum Transfer {
     Server,
 }
 
+/// `transfer:` — which engine the spec asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferChoice {
+    /// Stream when the target account's key is known here, else server (design.md §9).
+    #[default]
+    Auto,
+    Stream,
+    Server,
+}
+
+impl TransferChoice {
+    /// The engine asked for, unless the choice is left to the run.
+    pub fn fixed(self) -> Option<Transfer> {
+        match self {
+            TransferChoice::Auto => None,
+            TransferChoice::Stream => Some(Transfer::Stream),
+            TransferChoice::Server => Some(Transfer::Server),
+        }
+    }
+}
+
 impl Transfer {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -101,9 +123,9 @@ impl TimeSetting {
     }
 }
 
-/// `result_settings:` (the TD connector's settings).
+/// `result_settings:` (the TD connector's settings). Keys this program does not know stay in
+/// the raw settings ([`LoadedSpec::raw_settings`]): the server engine forwards them to TD.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ResultSettings {
     #[serde(alias = "database")]
     pub user_database_name: Option<String>,
@@ -111,18 +133,87 @@ pub struct ResultSettings {
     pub user_table_name: Option<String>,
     pub mode: Option<Mode>,
     pub time: Option<TimeSetting>,
+    pub time_column: Option<String>,
     pub legacy_mode: Option<bool>,
     pub api_hostname: Option<String>,
     pub api_key: Option<ApiKey>,
 }
 
-/// `td:` — the source account.
+/// The `result_settings` keys this program reads (the stream engine honours all of them).
+pub const KNOWN_SETTINGS: [&str; 10] = [
+    "user_database_name",
+    "database",
+    "user_table_name",
+    "table",
+    "mode",
+    "time",
+    "time_column",
+    "legacy_mode",
+    "api_hostname",
+    "api_key",
+];
+
+/// `td:` — the source account, as Digdag's td operators read it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TdSection {
     pub endpoint: Option<String>,
     pub apikey: Option<ApiKey>,
     pub use_ssl: Option<bool>,
+    /// The default database of a query.
+    pub database: Option<String>,
+    pub proxy: Option<ProxySpec>,
+}
+
+/// `td.proxy:` as Digdag reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    pub enabled: Option<bool>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<ApiKey>,
+    pub use_ssl: Option<bool>,
+}
+
+/// `priority:` as td> and `td query -P` take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PrioritySpec {
+    Number(i64),
+    Name(String),
+}
+
+/// Priority names and their numbers.
+pub const PRIORITIES: [(&str, i8); 5] = [
+    ("VERY LOW", -2),
+    ("LOW", -1),
+    ("NORMAL", 0),
+    ("HIGH", 1),
+    ("VERY HIGH", 2),
+];
+
+impl PrioritySpec {
+    /// -2 to 2, or why not.
+    pub fn to_number(&self) -> Result<i8, String> {
+        match self {
+            PrioritySpec::Number(n) => i8::try_from(*n)
+                .ok()
+                .filter(|n| (-2..=2).contains(n))
+                .ok_or_else(|| "is not between -2 and 2".to_string()),
+            PrioritySpec::Name(name) => {
+                let wanted = name.trim().replace(['_', '-'], " ").to_ascii_uppercase();
+                PRIORITIES
+                    .iter()
+                    .find(|(n, _)| *n == wanted)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| {
+                        "is not a priority (VERY LOW, LOW, NORMAL, HIGH, VERY HIGH or -2 to 2)".to_string()
+                    })
+            }
+        }
+    }
 }
 
 /// One `treasure_data` connection (`connections:` entry or `--connections` file entry).
@@ -163,8 +254,13 @@ pub struct TaskSpec {
     pub query_file: Option<String>,
     pub database: Option<String>,
     pub engine: Option<Engine>,
-    #[serde(default, deserialize_with = "td_url")]
-    pub result_url: Option<TdUrl>,
+    pub priority: Option<PrioritySpec>,
+    pub retry_limit: Option<u32>,
+    pub pool_name: Option<String>,
+    pub engine_version: Option<String>,
+    pub scheduled_time: Option<TimeSetting>,
+    #[serde(default, deserialize_with = "result_url")]
+    pub result_url: Option<ResultUrl>,
     pub result_connection: Option<String>,
     pub result_settings: Option<ResultSettings>,
     #[serde(default)]
@@ -172,7 +268,7 @@ pub struct TaskSpec {
     #[serde(rename = "_retry")]
     pub retry: Option<RetrySpec>,
     pub idempotency_key: Option<String>,
-    pub transfer: Option<Transfer>,
+    pub transfer: Option<TransferChoice>,
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionSpec>,
 }
@@ -185,10 +281,50 @@ fn job_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
     })
 }
 
-/// A td:// URL naming a table (the spec stage has checked it, with a better message, before).
-fn td_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TdUrl>, D::Error> {
+/// `result_url:` — a td:// URL, or a result saved on the source account and a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ResultUrl {
+    Td(TdUrl),
+    /// `NAME:TABLE` (`td result:create NAME td://…/DATABASE` + `--result NAME:TABLE`).
+    Saved {
+        name: String,
+        table: String,
+    },
+}
+
+impl ResultUrl {
+    /// Reads a `result_url` value (the spec stage has checked it, with better messages, before).
+    pub fn parse(text: &str) -> Result<ResultUrl, String> {
+        if text.starts_with("td://") {
+            return TdUrl::parse_table(text)
+                .map(ResultUrl::Td)
+                .map_err(|e| e.to_string());
+        }
+        let (name, table) = text
+            .split_once(':')
+            .ok_or_else(|| "is neither a td:// URL nor NAME:TABLE".to_string())?;
+        let saved_name = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !saved_name(name) {
+            return Err(format!(
+                "`{name}` is not the name of a saved result (letters, digits, _ and -)"
+            ));
+        }
+        td_model::name::check_name("table", table).map_err(|e| e.to_string())?;
+        Ok(ResultUrl::Saved {
+            name: name.to_string(),
+            table: table.to_string(),
+        })
+    }
+}
+
+fn result_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ResultUrl>, D::Error> {
     Option::<String>::deserialize(d)?
-        .map(|text| TdUrl::parse_table(&text).map_err(serde::de::Error::custom))
+        .map(|text| ResultUrl::parse(&text).map_err(serde::de::Error::custom))
         .transpose()
 }
 
@@ -269,6 +405,8 @@ impl Inputs {
 #[derive(Debug)]
 pub struct LoadedSpec {
     pub spec: TaskSpec,
+    /// `result_settings` as written (interpolated, JSON text read): what the server engine sends.
+    pub raw_settings: Map<String, Value>,
     /// The `--connections` file, read and checked (its entries win over `connections:`).
     pub connections_file: Option<ConnectionsFile>,
     /// Things to tell the user that do not stop the task.
@@ -337,6 +475,11 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
         return Err(err);
     }
     value_checks(&doc, &at)?;
+    let raw_settings = doc
+        .get("result_settings")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let spec: TaskSpec = serde_json::from_value(doc).map_err(|e| SpecError::Invalid {
         at: at(&SpecPath::root()),
         problem: format!("the spec does not fit its type ({e})"),
@@ -349,6 +492,7 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
     };
     Ok(LoadedSpec {
         spec,
+        raw_settings,
         connections_file,
         warnings,
         file: file.to_string(),
@@ -441,10 +585,10 @@ mod tests {
         let spec =
             load("td_result_export>:\njob_id: 12345\nresult_url: td://@/testdb/output_table\n").unwrap();
         assert_eq!(spec.spec.job_id.as_deref(), Some("12345"));
-        assert_eq!(
-            spec.spec.result_url.as_ref().unwrap().table.as_deref(),
-            Some("output_table")
-        );
+        let Some(ResultUrl::Td(url)) = &spec.spec.result_url else {
+            panic!("a td:// URL")
+        };
+        assert_eq!(url.table.as_deref(), Some("output_table"));
         assert!(spec.warnings.is_empty());
     }
 
@@ -484,10 +628,10 @@ mod tests {
             "{err}"
         );
         let ok = load("job_id: ${day}\nresult_url: td://@/db_${day}/t_1\n").unwrap();
-        assert_eq!(
-            ok.spec.result_url.unwrap().database.as_deref(),
-            Some("db_20240101")
-        );
+        let Some(ResultUrl::Td(url)) = ok.spec.result_url else {
+            panic!("a td:// URL")
+        };
+        assert_eq!(url.database.as_deref(), Some("db_20240101"));
         let err = error("job_id: ${nope}\nresult_url: td://@/db1/t_1\n");
         assert!(
             err.starts_with("t.yml:1: job_id: unknown variable `${nope}` (looked in: --param)"),
@@ -510,14 +654,56 @@ mod tests {
     }
 
     #[test]
-    fn legacy_mode_needs_the_server_transfer() {
-        let err = error("job_id: '1'\nresult_url: td://@/db1/t_1\nresult_settings: {legacy_mode: true}\n");
+    fn legacy_mode_cannot_be_streamed() {
+        let err = error(
+            "job_id: '1'\nresult_url: td://@/db1/t_1\nresult_settings: {legacy_mode: true}\ntransfer: stream\n",
+        );
         assert!(
-            err.contains("result_settings.legacy_mode") && err.contains("transfer: server"),
+            err.contains("result_settings.legacy_mode") && err.contains("transfer is stream"),
             "{err}"
         );
+        load("job_id: '1'\nresult_url: td://@/db1/t_1\nresult_settings: {legacy_mode: true}\n").unwrap();
         load("job_id: '1'\nresult_url: td://@/db1/t_1\nresult_settings: {legacy_mode: true}\ntransfer: server\n")
             .unwrap();
+    }
+
+    #[test]
+    fn saved_results_are_named_with_a_table() {
+        let spec = load("job_id: '1'\nresult_url: mydb:output_table\n").unwrap().spec;
+        assert_eq!(
+            spec.result_url,
+            Some(ResultUrl::Saved {
+                name: "mydb".into(),
+                table: "output_table".into()
+            })
+        );
+        let err = error("job_id: '1'\nresult_url: 'my db:output_table'\n");
+        assert!(err.contains("result_url"), "{err}");
+        let err = error("job_id: '1'\nresult_url: 'mydb:Bad'\n");
+        assert!(err.contains("`Bad` is not a valid TD name for a table"), "{err}");
+    }
+
+    #[test]
+    fn query_options_are_read_as_td_query_takes_them() {
+        let spec = load(
+            "query: SELECT 1\ntd: {database: sample_datasets}\npriority: VERY HIGH\nretry_limit: 2\n\
+             pool_name: batch\nengine_version: stable\nscheduled_time: '2024-01-31 00:00:00'\nresult_url: td://@/db1/t_1\n",
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(spec.priority.unwrap().to_number(), Ok(2));
+        assert_eq!(spec.scheduled_time.unwrap().to_seconds(), Ok(1706659200));
+        for (bad, needle) in [
+            ("priority: 3", "is not between -2 and 2"),
+            ("priority: URGENT", "is not a priority"),
+        ] {
+            let err = error(&format!(
+                "query: SELECT 1\ndatabase: db1\n{bad}\nresult_url: td://@/db1/t_1\n"
+            ));
+            assert!(err.contains(needle) && err.contains("priority"), "{err}");
+        }
+        let err = error("query: SELECT 1\nresult_url: td://@/db1/t_1\n");
+        assert!(err.contains("needs `database`"), "{err}");
     }
 
     #[test]

@@ -158,9 +158,10 @@ impl Schema {
             ValidationErrorKind::Pattern { pattern } => {
                 let (what, fix) = match pattern.as_str() {
                     NAME_PATTERN => ("is not a valid TD name", format!("Use {}.", td_model::name::NAME_RULE)),
-                    "^td://" => (
-                        "is not a td:// URL",
-                        "Write td://APIKEY@HOST/DATABASE/TABLE, or td://@/DATABASE/TABLE for the source account."
+                    "^(td://|[A-Za-z0-9_-]+:[^/])" => (
+                        "is not a td:// URL, nor NAME:TABLE",
+                        "Write td://APIKEY@HOST/DATABASE/TABLE (td://@/DATABASE/TABLE is the source account), or \
+                         NAME:TABLE for a result saved on the source account."
                             .to_string(),
                     ),
                     "^[0-9]+$" => ("is not a job id", "A job id is digits only, e.g. \"12345\".".to_string()),

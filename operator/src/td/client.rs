@@ -39,15 +39,59 @@ impl std::fmt::Debug for TdClient {
     }
 }
 
+/// The proxies calls go through: given here explicitly (the environment is read at the edge),
+/// so the client never reads `HTTPS_PROXY` and the like by itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proxies {
+    /// For every call (`td.proxy`): `http://host:port`, with its credentials.
+    pub all: Option<(String, Option<(String, String)>)>,
+    /// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` as the environment gave them.
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
 /// The HTTP client every TdClient shares: connect timeout 5 s, read timeout 30 s, no
 /// whole-request timeout (result streams can take long).
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+pub fn http_client(proxies: &Proxies) -> Result<reqwest::Client, TdError> {
+    let bad = |what: &str, e: reqwest::Error| TdError::Protocol {
+        call: what.to_string(),
+        detail: format!("the proxy is not usable: {e}"),
+    };
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(Duration::from_secs(30))
         .user_agent(concat!("td-result-export/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("TLS backend initialises")
+        .no_proxy();
+    let no_proxy = proxies
+        .no_proxy
+        .as_deref()
+        .and_then(reqwest::NoProxy::from_string);
+    if let Some((url, auth)) = &proxies.all {
+        let mut proxy = reqwest::Proxy::all(url).map_err(|e| bad("td.proxy", e))?;
+        if let Some((user, password)) = auth {
+            proxy = proxy.basic_auth(user, password);
+        }
+        builder = builder.proxy(proxy);
+    } else {
+        for (url, https) in [(&proxies.https, true), (&proxies.http, false)] {
+            let Some(url) = url.as_deref().filter(|u| !u.trim().is_empty()) else {
+                continue;
+            };
+            let name = if https { "HTTPS_PROXY" } else { "HTTP_PROXY" };
+            let proxy = if https {
+                reqwest::Proxy::https(url)
+            } else {
+                reqwest::Proxy::http(url)
+            }
+            .map_err(|e| bad(name, e))?;
+            builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+        }
+    }
+    builder.build().map_err(|e| TdError::Protocol {
+        call: "the HTTP client".to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// A request to send, possibly several times.
@@ -259,13 +303,15 @@ impl TdClient {
         self.get(format!("/v3/job/show/{}", seg(id))).await
     }
 
-    /// Issues a query. With a `domain_key` a repeat returns the first job's id instead.
+    /// Issues a query, with `options` (`priority`, `retry_limit`, `pool_name`, `engine_version`,
+    /// `scheduled_time`) as form fields. With a `domain_key` a repeat returns the first job's id.
     pub async fn issue_query(
         &self,
         engine: &str,
         db: &str,
         query: &str,
         domain_key: Option<&str>,
+        options: &[(&'static str, String)],
     ) -> TdResult<String> {
         #[derive(Deserialize)]
         struct Issued {
@@ -273,6 +319,7 @@ impl TdClient {
             job_id: String,
         }
         let mut form = vec![("query", query.to_string())];
+        form.extend(options.iter().cloned());
         if let Some(key) = domain_key {
             form.push(("domain_key", key.to_string()));
         }

@@ -7,6 +7,6 @@ mod download;
 mod error;
 pub mod wire;
 
-pub use client::{http_client, TdClient};
+pub use client::{http_client, Proxies, TdClient};
 pub use error::{TdError, TdResult};
 pub use wire::{Job, JobDebug, JobStatus, SavedResult, Session, SessionAction, SessionStatus, Table};

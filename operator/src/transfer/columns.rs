@@ -16,6 +16,8 @@ use crate::td::Job;
 pub enum TimeSource {
     /// The result's own integer `time` column.
     Column,
+    /// The column `result_settings.time_column` names.
+    TimeColumn,
     /// `result_settings.time`.
     Setting,
     /// The source job's start time (so a rerun writes identical rows).
@@ -29,6 +31,8 @@ pub enum TimeFill {
     Column(usize),
     /// The same value for every row (the `time` setting, or the source job's start time).
     Fixed(i64),
+    /// Read from this column (`time_column`): integer seconds or a timestamp.
+    Parsed(usize),
 }
 
 /// One result column and what it becomes in the target table.
@@ -82,8 +86,35 @@ pub fn td_schema(columns: &[MappedColumn]) -> serde_json::Value {
 pub fn time_fill(
     columns: &[MappedColumn],
     setting: Option<i64>,
+    time_column: Option<&str>,
     job: &Job,
 ) -> Result<(TimeFill, TimeSource), TransferError> {
+    let not_exportable = |message: String| TransferError::NotExportable { message };
+    let names = || {
+        columns
+            .iter()
+            .map(|c| c.source.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = time_column {
+        let i = columns.iter().position(|c| c.source == name).ok_or_else(|| {
+            not_exportable(format!(
+                "time_column `{name}` is not a column of the result ({})",
+                names()
+            ))
+        })?;
+        if columns
+            .iter()
+            .enumerate()
+            .any(|(j, c)| j != i && c.target == "time")
+        {
+            return Err(not_exportable(format!(
+                "the result has a `time` column of its own and time_column names `{name}`: rename one in the query"
+            )));
+        }
+        return Ok((TimeFill::Parsed(i), TimeSource::TimeColumn));
+    }
     if let Some(i) = columns.iter().position(|c| c.target == "time") {
         let c = &columns[i];
         if !is_integer_type(&c.source_type) {

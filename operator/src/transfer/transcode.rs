@@ -23,6 +23,8 @@ enum Carry {
     BoolToLong,
     /// Must be an integer: it is the row's `time`.
     Time,
+    /// Copied, and read as a time (seconds or a timestamp) for the row's `time` (`time_column`).
+    TimeFrom,
 }
 
 /// Turns result rows into import records for one result schema.
@@ -31,6 +33,10 @@ pub struct Transcoder {
     keys: Vec<Vec<u8>>,
     carry: Vec<Carry>,
     fixed_time: Option<i64>,
+    /// The `time_column`'s name, when rows take their `time` from it.
+    time_column: Option<String>,
+    /// A value of the `time_column`, as read.
+    scratch: Vec<u8>,
     rows: u64,
 }
 
@@ -47,6 +53,7 @@ impl Transcoder {
             .enumerate()
             .map(|(i, c)| match time {
                 TimeFill::Column(t) if t == i => Carry::Time,
+                TimeFill::Parsed(t) if t == i => Carry::TimeFrom,
                 _ if c.is_boolean() => Carry::BoolToLong,
                 _ => Carry::Copy,
             })
@@ -56,8 +63,13 @@ impl Transcoder {
             carry,
             fixed_time: match time {
                 TimeFill::Fixed(t) => Some(t),
-                TimeFill::Column(_) => None,
+                TimeFill::Column(_) | TimeFill::Parsed(_) => None,
             },
+            time_column: match time {
+                TimeFill::Parsed(i) => Some(columns[i].source.clone()),
+                _ => None,
+            },
+            scratch: Vec::new(),
             rows: 0,
         }
     }
@@ -90,8 +102,10 @@ impl Transcoder {
                 self.keys.len()
             )));
         }
-        let entries = self.keys.len() as u32 + u32::from(self.fixed_time.is_some());
+        let added = self.fixed_time.is_some() || self.time_column.is_some();
+        let entries = self.keys.len() as u32 + u32::from(added);
         rmp::encode::write_map_len(out, entries).map_err(io::Error::from)?;
+        let mut time = self.fixed_time;
         for (key, carry) in self.keys.iter().zip(&self.carry) {
             out.write_all(key)?;
             match carry {
@@ -109,14 +123,44 @@ impl Transcoder {
                         ))
                     }
                 },
+                Carry::TimeFrom => {
+                    self.scratch.clear();
+                    copy_value(input, &mut self.scratch)?;
+                    out.write_all(&self.scratch)?;
+                    let column = self.time_column.as_deref().unwrap_or_default();
+                    time = Some(time_of(&self.scratch).map_err(|value| {
+                        malformed(format!(
+                            "its time_column `{column}` holds {value}, which is not a time (Unix seconds, \
+                             ISO-8601 or YYYY-MM-DD HH:MM:SS[.fff] with an optional zone)"
+                        ))
+                    })?);
+                }
             }
         }
-        if let Some(t) = self.fixed_time {
+        if let Some(t) = time.filter(|_| added) {
             out.write_all(&encoded_str("time"))?;
             write_int(out, t)?;
         }
         self.rows = row;
         Ok(true)
+    }
+}
+
+/// A `time_column` value as Unix seconds: an integer, or a timestamp string. `Err` shows the value.
+fn time_of(mut encoded: &[u8]) -> Result<i64, String> {
+    let value = rmpv::decode::read_value(&mut encoded).map_err(|e| format!("an unreadable value ({e})"))?;
+    match &value {
+        rmpv::Value::Integer(i) => i
+            .as_i64()
+            .and_then(|t| td_model::time::check_seconds(t).ok())
+            .ok_or_else(|| format!("`{i}`")),
+        rmpv::Value::String(s) => {
+            let text = s.as_str().unwrap_or_default();
+            td_model::time::parse_time(text)
+                .map_err(|_| format!("`{}`", text.chars().take(80).collect::<String>()))
+        }
+        rmpv::Value::Nil => Err("null".to_string()),
+        other => Err(format!("`{other}`")),
     }
 }
 
