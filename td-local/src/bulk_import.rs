@@ -16,7 +16,10 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{self, NewJob, Outcome};
-use crate::records::{self, Column};
+use td_model::name::check_name;
+use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
+
+use crate::records;
 use crate::store::{self, now, Store};
 
 /// The largest part accepted (TD's clients split uploads into parts of about 16 MB).
@@ -165,7 +168,7 @@ pub fn list(conn: &Connection, account_id: i64) -> ApiResult<Vec<Session>> {
 
 /// Creates a session importing into `db.table`: 422 bad name, 404 missing target, 409 exists.
 pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &str) -> ApiResult<()> {
-    store::check_name("bulk import session", name)?;
+    check_name("bulk import session", name)?;
     store::table_id(conn, account_id, db, table)?;
     let t = now();
     let inserted = conn.execute(
@@ -321,7 +324,7 @@ struct Tally {
     error_records: i64,
     valid_parts: i64,
     error_parts: i64,
-    new_columns: Vec<Column>,
+    new_columns: Vec<TableColumn>,
 }
 
 fn perform(store: &Store, session_id: i64, job_id: i64) -> ApiResult<()> {
@@ -369,7 +372,7 @@ fn perform(store: &Store, session_id: i64, job_id: i64) -> ApiResult<()> {
                 tally.error_records,
                 tally.valid_parts,
                 tally.error_parts,
-                records::schema_to_json(&tally.new_columns),
+                table_schema_json(&tally.new_columns),
                 now(),
                 session_id
             ],
@@ -440,7 +443,7 @@ fn load_part(store: &Store, session_id: i64, part: &str) -> ApiResult<Vec<u8>> {
 struct DecodedPart {
     rows: Vec<(i64, String)>,
     errors: Vec<Vec<u8>>,
-    columns: Vec<Column>,
+    columns: Vec<TableColumn>,
 }
 
 impl DecodedPart {
@@ -511,7 +514,7 @@ fn stage_part(conn: &Connection, session_id: i64, part: &DecodedPart) -> ApiResu
 }
 
 /// Appends to `schema` the columns of `new` it lacks, keeping existing columns' types.
-fn merge_columns(schema: &mut Vec<Column>, new: &[Column]) {
+fn merge_columns(schema: &mut Vec<TableColumn>, new: &[TableColumn]) {
     for column in new {
         if !schema.iter().any(|c| c.name == column.name) {
             schema.push(column.clone());
@@ -531,12 +534,12 @@ pub fn commit(conn: &Connection, account_id: i64, name: &str) -> ApiResult<Commi
         params![table_id, session.id],
     )?;
     let mut schema = records::table_schema(conn, table_id)?;
-    let new_columns = records::parse_schema(session.new_columns.as_deref().unwrap_or("[]"))?;
+    let new_columns = parse_table_schema(session.new_columns.as_deref().unwrap_or("[]"))?;
     merge_columns(&mut schema, &new_columns);
     let t = now();
     conn.execute(
         "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
-        params![records::schema_to_json(&schema), t, table_id],
+        params![table_schema_json(&schema), t, table_id],
     )?;
     conn.execute(
         "UPDATE bulk_imports SET status = 'committed', updated_at = ?1 WHERE id = ?2",

@@ -66,6 +66,23 @@ impl From<rusqlite::Error> for ApiError {
     }
 }
 
+impl From<td_model::name::NameError> for ApiError {
+    fn from(e: td_model::name::NameError) -> Self {
+        ApiError::unprocessable(e.to_string())
+    }
+}
+
+/// A schema that is not JSON of `[name, type]` items is a bad request; a reserved name or an
+/// unknown type is invalid input (td-api.md §2).
+impl From<td_model::schema::SchemaError> for ApiError {
+    fn from(e: td_model::schema::SchemaError) -> Self {
+        match e {
+            td_model::schema::SchemaError::Malformed(_) => ApiError::bad_request(e.to_string()),
+            _ => ApiError::unprocessable(e.to_string()),
+        }
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
         ApiError::internal(format!("i/o error: {e}"))

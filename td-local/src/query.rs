@@ -25,7 +25,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, InterruptHandle, OpenFlags};
 
 use crate::jobs::Outcome;
-use crate::records::{parse_schema, Column};
+use td_model::schema::{parse_table_schema, TableColumn};
 
 pub use sql::is_plain_identifier;
 
@@ -56,7 +56,7 @@ pub enum QueryError {
 #[derive(Debug, Clone)]
 struct TdTable {
     id: i64,
-    columns: Vec<Column>,
+    columns: Vec<TableColumn>,
 }
 
 /// The tables of one account, by `(database, table)`.
@@ -257,7 +257,7 @@ fn load_catalog(conn: &Connection, account_id: i64) -> Result<Catalog, QueryErro
     for row in rows {
         let (db, table, id, schema) = row?;
         // A schema that no longer parses still leaves `time` readable.
-        let columns = parse_schema(&schema).unwrap_or_default();
+        let columns = parse_table_schema(&schema).unwrap_or_default();
         catalog.insert((db, table), TdTable { id, columns });
     }
     Ok(catalog)

@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader, Read};
 use flate2::read::MultiGzDecoder;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Number, Value};
+use td_model::name::is_reserved_column;
+use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -129,81 +131,6 @@ pub fn decode_import(body: &[u8]) -> ApiResult<Vec<Row>> {
     Ok(rows)
 }
 
-/// A column of a table schema: `[name, type]` or `[name, type, alias]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    pub name: String,
-    pub r#type: String,
-    pub alias: Option<String>,
-}
-
-/// Parses the schema JSON text (`[[name,type]|[name,type,alias],…]`), rejecting `time` and `v`.
-pub fn parse_schema(text: &str) -> ApiResult<Vec<Column>> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("schema must be a JSON array of [name, type]: {e}")))?;
-    let items = value
-        .as_array()
-        .ok_or_else(|| ApiError::bad_request("schema must be a JSON array of [name, type]"))?;
-    items
-        .iter()
-        .map(|item| {
-            let parts: Vec<&str> = item
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let (name, ty, alias) = match parts.as_slice() {
-                [n, t] => (*n, *t, None),
-                [n, t, a] => (*n, *t, Some((*a).to_string())),
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "schema column must be [name, type] or [name, type, alias], got {item}"
-                    )))
-                }
-            };
-            let key = alias.as_deref().unwrap_or(name);
-            if key == "time" || key == "v" {
-                return Err(ApiError::unprocessable(format!(
-                    "column name '{key}' is reserved"
-                )));
-            }
-            check_type(ty)?;
-            Ok(Column {
-                name: name.to_string(),
-                r#type: ty.to_string(),
-                alias,
-            })
-        })
-        .collect()
-}
-
-fn check_type(ty: &str) -> ApiResult<()> {
-    let ty = ty.trim();
-    let ok = matches!(ty, "int" | "long" | "float" | "double" | "string")
-        || (ty.starts_with("array<") && ty.ends_with('>'))
-        || (ty.starts_with("map<") && ty.ends_with('>'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::unprocessable(format!(
-            "invalid column type '{ty}': use int, long, float, double, string, array<T> or map<K,V>"
-        )))
-    }
-}
-
-pub fn schema_to_json(columns: &[Column]) -> String {
-    let items: Vec<Value> = columns
-        .iter()
-        .map(|c| {
-            let mut v = vec![Value::from(c.name.clone()), Value::from(c.r#type.clone())];
-            if let Some(a) = &c.alias {
-                v.push(Value::from(a.clone()));
-            }
-            Value::Array(v)
-        })
-        .collect();
-    Value::Array(items).to_string()
-}
-
 /// The TD type a value suggests when a new column is first seen (None for null).
 fn guess_type(v: &Value) -> Option<&'static str> {
     match v {
@@ -218,7 +145,7 @@ fn guess_type(v: &Value) -> Option<&'static str> {
 }
 
 /// Reads a table's schema.
-pub fn table_schema(conn: &Connection, table_id: i64) -> ApiResult<Vec<Column>> {
+pub fn table_schema(conn: &Connection, table_id: i64) -> ApiResult<Vec<TableColumn>> {
     let text: String = conn
         .query_row(
             "SELECT schema FROM tables WHERE id = ?1",
@@ -227,7 +154,7 @@ pub fn table_schema(conn: &Connection, table_id: i64) -> ApiResult<Vec<Column>> 
         )
         .optional()?
         .ok_or_else(|| ApiError::not_found("table does not exist"))?;
-    parse_schema(&text)
+    Ok(parse_table_schema(&text)?)
 }
 
 /// Appends rows to a table and extends its schema with columns seen for the first time, as TD
@@ -247,7 +174,7 @@ pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> ApiResult<
     if schema.len() != before {
         conn.execute(
             "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
-            params![schema_to_json(&schema), crate::store::now(), table_id],
+            params![table_schema_json(&schema), crate::store::now(), table_id],
         )?;
     } else {
         conn.execute(
@@ -259,20 +186,16 @@ pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> ApiResult<
 }
 
 /// Adds to `schema` the columns of `record` it does not have yet (never `time` or `v`).
-pub fn extend_schema(schema: &mut Vec<Column>, record: &Map<String, Value>) {
+pub fn extend_schema(schema: &mut Vec<TableColumn>, record: &Map<String, Value>) {
     for (key, value) in record {
-        if key == "time" || key == "v" {
+        if is_reserved_column(key) {
             continue;
         }
         if schema.iter().any(|c| c.name == *key) {
             continue;
         }
         if let Some(ty) = guess_type(value) {
-            schema.push(Column {
-                name: key.clone(),
-                r#type: ty.to_string(),
-                alias: None,
-            });
+            schema.push(TableColumn::new(key, ty));
         }
     }
 }

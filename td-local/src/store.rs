@@ -205,29 +205,6 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// TD's timestamp format: `"YYYY-MM-DD HH:MM:SS UTC"`.
-pub fn td_time(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
-}
-
-/// Database and table names: `^[a-z0-9_]+$`, 3–128 characters (td-api.md §3).
-pub fn check_name(kind: &str, name: &str) -> ApiResult<()> {
-    let ok = (3..=128).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::unprocessable(format!(
-            "invalid {kind} name '{name}': use 3 to 128 characters of lowercase letters, digits and '_'"
-        )))
-    }
-}
-
 /// The id of an account's database, or 404.
 pub fn database_id(conn: &Connection, account_id: i64, db: &str) -> ApiResult<i64> {
     conn.query_row(

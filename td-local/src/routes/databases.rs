@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 use crate::accounts::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{check_name, database_id, now, td_time};
+use td_model::name::check_name;
+use td_model::time::td_timestamp as td_time;
+
+use crate::store::{database_id, now};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {

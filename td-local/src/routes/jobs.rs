@@ -18,7 +18,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::jobs::{self, NewJob};
 use crate::params::Params;
 use crate::records::{msgpack_to_json, read_msgpack_values};
-use crate::store::{database_id, now, td_time};
+use td_model::time::td_timestamp as td_time;
+
+use crate::store::{database_id, now};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -178,7 +180,7 @@ impl JobRow {
             "priority": self.priority,
             "retry_limit": self.retry_limit,
             // The URL carries the target account's key: shown masked, as saved results are.
-            "result": crate::output::mask_url(&self.result_url),
+            "result": td_model::key::mask_keys(&self.result_url),
             // td-client-python and -ruby read null or "" as "no schema yet".
             "hive_result_schema": self.hive_result_schema,
             "linked_result_export_job_id": self.linked_result_export_job_id.map(|i| i.to_string()),

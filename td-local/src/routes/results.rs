@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 use crate::accounts::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{self, NewJob, Outcome};
-use crate::output::{self, mask_url, OutputTarget, TdUrl};
+use td_model::key::mask_keys;
+use td_model::TdUrl;
+
+use crate::output::{self, OutputTarget};
 use crate::params::Params;
 use crate::AppState;
 
@@ -39,7 +42,7 @@ async fn result_export(
         .store
         .read_async(move |conn| export_destination(conn, account, &params))
         .await?;
-    let target = destination.resolve(&state, account)?;
+    let target = output::resolve(&destination, &state, account)?;
     let job_target = target.clone();
     let export_id = state
         .store
@@ -76,9 +79,9 @@ fn export_destination(conn: &Connection, account: i64, params: &Params) -> ApiRe
         )
         .optional()?
         .ok_or_else(|| ApiError::not_found(format!("result connection {id} does not exist")))?;
-    let mut destination = TdUrl::parse(&url)?;
+    let mut destination = output::parse_url(&url)?;
     if let Some(settings) = params.get("result_connection_settings") {
-        destination.apply_settings(settings)?;
+        output::apply_settings(&mut destination, settings)?;
     }
     Ok(destination)
 }
@@ -187,7 +190,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<V
                 let id: i64 = r.get(0)?;
                 let name: String = r.get(1)?;
                 let url: String = r.get(2)?;
-                Ok(json!({ "id": id, "name": name, "url": mask_url(&url), "organization": null }))
+                Ok(json!({ "id": id, "name": name, "url": mask_keys(&url), "organization": null }))
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -230,7 +233,7 @@ async fn create(
 /// destination, so other schemes are kept as given: td-local refuses them only when an export uses them.
 fn check_saved_url(url: &str) -> ApiResult<()> {
     match url.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("td") => TdUrl::parse(url).map(drop),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("td") => output::parse_url(url).map(drop),
         Some((scheme, _)) if !scheme.is_empty() => Ok(()),
         _ => Err(ApiError::unprocessable(
             "invalid url: expected td://[APIKEY]@[HOST]/DATABASE[/TABLE] or another scheme://…",

@@ -15,8 +15,12 @@ use serde_json::{json, Value};
 use crate::accounts::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
-use crate::records::{json_to_msgpack, parse_schema, schema_to_json, table_schema, Column};
-use crate::store::{check_name, database_id, now, table_id, td_time};
+use td_model::name::check_name;
+use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
+use td_model::time::td_timestamp as td_time;
+
+use crate::records::{json_to_msgpack, table_schema};
+use crate::store::{database_id, now, table_id};
 use crate::AppState;
 
 /// The only table type TD still creates.
@@ -358,11 +362,11 @@ async fn update(
 }
 
 /// The `schema` parameter, parsed; duplicate column names are refused.
-fn schema_param(params: &Params) -> ApiResult<Vec<Column>> {
+fn schema_param(params: &Params) -> ApiResult<Vec<TableColumn>> {
     let text = params
         .get("schema")
         .ok_or_else(|| ApiError::bad_request("parameter 'schema' is required"))?;
-    let columns = parse_schema(text)?;
+    let columns = parse_table_schema(text)?;
     for (i, column) in columns.iter().enumerate() {
         if columns[..i].iter().any(|c| c.name == column.name) {
             return Err(ApiError::unprocessable(format!(
@@ -374,10 +378,10 @@ fn schema_param(params: &Params) -> ApiResult<Vec<Column>> {
     Ok(columns)
 }
 
-fn store_schema(conn: &Connection, id: i64, columns: &[Column]) -> ApiResult<()> {
+fn store_schema(conn: &Connection, id: i64, columns: &[TableColumn]) -> ApiResult<()> {
     conn.execute(
         "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
-        params![schema_to_json(columns), now(), id],
+        params![table_schema_json(columns), now(), id],
     )?;
     Ok(())
 }

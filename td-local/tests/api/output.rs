@@ -289,6 +289,65 @@ async fn empty_key_and_host_write_into_the_callers_own_account() {
 }
 
 #[tokio::test]
+async fn an_apikey_parameter_picks_the_target_account_as_a_key_before_the_at_does() {
+    let s = Server::start().await;
+    create_database(&s, 1, "target_db").await;
+    let job = code_count_job(&s, 0);
+    let param = |key: String| key.replace('/', "%2F");
+    let url = format!("td://@/target_db/by_param?apikey={}", param(s.master(1)));
+    let row = export_ok(&s, job, &[("result", &url)]).await;
+    assert_eq!(row.result_url, "td://***@/target_db/by_param?mode=append");
+    assert_eq!(table_rows(&s, 1, "target_db", "by_param").len(), 3);
+    assert_eq!(
+        table_schema(&s, 0, "target_db", "by_param"),
+        None,
+        "the caller's account is untouched"
+    );
+
+    // a write-only key given as apikey= can only append, as before the @
+    let replace = format!(
+        "td://@/target_db/by_param?mode=replace&apikey={}",
+        param(s.write_only(1))
+    );
+    let row = finished(&s, export(&s, job, &[("result", &replace)]).await).await;
+    assert_eq!(row.status, "error");
+    assert!(
+        row.stderr
+            .contains("replace needs the target account's master API key"),
+        "{row:?}"
+    );
+    assert_eq!(table_rows(&s, 1, "target_db", "by_param").len(), 3);
+
+    // an unknown key is refused, and a key given both ways is ambiguous
+    for (url, code, needle) in [
+        (
+            format!("td://@/target_db/other_t?apikey={}x", param(s.master(1))),
+            401,
+            "invalid API key in result URL",
+        ),
+        (
+            format!(
+                "td://{}@/target_db/other_t?apikey={}",
+                s.master(1),
+                param(s.master(1))
+            ),
+            422,
+            "given twice",
+        ),
+    ] {
+        let (status, body) = s
+            .post(
+                &s.master(0),
+                &format!("/v3/job/result_export/{job}"),
+                &[("result", &url)],
+            )
+            .await;
+        assert_error(status, &body, code, needle);
+        assert_no_keys(&s, &body.to_string());
+    }
+}
+
+#[tokio::test]
 async fn replace_twice_leaves_exactly_the_rows_and_columns_of_the_last_result() {
     let s = Server::start().await;
     create_database(&s, 1, "target_db").await;
@@ -509,7 +568,7 @@ async fn saved_results_crud_and_connection_lookup() {
             &[("url", &format!("td://{}@h/Bad/t", s.master(1)))],
         )
         .await;
-    assert_error(status, &body, 422, "database name 'Bad'");
+    assert_error(status, &body, 422, "`Bad` is not a valid TD name for a database");
     assert_no_keys(&s, &body.to_string());
     let (status, body) = s
         .post(&key, "/v3/result/create/bad%20name", &[("url", &url)])
@@ -608,25 +667,25 @@ async fn bad_result_exports_are_refused_and_start_no_job() {
             job.to_string(),
             vec![("result", format!("td://{}@h/mydb/out_t/extra", s.master(1)))],
             422,
-            "3 parts",
+            "found 3 path part(s)",
         ),
         (
             job.to_string(),
             vec![("result", format!("td://{}@h/mydb/x", s.master(1)))],
             422,
-            "table name 'x'",
+            "`x` is not a valid TD name for a table",
         ),
         (
             job.to_string(),
             vec![("result", "td://@/mydb/out_t?mode=merge".into())],
             422,
-            "mode 'merge'",
+            "mode `merge`",
         ),
         (
             job.to_string(),
             vec![("result", "mysql://u:p@h/db/t".into())],
             422,
-            "scheme 'mysql'",
+            "scheme `mysql`",
         ),
         (
             job.to_string(),
