@@ -6,20 +6,24 @@
 //! module: errors and logs show URLs as `td://***@host/db/t`.
 
 use std::fs::File;
+use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 use td_model::name::{check_name, is_reserved_column};
-use td_model::schema::{parse_result_schema, table_schema_json, ResultColumn, TableColumn};
+use td_model::schema::{parse_result_schema, ResultColumn, TableColumn};
 use td_model::time::parse_time;
 use td_model::types::{is_boolean_type, is_integer_type, td_type};
 use td_model::{Mode, TdUrl};
 
-use crate::error::{ApiError, ApiResult};
+use crate::accounts::Accounts;
+use crate::catalog::{self, database_id, ensure_table};
+use crate::error::{Error, Result};
+use crate::jobs;
 use crate::records::{self, Row};
-use crate::store::{ensure_table, now};
-use crate::AppState;
+use crate::results::{self, URL_FORM};
+use crate::store::Store;
 
 /// Where a job's rows go and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,27 +51,20 @@ impl OutputTarget {
     }
 }
 
-const URL_FORM: &str = "td://[APIKEY]@[HOST]/DATABASE/TABLE[?mode=append|replace]";
-
-/// Parses a td:// URL; a malformed one is 422 (the message never holds the key).
-pub fn parse_url(url: &str) -> ApiResult<TdUrl> {
-    TdUrl::parse(url).map_err(|e| ApiError::unprocessable(format!("invalid result URL: {e}")))
-}
-
 /// Resolves the URL's key to an account and checks that it names a table.
-pub fn resolve(url: &TdUrl, state: &AppState, caller_account_id: i64) -> ApiResult<OutputTarget> {
+pub fn resolve(url: &TdUrl, accounts: &Accounts, caller_account_id: i64) -> Result<OutputTarget> {
     let (account_id, write_only) = match &url.api_key {
         None => (caller_account_id, false),
         Some(key) => {
-            let owner = crate::accounts::lookup(&state.accounts, key.expose())
-                .ok_or_else(|| ApiError::unauthorized("invalid API key in result URL"))?;
+            let owner = accounts
+                .lookup(key.expose())
+                .ok_or_else(|| Error::Unauthorized("invalid API key in result URL".into()))?;
             (owner.account_id(), owner.write_only)
         }
     };
     let named = |part: &Option<String>, what: &str| {
-        part.clone().ok_or_else(|| {
-            ApiError::unprocessable(format!("result URL {url} names no {what} (expected {URL_FORM})"))
-        })
+        part.clone()
+            .ok_or_else(|| Error::invalid(format!("result URL {url} names no {what} (expected {URL_FORM})")))
     };
     Ok(OutputTarget {
         account_id,
@@ -83,22 +80,22 @@ pub fn resolve(url: &TdUrl, state: &AppState, caller_account_id: i64) -> ApiResu
 /// Applies a result connection's settings (JSON object text) to a saved URL:
 /// `user_database_name` (or `database`), `user_table_name` (or `table`), `mode`, `time`. Other
 /// keys belong to other connectors' settings and are ignored, as TD's open settings object allows.
-pub fn apply_settings(url: &mut TdUrl, settings: &str) -> ApiResult<()> {
+pub fn apply_settings(url: &mut TdUrl, settings: &str) -> Result<()> {
     let what = "result_connection_settings";
     let value: Value = serde_json::from_str(settings)
-        .map_err(|e| ApiError::unprocessable(format!("{what} must be a JSON object: {e}")))?;
+        .map_err(|e| Error::invalid(format!("{what} must be a JSON object: {e}")))?;
     let Value::Object(map) = value else {
-        return Err(ApiError::unprocessable(format!(
+        return Err(Error::invalid(format!(
             "{what} must be a JSON object, got {value}"
         )));
     };
-    let text = |keys: &[&str]| -> ApiResult<Option<String>> {
+    let text = |keys: &[&str]| -> Result<Option<String>> {
         for &key in keys {
             match map.get(key) {
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) => return Ok(Some(s.clone())),
                 Some(other) => {
-                    return Err(ApiError::unprocessable(format!(
+                    return Err(Error::invalid(format!(
                         "{what}.{key} must be a string, got {other}"
                     )))
                 }
@@ -115,23 +112,24 @@ pub fn apply_settings(url: &mut TdUrl, settings: &str) -> ApiResult<()> {
         url.table = Some(table);
     }
     if let Some(mode) = text(&["mode"])? {
-        url.mode = Some(Mode::parse(&mode).ok_or_else(|| {
-            ApiError::unprocessable(format!("{what}.mode `{mode}` is not append or replace"))
-        })?);
+        url.mode = Some(
+            Mode::parse(&mode)
+                .ok_or_else(|| Error::invalid(format!("{what}.mode `{mode}` is not append or replace")))?,
+        );
     }
     match map.get("time") {
         None | Some(Value::Null) => {}
         Some(Value::Number(n)) => {
-            url.time = Some(n.as_i64().ok_or_else(|| {
-                ApiError::unprocessable(format!("{what}.time must be whole seconds, got {n}"))
-            })?)
+            url.time = Some(
+                n.as_i64()
+                    .ok_or_else(|| Error::invalid(format!("{what}.time must be whole seconds, got {n}")))?,
+            )
         }
         Some(Value::String(s)) => {
-            url.time =
-                Some(parse_time(s).map_err(|e| ApiError::unprocessable(format!("{what}.time `{s}` {e}")))?)
+            url.time = Some(parse_time(s).map_err(|e| Error::invalid(format!("{what}.time `{s}` {e}")))?)
         }
         Some(other) => {
-            return Err(ApiError::unprocessable(format!(
+            return Err(Error::invalid(format!(
                 "{what}.time must be unix seconds or a timestamp, got {other}"
             )))
         }
@@ -140,48 +138,43 @@ pub fn apply_settings(url: &mut TdUrl, settings: &str) -> ApiResult<()> {
 }
 
 /// Validates a `result=` value when a job is issued and resolves its target: a td:// URL, or
-/// `NAME[:TABLE]` naming one of the caller's saved results (`td result:create` + `--result NAME:TABLE`).
-pub fn parse_result_url(state: &AppState, caller_account_id: i64, url: &str) -> ApiResult<OutputTarget> {
-    let destination = if url.contains("://") {
-        parse_url(url)?
-    } else {
-        state
-            .store
-            .read(|conn| destination(conn, caller_account_id, url))?
-    };
-    resolve(&destination, state, caller_account_id)
+/// `NAME[:TABLE]` naming one of the caller's saved results.
+pub fn parse_result_url(
+    conn: &Connection,
+    accounts: &Accounts,
+    caller_account_id: i64,
+    url: &str,
+) -> Result<OutputTarget> {
+    let destination = results::destination(conn, caller_account_id, url)?;
+    resolve(&destination, accounts, caller_account_id)
 }
 
-/// A `result=` value as a [`TdUrl`]: a URL, or a saved result's `NAME[:TABLE]`.
-pub fn destination(conn: &Connection, account_id: i64, value: &str) -> ApiResult<TdUrl> {
-    if value.contains("://") {
-        return parse_url(value);
+/// The destination of an export: `result` (a td:// URL or a saved result's `NAME[:TABLE]`), or
+/// `result_connection_id` (a saved result) with `result_connection_settings` overriding its parts.
+pub fn export_destination(
+    conn: &Connection,
+    account_id: i64,
+    result: Option<&str>,
+    connection_id: Option<&str>,
+    settings: Option<&str>,
+) -> Result<TdUrl> {
+    if let Some(url) = result {
+        return results::destination(conn, account_id, url);
     }
-    let (name, table) = value.split_once(':').unwrap_or((value, ""));
-    let is_name = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    let Some(id) = connection_id else {
+        return Err(Error::invalid(
+            "either 'result' (a td:// URL) or 'result_connection_id' with 'result_connection_settings' is required",
+        ));
     };
-    // Anything else may be a mistyped URL holding a key: say what is expected, never echo it.
-    if name.is_empty() || !is_name(name) || !is_name(table) {
-        return Err(ApiError::unprocessable(format!(
-            "invalid result: expected {URL_FORM} or the name of a saved result (NAME or NAME:TABLE)"
-        )));
+    let id: i64 = id
+        .trim()
+        .parse()
+        .map_err(|_| Error::invalid(format!("result_connection_id must be an integer, got '{id}'")))?;
+    let mut destination = results::connection_url(conn, account_id, id)?;
+    if let Some(settings) = settings {
+        apply_settings(&mut destination, settings)?;
     }
-    let url: String = conn
-        .query_row(
-            "SELECT url FROM saved_results WHERE account_id = ?1 AND name = ?2",
-            params![account_id, name],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| ApiError::not_found(format!("saved result '{name}' does not exist")))?;
-    let mut parsed = parse_url(&url)?;
-    if !table.is_empty() {
-        check_name("table", table)?;
-        parsed.table = Some(table.to_string());
-    }
-    Ok(parsed)
+    Ok(destination)
 }
 
 /// What the writer needs to know about the source job.
@@ -190,24 +183,17 @@ struct SourceJob {
     start_at: i64,
 }
 
-fn load_source_job(conn: &Connection, job_id: i64) -> ApiResult<SourceJob> {
-    let row: Option<(Option<String>, Option<i64>, i64)> = conn
-        .query_row(
-            "SELECT hive_result_schema, start_at, created_at FROM jobs WHERE id = ?1",
-            params![job_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let (schema, start_at, created_at) =
-        row.ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
-    let schema = schema
+fn load_source_job(conn: &Connection, job_id: i64) -> Result<SourceJob> {
+    let job = jobs::get(conn, job_id)?;
+    let schema = job
+        .hive_result_schema
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::unprocessable(format!("job {job_id} has no result schema")))?;
+        .ok_or_else(|| Error::invalid(format!("job {job_id} has no result schema")))?;
     let columns = parse_result_schema(&schema)
-        .map_err(|e| ApiError::internal(format!("job {job_id} has a malformed hive_result_schema: {e}")))?;
+        .map_err(|e| Error::internal(format!("job {job_id} has a malformed hive_result_schema: {e}")))?;
     Ok(SourceJob {
         columns,
-        start_at: start_at.unwrap_or(created_at),
+        start_at: job.start_at.unwrap_or(job.created_at),
     })
 }
 
@@ -232,14 +218,14 @@ impl RowMapper {
         }
     }
 
-    fn row(&self, job_id: i64, index: usize, value: rmpv::Value) -> ApiResult<Row> {
+    fn row(&self, job_id: i64, index: usize, value: rmpv::Value) -> Result<Row> {
         let rmpv::Value::Array(items) = value else {
-            return Err(ApiError::internal(format!(
+            return Err(Error::internal(format!(
                 "row {index} of job {job_id}'s result is not a msgpack array"
             )));
         };
         if items.len() != self.names.len() {
-            return Err(ApiError::internal(format!(
+            return Err(Error::internal(format!(
                 "row {index} of job {job_id}'s result has {} values for {} columns",
                 items.len(),
                 self.names.len()
@@ -288,39 +274,34 @@ const BATCH_ROWS: usize = 5_000;
 ///
 /// Both modes run in one write transaction, streaming the result in batches: readers see the
 /// table before or after the whole output (replace: old rows or new rows, never a mix).
-pub fn write_job_result(state: &AppState, source_job_id: i64, target: &OutputTarget) -> ApiResult<u64> {
+pub fn write_job_result(
+    store: &Store,
+    data_dir: &Path,
+    source_job_id: i64,
+    target: &OutputTarget,
+) -> Result<u64> {
     if target.mode == Mode::Replace && target.write_only {
-        return Err(ApiError::forbidden(format!(
+        return Err(Error::Forbidden(format!(
             "mode=replace needs the target account's master API key; the write-only key in {} can only append",
             target.masked_url()
         )));
     }
-    let source = state.store.read(|conn| load_source_job(conn, source_job_id))?;
-    let path = crate::jobs::result_path(&state.data_dir, source_job_id);
+    let source = store.read(|conn| load_source_job(conn, source_job_id))?;
+    let path = jobs::result_path(data_dir, source_job_id);
     let file = File::open(&path)
-        .map_err(|e| ApiError::internal(format!("the result of job {source_job_id} cannot be read: {e}")))?;
+        .map_err(|e| Error::internal(format!("the result of job {source_job_id} cannot be read: {e}")))?;
     let mapper = RowMapper::new(&source.columns, target.time.unwrap_or(source.start_at));
-    let written = state.store.write(|tx| {
+    let written = store.write(|tx| {
         let table_id = open_target(tx, target)?;
-        let existing = records::table_schema(tx, table_id)?;
-        let schema = target_schema(existing, &source.columns, target.mode);
-        tx.execute(
-            "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
-            params![table_schema_json(&schema), now(), table_id],
+        let existing = catalog::table_schema(tx, table_id)?;
+        catalog::set_table_schema(
+            tx,
+            table_id,
+            &target_schema(existing, &source.columns, target.mode),
         )?;
-        let mut batch = Vec::with_capacity(BATCH_ROWS);
-        let mut written = 0u64;
-        records::read_msgpack_values(MultiGzDecoder::new(file), |value| {
-            batch.push(mapper.row(source_job_id, written as usize + batch.len(), value)?);
-            if batch.len() == BATCH_ROWS {
-                records::insert_rows(tx, table_id, &batch)?;
-                written += batch.len() as u64;
-                batch.clear();
-            }
-            Ok(())
-        })?;
-        records::insert_rows(tx, table_id, &batch)?;
-        Ok(written + batch.len() as u64)
+        copy_rows(tx, table_id, file, |index, value| {
+            mapper.row(source_job_id, index, value)
+        })
     })?;
     tracing::info!(
         job = source_job_id,
@@ -331,17 +312,37 @@ pub fn write_job_result(state: &AppState, source_job_id: i64, target: &OutputTar
     Ok(written)
 }
 
-/// Creates the target table if missing (its database must exist); for replace, empties it.
-fn open_target(tx: &Connection, target: &OutputTarget) -> ApiResult<i64> {
-    crate::store::database_id(tx, target.account_id, &target.database).map_err(|e| {
-        if e.status != axum::http::StatusCode::NOT_FOUND {
-            return e;
+/// Streams the msgpack arrays of a result file into a table in batches; returns the rows.
+fn copy_rows(
+    tx: &Connection,
+    table_id: i64,
+    file: File,
+    to_row: impl Fn(usize, rmpv::Value) -> Result<Row>,
+) -> Result<u64> {
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut written = 0u64;
+    records::read_msgpack_values(MultiGzDecoder::new(file), |value| {
+        batch.push(to_row(written as usize + batch.len(), value)?);
+        if batch.len() == BATCH_ROWS {
+            records::insert_rows(tx, table_id, &batch)?;
+            written += batch.len() as u64;
+            batch.clear();
         }
-        ApiError::not_found(format!(
+        Ok(())
+    })?;
+    records::insert_rows(tx, table_id, &batch)?;
+    Ok(written + batch.len() as u64)
+}
+
+/// Creates the target table if missing (its database must exist); for replace, empties it.
+fn open_target(tx: &Connection, target: &OutputTarget) -> Result<i64> {
+    database_id(tx, target.account_id, &target.database).map_err(|e| match e {
+        Error::NotFound(_) => Error::not_found(format!(
             "database '{}' does not exist in the target account of {}; create it first",
             target.database,
             target.masked_url()
-        ))
+        )),
+        other => other,
     })?;
     let table_id = ensure_table(tx, target.account_id, &target.database, &target.table)?;
     if target.mode == Mode::Replace {
@@ -377,9 +378,8 @@ mod tests {
             r#"{"user_table_name":"X"}"#,
             r#"{"time":true}"#,
         ] {
-            assert_eq!(
-                apply_settings(&mut u, bad).unwrap_err().status.as_u16(),
-                422,
+            assert!(
+                matches!(apply_settings(&mut u, bad), Err(Error::Invalid(_))),
                 "{bad}"
             );
         }

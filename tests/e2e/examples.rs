@@ -74,7 +74,7 @@ fn rows_in(dir: &Path, account: i64, db: &str, table: &str) -> Vec<Value> {
     let texts: Vec<String> = td
         .store()
         .read(|c| {
-            let id = td_local::store::table_id(c, account, db, table)?;
+            let id = td_local::catalog::table_id(c, account, db, table)?;
             let mut stmt = c.prepare("SELECT record FROM records WHERE table_id = ?1")?;
             let rows = stmt
                 .query_map([id], |r| r.get(0))?

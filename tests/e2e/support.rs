@@ -237,8 +237,8 @@ impl TdLocalRun {
         self.server
             .store()
             .write(|tx| {
-                td_local::store::ensure_database(tx, account, db)?;
-                let table_id = td_local::store::ensure_table(tx, account, db, table)?;
+                td_local::catalog::ensure_database(tx, account, db)?;
+                let table_id = td_local::catalog::ensure_table(tx, account, db, table)?;
                 td_local::records::insert_rows(tx, table_id, &rows)
             })
             .expect("rows stored");
@@ -248,7 +248,7 @@ impl TdLocalRun {
     pub fn create_database(&self, account: i64, db: &str) {
         self.server
             .store()
-            .write(|tx| td_local::store::ensure_database(tx, account, db).map(drop))
+            .write(|tx| td_local::catalog::ensure_database(tx, account, db).map(drop))
             .expect("database created");
     }
 
@@ -292,7 +292,7 @@ impl TdLocalRun {
         self.server
             .store()
             .read(|conn| {
-                let Ok(table_id) = td_local::store::table_id(conn, account, db, table) else {
+                let Ok(table_id) = td_local::catalog::table_id(conn, account, db, table) else {
                     return Ok(None);
                 };
                 let mut stmt = conn.prepare("SELECT time, record FROM records WHERE table_id = ?1")?;
@@ -324,7 +324,7 @@ impl TdLocalRun {
             .server
             .store()
             .read(|conn| {
-                let table_id = td_local::store::table_id(conn, account, db, table)?;
+                let table_id = td_local::catalog::table_id(conn, account, db, table)?;
                 Ok(
                     conn.query_row("SELECT schema FROM tables WHERE id = ?1", [table_id], |r| {
                         r.get(0)

@@ -13,9 +13,10 @@ use serde_json::{json, Value};
 
 use crate::accounts::Caller;
 use crate::bulk_import::{self, PerformOptions, MAX_PART_BYTES};
-use crate::error::{ApiError, ApiResult};
-use crate::params::Params;
-use crate::AppState;
+use crate::error::Error;
+use crate::routes::error::{ApiError, ApiResult};
+use crate::routes::params::Params;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -99,9 +100,10 @@ async fn upload_part(
 }
 
 fn part_too_large() -> ApiError {
-    ApiError::too_large(format!(
+    Error::TooLarge(format!(
         "a bulk import part may be at most {MAX_PART_BYTES} bytes; split the upload into more parts"
     ))
+    .into()
 }
 
 /// Reads a part body (with `Content-Length` or chunked), refusing more than `MAX_PART_BYTES`.
@@ -116,7 +118,7 @@ async fn read_part_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
     let mut data = Vec::with_capacity(declared.unwrap_or(0));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the part body failed: {e}")))?;
+        let chunk = chunk.map_err(|e| Error::bad_request(format!("reading the part body failed: {e}")))?;
         if data.len() + chunk.len() > MAX_PART_BYTES {
             return Err(part_too_large());
         }
@@ -179,8 +181,7 @@ async fn set_frozen(
     Ok(named(&name))
 }
 
-/// Starts the perform job and answers at once; the session is `performing` by then, so a client
-/// polling `show` never sees it still `uploading`.
+/// Starts the perform job and answers at once (`crate::runner`).
 async fn perform(
     State(state): State<AppState>,
     caller: Caller,
@@ -191,14 +192,10 @@ async fn perform(
         priority: params.int("priority")?.unwrap_or(0),
         pool_name: params.get("pool_name").map(str::to_owned),
     };
-    let account = caller.account_id();
-    let session = name.clone();
-    let (session_id, job_id) = state
-        .store
-        .write_async(move |tx| bulk_import::start_perform(tx, account, &session, &options))
+    let job_id = state
+        .runner
+        .perform(caller.account_id(), name.clone(), options)
         .await?;
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, session_id, job_id));
     Ok(Json(
         json!({ "name": name, "bulk_import": name, "job_id": job_id.to_string() }),
     ))
@@ -209,18 +206,7 @@ async fn commit(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let session = name.clone();
-    let committed = state
-        .store
-        .write_async(move |tx| bulk_import::commit(tx, account, &session))
-        .await?;
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = bulk_import::discard_staged(&store, committed.session_id) {
-            tracing::warn!(error = %e, "could not discard the staged rows of a committed bulk import");
-        }
-    });
+    state.runner.commit(caller.account_id(), name.clone()).await?;
     Ok(named(&name))
 }
 

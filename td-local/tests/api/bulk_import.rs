@@ -62,8 +62,8 @@ fn create_table(s: &Server, n: usize, db: &str, table: &str) {
     let account = account_id(s, n);
     s.td.store()
         .write(|tx| {
-            td_local::store::ensure_database(tx, account, db)?;
-            td_local::store::ensure_table(tx, account, db, table)
+            td_local::catalog::ensure_database(tx, account, db)?;
+            td_local::catalog::ensure_table(tx, account, db, table)
         })
         .unwrap();
 }
@@ -73,7 +73,7 @@ fn stored_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<Value> {
     let account = account_id(s, n);
     s.td.store()
         .read(|conn| {
-            let id = td_local::store::table_id(conn, account, db, table)?;
+            let id = td_local::catalog::table_id(conn, account, db, table)?;
             let mut stmt = conn.prepare("SELECT record FROM records WHERE table_id = ?1 ORDER BY rowid")?;
             let rows = stmt.query_map(params![id], |r| r.get::<_, String>(0))?;
             Ok(rows
@@ -88,7 +88,7 @@ fn table_schema(s: &Server, n: usize, db: &str, table: &str) -> Value {
     let text: String =
         s.td.store()
             .read(|conn| {
-                let id = td_local::store::table_id(conn, account, db, table)?;
+                let id = td_local::catalog::table_id(conn, account, db, table)?;
                 Ok(
                     conn.query_row("SELECT schema FROM tables WHERE id = ?1", params![id], |r| {
                         r.get(0)
@@ -294,7 +294,7 @@ async fn commit_keeps_existing_column_types_and_adds_only_new_ones() {
     let account = account_id(&s, 0);
     s.td.store()
         .write(|tx| {
-            let id = td_local::store::table_id(tx, account, "bulk_db", "typed")?;
+            let id = td_local::catalog::table_id(tx, account, "bulk_db", "typed")?;
             tx.execute(
                 "UPDATE tables SET schema = ?1 WHERE id = ?2",
                 params![r#"[["code","string"]]"#, id],
@@ -606,7 +606,7 @@ async fn a_concurrent_reader_never_sees_a_partial_commit() {
     let account = account_id(&s, 0);
     let table_id =
         s.td.store()
-            .read(|conn| td_local::store::table_id(conn, account, "bulk_db", "access"))
+            .read(|conn| td_local::catalog::table_id(conn, account, "bulk_db", "access"))
             .unwrap();
     let store = s.td.store().clone();
     let committing = Arc::new(AtomicBool::new(true));
@@ -912,7 +912,7 @@ async fn bulk_import_speed_one_million_www_access_rows() {
     let count: i64 =
         s.td.store()
             .read(|conn| {
-                let id = td_local::store::table_id(conn, account, "bulk_db", "access")?;
+                let id = td_local::catalog::table_id(conn, account, "bulk_db", "access")?;
                 Ok(conn.query_row(
                     "SELECT COUNT(*) FROM records WHERE table_id = ?1",
                     params![id],
