@@ -484,17 +484,50 @@ fn decode_part(data: &[u8]) -> Result<DecodedPart, String> {
 }
 
 fn stage_part(conn: &Connection, session_id: i64, part: &DecodedPart) -> Result<()> {
-    let mut rows =
-        conn.prepare_cached("INSERT INTO bulk_import_staged (session_id, time, record) VALUES (?1, ?2, ?3)")?;
-    for (time, record) in &part.rows {
-        rows.execute(params![session_id, time, record])?;
-    }
+    stage_rows(conn, session_id, &part.rows)?;
     let mut errors =
         conn.prepare_cached("INSERT INTO bulk_import_errors (session_id, record) VALUES (?1, ?2)")?;
     for record in &part.errors {
         errors.execute(params![session_id, record])?;
     }
     Ok(())
+}
+
+/// Stages rows `(time, record JSON)` for a session's commit.
+pub(crate) fn stage_rows(conn: &Connection, session_id: i64, rows: &[(i64, String)]) -> Result<()> {
+    let mut insert =
+        conn.prepare_cached("INSERT INTO bulk_import_staged (session_id, time, record) VALUES (?1, ?2, ?3)")?;
+    for (time, record) in rows {
+        insert.execute(params![session_id, time, record])?;
+    }
+    Ok(())
+}
+
+/// Moves a session to `performing` (under `job_id`, if given) without doing the work: the state
+/// tests need of a perform in flight.
+pub(crate) fn force_performing(
+    conn: &Connection,
+    account_id: i64,
+    name: &str,
+    job_id: Option<i64>,
+) -> Result<()> {
+    let session = load(conn, account_id, name)?;
+    conn.execute(
+        "UPDATE bulk_imports SET status = ?1, job_id = COALESCE(?2, job_id), updated_at = ?3 WHERE id = ?4",
+        params![Status::Performing, job_id, now(), session.id],
+    )?;
+    Ok(())
+}
+
+/// The rows a session keeps beside the table: its parts, staged rows and rejected records.
+pub fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM bulk_import_parts WHERE session_id = ?1) \
+         + (SELECT COUNT(*) FROM bulk_import_staged WHERE session_id = ?1) \
+         + (SELECT COUNT(*) FROM bulk_import_errors WHERE session_id = ?1)",
+        params![session_id],
+        |r| r.get(0),
+    )?)
 }
 
 /// Copies the staged rows into the target table and extends its schema, all in the caller's

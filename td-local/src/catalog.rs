@@ -340,17 +340,20 @@ pub fn update_table(
     Ok(())
 }
 
-/// A table's schema as stored.
+/// A table's schema JSON text, as stored.
+pub fn stored_schema(conn: &Connection, table_id: i64) -> Result<String> {
+    conn.query_row(
+        "SELECT schema FROM tables WHERE id = ?1",
+        params![table_id],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| Error::not_found("table does not exist"))
+}
+
+/// A table's schema.
 pub fn table_schema(conn: &Connection, table_id: i64) -> Result<Vec<TableColumn>> {
-    let text: String = conn
-        .query_row(
-            "SELECT schema FROM tables WHERE id = ?1",
-            params![table_id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| Error::not_found("table does not exist"))?;
-    Ok(parse_table_schema(&text)?)
+    Ok(parse_table_schema(&stored_schema(conn, table_id)?)?)
 }
 
 /// Stores a table's schema.

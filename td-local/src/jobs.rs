@@ -221,13 +221,25 @@ pub fn status(store: &Store, id: i64) -> Result<JobStatus> {
 
 /// `queued` → `running`.
 pub fn mark_running(store: &Store, id: i64) -> Result<()> {
-    store.write(|tx| {
-        tx.execute(
-            "UPDATE jobs SET status = ?1, start_at = ?2, updated_at = ?2 WHERE id = ?3 AND status = ?4",
-            params![JobStatus::Running, now(), id, JobStatus::Queued],
-        )?;
-        Ok(())
-    })
+    store.write(|tx| mark_running_since(tx, id, now()))
+}
+
+/// `queued` → `running`, started at `start_at`.
+pub fn mark_running_since(conn: &Connection, id: i64, start_at: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET status = ?1, start_at = ?2, updated_at = ?2 WHERE id = ?3 AND status = ?4",
+        params![JobStatus::Running, start_at, id, JobStatus::Queued],
+    )?;
+    Ok(())
+}
+
+/// Replaces a job's `hive_result_schema`.
+pub fn set_result_schema(conn: &Connection, id: i64, schema: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET hive_result_schema = ?1 WHERE id = ?2",
+        params![schema, id],
+    )?;
+    Ok(())
 }
 
 /// Stores what a running job produced without finishing it.

@@ -10,6 +10,7 @@
 //! - `catalog`, `records`, `jobs`, `results`: databases and tables, rows, jobs, saved results;
 //! - `import`, `bulk_import`, `query`, `output`, `result_format`: the work on them;
 //! - `runner`: the background work of jobs; `sample`: the sample database;
+//! - `inspect`: reading and setting up the data through the library, for tests and tools;
 //! - `state`, `routes`: HTTP, where errors become statuses; `server`: the running server.
 
 pub mod accounts;
@@ -18,6 +19,7 @@ pub mod catalog;
 pub mod error;
 pub mod faults;
 pub mod import;
+pub mod inspect;
 pub mod jobs;
 pub mod output;
 pub mod query;
@@ -34,4 +36,5 @@ pub mod store;
 pub use accounts::Account;
 pub use error::Error;
 pub use faults::{FaultAction, FaultRule, Faults, LoggedRequest, Trigger};
+pub use inspect::{Inspect, SessionInfo};
 pub use server::{Config, TdLocal};

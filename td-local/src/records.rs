@@ -86,6 +86,16 @@ pub fn json_to_msgpack(v: &Value) -> rmpv::Value {
     }
 }
 
+/// gzip of JSON values as msgpack, back to back: an import body, a part, a stored result.
+pub fn gzip_msgpack(values: &[Value]) -> Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for value in values {
+        rmpv::encode::write_value(&mut gz, &json_to_msgpack(value))
+            .map_err(|e| Error::internal(format!("msgpack encoding failed: {e}")))?;
+    }
+    Ok(gz.finish()?)
+}
+
 /// Reads back-to-back msgpack values until a clean end of input.
 pub fn read_msgpack_values<R: Read>(
     reader: R,

@@ -15,6 +15,7 @@ use tower::ServiceExt;
 use crate::accounts::{self, Account, Accounts};
 use crate::error::Result;
 use crate::faults::{self, Faults};
+use crate::inspect::Inspect;
 use crate::routes;
 use crate::runner::Runner;
 use crate::sample;
@@ -85,12 +86,12 @@ impl TdLocal {
         &self.state.data_dir
     }
 
-    /// The shared state, for tests that set up rows through the library.
-    pub fn state(&self) -> &AppState {
-        &self.state
+    /// Reads what the API stored and sets up what a test needs, through the library.
+    pub fn inspect(&self) -> Inspect {
+        Inspect::new(self.state.store.clone(), &self.state.data_dir)
     }
 
-    /// The embedded database, for tests and tools that read what the API stored.
+    /// The embedded database itself, for checks that [`TdLocal::inspect`] does not offer.
     pub fn store(&self) -> &Store {
         &self.state.store
     }

@@ -1,61 +1,23 @@
 //! Server-side td:// output: `result_export`, saved results and connection lookup. Source jobs are
-//! made through the library (a finished job row plus a real gzip msgpack result file), since the
-//! query runner is not part of this group.
+//! made through the library (`Inspect::finished_job`: a finished job plus a real gzip msgpack
+//! result file), since the query runner is not part of this group.
 
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use serde_json::{json, Value};
-use td_local::jobs::{self, NewJob, Outcome};
 
-use crate::{assert_error, gzip_msgpack, Server};
+use crate::{assert_error, Server};
 
 /// The start time given to every source job, so rows timed by it are predictable.
 const JOB_START: i64 = 1_600_000_000;
 
 /// A successful job of account `n` whose result has `columns` (`[name, presto_type]`) and `rows`
-/// (arrays), stored as TD stores results: gzip of msgpack arrays at `jobs::result_path`.
+/// (arrays), stored as TD stores results, started at [`JOB_START`].
 fn source_job(s: &Server, n: usize, columns: &[(&str, &str)], rows: &[Value]) -> i64 {
-    let state = s.td.state();
     let account_id = s.td.accounts()[n].id;
-    let id = state
-        .store
-        .write(|tx| {
-            jobs::insert(
-                tx,
-                &NewJob {
-                    account_id,
-                    job_type: "presto".into(),
-                    database: "sample_datasets".into(),
-                    query: "SELECT …".into(),
-                    ..NewJob::default()
-                },
-            )
-        })
-        .unwrap();
-    let body = gzip_msgpack(rows);
-    let path = jobs::result_path(&state.data_dir, id);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &body).unwrap();
-    jobs::mark_running(&state.store, id).unwrap();
-    let schema: Vec<[&str; 2]> = columns.iter().map(|(n, t)| [*n, *t]).collect();
-    let outcome = Outcome {
-        num_records: rows.len() as i64,
-        result_size: body.len() as i64,
-        hive_result_schema: Some(json!(schema).to_string()),
-        cmdout: String::new(),
-    };
-    state
-        .store
-        .write(|tx| {
-            tx.execute(
-                "UPDATE jobs SET start_at = ?1 WHERE id = ?2",
-                params![JOB_START, id],
-            )?;
-            jobs::mark_success(tx, id, &outcome)
-        })
-        .unwrap();
-    id
+    s.td.inspect()
+        .finished_job(account_id, "sample_datasets", columns, rows, JOB_START)
+        .unwrap()
 }
 
 fn code_count_job(s: &Server, n: usize) -> i64 {
@@ -81,35 +43,21 @@ struct JobRow {
 }
 
 fn job_row(s: &Server, id: i64) -> JobRow {
-    s.td.state()
-        .store
-        .read(|conn| {
-            Ok(conn.query_row(
-                "SELECT status, stderr, num_records, result_url, type, database_name, \
-                 linked_result_export_job_id, result_export_target_job_id FROM jobs WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok(JobRow {
-                        status: r.get(0)?,
-                        stderr: r.get(1)?,
-                        num_records: r.get(2)?,
-                        result_url: r.get(3)?,
-                        job_type: r.get(4)?,
-                        database: r.get(5)?,
-                        linked_result_export_job_id: r.get(6)?,
-                        result_export_target_job_id: r.get(7)?,
-                    })
-                },
-            )?)
-        })
-        .unwrap()
+    let job = s.td.inspect().job(id).unwrap();
+    JobRow {
+        status: job.status.as_str().to_string(),
+        stderr: job.stderr,
+        num_records: job.num_records,
+        result_url: job.result_url,
+        job_type: job.job_type,
+        database: job.database,
+        linked_result_export_job_id: job.linked_result_export_job_id,
+        result_export_target_job_id: job.result_export_target_job_id,
+    }
 }
 
 fn job_count(s: &Server) -> i64 {
-    s.td.state()
-        .store
-        .read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?))
-        .unwrap()
+    s.td.inspect().job_count().unwrap()
 }
 
 /// Waits until a job has finished (success or error) and returns its row.
@@ -128,41 +76,19 @@ async fn finished(s: &Server, id: i64) -> JobRow {
 /// The stored rows of account `n`'s table, `(time, record)` in insertion order.
 fn table_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<(i64, Value)> {
     let account = s.td.accounts()[n].id;
-    s.td.state()
-        .store
-        .read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT r.time, r.record FROM records r JOIN tables t ON r.table_id = t.id \
-                 JOIN databases d ON t.database_id = d.id \
-                 WHERE d.account_id = ?1 AND d.name = ?2 AND t.name = ?3 ORDER BY r.rowid",
-            )?;
-            let rows = stmt.query_map(params![account, db, table], |r| {
-                let text: String = r.get(1)?;
-                Ok((r.get(0)?, serde_json::from_str(&text).unwrap()))
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+    s.td.inspect()
+        .rows(account, db, table)
         .unwrap()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|row| (row.time, Value::Object(row.record)))
+        .collect()
 }
 
 /// The table's schema JSON, or None when the table does not exist.
 fn table_schema(s: &Server, n: usize, db: &str, table: &str) -> Option<Value> {
     let account = s.td.accounts()[n].id;
-    s.td.state()
-        .store
-        .read(|conn| {
-            use rusqlite::OptionalExtension;
-            let text: Option<String> = conn
-                .query_row(
-                    "SELECT t.schema FROM tables t JOIN databases d ON t.database_id = d.id \
-                     WHERE d.account_id = ?1 AND d.name = ?2 AND t.name = ?3",
-                    params![account, db, table],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(text.map(|t| serde_json::from_str(&t).unwrap()))
-        })
-        .unwrap()
+    s.td.inspect().schema(account, db, table).unwrap()
 }
 
 /// No key of any account may appear in what the server says.
@@ -626,21 +552,7 @@ async fn bad_result_exports_are_refused_and_start_no_job() {
     create_database(&s, 0, "mydb").await;
     let job = code_count_job(&s, 0);
     let others = code_count_job(&s, 1);
-    let running =
-        s.td.state()
-            .store
-            .write(|tx| {
-                jobs::insert(
-                    tx,
-                    &NewJob {
-                        account_id: s.td.accounts()[0].id,
-                        job_type: "presto".into(),
-                        database: "mydb".into(),
-                        ..NewJob::default()
-                    },
-                )
-            })
-            .unwrap();
+    let running = s.td.inspect().queued_job(s.td.accounts()[0].id, "mydb").unwrap();
     let jobs_before = job_count(&s);
     let ok_url = "td://@/mydb/out_t";
     let cases: Vec<Refusal> = vec![
