@@ -171,6 +171,29 @@ fn gunzip_msgpack(body: &[u8]) -> Vec<Value> {
     values
 }
 
+/// The column names of a schema, in its order.
+fn column_names(schema: &Value) -> Vec<&str> {
+    schema
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect()
+}
+
+/// Waits until session `name` keeps only `parts` rows beside the table: the staged copies are
+/// discarded just after a commit answers.
+async fn wait_for_leftovers(s: &Server, name: &str, parts: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers(s, name) != parts {
+        assert!(
+            Instant::now() < deadline,
+            "staged rows were not discarded after commit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn lifecycle_commits_every_uploaded_row_and_extends_the_schema() {
     let s = Server::start().await;
@@ -233,12 +256,7 @@ async fn lifecycle_commits_every_uploaded_row_and_extends_the_schema() {
         "parts are read in name order"
     );
     let schema = table_schema(&s, 0, "bulk_db", "access");
-    let columns: Vec<&str> = schema
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c[0].as_str().unwrap())
-        .collect();
+    let columns = column_names(&schema);
     let mut sorted = columns.clone();
     sorted.sort_unstable();
     assert_eq!(
@@ -246,15 +264,7 @@ async fn lifecycle_commits_every_uploaded_row_and_extends_the_schema() {
         ["agent", "code", "host", "method", "path", "referer", "size", "user"],
         "schema gains every column but time: {columns:?}"
     );
-    // The staged copies are discarded just after the commit answers.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leftovers(&s, "sess_one") != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "staged rows were not discarded after commit"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_leftovers(&s, "sess_one", 2).await;
 
     let listed = ok(s.get(&key, "/v3/bulk_import/list").await).await;
     assert_eq!(listed["bulk_imports"], json!([shown]));

@@ -545,17 +545,14 @@ async fn saved_results_crud_and_connection_lookup() {
 /// A refused export: source job id, form, expected status, a needle of the message.
 type Refusal = (String, Vec<(&'static str, String)>, u16, &'static str);
 
-#[tokio::test]
-async fn bad_result_exports_are_refused_and_start_no_job() {
-    let s = Server::start().await;
-    let key = s.master(0);
-    create_database(&s, 0, "mydb").await;
-    let job = code_count_job(&s, 0);
-    let others = code_count_job(&s, 1);
-    let running = s.td.inspect().queued_job(s.td.accounts()[0].id, "mydb").unwrap();
-    let jobs_before = job_count(&s);
-    let ok_url = "td://@/mydb/out_t";
-    let cases: Vec<Refusal> = vec![
+/// A good target, for the refusals that are about something else.
+const OK_URL: &str = "td://@/mydb/out_t";
+
+/// Exports that must be refused: of a job that does not exist, of another account's job, of a
+/// job without a result, and to destinations that are malformed or unknown.
+fn refusals(s: &Server, job: i64, others: i64, running: i64) -> Vec<Refusal> {
+    let ok_url = OK_URL;
+    vec![
         (
             "999999".into(),
             vec![("result", ok_url.into())],
@@ -623,7 +620,20 @@ async fn bad_result_exports_are_refused_and_start_no_job() {
             404,
             "saved result 'nosuch'",
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn bad_result_exports_are_refused_and_start_no_job() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_database(&s, 0, "mydb").await;
+    let job = code_count_job(&s, 0);
+    let others = code_count_job(&s, 1);
+    let running = s.td.inspect().queued_job(s.td.accounts()[0].id, "mydb").unwrap();
+    let jobs_before = job_count(&s);
+    let ok_url = OK_URL;
+    let cases = refusals(&s, job, others, running);
     for (id, form, expected, needle) in cases {
         let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, body) = s.post(&key, &format!("/v3/job/result_export/{id}"), &form).await;
