@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::StreamExt;
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use crate::accounts::Caller;
@@ -42,18 +43,37 @@ fn named(name: &str) -> Json<Value> {
     Json(json!({ "name": name, "bulk_import": name }))
 }
 
+/// `{name, bulk_import, part_name}`: the answer of the part calls.
+fn named_part(name: &str, part: &str) -> Json<Value> {
+    Json(json!({ "name": name, "bulk_import": name, "part_name": part }))
+}
+
+/// Runs a write on session `name` of the caller's account and answers `reply`.
+async fn session_write(
+    state: &AppState,
+    caller: &Caller,
+    name: String,
+    reply: Json<Value>,
+    write: impl FnOnce(&Connection, i64, &str) -> crate::error::Result<()> + Send + 'static,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    state
+        .store
+        .write_async(move |tx| write(tx, account, &name))
+        .await?;
+    Ok(reply)
+}
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, db, table)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let session = name.clone();
-    state
-        .store
-        .write_async(move |tx| bulk_import::create(tx, account, &session, &db, &table))
-        .await?;
-    Ok(named(&name))
+    let reply = named(&name);
+    session_write(&state, &caller, name, reply, move |tx, account, name| {
+        bulk_import::create(tx, account, name, &db, &table)
+    })
+    .await
 }
 
 async fn show(
@@ -88,15 +108,11 @@ async fn upload_part(
 ) -> ApiResult<Json<Value>> {
     bulk_import::check_part_name(&part)?;
     let data = read_part_body(&headers, body).await?;
-    let account = caller.account_id();
-    let (session, part_name) = (name.clone(), part.clone());
-    state
-        .store
-        .write_async(move |tx| bulk_import::upload_part(tx, account, &session, &part_name, &data))
-        .await?;
-    Ok(Json(
-        json!({ "name": name, "bulk_import": name, "part_name": part }),
-    ))
+    let reply = named_part(&name, &part);
+    session_write(&state, &caller, name, reply, move |tx, account, name| {
+        bulk_import::upload_part(tx, account, name, &part, &data)
+    })
+    .await
 }
 
 fn part_too_large() -> ApiError {
@@ -147,15 +163,11 @@ async fn delete_part(
     caller: Caller,
     Path((name, part)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let (session, part_name) = (name.clone(), part.clone());
-    state
-        .store
-        .write_async(move |tx| bulk_import::delete_part(tx, account, &session, &part_name))
-        .await?;
-    Ok(Json(
-        json!({ "name": name, "bulk_import": name, "part_name": part }),
-    ))
+    let reply = named_part(&name, &part);
+    session_write(&state, &caller, name, reply, move |tx, account, name| {
+        bulk_import::delete_part(tx, account, name, &part)
+    })
+    .await
 }
 
 async fn freeze(state: State<AppState>, caller: Caller, name: Path<String>) -> ApiResult<Json<Value>> {
@@ -172,13 +184,11 @@ async fn set_frozen(
     Path(name): Path<String>,
     frozen: bool,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let session = name.clone();
-    state
-        .store
-        .write_async(move |tx| bulk_import::set_frozen(tx, account, &session, frozen))
-        .await?;
-    Ok(named(&name))
+    let reply = named(&name);
+    session_write(&state, &caller, name, reply, move |tx, account, name| {
+        bulk_import::set_frozen(tx, account, name, frozen)
+    })
+    .await
 }
 
 /// Starts the perform job and answers at once (`crate::runner`).
@@ -215,13 +225,8 @@ async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let session = name.clone();
-    state
-        .store
-        .write_async(move |tx| bulk_import::delete(tx, account, &session))
-        .await?;
-    Ok(named(&name))
+    let reply = named(&name);
+    session_write(&state, &caller, name, reply, bulk_import::delete).await
 }
 
 /// gzip'd msgpack of the rejected records; an empty body when there are none.
