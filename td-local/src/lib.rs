@@ -4,14 +4,16 @@
 //! the accounts' keys, inject faults through [`TdLocal::faults`], and [`TdLocal::shutdown`] it.
 //! The `td-local` binary serves the same thing from the command line.
 //!
-//! The modules, from the bottom up (each imports only modules below it):
-//! - `error`, `accounts`, `faults`: what goes wrong, who calls, which faults to inject;
-//! - `store`: the SQLite file and its transactions;
-//! - `catalog`, `records`, `jobs`, `results`: databases and tables, rows, jobs, saved results;
-//! - `import`, `bulk_import`, `query`, `output`, `result_format`: the work on them;
-//! - `runner`: the background work of jobs; `sample`: the sample database;
-//! - `inspect`: reading and setting up the data through the library, for tests and tools;
-//! - `state`, `routes`: HTTP, where errors become statuses; `server`: the running server.
+//! The modules, from the bottom up; each imports only modules listed before it, and only
+//! `routes` knows HTTP statuses:
+//! - `error`, `faults`, `accounts`: what goes wrong, which faults to inject, who holds a key;
+//! - `store`: the SQLite file, its transactions, and states stored as words;
+//! - `results`, `catalog`, `jobs`: saved results, databases and tables, the jobs table;
+//! - `records`, `query`: rows at rest and on the wire, running SQL;
+//! - `import`, `bulk_import`, `output`, `result_format`, `sample`: imports, bulk imports,
+//!   td:// output, result downloads, the sample database;
+//! - `runner`: the background work of jobs; `inspect`: the data, read and set up for tests;
+//! - `state`, `routes`: the HTTP side; `server`: the running server ([`TdLocal`]).
 
 pub mod accounts;
 pub mod bulk_import;

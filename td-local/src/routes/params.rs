@@ -47,7 +47,8 @@ impl Params {
         }
     }
 
-    /// A parameter the call cannot do without (`what` says how it is missing: 400 or 422).
+    /// A parameter the call cannot do without; `missing` is the kind of error its absence is
+    /// (TD answers 400 for some calls, 422 for others).
     pub fn required(&self, key: &str, missing: fn(String) -> Error) -> Result<&str, Error> {
         self.get(key)
             .ok_or_else(|| missing(format!("parameter '{key}' is required")))
