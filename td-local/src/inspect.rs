@@ -123,14 +123,16 @@ impl Inspect {
     /// The schema of `db.table` as stored (`[[name, type], …]`); `None` when the table does not
     /// exist.
     pub fn schema(&self, account: i64, db: &str, table: &str) -> Result<Option<Value>> {
-        self.store
-            .read(|conn| {
-                snapshot(conn, |conn| match Self::find_table(conn, account, db, table)? {
-                    Some(id) => catalog::stored_schema(conn, id).map(Some),
-                    None => Ok(None),
-                })
+        let text = self.store.read(|conn| {
+            snapshot(conn, |conn| match Self::find_table(conn, account, db, table)? {
+                Some(id) => catalog::stored_schema(conn, id).map(Some),
+                None => Ok(None),
             })
-            .map(|text| text.map(|t| serde_json::from_str(&t).expect("stored schemas are JSON")))
+        })?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| Error::internal(format!("a stored schema is not JSON: {e}")))
+        })
+        .transpose()
     }
 
     /// Replaces the schema of `db.table` (`[[name, type], …]` JSON), as `update-schema` would.
