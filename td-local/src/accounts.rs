@@ -3,13 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
-use crate::AppState;
+use crate::error::{Error, Result};
 
 /// One TD account: a master key (everything) and a write-only key (imports only).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -35,13 +32,15 @@ fn new_key(account_id: i64) -> String {
 }
 
 /// Loads `DIR/accounts.yml`, creating two accounts with fresh keys the first time.
-pub fn load_or_create(dir: &Path) -> anyhow::Result<Vec<Account>> {
+pub fn load_or_create(dir: &Path) -> Result<Vec<Account>> {
     let path = dir.join(ACCOUNTS_FILE);
+    let unreadable = |why: String| Error::internal(format!("{}: {why}", path.display()));
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
-        let file: AccountsFile =
-            serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        anyhow::ensure!(!file.accounts.is_empty(), "{}: no accounts", path.display());
+        let file: AccountsFile = serde_yaml_ng::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+        if file.accounts.is_empty() {
+            return Err(unreadable("no accounts".into()));
+        }
         return Ok(file.accounts);
     }
     let accounts: Vec<Account> = (1..=DEFAULT_ACCOUNTS)
@@ -56,7 +55,8 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<Vec<Account>> {
         "# td-local accounts: use master_key for everything, write_only_key for imports only.\n{}",
         serde_yaml_ng::to_string(&AccountsFile {
             accounts: accounts.clone()
-        })?
+        })
+        .map_err(|e| unreadable(e.to_string()))?
     );
     let tmp = path.with_extension("yml.tmp");
     std::fs::write(&tmp, text)?;
@@ -64,7 +64,38 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<Vec<Account>> {
     Ok(accounts)
 }
 
-/// The authenticated caller of a request (`Authorization: TD1 <key>`).
+/// The accounts of one server, shared by every request and job.
+#[derive(Debug, Clone)]
+pub struct Accounts(Arc<[Arc<Account>]>);
+
+impl Accounts {
+    pub fn new(accounts: Vec<Account>) -> Accounts {
+        Accounts(accounts.into_iter().map(Arc::new).collect())
+    }
+
+    pub fn all(&self) -> &[Arc<Account>] {
+        &self.0
+    }
+
+    /// Finds the account a key belongs to, and whether the key is write-only.
+    pub fn lookup(&self, key: &str) -> Option<Caller> {
+        self.0.iter().find_map(|a| {
+            let write_only = if a.master_key == key {
+                false
+            } else if a.write_only_key == key {
+                true
+            } else {
+                return None;
+            };
+            Some(Caller {
+                account: a.clone(),
+                write_only,
+            })
+        })
+    }
+}
+
+/// Whoever holds a key: the account it belongs to, and whether it is write-only.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub account: Arc<Account>,
@@ -77,52 +108,13 @@ impl Caller {
     }
 
     /// Refuses a write-only key for calls that need the master key.
-    pub fn require_master(&self, what: &str) -> Result<(), ApiError> {
+    pub fn require_master(&self, what: &str) -> Result<()> {
         if self.write_only {
-            Err(ApiError::forbidden(format!(
+            Err(Error::Forbidden(format!(
                 "{what} is not allowed with a write-only API key; use the account's master API key"
             )))
         } else {
             Ok(())
         }
-    }
-}
-
-/// Finds the account a key belongs to, and whether the key is write-only.
-pub fn lookup(accounts: &[Arc<Account>], key: &str) -> Option<Caller> {
-    accounts.iter().find_map(|a| {
-        if a.master_key == key {
-            Some(Caller {
-                account: a.clone(),
-                write_only: false,
-            })
-        } else if a.write_only_key == key {
-            Some(Caller {
-                account: a.clone(),
-                write_only: true,
-            })
-        } else {
-            None
-        }
-    })
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing Authorization header (expected 'TD1 <apikey>')")
-            })?;
-        let key = header
-            .strip_prefix("TD1 ")
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("Authorization header must be 'TD1 <apikey>'"))?;
-        let caller = lookup(&state.accounts, key).ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
-        Ok(caller)
     }
 }

@@ -13,51 +13,26 @@ use std::sync::mpsc;
 use flate2::read::MultiGzDecoder;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
+use td_model::name::check_name;
+use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
-use crate::error::{ApiError, ApiResult};
+use crate::catalog::{self, merge_columns};
+use crate::error::{Error, Result};
 use crate::jobs::{self, NewJob, Outcome};
-use crate::records::{self, Column};
-use crate::store::{self, now, Store};
+use crate::records;
+use crate::store::{now, text_enum, Store};
 
 /// The largest part accepted (TD's clients split uploads into parts of about 16 MB).
 pub const MAX_PART_BYTES: usize = 128 << 20;
 
-/// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Uploading,
-    Performing,
-    Ready,
-    Committing,
-    Committed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Uploading => "uploading",
-            Status::Performing => "performing",
-            Status::Ready => "ready",
-            Status::Committing => "committing",
-            Status::Committed => "committed",
-        }
-    }
-
-    fn parse(text: &str) -> rusqlite::Result<Status> {
-        Ok(match text {
-            "uploading" => Status::Uploading,
-            "performing" => Status::Performing,
-            "ready" => Status::Ready,
-            "committing" => Status::Committing,
-            "committed" => Status::Committed,
-            other => {
-                return Err(rusqlite::Error::InvalidColumnType(
-                    4,
-                    format!("bulk import status '{other}'"),
-                    rusqlite::types::Type::Text,
-                ))
-            }
-        })
+text_enum! {
+    /// Where a session is in its life.
+    pub enum Status ("bulk import status") {
+        Uploading = "uploading",
+        Performing = "performing",
+        Ready = "ready",
+        Committing = "committing",
+        Committed = "committed",
     }
 }
 
@@ -88,7 +63,7 @@ fn session_from_row(row: &rusqlite::Row) -> rusqlite::Result<Session> {
         name: row.get(1)?,
         database: row.get(2)?,
         table: row.get(3)?,
-        status: Status::parse(&row.get::<_, String>(4)?)?,
+        status: row.get(4)?,
         upload_frozen: row.get(5)?,
         job_id: row.get(6)?,
         valid_records: row.get(7)?,
@@ -117,12 +92,12 @@ impl Session {
     }
 
     /// Refuses `action` unless the session is in one of `allowed`.
-    fn require(&self, allowed: &[Status], action: &str) -> ApiResult<()> {
+    fn require(&self, allowed: &[Status], action: &str) -> Result<()> {
         if allowed.contains(&self.status) {
             return Ok(());
         }
         let needed: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
-        Err(ApiError::conflict(format!(
+        Err(Error::conflict(format!(
             "cannot {action} bulk import session '{}': it is {}, and {action} needs {}",
             self.name,
             self.status.as_str(),
@@ -131,10 +106,10 @@ impl Session {
     }
 
     /// Parts can change only while uploading and not frozen.
-    fn require_open_for_upload(&self, action: &str) -> ApiResult<()> {
+    fn require_open_for_upload(&self, action: &str) -> Result<()> {
         self.require(&[Status::Uploading], action)?;
         if self.upload_frozen {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "cannot {action} bulk import session '{}': it is uploading but frozen; unfreeze it first",
                 self.name
             )));
@@ -144,18 +119,18 @@ impl Session {
 }
 
 /// An account's session by name, or 404.
-pub fn load(conn: &Connection, account_id: i64, name: &str) -> ApiResult<Session> {
+pub fn load(conn: &Connection, account_id: i64, name: &str) -> Result<Session> {
     conn.query_row(
         &format!("SELECT {SESSION_COLUMNS} FROM bulk_imports WHERE account_id = ?1 AND name = ?2"),
         params![account_id, name],
         session_from_row,
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("bulk import session '{name}' does not exist")))
+    .ok_or_else(|| Error::not_found(format!("bulk import session '{name}' does not exist")))
 }
 
 /// An account's sessions, by name.
-pub fn list(conn: &Connection, account_id: i64) -> ApiResult<Vec<Session>> {
+pub fn list(conn: &Connection, account_id: i64) -> Result<Vec<Session>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {SESSION_COLUMNS} FROM bulk_imports WHERE account_id = ?1 ORDER BY name"
     ))?;
@@ -164,9 +139,9 @@ pub fn list(conn: &Connection, account_id: i64) -> ApiResult<Vec<Session>> {
 }
 
 /// Creates a session importing into `db.table`: 422 bad name, 404 missing target, 409 exists.
-pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &str) -> ApiResult<()> {
-    store::check_name("bulk import session", name)?;
-    store::table_id(conn, account_id, db, table)?;
+pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &str) -> Result<()> {
+    check_name("bulk import session", name)?;
+    catalog::table_id(conn, account_id, db, table)?;
     let t = now();
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO bulk_imports (account_id, name, database_name, table_name, status, \
@@ -174,7 +149,7 @@ pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &
         params![account_id, name, db, table, t],
     )?;
     if inserted == 0 {
-        return Err(ApiError::conflict(format!(
+        return Err(Error::conflict(format!(
             "bulk import session '{name}' already exists"
         )));
     }
@@ -182,7 +157,7 @@ pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &
 }
 
 /// Part names: not empty, no `/`, at most one `.` (what the official clients enforce).
-pub fn check_part_name(part: &str) -> ApiResult<()> {
+pub fn check_part_name(part: &str) -> Result<()> {
     let problem = if part.is_empty() {
         Some("must not be empty")
     } else if part.contains('/') {
@@ -193,15 +168,13 @@ pub fn check_part_name(part: &str) -> ApiResult<()> {
         None
     };
     match problem {
-        Some(why) => Err(ApiError::unprocessable(format!(
-            "invalid part name '{part}': {why}"
-        ))),
+        Some(why) => Err(Error::invalid(format!("invalid part name '{part}': {why}"))),
         None => Ok(()),
     }
 }
 
 /// Stores a part; uploading a part name again replaces its data.
-pub fn upload_part(conn: &Connection, account_id: i64, name: &str, part: &str, data: &[u8]) -> ApiResult<()> {
+pub fn upload_part(conn: &Connection, account_id: i64, name: &str, part: &str, data: &[u8]) -> Result<()> {
     check_part_name(part)?;
     let session = load(conn, account_id, name)?;
     session.require_open_for_upload("upload a part to")?;
@@ -212,7 +185,7 @@ pub fn upload_part(conn: &Connection, account_id: i64, name: &str, part: &str, d
     touch(conn, session.id)
 }
 
-pub fn delete_part(conn: &Connection, account_id: i64, name: &str, part: &str) -> ApiResult<()> {
+pub fn delete_part(conn: &Connection, account_id: i64, name: &str, part: &str) -> Result<()> {
     check_part_name(part)?;
     let session = load(conn, account_id, name)?;
     session.require_open_for_upload("delete a part of")?;
@@ -221,7 +194,7 @@ pub fn delete_part(conn: &Connection, account_id: i64, name: &str, part: &str) -
         params![session.id, part],
     )?;
     if deleted == 0 {
-        return Err(ApiError::not_found(format!(
+        return Err(Error::not_found(format!(
             "part '{part}' of bulk import session '{name}' does not exist"
         )));
     }
@@ -229,20 +202,20 @@ pub fn delete_part(conn: &Connection, account_id: i64, name: &str, part: &str) -
 }
 
 /// The session and its part names, in name order (the order perform reads them).
-pub fn list_parts(conn: &Connection, account_id: i64, name: &str) -> ApiResult<(Session, Vec<String>)> {
+pub fn list_parts(conn: &Connection, account_id: i64, name: &str) -> Result<(Session, Vec<String>)> {
     let session = load(conn, account_id, name)?;
     let parts = part_names(conn, session.id)?;
     Ok((session, parts))
 }
 
-fn part_names(conn: &Connection, session_id: i64) -> ApiResult<Vec<String>> {
+fn part_names(conn: &Connection, session_id: i64) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT name FROM bulk_import_parts WHERE session_id = ?1 ORDER BY name")?;
     let names = stmt.query_map(params![session_id], |r| r.get(0))?;
     Ok(names.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Freezes or unfreezes uploads; repeating either is harmless. Only while uploading.
-pub fn set_frozen(conn: &Connection, account_id: i64, name: &str, frozen: bool) -> ApiResult<()> {
+pub fn set_frozen(conn: &Connection, account_id: i64, name: &str, frozen: bool) -> Result<()> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Uploading], if frozen { "freeze" } else { "unfreeze" })?;
     conn.execute(
@@ -267,7 +240,7 @@ pub fn start_perform(
     account_id: i64,
     name: &str,
     options: &PerformOptions,
-) -> ApiResult<(i64, i64)> {
+) -> Result<(i64, i64)> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Uploading, Status::Ready], "perform")?;
     let job_id = jobs::insert(
@@ -310,7 +283,7 @@ pub fn run_perform(store: &Store, session_id: i64, job_id: i64) {
         if let Err(reset) = reset {
             tracing::error!(session_id, error = %reset, "could not reset the bulk import session");
         }
-        let _ = jobs::mark_error(store, job_id, &e.message);
+        let _ = jobs::mark_error(store, job_id, &e.to_string());
     }
 }
 
@@ -321,17 +294,35 @@ struct Tally {
     error_records: i64,
     valid_parts: i64,
     error_parts: i64,
-    new_columns: Vec<Column>,
+    new_columns: Vec<TableColumn>,
 }
 
-fn perform(store: &Store, session_id: i64, job_id: i64) -> ApiResult<()> {
+impl Tally {
+    fn count(&mut self, part: &DecodedPart) {
+        self.valid_parts += 1;
+        self.valid_records += part.rows.len() as i64;
+        self.error_records += part.errors.len() as i64;
+        merge_columns(&mut self.new_columns, part.columns.iter().cloned());
+    }
+}
+
+fn perform(store: &Store, session_id: i64, job_id: i64) -> Result<()> {
     let parts = store.read(|conn| part_names(conn, session_id))?;
     store.write(|tx| {
         ensure_performing(tx, session_id, job_id)?;
         clear_staging(tx, session_id)
     })?;
-    // Decoding (CPU) runs on its own thread, one part ahead of the staging writes (I/O).
-    let (sender, decoded) = mpsc::sync_channel::<ApiResult<Result<DecodedPart, String>>>(1);
+    let tally = stage_parts(store, session_id, job_id, parts)?;
+    store.write(|tx| {
+        ensure_performing(tx, session_id, job_id)?;
+        finish_perform(tx, session_id, job_id, &tally)
+    })
+}
+
+/// Decodes and stages every part. Decoding (CPU) runs on its own thread, one part ahead of the
+/// staging writes (I/O).
+fn stage_parts(store: &Store, session_id: i64, job_id: i64, parts: Vec<String>) -> Result<Tally> {
+    let (sender, decoded) = mpsc::sync_channel::<Result<Result<DecodedPart, String>>>(1);
     let mut tally = Tally::default();
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -349,70 +340,66 @@ fn perform(store: &Store, session_id: i64, job_id: i64) -> ApiResult<()> {
                         ensure_performing(tx, session_id, job_id)?;
                         stage_part(tx, session_id, &part)
                     })?;
-                    tally.valid_parts += 1;
-                    tally.valid_records += part.rows.len() as i64;
-                    tally.error_records += part.errors.len() as i64;
-                    merge_columns(&mut tally.new_columns, &part.columns);
+                    tally.count(&part);
                 }
                 Err(_) => tally.error_parts += 1,
             }
         }
-        Ok::<(), ApiError>(())
+        Ok::<(), Error>(())
     })?;
-    store.write(|tx| {
-        ensure_performing(tx, session_id, job_id)?;
-        tx.execute(
-            "UPDATE bulk_imports SET status = 'ready', valid_records = ?1, error_records = ?2, valid_parts = ?3, \
-             error_parts = ?4, new_columns = ?5, updated_at = ?6 WHERE id = ?7",
-            params![
-                tally.valid_records,
-                tally.error_records,
-                tally.valid_parts,
-                tally.error_parts,
-                records::schema_to_json(&tally.new_columns),
-                now(),
-                session_id
-            ],
-        )?;
-        let cmdout = format!(
-            "valid records: {}, error records: {}, valid parts: {}, error parts: {}",
-            tally.valid_records, tally.error_records, tally.valid_parts, tally.error_parts
-        );
-        jobs::mark_success(
-            tx,
-            job_id,
-            &Outcome {
-                num_records: tally.valid_records,
-                cmdout,
-                ..Outcome::default()
-            },
-        )
-    })
+    Ok(tally)
 }
 
-fn is_performing(conn: &Connection, session_id: i64, job_id: i64) -> ApiResult<bool> {
-    let current: Option<(String, Option<i64>)> = conn
+/// The session becomes `ready` with its counts, and the job `success`, in one transaction.
+fn finish_perform(tx: &Connection, session_id: i64, job_id: i64, tally: &Tally) -> Result<()> {
+    tx.execute(
+        "UPDATE bulk_imports SET status = 'ready', valid_records = ?1, error_records = ?2, valid_parts = ?3, \
+         error_parts = ?4, new_columns = ?5, updated_at = ?6 WHERE id = ?7",
+        params![
+            tally.valid_records,
+            tally.error_records,
+            tally.valid_parts,
+            tally.error_parts,
+            table_schema_json(&tally.new_columns),
+            now(),
+            session_id
+        ],
+    )?;
+    let cmdout = format!(
+        "valid records: {}, error records: {}, valid parts: {}, error parts: {}",
+        tally.valid_records, tally.error_records, tally.valid_parts, tally.error_parts
+    );
+    let outcome = Outcome {
+        num_records: tally.valid_records,
+        cmdout,
+        ..Outcome::default()
+    };
+    jobs::mark_success(tx, job_id, &outcome)
+}
+
+fn is_performing(conn: &Connection, session_id: i64, job_id: i64) -> Result<bool> {
+    let current: Option<(Status, Option<i64>)> = conn
         .query_row(
             "SELECT status, job_id FROM bulk_imports WHERE id = ?1",
             params![session_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    Ok(current.is_some_and(|(status, job)| status == "performing" && job == Some(job_id)))
+    Ok(current.is_some_and(|(status, job)| status == Status::Performing && job == Some(job_id)))
 }
 
 /// Stops a perform whose session was deleted (or performed again) while it ran.
-fn ensure_performing(conn: &Connection, session_id: i64, job_id: i64) -> ApiResult<()> {
+fn ensure_performing(conn: &Connection, session_id: i64, job_id: i64) -> Result<()> {
     if is_performing(conn, session_id, job_id)? {
         Ok(())
     } else {
-        Err(ApiError::conflict(
+        Err(Error::conflict(
             "the bulk import session was deleted or changed while the perform job ran",
         ))
     }
 }
 
-fn clear_staging(conn: &Connection, session_id: i64) -> ApiResult<()> {
+fn clear_staging(conn: &Connection, session_id: i64) -> Result<()> {
     conn.execute(
         "DELETE FROM bulk_import_staged WHERE session_id = ?1",
         params![session_id],
@@ -424,7 +411,7 @@ fn clear_staging(conn: &Connection, session_id: i64) -> ApiResult<()> {
     Ok(())
 }
 
-fn load_part(store: &Store, session_id: i64, part: &str) -> ApiResult<Vec<u8>> {
+fn load_part(store: &Store, session_id: i64, part: &str) -> Result<Vec<u8>> {
     store.read(|conn| {
         Ok(conn.query_row(
             "SELECT data FROM bulk_import_parts WHERE session_id = ?1 AND name = ?2",
@@ -440,7 +427,7 @@ fn load_part(store: &Store, session_id: i64, part: &str) -> ApiResult<Vec<u8>> {
 struct DecodedPart {
     rows: Vec<(i64, String)>,
     errors: Vec<Vec<u8>>,
-    columns: Vec<Column>,
+    columns: Vec<TableColumn>,
 }
 
 impl DecodedPart {
@@ -492,16 +479,12 @@ fn decode_part(data: &[u8]) -> Result<DecodedPart, String> {
         index += 1;
         Ok(())
     })
-    .map_err(|e| e.message)?;
+    .map_err(|e| e.to_string())?;
     Ok(part)
 }
 
-fn stage_part(conn: &Connection, session_id: i64, part: &DecodedPart) -> ApiResult<()> {
-    let mut rows =
-        conn.prepare_cached("INSERT INTO bulk_import_staged (session_id, time, record) VALUES (?1, ?2, ?3)")?;
-    for (time, record) in &part.rows {
-        rows.execute(params![session_id, time, record])?;
-    }
+fn stage_part(conn: &Connection, session_id: i64, part: &DecodedPart) -> Result<()> {
+    stage_rows(conn, session_id, &part.rows)?;
     let mut errors =
         conn.prepare_cached("INSERT INTO bulk_import_errors (session_id, record) VALUES (?1, ?2)")?;
     for record in &part.errors {
@@ -510,37 +493,63 @@ fn stage_part(conn: &Connection, session_id: i64, part: &DecodedPart) -> ApiResu
     Ok(())
 }
 
-/// Appends to `schema` the columns of `new` it lacks, keeping existing columns' types.
-fn merge_columns(schema: &mut Vec<Column>, new: &[Column]) {
-    for column in new {
-        if !schema.iter().any(|c| c.name == column.name) {
-            schema.push(column.clone());
-        }
+/// Stages rows `(time, record JSON)` for a session's commit.
+pub(crate) fn stage_rows(conn: &Connection, session_id: i64, rows: &[(i64, String)]) -> Result<()> {
+    let mut insert =
+        conn.prepare_cached("INSERT INTO bulk_import_staged (session_id, time, record) VALUES (?1, ?2, ?3)")?;
+    for (time, record) in rows {
+        insert.execute(params![session_id, time, record])?;
     }
+    Ok(())
+}
+
+/// Moves a session to `performing` (under `job_id`, if given) without doing the work: the state
+/// tests need of a perform in flight.
+pub(crate) fn force_performing(
+    conn: &Connection,
+    account_id: i64,
+    name: &str,
+    job_id: Option<i64>,
+) -> Result<()> {
+    let session = load(conn, account_id, name)?;
+    conn.execute(
+        "UPDATE bulk_imports SET status = ?1, job_id = COALESCE(?2, job_id), updated_at = ?3 WHERE id = ?4",
+        params![Status::Performing, job_id, now(), session.id],
+    )?;
+    Ok(())
+}
+
+/// The rows a session keeps beside the table: its parts, staged rows and rejected records.
+pub fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM bulk_import_parts WHERE session_id = ?1) \
+         + (SELECT COUNT(*) FROM bulk_import_staged WHERE session_id = ?1) \
+         + (SELECT COUNT(*) FROM bulk_import_errors WHERE session_id = ?1)",
+        params![session_id],
+        |r| r.get(0),
+    )?)
 }
 
 /// Copies the staged rows into the target table and extends its schema, all in the caller's
 /// transaction: readers see every row of the commit or none. Only from `ready`.
-pub fn commit(conn: &Connection, account_id: i64, name: &str) -> ApiResult<Committed> {
+pub fn commit(conn: &Connection, account_id: i64, name: &str) -> Result<Committed> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Ready], "commit")?;
-    let table_id = store::table_id(conn, account_id, &session.database, &session.table)?;
+    let table_id = catalog::table_id(conn, account_id, &session.database, &session.table)?;
     let moved = conn.execute(
         "INSERT INTO records (table_id, time, record) \
          SELECT ?1, time, record FROM bulk_import_staged WHERE session_id = ?2 ORDER BY rowid",
         params![table_id, session.id],
     )?;
-    let mut schema = records::table_schema(conn, table_id)?;
-    let new_columns = records::parse_schema(session.new_columns.as_deref().unwrap_or("[]"))?;
-    merge_columns(&mut schema, &new_columns);
-    let t = now();
-    conn.execute(
-        "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
-        params![records::schema_to_json(&schema), t, table_id],
-    )?;
+    let mut schema = catalog::table_schema(conn, table_id)?;
+    merge_columns(
+        &mut schema,
+        parse_table_schema(session.new_columns.as_deref().unwrap_or("[]"))?,
+    );
+    catalog::set_table_schema(conn, table_id, &schema)?;
     conn.execute(
         "UPDATE bulk_imports SET status = 'committed', updated_at = ?1 WHERE id = ?2",
-        params![t, session.id],
+        params![now(), session.id],
     )?;
     Ok(Committed {
         session_id: session.id,
@@ -558,7 +567,7 @@ pub struct Committed {
 /// Drops the staged rows of a committed session. Done after the commit, in its own
 /// transaction, since deleting a million rows takes about as long as copying them and nothing
 /// reads them once the session is committed.
-pub fn discard_staged(store: &Store, session_id: i64) -> ApiResult<()> {
+pub fn discard_staged(store: &Store, session_id: i64) -> Result<()> {
     store.write(|tx| {
         tx.execute(
             "DELETE FROM bulk_import_staged WHERE session_id = ?1",
@@ -570,7 +579,7 @@ pub fn discard_staged(store: &Store, session_id: i64) -> ApiResult<()> {
 
 /// Deletes a session with its parts, staged rows and error records, in any state (a perform
 /// still running notices and stops).
-pub fn delete(conn: &Connection, account_id: i64, name: &str) -> ApiResult<()> {
+pub fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
     let session = load(conn, account_id, name)?;
     clear_staging(conn, session.id)?;
     conn.execute(
@@ -582,7 +591,7 @@ pub fn delete(conn: &Connection, account_id: i64, name: &str) -> ApiResult<()> {
 }
 
 /// The rejected records of the last perform as one gzip'd msgpack stream; empty when none.
-pub fn error_records(conn: &Connection, account_id: i64, name: &str) -> ApiResult<Vec<u8>> {
+pub fn error_records(conn: &Connection, account_id: i64, name: &str) -> Result<Vec<u8>> {
     let session = load(conn, account_id, name)?;
     let mut stmt =
         conn.prepare("SELECT record FROM bulk_import_errors WHERE session_id = ?1 ORDER BY rowid")?;
@@ -599,7 +608,7 @@ pub fn error_records(conn: &Connection, account_id: i64, name: &str) -> ApiResul
     })
 }
 
-fn touch(conn: &Connection, session_id: i64) -> ApiResult<()> {
+fn touch(conn: &Connection, session_id: i64) -> Result<()> {
     conn.execute(
         "UPDATE bulk_imports SET updated_at = ?1 WHERE id = ?2",
         params![now(), session_id],
@@ -610,21 +619,18 @@ fn touch(conn: &Connection, session_id: i64) -> ApiResult<()> {
 /// At startup: a perform that was running when the server stopped died with it (its job is
 /// marked failed by `jobs::recover`), so its session goes back to `uploading`; staged rows
 /// only a `ready` session needs (a cut perform's, a commit's not yet discarded) are dropped.
-pub fn recover(store: &Store) -> anyhow::Result<()> {
-    store.write(|tx| {
-        tx.execute(
-            "DELETE FROM bulk_import_staged WHERE session_id NOT IN (SELECT id FROM bulk_imports WHERE status = 'ready')",
-            [],
-        )?;
-        tx.execute(
-            "DELETE FROM bulk_import_errors WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = 'performing')",
-            [],
-        )?;
-        tx.execute(
-            "UPDATE bulk_imports SET status = 'uploading', updated_at = ?1 WHERE status = 'performing'",
-            params![now()],
-        )?;
-        Ok(())
-    })?;
+pub fn recover(conn: &Connection) -> Result<()> {
+    conn.execute(
+        "DELETE FROM bulk_import_staged WHERE session_id NOT IN (SELECT id FROM bulk_imports WHERE status = 'ready')",
+        [],
+    )?;
+    conn.execute(
+        "DELETE FROM bulk_import_errors WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = 'performing')",
+        [],
+    )?;
+    conn.execute(
+        "UPDATE bulk_imports SET status = 'uploading', updated_at = ?1 WHERE status = 'performing'",
+        params![now()],
+    )?;
     Ok(())
 }

@@ -1,90 +1,93 @@
-//! The TD error body: every client reads a different field, so all five are sent.
+//! What can go wrong in td-local, by kind. The domain modules say what happened; only `routes`
+//! turns a kind into an HTTP status and TD's error body (td-api.md §2).
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use td_model::name::NameError;
+use td_model::schema::SchemaError;
+use td_model::UrlError;
 
-/// An API error answered as `{"error","message","text","severity","status_code"}` (td-api.md §2).
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub details: Option<Value>,
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A database, table, job, session or saved result that does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists already, or is in a state that refuses the call (409). `conflicts_with` names
+    /// the job that holds a repeated `domain_key`.
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        conflicts_with: Option<i64>,
+    },
+    /// A value TD refuses: a bad name, URL, schema or setting (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// A request that cannot be read: a missing parameter, a body that is not msgpack (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A key that belongs to no account (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A key that may not do this: a write-only key (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A body or part over td-local's limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else that is td-local's fault, not the caller's (500).
+    #[error("{0}")]
+    Internal(String),
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+impl Error {
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::NotFound(message.into())
+    }
 
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
+    pub fn conflict(message: impl Into<String>) -> Error {
+        Error::Conflict {
             message: message.into(),
-            details: None,
+            conflicts_with: None,
         }
     }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::Invalid(message.into())
     }
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, message)
+
+    pub fn bad_request(message: impl Into<String>) -> Error {
+        Error::BadRequest(message.into())
     }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, message)
-    }
-    pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-    }
-    pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-    pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
-        self
+
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::Internal(message.into())
     }
 }
 
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.message)
+impl From<NameError> for Error {
+    fn from(e: NameError) -> Error {
+        Error::Invalid(e.to_string())
     }
 }
 
-impl std::error::Error for ApiError {}
-
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApiError::internal(format!("database error: {e}"))
-    }
-}
-
-impl From<std::io::Error> for ApiError {
-    fn from(e: std::io::Error) -> Self {
-        ApiError::internal(format!("i/o error: {e}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let reason = self.status.canonical_reason().unwrap_or("Error");
-        let mut body = json!({
-            "error": reason,
-            "message": self.message,
-            "text": self.message,
-            "severity": "error",
-            "status_code": self.status.as_u16(),
-        });
-        if let Some(details) = self.details {
-            body["details"] = details;
+/// A schema that is not JSON of `[name, type]` items is a bad request; a reserved name or an
+/// unknown type is invalid input.
+impl From<SchemaError> for Error {
+    fn from(e: SchemaError) -> Error {
+        match e {
+            SchemaError::Malformed(_) => Error::BadRequest(e.to_string()),
+            SchemaError::Reserved(_) | SchemaError::Type(_) => Error::Invalid(e.to_string()),
         }
-        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Every td:// URL td-local reads is a result destination.
+impl From<UrlError> for Error {
+    fn from(e: UrlError) -> Error {
+        Error::Invalid(format!("invalid result URL: {e}"))
     }
 }

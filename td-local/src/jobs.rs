@@ -1,17 +1,31 @@
-//! Jobs: queries, bulk-import performs and result exports, each run asynchronously
-//! (queued → running → success | error). This module owns the `jobs` rows; what a job does
-//! lives with its kind (`query`, `routes::bulk_import`, `output`).
+//! Jobs as stored: the `jobs` table, a job's status and what it produced. Queries, bulk-import
+//! performs and result exports are all jobs; what runs them is `runner` (and `bulk_import` for
+//! performs), which move a job queued → running → success | error (or killed).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex};
 
-use rusqlite::{params, Connection, InterruptHandle, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::error::{ApiError, ApiResult};
-use crate::query::{Engine, QueryError};
-use crate::store::{now, Store};
-use crate::AppState;
+use crate::error::{Error, Result};
+use crate::store::{now, text_enum, Store};
+
+text_enum! {
+    /// Where a job is in its life (td-api.md §6).
+    pub enum JobStatus ("job status") {
+        Queued = "queued",
+        Running = "running",
+        Success = "success",
+        Error = "error",
+        Killed = "killed",
+    }
+}
+
+impl JobStatus {
+    /// Whether the job still has work to do (and can be killed).
+    pub fn is_active(self) -> bool {
+        matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
 
 /// A job to be recorded as `queued`.
 #[derive(Debug, Clone, Default)]
@@ -28,40 +42,6 @@ pub struct NewJob {
     pub domain_key: Option<String>,
 }
 
-/// Inserts a queued job and returns its id.
-pub fn insert(conn: &Connection, job: &NewJob) -> ApiResult<i64> {
-    let t = now();
-    conn.execute(
-        "INSERT INTO jobs (account_id, type, database_name, status, query, result_url, priority, retry_limit, \
-         pool_name, domain_key, created_at, updated_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-        params![
-            job.account_id,
-            job.job_type,
-            job.database,
-            job.query,
-            job.result_url,
-            job.priority,
-            job.retry_limit,
-            job.pool_name,
-            job.domain_key,
-            t
-        ],
-    )?;
-    Ok(conn.last_insert_rowid())
-}
-
-/// `queued` → `running`.
-pub fn mark_running(store: &Store, id: i64) -> ApiResult<()> {
-    store.write(|tx| {
-        let t = now();
-        tx.execute(
-            "UPDATE jobs SET status = 'running', start_at = ?1, updated_at = ?1 WHERE id = ?2 AND status = 'queued'",
-            params![t, id],
-        )?;
-        Ok(())
-    })
-}
-
 /// What a successful job produced.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -73,53 +53,149 @@ pub struct Outcome {
     pub cmdout: String,
 }
 
-/// `running` → `success` (unless killed meanwhile).
-pub fn mark_success(conn: &Connection, id: i64, outcome: &Outcome) -> ApiResult<()> {
-    let t = now();
-    conn.execute(
-        "UPDATE jobs SET status = 'success', num_records = ?1, result_size = ?2, hive_result_schema = ?3, \
-         cmdout = ?4, end_at = ?5, updated_at = ?5, cpu_time = 0 WHERE id = ?6 AND status IN ('queued', 'running')",
-        params![outcome.num_records, outcome.result_size, outcome.hive_result_schema, outcome.cmdout, t, id],
-    )?;
-    Ok(())
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub account_id: i64,
+    pub job_type: String,
+    pub database: String,
+    pub status: JobStatus,
+    pub query: String,
+    /// As given (with its key) for a query job; masked for an export job.
+    pub result_url: String,
+    pub priority: i64,
+    pub retry_limit: i64,
+    pub num_records: Option<i64>,
+    pub result_size: Option<i64>,
+    pub hive_result_schema: Option<String>,
+    pub cpu_time: Option<i64>,
+    pub cmdout: String,
+    pub stderr: String,
+    pub linked_result_export_job_id: Option<i64>,
+    pub result_export_target_job_id: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub start_at: Option<i64>,
+    pub end_at: Option<i64>,
 }
 
-/// `running` → `error`, with the reason in `debug.stderr`.
-pub fn mark_error(store: &Store, id: i64, stderr: &str) -> ApiResult<()> {
-    store.write(|tx| {
-        let t = now();
-        tx.execute(
-            "UPDATE jobs SET status = 'error', stderr = ?1, end_at = ?2, updated_at = ?2 \
-             WHERE id = ?3 AND status IN ('queued', 'running')",
-            params![stderr, t, id],
-        )?;
-        Ok(())
+impl Job {
+    /// Seconds the job has run (so far, while it runs).
+    pub fn duration(&self) -> Option<i64> {
+        self.start_at.map(|s| self.end_at.unwrap_or_else(now) - s)
+    }
+}
+
+const JOB_COLUMNS: &str = "id, account_id, type, database_name, status, query, result_url, priority, \
+    retry_limit, num_records, result_size, hive_result_schema, cpu_time, cmdout, stderr, \
+    linked_result_export_job_id, result_export_target_job_id, created_at, updated_at, start_at, end_at";
+
+fn job_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        job_type: r.get(2)?,
+        database: r.get(3)?,
+        status: r.get(4)?,
+        query: r.get(5)?,
+        result_url: r.get(6)?,
+        priority: r.get(7)?,
+        retry_limit: r.get(8)?,
+        num_records: r.get(9)?,
+        result_size: r.get(10)?,
+        hive_result_schema: r.get(11)?,
+        cpu_time: r.get(12)?,
+        cmdout: r.get(13)?,
+        stderr: r.get(14)?,
+        linked_result_export_job_id: r.get(15)?,
+        result_export_target_job_id: r.get(16)?,
+        created_at: r.get(17)?,
+        updated_at: r.get(18)?,
+        start_at: r.get(19)?,
+        end_at: r.get(20)?,
     })
 }
 
-/// Where a job's msgpack.gz result lives.
-pub fn result_path(data_dir: &Path, id: i64) -> PathBuf {
-    data_dir.join("results").join(format!("{id}.msgpack.gz"))
+/// Any account's job by id.
+pub fn get(conn: &Connection, id: i64) -> Result<Job> {
+    conn.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+        params![id],
+        job_row,
+    )
+    .optional()?
+    .ok_or_else(|| Error::not_found(format!("job {id} does not exist")))
 }
 
-/// Marks jobs that were queued or running when the server stopped as failed: their work died
-/// with the process.
-pub fn recover(store: &Store) -> anyhow::Result<()> {
-    store.write(|tx| {
-        let t = now();
-        tx.execute(
-            "UPDATE jobs SET status = 'error', stderr = 'td-local stopped while the job ran', end_at = ?1, \
-             updated_at = ?1 WHERE status IN ('queued', 'running')",
-            params![t],
-        )?;
-        Ok(())
-    })?;
-    Ok(())
+/// An account's job by id; another account's job does not exist for it.
+pub fn load(conn: &Connection, account_id: i64, id: i64) -> Result<Job> {
+    get(conn, id)
+        .ok()
+        .filter(|job| job.account_id == account_id)
+        .ok_or_else(|| Error::not_found(format!("job {id} does not exist")))
 }
 
-/// Records a queued job, refusing a `domain_key` the account already used (409 naming the first
-/// job in `details.conflicts_with`). Runs inside the caller's transaction.
-pub fn insert_unique(conn: &Connection, job: &NewJob) -> ApiResult<i64> {
+/// The account's job with this `domain_key`.
+pub fn by_domain_key(conn: &Connection, account_id: i64, key: &str) -> Result<Job> {
+    conn.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = ?1 AND domain_key = ?2"),
+        params![account_id, key],
+        job_row,
+    )
+    .optional()?
+    .ok_or_else(|| Error::not_found(format!("no job has domain_key '{key}'")))
+}
+
+/// Which jobs `job/list` shows: positions `from..=to` of the newest-first list, optionally of
+/// one status.
+#[derive(Debug, Clone, Default)]
+pub struct ListRange {
+    pub from: i64,
+    pub to: i64,
+    pub status: Option<String>,
+}
+
+pub fn list(conn: &Connection, account_id: i64, range: &ListRange) -> Result<Vec<Job>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = ?1 AND (?2 IS NULL OR status = ?2) \
+         ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+    ))?;
+    let limit = range.to - range.from + 1;
+    let rows = stmt.query_map(params![account_id, range.status, limit, range.from], job_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many jobs the server holds, of every account.
+pub fn count(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?)
+}
+
+/// Inserts a queued job and returns its id.
+pub fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO jobs (account_id, type, database_name, status, query, result_url, priority, retry_limit, \
+         pool_name, domain_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+        params![
+            job.account_id,
+            job.job_type,
+            job.database,
+            JobStatus::Queued,
+            job.query,
+            job.result_url,
+            job.priority,
+            job.retry_limit,
+            job.pool_name,
+            job.domain_key,
+            now()
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Records a queued job, refusing a `domain_key` the account already used (Conflict naming the
+/// first job).
+pub fn insert_unique(conn: &Connection, job: &NewJob) -> Result<i64> {
     if let Some(key) = &job.domain_key {
         let existing: Option<i64> = conn
             .query_row(
@@ -129,113 +205,45 @@ pub fn insert_unique(conn: &Connection, job: &NewJob) -> ApiResult<i64> {
             )
             .optional()?;
         if let Some(first) = existing {
-            return Err(
-                ApiError::conflict(format!("domain_key '{key}' was already used by job {first}"))
-                    .with_details(serde_json::json!({ "conflicts_with": first.to_string() })),
-            );
+            return Err(Error::Conflict {
+                message: format!("domain_key '{key}' was already used by job {first}"),
+                conflicts_with: Some(first),
+            });
         }
     }
     insert(conn, job)
 }
 
-/// Issues a query job: records it as queued and runs it in the background.
-pub async fn issue_query(state: &AppState, job: NewJob) -> ApiResult<i64> {
-    let id = state.store.write_async(move |tx| insert_unique(tx, &job)).await?;
-    let runner = state.clone();
-    tokio::task::spawn_blocking(move || run_query_job(&runner, id));
-    Ok(id)
-}
-
-/// What the runner needs of a job row.
-struct QueuedQuery {
-    account_id: i64,
-    database: String,
-    query: String,
-    result_url: String,
-}
-
-fn load_query(store: &Store, id: i64) -> ApiResult<QueuedQuery> {
-    store.read(|conn| {
-        Ok(conn.query_row(
-            "SELECT account_id, database_name, query, result_url FROM jobs WHERE id = ?1",
-            params![id],
-            |r| {
-                Ok(QueuedQuery {
-                    account_id: r.get(0)?,
-                    database: r.get(1)?,
-                    query: r.get(2)?,
-                    result_url: r.get(3)?,
-                })
-            },
-        )?)
-    })
-}
-
 /// A job's current status.
-pub fn status(store: &Store, id: i64) -> ApiResult<String> {
+pub fn status(store: &Store, id: i64) -> Result<JobStatus> {
     store.read(|conn| Ok(conn.query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?))
 }
 
-/// queued → running → success | error. Every failure ends in `error` with its reason; a job
-/// killed meanwhile stays `killed` (the `mark_*` updates only move queued or running jobs).
-fn run_query_job(state: &AppState, id: i64) {
-    let outcome = (|| -> Result<(), String> {
-        let job = load_query(&state.store, id).map_err(|e| e.message)?;
-        mark_running(&state.store, id).map_err(|e| e.message)?;
-        if status(&state.store, id).map_err(|e| e.message)? != "running" {
-            return Ok(());
-        }
-        let path = result_path(&state.data_dir, id);
-        let outcome = execute(state, id, &job, &path).map_err(|e| e.to_string())?;
-        if !job.result_url.is_empty() {
-            // The output reads the stored result and its schema, so record them first.
-            state
-                .store
-                .write(|tx| record_outcome(tx, id, &outcome))
-                .map_err(|e| e.message)?;
-            write_output(state, id, &job)?;
-        }
-        state
-            .store
-            .write(|tx| mark_success(tx, id, &outcome))
-            .map_err(|e| e.message)?;
-        if status(&state.store, id).map_err(|e| e.message)? != "success" {
-            let _ = std::fs::remove_file(&path);
-        }
-        Ok(())
-    })();
-    if let Err(message) = outcome {
-        tracing::info!(job = id, %message, "job failed");
-        if let Err(e) = mark_error(&state.store, id, &message) {
-            tracing::error!(job = id, error = %e, "could not record a job failure");
-        }
-        let _ = std::fs::remove_file(result_path(&state.data_dir, id));
-    }
+/// `queued` → `running`.
+pub fn mark_running(store: &Store, id: i64) -> Result<()> {
+    store.write(|tx| mark_running_since(tx, id, now()))
 }
 
-/// Runs the query, interruptible by `kill` while it runs.
-fn execute(state: &AppState, id: i64, job: &QueuedQuery, path: &Path) -> Result<Outcome, QueryError> {
-    let engine = Engine::open(&state.data_dir, job.account_id, &job.database)?;
-    let _running = RunningQuery::register(&state.data_dir, id, engine.interrupt_handle());
-    engine.run(&job.query, path)
+/// `queued` → `running`, started at `start_at`.
+pub fn mark_running_since(conn: &Connection, id: i64, start_at: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET status = ?1, start_at = ?2, updated_at = ?2 WHERE id = ?3 AND status = ?4",
+        params![JobStatus::Running, start_at, id, JobStatus::Queued],
+    )?;
+    Ok(())
 }
 
-fn write_output(state: &AppState, id: i64, job: &QueuedQuery) -> Result<(), String> {
-    if !job.result_url.starts_with("td://") {
-        let scheme = job.result_url.split(':').next().unwrap_or_default();
-        return Err(format!(
-            "unsupported result type '{scheme}': td-local writes results only to td:// URLs"
-        ));
-    }
-    let target =
-        crate::output::parse_result_url(state, job.account_id, &job.result_url).map_err(|e| e.message)?;
-    crate::output::write_job_result(state, id, &target)
-        .map(|_| ())
-        .map_err(|e| format!("result output failed: {}", e.message))
+/// Replaces a job's `hive_result_schema`.
+pub fn set_result_schema(conn: &Connection, id: i64, schema: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET hive_result_schema = ?1 WHERE id = ?2",
+        params![schema, id],
+    )?;
+    Ok(())
 }
 
 /// Stores what a running job produced without finishing it.
-fn record_outcome(conn: &Connection, id: i64, outcome: &Outcome) -> ApiResult<()> {
+pub fn record_outcome(conn: &Connection, id: i64, outcome: &Outcome) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET num_records = ?1, result_size = ?2, hive_result_schema = ?3, cmdout = ?4, \
          updated_at = ?5 WHERE id = ?6",
@@ -251,58 +259,98 @@ fn record_outcome(conn: &Connection, id: i64, outcome: &Outcome) -> ApiResult<()
     Ok(())
 }
 
-/// Queries running now, by data directory and job id (several servers can share a process).
-static RUNNING: LazyLock<Mutex<HashMap<(PathBuf, i64), InterruptHandle>>> = LazyLock::new(Default::default);
-
-/// Registration of a running query; removed when dropped.
-struct RunningQuery {
-    key: (PathBuf, i64),
+/// `running` → `success` (unless killed meanwhile).
+pub fn mark_success(conn: &Connection, id: i64, outcome: &Outcome) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET status = ?1, num_records = ?2, result_size = ?3, hive_result_schema = ?4, \
+         cmdout = ?5, end_at = ?6, updated_at = ?6, cpu_time = 0 WHERE id = ?7 AND status IN (?8, ?9)",
+        params![
+            JobStatus::Success,
+            outcome.num_records,
+            outcome.result_size,
+            outcome.hive_result_schema,
+            outcome.cmdout,
+            now(),
+            id,
+            JobStatus::Queued,
+            JobStatus::Running
+        ],
+    )?;
+    Ok(())
 }
 
-impl RunningQuery {
-    fn register(data_dir: &Path, id: i64, handle: InterruptHandle) -> RunningQuery {
-        let key = (data_dir.to_path_buf(), id);
-        RUNNING
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), handle);
-        RunningQuery { key }
-    }
+/// `running` → `error`, with the reason in `debug.stderr`.
+pub fn mark_error(store: &Store, id: i64, stderr: &str) -> Result<()> {
+    store.write(|tx| {
+        tx.execute(
+            "UPDATE jobs SET status = ?1, stderr = ?2, end_at = ?3, updated_at = ?3 \
+             WHERE id = ?4 AND status IN (?5, ?6)",
+            params![
+                JobStatus::Error,
+                stderr,
+                now(),
+                id,
+                JobStatus::Queued,
+                JobStatus::Running
+            ],
+        )?;
+        Ok(())
+    })
 }
 
-impl Drop for RunningQuery {
-    fn drop(&mut self) {
-        RUNNING
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+/// Marks a queued or running job of `account_id` killed; returns its former status. A finished
+/// job is left as it is and its status returned.
+pub fn kill(conn: &Connection, account_id: i64, id: i64) -> Result<JobStatus> {
+    let status = load(conn, account_id, id)?.status;
+    if status.is_active() {
+        conn.execute(
+            "UPDATE jobs SET status = ?1, end_at = ?2, updated_at = ?2 WHERE id = ?3",
+            params![JobStatus::Killed, now(), id],
+        )?;
     }
+    Ok(status)
 }
 
-/// Kills a queued or running job of `account_id`; returns its former status. A finished job is
-/// left as it is and its status returned.
-pub fn kill(state: &AppState, account_id: i64, id: i64) -> ApiResult<String> {
-    let former = state.store.write(|tx| {
-        let status: String = tx
-            .query_row(
-                "SELECT status FROM jobs WHERE id = ?1 AND account_id = ?2",
-                params![id, account_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| ApiError::not_found(format!("job {id} does not exist")))?;
-        if status == "queued" || status == "running" {
-            let t = now();
-            tx.execute(
-                "UPDATE jobs SET status = 'killed', end_at = ?1, updated_at = ?1 WHERE id = ?2",
-                params![t, id],
-            )?;
-        }
-        Ok(status)
-    })?;
-    let key = (state.data_dir.to_path_buf(), id);
-    if let Some(handle) = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        handle.interrupt();
+/// Checks that an account's job has a result an export can read.
+pub fn check_exportable(conn: &Connection, account_id: i64, id: i64) -> Result<()> {
+    let job = load(conn, account_id, id)?;
+    if job.status != JobStatus::Success {
+        return Err(Error::invalid(format!(
+            "job {id} has no result to export: its status is '{}', not 'success'",
+            job.status
+        )));
     }
-    Ok(former)
+    if job.hive_result_schema.is_none() {
+        return Err(Error::invalid(format!("job {id} has no result to export")));
+    }
+    Ok(())
+}
+
+/// Links an export job with the job whose result it exports.
+pub fn link_export(conn: &Connection, source_id: i64, export_id: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET result_export_target_job_id = ?1 WHERE id = ?2",
+        params![source_id, export_id],
+    )?;
+    conn.execute(
+        "UPDATE jobs SET linked_result_export_job_id = ?1 WHERE id = ?2",
+        params![export_id, source_id],
+    )?;
+    Ok(())
+}
+
+/// Marks jobs that were queued or running when the server stopped as failed: their work died
+/// with the process.
+pub fn recover(conn: &Connection) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET status = ?1, stderr = 'td-local stopped while the job ran', end_at = ?2, \
+         updated_at = ?2 WHERE status IN (?3, ?4)",
+        params![JobStatus::Error, now(), JobStatus::Queued, JobStatus::Running],
+    )?;
+    Ok(())
+}
+
+/// Where a job's msgpack.gz result lives.
+pub fn result_path(data_dir: &Path, id: i64) -> PathBuf {
+    data_dir.join("results").join(format!("{id}.msgpack.gz"))
 }

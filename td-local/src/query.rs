@@ -24,18 +24,15 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, InterruptHandle, OpenFlags};
 
+use td_model::schema::{parse_table_schema, TableColumn};
+
 use crate::jobs::Outcome;
-use crate::records::{parse_schema, Column};
+use crate::store::Store;
 
 pub use sql::is_plain_identifier;
 
 /// Schema name of the attached store inside a query connection.
 const STORE_SCHEMA: &str = "td_store";
-
-/// Registers TD's SQL functions (`TD_TIME_RANGE`, `TD_TIME_FORMAT`) on a connection.
-pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
-    time::register(conn)
-}
 
 /// Why a query failed. The message is what the job shows in `debug.stderr`.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +53,7 @@ pub enum QueryError {
 #[derive(Debug, Clone)]
 struct TdTable {
     id: i64,
-    columns: Vec<Column>,
+    columns: Vec<TableColumn>,
 }
 
 /// The tables of one account, by `(database, table)`.
@@ -70,18 +67,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens a query connection on the store in `data_dir` for `account_id`, database `database`.
-    pub fn open(data_dir: &Path, account_id: i64, database: &str) -> Result<Engine, QueryError> {
+    /// Opens a query connection on the store for `account_id`, database `database`.
+    pub fn open(store: &Store, account_id: i64, database: &str) -> Result<Engine, QueryError> {
         let conn = Connection::open_with_flags(
             ":memory:",
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        register_functions(&conn)?;
-        let store = data_dir.join(crate::store::DB_FILE);
+        time::register(&conn)?;
         conn.execute(
             &format!("ATTACH DATABASE ?1 AS {STORE_SCHEMA}"),
-            params![store_uri(&store)],
+            params![store_uri(store.path())],
         )?;
         let catalog = load_catalog(&conn, account_id)?;
         Ok(Engine {
@@ -257,7 +253,7 @@ fn load_catalog(conn: &Connection, account_id: i64) -> Result<Catalog, QueryErro
     for row in rows {
         let (db, table, id, schema) = row?;
         // A schema that no longer parses still leaves `time` readable.
-        let columns = parse_schema(&schema).unwrap_or_default();
+        let columns = parse_table_schema(&schema).unwrap_or_default();
         catalog.insert((db, table), TdTable { id, columns });
     }
     Ok(catalog)

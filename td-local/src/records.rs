@@ -4,10 +4,14 @@
 use std::io::{BufRead, BufReader, Read};
 
 use flate2::read::MultiGzDecoder;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::{Map, Number, Value};
+use td_model::name::is_reserved_column;
+use td_model::schema::TableColumn;
 
-use crate::error::{ApiError, ApiResult};
+use crate::catalog::{set_table_schema, table_schema};
+use crate::error::{Error, Result};
+use crate::store::now;
 
 /// A row ready to store: its `time` and the whole record.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,22 +86,32 @@ pub fn json_to_msgpack(v: &Value) -> rmpv::Value {
     }
 }
 
+/// gzip of JSON values as msgpack, back to back: an import body, a part, a stored result.
+pub fn gzip_msgpack(values: &[Value]) -> Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for value in values {
+        rmpv::encode::write_value(&mut gz, &json_to_msgpack(value))
+            .map_err(|e| Error::internal(format!("msgpack encoding failed: {e}")))?;
+    }
+    Ok(gz.finish()?)
+}
+
 /// Reads back-to-back msgpack values until a clean end of input.
 pub fn read_msgpack_values<R: Read>(
     reader: R,
-    mut each: impl FnMut(rmpv::Value) -> ApiResult<()>,
-) -> ApiResult<()> {
+    mut each: impl FnMut(rmpv::Value) -> Result<()>,
+) -> Result<()> {
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     loop {
         let at_end = reader
             .fill_buf()
-            .map_err(|e| ApiError::bad_request(format!("invalid gzip or msgpack data: {e}")))?
+            .map_err(|e| Error::bad_request(format!("invalid gzip or msgpack data: {e}")))?
             .is_empty();
         if at_end {
             return Ok(());
         }
         let value = rmpv::decode::read_value(&mut reader)
-            .map_err(|e| ApiError::bad_request(format!("invalid msgpack data: {e}")))?;
+            .map_err(|e| Error::bad_request(format!("invalid msgpack data: {e}")))?;
         each(value)?;
     }
 }
@@ -116,92 +130,17 @@ pub fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
 
 /// Decodes a gzip'd msgpack import body (any number of gzip members; empty is legal),
 /// all or nothing: the first bad record rejects the whole body.
-pub fn decode_import(body: &[u8]) -> ApiResult<Vec<Row>> {
+pub fn decode_import(body: &[u8]) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     if body.is_empty() {
         return Ok(rows);
     }
     read_msgpack_values(MultiGzDecoder::new(body), |value| {
-        let row = to_row(rows.len(), value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let row = to_row(rows.len(), value).map_err(|e| Error::bad_request(e.to_string()))?;
         rows.push(row);
         Ok(())
     })?;
     Ok(rows)
-}
-
-/// A column of a table schema: `[name, type]` or `[name, type, alias]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    pub name: String,
-    pub r#type: String,
-    pub alias: Option<String>,
-}
-
-/// Parses the schema JSON text (`[[name,type]|[name,type,alias],…]`), rejecting `time` and `v`.
-pub fn parse_schema(text: &str) -> ApiResult<Vec<Column>> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("schema must be a JSON array of [name, type]: {e}")))?;
-    let items = value
-        .as_array()
-        .ok_or_else(|| ApiError::bad_request("schema must be a JSON array of [name, type]"))?;
-    items
-        .iter()
-        .map(|item| {
-            let parts: Vec<&str> = item
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let (name, ty, alias) = match parts.as_slice() {
-                [n, t] => (*n, *t, None),
-                [n, t, a] => (*n, *t, Some((*a).to_string())),
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "schema column must be [name, type] or [name, type, alias], got {item}"
-                    )))
-                }
-            };
-            let key = alias.as_deref().unwrap_or(name);
-            if key == "time" || key == "v" {
-                return Err(ApiError::unprocessable(format!(
-                    "column name '{key}' is reserved"
-                )));
-            }
-            check_type(ty)?;
-            Ok(Column {
-                name: name.to_string(),
-                r#type: ty.to_string(),
-                alias,
-            })
-        })
-        .collect()
-}
-
-fn check_type(ty: &str) -> ApiResult<()> {
-    let ty = ty.trim();
-    let ok = matches!(ty, "int" | "long" | "float" | "double" | "string")
-        || (ty.starts_with("array<") && ty.ends_with('>'))
-        || (ty.starts_with("map<") && ty.ends_with('>'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::unprocessable(format!(
-            "invalid column type '{ty}': use int, long, float, double, string, array<T> or map<K,V>"
-        )))
-    }
-}
-
-pub fn schema_to_json(columns: &[Column]) -> String {
-    let items: Vec<Value> = columns
-        .iter()
-        .map(|c| {
-            let mut v = vec![Value::from(c.name.clone()), Value::from(c.r#type.clone())];
-            if let Some(a) = &c.alias {
-                v.push(Value::from(a.clone()));
-            }
-            Value::Array(v)
-        })
-        .collect();
-    Value::Array(items).to_string()
 }
 
 /// The TD type a value suggests when a new column is first seen (None for null).
@@ -217,62 +156,64 @@ fn guess_type(v: &Value) -> Option<&'static str> {
     }
 }
 
-/// Reads a table's schema.
-pub fn table_schema(conn: &Connection, table_id: i64) -> ApiResult<Vec<Column>> {
-    let text: String = conn
-        .query_row(
-            "SELECT schema FROM tables WHERE id = ?1",
-            params![table_id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| ApiError::not_found("table does not exist"))?;
-    parse_schema(&text)
-}
-
 /// Appends rows to a table and extends its schema with columns seen for the first time, as TD
 /// does on import. Runs inside the caller's transaction.
-pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> ApiResult<()> {
+pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> Result<()> {
     let mut schema = table_schema(conn, table_id)?;
     let before = schema.len();
     {
         let mut stmt =
             conn.prepare_cached("INSERT INTO records (table_id, time, record) VALUES (?1, ?2, ?3)")?;
         for row in rows {
-            let text = serde_json::to_string(&row.record).map_err(|e| ApiError::internal(e.to_string()))?;
+            let text = serde_json::to_string(&row.record).map_err(|e| Error::internal(e.to_string()))?;
             stmt.execute(params![table_id, row.time, text])?;
             extend_schema(&mut schema, &row.record);
         }
     }
     if schema.len() != before {
-        conn.execute(
-            "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
-            params![schema_to_json(&schema), crate::store::now(), table_id],
-        )?;
+        set_table_schema(conn, table_id, &schema)
     } else {
         conn.execute(
             "UPDATE tables SET updated_at = ?1 WHERE id = ?2",
-            params![crate::store::now(), table_id],
+            params![now(), table_id],
         )?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Adds to `schema` the columns of `record` it does not have yet (never `time` or `v`).
-pub fn extend_schema(schema: &mut Vec<Column>, record: &Map<String, Value>) {
+pub fn extend_schema(schema: &mut Vec<TableColumn>, record: &Map<String, Value>) {
     for (key, value) in record {
-        if key == "time" || key == "v" {
+        if is_reserved_column(key) {
             continue;
         }
         if schema.iter().any(|c| c.name == *key) {
             continue;
         }
         if let Some(ty) = guess_type(value) {
-            schema.push(Column {
-                name: key.clone(),
-                r#type: ty.to_string(),
-                alias: None,
-            });
+            schema.push(TableColumn::new(key, ty));
         }
     }
+}
+
+/// A table's rows in the order they were stored.
+pub fn table_rows(conn: &Connection, table_id: i64) -> Result<Vec<Row>> {
+    let mut stmt = conn.prepare("SELECT time, record FROM records WHERE table_id = ?1 ORDER BY rowid")?;
+    let rows = stmt.query_map(params![table_id], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
+    rows.map(|row| {
+        let (time, text) = row?;
+        let record = serde_json::from_str(&text)
+            .map_err(|e| Error::internal(format!("a stored record is not a JSON map: {e}")))?;
+        Ok(Row { time, record })
+    })
+    .collect()
+}
+
+/// How many rows a table holds.
+pub fn row_count(conn: &Connection, table_id: i64) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM records WHERE table_id = ?1",
+        params![table_id],
+        |r| r.get(0),
+    )?)
 }

@@ -4,9 +4,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use td_model::schema::parse_table_schema;
+
 use crate::accounts::Account;
+use crate::catalog::{ensure_database, ensure_table, find_database, set_table_schema};
+use crate::error::Result;
 use crate::records::{insert_rows, Row};
-use crate::store::{ensure_database, ensure_table, Store};
+use crate::store::Store;
 
 pub const SAMPLE_DATABASE: &str = "sample_datasets";
 pub const SAMPLE_TABLE: &str = "www_access";
@@ -73,23 +77,15 @@ pub fn www_access_rows() -> Vec<Row> {
 pub const WWW_ACCESS_SCHEMA: &str = r#"[["host","string"],["path","string"],["method","string"],["referer","string"],["code","long"],["agent","string"],["user","string"],["size","long"]]"#;
 
 /// Gives every account its sample database on first start.
-pub fn ensure_sample_datasets(store: &Store, accounts: &[Account]) -> anyhow::Result<()> {
+pub fn ensure_sample_datasets(store: &Store, accounts: &[std::sync::Arc<Account>]) -> Result<()> {
     for account in accounts {
         store.write(|tx| {
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM databases WHERE account_id = ?1 AND name = ?2)",
-                rusqlite::params![account.id, SAMPLE_DATABASE],
-                |r| r.get(0),
-            )?;
-            if exists {
+            if find_database(tx, account.id, SAMPLE_DATABASE)?.is_some() {
                 return Ok(());
             }
             ensure_database(tx, account.id, SAMPLE_DATABASE)?;
             let table_id = ensure_table(tx, account.id, SAMPLE_DATABASE, SAMPLE_TABLE)?;
-            tx.execute(
-                "UPDATE tables SET schema = ?1 WHERE id = ?2",
-                rusqlite::params![WWW_ACCESS_SCHEMA, table_id],
-            )?;
+            set_table_schema(tx, table_id, &parse_table_schema(WWW_ACCESS_SCHEMA)?)?;
             insert_rows(tx, table_id, &www_access_rows())
         })?;
     }

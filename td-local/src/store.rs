@@ -3,13 +3,14 @@
 //!
 //! Rows are stored as JSON text (`records.record`), keyed by table id: a rename or an overwrite is
 //! a catalog update, and a commit is one transaction, so readers see all of a write or none of it.
+//! The SQL of each table lives with the module that owns it (`catalog`, `records`, `jobs`, …).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, Transaction};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 
 pub const DB_FILE: &str = "td-local.sqlite3";
 
@@ -133,12 +134,12 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    crate::query::register_functions(&conn)?;
     Ok(conn)
 }
 
 impl Store {
-    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+    /// Opens (or creates) `DIR/td-local.sqlite3` with every table td-local keeps.
+    pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join(DB_FILE);
         let writer = open(&path)?;
         writer.execute_batch(SCHEMA)?;
@@ -151,8 +152,13 @@ impl Store {
         })
     }
 
+    /// The database file, for the query engine that attaches it read-only.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
     /// Runs `f` in one write transaction; it commits only if `f` returns `Ok`.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> ApiResult<T>) -> ApiResult<T> {
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
@@ -161,8 +167,8 @@ impl Store {
     }
 
     /// Runs `f` on a read connection (a consistent snapshot for the length of one statement,
-    /// or of a transaction `f` opens).
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+    /// or of a transaction `f` opens: see [`snapshot`]).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -180,94 +186,93 @@ impl Store {
     /// `write` on the blocking pool, for async handlers.
     pub async fn write_async<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction) -> ApiResult<T> + Send + 'static,
-    ) -> ApiResult<T> {
+        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write(f))
-            .await
-            .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+        blocking(move || store.write(f)).await
     }
 
     /// `read` on the blocking pool, for async handlers.
     pub async fn read_async<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> ApiResult<T> + Send + 'static,
-    ) -> ApiResult<T> {
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read(f))
-            .await
-            .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+        blocking(move || store.read(f)).await
     }
 }
+
+/// Runs blocking work (SQLite, files) on the blocking pool.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("task failed: {e}")))?
+}
+
+/// Runs `f` in one read transaction: every statement sees the same committed state, so a name
+/// looked up and the rows counted under it cannot straddle a concurrent rename or swap.
+pub fn snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let tx = conn.unchecked_transaction()?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// An enum of states stored as words (`'queued'`, `'ready'`, …): `as_str`, `parse`, `Display`,
+/// and SQL conversions, where a word the enum does not know is a read error, not a default.
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($what:literal) {
+            $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<$name> {
+                let text = value.as_str()?;
+                $name::parse(text).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(format!("{} '{text}'", $what).into())
+                })
+            }
+        }
+
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-/// TD's timestamp format: `"YYYY-MM-DD HH:MM:SS UTC"`.
-pub fn td_time(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
-}
-
-/// Database and table names: `^[a-z0-9_]+$`, 3–128 characters (td-api.md §3).
-pub fn check_name(kind: &str, name: &str) -> ApiResult<()> {
-    let ok = (3..=128).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::unprocessable(format!(
-            "invalid {kind} name '{name}': use 3 to 128 characters of lowercase letters, digits and '_'"
-        )))
-    }
-}
-
-/// The id of an account's database, or 404.
-pub fn database_id(conn: &Connection, account_id: i64, db: &str) -> ApiResult<i64> {
-    conn.query_row(
-        "SELECT id FROM databases WHERE account_id = ?1 AND name = ?2",
-        params![account_id, db],
-        |r| r.get(0),
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("database '{db}' does not exist")))
-}
-
-/// The id of a table, or 404 naming whichever of database or table is missing.
-pub fn table_id(conn: &Connection, account_id: i64, db: &str, table: &str) -> ApiResult<i64> {
-    let db_id = database_id(conn, account_id, db)?;
-    conn.query_row(
-        "SELECT id FROM tables WHERE database_id = ?1 AND name = ?2",
-        params![db_id, table],
-        |r| r.get(0),
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("table '{db}.{table}' does not exist")))
-}
-
-/// Creates a database if it does not exist; returns its id.
-pub fn ensure_database(conn: &Connection, account_id: i64, db: &str) -> ApiResult<i64> {
-    let t = now();
-    conn.execute(
-        "INSERT OR IGNORE INTO databases (account_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-        params![account_id, db, t],
-    )?;
-    database_id(conn, account_id, db)
-}
-
-/// Creates a table if it does not exist (the database must exist); returns its id.
-pub fn ensure_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> ApiResult<i64> {
-    let db_id = database_id(conn, account_id, db)?;
-    let t = now();
-    conn.execute(
-        "INSERT OR IGNORE INTO tables (database_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-        params![db_id, table, t],
-    )?;
-    table_id(conn, account_id, db, table)
 }

@@ -44,6 +44,11 @@ impl Serialize for ApiKey {
 static API_KEY_SHAPE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d+/[0-9a-fA-F]{40}\b").expect("valid regex"));
 
+/// An `apikey=` (or `api_key=`) parameter of a URL or a form: its value runs to the next `&`,
+/// `#` or white space, whatever its shape (`1%2Fabc…` is a key too).
+static KEY_PARAM: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\b(apikey|api_key)=[^&#\s]+").expect("valid regex"));
+
 /// Whether the key of a value says it holds an API key (`apikey`, `api_key`, …).
 pub fn is_key_name(name: &str) -> bool {
     matches!(
@@ -57,11 +62,13 @@ pub fn looks_like_api_key(text: &str) -> bool {
     API_KEY_SHAPE.is_match(text)
 }
 
-/// `text` with key-shaped substrings and the user part of every `scheme://user@host` URL masked:
-/// `td://1/abc…@host/db/t` → `td://***@host/db/t`. Keys contain `/` and may contain `@`, so a URL's
-/// user part runs up to the last `@` before its query, fragment or the next white space.
+/// `text` with key-shaped substrings, `apikey=` values and the user part of every
+/// `scheme://user@host` URL masked: `td://1/abc…@host/db/t` → `td://***@host/db/t`. Keys contain
+/// `/` and may contain `@`, so a URL's user part runs up to the last `@` before its query,
+/// fragment or the next white space.
 pub fn mask_keys(text: &str) -> String {
     let shaped = API_KEY_SHAPE.replace_all(text, "***");
+    let shaped = KEY_PARAM.replace_all(&shaped, "${1}=***");
     let mut out = String::with_capacity(shaped.len());
     let mut rest: &str = &shaped;
     while let Some(found) = rest.find("://") {
@@ -109,6 +116,11 @@ mod tests {
             "mysql://***@h/db/t and td://***@x/a/b"
         );
         assert_eq!(mask_keys(&format!("td://{key}@h/d/t")), "td://***@h/d/t");
+        assert_eq!(
+            mask_keys("td://@/d/t?mode=append&apikey=1%2Fsecret#x"),
+            "td://@/d/t?mode=append&apikey=***#x"
+        );
+        assert_eq!(mask_keys("API_KEY=abc def"), "API_KEY=*** def");
         assert_eq!(mask_keys("no url"), "no url");
     }
 

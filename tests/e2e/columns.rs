@@ -165,14 +165,8 @@ fn mixed_case_and_punctuated_column_names_are_normalized_and_reported() {
     let (td, job) = target_with_job("SELECT sensor, value, value, value, time FROM readings");
     let schema = r#"[["Sensor","varchar"],["Code","bigint"],["code","bigint"],["Max Size","bigint"],["time","bigint"]]"#;
     td.server
-        .store()
-        .write(|tx| {
-            tx.execute(
-                "UPDATE jobs SET hive_result_schema = ?1 WHERE id = ?2",
-                rusqlite::params![schema, job.parse::<i64>().unwrap()],
-            )?;
-            Ok(())
-        })
+        .inspect()
+        .set_result_schema(job.parse().unwrap(), schema)
         .unwrap();
     let out = td.export(&spec(&td, &job, "out", ""), &[]);
     out.expect_code(0);

@@ -98,29 +98,26 @@ fn clean_run_time(fx: &ExportFixture, mode: &str) -> Duration {
 /// Where a killed run left the export: the state of the bulk-import session loading `table`
 /// (or its temp table), with the count of parts, or `no session`.
 fn progress_of(fx: &ExportFixture, table: &str) -> String {
-    let pattern = format!("{table}_tdre_%");
-    fx.td
+    let temp_prefix = format!("{table}_tdre_");
+    let states: Vec<String> = fx
+        .td
         .server
-        .store()
-        .read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT b.status, b.upload_frozen, (SELECT COUNT(*) FROM bulk_import_parts p WHERE p.session_id = b.id) \
-                 FROM bulk_imports b WHERE b.table_name = ?1 OR b.table_name LIKE ?2",
-            )?;
-            let states = stmt
-                .query_map(rusqlite::params![table, pattern], |r| {
-                    let (status, frozen, parts): (String, bool, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-                    Ok(match (status.as_str(), frozen) {
-                        ("uploading", false) => format!("uploading ({parts} parts)"),
-                        ("uploading", true) => "frozen".to_string(),
-                        _ => status,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(states.join(", "))
-        })
-        .map(|s| if s.is_empty() { "no session".to_string() } else { s })
+        .inspect()
+        .bulk_imports(2)
         .expect("sessions read")
+        .into_iter()
+        .filter(|s| s.session.table == table || s.session.table.starts_with(&temp_prefix))
+        .map(|s| match (s.session.status.as_str(), s.session.upload_frozen) {
+            ("uploading", false) => format!("uploading ({} parts)", s.parts),
+            ("uploading", true) => "frozen".to_string(),
+            (status, _) => status.to_string(),
+        })
+        .collect();
+    if states.is_empty() {
+        "no session".to_string()
+    } else {
+        states.join(", ")
+    }
 }
 
 fn killed_at_random_points(mode: &str, seed: u64) {

@@ -71,19 +71,13 @@ fn rows_in(dir: &Path, account: i64, db: &str, table: &str) -> Vec<Value> {
     let td = rt
         .block_on(td_local::TdLocal::start(td_local::Config::new(dir)))
         .unwrap();
-    let texts: Vec<String> = td
-        .store()
-        .read(|c| {
-            let id = td_local::store::table_id(c, account, db, table)?;
-            let mut stmt = c.prepare("SELECT record FROM records WHERE table_id = ?1")?;
-            let rows = stmt
-                .query_map([id], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(rows)
-        })
-        .unwrap();
+    let rows = td
+        .inspect()
+        .rows(account, db, table)
+        .unwrap()
+        .expect("the table exists");
     rt.block_on(td.shutdown());
-    sorted(texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect())
+    sorted(rows.into_iter().map(|r| Value::Object(r.record)).collect())
 }
 
 #[test]

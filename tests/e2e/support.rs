@@ -221,28 +221,17 @@ impl TdLocalRun {
     /// Stores `records` (JSON maps, each with an integer `time`) in `db.table` of `account`,
     /// creating both if missing.
     pub fn insert(&self, account: i64, db: &str, table: &str, records: &[serde_json::Value]) {
-        let rows: Vec<td_local::records::Row> = records
-            .iter()
-            .map(|r| td_local::records::Row {
-                time: r["time"].as_i64().expect("records have an integer time"),
-                record: r.as_object().expect("records are maps").clone(),
-            })
-            .collect();
         self.server
-            .store()
-            .write(|tx| {
-                td_local::store::ensure_database(tx, account, db)?;
-                let table_id = td_local::store::ensure_table(tx, account, db, table)?;
-                td_local::records::insert_rows(tx, table_id, &rows)
-            })
+            .inspect()
+            .insert(account, db, table, records)
             .expect("rows stored");
     }
 
     /// Creates `db` (empty) in `account`.
     pub fn create_database(&self, account: i64, db: &str) {
         self.server
-            .store()
-            .write(|tx| td_local::store::ensure_database(tx, account, db).map(drop))
+            .inspect()
+            .create_database(account, db)
             .expect("database created");
     }
 
@@ -283,67 +272,39 @@ impl TdLocalRun {
     /// The rows of `db.table` of `account` (each record with its `time`), sorted by their JSON
     /// text; `None` when the table does not exist.
     pub fn rows(&self, account: i64, db: &str, table: &str) -> Option<Vec<serde_json::Value>> {
-        self.server
-            .store()
-            .read(|conn| {
-                let Ok(table_id) = td_local::store::table_id(conn, account, db, table) else {
-                    return Ok(None);
-                };
-                let mut stmt = conn.prepare("SELECT time, record FROM records WHERE table_id = ?1")?;
-                let rows = stmt
-                    .query_map([table_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
-                    .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
-                Ok(Some(rows))
+        let rows = self
+            .server
+            .inspect()
+            .rows(account, db, table)
+            .expect("rows read")?;
+        let mut records: Vec<serde_json::Value> = rows
+            .into_iter()
+            .map(|row| {
+                let mut record = serde_json::Value::Object(row.record);
+                assert_eq!(
+                    record["time"], row.time,
+                    "a record's time and its time column differ"
+                );
+                record["time"] = row.time.into();
+                record
             })
-            .expect("rows read")
-            .map(|rows| {
-                let mut records: Vec<serde_json::Value> = rows
-                    .into_iter()
-                    .map(|(time, text)| {
-                        let mut record: serde_json::Value =
-                            serde_json::from_str(&text).expect("records are JSON");
-                        assert_eq!(record["time"], time, "a record's time and its time column differ");
-                        record["time"] = time.into();
-                        record
-                    })
-                    .collect();
-                sort_rows(&mut records);
-                records
-            })
+            .collect();
+        sort_rows(&mut records);
+        Some(records)
     }
 
     /// The table's schema as stored: `[[name, type], …]`.
     pub fn schema(&self, account: i64, db: &str, table: &str) -> serde_json::Value {
-        let text: String = self
-            .server
-            .store()
-            .read(|conn| {
-                let table_id = td_local::store::table_id(conn, account, db, table)?;
-                Ok(
-                    conn.query_row("SELECT schema FROM tables WHERE id = ?1", [table_id], |r| {
-                        r.get(0)
-                    })?,
-                )
-            })
-            .expect("schema read");
-        serde_json::from_str(&text).expect("schemas are JSON")
+        self.server
+            .inspect()
+            .schema(account, db, table)
+            .expect("schema read")
+            .expect("the table exists")
     }
 
     /// The tables of `db` in `account`, sorted.
     pub fn tables(&self, account: i64, db: &str) -> Vec<String> {
-        self.server
-            .store()
-            .read(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT t.name FROM tables t JOIN databases d ON d.id = t.database_id \
-                     WHERE d.account_id = ?1 AND d.name = ?2 ORDER BY t.name",
-                )?;
-                let names = stmt
-                    .query_map(rusqlite::params![account, db], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()?;
-                Ok(names)
-            })
-            .expect("tables listed")
+        self.server.inspect().tables(account, db).expect("tables listed")
     }
 
     /// The request log since the last [`TdLocalRun::clear_requests`].
@@ -368,46 +329,28 @@ impl TdLocalRun {
         self.server.faults().add(rule).expect("valid fault rule")
     }
 
-    /// A master-key POST to the API with a form body (for setup the library client lacks, such
-    /// as `/v3/result/create`); returns the status code and the JSON body.
+    /// A master-key POST to the API with a form body (for calls the library client lacks, such
+    /// as a `result_export` sent as TD would receive it); returns the status code and the JSON body.
     pub fn post_form(&self, account: i64, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
-        use std::io::{Read, Write};
-        let body: String = form
-            .iter()
-            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let mut stream = std::net::TcpStream::connect(self.server.addr()).expect("connect");
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: TD1 {}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.host(),
-            self.master(account),
-            body.len()
-        )
-        .expect("request sent");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("response read");
-        let (head, payload) = response.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("a status line");
-        (
-            status,
-            serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
-        )
+        let request = reqwest::Client::new()
+            .post(format!("{}{path}", self.server.base_url()))
+            .header("Authorization", format!("TD1 {}", self.master(account)))
+            .form(form)
+            .send();
+        self.rt.block_on(async {
+            let response = request.await.expect("request sent");
+            let status = response.status().as_u16();
+            let body = response.json().await.unwrap_or(serde_json::Value::Null);
+            (status, body)
+        })
     }
 
     /// Saves a result destination (a connection) named `name` with `url` on `account`.
     pub fn save_result(&self, account: i64, name: &str, url: &str) {
-        let (status, body) = self.post_form(account, &format!("/v3/result/create/{name}"), &[("url", url)]);
-        assert!(
-            (200..300).contains(&status),
-            "result/create answered {status}: {body}"
-        );
+        self.server
+            .inspect()
+            .save_result(account, name, url)
+            .expect("result saved");
     }
 
     /// Writes `spec` as `spec.yml` in the sandbox and runs `run spec.yml --status status.json`
@@ -514,15 +457,6 @@ pub fn sort_rows(rows: &mut [serde_json::Value]) {
 pub fn sorted(mut rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
     sort_rows(&mut rows);
     rows
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 // ---- faults and crashes: one source job with many rows, exported again and again ----

@@ -1,90 +1,18 @@
 //! TD's time UDFs on SQLite: `TD_TIME_RANGE(time, start, end[, tz])` and
 //! `TD_TIME_FORMAT(time, format[, tz])`, the latter with Java `SimpleDateFormat` patterns.
 //!
-//! Time zones are fixed offsets only (no tz database): `UTC`/`GMT`/`Z`, the DST-free zones TD users
-//! name most (`JST`, `Asia/Tokyo`, `KST`, `Asia/Seoul`), and offsets such as `+09:00`, `+0900`,
-//! `-08`, `GMT+09:00`. Anything else is an error rather than a silent wrong answer.
+//! Times and zones are read by td-model: zones are fixed offsets only (no tz database), so a zone
+//! with DST is an error rather than a silent wrong answer.
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Timelike};
+use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Timelike};
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
+use td_model::time::{gmt_name, parse_time_in, Zone};
 
-/// A fixed-offset time zone and the name `z` prints for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Zone {
-    pub offset: FixedOffset,
-    pub name: String,
-}
-
-impl Zone {
-    pub fn utc() -> Zone {
-        Zone {
-            offset: FixedOffset::east_opt(0).expect("zero offset"),
-            name: "UTC".into(),
-        }
-    }
-
-    /// Parses a zone name or a fixed offset.
-    pub fn parse(text: &str) -> Result<Zone, String> {
-        let t = text.trim();
-        let named = |hours: i32, name: &str| Zone {
-            offset: FixedOffset::east_opt(hours * 3600).expect("offset within a day"),
-            name: name.into(),
-        };
-        match t.to_ascii_uppercase().as_str() {
-            "UTC" | "Z" | "ETC/UTC" | "UCT" => return Ok(named(0, "UTC")),
-            "GMT" | "ETC/GMT" => return Ok(named(0, "GMT")),
-            "JST" | "ASIA/TOKYO" | "JAPAN" => return Ok(named(9, "JST")),
-            "KST" | "ASIA/SEOUL" => return Ok(named(9, "KST")),
-            _ => {}
-        }
-        let offset_text = ["GMT", "UTC"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
-        let seconds = parse_offset(offset_text).ok_or_else(|| {
-            format!("unsupported time zone '{text}' (use UTC, JST or an offset like +09:00)")
-        })?;
-        let offset = FixedOffset::east_opt(seconds)
-            .ok_or_else(|| format!("time zone offset out of range: '{text}'"))?;
-        Ok(Zone {
-            offset,
-            name: gmt_name(seconds),
-        })
-    }
-}
-
-/// `+09:00`, `+0900`, `+09`, `-8` → seconds east of UTC.
-fn parse_offset(text: &str) -> Option<i32> {
-    let (sign, rest) = match text.as_bytes().first()? {
-        b'+' => (1, &text[1..]),
-        b'-' => (-1, &text[1..]),
-        _ => return None,
-    };
-    let digits: String = rest.chars().filter(|c| *c != ':').collect();
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (hours, minutes) = if digits.len() <= 2 {
-        (digits.parse::<i32>().ok()?, 0)
-    } else {
-        let split = digits.len() - 2;
-        (
-            digits[..split].parse::<i32>().ok()?,
-            digits[split..].parse::<i32>().ok()?,
-        )
-    };
-    (hours <= 18 && minutes < 60).then_some(sign * (hours * 3600 + minutes * 60))
-}
-
-/// Java's name for a custom zone: `GMT+09:00`.
-fn gmt_name(seconds: i32) -> String {
-    let sign = if seconds < 0 { '-' } else { '+' };
-    let abs = seconds.abs();
-    format!("GMT{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60)
-}
-
-/// Reads a time argument: integer seconds, a numeric string, `YYYY-MM-DD`,
-/// `YYYY-MM-DD HH:MM:SS` (or with `T`), optionally followed by an offset; `None` for NULL.
-/// Dates without an offset are read in `zone`.
+/// Reads a time argument: integer seconds, or text as td-model reads it (digits, `YYYY-MM-DD`,
+/// `YYYY-MM-DD HH:MM:SS` or with `T`, optionally followed by a zone); `None` for NULL. Text
+/// without a zone is read in `zone`.
 pub fn parse_time(value: ValueRef<'_>, zone: &Zone) -> Result<Option<i64>, String> {
     match value {
         ValueRef::Null => Ok(None),
@@ -92,41 +20,12 @@ pub fn parse_time(value: ValueRef<'_>, zone: &Zone) -> Result<Option<i64>, Strin
         ValueRef::Real(f) => Ok(Some(f.floor() as i64)),
         ValueRef::Text(bytes) => {
             let text = String::from_utf8_lossy(bytes);
-            parse_time_text(text.trim(), zone).map(Some)
+            parse_time_in(&text, zone)
+                .map(Some)
+                .map_err(|e| format!("`{}` {e}", text.trim()))
         }
         ValueRef::Blob(_) => Err("a time must be an integer or a string, not a blob".into()),
     }
-}
-
-fn parse_time_text(text: &str, zone: &Zone) -> Result<i64, String> {
-    if let Ok(seconds) = text.parse::<i64>() {
-        return Ok(seconds);
-    }
-    for format in [
-        "%Y-%m-%d %H:%M:%S %z",
-        "%Y-%m-%dT%H:%M:%S%z",
-        "%Y-%m-%d %H:%M:%S%z",
-    ] {
-        if let Ok(t) = DateTime::parse_from_str(text, format) {
-            return Ok(t.timestamp());
-        }
-    }
-    let local = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .or_else(|| {
-            NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-        })
-        .ok_or_else(|| {
-            format!("cannot read '{text}' as a time (use seconds, 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS')")
-        })?;
-    zone.offset
-        .from_local_datetime(&local)
-        .single()
-        .map(|t| t.timestamp())
-        .ok_or_else(|| format!("'{text}' is not a valid time"))
 }
 
 /// `start <= time < end`; a NULL bound is open. NULL time gives NULL.
@@ -258,7 +157,8 @@ fn zone_arg(ctx: &Context<'_>, index: usize) -> rusqlite::Result<Zone> {
     }
     match ctx.get_raw(index) {
         ValueRef::Null => Ok(Zone::utc()),
-        ValueRef::Text(t) => Zone::parse(&String::from_utf8_lossy(t)).map_err(user_error),
+        ValueRef::Text(t) => Zone::parse(&String::from_utf8_lossy(t))
+            .map_err(|e| user_error(format!("the time zone argument {e}"))),
         _ => Err(user_error("time zone must be a string".to_string())),
     }
 }
@@ -341,22 +241,6 @@ mod tests {
             "at 07 o'clock"
         );
         assert!(format_time(T, "yyyy-qq", &utc).unwrap_err().contains("'q'"));
-    }
-
-    #[test]
-    fn parses_zone_names_and_offsets() {
-        assert_eq!(
-            Zone::parse("Asia/Tokyo").unwrap().offset.local_minus_utc(),
-            9 * 3600
-        );
-        assert_eq!(
-            Zone::parse("+0530").unwrap().offset.local_minus_utc(),
-            5 * 3600 + 1800
-        );
-        assert_eq!(Zone::parse("GMT-3").unwrap().offset.local_minus_utc(), -3 * 3600);
-        assert!(Zone::parse("America/Los_Angeles")
-            .unwrap_err()
-            .contains("unsupported time zone"));
     }
 
     #[test]

@@ -9,13 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::StreamExt;
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use crate::accounts::Caller;
 use crate::bulk_import::{self, PerformOptions, MAX_PART_BYTES};
-use crate::error::{ApiError, ApiResult};
-use crate::params::Params;
-use crate::AppState;
+use crate::error::Error;
+use crate::routes::error::{ApiError, ApiResult};
+use crate::routes::params::Params;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,18 +43,37 @@ fn named(name: &str) -> Json<Value> {
     Json(json!({ "name": name, "bulk_import": name }))
 }
 
+/// `{name, bulk_import, part_name}`: the answer of the part calls.
+fn named_part(name: &str, part: &str) -> Json<Value> {
+    Json(json!({ "name": name, "bulk_import": name, "part_name": part }))
+}
+
+/// Runs a write on session `name` of the caller's account and answers `reply`.
+async fn session_write(
+    state: &AppState,
+    caller: &Caller,
+    name: String,
+    reply: Json<Value>,
+    write: impl FnOnce(&Connection, i64, &str) -> crate::error::Result<()> + Send + 'static,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    state
+        .store
+        .write_async(move |tx| write(tx, account, &name))
+        .await?;
+    Ok(reply)
+}
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, db, table)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let session = name.clone();
-    state
-        .store
-        .write_async(move |tx| bulk_import::create(tx, account, &session, &db, &table))
-        .await?;
-    Ok(named(&name))
+    let reply = named(&name);
+    session_write(&state, &caller, name, reply, move |tx, account, name| {
+        bulk_import::create(tx, account, name, &db, &table)
+    })
+    .await
 }
 
 async fn show(
@@ -87,21 +108,18 @@ async fn upload_part(
 ) -> ApiResult<Json<Value>> {
     bulk_import::check_part_name(&part)?;
     let data = read_part_body(&headers, body).await?;
-    let account = caller.account_id();
-    let (session, part_name) = (name.clone(), part.clone());
-    state
-        .store
-        .write_async(move |tx| bulk_import::upload_part(tx, account, &session, &part_name, &data))
-        .await?;
-    Ok(Json(
-        json!({ "name": name, "bulk_import": name, "part_name": part }),
-    ))
+    let reply = named_part(&name, &part);
+    session_write(&state, &caller, name, reply, move |tx, account, name| {
+        bulk_import::upload_part(tx, account, name, &part, &data)
+    })
+    .await
 }
 
 fn part_too_large() -> ApiError {
-    ApiError::too_large(format!(
+    Error::TooLarge(format!(
         "a bulk import part may be at most {MAX_PART_BYTES} bytes; split the upload into more parts"
     ))
+    .into()
 }
 
 /// Reads a part body (with `Content-Length` or chunked), refusing more than `MAX_PART_BYTES`.
@@ -116,7 +134,7 @@ async fn read_part_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
     let mut data = Vec::with_capacity(declared.unwrap_or(0));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the part body failed: {e}")))?;
+        let chunk = chunk.map_err(|e| Error::bad_request(format!("reading the part body failed: {e}")))?;
         if data.len() + chunk.len() > MAX_PART_BYTES {
             return Err(part_too_large());
         }
@@ -145,15 +163,11 @@ async fn delete_part(
     caller: Caller,
     Path((name, part)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let (session, part_name) = (name.clone(), part.clone());
-    state
-        .store
-        .write_async(move |tx| bulk_import::delete_part(tx, account, &session, &part_name))
-        .await?;
-    Ok(Json(
-        json!({ "name": name, "bulk_import": name, "part_name": part }),
-    ))
+    let reply = named_part(&name, &part);
+    session_write(&state, &caller, name, reply, move |tx, account, name| {
+        bulk_import::delete_part(tx, account, name, &part)
+    })
+    .await
 }
 
 async fn freeze(state: State<AppState>, caller: Caller, name: Path<String>) -> ApiResult<Json<Value>> {
@@ -170,17 +184,14 @@ async fn set_frozen(
     Path(name): Path<String>,
     frozen: bool,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let session = name.clone();
-    state
-        .store
-        .write_async(move |tx| bulk_import::set_frozen(tx, account, &session, frozen))
-        .await?;
-    Ok(named(&name))
+    let reply = named(&name);
+    session_write(&state, &caller, name, reply, move |tx, account, name| {
+        bulk_import::set_frozen(tx, account, name, frozen)
+    })
+    .await
 }
 
-/// Starts the perform job and answers at once; the session is `performing` by then, so a client
-/// polling `show` never sees it still `uploading`.
+/// Starts the perform job and answers at once (`crate::runner`).
 async fn perform(
     State(state): State<AppState>,
     caller: Caller,
@@ -191,14 +202,10 @@ async fn perform(
         priority: params.int("priority")?.unwrap_or(0),
         pool_name: params.get("pool_name").map(str::to_owned),
     };
-    let account = caller.account_id();
-    let session = name.clone();
-    let (session_id, job_id) = state
-        .store
-        .write_async(move |tx| bulk_import::start_perform(tx, account, &session, &options))
+    let job_id = state
+        .runner
+        .perform(caller.account_id(), name.clone(), options)
         .await?;
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, session_id, job_id));
     Ok(Json(
         json!({ "name": name, "bulk_import": name, "job_id": job_id.to_string() }),
     ))
@@ -209,18 +216,7 @@ async fn commit(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let session = name.clone();
-    let committed = state
-        .store
-        .write_async(move |tx| bulk_import::commit(tx, account, &session))
-        .await?;
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = bulk_import::discard_staged(&store, committed.session_id) {
-            tracing::warn!(error = %e, "could not discard the staged rows of a committed bulk import");
-        }
-    });
+    state.runner.commit(caller.account_id(), name.clone()).await?;
     Ok(named(&name))
 }
 
@@ -229,13 +225,8 @@ async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let account = caller.account_id();
-    let session = name.clone();
-    state
-        .store
-        .write_async(move |tx| bulk_import::delete(tx, account, &session))
-        .await?;
-    Ok(named(&name))
+    let reply = named(&name);
+    session_write(&state, &caller, name, reply, bulk_import::delete).await
 }
 
 /// gzip'd msgpack of the rejected records; an empty body when there are none.

@@ -1,7 +1,5 @@
-//! Streaming import (td-api.md §4): `PUT /v3/table/import[_with_id]/…/msgpack.gz`.
-//!
-//! A body is decoded completely before anything is stored (all or nothing), and its rows go in
-//! with the import id in one transaction, so a repeated `import_with_id` is stored once.
+//! Streaming import (td-api.md §4): `PUT /v3/table/import[_with_id]/…/msgpack.gz`. The body is
+//! read here, under a limit; decoding and storing it is `crate::import`.
 
 use std::time::Instant;
 
@@ -11,22 +9,18 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::put;
 use axum::{Json, Router};
-use md5::{Digest, Md5};
-use rusqlite::params;
 use serde_json::{json, Value};
 
 use crate::accounts::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::records::{decode_import, insert_rows, Row};
-use crate::store::table_id;
-use crate::AppState;
+use crate::error::Error;
+use crate::import::{self, ImportTarget};
+use crate::routes::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::blocking;
 
 /// The largest import body accepted. Bodies are held in memory while decoded, so this bounds
 /// what one request can cost; the official clients send far smaller chunks.
 pub const MAX_IMPORT_BODY_BYTES: usize = 512 << 20;
-
-/// The one import format TD's clients send.
-const IMPORT_FORMAT: &str = "msgpack.gz";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -37,13 +31,6 @@ pub fn routes() -> Router<AppState> {
         )
         // Replaces axum's 2 MB default; `read_body` answers a larger body with a TD error.
         .layer(DefaultBodyLimit::max(MAX_IMPORT_BODY_BYTES))
-}
-
-/// Where an import goes, and its id if the caller gave one.
-struct ImportTarget {
-    db: String,
-    table: String,
-    unique_id: Option<String>,
 }
 
 async fn import(
@@ -82,23 +69,17 @@ async fn run_import(
     request: Request,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    if format != IMPORT_FORMAT {
-        return Err(ApiError::bad_request(format!(
-            "unsupported import format '{format}': use {IMPORT_FORMAT}"
-        )));
-    }
+    import::check_format(format)?;
     check_declared_length(request.headers())?;
     let body = read_body(request).await?;
-    let (rows, md5_hex) = tokio::task::spawn_blocking(move || {
-        let md5_hex = hex::encode(Md5::digest(&body));
-        decode_import(&body).map(|rows| (rows, md5_hex))
+    let (store, account) = (state.store.clone(), caller.account_id());
+    let (imported, target) = blocking(move || {
+        let imported = import::import(&store, account, &target, &body)?;
+        Ok((imported, target))
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("decoding task failed: {e}")))??;
-    let row_count = rows.len();
-    let stored = store_import(&state, caller.account_id(), &target, rows).await?;
+    .await?;
     tracing::debug!(
-        db = %target.db, table = %target.table, rows = row_count, stored,
+        db = %target.db, table = %target.table, rows = imported.rows, stored = imported.stored,
         unique_id = target.unique_id.as_deref().unwrap_or(""), "import"
     );
     Ok(Json(json!({
@@ -106,7 +87,7 @@ async fn run_import(
         "table": target.table,
         "elapsed_time": started.elapsed().as_secs_f64(),
         "unique_id": target.unique_id,
-        "md5_hex": md5_hex,
+        "md5_hex": imported.md5_hex,
     })))
 }
 
@@ -123,9 +104,10 @@ fn check_declared_length(headers: &HeaderMap) -> ApiResult<()> {
 }
 
 fn too_large() -> ApiError {
-    ApiError::too_large(format!(
+    Error::TooLarge(format!(
         "import body is larger than {MAX_IMPORT_BODY_BYTES} bytes; split it into smaller imports"
     ))
+    .into()
 }
 
 /// Reads the whole body (with or without Content-Length, chunked included) under the route's
@@ -135,37 +117,9 @@ async fn read_body(request: Request) -> ApiResult<Bytes> {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
         } else {
-            ApiError::bad_request(format!("could not read the import body: {rejection}"))
+            Error::bad_request(format!("could not read the import body: {rejection}")).into()
         }
     })
-}
-
-/// Stores the rows; with an import id, only if that id is new for the table. Returns whether
-/// the rows were stored.
-async fn store_import(
-    state: &AppState,
-    account: i64,
-    target: &ImportTarget,
-    rows: Vec<Row>,
-) -> ApiResult<bool> {
-    let (db, table, unique_id) = (target.db.clone(), target.table.clone(), target.unique_id.clone());
-    state
-        .store
-        .write_async(move |tx| {
-            let id = table_id(tx, account, &db, &table)?;
-            if let Some(unique_id) = &unique_id {
-                let first_time = tx.execute(
-                    "INSERT OR IGNORE INTO import_ids (table_id, unique_id) VALUES (?1, ?2)",
-                    params![id, unique_id],
-                )? == 1;
-                if !first_time {
-                    return Ok(false);
-                }
-            }
-            insert_rows(tx, id, &rows)?;
-            Ok(true)
-        })
-        .await
 }
 
 #[cfg(test)]

@@ -1,17 +1,26 @@
-//! The HTTP routes of `/v3/`, one module per group of td-api.md.
+//! The HTTP routes of `/v3/`, one module per group of td-api.md. A handler reads the request
+//! (path, parameters, key), calls the domain, and renders its answer as TD's JSON; domain errors
+//! become HTTP statuses here and nowhere else ([`error`]).
 
+pub mod admin;
 mod bulk_import;
 mod databases;
+pub mod error;
 mod import;
 mod jobs;
+pub mod params;
 mod results;
 mod tables;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{Method, Uri};
 use axum::Router;
 
-use crate::error::ApiError;
-use crate::AppState;
+use crate::accounts::Caller;
+use crate::error::Error;
+use crate::state::AppState;
+use error::ApiError;
 
 pub fn api() -> Router<AppState> {
     Router::new()
@@ -24,7 +33,29 @@ pub fn api() -> Router<AppState> {
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no such API call: {method} {}", uri.path()))
+    Error::not_found(format!("no such API call: {method} {}", uri.path())).into()
+}
+
+/// The caller is whoever holds the key of `Authorization: TD1 <key>`.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthorized = |message: &str| ApiError::from(Error::Unauthorized(message.into()));
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| unauthorized("missing Authorization header (expected 'TD1 <apikey>')"))?;
+        let key = header
+            .strip_prefix("TD1 ")
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("Authorization header must be 'TD1 <apikey>'"))?;
+        state
+            .accounts
+            .lookup(key)
+            .ok_or_else(|| unauthorized("invalid API key"))
+    }
 }
 
 /// The path a route is matched on: repeated slashes merged, then the optional `.json` suffix

@@ -1,30 +1,24 @@
 //! `/v3/table/*` (td-api.md §3): list, show, create, delete, swap, rename, update, schema, tail.
-//!
-//! A table's rows are keyed by its id, so swap and rename are catalog updates inside one write
-//! transaction; every read runs in one snapshot, so readers see a swap or a rename all or nothing.
 
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use td_model::time::td_timestamp;
 
 use crate::accounts::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::params::Params;
-use crate::records::{json_to_msgpack, parse_schema, schema_to_json, table_schema, Column};
-use crate::store::{check_name, database_id, now, table_id, td_time};
-use crate::AppState;
+use crate::catalog::{self, Table, TableSettings, LOG_TYPE, MAX_TAIL_COUNT};
+use crate::error::Error;
+use crate::records::json_to_msgpack;
+use crate::routes::error::ApiResult;
+use crate::routes::params::Params;
+use crate::state::AppState;
 
-/// The only table type TD still creates.
-const LOG_TYPE: &str = "log";
 /// `tail` returns this many rows unless `count` says otherwise.
 const DEFAULT_TAIL_COUNT: i64 = 10;
-/// The most rows one `tail` returns.
-const MAX_TAIL_COUNT: i64 = 10_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,21 +35,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v3/table/tail/{db}/{table}", get(tail))
 }
 
-/// Runs `f` in one read transaction: every statement sees the same committed state, so a name
-/// looked up and the rows counted under it cannot straddle a concurrent rename or swap.
-fn in_snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
-    let tx = conn.unchecked_transaction()?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
-}
-
-const TABLE_COLUMNS: &str = "t.id, t.name, t.schema, t.description, t.expire_days, t.include_v, \
-    t.created_at, t.updated_at, \
-    (SELECT COUNT(*) FROM records r WHERE r.table_id = t.id), \
-    (SELECT COALESCE(SUM(LENGTH(r.record)), 0) FROM records r WHERE r.table_id = t.id), \
-    (SELECT MAX(r.time) FROM records r WHERE r.table_id = t.id)";
-
 /// ISO-8601 UTC, as TD writes `counter_updated_at` and `last_log_timestamp`.
 fn iso_time(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
@@ -65,25 +44,23 @@ fn iso_time(secs: i64) -> String {
 }
 
 /// The Table object of td-api.md §3; `schema` stays the JSON text it is stored as.
-fn table_json(row: &rusqlite::Row) -> rusqlite::Result<Value> {
-    let updated: i64 = row.get(7)?;
-    let last_time: Option<i64> = row.get(10)?;
-    Ok(json!({
-        "id": row.get::<_, i64>(0)?,
-        "name": row.get::<_, String>(1)?,
+fn table_json(t: &Table) -> Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
         "type": LOG_TYPE,
-        "count": row.get::<_, i64>(8)?,
-        "estimated_storage_size": row.get::<_, i64>(9)?,
-        "counter_updated_at": iso_time(updated),
-        "last_log_timestamp": last_time.map(iso_time),
-        "created_at": td_time(row.get(6)?),
-        "updated_at": td_time(updated),
-        "expire_days": row.get::<_, Option<i64>>(4)?,
-        "include_v": row.get::<_, bool>(5)?,
+        "count": t.count,
+        "estimated_storage_size": t.estimated_storage_size,
+        "counter_updated_at": iso_time(t.updated_at),
+        "last_log_timestamp": t.last_log_time.map(iso_time),
+        "created_at": td_timestamp(t.created_at),
+        "updated_at": td_timestamp(t.updated_at),
+        "expire_days": t.expire_days,
+        "include_v": t.include_v,
         "delete_protected": false,
-        "description": row.get::<_, Option<String>>(3)?,
-        "schema": row.get::<_, String>(2)?,
-    }))
+        "description": t.description,
+        "schema": t.schema,
+    })
 }
 
 async fn list(
@@ -96,18 +73,10 @@ async fn list(
     let name = db.clone();
     let tables = state
         .store
-        .read_async(move |conn| {
-            in_snapshot(conn, |conn| {
-                let db_id = database_id(conn, account, &name)?;
-                let mut stmt = conn.prepare(&format!(
-                    "SELECT {TABLE_COLUMNS} FROM tables t WHERE t.database_id = ?1 ORDER BY t.name"
-                ))?;
-                let rows = stmt.query_map(params![db_id], table_json)?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-        })
+        .read_async(move |conn| catalog::list_tables(conn, account, &name))
         .await?;
-    Ok(Json(json!({ "database": db, "tables": tables })))
+    let items: Vec<Value> = tables.iter().map(table_json).collect();
+    Ok(Json(json!({ "database": db, "tables": items })))
 }
 
 async fn show(
@@ -119,23 +88,30 @@ async fn show(
     let account = caller.account_id();
     let shown = state
         .store
-        .read_async(move |conn| {
-            in_snapshot(conn, |conn| {
-                let id = table_id(conn, account, &db, &table)?;
-                Ok(conn.query_row(
-                    &format!("SELECT {TABLE_COLUMNS} FROM tables t WHERE t.id = ?1"),
-                    params![id],
-                    table_json,
-                )?)
-            })
-        })
+        .read_async(move |conn| catalog::show_table(conn, account, &db, &table))
         .await?;
-    Ok(Json(shown))
+    Ok(Json(table_json(&shown)))
 }
 
 /// `{database, table, type}`: the answer of create, delete, rename and the updates.
 fn table_reply(db: &str, table: &str) -> Json<Value> {
     Json(json!({ "database": db, "table": table, "type": LOG_TYPE }))
+}
+
+/// Runs a write of the catalog on `db.table` of the caller's account and answers [`table_reply`].
+async fn table_write(
+    state: &AppState,
+    caller: &Caller,
+    (db, table): (String, String),
+    write: impl FnOnce(&rusqlite::Connection, i64, &str, &str) -> crate::error::Result<()> + Send + 'static,
+) -> ApiResult<Json<Value>> {
+    let account = caller.account_id();
+    let reply = table_reply(&db, &table);
+    state
+        .store
+        .write_async(move |tx| write(tx, account, &db, &table))
+        .await?;
+    Ok(reply)
 }
 
 async fn create_log(
@@ -152,98 +128,38 @@ async fn create(
     Path((db, table, kind)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     caller.require_master("creating a table")?;
-    if kind != LOG_TYPE {
-        return Err(ApiError::unprocessable(format!(
-            "table type '{kind}' is not supported: only 'log' tables exist"
-        )));
-    }
-    check_name("table", &table)?;
-    let account = caller.account_id();
-    let (db_name, name) = (db.clone(), table.clone());
-    state
-        .store
-        .write_async(move |tx| {
-            let db_id = database_id(tx, account, &db_name)?;
-            let t = now();
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO tables (database_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-                params![db_id, name, t],
-            )?;
-            if inserted == 0 {
-                return Err(ApiError::conflict(format!("table '{db_name}.{name}' already exists")));
-            }
-            Ok(())
-        })
-        .await?;
-    Ok(table_reply(&db, &table))
-}
-
-/// Removes a table with its rows and import ids (inside the caller's transaction).
-fn drop_table(conn: &Connection, id: i64) -> ApiResult<()> {
-    conn.execute("DELETE FROM records WHERE table_id = ?1", params![id])?;
-    conn.execute("DELETE FROM import_ids WHERE table_id = ?1", params![id])?;
-    conn.execute("DELETE FROM tables WHERE id = ?1", params![id])?;
-    Ok(())
+    table_write(&state, &caller, (db, table), move |tx, account, db, table| {
+        catalog::create_table(tx, account, db, table, &kind)
+    })
+    .await
 }
 
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((db, table)): Path<(String, String)>,
+    Path(names): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     caller.require_master("deleting a table")?;
-    let account = caller.account_id();
-    let (db_name, name) = (db.clone(), table.clone());
-    state
-        .store
-        .write_async(move |tx| drop_table(tx, table_id(tx, account, &db_name, &name)?))
-        .await?;
-    Ok(table_reply(&db, &table))
+    table_write(&state, &caller, names, catalog::delete_table).await
 }
 
-fn set_table_name(conn: &Connection, id: i64, name: &str) -> ApiResult<()> {
-    conn.execute(
-        "UPDATE tables SET name = ?1, updated_at = ?2 WHERE id = ?3",
-        params![name, now(), id],
-    )?;
-    Ok(())
-}
-
-/// Exchanges two tables' names, so each name now holds the other's rows and schema. Not
-/// idempotent: a retried swap swaps back (td-api.md §3).
+/// Exchanges two tables' names. Not idempotent: a retried swap swaps back (td-api.md §3).
 async fn swap(
     State(state): State<AppState>,
     caller: Caller,
     Path((db, table1, table2)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     caller.require_master("swapping tables")?;
-    if table1 == table2 {
-        return Err(ApiError::unprocessable(format!(
-            "cannot swap table '{db}.{table1}' with itself"
-        )));
-    }
     let account = caller.account_id();
-    let (db_name, first, second) = (db.clone(), table1.clone(), table2.clone());
+    let reply = json!({ "database": db, "table1": table1, "table2": table2 });
     state
         .store
-        .write_async(move |tx| {
-            let first_id = table_id(tx, account, &db_name, &first)?;
-            let second_id = table_id(tx, account, &db_name, &second)?;
-            // Names are unique per database, so one table steps aside under a name no valid
-            // table can have ('-' fails check_name) while the other takes its place.
-            set_table_name(tx, first_id, &format!("{first}-swapping"))?;
-            set_table_name(tx, second_id, &first)?;
-            set_table_name(tx, first_id, &second)?;
-            Ok(())
-        })
+        .write_async(move |tx| catalog::swap_tables(tx, account, &db, &table1, &table2))
         .await?;
-    Ok(Json(
-        json!({ "database": db, "table1": table1, "table2": table2 }),
-    ))
+    Ok(Json(reply))
 }
 
-/// Renames a table; with `overwrite=true` an existing target is dropped in the same
-/// transaction, so readers of the target see its old rows or the new ones, never neither.
+/// Renames a table; `overwrite=true` replaces an existing target in the same step.
 async fn rename(
     State(state): State<AppState>,
     caller: Caller,
@@ -251,179 +167,66 @@ async fn rename(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     caller.require_master("renaming a table")?;
-    check_name("table", &new_name)?;
-    if new_name == table {
-        return Err(ApiError::unprocessable(format!(
-            "cannot rename table '{db}.{table}' to its own name"
-        )));
-    }
-    let overwrite = strict_bool(&params, "overwrite")?.unwrap_or(false);
-    let account = caller.account_id();
-    let (db_name, from, to) = (db.clone(), table.clone(), new_name.clone());
-    state
-        .store
-        .write_async(move |tx| {
-            let source = table_id(tx, account, &db_name, &from)?;
-            if let Some(target) = existing_table(tx, account, &db_name, &to)? {
-                if !overwrite {
-                    return Err(ApiError::conflict(format!(
-                        "table '{db_name}.{to}' already exists; pass overwrite=true to replace it"
-                    )));
-                }
-                drop_table(tx, target)?;
-            }
-            set_table_name(tx, source, &to)
-        })
-        .await?;
-    Ok(table_reply(&db, &new_name))
-}
-
-/// A table's id, or None if the table does not exist (the database must).
-fn existing_table(conn: &Connection, account: i64, db: &str, table: &str) -> ApiResult<Option<i64>> {
-    let db_id = database_id(conn, account, db)?;
-    Ok(conn
-        .query_row(
-            "SELECT id FROM tables WHERE database_id = ?1 AND name = ?2",
-            params![db_id, table],
-            |r| r.get(0),
-        )
-        .optional()?)
-}
-
-/// A boolean parameter that must be spelled as one (`true`/`false`/`1`/`0`, any case).
-fn strict_bool(params: &Params, key: &str) -> ApiResult<Option<bool>> {
-    match params.get(key) {
-        None => Ok(None),
-        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(Some(true)),
-        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(Some(false)),
-        Some(v) => Err(ApiError::bad_request(format!(
-            "parameter '{key}' must be true or false, got '{v}'"
-        ))),
-    }
-}
-
-/// The table settings `update` can change; absent ones stay as they are.
-struct TableSettings {
-    expire_days: Option<i64>,
-    include_v: Option<bool>,
-    description: Option<String>,
-}
-
-impl TableSettings {
-    fn from_params(params: &Params) -> ApiResult<TableSettings> {
-        let expire_days = params.int("expire_days")?;
-        if let Some(days) = expire_days.filter(|d| *d < 1) {
-            return Err(ApiError::unprocessable(format!(
-                "expire_days must be a positive number of days, got {days}"
-            )));
-        }
-        let settings = TableSettings {
-            expire_days,
-            include_v: strict_bool(params, "include_v")?,
-            description: params.get("description").map(str::to_owned),
-        };
-        if settings.expire_days.is_none() && settings.include_v.is_none() && settings.description.is_none() {
-            return Err(ApiError::bad_request(
-                "nothing to update: give expire_days, include_v or description",
-            ));
-        }
-        Ok(settings)
-    }
-
-    fn apply(&self, conn: &Connection, id: i64) -> ApiResult<()> {
-        conn.execute(
-            "UPDATE tables SET expire_days = COALESCE(?1, expire_days), include_v = COALESCE(?2, include_v), \
-             description = COALESCE(?3, description), updated_at = ?4 WHERE id = ?5",
-            params![self.expire_days, self.include_v, self.description, now(), id],
-        )?;
-        Ok(())
-    }
+    let overwrite = params.strict_bool("overwrite")?.unwrap_or(false);
+    let from = table;
+    table_write(&state, &caller, (db, new_name), move |tx, account, db, to| {
+        catalog::rename_table(tx, account, db, &from, to, overwrite)
+    })
+    .await
 }
 
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path((db, table)): Path<(String, String)>,
+    Path(names): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
     caller.require_master("updating a table")?;
-    let settings = TableSettings::from_params(&params)?;
-    let account = caller.account_id();
-    let (db_name, name) = (db.clone(), table.clone());
-    state
-        .store
-        .write_async(move |tx| settings.apply(tx, table_id(tx, account, &db_name, &name)?))
-        .await?;
-    Ok(table_reply(&db, &table))
+    let settings = TableSettings {
+        expire_days: params.int("expire_days")?,
+        include_v: params.strict_bool("include_v")?,
+        description: params.get("description").map(str::to_owned),
+    };
+    table_write(&state, &caller, names, move |tx, account, db, table| {
+        catalog::update_table(tx, account, db, table, &settings)
+    })
+    .await
 }
 
-/// The `schema` parameter, parsed; duplicate column names are refused.
-fn schema_param(params: &Params) -> ApiResult<Vec<Column>> {
-    let text = params
-        .get("schema")
-        .ok_or_else(|| ApiError::bad_request("parameter 'schema' is required"))?;
-    let columns = parse_schema(text)?;
-    for (i, column) in columns.iter().enumerate() {
-        if columns[..i].iter().any(|c| c.name == column.name) {
-            return Err(ApiError::unprocessable(format!(
-                "column '{}' appears twice in the schema",
-                column.name
-            )));
-        }
-    }
-    Ok(columns)
-}
-
-fn store_schema(conn: &Connection, id: i64, columns: &[Column]) -> ApiResult<()> {
-    conn.execute(
-        "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
-        params![schema_to_json(columns), now(), id],
-    )?;
-    Ok(())
+/// The `schema` parameter, parsed.
+fn schema_param(params: &Params) -> ApiResult<Vec<td_model::schema::TableColumn>> {
+    Ok(catalog::parse_schema_param(
+        params.required("schema", Error::BadRequest)?,
+    )?)
 }
 
 /// Replaces the schema (master key only).
 async fn update_schema(
     State(state): State<AppState>,
     caller: Caller,
-    Path((db, table)): Path<(String, String)>,
+    Path(names): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
     caller.require_master("updating a table schema")?;
     let columns = schema_param(&params)?;
-    let account = caller.account_id();
-    let (db_name, name) = (db.clone(), table.clone());
-    state
-        .store
-        .write_async(move |tx| store_schema(tx, table_id(tx, account, &db_name, &name)?, &columns))
-        .await?;
-    Ok(table_reply(&db, &table))
+    table_write(&state, &caller, names, move |tx, account, db, table| {
+        catalog::replace_schema(tx, account, db, table, &columns)
+    })
+    .await
 }
 
 /// Adds the columns the table lacks; existing ones keep their type. Allowed for write-only keys.
 async fn append_schema(
     State(state): State<AppState>,
     caller: Caller,
-    Path((db, table)): Path<(String, String)>,
+    Path(names): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
     let added = schema_param(&params)?;
-    let account = caller.account_id();
-    let (db_name, name) = (db.clone(), table.clone());
-    state
-        .store
-        .write_async(move |tx| {
-            let id = table_id(tx, account, &db_name, &name)?;
-            let mut columns = table_schema(tx, id)?;
-            for column in added {
-                if !columns.iter().any(|c| c.name == column.name) {
-                    columns.push(column);
-                }
-            }
-            store_schema(tx, id, &columns)
-        })
-        .await?;
-    Ok(table_reply(&db, &table))
+    table_write(&state, &caller, names, move |tx, account, db, table| {
+        catalog::append_schema(tx, account, db, table, added)
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,23 +245,23 @@ enum TailFormat {
 }
 
 impl TailQuery {
-    fn count(&self) -> ApiResult<i64> {
+    fn count(&self) -> Result<i64, Error> {
         let Some(text) = self.count.as_deref().filter(|c| !c.is_empty()) else {
             return Ok(DEFAULT_TAIL_COUNT);
         };
         match text.trim().parse::<i64>() {
             Ok(n) if (1..=MAX_TAIL_COUNT).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(format!(
+            _ => Err(Error::bad_request(format!(
                 "count must be an integer from 1 to {MAX_TAIL_COUNT}, got '{text}'"
             ))),
         }
     }
 
-    fn format(&self) -> ApiResult<TailFormat> {
+    fn format(&self) -> Result<TailFormat, Error> {
         match self.format.as_deref().unwrap_or("json") {
             "msgpack" => Ok(TailFormat::Msgpack),
             "json" => Ok(TailFormat::Json),
-            other => Err(ApiError::bad_request(format!(
+            other => Err(Error::bad_request(format!(
                 "unsupported tail format '{other}': use msgpack or json"
             ))),
         }
@@ -478,25 +281,16 @@ async fn tail(
     let account = caller.account_id();
     let records = state
         .store
-        .read_async(move |conn| {
-            in_snapshot(conn, |conn| {
-                let id = table_id(conn, account, &db, &table)?;
-                let mut stmt = conn.prepare(
-                    "SELECT record FROM records WHERE table_id = ?1 ORDER BY time DESC, rowid DESC LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![id, count], |r| r.get::<_, String>(0))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-        })
+        .read_async(move |conn| catalog::tail(conn, account, &db, &table, count))
         .await?;
     match format {
         TailFormat::Msgpack => {
             let mut body = Vec::new();
             for text in &records {
                 let value: Value = serde_json::from_str(text)
-                    .map_err(|e| ApiError::internal(format!("stored record is not JSON: {e}")))?;
+                    .map_err(|e| Error::internal(format!("stored record is not JSON: {e}")))?;
                 rmpv::encode::write_value(&mut body, &json_to_msgpack(&value))
-                    .map_err(|e| ApiError::internal(format!("msgpack encoding failed: {e}")))?;
+                    .map_err(|e| Error::internal(format!("msgpack encoding failed: {e}")))?;
             }
             Ok(([(CONTENT_TYPE, "application/x-msgpack")], body).into_response())
         }

@@ -1,4 +1,5 @@
-//! Bulk-import sessions (td-api.md §5) over HTTP; stored rows are read back through the store.
+//! Bulk-import sessions (td-api.md §5) over HTTP; stored rows are read back through the library
+//! (`TdLocal::inspect`).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use rusqlite::params;
 use serde_json::{json, Value};
 
 use crate::{assert_error, gzip_msgpack, Server};
@@ -57,76 +57,50 @@ fn account_id(s: &Server, n: usize) -> i64 {
     s.td.accounts()[n].id
 }
 
-/// Creates `db.table` for account `n` through the store (the table routes are another module's).
+/// Creates `db.table` for account `n` through the library (the table routes are another module's).
 fn create_table(s: &Server, n: usize, db: &str, table: &str) {
-    let account = account_id(s, n);
-    s.td.store()
-        .write(|tx| {
-            td_local::store::ensure_database(tx, account, db)?;
-            td_local::store::ensure_table(tx, account, db, table)
-        })
-        .unwrap();
+    s.td.inspect().create_table(account_id(s, n), db, table).unwrap();
 }
 
 /// The rows of a table as stored, in insertion order.
 fn stored_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<Value> {
-    let account = account_id(s, n);
-    s.td.store()
-        .read(|conn| {
-            let id = td_local::store::table_id(conn, account, db, table)?;
-            let mut stmt = conn.prepare("SELECT record FROM records WHERE table_id = ?1 ORDER BY rowid")?;
-            let rows = stmt.query_map(params![id], |r| r.get::<_, String>(0))?;
-            Ok(rows
-                .map(|text| serde_json::from_str(&text.unwrap()).unwrap())
-                .collect())
-        })
+    s.td.inspect()
+        .rows(account_id(s, n), db, table)
         .unwrap()
+        .expect("the table exists")
+        .into_iter()
+        .map(|row| Value::Object(row.record))
+        .collect()
 }
 
 fn table_schema(s: &Server, n: usize, db: &str, table: &str) -> Value {
-    let account = account_id(s, n);
-    let text: String =
-        s.td.store()
-            .read(|conn| {
-                let id = td_local::store::table_id(conn, account, db, table)?;
-                Ok(
-                    conn.query_row("SELECT schema FROM tables WHERE id = ?1", params![id], |r| {
-                        r.get(0)
-                    })?,
-                )
-            })
-            .unwrap();
-    serde_json::from_str(&text).unwrap()
+    s.td.inspect()
+        .schema(account_id(s, n), db, table)
+        .unwrap()
+        .expect("the table exists")
 }
 
-/// Rows left in the session side tables for sessions named `name` (any account).
+/// The session of account 0 named `name`.
+fn session(s: &Server, name: &str) -> td_local::SessionInfo {
+    s.td.inspect()
+        .bulk_imports(account_id(s, 0))
+        .unwrap()
+        .into_iter()
+        .find(|info| info.session.name == name)
+        .unwrap_or_else(|| panic!("no session {name}"))
+}
+
+/// Rows left in the session side tables (parts, staged rows, rejected records) for account 0's
+/// session `name`.
 fn leftovers(s: &Server, name: &str) -> i64 {
-    s.td.store()
-        .read(|conn| {
-            let mut total = 0;
-            for table in ["bulk_import_parts", "bulk_import_staged", "bulk_import_errors"] {
-                let n: i64 = conn.query_row(
-                    &format!("SELECT COUNT(*) FROM {table} WHERE session_id IN (SELECT id FROM bulk_imports WHERE name = ?1)"),
-                    params![name],
-                    |r| r.get(0),
-                )?;
-                total += n;
-            }
-            Ok(total)
-        })
+    s.td.inspect()
+        .session_leftovers(session(s, name).session.id)
         .unwrap()
 }
 
 fn job_status(s: &Server, job_id: &str) -> (String, String, String) {
-    s.td.store()
-        .read(|conn| {
-            Ok(conn.query_row(
-                "SELECT type, status, database_name FROM jobs WHERE id = ?1",
-                params![job_id.parse::<i64>().unwrap()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?)
-        })
-        .unwrap()
+    let job = s.td.inspect().job(job_id.parse().unwrap()).unwrap();
+    (job.job_type, job.status.as_str().to_string(), job.database)
 }
 
 async fn ok(call: (StatusCode, Value)) -> Value {
@@ -197,6 +171,29 @@ fn gunzip_msgpack(body: &[u8]) -> Vec<Value> {
     values
 }
 
+/// The column names of a schema, in its order.
+fn column_names(schema: &Value) -> Vec<&str> {
+    schema
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect()
+}
+
+/// Waits until session `name` keeps only `parts` rows beside the table: the staged copies are
+/// discarded just after a commit answers.
+async fn wait_for_leftovers(s: &Server, name: &str, parts: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers(s, name) != parts {
+        assert!(
+            Instant::now() < deadline,
+            "staged rows were not discarded after commit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn lifecycle_commits_every_uploaded_row_and_extends_the_schema() {
     let s = Server::start().await;
@@ -259,12 +256,7 @@ async fn lifecycle_commits_every_uploaded_row_and_extends_the_schema() {
         "parts are read in name order"
     );
     let schema = table_schema(&s, 0, "bulk_db", "access");
-    let columns: Vec<&str> = schema
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c[0].as_str().unwrap())
-        .collect();
+    let columns = column_names(&schema);
     let mut sorted = columns.clone();
     sorted.sort_unstable();
     assert_eq!(
@@ -272,15 +264,7 @@ async fn lifecycle_commits_every_uploaded_row_and_extends_the_schema() {
         ["agent", "code", "host", "method", "path", "referer", "size", "user"],
         "schema gains every column but time: {columns:?}"
     );
-    // The staged copies are discarded just after the commit answers.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leftovers(&s, "sess_one") != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "staged rows were not discarded after commit"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_leftovers(&s, "sess_one", 2).await;
 
     let listed = ok(s.get(&key, "/v3/bulk_import/list").await).await;
     assert_eq!(listed["bulk_imports"], json!([shown]));
@@ -291,16 +275,8 @@ async fn commit_keeps_existing_column_types_and_adds_only_new_ones() {
     let s = Server::start().await;
     let key = s.master(0);
     create_table(&s, 0, "bulk_db", "typed");
-    let account = account_id(&s, 0);
-    s.td.store()
-        .write(|tx| {
-            let id = td_local::store::table_id(tx, account, "bulk_db", "typed")?;
-            tx.execute(
-                "UPDATE tables SET schema = ?1 WHERE id = ?2",
-                params![r#"[["code","string"]]"#, id],
-            )?;
-            Ok(())
-        })
+    s.td.inspect()
+        .set_schema(account_id(&s, 0), "bulk_db", "typed", r#"[["code","string"]]"#)
         .unwrap();
     post_ok(&s, &key, "/v3/bulk_import/create/typed_sess/bulk_db/typed").await;
     let records = [
@@ -494,15 +470,8 @@ async fn calls_during_perform_are_409_naming_performing() {
     create_table(&s, 0, "bulk_db", "access");
     post_ok(&s, &key, "/v3/bulk_import/create/sess_busy/bulk_db/access").await;
     // As if a perform job were running (a real one may finish before the next request).
-    let account = account_id(&s, 0);
-    s.td.store()
-        .write(|tx| {
-            tx.execute(
-                "UPDATE bulk_imports SET status = 'performing' WHERE account_id = ?1 AND name = 'sess_busy'",
-                params![account],
-            )?;
-            Ok(())
-        })
+    s.td.inspect()
+        .force_performing(account_id(&s, 0), "sess_busy")
         .unwrap();
     for call in ["perform", "commit", "freeze", "unfreeze"] {
         let (status, body) = s
@@ -543,31 +512,10 @@ async fn a_perform_cut_short_by_a_restart_resumes_from_uploading() {
     create_table(&s, 0, "bulk_db", "access");
     post_ok(&s, &key, "/v3/bulk_import/create/sess_cut/bulk_db/access").await;
     upload(&s, &key, "sess_cut", "p", &www_access_rows(0..10)).await;
-    // The state a crash in the middle of a perform leaves: session performing, job running,
+    // The state a crash in the middle of a perform leaves: session performing under its job,
     // some rows staged.
-    let account = account_id(&s, 0);
-    s.td.store()
-        .write(|tx| {
-            let job = td_local::jobs::insert(
-                tx,
-                &td_local::jobs::NewJob {
-                    account_id: account,
-                    job_type: "bulk_import".into(),
-                    database: "bulk_db".into(),
-                    ..Default::default()
-                },
-            )?;
-            tx.execute(
-                "UPDATE bulk_imports SET status = 'performing', job_id = ?1 WHERE name = 'sess_cut'",
-                params![job],
-            )?;
-            tx.execute(
-                "INSERT INTO bulk_import_staged (session_id, time, record) \
-                 SELECT id, 1, '{\"time\":1}' FROM bulk_imports WHERE name = 'sess_cut'",
-                [],
-            )?;
-            Ok(())
-        })
+    s.td.inspect()
+        .interrupt_perform(account_id(&s, 0), "sess_cut")
         .unwrap();
 
     let Server { td, http, dir } = s;
@@ -604,11 +552,7 @@ async fn a_concurrent_reader_never_sees_a_partial_commit() {
     perform(&s, &key, "sess_atomic").await;
 
     let account = account_id(&s, 0);
-    let table_id =
-        s.td.store()
-            .read(|conn| td_local::store::table_id(conn, account, "bulk_db", "access"))
-            .unwrap();
-    let store = s.td.store().clone();
+    let inspect = s.td.inspect();
     let committing = Arc::new(AtomicBool::new(true));
     let reader = {
         let committing = committing.clone();
@@ -616,15 +560,7 @@ async fn a_concurrent_reader_never_sees_a_partial_commit() {
             let mut seen = Vec::new();
             loop {
                 let still_committing = committing.load(Ordering::SeqCst);
-                let count: i64 = store
-                    .read(|conn| {
-                        Ok(conn.query_row(
-                            "SELECT COUNT(*) FROM records WHERE table_id = ?1",
-                            params![table_id],
-                            |r| r.get(0),
-                        )?)
-                    })
-                    .unwrap();
+                let count = inspect.row_count(account, "bulk_db", "access").unwrap();
                 seen.push(count);
                 if !still_committing {
                     return seen;
@@ -835,32 +771,11 @@ async fn deleting_a_session_removes_its_parts_staged_rows_and_errors() {
         3,
         "a part, a staged row and an error record"
     );
-    let account = account_id(&s, 0);
-    let session_id: i64 =
-        s.td.store()
-            .read(|conn| {
-                Ok(conn.query_row(
-                    "SELECT id FROM bulk_imports WHERE account_id = ?1 AND name = 'sess_del'",
-                    params![account],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
+    let session_id = session(&s, "sess_del").session.id;
     post_ok(&s, &key, "/v3/bulk_import/delete/sess_del").await;
     let (status, body) = s.get(&key, "/v3/bulk_import/show/sess_del").await;
     assert_error(status, &body, 404, "sess_del");
-    let left: i64 =
-        s.td.store()
-            .read(|conn| {
-                Ok(conn.query_row(
-                    "SELECT (SELECT COUNT(*) FROM bulk_import_parts WHERE session_id = ?1) \
-                 + (SELECT COUNT(*) FROM bulk_import_staged WHERE session_id = ?1) \
-                 + (SELECT COUNT(*) FROM bulk_import_errors WHERE session_id = ?1)",
-                    params![session_id],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
+    let left = s.td.inspect().session_leftovers(session_id).unwrap();
     assert_eq!(left, 0);
     assert!(stored_rows(&s, 0, "bulk_db", "access").is_empty());
     // the name is free again
@@ -908,17 +823,9 @@ async fn bulk_import_speed_one_million_www_access_rows() {
         committed
     );
     assert_eq!(shown["valid_records"], ROWS as i64);
-    let account = account_id(&s, 0);
-    let count: i64 =
-        s.td.store()
-            .read(|conn| {
-                let id = td_local::store::table_id(conn, account, "bulk_db", "access")?;
-                Ok(conn.query_row(
-                    "SELECT COUNT(*) FROM records WHERE table_id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )?)
-            })
+    let count =
+        s.td.inspect()
+            .row_count(account_id(&s, 0), "bulk_db", "access")
             .unwrap();
     assert_eq!(count, ROWS as i64);
 }

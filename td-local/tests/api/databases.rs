@@ -50,7 +50,7 @@ async fn invalid_database_names_are_422() {
         let (status, body) = s
             .post(&s.master(0), &format!("/v3/database/create/{bad}"), &[])
             .await;
-        assert_error(status, &body, 422, "invalid database name");
+        assert_error(status, &body, 422, "is not a valid TD name for a database");
     }
 }
 

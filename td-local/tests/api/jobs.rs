@@ -627,26 +627,39 @@ async fn job_show_masks_the_key_of_a_result_url() {
     let s = Server::start().await;
     let (key, target_key) = (s.master(0), s.master(1));
     s.post(&target_key, "/v3/database/create/masked_db", &[]).await;
-    let url = format!("td://{target_key}@/masked_db/out?mode=append");
-    let (status, issued) = s
-        .post(
-            &key,
-            "/v3/job/issue/presto/sample_datasets",
-            &[("query", "SELECT 1 AS x"), ("result", &url)],
-        )
-        .await;
-    assert_eq!(status, 200, "{issued}");
-    let id = issued["job_id"].as_str().unwrap().to_string();
-    let (_, shown) = s.get(&key, &format!("/v3/job/show/{id}")).await;
-    let result = shown["result"].as_str().unwrap_or_default();
-    assert!(result.starts_with("td://***@"), "{result}");
-    let (_, listed) = s.get(&key, "/v3/job/list").await;
-    assert!(
-        !listed.to_string().contains(&target_key),
-        "the key leaks in job/list"
-    );
-    assert!(
-        !shown.to_string().contains(&target_key),
-        "the key leaks in job/show"
-    );
+    let encoded_key = target_key.replace('/', "%2F");
+    for (url, masked) in [
+        (
+            format!("td://{target_key}@/masked_db/out?mode=append"),
+            "td://***@",
+        ),
+        (
+            format!("td://@/masked_db/out?mode=append&apikey={encoded_key}"),
+            "apikey=***",
+        ),
+    ] {
+        let (status, issued) = s
+            .post(
+                &key,
+                "/v3/job/issue/presto/sample_datasets",
+                &[("query", "SELECT 1 AS x"), ("result", &url)],
+            )
+            .await;
+        assert_eq!(status, 200, "{issued}");
+        let id = issued["job_id"].as_str().unwrap().to_string();
+        let (_, shown) = s.get(&key, &format!("/v3/job/show/{id}")).await;
+        let result = shown["result"].as_str().unwrap_or_default();
+        assert!(result.contains(masked), "{result}");
+        let (_, listed) = s.get(&key, "/v3/job/list").await;
+        for secret in [&target_key, &encoded_key] {
+            assert!(
+                !listed.to_string().contains(secret.as_str()),
+                "the key leaks in job/list"
+            );
+            assert!(
+                !shown.to_string().contains(secret.as_str()),
+                "the key leaks in job/show"
+            );
+        }
+    }
 }

@@ -10,8 +10,6 @@ mod output;
 mod routing;
 mod tables;
 
-use std::io::Write;
-
 use reqwest::StatusCode;
 use serde_json::Value;
 use td_local::{Config, TdLocal};
@@ -114,10 +112,5 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: u16, needle: &st
 
 /// gzip of msgpack maps written back to back: an import body.
 pub fn gzip_msgpack(records: &[Value]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    for r in records {
-        rmpv::encode::write_value(&mut gz, &td_local::records::json_to_msgpack(r)).unwrap();
-    }
-    gz.flush().unwrap();
-    gz.finish().unwrap()
+    td_local::records::gzip_msgpack(records).unwrap()
 }

@@ -1,61 +1,23 @@
 //! Server-side td:// output: `result_export`, saved results and connection lookup. Source jobs are
-//! made through the library (a finished job row plus a real gzip msgpack result file), since the
-//! query runner is not part of this group.
+//! made through the library (`Inspect::finished_job`: a finished job plus a real gzip msgpack
+//! result file), since the query runner is not part of this group.
 
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use serde_json::{json, Value};
-use td_local::jobs::{self, NewJob, Outcome};
 
-use crate::{assert_error, gzip_msgpack, Server};
+use crate::{assert_error, Server};
 
 /// The start time given to every source job, so rows timed by it are predictable.
 const JOB_START: i64 = 1_600_000_000;
 
 /// A successful job of account `n` whose result has `columns` (`[name, presto_type]`) and `rows`
-/// (arrays), stored as TD stores results: gzip of msgpack arrays at `jobs::result_path`.
+/// (arrays), stored as TD stores results, started at [`JOB_START`].
 fn source_job(s: &Server, n: usize, columns: &[(&str, &str)], rows: &[Value]) -> i64 {
-    let state = s.td.state();
     let account_id = s.td.accounts()[n].id;
-    let id = state
-        .store
-        .write(|tx| {
-            jobs::insert(
-                tx,
-                &NewJob {
-                    account_id,
-                    job_type: "presto".into(),
-                    database: "sample_datasets".into(),
-                    query: "SELECT …".into(),
-                    ..NewJob::default()
-                },
-            )
-        })
-        .unwrap();
-    let body = gzip_msgpack(rows);
-    let path = jobs::result_path(&state.data_dir, id);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &body).unwrap();
-    jobs::mark_running(&state.store, id).unwrap();
-    let schema: Vec<[&str; 2]> = columns.iter().map(|(n, t)| [*n, *t]).collect();
-    let outcome = Outcome {
-        num_records: rows.len() as i64,
-        result_size: body.len() as i64,
-        hive_result_schema: Some(json!(schema).to_string()),
-        cmdout: String::new(),
-    };
-    state
-        .store
-        .write(|tx| {
-            tx.execute(
-                "UPDATE jobs SET start_at = ?1 WHERE id = ?2",
-                params![JOB_START, id],
-            )?;
-            jobs::mark_success(tx, id, &outcome)
-        })
-        .unwrap();
-    id
+    s.td.inspect()
+        .finished_job(account_id, "sample_datasets", columns, rows, JOB_START)
+        .unwrap()
 }
 
 fn code_count_job(s: &Server, n: usize) -> i64 {
@@ -81,35 +43,21 @@ struct JobRow {
 }
 
 fn job_row(s: &Server, id: i64) -> JobRow {
-    s.td.state()
-        .store
-        .read(|conn| {
-            Ok(conn.query_row(
-                "SELECT status, stderr, num_records, result_url, type, database_name, \
-                 linked_result_export_job_id, result_export_target_job_id FROM jobs WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok(JobRow {
-                        status: r.get(0)?,
-                        stderr: r.get(1)?,
-                        num_records: r.get(2)?,
-                        result_url: r.get(3)?,
-                        job_type: r.get(4)?,
-                        database: r.get(5)?,
-                        linked_result_export_job_id: r.get(6)?,
-                        result_export_target_job_id: r.get(7)?,
-                    })
-                },
-            )?)
-        })
-        .unwrap()
+    let job = s.td.inspect().job(id).unwrap();
+    JobRow {
+        status: job.status.as_str().to_string(),
+        stderr: job.stderr,
+        num_records: job.num_records,
+        result_url: job.result_url,
+        job_type: job.job_type,
+        database: job.database,
+        linked_result_export_job_id: job.linked_result_export_job_id,
+        result_export_target_job_id: job.result_export_target_job_id,
+    }
 }
 
 fn job_count(s: &Server) -> i64 {
-    s.td.state()
-        .store
-        .read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?))
-        .unwrap()
+    s.td.inspect().job_count().unwrap()
 }
 
 /// Waits until a job has finished (success or error) and returns its row.
@@ -128,41 +76,19 @@ async fn finished(s: &Server, id: i64) -> JobRow {
 /// The stored rows of account `n`'s table, `(time, record)` in insertion order.
 fn table_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<(i64, Value)> {
     let account = s.td.accounts()[n].id;
-    s.td.state()
-        .store
-        .read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT r.time, r.record FROM records r JOIN tables t ON r.table_id = t.id \
-                 JOIN databases d ON t.database_id = d.id \
-                 WHERE d.account_id = ?1 AND d.name = ?2 AND t.name = ?3 ORDER BY r.rowid",
-            )?;
-            let rows = stmt.query_map(params![account, db, table], |r| {
-                let text: String = r.get(1)?;
-                Ok((r.get(0)?, serde_json::from_str(&text).unwrap()))
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+    s.td.inspect()
+        .rows(account, db, table)
         .unwrap()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|row| (row.time, Value::Object(row.record)))
+        .collect()
 }
 
 /// The table's schema JSON, or None when the table does not exist.
 fn table_schema(s: &Server, n: usize, db: &str, table: &str) -> Option<Value> {
     let account = s.td.accounts()[n].id;
-    s.td.state()
-        .store
-        .read(|conn| {
-            use rusqlite::OptionalExtension;
-            let text: Option<String> = conn
-                .query_row(
-                    "SELECT t.schema FROM tables t JOIN databases d ON t.database_id = d.id \
-                     WHERE d.account_id = ?1 AND d.name = ?2 AND t.name = ?3",
-                    params![account, db, table],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(text.map(|t| serde_json::from_str(&t).unwrap()))
-        })
-        .unwrap()
+    s.td.inspect().schema(account, db, table).unwrap()
 }
 
 /// No key of any account may appear in what the server says.
@@ -286,6 +212,65 @@ async fn empty_key_and_host_write_into_the_callers_own_account() {
         .map(|(_, r)| r["code"].clone())
         .collect();
     assert_eq!(codes, [json!(200), json!(404), json!(500)]);
+}
+
+#[tokio::test]
+async fn an_apikey_parameter_picks_the_target_account_as_a_key_before_the_at_does() {
+    let s = Server::start().await;
+    create_database(&s, 1, "target_db").await;
+    let job = code_count_job(&s, 0);
+    let param = |key: String| key.replace('/', "%2F");
+    let url = format!("td://@/target_db/by_param?apikey={}", param(s.master(1)));
+    let row = export_ok(&s, job, &[("result", &url)]).await;
+    assert_eq!(row.result_url, "td://***@/target_db/by_param?mode=append");
+    assert_eq!(table_rows(&s, 1, "target_db", "by_param").len(), 3);
+    assert_eq!(
+        table_schema(&s, 0, "target_db", "by_param"),
+        None,
+        "the caller's account is untouched"
+    );
+
+    // a write-only key given as apikey= can only append, as before the @
+    let replace = format!(
+        "td://@/target_db/by_param?mode=replace&apikey={}",
+        param(s.write_only(1))
+    );
+    let row = finished(&s, export(&s, job, &[("result", &replace)]).await).await;
+    assert_eq!(row.status, "error");
+    assert!(
+        row.stderr
+            .contains("replace needs the target account's master API key"),
+        "{row:?}"
+    );
+    assert_eq!(table_rows(&s, 1, "target_db", "by_param").len(), 3);
+
+    // an unknown key is refused, and a key given both ways is ambiguous
+    for (url, code, needle) in [
+        (
+            format!("td://@/target_db/other_t?apikey={}x", param(s.master(1))),
+            401,
+            "invalid API key in result URL",
+        ),
+        (
+            format!(
+                "td://{}@/target_db/other_t?apikey={}",
+                s.master(1),
+                param(s.master(1))
+            ),
+            422,
+            "given twice",
+        ),
+    ] {
+        let (status, body) = s
+            .post(
+                &s.master(0),
+                &format!("/v3/job/result_export/{job}"),
+                &[("result", &url)],
+            )
+            .await;
+        assert_error(status, &body, code, needle);
+        assert_no_keys(&s, &body.to_string());
+    }
 }
 
 #[tokio::test]
@@ -509,7 +494,7 @@ async fn saved_results_crud_and_connection_lookup() {
             &[("url", &format!("td://{}@h/Bad/t", s.master(1)))],
         )
         .await;
-    assert_error(status, &body, 422, "database name 'Bad'");
+    assert_error(status, &body, 422, "`Bad` is not a valid TD name for a database");
     assert_no_keys(&s, &body.to_string());
     let (status, body) = s
         .post(&key, "/v3/result/create/bad%20name", &[("url", &url)])
@@ -560,31 +545,14 @@ async fn saved_results_crud_and_connection_lookup() {
 /// A refused export: source job id, form, expected status, a needle of the message.
 type Refusal = (String, Vec<(&'static str, String)>, u16, &'static str);
 
-#[tokio::test]
-async fn bad_result_exports_are_refused_and_start_no_job() {
-    let s = Server::start().await;
-    let key = s.master(0);
-    create_database(&s, 0, "mydb").await;
-    let job = code_count_job(&s, 0);
-    let others = code_count_job(&s, 1);
-    let running =
-        s.td.state()
-            .store
-            .write(|tx| {
-                jobs::insert(
-                    tx,
-                    &NewJob {
-                        account_id: s.td.accounts()[0].id,
-                        job_type: "presto".into(),
-                        database: "mydb".into(),
-                        ..NewJob::default()
-                    },
-                )
-            })
-            .unwrap();
-    let jobs_before = job_count(&s);
-    let ok_url = "td://@/mydb/out_t";
-    let cases: Vec<Refusal> = vec![
+/// A good target, for the refusals that are about something else.
+const OK_URL: &str = "td://@/mydb/out_t";
+
+/// Exports that must be refused: of a job that does not exist, of another account's job, of a
+/// job without a result, and to destinations that are malformed or unknown.
+fn refusals(s: &Server, job: i64, others: i64, running: i64) -> Vec<Refusal> {
+    let ok_url = OK_URL;
+    vec![
         (
             "999999".into(),
             vec![("result", ok_url.into())],
@@ -608,25 +576,25 @@ async fn bad_result_exports_are_refused_and_start_no_job() {
             job.to_string(),
             vec![("result", format!("td://{}@h/mydb/out_t/extra", s.master(1)))],
             422,
-            "3 parts",
+            "found 3 path part(s)",
         ),
         (
             job.to_string(),
             vec![("result", format!("td://{}@h/mydb/x", s.master(1)))],
             422,
-            "table name 'x'",
+            "`x` is not a valid TD name for a table",
         ),
         (
             job.to_string(),
             vec![("result", "td://@/mydb/out_t?mode=merge".into())],
             422,
-            "mode 'merge'",
+            "mode `merge`",
         ),
         (
             job.to_string(),
             vec![("result", "mysql://u:p@h/db/t".into())],
             422,
-            "scheme 'mysql'",
+            "scheme `mysql`",
         ),
         (
             job.to_string(),
@@ -652,7 +620,20 @@ async fn bad_result_exports_are_refused_and_start_no_job() {
             404,
             "saved result 'nosuch'",
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn bad_result_exports_are_refused_and_start_no_job() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_database(&s, 0, "mydb").await;
+    let job = code_count_job(&s, 0);
+    let others = code_count_job(&s, 1);
+    let running = s.td.inspect().queued_job(s.td.accounts()[0].id, "mydb").unwrap();
+    let jobs_before = job_count(&s);
+    let ok_url = OK_URL;
+    let cases = refusals(&s, job, others, running);
     for (id, form, expected, needle) in cases {
         let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, body) = s.post(&key, &format!("/v3/job/result_export/{id}"), &form).await;

@@ -124,7 +124,7 @@ async fn create_refuses_existing_tables_missing_databases_bad_names_and_other_ty
         let (status, body) = s
             .post(&key, &format!("/v3/table/create/tbl_db/{bad}/log"), &[])
             .await;
-        assert_error(status, &body, 422, "invalid table name");
+        assert_error(status, &body, 422, "is not a valid TD name for a table");
     }
     let (status, body) = s.post(&key, "/v3/table/create/tbl_db/items/item", &[]).await;
     assert_error(status, &body, 422, "'item'");
@@ -284,7 +284,7 @@ async fn rename_refuses_bad_names_missing_sources_and_bad_flags() {
     let (status, body) = s
         .post(&key, "/v3/table/rename/tbl_db/source_t/Bad-Name", &[])
         .await;
-    assert_error(status, &body, 422, "invalid table name");
+    assert_error(status, &body, 422, "is not a valid TD name for a table");
     let (status, body) = s
         .post(&key, "/v3/table/rename/tbl_db/source_t/source_t", &[])
         .await;
@@ -511,10 +511,10 @@ async fn schema_updates_refuse_reserved_columns_bad_types_and_missing_schemas() 
     let key = s.master(0);
     create_table(&s, "tbl_db", "events").await;
     let cases = [
-        (r#"[["v","string"]]"#, 422, "'v' is reserved"),
-        (r#"[["time","long"]]"#, 422, "'time' is reserved"),
-        (r#"[["x","string","v"]]"#, 422, "'v' is reserved"),
-        (r#"[["x","varchar"]]"#, 422, "'varchar'"),
+        (r#"[["v","string"]]"#, 422, "`v` is reserved"),
+        (r#"[["time","long"]]"#, 422, "`time` is reserved"),
+        (r#"[["x","string","v"]]"#, 422, "`v` is reserved"),
+        (r#"[["x","varchar"]]"#, 422, "`varchar`"),
         (r#"[["x","long"],["x","string"]]"#, 422, "'x' appears twice"),
         ("not json", 400, "schema"),
     ];

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header::CONTENT_TYPE;
 
-use crate::error::ApiError;
+use crate::error::Error;
+use crate::routes::error::ApiError;
 
 /// All scalar parameters of a request, the body's winning over the query string's.
 #[derive(Debug, Default, Clone)]
@@ -23,14 +24,43 @@ impl Params {
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
     }
 
-    pub fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
+    pub fn int(&self, key: &str) -> Result<Option<i64>, Error> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                ApiError::bad_request(format!("parameter '{key}' must be an integer, got '{v}'"))
-            }),
+            Some(v) => {
+                v.trim().parse().map(Some).map_err(|_| {
+                    Error::bad_request(format!("parameter '{key}' must be an integer, got '{v}'"))
+                })
+            }
         }
     }
+
+    /// A boolean that must be spelled as one (`true`/`false`/`1`/`0`, any case).
+    pub fn strict_bool(&self, key: &str) -> Result<Option<bool>, Error> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(Some(false)),
+            Some(v) => Err(Error::bad_request(format!(
+                "parameter '{key}' must be true or false, got '{v}'"
+            ))),
+        }
+    }
+
+    /// A parameter the call cannot do without; `missing` is the kind of error its absence is
+    /// (TD answers 400 for some calls, 422 for others).
+    pub fn required(&self, key: &str, missing: fn(String) -> Error) -> Result<&str, Error> {
+        self.get(key)
+            .ok_or_else(|| missing(format!("parameter '{key}' is required")))
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    Error::BadRequest(message).into()
+}
+
+fn too_large(message: String) -> ApiError {
+    Error::TooLarge(message).into()
 }
 
 fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
@@ -51,11 +81,11 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
                 .await
-                .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
+                .map_err(|e| bad_request(format!("invalid multipart body: {e}")))?;
             while let Some(field) = multipart
                 .next_field()
                 .await
-                .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?
+                .map_err(|e| bad_request(format!("invalid multipart body: {e}")))?
             {
                 let Some(name) = field.name().map(str::to_owned) else {
                     continue;
@@ -63,20 +93,20 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 let value = field
                     .text()
                     .await
-                    .map_err(|e| ApiError::bad_request(format!("invalid multipart field '{name}': {e}")))?;
+                    .map_err(|e| bad_request(format!("invalid multipart field '{name}': {e}")))?;
                 params.insert(name, value);
             }
             return Ok(Params(params));
         }
         let body = axum::body::to_bytes(req.into_body(), 16 << 20)
             .await
-            .map_err(|e| ApiError::too_large(format!("request body: {e}")))?;
+            .map_err(|e| too_large(format!("request body: {e}")))?;
         if body.is_empty() {
             return Ok(Params(params));
         }
         if content_type.starts_with("application/json") {
-            let value: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
             if let serde_json::Value::Object(map) = value {
                 for (k, v) in map {
                     let text = match v {

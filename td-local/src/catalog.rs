@@ -1,0 +1,435 @@
+//! Databases and tables of each account (td-api.md §3): names, settings, schemas, and the calls
+//! that change them. A table's rows are keyed by its id (`records`), so a swap or a rename is a
+//! catalog update inside one write transaction, and readers see it all or nothing.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use td_model::name::check_name;
+use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
+
+use crate::error::{Error, Result};
+use crate::store::{now, snapshot};
+
+/// The only table type TD still creates.
+pub const LOG_TYPE: &str = "log";
+/// The most rows one `tail` returns.
+pub const MAX_TAIL_COUNT: i64 = 10_000;
+
+/// A database as `database/list` and `database/show` answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    pub id: i64,
+    pub name: String,
+    /// Rows in all its tables.
+    pub count: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const DATABASE_COLUMNS: &str = "d.id, d.name, d.created_at, d.updated_at, \
+    (SELECT COUNT(*) FROM records r JOIN tables t ON r.table_id = t.id WHERE t.database_id = d.id)";
+
+fn database_row(row: &rusqlite::Row) -> rusqlite::Result<Database> {
+    Ok(Database {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        created_at: row.get(2)?,
+        updated_at: row.get(3)?,
+        count: row.get(4)?,
+    })
+}
+
+/// The id of an account's database, if it exists.
+pub fn find_database(conn: &Connection, account_id: i64, db: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM databases WHERE account_id = ?1 AND name = ?2",
+            params![account_id, db],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The id of an account's database, or NotFound.
+pub fn database_id(conn: &Connection, account_id: i64, db: &str) -> Result<i64> {
+    find_database(conn, account_id, db)?
+        .ok_or_else(|| Error::not_found(format!("database '{db}' does not exist")))
+}
+
+/// A table's id, or None if the table does not exist (the database must).
+fn find_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<Option<i64>> {
+    let db_id = database_id(conn, account_id, db)?;
+    Ok(conn
+        .query_row(
+            "SELECT id FROM tables WHERE database_id = ?1 AND name = ?2",
+            params![db_id, table],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The id of a table, or NotFound naming whichever of database or table is missing.
+pub fn table_id(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<i64> {
+    find_table(conn, account_id, db, table)?
+        .ok_or_else(|| Error::not_found(format!("table '{db}.{table}' does not exist")))
+}
+
+/// Creates a database if it does not exist; returns its id.
+pub fn ensure_database(conn: &Connection, account_id: i64, db: &str) -> Result<i64> {
+    insert_database(conn, account_id, db)?;
+    database_id(conn, account_id, db)
+}
+
+/// Whether a new database was made (false: it existed).
+fn insert_database(conn: &Connection, account_id: i64, db: &str) -> Result<bool> {
+    let inserted = conn.execute(
+        "INSERT OR IGNORE INTO databases (account_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+        params![account_id, db, now()],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// Creates a table if it does not exist (the database must exist); returns its id.
+pub fn ensure_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<i64> {
+    insert_table(conn, account_id, db, table)?;
+    table_id(conn, account_id, db, table)
+}
+
+/// Whether a new table was made (false: it existed). NotFound if the database does not exist.
+fn insert_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<bool> {
+    let db_id = database_id(conn, account_id, db)?;
+    let inserted = conn.execute(
+        "INSERT OR IGNORE INTO tables (database_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+        params![db_id, table, now()],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// The account's databases, by name.
+pub fn list_databases(conn: &Connection, account_id: i64) -> Result<Vec<Database>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {DATABASE_COLUMNS} FROM databases d WHERE d.account_id = ?1 ORDER BY d.name"
+    ))?;
+    let rows = stmt.query_map(params![account_id], database_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn show_database(conn: &Connection, account_id: i64, db: &str) -> Result<Database> {
+    snapshot(conn, |conn| {
+        let id = database_id(conn, account_id, db)?;
+        Ok(conn.query_row(
+            &format!("SELECT {DATABASE_COLUMNS} FROM databases d WHERE d.id = ?1"),
+            params![id],
+            database_row,
+        )?)
+    })
+}
+
+/// Creates a database: Invalid for a bad name, Conflict if it exists.
+pub fn create_database(conn: &Connection, account_id: i64, db: &str) -> Result<()> {
+    check_name("database", db)?;
+    if !insert_database(conn, account_id, db)? {
+        return Err(Error::conflict(format!("database '{db}' already exists")));
+    }
+    Ok(())
+}
+
+/// Deletes a database with its tables, their rows and import ids.
+pub fn delete_database(conn: &Connection, account_id: i64, db: &str) -> Result<()> {
+    let id = database_id(conn, account_id, db)?;
+    conn.execute(
+        "DELETE FROM records WHERE table_id IN (SELECT id FROM tables WHERE database_id = ?1)",
+        params![id],
+    )?;
+    conn.execute(
+        "DELETE FROM import_ids WHERE table_id IN (SELECT id FROM tables WHERE database_id = ?1)",
+        params![id],
+    )?;
+    conn.execute("DELETE FROM tables WHERE database_id = ?1", params![id])?;
+    conn.execute("DELETE FROM databases WHERE id = ?1", params![id])?;
+    Ok(())
+}
+
+/// A table as `table/list` and `table/show` answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub id: i64,
+    pub name: String,
+    /// The schema JSON text, as stored and as TD sends it.
+    pub schema: String,
+    pub description: Option<String>,
+    pub expire_days: Option<i64>,
+    pub include_v: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub count: i64,
+    /// Bytes of the rows' JSON text.
+    pub estimated_storage_size: i64,
+    /// The newest row's `time`.
+    pub last_log_time: Option<i64>,
+}
+
+const TABLE_COLUMNS: &str = "t.id, t.name, t.schema, t.description, t.expire_days, t.include_v, \
+    t.created_at, t.updated_at, \
+    (SELECT COUNT(*) FROM records r WHERE r.table_id = t.id), \
+    (SELECT COALESCE(SUM(LENGTH(r.record)), 0) FROM records r WHERE r.table_id = t.id), \
+    (SELECT MAX(r.time) FROM records r WHERE r.table_id = t.id)";
+
+fn table_row(row: &rusqlite::Row) -> rusqlite::Result<Table> {
+    Ok(Table {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        schema: row.get(2)?,
+        description: row.get(3)?,
+        expire_days: row.get(4)?,
+        include_v: row.get(5)?,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+        count: row.get(8)?,
+        estimated_storage_size: row.get(9)?,
+        last_log_time: row.get(10)?,
+    })
+}
+
+/// The tables of a database, by name, from one snapshot.
+pub fn list_tables(conn: &Connection, account_id: i64, db: &str) -> Result<Vec<Table>> {
+    snapshot(conn, |conn| {
+        let db_id = database_id(conn, account_id, db)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TABLE_COLUMNS} FROM tables t WHERE t.database_id = ?1 ORDER BY t.name"
+        ))?;
+        let rows = stmt.query_map(params![db_id], table_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+}
+
+pub fn show_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<Table> {
+    snapshot(conn, |conn| {
+        let id = table_id(conn, account_id, db, table)?;
+        Ok(conn.query_row(
+            &format!("SELECT {TABLE_COLUMNS} FROM tables t WHERE t.id = ?1"),
+            params![id],
+            table_row,
+        )?)
+    })
+}
+
+/// Creates a `log` table: Invalid for another type or a bad name, NotFound without the
+/// database, Conflict if it exists.
+pub fn create_table(conn: &Connection, account_id: i64, db: &str, table: &str, kind: &str) -> Result<()> {
+    if kind != LOG_TYPE {
+        return Err(Error::invalid(format!(
+            "table type '{kind}' is not supported: only 'log' tables exist"
+        )));
+    }
+    check_name("table", table)?;
+    if !insert_table(conn, account_id, db, table)? {
+        return Err(Error::conflict(format!("table '{db}.{table}' already exists")));
+    }
+    Ok(())
+}
+
+/// Removes a table with its rows and import ids.
+fn drop_table(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute("DELETE FROM records WHERE table_id = ?1", params![id])?;
+    conn.execute("DELETE FROM import_ids WHERE table_id = ?1", params![id])?;
+    conn.execute("DELETE FROM tables WHERE id = ?1", params![id])?;
+    Ok(())
+}
+
+pub fn delete_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<()> {
+    drop_table(conn, table_id(conn, account_id, db, table)?)
+}
+
+fn set_table_name(conn: &Connection, id: i64, name: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE tables SET name = ?1, updated_at = ?2 WHERE id = ?3",
+        params![name, now(), id],
+    )?;
+    Ok(())
+}
+
+/// Exchanges two tables' names, so each name now holds the other's rows and schema. Not
+/// idempotent: a retried swap swaps back (td-api.md §3).
+pub fn swap_tables(conn: &Connection, account_id: i64, db: &str, first: &str, second: &str) -> Result<()> {
+    if first == second {
+        return Err(Error::invalid(format!(
+            "cannot swap table '{db}.{first}' with itself"
+        )));
+    }
+    let first_id = table_id(conn, account_id, db, first)?;
+    let second_id = table_id(conn, account_id, db, second)?;
+    // Names are unique per database, so one table steps aside under a name no valid table can
+    // have ('-' fails check_name) while the other takes its place.
+    set_table_name(conn, first_id, &format!("{first}-swapping"))?;
+    set_table_name(conn, second_id, first)?;
+    set_table_name(conn, first_id, second)
+}
+
+/// Renames a table; with `overwrite` an existing target is dropped in the same transaction, so
+/// readers of the target see its old rows or the new ones, never neither.
+pub fn rename_table(
+    conn: &Connection,
+    account_id: i64,
+    db: &str,
+    from: &str,
+    to: &str,
+    overwrite: bool,
+) -> Result<()> {
+    check_name("table", to)?;
+    if from == to {
+        return Err(Error::invalid(format!(
+            "cannot rename table '{db}.{from}' to its own name"
+        )));
+    }
+    let source = table_id(conn, account_id, db, from)?;
+    if let Some(target) = find_table(conn, account_id, db, to)? {
+        if !overwrite {
+            return Err(Error::conflict(format!(
+                "table '{db}.{to}' already exists; pass overwrite=true to replace it"
+            )));
+        }
+        drop_table(conn, target)?;
+    }
+    set_table_name(conn, source, to)
+}
+
+/// The table settings `update` can change; absent ones stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct TableSettings {
+    pub expire_days: Option<i64>,
+    pub include_v: Option<bool>,
+    pub description: Option<String>,
+}
+
+impl TableSettings {
+    fn check(&self) -> Result<()> {
+        if let Some(days) = self.expire_days.filter(|d| *d < 1) {
+            return Err(Error::invalid(format!(
+                "expire_days must be a positive number of days, got {days}"
+            )));
+        }
+        if self.expire_days.is_none() && self.include_v.is_none() && self.description.is_none() {
+            return Err(Error::bad_request(
+                "nothing to update: give expire_days, include_v or description",
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn update_table(
+    conn: &Connection,
+    account_id: i64,
+    db: &str,
+    table: &str,
+    settings: &TableSettings,
+) -> Result<()> {
+    settings.check()?;
+    let id = table_id(conn, account_id, db, table)?;
+    conn.execute(
+        "UPDATE tables SET expire_days = COALESCE(?1, expire_days), include_v = COALESCE(?2, include_v), \
+         description = COALESCE(?3, description), updated_at = ?4 WHERE id = ?5",
+        params![
+            settings.expire_days,
+            settings.include_v,
+            settings.description,
+            now(),
+            id
+        ],
+    )?;
+    Ok(())
+}
+
+/// A table's schema JSON text, as stored.
+pub fn stored_schema(conn: &Connection, table_id: i64) -> Result<String> {
+    conn.query_row(
+        "SELECT schema FROM tables WHERE id = ?1",
+        params![table_id],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| Error::not_found("table does not exist"))
+}
+
+/// A table's schema.
+pub fn table_schema(conn: &Connection, table_id: i64) -> Result<Vec<TableColumn>> {
+    Ok(parse_table_schema(&stored_schema(conn, table_id)?)?)
+}
+
+/// Stores a table's schema.
+pub fn set_table_schema(conn: &Connection, table_id: i64, columns: &[TableColumn]) -> Result<()> {
+    conn.execute(
+        "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
+        params![table_schema_json(columns), now(), table_id],
+    )?;
+    Ok(())
+}
+
+/// Reads a schema a caller sends (`update-schema`, `append-schema`); a name given twice is
+/// refused.
+pub fn parse_schema_param(text: &str) -> Result<Vec<TableColumn>> {
+    let columns = parse_table_schema(text)?;
+    for (i, column) in columns.iter().enumerate() {
+        if columns[..i].iter().any(|c| c.name == column.name) {
+            return Err(Error::invalid(format!(
+                "column '{}' appears twice in the schema",
+                column.name
+            )));
+        }
+    }
+    Ok(columns)
+}
+
+/// Replaces a table's schema (`update-schema`).
+pub fn replace_schema(
+    conn: &Connection,
+    account_id: i64,
+    db: &str,
+    table: &str,
+    columns: &[TableColumn],
+) -> Result<()> {
+    set_table_schema(conn, table_id(conn, account_id, db, table)?, columns)
+}
+
+/// Adds the columns the table lacks; existing ones keep their type (`append-schema`).
+pub fn append_schema(
+    conn: &Connection,
+    account_id: i64,
+    db: &str,
+    table: &str,
+    added: Vec<TableColumn>,
+) -> Result<()> {
+    let id = table_id(conn, account_id, db, table)?;
+    let mut columns = table_schema(conn, id)?;
+    merge_columns(&mut columns, added);
+    set_table_schema(conn, id, &columns)
+}
+
+/// Appends to `schema` the columns of `new` it lacks, keeping existing columns' types.
+pub fn merge_columns(schema: &mut Vec<TableColumn>, new: impl IntoIterator<Item = TableColumn>) {
+    for column in new {
+        if !schema.iter().any(|c| c.name == column.name) {
+            schema.push(column);
+        }
+    }
+}
+
+/// The newest `count` records (JSON text), newest first, from one snapshot.
+pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i64) -> Result<Vec<String>> {
+    snapshot(conn, |conn| {
+        let id = table_id(conn, account_id, db, table)?;
+        let mut stmt = conn.prepare(
+            "SELECT record FROM records WHERE table_id = ?1 ORDER BY time DESC, rowid DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![id, count], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+}
+
+/// The names of a database's tables, sorted.
+pub fn table_names(conn: &Connection, account_id: i64, db: &str) -> Result<Vec<String>> {
+    let db_id = database_id(conn, account_id, db)?;
+    let mut stmt = conn.prepare("SELECT name FROM tables WHERE database_id = ?1 ORDER BY name")?;
+    let rows = stmt.query_map(params![db_id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -1,0 +1,271 @@
+//! The background work of jobs: a query (and the td:// output of its `result=`), a result export,
+//! a bulk-import perform. Each is recorded first (`jobs`), answered at once, then run on the
+//! blocking pool: queued → running → success | error. A job killed meanwhile stays `killed`
+//! (the `jobs::mark_*` updates only move queued or running jobs).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use rusqlite::InterruptHandle;
+
+use crate::accounts::Accounts;
+use crate::bulk_import::{self, PerformOptions};
+use crate::catalog::database_id;
+use crate::error::{Error, Result};
+use crate::jobs::{self, JobStatus, NewJob, Outcome};
+use crate::output::{self, OutputTarget};
+use crate::query::{Engine, QueryError};
+use crate::store::{blocking, Store};
+
+/// The job types a query can be issued as.
+pub const QUERY_TYPES: &[&str] = &["presto", "trino", "hive"];
+
+/// What runs jobs: the store, the data directory of their results, and the accounts a result
+/// URL's key may name.
+#[derive(Clone)]
+pub struct Runner {
+    store: Store,
+    data_dir: Arc<PathBuf>,
+    accounts: Accounts,
+}
+
+impl Runner {
+    pub fn new(store: Store, data_dir: &Path, accounts: Accounts) -> Runner {
+        Runner {
+            store,
+            data_dir: Arc::new(data_dir.to_path_buf()),
+            accounts,
+        }
+    }
+
+    /// At startup: the work of jobs and performs that were running when the server stopped died
+    /// with it; their jobs fail and their sessions go back to `uploading`.
+    pub fn recover(store: &Store) -> Result<()> {
+        store.write(|tx| {
+            jobs::recover(tx)?;
+            bulk_import::recover(tx)
+        })
+    }
+
+    /// Issues a query job: checks it, records it as queued and runs it in the background.
+    pub async fn issue_query(&self, job: NewJob) -> Result<i64> {
+        check_query(&job)?;
+        let runner = self.clone();
+        let id = blocking(move || {
+            // Only td:// can be checked now; other schemes fail when the job runs, as TD's would.
+            if job.result_url.starts_with("td://") {
+                runner.store.read(|conn| {
+                    output::parse_result_url(conn, &runner.accounts, job.account_id, &job.result_url)
+                })?;
+            }
+            runner
+                .store
+                .read(|conn| database_id(conn, job.account_id, &job.database))?;
+            let id = runner.store.write(|tx| jobs::insert_unique(tx, &job))?;
+            tokio::task::spawn_blocking(move || runner.run_query_job(id));
+            Ok(id)
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// queued → running → success | error. Every failure ends in `error` with its reason.
+    fn run_query_job(&self, id: i64) {
+        if let Err(message) = self.query_job(id) {
+            tracing::info!(job = id, %message, "job failed");
+            if let Err(e) = jobs::mark_error(&self.store, id, &message) {
+                tracing::error!(job = id, error = %e, "could not record a job failure");
+            }
+            let _ = std::fs::remove_file(jobs::result_path(&self.data_dir, id));
+        }
+    }
+
+    fn query_job(&self, id: i64) -> std::result::Result<(), String> {
+        let job = self
+            .store
+            .read(|conn| jobs::get(conn, id))
+            .map_err(|e| e.to_string())?;
+        jobs::mark_running(&self.store, id).map_err(|e| e.to_string())?;
+        if jobs::status(&self.store, id).map_err(|e| e.to_string())? != JobStatus::Running {
+            return Ok(());
+        }
+        let path = jobs::result_path(&self.data_dir, id);
+        let outcome = self.execute(&job, &path).map_err(|e| e.to_string())?;
+        if !job.result_url.is_empty() {
+            // The output reads the stored result and its schema, so record them first.
+            self.store
+                .write(|tx| jobs::record_outcome(tx, id, &outcome))
+                .map_err(|e| e.to_string())?;
+            self.write_output(&job)?;
+        }
+        self.store
+            .write(|tx| jobs::mark_success(tx, id, &outcome))
+            .map_err(|e| e.to_string())?;
+        if jobs::status(&self.store, id).map_err(|e| e.to_string())? != JobStatus::Success {
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(())
+    }
+
+    /// Runs the query, interruptible by `kill` while it runs.
+    fn execute(&self, job: &jobs::Job, path: &Path) -> std::result::Result<Outcome, QueryError> {
+        let engine = Engine::open(&self.store, job.account_id, &job.database)?;
+        let _running = RunningQuery::register(&self.data_dir, job.id, engine.interrupt_handle());
+        engine.run(&job.query, path)
+    }
+
+    fn write_output(&self, job: &jobs::Job) -> std::result::Result<(), String> {
+        if !job.result_url.starts_with("td://") {
+            let scheme = job.result_url.split(':').next().unwrap_or_default();
+            return Err(format!(
+                "unsupported result type '{scheme}': td-local writes results only to td:// URLs"
+            ));
+        }
+        let target = self
+            .store
+            .read(|conn| output::parse_result_url(conn, &self.accounts, job.account_id, &job.result_url))
+            .map_err(|e| e.to_string())?;
+        output::write_job_result(&self.store, &self.data_dir, job.id, &target)
+            .map(|_| ())
+            .map_err(|e| format!("result output failed: {e}"))
+    }
+
+    /// Kills a queued or running job of `account_id`; returns its former status.
+    pub fn kill(&self, account_id: i64, id: i64) -> Result<JobStatus> {
+        let former = self.store.write(|tx| jobs::kill(tx, account_id, id))?;
+        let key = (self.data_dir.to_path_buf(), id);
+        if let Some(handle) = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            handle.interrupt();
+        }
+        Ok(former)
+    }
+
+    /// Starts a result export of `source_id`'s result into `target`: records the export job,
+    /// linked with its source (which must have a result), and runs it in the background.
+    pub async fn export(&self, account_id: i64, source_id: i64, target: OutputTarget) -> Result<i64> {
+        let runner = self.clone();
+        blocking(move || {
+            let export_id = runner.store.write(|tx| {
+                jobs::check_exportable(tx, account_id, source_id)?;
+                let export = NewJob {
+                    account_id,
+                    job_type: "result_export".to_string(),
+                    database: target.database.clone(),
+                    result_url: target.masked_url(),
+                    ..NewJob::default()
+                };
+                let export_id = jobs::insert(tx, &export)?;
+                jobs::link_export(tx, source_id, export_id)?;
+                Ok(export_id)
+            })?;
+            tokio::task::spawn_blocking(move || runner.run_export(export_id, source_id, &target));
+            Ok(export_id)
+        })
+        .await
+    }
+
+    /// The export job's life: running → success with the rows written, or error with the reason.
+    fn run_export(&self, export_id: i64, source_id: i64, target: &OutputTarget) {
+        let finished = jobs::mark_running(&self.store, export_id)
+            .and_then(|()| output::write_job_result(&self.store, &self.data_dir, source_id, target))
+            .and_then(|rows| {
+                let outcome = Outcome {
+                    num_records: rows as i64,
+                    cmdout: format!(
+                        "wrote {rows} rows of job {source_id} to {}\n",
+                        target.masked_url()
+                    ),
+                    ..Outcome::default()
+                };
+                self.store.write(|tx| jobs::mark_success(tx, export_id, &outcome))
+            });
+        if let Err(e) = finished {
+            tracing::warn!(job = export_id, source = source_id, error = %e, "result export failed");
+            if let Err(e) = jobs::mark_error(&self.store, export_id, &e.to_string()) {
+                tracing::error!(job = export_id, error = %e, "cannot record the export job's failure");
+            }
+        }
+    }
+
+    /// Starts a perform job; the session is `performing` when this returns, so a client polling
+    /// `show` never sees it still `uploading`.
+    pub async fn perform(&self, account_id: i64, name: String, options: PerformOptions) -> Result<i64> {
+        let store = self.store.clone();
+        let (session_id, job_id) = store
+            .write_async(move |tx| bulk_import::start_perform(tx, account_id, &name, &options))
+            .await?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, session_id, job_id));
+        Ok(job_id)
+    }
+
+    /// Commits a session, then drops its staged rows in the background.
+    pub async fn commit(&self, account_id: i64, name: String) -> Result<()> {
+        let committed = self
+            .store
+            .write_async(move |tx| bulk_import::commit(tx, account_id, &name))
+            .await?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = bulk_import::discard_staged(&store, committed.session_id) {
+                tracing::warn!(error = %e, "could not discard the staged rows of a committed bulk import");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The checks TD makes of an issued query before it is queued.
+fn check_query(job: &NewJob) -> Result<()> {
+    if !QUERY_TYPES.contains(&job.job_type.as_str()) {
+        return Err(Error::invalid(format!(
+            "unsupported job type '{}': use presto, trino or hive",
+            job.job_type
+        )));
+    }
+    if job.query.is_empty() {
+        return Err(Error::bad_request("parameter 'query' is required"));
+    }
+    if !(-2..=2).contains(&job.priority) {
+        return Err(Error::invalid(format!(
+            "parameter 'priority' must be between -2 and 2, got {}",
+            job.priority
+        )));
+    }
+    if job.retry_limit < 0 {
+        return Err(Error::invalid(format!(
+            "parameter 'retry_limit' must not be negative, got {}",
+            job.retry_limit
+        )));
+    }
+    Ok(())
+}
+
+/// Queries running now, by data directory and job id (several servers can share a process).
+static RUNNING: LazyLock<Mutex<HashMap<(PathBuf, i64), InterruptHandle>>> = LazyLock::new(Default::default);
+
+/// Registration of a running query; removed when dropped.
+struct RunningQuery {
+    key: (PathBuf, i64),
+}
+
+impl RunningQuery {
+    fn register(data_dir: &Path, id: i64, handle: InterruptHandle) -> RunningQuery {
+        let key = (data_dir.to_path_buf(), id);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), handle);
+        RunningQuery { key }
+    }
+}
+
+impl Drop for RunningQuery {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}

@@ -1,0 +1,181 @@
+//! A running td-local: open the data directory, bind, serve, stop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::accounts::{self, Account, Accounts};
+use crate::error::Result;
+use crate::faults::{self, Faults};
+use crate::inspect::Inspect;
+use crate::routes;
+use crate::runner::Runner;
+use crate::sample;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database, results and `accounts.yml` live; created if missing.
+    pub data_dir: PathBuf,
+    /// Address to bind; port 0 picks a free one. Loopback by default.
+    pub listen: SocketAddr,
+    /// Serve the `/_td_local/` admin routes (fault injection, request log).
+    pub admin: bool,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: false,
+        }
+    }
+}
+
+/// A running td-local.
+pub struct TdLocal {
+    addr: SocketAddr,
+    state: AppState,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TdLocal {
+    /// Opens (or creates) the data directory, binds, and serves in the background.
+    pub async fn start(config: Config) -> Result<TdLocal> {
+        let state = open_state(&config.data_dir)?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let app = router(state.clone(), config.admin);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, app, stopped));
+        tracing::info!(%addr, data = %config.data_dir.display(), "td-local listening");
+        Ok(TdLocal {
+            addr,
+            state,
+            stop,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn accounts(&self) -> &[Arc<Account>] {
+        self.state.accounts.all()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.state.data_dir
+    }
+
+    /// Reads what the API stored and sets up what a test needs, through the library.
+    pub fn inspect(&self) -> Inspect {
+        Inspect::new(self.state.store.clone(), &self.state.data_dir)
+    }
+
+    /// The embedded database itself, for checks that [`TdLocal::inspect`] does not offer.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Fault rules and the request log.
+    pub fn faults(&self) -> &Faults {
+        &self.state.faults
+    }
+
+    /// Stops accepting, lets requests in flight finish, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn open_state(dir: &Path) -> Result<AppState> {
+    std::fs::create_dir_all(dir)?;
+    let accounts = Accounts::new(accounts::load_or_create(dir)?);
+    let store = Store::open(dir)?;
+    sample::ensure_sample_datasets(&store, accounts.all())?;
+    Runner::recover(&store)?;
+    Ok(AppState {
+        runner: Runner::new(store.clone(), dir, accounts.clone()),
+        store,
+        accounts,
+        faults: Faults::default(),
+        data_dir: Arc::new(dir.to_path_buf()),
+    })
+}
+
+/// Every route, with the `.json` suffix stripping, the request log and fault injection around them.
+fn router(state: AppState, admin: bool) -> Router {
+    let mut app = routes::api();
+    if admin {
+        app = app.merge(routes::admin::routes());
+    }
+    app.fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::admin::middleware,
+        ))
+        .with_state(state)
+}
+
+/// Serves connections until `stopped` turns true. A fault that resets the connection makes the
+/// service fail, which hyper answers by closing the connection without a response.
+async fn serve(listener: TcpListener, app: Router, mut stopped: watch::Receiver<bool>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.changed() => break,
+        };
+        let Ok((socket, _)) = accepted else { continue };
+        let _ = socket.set_nodelay(true);
+        let app = app.clone();
+        let mut conn_stopped = stopped.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    let mut req = req.map(Body::new);
+                    if let Some(uri) = routes::normalize_uri(req.uri()) {
+                        *req.uri_mut() = uri;
+                    }
+                    let response = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+                    if response.extensions().get::<faults::ResetConnection>().is_some() {
+                        return Err(faults::ResetConnection);
+                    }
+                    Ok(response)
+                }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(socket), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = conn_stopped.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+}

@@ -1,0 +1,19 @@
+//! What every request handler shares: the store, the accounts, the job runner, the data
+//! directory, and the fault rules with the request log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::accounts::Accounts;
+use crate::faults::Faults;
+use crate::runner::Runner;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub accounts: Accounts,
+    pub runner: Runner,
+    pub faults: Faults,
+    pub data_dir: Arc<PathBuf>,
+}
