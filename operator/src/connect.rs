@@ -360,3 +360,30 @@ fn connector_settings(written: &Map<String, Value>, table: &TableRef) -> Map<Str
         .or_insert_with(|| table.table.clone().into());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_by_connection_sends_the_settings_as_written_with_tds_names() {
+        let written = serde_json::json!({
+            "database": "testdb", "mode": "replace", "time": "2024-01-31", "time_column": "created_at",
+            "api_hostname": "api.treasuredata.co.jp", "column_options": {"id": {"type": "long"}},
+        });
+        let table = TableRef {
+            database: "testdb".into(),
+            table: "out_t".into(),
+            mode: Mode::Replace,
+        };
+        let sent = connector_settings(written.as_object().unwrap(), &table);
+        assert_eq!(
+            Value::Object(sent),
+            serde_json::json!({
+                "user_database_name": "testdb", "user_table_name": "out_t", "mode": "replace",
+                "time": "2024-01-31", "time_column": "created_at", "api_hostname": "api.treasuredata.co.jp",
+                "column_options": {"id": {"type": "long"}},
+            })
+        );
+    }
+}

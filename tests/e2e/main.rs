@@ -9,6 +9,8 @@ mod engines;
 mod examples;
 mod export;
 mod faults;
+mod fidelity;
+mod proxy;
 mod source;
 mod spec;
 mod status_doc;

@@ -345,6 +345,18 @@ impl TdLocalRun {
         })
     }
 
+    /// A job as `job/show` answers it, every field (the library client types only what it reads).
+    pub fn job_json(&self, account: i64, id: &str) -> serde_json::Value {
+        let request = reqwest::Client::new()
+            .get(format!("{}/v3/job/show/{id}", self.server.base_url()))
+            .header("Authorization", format!("TD1 {}", self.master(account)))
+            .send();
+        self.rt.block_on(async {
+            let response = request.await.expect("request sent");
+            response.json().await.expect("job/show answers JSON")
+        })
+    }
+
     /// Saves a result destination (a connection) named `name` with `url` on `account`.
     pub fn save_result(&self, account: i64, name: &str, url: &str) {
         self.server

@@ -24,9 +24,15 @@ from ._runner import run, spec_keys
 
 
 def spec_from_params(params):
-    """The task spec in a task's params: the params that are task spec keys."""
+    """The task spec in a task's params: the params that are task spec keys. A query the task
+    issues gets Digdag's ``session_time`` as its scheduled time (``TD_SCHEDULED_TIME()``), as
+    Digdag's own ``td>`` gives it, unless the task sets ``scheduled_time``."""
     keys = spec_keys()
-    return {k: v for k, v in params.items() if k in keys}
+    spec = {k: v for k, v in params.items() if k in keys}
+    issues_a_query = "query" in spec or "query_file" in spec
+    if issues_a_query and "scheduled_time" not in spec and params.get("session_time"):
+        spec["scheduled_time"] = params["session_time"]
+    return spec
 
 
 def export(**params):

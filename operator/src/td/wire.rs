@@ -234,6 +234,22 @@ mod tests {
         assert!(!later.is_finished());
         assert_eq!(later.to_string(), "paused");
         assert!(SessionStatus::parse("committing").is_busy());
+    }
+
+    #[test]
+    fn a_failed_job_says_its_cmdout_then_its_stderr_as_digdag_shows_them() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "job_id": "7", "status": "error",
+            "debug": {"cmdout": "started at 12:00\n", "stderr": "Query failed: line 1:8"},
+        }))
+        .unwrap();
+        assert_eq!(
+            job.failure_output().as_deref(),
+            Some("started at 12:00\nQuery failed: line 1:8")
+        );
+        let quiet: Job =
+            serde_json::from_value(serde_json::json!({"job_id": 8, "status": "killed"})).unwrap();
+        assert_eq!(quiet.failure_output(), None);
         assert_eq!(SessionStatus::Committed.as_str(), "committed");
     }
 }
