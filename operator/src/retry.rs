@@ -163,6 +163,12 @@ pub struct PollPolicy {
     /// A query issued with a domain key whose earlier job failed or was killed is issued again
     /// under the next key (`KEY-1`, `KEY-2`, …), at most this many times.
     pub max_reissues: u32,
+    /// A run that finds the export's session made by another run takes the load over when the
+    /// session has not moved for this long (its run is gone). A perform or commit in flight is
+    /// TD working, and never stands still.
+    pub stale_after: Duration,
+    /// How long a run waits for another run's load to end before it gives up (exit 3).
+    pub max_wait_for_owner: Duration,
     /// How long an interrupted run waits for TD to kill the query it issued before it exits.
     pub cancel_grace: Duration,
     /// How often the progress display is refreshed while rows move.
@@ -186,6 +192,8 @@ impl Default for PollPolicy {
             lost_answer_rechecks: 3,
             max_conflicts: 5,
             max_reissues: 10,
+            stale_after: Duration::from_secs(120),
+            max_wait_for_owner: Duration::from_secs(3600),
             cancel_grace: Duration::from_secs(10),
             progress_tick: Duration::from_millis(250),
             status_every: Duration::from_secs(1),
@@ -200,6 +208,8 @@ impl PollPolicy {
             job: self.job.scaled(factor),
             session: self.session.scaled(factor),
             settle: self.settle.mul_f64(factor),
+            stale_after: self.stale_after.mul_f64(factor),
+            max_wait_for_owner: self.max_wait_for_owner.mul_f64(factor),
             ..self
         }
     }

@@ -98,6 +98,22 @@ pub struct ExportInfo {
     /// A query job this run issued and killed when it was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub killed_job_id: Option<String>,
+    /// What a failed or interrupted run left on the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<Left>,
+}
+
+/// What a run that did not finish left on the target, and whether a rerun resumes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    /// The bulk-import session left in place, if any.
+    pub session: Option<String>,
+    /// A replace's temp table left in place, if any.
+    pub temp_table: Option<String>,
+    /// A rerun resumes the session (an append's parts are kept).
+    pub resumable: bool,
+    /// What was left and why, in words.
+    pub note: String,
 }
 
 /// The server engine's export as it was about to be submitted.
@@ -401,6 +417,21 @@ impl StatusRecorder {
             d.export.rows = rows;
             d.export.writer_job_id = Some(job_id.to_string());
         });
+    }
+
+    /// The server engine's export was done by an earlier run: the same export job and rows.
+    pub fn already_exported(&self, earlier: &ExportInfo) {
+        self.update(|d| {
+            d.export.rows = earlier.rows;
+            d.export.export_job_id = earlier.export_job_id.clone();
+            d.export.writer_job_id = earlier.writer_job_id.clone();
+            d.export.already_done = true;
+        });
+    }
+
+    /// What this run leaves on the target.
+    pub fn left(&self, left: Left) {
+        self.update(|d| d.export.left = Some(left));
     }
 
     /// A query job this run issued was killed because the run was interrupted.

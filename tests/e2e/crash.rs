@@ -292,6 +292,24 @@ fn sigterm_fails_the_run_as_interrupted_and_a_rerun_completes_exactly_once() {
         );
         std::thread::sleep(Duration::from_millis(500));
         assert_between_runs(&fx, mode, &table, &before, &context);
+        // The run cleaned up before it exited: a replace's temp table is gone; an append's
+        // session is left for the rerun to resume, and the document says so.
+        assert!(
+            fx.temp_tables().is_empty(),
+            "{context}: temp tables left: {:?}",
+            fx.temp_tables()
+        );
+        let left = &doc["export"]["left"];
+        match mode {
+            "replace" => assert!(
+                left["temp_table"].is_null() && left["session"].is_null(),
+                "{context}: {left:#}"
+            ),
+            _ => assert!(
+                left["resumable"] == true && left["session"].is_string(),
+                "{context}: {left:#}"
+            ),
+        }
 
         fx.run_spec(&fx.spec(mode, &table))
             .expect_exit(0, &format!("{context}: rerun"));

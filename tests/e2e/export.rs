@@ -316,6 +316,8 @@ fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
             database: "dstdb",
             table: "loaded",
             poll: &td_result_export::retry::PollPolicy::default().scaled(0.001),
+            resume_now: true,
+            made: &Default::default(),
         };
         drive(
             &s,
@@ -329,4 +331,61 @@ fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
         other => panic!("expected the load to be rejected, got {other:?}"),
     }
     assert_eq!(td.rows(2, "dstdb", "loaded"), Some(vec![]), "nothing committed");
+}
+
+#[test]
+fn a_failed_append_removes_the_session_and_the_empty_table_it_made() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    td.fault(td_local::FaultRule::new(
+        Some("POST"),
+        "^/v3/bulk_import/perform/",
+        td_local::FaultAction::Status {
+            status: 403,
+            retry_after: None,
+        },
+    ));
+    let out = td.export(&job_spec(&td, &job, "made_here", "append"), &[]);
+    out.expect_code(1);
+    let left = &out.status["export"]["left"];
+    assert_eq!(left["session"], serde_json::Value::Null, "{left:#}");
+    assert_eq!(left["resumable"], false);
+    assert!(
+        td.server.inspect().bulk_imports(2).unwrap().is_empty(),
+        "the session it made is gone"
+    );
+    assert!(
+        td.rows(2, "dstdb", "made_here").is_none(),
+        "the empty table it made is gone"
+    );
+}
+
+#[test]
+fn an_append_that_fails_for_now_leaves_its_session_for_the_rerun() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let rule = td.fault(td_local::FaultRule::new(
+        Some("POST"),
+        "^/v3/bulk_import/perform/",
+        td_local::FaultAction::Status {
+            status: 503,
+            retry_after: None,
+        },
+    ));
+    let out = td.export(&job_spec(&td, &job, "resumed", "append"), &[]);
+    out.expect_code(3);
+    let left = &out.status["export"]["left"];
+    assert_eq!(left["resumable"], true, "{left:#}");
+    assert!(
+        left["note"]
+            .as_str()
+            .unwrap()
+            .contains("left for a rerun to resume"),
+        "{left:#}"
+    );
+    assert_eq!(td.server.inspect().bulk_imports(2).unwrap().len(), 1);
+    td.server.faults().remove(rule);
+    let rerun = td.export(&job_spec(&td, &job, "resumed", "append"), &[]);
+    rerun.expect_code(0);
+    assert_eq!(td.rows(2, "dstdb", "resumed"), Some(sorted(events())));
 }

@@ -4,6 +4,7 @@
 mod cancel;
 mod cli_output;
 mod columns;
+mod concurrency;
 mod crash;
 mod engines;
 mod examples;

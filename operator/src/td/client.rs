@@ -261,10 +261,10 @@ impl TdClient {
             .tables)
     }
 
-    /// Creates a table; one that already exists counts as created.
-    pub async fn create_table(&self, db: &str, table: &str) -> TdResult<()> {
+    /// Creates a table; `Ok(false)` when it already existed.
+    pub async fn create_table(&self, db: &str, table: &str) -> TdResult<bool> {
         let path = format!("/v3/table/create/{}/{}/log", seg(db), seg(table));
-        done_if_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
+        created_unless_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
     }
 
     /// Deletes a table; one that does not exist counts as deleted.
@@ -396,10 +396,11 @@ impl TdClient {
         )
     }
 
-    /// Creates a session; one that already exists counts as created.
-    pub async fn create_session(&self, name: &str, db: &str, table: &str) -> TdResult<()> {
+    /// Creates a session; `Ok(false)` when it already existed (409). A retry of a create whose
+    /// answer was lost also reads as `false`, which a caller that must know who made it handles.
+    pub async fn create_session(&self, name: &str, db: &str, table: &str) -> TdResult<bool> {
         let path = format!("/v3/bulk_import/create/{}/{}/{}", seg(name), seg(db), seg(table));
-        done_if_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
+        created_unless_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
     }
 
     /// Uploads (or replaces) a named part: repeatable by construction.
@@ -455,9 +456,14 @@ fn none_if_missing<T>(r: TdResult<T>) -> TdResult<Option<T>> {
 }
 
 fn done_if_conflict(r: TdResult<Value>) -> TdResult<()> {
+    created_unless_conflict(r).map(drop)
+}
+
+/// `true` for a create that made the thing, `false` for a 409 (it existed).
+fn created_unless_conflict(r: TdResult<Value>) -> TdResult<bool> {
     match r {
-        Err(e) if e.is_status(409) => Ok(()),
-        other => other.map(drop),
+        Err(e) if e.is_status(409) => Ok(false),
+        other => other.map(|_| true),
     }
 }
 

@@ -11,6 +11,8 @@ pub mod session;
 pub mod stream;
 pub mod transcode;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sha2::{Digest, Sha256};
 
 use crate::error::{Class, Classify, Exit};
@@ -51,6 +53,15 @@ pub enum TransferError {
         status: SessionStatus,
         waited_s: u64,
     },
+    #[error(
+        "another run is exporting the same thing (bulk import '{session}' is {status}); waited {waited_s} s \
+         for it to end: run again later"
+    )]
+    OwnedElsewhere {
+        session: String,
+        status: SessionStatus,
+        waited_s: u64,
+    },
     #[error("TD's export job {id} ended with status '{status}'{}", .output.as_deref().map(|o| format!(":\n{o}")).unwrap_or_default())]
     ExportJobFailed {
         id: String,
@@ -87,7 +98,9 @@ impl Classify for TransferError {
             TransferError::NotExportable { .. } => failed("ResultNotExportable"),
             TransferError::Source(e) => e.class(),
             TransferError::Rejected { .. } => failed("RejectedRows"),
-            TransferError::SessionBusy { .. } => Class::new("TransferFailed", Exit::Transient),
+            TransferError::SessionBusy { .. } | TransferError::OwnedElsewhere { .. } => {
+                Class::new("ExportInProgress", Exit::Transient)
+            }
             TransferError::ExportJobFailed { .. } => failed("ExportJobFailed"),
             TransferError::PerformFailed { .. } | TransferError::UnexpectedSession { .. } => {
                 failed("TransferFailed")
@@ -125,6 +138,26 @@ pub fn temp_table_name(table: &str, idempotency_key: &str) -> String {
     let suffix = format!("_tdre_{}", &key_hash(idempotency_key)[..8]);
     let keep = table.len().min(td_model::name::MAX_NAME - suffix.len());
     format!("{}{suffix}", &table[..keep])
+}
+
+/// What this run made on the target, so that a failed or interrupted run can remove what it made
+/// and say what it left (shared with the stages: a run stopped mid-way still knows).
+#[derive(Debug, Default)]
+pub struct Made {
+    /// This run created the session (it owns the load).
+    pub session: AtomicBool,
+    /// This run created the target table.
+    pub table: AtomicBool,
+}
+
+impl Made {
+    pub fn session(&self) -> bool {
+        self.session.load(Ordering::Relaxed)
+    }
+
+    pub fn table(&self) -> bool {
+        self.table.load(Ordering::Relaxed)
+    }
 }
 
 /// What an export wrote.

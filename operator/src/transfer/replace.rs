@@ -1,17 +1,22 @@
 //! Replace, atomically: load a temp table `<table>_tdre_<8 hex>` through its own session, give it
 //! the result's schema, then one `rename(temp → target, overwrite=true)`, so a reader sees the
 //! old rows or the new rows, never a mix or an empty table.
+//!
+//! The session is the lock between overlapping runs of one replace (design.md §10): the run that
+//! creates it owns the temp table and the rename; another waits for the outcome — the session
+//! gone and the target holding the rows means "already done" — or takes over when the owner is
+//! gone (the session stands still), starting over. Only the owner ever drops the temp table.
 
 use std::future::Future;
 
 use serde_json::Value;
 
 use super::append::written;
-use super::session::{drive, Committed, SessionRef};
+use super::session::{drive, Committed, SessionRef, Watch};
 use super::stream::Moved;
-use super::{session_name, temp_table_name, TransferError, Written};
+use super::{session_name, temp_table_name, Made, TransferError, Written};
 use crate::retry::PollPolicy;
-use crate::td::{SessionAction, TdClient};
+use crate::td::{Session, SessionAction, SessionStatus, TdClient};
 
 /// The table a replace writes, and how it waits.
 pub struct ReplaceTarget<'a> {
@@ -19,6 +24,22 @@ pub struct ReplaceTarget<'a> {
     pub database: &'a str,
     pub table: &'a str,
     pub poll: &'a PollPolicy,
+    /// The run that left an existing session is known to have ended: start over at once.
+    pub resume_now: bool,
+    /// Rows the result has: a waiter checks the target against them when the owner is done.
+    pub rows_expected: Option<u64>,
+    /// Whether this run made the session (owns the temp table), for clean-up.
+    pub made: &'a Made,
+}
+
+/// Where a run stands with the replace's session.
+enum Claim {
+    /// This run made the session: it loads the temp table and renames it.
+    Owner,
+    /// Another run did the replace.
+    DoneElsewhere(Written),
+    /// Read the session again.
+    Again,
 }
 
 /// Checks, before any data moves, that a replace can run: the key must read the database
@@ -37,7 +58,7 @@ pub async fn preflight(client: &TdClient, database: &str) -> Result<(), Transfer
 }
 
 /// Replaces the target's rows with what `upload` loads. The temp table is dropped on failure
-/// (best effort).
+/// (best effort) by the run that owns it.
 pub async fn replace<U, F>(
     t: &ReplaceTarget<'_>,
     idempotency_key: &str,
@@ -50,17 +71,138 @@ where
 {
     let temp = temp_table_name(t.table, idempotency_key);
     let session = session_name(idempotency_key);
-    // A replace always starts over: stale leftovers of an earlier attempt go first.
-    discard_session(t, &session).await?;
-    t.client.delete_table(t.database, &temp).await?;
-    let loaded = load_temp(t, &temp, &session, schema, upload).await;
+    loop {
+        match claim(t, &temp, &session, schema).await? {
+            Claim::Owner => return own(t, &temp, &session, schema, upload).await,
+            Claim::DoneElsewhere(written) => return Ok(written),
+            Claim::Again => {}
+        }
+    }
+}
+
+/// Makes the session (and the temp table it loads) unless one exists; waits on one that another
+/// run owns; discards one whose run is gone.
+async fn claim(
+    t: &ReplaceTarget<'_>,
+    temp: &str,
+    session: &str,
+    schema: &Value,
+) -> Result<Claim, TransferError> {
+    let Some(found) = t.client.session(session).await? else {
+        let fresh = t.client.create_table(t.database, temp).await?;
+        // A temp table with rows and no session is what a run stopped mid-clean-up left.
+        if !fresh
+            && t.client
+                .table(t.database, temp)
+                .await?
+                .is_some_and(|table| table.count > 0)
+        {
+            t.client.delete_table(t.database, temp).await?;
+            return Ok(Claim::Again);
+        }
+        t.client.update_schema(t.database, temp, schema).await?;
+        let owner = t.client.create_session(session, t.database, temp).await?;
+        t.made
+            .session
+            .fetch_or(owner, std::sync::atomic::Ordering::Relaxed);
+        return Ok(if owner { Claim::Owner } else { Claim::Again });
+    };
+    if found.table.as_deref().is_some_and(|table| table != temp) {
+        return Err(TransferError::UnexpectedSession {
+            session: session.to_string(),
+            status: format!("loading {}", found.table.unwrap_or_default()),
+        });
+    }
+    if t.resume_now {
+        discard(t, temp, session).await?;
+        return Ok(Claim::Again);
+    }
+    wait_for_owner(t, temp, session, found).await
+}
+
+/// Watches another run's replace: its session gone (or committed with the temp table renamed
+/// away) and the target holding the result's rows means done; a session standing still means its
+/// run is gone, and it is discarded so that this run starts over.
+async fn wait_for_owner(
+    t: &ReplaceTarget<'_>,
+    temp: &str,
+    session: &str,
+    mut found: Session,
+) -> Result<Claim, TransferError> {
+    let s = SessionRef {
+        client: t.client,
+        name: session,
+        database: t.database,
+        table: temp,
+        poll: t.poll,
+        resume_now: false,
+        made: t.made,
+    };
+    let mut watch = Watch::new(&s);
+    let mut writer = None;
+    tracing::info!(session, status = %found.status, "another run is replacing this table; waiting for its outcome");
+    loop {
+        writer = found.job_id.clone().or(writer);
+        let renamed =
+            found.status == SessionStatus::Committed && t.client.table(t.database, temp).await?.is_none();
+        if renamed {
+            return done_elsewhere(t, writer).await;
+        }
+        if watch.observe(&found).await? {
+            tracing::warn!(
+                session,
+                "the run that made the session is gone; starting the replace over"
+            );
+            discard(t, temp, session).await?;
+            return Ok(Claim::Again);
+        }
+        found = match t.client.session(session).await? {
+            Some(next) => next,
+            None => return done_elsewhere(t, writer).await,
+        };
+    }
+}
+
+/// The other run's session is gone: done when the target holds the result's rows; otherwise
+/// that run failed (and cleaned up), and this one claims the replace anew.
+async fn done_elsewhere(t: &ReplaceTarget<'_>, job_id: Option<String>) -> Result<Claim, TransferError> {
+    let count = t
+        .client
+        .table(t.database, t.table)
+        .await?
+        .map(|table| table.count);
+    match (count, t.rows_expected) {
+        (Some(found), Some(expected)) if found == expected as i64 => Ok(Claim::DoneElsewhere(Written {
+            rows: expected,
+            moved: Moved::default(),
+            already_done: true,
+            verified: true,
+            job_id,
+        })),
+        _ => Ok(Claim::Again),
+    }
+}
+
+/// The owner's part: load the temp table, rename it over the target, delete the session.
+async fn own<U, F>(
+    t: &ReplaceTarget<'_>,
+    temp: &str,
+    session: &str,
+    schema: &Value,
+    upload: U,
+) -> Result<Written, TransferError>
+where
+    U: FnOnce(String) -> F,
+    F: Future<Output = Result<Moved, TransferError>>,
+{
+    let loaded = load_temp(t, temp, session, schema, upload).await;
     let outcome = match loaded {
-        Ok(c) => swap_in(t, &temp).await.map(|()| c),
+        Ok(c) => swap_in(t, temp).await.map(|()| c),
         Err(e) => Err(e),
     };
     match outcome {
         Ok(committed) => {
-            let _ = t.client.session_action(&session, SessionAction::Delete).await;
+            let _ = t.client.session_action(session, SessionAction::Delete).await;
             let verified = verify_replace(t, committed.rows).await?;
             Ok(Written {
                 already_done: false,
@@ -68,12 +210,30 @@ where
             })
         }
         Err(e) => {
-            if let Err(cleanup) = t.client.delete_table(t.database, &temp).await {
-                tracing::warn!(table = %temp, error = %cleanup, "could not drop the temp table");
+            if let Err(cleanup) = discard(t, temp, session).await {
+                tracing::warn!(table = %temp, error = %cleanup, "could not drop the temp table and its session");
             }
             Err(e)
         }
     }
+}
+
+/// Drops a replace's session and temp table (what an interrupted or failed owner leaves).
+async fn discard(t: &ReplaceTarget<'_>, temp: &str, session: &str) -> Result<(), TransferError> {
+    drop_temp(t.client, t.database, temp, session, t.poll).await
+}
+
+/// Drops a replace's session (waiting out a perform or commit in flight) and its temp table.
+pub async fn drop_temp(
+    client: &TdClient,
+    database: &str,
+    temp: &str,
+    session: &str,
+    poll: &PollPolicy,
+) -> Result<(), TransferError> {
+    discard_session(client, session, poll).await?;
+    client.delete_table(database, temp).await?;
+    Ok(())
 }
 
 /// Renames the loaded temp table over the target. `rename` cannot be sent again blindly, so
@@ -107,36 +267,36 @@ where
     U: FnOnce(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
-    t.client.create_table(t.database, temp).await?;
-    t.client.update_schema(t.database, temp, schema).await?;
     let s = SessionRef {
         client: t.client,
         name: session,
         database: t.database,
         table: temp,
         poll: t.poll,
+        resume_now: true,
+        made: t.made,
     };
     drive(&s, upload, schema).await
 }
 
 /// Deletes a session left by an earlier attempt, waiting out a perform or commit in flight.
-async fn discard_session(t: &ReplaceTarget<'_>, session: &str) -> Result<(), TransferError> {
+async fn discard_session(client: &TdClient, session: &str, poll: &PollPolicy) -> Result<(), TransferError> {
     let started = tokio::time::Instant::now();
     loop {
-        match t.client.session(session).await? {
+        match client.session(session).await? {
             None => return Ok(()),
             Some(s) if s.status.is_busy() => {
-                if started.elapsed() >= t.poll.settle {
+                if started.elapsed() >= poll.settle {
                     return Err(TransferError::SessionBusy {
                         session: session.to_string(),
                         status: s.status,
-                        waited_s: t.poll.settle.as_secs(),
+                        waited_s: poll.settle.as_secs(),
                     });
                 }
-                tokio::time::sleep(t.poll.session.first).await;
+                tokio::time::sleep(poll.session.first).await;
             }
             Some(_) => {
-                t.client.session_action(session, SessionAction::Delete).await?;
+                client.session_action(session, SessionAction::Delete).await?;
                 return Ok(());
             }
         }

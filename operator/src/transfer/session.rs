@@ -1,13 +1,19 @@
 //! Drives a bulk-import session from whatever state it is in to `committed`, so that a rerun
 //! resumes where the last run stopped (uploading → frozen → performing → ready → committing →
 //! committed) and a committed session means "already done".
+//!
+//! The session, named after the export's idempotency key, is also the lock between runs that
+//! overlap (design.md §10): the run whose create made it owns the load. A run that finds it made
+//! by another waits, polling, for that run's outcome — committed means "already done" — and takes
+//! the load over only when the session stops moving for [`PollPolicy::stale_after`] (its run is
+//! gone), or at once when it knows the run that made it has ended (`resume_now`).
 
 use std::future::Future;
 
 use serde_json::Value;
 
 use super::stream::Moved;
-use super::TransferError;
+use super::{Made, TransferError};
 use crate::retry::PollPolicy;
 use crate::td::{Session, SessionAction, SessionStatus, TdClient};
 
@@ -33,6 +39,30 @@ pub struct SessionRef<'a> {
     pub database: &'a str,
     pub table: &'a str,
     pub poll: &'a PollPolicy,
+    /// The run that left an existing session is known to have ended (its status document says
+    /// so): resume it without waiting to see it stand still.
+    pub resume_now: bool,
+    /// What this run makes (the session, the table), for clean-up.
+    pub made: &'a Made,
+}
+
+/// Whose load a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// This run made the session, or took it over: it moves it on.
+    Owner,
+    /// Another run made it: wait for its outcome.
+    Waiter,
+}
+
+/// What a session looks like to a waiter; any change is the owner's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    status: SessionStatus,
+    frozen: bool,
+    parts: usize,
+    valid: Option<i64>,
+    job: Option<String>,
 }
 
 /// Brings the session to `committed`. `upload` fills the session it is given (deterministic part
@@ -45,58 +75,63 @@ where
     let client = s.client;
     let mut upload = Some(upload);
     let mut uploaded: Option<Moved> = None;
-    let mut acted = false;
+    let mut committed_here = false;
     let mut count_before = None;
     let mut wait = s.poll.session.first;
     let mut conflicts = 0u32;
+    let mut role = None;
     loop {
         let Some(session) = client.session(s.name).await? else {
-            create(s).await?;
-            acted = true;
+            role = Some(match create(s).await? {
+                Created::Here => Role::Owner,
+                Created::Elsewhere => Role::Waiter,
+            });
             continue;
         };
         loads_our_table(s, &session)?;
+        if *role.get_or_insert(if s.resume_now { Role::Owner } else { Role::Waiter }) == Role::Waiter {
+            match wait_for_owner(s, session).await? {
+                Waited::Committed(c) => return Ok(c),
+                Waited::Stale => role = Some(Role::Owner),
+                Waited::Vanished => role = None,
+            }
+            continue;
+        }
         match (&session.status, session.upload_frozen) {
             (SessionStatus::Uploading, false) => {
                 if let Some(upload) = upload.take() {
-                    let moved = upload(s.name.to_string()).await?;
-                    prune_parts(s, moved.parts).await?;
-                    uploaded = Some(moved);
+                    match upload_parts(s, upload).await? {
+                        Some(moved) => uploaded = Some(moved),
+                        None => continue,
+                    }
                 }
                 transition(s, SessionAction::Freeze, &mut conflicts).await?;
-                acted = true;
             }
             (SessionStatus::Uploading, true) => {
                 client.append_schema(s.database, s.table, schema).await?;
                 transition(s, SessionAction::Perform, &mut conflicts).await?;
-                acted = true;
             }
             (SessionStatus::Ready, _) => {
                 nothing_rejected(s, &session)?;
                 count_before = table_count(s).await?;
-                transition(s, SessionAction::Commit, &mut conflicts).await?;
-                acted = true;
+                committed_here |= transition(s, SessionAction::Commit, &mut conflicts).await?;
             }
             (SessionStatus::Committed, _) => {
                 return Ok(Committed {
                     rows: session.valid_records.unwrap_or(0).max(0) as u64,
                     uploaded,
-                    by_this_run: acted,
+                    by_this_run: committed_here,
                     count_before,
                     job_id: session.job_id,
                 });
             }
-            (SessionStatus::Performing, _) => {
-                if let Some(stderr) = failed_perform(client, session.job_id.as_deref()).await {
-                    return Err(TransferError::PerformFailed {
-                        session: s.name.to_string(),
-                        stderr,
-                    });
+            (SessionStatus::Performing | SessionStatus::Committing, _) => {
+                if session.status == SessionStatus::Performing {
+                    if let Some(stderr) = failed_perform(client, session.job_id.as_deref()).await {
+                        let session = s.name.to_string();
+                        return Err(TransferError::PerformFailed { session, stderr });
+                    }
                 }
-                tokio::time::sleep(wait).await;
-                wait = s.poll.session.next(wait);
-            }
-            (SessionStatus::Committing, _) => {
                 tokio::time::sleep(wait).await;
                 wait = s.poll.session.next(wait);
             }
@@ -107,6 +142,125 @@ where
                 })
             }
         }
+    }
+}
+
+/// Fills the session; `None` when another run froze it meanwhile: it uploaded the same parts
+/// (their names and bytes follow from the key), so this run carries on from its state.
+async fn upload_parts<U, F>(s: &SessionRef<'_>, upload: U) -> Result<Option<Moved>, TransferError>
+where
+    U: FnOnce(String) -> F,
+    F: Future<Output = Result<Moved, TransferError>>,
+{
+    match upload(s.name.to_string()).await {
+        Ok(moved) => {
+            prune_parts(s, moved.parts).await?;
+            Ok(Some(moved))
+        }
+        Err(e) if is_conflict(&e) => {
+            tracing::info!(session = s.name, error = %e, "the session moved on during the upload");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How waiting for another run's load ended.
+enum Waited {
+    /// It committed: the export is done.
+    Committed(Committed),
+    /// It stopped moving: its run is gone.
+    Stale,
+    /// The session is gone (its run failed and cleaned up, or a replace finished with it).
+    Vanished,
+}
+
+/// Watches a session another run owns until it commits, vanishes or stands still for
+/// `stale_after`. Waits `max_wait_for_owner` at most, then gives up: transient, run again later.
+async fn wait_for_owner(s: &SessionRef<'_>, mut session: Session) -> Result<Waited, TransferError> {
+    let mut watch = Watch::new(s);
+    tracing::info!(session = s.name, status = %session.status, "another run owns this export's session; waiting for its outcome");
+    loop {
+        if session.status == SessionStatus::Committed {
+            return Ok(Waited::Committed(Committed {
+                rows: session.valid_records.unwrap_or(0).max(0) as u64,
+                uploaded: None,
+                by_this_run: false,
+                count_before: None,
+                job_id: session.job_id,
+            }));
+        }
+        if watch.observe(&session).await? {
+            tracing::warn!(
+                session = s.name,
+                "the run that made the session is gone; taking its load over"
+            );
+            return Ok(Waited::Stale);
+        }
+        session = match s.client.session(s.name).await? {
+            Some(next) => next,
+            None => return Ok(Waited::Vanished),
+        };
+    }
+}
+
+/// A waiter's view of another run's session: whether it still moves.
+pub(super) struct Watch<'a> {
+    s: &'a SessionRef<'a>,
+    started: tokio::time::Instant,
+    still_since: tokio::time::Instant,
+    last: Option<Fingerprint>,
+}
+
+impl<'a> Watch<'a> {
+    pub(super) fn new(s: &'a SessionRef<'a>) -> Watch<'a> {
+        let now = tokio::time::Instant::now();
+        Watch {
+            s,
+            started: now,
+            still_since: now,
+            last: None,
+        }
+    }
+
+    /// Takes in the session as it is now, then waits one poll; `true` when it has stood still
+    /// for `stale_after` (a perform or commit in flight is TD working, not standing still).
+    pub(super) async fn observe(&mut self, session: &Session) -> Result<bool, TransferError> {
+        let parts = match session.status {
+            SessionStatus::Uploading => self.s.client.parts(self.s.name).await?.len(),
+            _ => 0,
+        };
+        let now = Fingerprint {
+            status: session.status.clone(),
+            frozen: session.upload_frozen,
+            parts,
+            valid: session.valid_records,
+            job: session.job_id.clone(),
+        };
+        if self.last.as_ref() != Some(&now) || now.status.is_busy() {
+            self.still_since = tokio::time::Instant::now();
+            self.last = Some(now);
+        } else if self.still_since.elapsed() >= self.s.poll.stale_after {
+            return Ok(true);
+        }
+        if self.started.elapsed() >= self.s.poll.max_wait_for_owner {
+            return Err(TransferError::OwnedElsewhere {
+                session: self.s.name.to_string(),
+                status: session.status.clone(),
+                waited_s: self.started.elapsed().as_secs(),
+            });
+        }
+        tokio::time::sleep(self.s.poll.session.first).await;
+        Ok(false)
+    }
+}
+
+/// Whether an upload failed because the session is no longer open for parts (another run froze it).
+fn is_conflict(e: &TransferError) -> bool {
+    match e {
+        TransferError::Td(td)
+        | TransferError::Stream(super::stream::StreamError::Upload { source: td, .. }) => td.is_status(409),
+        _ => false,
     }
 }
 
@@ -139,27 +293,45 @@ fn nothing_rejected(s: &SessionRef<'_>, session: &Session) -> Result<(), Transfe
 /// Sends a state transition. A 409 says the session is no longer in the state this run read:
 /// an attempt whose answer was lost (a cut body, a timeout) already moved it, or another run
 /// did. The caller reads the state again and carries on from there.
+/// Returns whether this call made the transition (`false`: another call had made it).
 async fn transition(
     s: &SessionRef<'_>,
     action: SessionAction,
     conflicts: &mut u32,
-) -> Result<(), TransferError> {
+) -> Result<bool, TransferError> {
     match s.client.session_action(s.name, action).await {
         Err(e) if e.is_status(409) && *conflicts < s.poll.max_conflicts => {
             *conflicts += 1;
             tracing::info!(session = s.name, ?action, error = %e, "the session moved on; reading its state again");
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(e.into()),
         Ok(()) => {
             *conflicts = 0;
-            Ok(())
+            Ok(true)
         }
     }
 }
 
+/// Who made a session.
+enum Created {
+    Here,
+    /// It existed: another run made it first.
+    Elsewhere,
+}
+
 /// Creates the session; if the table is missing, creates it first (master key only).
-async fn create(s: &SessionRef<'_>) -> Result<(), TransferError> {
+async fn create(s: &SessionRef<'_>) -> Result<Created, TransferError> {
+    let made = |created: bool| {
+        s.made
+            .session
+            .fetch_or(created, std::sync::atomic::Ordering::Relaxed);
+        if created {
+            Created::Here
+        } else {
+            Created::Elsewhere
+        }
+    };
     match s.client.create_session(s.name, s.database, s.table).await {
         Err(e) if e.is_status(404) => {
             if !s.client.database_exists(s.database).await.unwrap_or(true) {
@@ -173,10 +345,15 @@ async fn create(s: &SessionRef<'_>) -> Result<(), TransferError> {
                     table: s.table.to_string(),
                 }),
                 Err(e) => Err(e.into()),
-                Ok(()) => Ok(s.client.create_session(s.name, s.database, s.table).await?),
+                Ok(created) => {
+                    s.made
+                        .table
+                        .fetch_or(created, std::sync::atomic::Ordering::Relaxed);
+                    Ok(made(s.client.create_session(s.name, s.database, s.table).await?))
+                }
             }
         }
-        other => Ok(other?),
+        other => Ok(made(other?)),
     }
 }
 

@@ -1,0 +1,62 @@
+//! The server engine's run: ask TD to export (once: a rerun adopts the export an earlier run
+//! submitted, or finds it done), and wait for TD's export job.
+
+use crate::connect::Connected;
+use crate::options::Options;
+use crate::status::{State, StatusDoc, StatusRecorder};
+use crate::td::Job;
+use crate::transfer::{server, TransferError};
+
+pub(super) async fn server_export(
+    connected: &Connected,
+    job: &Job,
+    key: &str,
+    recorder: &StatusRecorder,
+    previous: Option<&StatusDoc>,
+    options: &Options,
+) -> Result<(), TransferError> {
+    let destination = connected
+        .destination
+        .as_ref()
+        .expect("server exports have a destination");
+    // TD's export has no idempotency key: the status document is the record. One that says this
+    // very export (same key) succeeded means it is done; a second export would append twice.
+    if let Some(done) =
+        previous.filter(|p| p.state == State::Success && p.export.idempotency_key.as_deref() == Some(key))
+    {
+        tracing::info!(export_job_id = ?done.export.export_job_id, "this export was done by an earlier run");
+        recorder.already_exported(&done.export);
+        return Ok(());
+    }
+    let unfinished = previous.filter(|p| p.state != State::Success);
+    // An earlier run of the same source job that did not finish: poll the export it recorded,
+    // or, if it died while submitting, the export TD has linked to the job since.
+    let recorded = unfinished
+        .filter(|p| p.export.source_job_id.as_deref() == Some(job.job_id.as_str()))
+        .and_then(|p| {
+            p.export.export_job_id.clone().or_else(|| {
+                let before = p.export.submitting.as_ref()?.linked_before.as_ref();
+                job.linked_result_export_job_id
+                    .clone()
+                    .filter(|now| Some(now) != before)
+            })
+        });
+    match &recorded {
+        Some(id) => tracing::info!(export_job_id = %id, "resuming the export job an earlier run submitted"),
+        None => recorder.submitting(job.linked_result_export_job_id.clone()),
+    }
+    let exported = server::export(
+        &connected.source,
+        job,
+        destination,
+        recorded,
+        &options.poll,
+        |id| recorder.export_job(id),
+    )
+    .await?;
+    recorder.exported(
+        &exported.job_id,
+        exported.num_records.unwrap_or_default().max(0) as u64,
+    );
+    Ok(())
+}

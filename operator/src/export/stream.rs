@@ -1,0 +1,187 @@
+//! The stream engine's run: map the result's columns, pipe its rows into parts, write the target
+//! by the mode's protocol, and keep the display and the status document current meanwhile.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use td_model::Mode;
+
+use crate::connect::{Connected, TableRef};
+use crate::options::Options;
+use crate::progress::{Display, Reporter};
+use crate::resolve::ExportPlan;
+use crate::retry::PollPolicy;
+use crate::source::result_schema;
+use crate::status::{State, StatusDoc, StatusRecorder};
+use crate::td::{Job, TdClient};
+use crate::transfer::append::append;
+use crate::transfer::columns::{map_columns, td_schema, time_fill};
+use crate::transfer::replace::{replace, ReplaceTarget};
+use crate::transfer::session::SessionRef;
+use crate::transfer::stream::{pipe, Moved, Progress};
+use crate::transfer::transcode::Transcoder;
+use crate::transfer::{session_name, Made, TransferError, Written};
+
+/// Everything the stream engine's run works with.
+pub(super) struct StreamRun<'a> {
+    pub plan: &'a ExportPlan,
+    pub connected: &'a Connected,
+    pub job: &'a Job,
+    pub key: &'a str,
+    pub recorder: &'a StatusRecorder,
+    pub previous: Option<&'a StatusDoc>,
+    pub options: &'a Options,
+    pub made: &'a Made,
+}
+
+pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Result<(), TransferError> {
+    let StreamRun {
+        plan,
+        connected,
+        job,
+        key,
+        recorder,
+        previous,
+        options,
+        made,
+    } = *run;
+    let target = connected
+        .target
+        .as_ref()
+        .expect("stream targets are resolved to an account");
+    let columns = map_columns(&result_schema(job)?);
+    let (fill, time_source) = time_fill(
+        &columns,
+        plan.target.time,
+        plan.target.time_column.as_deref(),
+        job,
+    )?;
+    let schema = td_schema(&columns);
+    let session = session_name(key);
+    recorder.mapping(&columns, time_source, &session);
+    for c in columns.iter().filter(|c| c.source != c.target) {
+        tracing::info!(source = %c.source, target = %c.target, "column renamed");
+    }
+
+    let progress = Arc::new(Progress::default());
+    let reporter = Reporter::new(
+        display,
+        job.result_size.map(|n| n.max(0) as u64),
+        job.num_records.map(|n| n.max(0) as u64),
+    );
+    let upload = |session: String| {
+        let (source, target, job_id) = (connected.source.clone(), target.clone(), job.job_id.clone());
+        let (columns, progress, part_bytes) = (columns.clone(), progress.clone(), options.part_bytes);
+        async move {
+            let body = source.job_result(&job_id, "msgpack.gz").await?;
+            let moved = pipe(
+                body,
+                Transcoder::new(&columns, fill),
+                part_bytes,
+                progress,
+                move |part, bytes| {
+                    let (target, session) = (target.clone(), session.clone());
+                    async move { target.upload_part(&session, &part, bytes).await }
+                },
+            )
+            .await?;
+            Ok::<Moved, TransferError>(moved)
+        }
+    };
+    // A session an ended run of this export left is resumed at once; one whose run may still be
+    // going (a crash, or a run beside this one) is waited on until it stands still.
+    let resume_now = previous
+        .is_some_and(|p| p.state != State::Running && p.export.session.as_deref() == Some(session.as_str()));
+    let writing = Writing {
+        table: &connected.table,
+        client: target,
+        session: &session,
+        key,
+        poll: &options.poll,
+        resume_now,
+        rows_expected: job.num_records.map(|n| n.max(0) as u64),
+        made,
+    };
+    let moving = write_target(&writing, &schema, upload);
+    let written: Written = tokio::select! {
+        written = moving => written?,
+        never = watch_progress(&progress, recorder, reporter, options) => match never {},
+    };
+    recorder.written(&written);
+    Ok(())
+}
+
+/// Where and how the stream engine writes.
+struct Writing<'a> {
+    table: &'a TableRef,
+    client: &'a TdClient,
+    session: &'a str,
+    key: &'a str,
+    poll: &'a PollPolicy,
+    resume_now: bool,
+    rows_expected: Option<u64>,
+    made: &'a Made,
+}
+
+/// Writes the target by the mode's protocol, `upload` filling the session it is handed.
+async fn write_target<U, F>(
+    w: &Writing<'_>,
+    schema: &serde_json::Value,
+    upload: U,
+) -> Result<Written, TransferError>
+where
+    U: FnOnce(String) -> F,
+    F: std::future::Future<Output = Result<Moved, TransferError>>,
+{
+    let (database, table) = (w.table.database.as_str(), w.table.table.as_str());
+    match w.table.mode {
+        Mode::Append => {
+            let s = SessionRef {
+                client: w.client,
+                name: w.session,
+                database,
+                table,
+                poll: w.poll,
+                resume_now: w.resume_now,
+                made: w.made,
+            };
+            append(&s, schema, upload).await
+        }
+        Mode::Replace => {
+            let t = ReplaceTarget {
+                client: w.client,
+                database,
+                table,
+                poll: w.poll,
+                resume_now: w.resume_now,
+                rows_expected: w.rows_expected,
+                made: w.made,
+            };
+            replace(&t, w.key, schema, upload).await
+        }
+    }
+}
+
+/// Copies the transfer's counters into the display and the status document while it runs.
+async fn watch_progress(
+    progress: &Progress,
+    recorder: &StatusRecorder,
+    mut reporter: Reporter,
+    options: &Options,
+) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(options.poll.progress_tick);
+    let mut last_write = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let (rows, bytes_in, bytes_out) = (
+            progress.rows.load(Ordering::Relaxed),
+            progress.bytes_in.load(Ordering::Relaxed),
+            progress.bytes_out.load(Ordering::Relaxed),
+        );
+        reporter.update(rows, bytes_in, bytes_out);
+        if last_write.elapsed() >= options.poll.status_every {
+            last_write = tokio::time::Instant::now();
+            recorder.progress(rows, bytes_in, bytes_out);
+        }
+    }
+}
