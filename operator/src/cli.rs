@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use td_result_export::export;
 use td_result_export::options::Options;
 use td_result_export::progress::Display;
+use td_result_export::redact;
 use td_result_export::resolve::{Source, TargetAccount};
 use td_result_export::spec::{Environment, Inputs};
 use td_result_export::status::{ErrorInfo, StatusDoc, StatusFile, StatusRecorder};
@@ -154,12 +155,25 @@ pub fn run(cli: Cli) -> i32 {
 fn validate(cli: &Cli, args: &SpecArgs) -> Result<(), Error> {
     let prepared = td_result_export::prepare(&args.spec, &args.inputs()?)?;
     report_warnings(cli, &prepared.warnings);
-    println!("valid: {}: {}", args.spec.display(), summary(&prepared.plan));
+    println!(
+        "valid: {}: {}",
+        args.spec.display(),
+        redact::scrub(&summary(&prepared.plan))
+    );
     Ok(())
 }
 
 fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
     let recorder = StatusRecorder::new(StatusFile::new(args.status.clone()));
+    // A document that cannot be written is found before anything is sent: a runner that reads
+    // it must not be left with none, or an old one.
+    if let (Some(path), false, Err(e)) = (&args.status, args.dry_run, recorder.try_write()) {
+        return Err(Error::Spec(td_result_export::SpecError::Usage {
+            arg: format!("--status {}", path.display()),
+            problem: format!("the status document cannot be written there ({e})"),
+            fix: "Give a path in an existing directory this process may write to.".to_string(),
+        }));
+    }
     let started = Instant::now();
     let result = prepare_and_export(cli, args, &recorder);
     let doc = match &result {
@@ -168,7 +182,7 @@ fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
         Err(e) => recorder.finish(e.class().exit, Some(ErrorInfo::of(e))),
     };
     if let (Ok(Some(_)), false) = (&result, cli.quiet) {
-        println!("{}", outcome_line(&doc, started.elapsed()));
+        println!("{}", redact::scrub(&outcome_line(&doc, started.elapsed())));
         if let Some(path) = recorder.file().path() {
             println!("status document: {}", path.display());
         }
@@ -186,12 +200,11 @@ fn prepare_and_export(
     report_warnings(cli, &prepared.warnings);
     if args.dry_run {
         let json = serde_json::to_string_pretty(&prepared.plan).expect("a plan serializes");
-        println!("{json}");
+        println!("{}", redact::scrub(&json));
         return Ok(None);
     }
     let plan = prepared.plan;
     let options = Options::from_env(&std::env::vars().collect());
-    recorder.write();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| {
         Error::Spec(td_result_export::SpecError::Usage {
             arg: "run".into(),
@@ -298,9 +311,12 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TDRE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Every log line goes through the one place that masks secrets; colours only on a terminal.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| redact::Scrubbed::new(std::io::stderr()));
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.without_time().with_target(false).try_init(),
@@ -311,7 +327,7 @@ fn report_warnings(cli: &Cli, warnings: &[Warning]) {
     for warning in warnings {
         match cli.log_format {
             LogFormat::Json => tracing::warn!(at = %warning.at, "{}", warning.message),
-            LogFormat::Text if !cli.quiet => eprintln!("warning: {warning}"),
+            LogFormat::Text if !cli.quiet => eprintln!("warning: {}", redact::scrub(&warning.to_string())),
             LogFormat::Text => {}
         }
     }
@@ -319,7 +335,11 @@ fn report_warnings(cli: &Cli, warnings: &[Warning]) {
 
 fn report_error(cli: &Cli, error: &Error) {
     match cli.log_format {
-        LogFormat::Json => tracing::error!(exit_code = error.class().exit.code(), "{error}"),
-        LogFormat::Text => eprintln!("error: {error}"),
+        LogFormat::Json => tracing::error!(
+            exit_code = error.class().exit.code(),
+            "{}",
+            redact::scrub(&error.to_string())
+        ),
+        LogFormat::Text => eprintln!("error: {}", redact::scrub(&error.to_string())),
     }
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod options;
 pub mod progress;
+pub mod redact;
 pub mod resolve;
 pub mod retry;
 pub mod source;
@@ -61,9 +62,38 @@ pub struct Prepared {
 pub fn prepare(spec_path: &Path, inputs: &Inputs) -> Result<Prepared, SpecError> {
     let loaded = spec::load(spec_path, inputs)?;
     let (plan, more) = resolve::resolve(&loaded, inputs)?;
+    remember_secrets(&plan, &loaded);
     let mut warnings = loaded.warnings;
     warnings.extend(more);
     Ok(Prepared { plan, warnings })
+}
+
+/// Every key the plan holds, however it was given (a literal, `TD_API_KEY`, `~/.td/td.conf`), and
+/// every key of the embedded td-local when the plan uses it, are masked from now on.
+fn remember_secrets(plan: &ExportPlan, loaded: &LoadedSpec) {
+    let mut keys = vec![plan.source_account.api_key.expose().to_string()];
+    match &plan.target.account {
+        TargetAccount::Known { account, .. } => keys.push(account.api_key.expose().to_string()),
+        TargetAccount::Connection { api_key, .. } => {
+            keys.extend(api_key.as_ref().map(|k| k.expose().to_string()))
+        }
+    }
+    keys.extend(
+        plan.proxy
+            .as_ref()
+            .and_then(|p| p.password.as_ref())
+            .map(|p| p.expose().to_string()),
+    );
+    if plan.uses_local() {
+        if let Ok(accounts) = loaded.local_accounts() {
+            keys.extend(
+                accounts
+                    .iter()
+                    .flat_map(|a| [a.master_key.clone(), a.write_only_key.clone()]),
+            );
+        }
+    }
+    redact::remember(keys);
 }
 
 /// The embedded td-local's accounts in a data directory, created (with fresh keys) the first time,

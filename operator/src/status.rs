@@ -283,13 +283,23 @@ impl StatusFile {
     /// Writes `doc` atomically: a temp file in the same directory, then a rename.
     pub fn write(&self, doc: &StatusDoc) -> std::io::Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
+        // The directory must exist: a path with a typo in it is an error, not a new directory.
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer_pretty(&mut tmp, doc)?;
+        if !dir.is_dir() {
+            let problem = format!("the directory {} does not exist", dir.display());
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, problem));
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("no file can be created in {}: {}", dir.display(), e.kind()),
+            )
+        })?;
+        let text = serde_json::to_string_pretty(doc)?;
+        tmp.write_all(crate::redact::scrub(&text).as_bytes())?;
         tmp.write_all(b"\n")?;
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
@@ -324,6 +334,11 @@ impl StatusRecorder {
 
     fn lock(&self) -> MutexGuard<'_, StatusDoc> {
         self.doc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the document as it is now, or says why it cannot.
+    pub fn try_write(&self) -> std::io::Result<()> {
+        self.file.write(&self.snapshot())
     }
 
     /// Writes the document as it is now; a failure is logged (the run goes on).

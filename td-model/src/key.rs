@@ -49,6 +49,15 @@ static API_KEY_SHAPE: LazyLock<Regex> =
 static KEY_PARAM: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)\b(apikey|api_key)=[^&#\s]+").expect("valid regex"));
 
+/// `<user id>/<40 hex>` and nothing else.
+static WHOLE_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\d+/[0-9a-fA-F]{40}$").expect("valid regex"));
+
+/// Whether a text has the shape of a whole TD API key, `<user id>/<40 hex>`.
+pub fn is_api_key(text: &str) -> bool {
+    WHOLE_KEY.is_match(text)
+}
+
 /// Whether the key of a value says it holds an API key (`apikey`, `api_key`, …).
 pub fn is_key_name(name: &str) -> bool {
     matches!(
@@ -79,7 +88,7 @@ pub fn mask_keys(text: &str) -> String {
             .find(|c: char| c == '?' || c == '#' || c.is_whitespace())
             .unwrap_or(rest.len());
         if let Some(at) = rest[..end].rfind('@').filter(|at| *at > 0) {
-            if &rest[..at] != "***" {
+            if &rest[..at] != "***" && !is_placeholder(&rest[..at]) {
                 out.push_str("***");
                 rest = &rest[at..];
             }
@@ -87,6 +96,13 @@ pub fn mask_keys(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A URL's user part that stands for a key in documentation (`APIKEY`) or in a spec
+/// (`${secret:NAME}`), and is none.
+fn is_placeholder(user: &str) -> bool {
+    user.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        || (user.starts_with("${") && user.ends_with('}') && !user[2..].contains("${"))
 }
 
 #[cfg(test)]
@@ -105,6 +121,12 @@ mod tests {
     fn key_shapes_and_url_users_are_masked_anywhere_in_a_text() {
         let key = format!("123/{}", "ab".repeat(20));
         assert!(looks_like_api_key(&key) && !looks_like_api_key("123/abc"));
+        assert!(
+            is_api_key(&key)
+                && !is_api_key(&format!("{key}x"))
+                && !is_api_key("1/ab@cd")
+                && !is_api_key("1/ab/cd")
+        );
         assert_eq!(mask_keys(&format!("key {key} here")), "key *** here");
         assert_eq!(
             mask_keys("see td://1/abc@def@host:80/db/t?mode=replace now"),
@@ -122,6 +144,14 @@ mod tests {
         );
         assert_eq!(mask_keys("API_KEY=abc def"), "API_KEY=*** def");
         assert_eq!(mask_keys("no url"), "no url");
+        assert_eq!(
+            mask_keys("write td://APIKEY@HOST/DB/T"),
+            "write td://APIKEY@HOST/DB/T"
+        );
+        assert_eq!(
+            mask_keys("td://${secret:target.apikey}@h/d/t"),
+            "td://${secret:target.apikey}@h/d/t"
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn cli_snapshots(extra: &[(&str, &str)]) -> insta::Settings {
     settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
     settings.add_filter(r"\bin \d+\.\d+ s\b", "in [SECS] s");
     settings.add_filter(r"tdre_[0-9a-f]{16}", "tdre_[HASH]");
-    settings.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "[TIME]");
+    settings.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+Z", "[TIME]");
     settings
 }
 

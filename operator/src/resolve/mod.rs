@@ -53,7 +53,37 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<
     if plan.uses_local() {
         plan.local_dir = Some(loaded.interpolator.local_dir().to_path_buf());
     }
+    check_keys(&plan, loaded)?;
     Ok((plan, warnings))
+}
+
+/// Every key the plan would send has the shape of a TD API key: a key cut short, or with a
+/// stray character, is refused here rather than sent (never shown: it is a key).
+fn check_keys(plan: &ExportPlan, loaded: &LoadedSpec) -> Result<(), SpecError> {
+    let target = match &plan.target.account {
+        TargetAccount::Known {
+            account, key_from, ..
+        } => Some((&account.api_key, key_from.as_str())),
+        TargetAccount::Connection { api_key, .. } => api_key.as_ref().map(|k| (k, "result_settings.api_key")),
+    };
+    let keys = [Some((&plan.source_account.api_key, "td.apikey")), target];
+    for (key, from) in keys.into_iter().flatten() {
+        if !td_model::key::is_api_key(key.expose()) {
+            let path = match from {
+                "td.apikey" => "td.apikey",
+                "result_settings.api_key" => "result_settings.api_key",
+                f if f.starts_with("result_url") || f.starts_with("the source") => "result_url",
+                _ => "result_connection",
+            };
+            return Err(SpecError::Invalid {
+                at: loaded.at(&SpecPath::parse(path)),
+                problem: format!("the API key ({from}) is not shaped like a TD API key"),
+                fix: "A TD API key is <user id>/<40 hex characters>, e.g. 1234/0123…cdef: check it was copied whole."
+                    .to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn resolve_source(loaded: &LoadedSpec) -> Result<Source, SpecError> {
@@ -95,11 +125,12 @@ fn resolve_source(loaded: &LoadedSpec) -> Result<Source, SpecError> {
 
 fn read_query_file(loaded: &LoadedSpec, file: &str) -> Result<String, SpecError> {
     let path = loaded.base_dir.join(file);
-    let text = spec::read_text(&path, "query file").map_err(|e| SpecError::Invalid {
-        at: loaded.at(&SpecPath::parse("query_file")),
-        problem: e.to_string(),
-        fix: "query_file is relative to the spec file's directory.".to_string(),
-    })?;
+    let text =
+        spec::read_text(&path, "query file", spec::MAX_QUERY_BYTES).map_err(|e| SpecError::Invalid {
+            at: loaded.at(&SpecPath::parse("query_file")),
+            problem: e.to_string(),
+            fix: "query_file is relative to the spec file's directory.".to_string(),
+        })?;
     let at = At {
         file: path.display().to_string().into(),
         line: None,

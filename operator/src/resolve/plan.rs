@@ -173,6 +173,9 @@ impl TaskRetry {
         max_interval_secs: None,
     };
 
+    /// No wait between whole-task retries is longer than a day.
+    pub const MAX_INTERVAL_SECS: u64 = 86_400;
+
     /// Wait before retry number `n` (1-based).
     pub fn interval_before(&self, n: u32) -> std::time::Duration {
         let secs = if self.exponential {
@@ -183,7 +186,7 @@ impl TaskRetry {
         } else {
             self.interval_secs
         };
-        std::time::Duration::from_secs(secs)
+        std::time::Duration::from_secs(secs.min(Self::MAX_INTERVAL_SECS))
     }
 }
 

@@ -66,6 +66,24 @@ pub(super) fn settings_from_json_text(
         return Ok(());
     };
     let path = SpecPath::parse("result_settings");
+    // JSON text is YAML too: the same walk finds a key given twice (serde_json keeps the last).
+    if let (
+        _,
+        super::locate::Shape {
+            duplicate: Some((dup, _, _)),
+            ..
+        },
+    ) = super::locate::Locator::scan(text)
+    {
+        return Err(SpecError::Invalid {
+            at: at(&path),
+            problem: format!(
+                "`{}` is given twice in the JSON text",
+                dup.last_key().unwrap_or("?")
+            ),
+            fix: "Keep one of them.".to_string(),
+        });
+    }
     let parsed: Value = serde_json::from_str(text).map_err(|e| {
         let at = at(&path);
         SpecError::Syntax {
@@ -325,12 +343,16 @@ fn url_settings_checks(
 /// 1e10 is not seconds, and seconds must name a year from 0 to 9999.
 fn time_check(time: &Value, path: &str, at: &dyn Fn(&SpecPath) -> At) -> Result<(), SpecError> {
     let read = match time {
+        Value::Number(n) if n.is_f64() => Err("is not whole Unix seconds".to_string()),
         Value::Number(n) => n
             .as_i64()
             .ok_or(TimeError::OutOfRange)
-            .and_then(|s| TimeSetting::Seconds(s).to_seconds()),
-        Value::String(text) => TimeSetting::Text(text.clone()).to_seconds(),
-        _ => Err(TimeError::Unreadable),
+            .and_then(|s| TimeSetting::Seconds(s).to_seconds())
+            .map_err(|e| e.to_string()),
+        Value::String(text) => TimeSetting::Text(text.clone())
+            .to_seconds()
+            .map_err(|e| e.to_string()),
+        _ => Err(TimeError::Unreadable.to_string()),
     };
     read.map(drop).map_err(|problem| {
         invalid(

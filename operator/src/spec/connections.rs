@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::interpolate::Interpolator;
 use super::locate::Locator;
 use super::schema::Schema;
-use super::{first_error, interpolate_tree, parse_yaml, read_text, ConnectionSpec};
+use super::{
+    first_error, interpolate_tree, parse_yaml, read_text, refuse_shape, ConnectionSpec, MAX_SPEC_BYTES,
+};
 use crate::error::{At, SpecError, SpecPath};
 
 /// A connections file that passed its checks.
@@ -37,7 +39,9 @@ impl ConnectionsFile {
 /// Reads, interpolates and validates a connections file.
 pub fn load(path: &Path, interpolator: &Interpolator) -> Result<ConnectionsFile, SpecError> {
     let file: Arc<str> = path.display().to_string().into();
-    let text = read_text(path, "connections file")?;
+    let text = read_text(path, "connections file", MAX_SPEC_BYTES)?;
+    let (locator, shape) = Locator::scan(&text);
+    refuse_shape(&shape, &file)?;
     let mut doc = parse_yaml(&text, &file)?;
     if doc.is_null() {
         doc = serde_json::json!({});
@@ -45,7 +49,7 @@ pub fn load(path: &Path, interpolator: &Interpolator) -> Result<ConnectionsFile,
     let loaded = ConnectionsFile {
         connections: BTreeMap::new(),
         file,
-        locator: Locator::new(&text),
+        locator,
     };
     let at = |p: &SpecPath| loaded.at(p);
     interpolate_tree(interpolator, &mut doc, &SpecPath::root(), &at)?;

@@ -116,6 +116,15 @@ pub enum Unresolved {
     Syntax {
         inside: String,
     },
+    /// A value put into a td:// URL that would change the URL's structure (`t?mode=replace`
+    /// turning an append into a replace, say).
+    Structure {
+        inside: String,
+        /// The character that may not be there.
+        found: char,
+        /// `the path`, `a parameter`, `the key`.
+        part: &'static str,
+    },
 }
 
 /// The sources of `${…}` values.
@@ -170,16 +179,62 @@ impl Interpolator {
         Ok(out)
     }
 
+    /// Replaces every `${…}` in a td:// URL template, refusing a value that would change the URL's
+    /// structure: in the user part (the key, before the template's last `@`) `?`, `#` and white
+    /// space; in the host, the path and the parameters also `/`, `@`, `&` and `=`.
+    pub fn interpolate_url(&self, text: &str) -> Result<String, Unresolved> {
+        let query = text.find('?').unwrap_or(text.len());
+        let user_end = text[..query].rfind('@').unwrap_or(0);
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for caps in PLACEHOLDER.captures_iter(text) {
+            let whole = caps.get(0).expect("group 0");
+            let inside = caps[1].trim();
+            let value = self.value_of(inside)?;
+            let param = text[..whole.start()]
+                .rsplit(['?', '&'])
+                .next()
+                .unwrap_or_default();
+            let (part, refused): (&'static str, &[char]) = if whole.start() < user_end {
+                ("the key", &['?', '#'])
+            } else if whole.start() < query {
+                ("the host or path", &['?', '#', '/', '@', '&', '='])
+            } else if param == "apikey=" {
+                ("the key", &['?', '#', '&'])
+            } else {
+                ("a parameter", &['?', '#', '/', '@', '&', '='])
+            };
+            if let Some(found) = value.chars().find(|c| refused.contains(c) || c.is_whitespace()) {
+                return Err(Unresolved::Structure {
+                    inside: inside.to_string(),
+                    found,
+                    part,
+                });
+            }
+            out.push_str(&text[last..whole.start()]);
+            out.push_str(&value);
+            last = whole.end();
+        }
+        out.push_str(&text[last..]);
+        Ok(out)
+    }
+
     fn value_of(&self, inside: &str) -> Result<String, Unresolved> {
+        // A secret's value is masked in everything the run writes from the moment it is known,
+        // whatever field it lands in (crate::redact).
         if let Some(name) = inside.strip_prefix("secret:") {
             let name = name.trim();
-            return self.secret(name).map_err(|tried| Unresolved::Secret {
+            let value = self.secret(name).map_err(|tried| Unresolved::Secret {
                 name: name.to_string(),
                 tried,
-            });
+            })?;
+            crate::redact::remember([&value]);
+            return Ok(value);
         }
         if let Some(reference) = inside.strip_prefix("local:") {
-            return self.local_key(reference.trim());
+            let value = self.local_key(reference.trim())?;
+            crate::redact::remember([&value]);
+            return Ok(value);
         }
         if !NAME.is_match(inside) {
             return Err(Unresolved::Syntax {
@@ -328,6 +383,45 @@ mod tests {
         assert_eq!(
             i.interpolate("no placeholders $ {x}").unwrap(),
             "no placeholders $ {x}"
+        );
+    }
+
+    #[test]
+    fn a_value_may_not_change_a_td_urls_structure() {
+        let i = interp(
+            &[("t", "inj_tbl?mode=replace"), ("ok", "events"), ("k", "1/abc")],
+            None,
+            &[],
+        );
+        assert_eq!(
+            i.interpolate_url("td://${k}@/db/${ok}?mode=append").unwrap(),
+            "td://1/abc@/db/events?mode=append"
+        );
+        assert_eq!(
+            i.interpolate_url("td://@/db/${t}?mode=append").unwrap_err(),
+            Unresolved::Structure {
+                inside: "t".into(),
+                found: '?',
+                part: "the host or path"
+            }
+        );
+        let i = interp(&[("m", "append&mode=replace"), ("d", "db/x")], None, &[]);
+        assert!(matches!(
+            i.interpolate_url("td://@/db/t?mode=${m}"),
+            Err(Unresolved::Structure {
+                found: '&',
+                part: "a parameter",
+                ..
+            })
+        ));
+        assert!(matches!(
+            i.interpolate_url("td://@/${d}/t"),
+            Err(Unresolved::Structure { found: '/', .. })
+        ));
+        assert_eq!(
+            i.interpolate("t_${m}").unwrap(),
+            "t_append&mode=replace",
+            "plain text is not a URL"
         );
     }
 

@@ -1,5 +1,7 @@
 //! Finds the YAML line of a spec path. serde_yaml_ng keeps no positions, so the text is walked once
 //! more with yaml-rust2's event parser, whose events carry line marks (block and flow style alike).
+//! The same walk measures what the spec stage refuses before it parses for real: a key given
+//! twice in one map, nesting deeper than [`MAX_DEPTH`], and aliases.
 
 use std::collections::HashMap;
 
@@ -8,21 +10,52 @@ use yaml_rust2::scanner::Marker;
 
 use crate::error::SpecPath;
 
+/// The deepest nesting of maps and lists a spec may have (a task spec needs 4).
+pub const MAX_DEPTH: usize = 32;
+
 /// Line (1-based) of every key and list item of a YAML document.
 #[derive(Debug, Default, Clone)]
 pub struct Locator {
     lines: HashMap<SpecPath, usize>,
 }
 
+/// What the walk found that a spec may not hold.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Shape {
+    /// A key given twice in one map: its path, the first line and the line that repeats it.
+    pub duplicate: Option<(SpecPath, usize, usize)>,
+    /// Nesting went deeper than [`MAX_DEPTH`] at this line.
+    pub too_deep: Option<usize>,
+    /// An alias (`*name`) at this line.
+    pub alias: Option<usize>,
+}
+
 impl Locator {
     /// Indexes `text`; text that does not parse yields an empty locator (its syntax error is
     /// reported by the real parser).
     pub fn new(text: &str) -> Locator {
-        let mut walker = Walker::default();
-        if Parser::new_from_str(text).load(&mut walker, false).is_err() {
-            return Locator::default();
+        Locator::scan(text).0
+    }
+
+    /// Indexes `text` and reports its [`Shape`].
+    pub fn scan(text: &str) -> (Locator, Shape) {
+        // Deep flow nesting (`[[[[…`) is found by a linear pass first: YAML parsers take time
+        // that grows faster than the text on it.
+        if let Some(line) = too_deep_flow(text) {
+            let shape = Shape {
+                too_deep: Some(line),
+                ..Shape::default()
+            };
+            return (Locator::default(), shape);
         }
-        Locator { lines: walker.lines }
+        let mut walker = Walker::default();
+        let parsed = Parser::new_from_str(text).load(&mut walker, false);
+        let lines = if parsed.is_ok() {
+            walker.lines
+        } else {
+            HashMap::new()
+        };
+        (Locator { lines }, walker.shape)
     }
 
     /// The line of `path`, or of its nearest ancestor that has one (a key inside JSON text, say).
@@ -42,6 +75,43 @@ impl Locator {
     }
 }
 
+/// The line where `[`/`{` nesting (outside quotes and comments) goes deeper than [`MAX_DEPTH`].
+fn too_deep_flow(text: &str) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let (mut single, mut double, mut comment, mut escaped) = (false, false, false, false);
+    let mut previous = '\n';
+    for c in text.chars() {
+        match c {
+            '\n' => {
+                line += 1;
+                comment = false;
+            }
+            _ if comment => {}
+            _ if double => match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => double = false,
+                _ => {}
+            },
+            '\'' if single => single = false,
+            _ if single => {}
+            '"' => double = true,
+            '\'' => single = true,
+            '#' if previous.is_whitespace() => comment = true,
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(line);
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    None
+}
+
 enum Frame {
     Mapping {
         path: SpecPath,
@@ -58,6 +128,7 @@ enum Frame {
 struct Walker {
     stack: Vec<Frame>,
     lines: HashMap<SpecPath, usize>,
+    shape: Shape,
     done: bool,
 }
 
@@ -78,7 +149,16 @@ impl Walker {
                     None => {
                         // This node is a key.
                         let name = scalar_key.unwrap_or("?").to_string();
-                        self.lines.entry(path.key(&name)).or_insert(line);
+                        let key_path = path.key(&name);
+                        match self.lines.get(&key_path) {
+                            Some(first) if self.shape.duplicate.is_none() => {
+                                self.shape.duplicate = Some((key_path, *first, line));
+                            }
+                            Some(_) => {}
+                            None => {
+                                self.lines.insert(key_path, line);
+                            }
+                        }
                         *key = Some(name);
                         None
                     }
@@ -95,6 +175,12 @@ impl Walker {
     }
 
     fn open(&mut self, line: usize, mapping: bool) {
+        if self.stack.len() >= MAX_DEPTH {
+            // Deeper than any spec: stop walking (paths would grow with the depth, and so the work).
+            self.shape.too_deep = Some(line);
+            self.done = true;
+            return;
+        }
         let is_key = matches!(self.stack.last(), Some(Frame::Mapping { key: None, .. }));
         let in_key =
             matches!(self.stack.last(), Some(Frame::Mapping { in_key_node, .. }) if *in_key_node > 0);
@@ -148,6 +234,7 @@ impl MarkedEventReceiver for Walker {
                 self.enter_node(line, Some(&value));
             }
             Event::Alias(_) => {
+                self.shape.alias.get_or_insert(line);
                 self.enter_node(line, Some("*"));
             }
             _ => {}
@@ -213,6 +300,42 @@ transfer: stream
             None
         );
         assert_eq!(line("nothing"), None);
+    }
+
+    #[test]
+    fn keys_given_twice_deep_nesting_and_aliases_are_found() {
+        let (_, shape) = Locator::scan("a: 1\nresult_settings:\n  mode: append\n  mode: replace\n");
+        assert_eq!(
+            shape.duplicate,
+            Some((SpecPath::parse("result_settings.mode"), 3, 4))
+        );
+        let (_, shape) = Locator::scan("td: {endpoint: a}\ntd: {endpoint: b}\n");
+        assert_eq!(shape.duplicate, Some((SpecPath::parse("td"), 1, 2)));
+        let deep = format!("a: {}1{}\n", "[".repeat(50), "]".repeat(50));
+        assert_eq!(Locator::scan(&deep).1.too_deep, Some(1));
+        let quoted = format!(
+            "a: '{}'\nb: \"{}\" # {}\n",
+            "[".repeat(50),
+            "{".repeat(50),
+            "[".repeat(50)
+        );
+        assert_eq!(
+            Locator::scan(&quoted).1.too_deep,
+            None,
+            "brackets in quotes and comments are text"
+        );
+        let block = (0..40)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect::<String>()
+            + &" ".repeat(40)
+            + "v: 1\n";
+        assert!(
+            Locator::scan(&block).1.too_deep.is_some(),
+            "block nesting counts too"
+        );
+        let (_, shape) = Locator::scan("a: &x {b: 1}\nc: *x\n");
+        assert_eq!(shape.alias, Some(2));
+        assert_eq!(Locator::scan(SPEC).1, Shape::default());
     }
 
     #[test]

@@ -274,11 +274,16 @@ pub struct TaskSpec {
 }
 
 fn job_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Option::<Value>::deserialize(d)? {
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    })
+    match Option::<Value>::deserialize(d)? {
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(id) => Ok(Some(id.to_string())),
+            None => Err(serde::de::Error::custom(format!(
+                "`{n}` is not a job id (write it as digits, e.g. \"12345\")"
+            ))),
+        },
+        _ => Ok(None),
+    }
 }
 
 /// `result_url:` — a td:// URL, or a result saved on the source account and a table.
@@ -370,7 +375,7 @@ impl Inputs {
     fn interpolator(&self) -> Result<Interpolator, SpecError> {
         let secrets = match &self.secrets_file {
             Some(path) => {
-                let text = read_text(path, "secrets file")?;
+                let text = read_text(path, "secrets file", MAX_SPEC_BYTES)?;
                 let doc = parse_yaml(&text, &path.display().to_string())?;
                 if !(doc.is_object() || doc.is_null()) {
                     return Err(SpecError::Invalid {
@@ -420,6 +425,11 @@ pub struct LoadedSpec {
 }
 
 impl LoadedSpec {
+    /// The embedded td-local's accounts (read, or created the first time).
+    pub fn local_accounts(&self) -> Result<&[LocalAccount], String> {
+        self.interpolator.local_accounts()
+    }
+
     /// Location of a spec path, with its YAML line when it can be found.
     pub fn at(&self, path: &SpecPath) -> At {
         At {
@@ -430,18 +440,39 @@ impl LoadedSpec {
     }
 }
 
-/// Reads a file named on the command line or in the spec.
-pub(crate) fn read_text(path: &Path, what: &'static str) -> Result<String, SpecError> {
-    std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+/// The largest spec, secrets or connections file read (a task spec takes a few hundred bytes).
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+/// The largest query text: Presto's default `query.max-length` (TD's own limit is unconfirmed).
+pub const MAX_QUERY_BYTES: u64 = 1_000_000;
+
+/// Reads a file named on the command line or in the spec: a regular file (not a device, a pipe
+/// or a directory) of at most `max` bytes.
+pub(crate) fn read_text(path: &Path, what: &'static str, max: u64) -> Result<String, SpecError> {
+    use std::io::Read;
+    let fail = |source: std::io::Error| SpecError::Read {
         what,
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let meta = std::fs::metadata(path).map_err(fail)?;
+    if !meta.is_file() {
+        return Err(fail(std::io::Error::other("it is not a regular file")));
+    }
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_string(&mut text))
+        .map_err(fail)?;
+    if read as u64 > max {
+        return Err(fail(std::io::Error::other(format!(
+            "it is larger than {max} bytes"
+        ))));
+    }
+    Ok(text)
 }
 
 /// Loads and validates a spec file.
 pub fn load(path: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
-    let text = read_text(path, "spec file")?;
+    let text = read_text(path, "spec file", MAX_SPEC_BYTES)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&text, &path.display().to_string(), &base_dir, inputs)
 }
@@ -449,13 +480,14 @@ pub fn load(path: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
 /// Loads and validates spec text; `file` names it in messages.
 pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
     let interpolator = inputs.interpolator()?;
-    let locator = Locator::new(text);
+    let (locator, shape) = Locator::scan(text);
     let file_name: std::sync::Arc<str> = file.into();
     let at = |p: &SpecPath| At {
         file: file_name.clone(),
         line: locator.line(p),
         path: p.clone(),
     };
+    refuse_shape(&shape, file)?;
     let mut doc = parse_yaml(text, file)?;
     if !doc.is_object() {
         return Err(SpecError::Invalid {
@@ -480,10 +512,14 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let spec: TaskSpec = serde_json::from_value(doc).map_err(|e| SpecError::Invalid {
-        at: at(&SpecPath::root()),
-        problem: format!("the spec does not fit its type ({e})"),
-        fix: "Report this: the schema accepted it.".to_string(),
+    let spec: TaskSpec = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = SpecPath::parse(&e.path().to_string());
+        SpecError::Invalid {
+            at: at(&path),
+            problem: format!("{}", e.inner()),
+            fix: "Write the value as the spec reference (`td-result-export schema`) describes it."
+                .to_string(),
+        }
     })?;
     warnings.extend(ignored_key_warnings(&spec, &at));
     let connections_file = match &inputs.connections_file {
@@ -500,6 +536,41 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
         locator,
         interpolator,
     })
+}
+
+/// What the YAML walk found that no spec may hold: a key given twice (the parser would keep the
+/// last silently), nesting deeper than any spec, an alias (a way to make a small text huge).
+pub(crate) fn refuse_shape(shape: &locate::Shape, file: &str) -> Result<(), SpecError> {
+    let at = |line: usize, path: SpecPath| At {
+        file: file.into(),
+        line: Some(line),
+        path,
+    };
+    if let Some((path, first, again)) = &shape.duplicate {
+        return Err(SpecError::Invalid {
+            at: at(*again, path.clone()),
+            problem: format!(
+                "`{}` is given twice (lines {first} and {again})",
+                path.last_key().unwrap_or("?")
+            ),
+            fix: "Keep one of them: a YAML map holds each key once.".to_string(),
+        });
+    }
+    if let Some(line) = shape.too_deep {
+        return Err(SpecError::Invalid {
+            at: at(line, SpecPath::root()),
+            problem: format!("maps and lists are nested deeper than {}", locate::MAX_DEPTH),
+            fix: "A task spec nests a few levels at most: check the file is the spec you meant.".to_string(),
+        });
+    }
+    if let Some(line) = shape.alias {
+        return Err(SpecError::Invalid {
+            at: at(line, SpecPath::root()),
+            problem: "a YAML alias (*name) is used".to_string(),
+            fix: "Write the value out: aliases are not read in task specs.".to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// YAML text → JSON value (an empty document is `null`).
@@ -527,9 +598,12 @@ pub fn interpolate_tree(
 ) -> Result<(), SpecError> {
     match value {
         Value::String(text) if text.contains("${") => {
-            *text = interpolator
-                .interpolate(text)
-                .map_err(|u| unresolved_error(u, at(path)))?;
+            let replaced = if text.trim_start().starts_with("td://") {
+                interpolator.interpolate_url(text)
+            } else {
+                interpolator.interpolate(text)
+            };
+            *text = replaced.map_err(|u| unresolved_error(u, at(path)))?;
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -555,6 +629,13 @@ pub fn unresolved_error(unresolved: Unresolved, at: At) -> SpecError {
             at,
             problem: format!("`${{local:{reference}}}`: {problem}"),
             fix: "Write ${local:account1.master_key} (or accountN.write_only_key).".to_string(),
+        },
+        Unresolved::Structure { inside, found, part } => SpecError::Invalid {
+            problem: format!(
+                "the value of `${{{inside}}}` holds `{found}`, which would change the td:// URL it is put into ({part})"
+            ),
+            at,
+            fix: "Pass a plain name: a value may not add a path, a parameter or a key to the URL.".to_string(),
         },
         Unresolved::Syntax { inside } => SpecError::Invalid {
             problem: format!("`${{{inside}}}` is not a variable name (expressions are not evaluated)"),
@@ -725,5 +806,108 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("is not name=value"));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Keys a spec may hold, and a few it may not.
+        const KEYS: &[&str] = &[
+            "td_result_export>",
+            "job_id",
+            "query",
+            "query_file",
+            "database",
+            "engine",
+            "priority",
+            "retry_limit",
+            "pool_name",
+            "engine_version",
+            "scheduled_time",
+            "result_url",
+            "result_connection",
+            "result_settings",
+            "td",
+            "_retry",
+            "idempotency_key",
+            "transfer",
+            "connections",
+            "mode",
+            "time",
+            "time_column",
+            "legacy_mode",
+            "api_key",
+            "limit",
+            "interval",
+            "endpoint",
+            "apikey",
+            "proxy",
+            "user_database_name",
+            "table",
+            "nope",
+        ];
+
+        fn scalar() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+                prop_oneof![
+                    Just("td://@/db_1/t_1?mode=replace".to_string()),
+                    Just("td://${secret:k}@h/db_1/t_1".to_string()),
+                    Just("mydb:t_1".to_string()),
+                    Just("${day}".to_string()),
+                    Just("${secret:nope}".to_string()),
+                    Just("1e10".to_string()),
+                    Just("2024-01-31 00:00:00 JST".to_string()),
+                    "[ -~]{0,40}",
+                ]
+                .prop_map(Value::from),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            scalar().prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(prop::sample::select(KEYS), inner, 0..6).prop_map(|m| {
+                        Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                    }),
+                ]
+            })
+        }
+
+        fn spec() -> impl Strategy<Value = Value> {
+            prop::collection::btree_map(prop::sample::select(KEYS), value(), 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+        }
+
+        fn try_load(text: &str) {
+            let inputs = Inputs {
+                params: [("day".to_string(), "20240101".to_string())].into(),
+                ..Inputs::default()
+            };
+            let _ = load_str(text, "t.yml", Path::new("."), &inputs);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// No spec, however made, panics the loader: it loads or it says why not.
+            #[test]
+            fn any_spec_loads_or_is_refused_without_a_panic(doc in spec()) {
+                try_load(&serde_yaml_ng::to_string(&doc).unwrap());
+            }
+
+            /// Nor does any text at all.
+            #[test]
+            fn any_text_loads_or_is_refused_without_a_panic(text in "(?s).{0,300}") {
+                try_load(&text);
+            }
+        }
     }
 }

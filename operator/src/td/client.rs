@@ -94,6 +94,14 @@ pub fn http_client(proxies: &Proxies) -> Result<reqwest::Client, TdError> {
     })
 }
 
+/// Why a successful response's body could not be used.
+pub(crate) enum Unread {
+    /// Reading it failed (cut, reset, timed out).
+    Body(reqwest::Error),
+    /// It is not what the API answers (JSON that does not parse as expected).
+    Garbled(String),
+}
+
 /// A request to send, possibly several times.
 pub(crate) struct Call {
     pub(crate) method: Method,
@@ -143,21 +151,25 @@ impl TdClient {
     /// Sends `call` under the retry policy; returns the first successful response, whose body
     /// is still to be read (a stream: a failure while reading it is the caller's to handle).
     pub(crate) async fn send(&self, call: &Call) -> TdResult<Response> {
-        self.retrying(call, |resp| async move { Ok::<_, reqwest::Error>(resp) })
+        self.retrying(call, |resp| async move { Ok::<_, Unread>(resp) })
             .await
     }
 
     /// Sends `call` under the retry policy and reads the whole body. A body cut short counts as
     /// an ambiguous failure of the call (the server acted; its answer was lost), retried as such.
     async fn send_bytes(&self, call: &Call) -> TdResult<Bytes> {
-        self.retrying(call, |resp| resp.bytes()).await
+        self.retrying(
+            call,
+            |resp| async move { resp.bytes().await.map_err(Unread::Body) },
+        )
+        .await
     }
 
     /// The retry loop: one attempt is the request plus `finish` on a successful response.
     async fn retrying<T, F, Fut>(&self, call: &Call, finish: F) -> TdResult<T>
     where
         F: Fn(Response) -> Fut,
-        Fut: std::future::Future<Output = Result<T, reqwest::Error>>,
+        Fut: std::future::Future<Output = Result<T, Unread>>,
     {
         let started = Instant::now();
         let mut retry = 0u32;
@@ -180,7 +192,16 @@ impl TdClient {
             let (failure, error) = match req.send().await {
                 Ok(resp) if resp.status().is_success() => match finish(resp).await {
                     Ok(done) => return Ok(done),
-                    Err(e) => (Failure::Ambiguous, transport_error(call, retry, &e)),
+                    Err(Unread::Body(e)) => (Failure::Ambiguous, transport_error(call, retry, &e)),
+                    // A body that does not parse was most likely cut (a proxy, a reset that
+                    // still closed the message): as ambiguous as a lost answer.
+                    Err(Unread::Garbled(detail)) => (
+                        Failure::Ambiguous,
+                        TdError::Protocol {
+                            call: call.label(),
+                            detail,
+                        },
+                    ),
                 },
                 Ok(resp) => {
                     let retry_after = retry_after(&resp);
@@ -205,12 +226,14 @@ impl TdClient {
         }
     }
 
+    /// Sends `call` and reads its JSON answer; an answer that is not the JSON asked for is
+    /// retried as a cut body (when the call may be repeated).
     async fn json<T: DeserializeOwned>(&self, call: Call) -> TdResult<T> {
-        let bytes = self.send_bytes(&call).await?;
-        serde_json::from_slice(&bytes).map_err(|e| TdError::Protocol {
-            call: call.label(),
-            detail: e.to_string(),
+        self.retrying(&call, |resp| async move {
+            let bytes = resp.bytes().await.map_err(Unread::Body)?;
+            serde_json::from_slice(&bytes).map_err(|e| Unread::Garbled(e.to_string()))
         })
+        .await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: String) -> TdResult<T> {

@@ -105,3 +105,26 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16) -> TdError {
+        TdError::Api {
+            call: "POST /v3/job/issue/presto/db".into(),
+            status,
+            message: "no".into(),
+            conflicts_with: None,
+        }
+    }
+
+    #[test]
+    fn a_query_too_large_is_permanent_and_an_overloaded_server_transient() {
+        assert_eq!(api(413).class(), Class::new("ApiError", Exit::Failed));
+        assert_eq!(api(422).class(), Class::new("BadRequestError", Exit::Failed));
+        assert_eq!(api(503).class(), Class::new("ApiError", Exit::Transient));
+        assert_eq!(api(429).class(), Class::new("ApiError", Exit::Transient));
+        assert_eq!(api(401).class(), Class::new("AuthError", Exit::Failed));
+    }
+}
