@@ -20,15 +20,31 @@ is the status document's class and message; a transient one (exit 3) raises
 :class:`~td_result_export.TransientExportError`, so the task's ``_retry`` runs it again.
 """
 
-from ._runner import run, spec_keys
+import os
+
+from ._runner import run, spec_keys, td_keys
 
 
 def spec_from_params(params):
     """The task spec in a task's params: the params that are task spec keys. A query the task
     issues gets Digdag's ``session_time`` as its scheduled time (``TD_SCHEDULED_TIME()``), as
-    Digdag's own ``td>`` gives it, unless the task sets ``scheduled_time``."""
+    Digdag's own ``td>`` gives it, unless the task sets ``scheduled_time``.
+
+    Two things Digdag puts in the params are not the task's spec: what an earlier ``td>`` stored
+    under ``td`` (``td.last_job_id``, ``td.last_job``, ``td.last_results``) is left out of the
+    ``td`` block, which keeps only its spec keys (``endpoint``, ``database``, …); and a relative
+    ``query_file`` is made absolute against the working directory, the project directory where
+    Digdag runs the task, since the spec itself is written elsewhere."""
     keys = spec_keys()
     spec = {k: v for k, v in params.items() if k in keys}
+    if isinstance(spec.get("td"), dict):
+        allowed = td_keys()
+        spec["td"] = {k: v for k, v in spec["td"].items() if k in allowed}
+        if not spec["td"]:
+            del spec["td"]
+    query_file = spec.get("query_file")
+    if isinstance(query_file, str) and query_file and "${" not in query_file:
+        spec["query_file"] = os.path.abspath(query_file)
     issues_a_query = "query" in spec or "query_file" in spec
     if issues_a_query and "scheduled_time" not in spec and params.get("session_time"):
         spec["scheduled_time"] = params["session_time"]
