@@ -52,7 +52,7 @@ fn is_task_spec(path: &Path) -> bool {
 }
 
 #[derive(Debug)]
-enum Setup {
+pub(crate) enum Setup {
     Job {
         param: String,
         account: i64,
@@ -77,7 +77,7 @@ enum Setup {
 }
 
 #[derive(Debug)]
-enum Expect {
+pub(crate) enum Expect {
     Rows {
         account: i64,
         db: String,
@@ -90,12 +90,12 @@ enum Expect {
 
 /// What an example's header asks for.
 #[derive(Debug, Default)]
-struct Header {
-    setup: Vec<Setup>,
-    secrets: Vec<(String, String)>,
-    params: Vec<(String, String)>,
-    run: Vec<String>,
-    expect: Vec<Expect>,
+pub(crate) struct Header {
+    pub setup: Vec<Setup>,
+    pub secrets: Vec<(String, String)>,
+    pub params: Vec<(String, String)>,
+    pub run: Vec<String>,
+    pub expect: Vec<Expect>,
 }
 
 fn account(word: &str, line: &str) -> i64 {
@@ -123,7 +123,7 @@ fn pairs(text: &str, line: &str) -> Vec<(String, String)> {
 }
 
 /// Reads the header lines of `text` (the leading comment block); panics on a line it cannot read.
-fn header(text: &str) -> Header {
+pub(crate) fn header(text: &str) -> Header {
     let mut header = Header::default();
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         let Some((directive, rest)) = line.trim_start_matches('#').trim().split_once(": ") else {
@@ -225,7 +225,7 @@ fn header(text: &str) -> Header {
 }
 
 /// `${local:accountN.KIND}` in `text` replaced by that key of `td`.
-fn with_local_keys(td: &TdLocalRun, text: &str) -> String {
+pub(crate) fn with_local_keys(td: &TdLocalRun, text: &str) -> String {
     let mut out = text.to_string();
     for id in [1, 2] {
         for kind in ["master_key", "write_only_key"] {
@@ -317,14 +317,9 @@ impl Prepared<'_> {
     }
 }
 
-fn prepare(path: &Path) -> Prepared<'_> {
-    let header = header(&std::fs::read_to_string(path).unwrap());
-    let name = path.display();
-    assert!(
-        header.expect.iter().any(|e| matches!(e, Expect::Rows { .. })),
-        "{name}: the header has no `# expect: rows …` line"
-    );
-    let td = TdLocalRun::start();
+/// Does what the header's `# setup:` lines say on `td`; returns the `--param` pairs: the header's
+/// and each setup job's id.
+pub(crate) fn set_up(td: &TdLocalRun, header: &Header) -> Vec<(String, String)> {
     let mut params = header.params.clone();
     for setup in &header.setup {
         match setup {
@@ -341,11 +336,23 @@ fn prepare(path: &Path) -> Prepared<'_> {
                 rows,
             } => td.insert(*account, db, table, rows),
             Setup::SavedResult { name, account, url } => {
-                td.save_result(*account, name, &with_local_keys(&td, url))
+                td.save_result(*account, name, &with_local_keys(td, url))
             }
             Setup::Database { account, db } => td.create_database(*account, db),
         }
     }
+    params
+}
+
+fn prepare(path: &Path) -> Prepared<'_> {
+    let header = header(&std::fs::read_to_string(path).unwrap());
+    let name = path.display();
+    assert!(
+        header.expect.iter().any(|e| matches!(e, Expect::Rows { .. })),
+        "{name}: the header has no `# expect: rows …` line"
+    );
+    let td = TdLocalRun::start();
+    let params = set_up(&td, &header);
     Prepared {
         path,
         header,
