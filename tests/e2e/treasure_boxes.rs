@@ -330,9 +330,11 @@ fn every_treasure_box_runs_its_sh_form_on_td_local_writing_each_target_once_per_
 
 /// `validate` on `spec` with the session's params and key-shaped secrets in the environment.
 fn validate(spec: &Path, session: &Value, env: &[(String, String)], what: &str) {
+    let home = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(operator_bin());
     cmd.env_clear()
-        .env("HOME", spec.parent().unwrap())
+        .env("HOME", home.path())
+        .current_dir(home.path())
         .arg("validate")
         .arg(spec)
         .args(["--param", "td.last_job_id=12345"])
@@ -363,7 +365,10 @@ fn is_task_spec(path: &Path) -> bool {
 fn every_treasure_box_workflow_is_yaml_and_every_task_spec_and_py_task_in_it_validates() {
     let td = TdLocalRun::start();
     let scratch = tempfile::tempdir().unwrap();
-    for dir in boxes() {
+    for source in boxes() {
+        // A copy: nothing this test runs may write into the source tree.
+        let dir = scratch.path().join(name(&source));
+        crate::digdag::copy_dir(&source, &dir);
         let the_box = BoxTest::load(&dir);
         let name = the_box.name();
         let secrets: BTreeMap<String, String> = the_box
@@ -392,8 +397,8 @@ fn every_treasure_box_workflow_is_yaml_and_every_task_spec_and_py_task_in_it_val
             "{name}: the workflow has no py> task (the TD Workflow form)"
         );
         for (task, params) in &py_tasks {
-            let params_file = scratch.path().join("params.json");
-            let spec_file = scratch.path().join("spec.json");
+            let params_file = scratch.path().join(format!("{name}.params.json"));
+            let spec_file = scratch.path().join(format!("{name}.spec.json"));
             std::fs::write(&params_file, params.to_string()).unwrap();
             let out = std::process::Command::new("python3")
                 .current_dir(&dir)
