@@ -522,6 +522,18 @@ fn the_examples_show_every_form_issue_11_lists() {
     }
 }
 
+#[test]
+fn the_readme_lists_every_example() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    for file in example_files() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            readme.contains(&format!("[`{name}`](examples/{name})")),
+            "README.md's Examples section does not list {name}"
+        );
+    }
+}
+
 // ---- the quickstart, in detail ----
 
 /// The keys td-local generated in `dir` (none may be printed).

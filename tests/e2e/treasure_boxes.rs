@@ -503,16 +503,21 @@ fn nothing_a_treasure_box_would_push_holds_a_key_and_its_secrets_run_output_and_
 }
 
 #[test]
-fn the_treasure_boxes_include_the_six_of_issue_11_each_listed_in_the_index() {
+fn the_treasure_boxes_include_the_six_of_issue_11_each_listed_in_both_readmes() {
     let names: Vec<String> = boxes().iter().map(|d| name(d)).collect();
     let index = std::fs::read_to_string(repo_root().join("treasure_boxes/README.md")).unwrap();
     for required in REQUIRED {
         assert!(names.iter().any(|n| n == required), "no treasure box {required}");
     }
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     for name in &names {
         assert!(
             index.contains(&format!("[`{name}`]({name}/)")),
             "treasure_boxes/README.md does not list {name}"
+        );
+        assert!(
+            readme.contains(&format!("[`{name}`](treasure_boxes/{name}/)")),
+            "README.md's Treasure Boxes section does not list {name}"
         );
     }
 }
