@@ -260,6 +260,15 @@ impl TdLocalRun {
         format!("td://${{secret:target_key}}@{}/{db_table_query}", self.host())
     }
 
+    /// The spec exporting account 1's job `job` into account 2's `db/table?query`.
+    pub fn job_spec(&self, job: &str, db_table_query: &str) -> String {
+        format!(
+            "job_id: '{job}'\n{}result_url: {}\n",
+            self.source_yaml(),
+            self.target_url(db_table_query)
+        )
+    }
+
     /// A client of the operator's library for `account`'s master key (test setup only).
     pub fn client(&self, account: i64) -> td_result_export::td::TdClient {
         td_result_export::td::TdClient::new(

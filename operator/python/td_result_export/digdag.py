@@ -51,9 +51,38 @@ def spec_from_params(params):
     return spec
 
 
+def variables_from_params(params):
+    """Digdag's variables in a task's params (``session_date``, ``last_session_time``, what a
+    ``td>`` stored as ``td.last_job_id``, a project's own ``_export`` values, …) as ``--param``
+    arguments, so that ``${…}`` in a ``query_file`` reads them as ``td>`` would. Task spec keys and
+    Digdag's ``_``-keys (``_env``, ``_retry``, …) are not variables; nested maps give dotted names."""
+    keys, allowed_td = spec_keys(), td_keys()
+    found = {}
+
+    def walk(value, name, depth):
+        if isinstance(value, bool):
+            found[name] = "true" if value else "false"
+        elif isinstance(value, (str, int, float)):
+            found[name] = str(value)
+        elif isinstance(value, dict) and depth < 4:
+            for k, v in value.items():
+                walk(v, "%s.%s" % (name, k), depth + 1)
+
+    for name, value in params.items():
+        if name.startswith("_"):
+            continue
+        if name == "td" and isinstance(value, dict):
+            for k, v in value.items():
+                if k not in allowed_td:
+                    walk(v, "td." + k, 1)
+        elif name not in keys:
+            walk(value, name, 0)
+    return [arg for name, value in sorted(found.items()) for arg in ("--param", "%s=%s" % (name, value))]
+
+
 def export(**params):
     """Runs one export from the task's params and stores what Digdag's next tasks read."""
-    status = run(spec_from_params(params))
+    status = run(spec_from_params(params), args=variables_from_params(params))
     import digdag  # provided by Digdag's py> runner
 
     digdag.env.store(status.get("store_params") or {})
