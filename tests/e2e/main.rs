@@ -7,6 +7,7 @@ mod columns;
 mod concurrency;
 mod crash;
 mod digdag;
+mod docs;
 mod engines;
 mod examples;
 mod export;
