@@ -7,6 +7,9 @@
 //! tables of its own account and nothing of td-local's bookkeeping (`SELECT * FROM jobs` is
 //! "no such table", `td_store.jobs` is refused), and only read-only statements run.
 //!
+//! The whole query (catalog lookup, views, every row) runs in one read transaction, so it reads
+//! one committed state of the store.
+//!
 //! Results stream to a gzip'd msgpack file (one array per row) through a temp file and a rename,
 //! while the Presto type of each column is inferred from the values seen.
 
@@ -79,6 +82,10 @@ impl Engine {
             &format!("ATTACH DATABASE ?1 AS {STORE_SCHEMA}"),
             params![store_uri(store.path())],
         )?;
+        // One read transaction from the catalog lookup to the last row: the store's snapshot
+        // starts with the first read and holds until the engine is dropped, so a table renamed
+        // over or replaced meanwhile is seen whole before or whole after, never emptied.
+        conn.execute_batch("BEGIN DEFERRED")?;
         let catalog = load_catalog(&conn, account_id)?;
         Ok(Engine {
             conn,

@@ -166,15 +166,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Runs `f` on a read connection (a consistent snapshot for the length of one statement,
-    /// or of a transaction `f` opens: see [`snapshot`]).
+    /// Runs `f` in one read transaction on a pooled connection: every statement `f` runs sees
+    /// the same committed state (one WAL snapshot), so a name looked up and the rows read under
+    /// it cannot straddle a concurrent rename, swap or replace.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
+        let mut conn = match pooled {
             Some(c) => c,
             None => open(&self.inner.path)?,
         };
-        let out = f(&conn);
+        let out = read_transaction(&mut conn, f);
         self.inner
             .readers
             .lock()
@@ -209,13 +210,11 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 
         .map_err(|e| Error::internal(format!("task failed: {e}")))?
 }
 
-/// Runs `f` in one read transaction: every statement sees the same committed state, so a name
-/// looked up and the rows counted under it cannot straddle a concurrent rename or swap.
-pub fn snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    let tx = conn.unchecked_transaction()?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
+/// Runs `f` in a deferred transaction that only reads: its snapshot starts with the first
+/// statement and lasts until `f` returns. Dropping the transaction ends it either way.
+fn read_transaction<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+    f(&tx)
 }
 
 /// An enum of states stored as words (`'queued'`, `'ready'`, …): `as_str`, `parse`, `Display`,

@@ -8,6 +8,7 @@ mod import;
 mod jobs;
 mod output;
 mod routing;
+mod snapshot;
 mod tables;
 
 use reqwest::StatusCode;
