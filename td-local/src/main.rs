@@ -29,7 +29,8 @@ enum Command {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:8950")]
         listen: SocketAddr,
-        /// Serve the /_td_local/ admin routes (fault injection, request log).
+        /// Serve the /_td_local/ admin routes (fault injection, request log, accounts); each
+        /// call needs `Authorization: TD1 <master key>` of one of the accounts in accounts.yml.
         #[arg(long)]
         admin: bool,
     },

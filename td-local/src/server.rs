@@ -29,7 +29,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address to bind; port 0 picks a free one. Loopback by default.
     pub listen: SocketAddr,
-    /// Serve the `/_td_local/` admin routes (fault injection, request log).
+    /// Serve the `/_td_local/` admin routes (fault injection, request log, the accounts and
+    /// their keys). Each call needs `Authorization: TD1 <master key>` of one of the accounts.
     pub admin: bool,
 }
 
@@ -127,7 +128,7 @@ fn open_state(dir: &Path) -> Result<AppState> {
 fn router(state: AppState, admin: bool) -> Router {
     let mut app = routes::api();
     if admin {
-        app = app.merge(routes::admin::routes());
+        app = app.merge(routes::admin::routes(state.clone()));
     }
     app.fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -146,6 +146,7 @@ async fn sigterm_lets_a_request_in_flight_finish() {
     let rule = json!({"path": "^/v3/database/list$", "action": {"kind": "delay", "millis": 1500}});
     let added = http
         .post(format!("{}/_td_local/faults", server.base_url))
+        .header("Authorization", format!("TD1 {master}"))
         .json(&rule)
         .send()
         .await

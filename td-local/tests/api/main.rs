@@ -6,6 +6,7 @@ mod databases;
 mod faults;
 mod import;
 mod jobs;
+mod keys;
 mod output;
 mod routing;
 mod snapshot;
