@@ -248,7 +248,7 @@ impl Inspect {
     }
 
     /// Runs `sql` as a query job of `account` on `db` would, without recording a job: the same
-    /// engine, views and snapshot. Returns the result rows (msgpack arrays as JSON, binary as
+    /// engine, views and snapshot (`TD_SCHEDULED_TIME()` is now). Returns the result rows (msgpack arrays as JSON, binary as
     /// [`records::msgpack_to_json`] keeps it) and the `hive_result_schema` text.
     pub fn query(&self, account: i64, db: &str, sql: &str) -> Result<(Vec<Value>, String)> {
         let path = self.data_dir.join("tmp").join(format!(
@@ -256,7 +256,7 @@ impl Inspect {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let outcome = crate::query::Engine::open(&self.store, account, db)
+        let outcome = crate::query::Engine::open(&self.store, account, db, crate::store::now())
             .and_then(|engine| engine.run(sql, &path))
             .map_err(|e| Error::invalid(format!("query failed: {e}")));
         let rows = outcome.and_then(|outcome| {

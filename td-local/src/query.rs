@@ -70,14 +70,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens a query connection on the store for `account_id`, database `database`.
-    pub fn open(store: &Store, account_id: i64, database: &str) -> Result<Engine, QueryError> {
+    /// Opens a query connection on the store for `account_id`, database `database`;
+    /// `TD_SCHEDULED_TIME()` returns `scheduled_time` (Unix seconds).
+    pub fn open(
+        store: &Store,
+        account_id: i64,
+        database: &str,
+        scheduled_time: i64,
+    ) -> Result<Engine, QueryError> {
         let conn = Connection::open_with_flags(
             ":memory:",
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        time::register(&conn)?;
+        time::register(&conn, scheduled_time)?;
         conn.execute(
             &format!("ATTACH DATABASE ?1 AS {STORE_SCHEMA}"),
             params![store_uri(store.path())],

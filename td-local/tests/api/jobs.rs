@@ -663,3 +663,141 @@ async fn job_show_masks_the_key_of_a_result_url() {
         }
     }
 }
+
+/// The options the operator (and td-client-java's TDJobRequest) sends with a query.
+const SCHEDULED: i64 = 1_368_080_054; // 2013-05-09 06:14:14 UTC, 15:14:14 JST, a Thursday
+
+#[tokio::test]
+async fn query_options_are_stored_shown_and_td_scheduled_time_returns_the_scheduled_time() {
+    let s = Server::start().await;
+    let scheduled = SCHEDULED.to_string();
+    let query = "SELECT TD_SCHEDULED_TIME() AS st, TD_TIME_ADD(TD_SCHEDULED_TIME(), '-1d') AS yesterday, \
+                 td_time_add('2013-05-09 15:14:14', '1h30m', 'JST') AS later, \
+                 TD_DATE_TRUNC('day', TD_SCHEDULED_TIME(), 'JST') AS jst_day, \
+                 TD_DATE_TRUNC('week', TD_SCHEDULED_TIME(), 'JST') AS jst_week, \
+                 TD_TIME_PARSE('2013-05-09 15:14:14', 'JST') AS parsed, TD_TIME_PARSE('garbage') AS garbage";
+    let (status, body) = issue(
+        &s,
+        &s.master(0),
+        "sample_datasets",
+        &[
+            ("query", query),
+            ("priority", "1"),
+            ("retry_limit", "2"),
+            ("pool_name", "batch"),
+            ("engine_version", "stable"),
+            ("scheduled_time", &scheduled),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["job_id"].as_str().unwrap().to_string();
+    let show = wait(&s, &id).await;
+    assert_eq!(show["status"], "success", "{show}");
+    for (field, expected) in [
+        ("priority", json!(1)),
+        ("retry_limit", json!(2)),
+        ("pool_name", json!("batch")),
+        ("engine_version", json!("stable")),
+        ("scheduled_at", json!("2013-05-09 06:14:14 UTC")),
+    ] {
+        assert_eq!(show[field], expected, "{field} in {show}");
+    }
+    assert_eq!(
+        result_rows(&s, &id).await,
+        [json!([
+            SCHEDULED,
+            SCHEDULED - 86_400,
+            SCHEDULED + 5_400,
+            1_368_025_200,
+            1_367_766_000,
+            SCHEDULED,
+            null
+        ])]
+    );
+    assert_eq!(
+        schema(&show).as_array().unwrap()[..6],
+        json!([
+            ["st", "bigint"],
+            ["yesterday", "bigint"],
+            ["later", "bigint"],
+            ["jst_day", "bigint"],
+            ["jst_week", "bigint"],
+            ["parsed", "bigint"]
+        ])
+        .as_array()
+        .unwrap()[..]
+    );
+    let (_, listed) = s.get(&s.master(0), "/v3/job/list").await;
+    let listed = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (
+            &listed["pool_name"],
+            &listed["engine_version"],
+            &listed["scheduled_at"]
+        ),
+        (
+            &json!("batch"),
+            &json!("stable"),
+            &json!("2013-05-09 06:14:14 UTC")
+        )
+    );
+
+    // Without a scheduled time, TD_SCHEDULED_TIME() is the time the job was issued.
+    let (id, show) = run(&s, "sample_datasets", "SELECT TD_SCHEDULED_TIME() AS st").await;
+    let created = td_model::time::parse_td_timestamp(show["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!(result_rows(&s, &id).await, [json!([created])]);
+    assert_eq!(
+        (
+            &show["pool_name"],
+            &show["engine_version"],
+            &show["scheduled_at"],
+            &show["priority"]
+        ),
+        (&Value::Null, &Value::Null, &Value::Null, &json!(0))
+    );
+}
+
+#[tokio::test]
+async fn bad_query_options_are_refused_before_a_job_is_recorded() {
+    let s = Server::start().await;
+    let before = s.td.inspect().job_count().unwrap();
+    for (field, value, code, needle) in [
+        ("engine_version", "AAAAAA", 422, "Job engine version is invalid"),
+        (
+            "scheduled_time",
+            "tomorrow",
+            400,
+            "'scheduled_time' must be an integer",
+        ),
+        ("scheduled_time", "999999999999999", 422, "out of range"),
+        ("priority", "3", 422, "between -2 and 2"),
+        ("retry_limit", "-1", 422, "must not be negative"),
+    ] {
+        let (status, body) = issue(
+            &s,
+            &s.master(0),
+            "sample_datasets",
+            &[("query", "SELECT 1"), (field, value)],
+        )
+        .await;
+        assert_error(status, &body, code, needle);
+    }
+    assert_eq!(s.td.inspect().job_count().unwrap(), before);
+    for version in ["experimental", "Hive TD 2018.01"] {
+        let (status, body) = issue(
+            &s,
+            &s.master(0),
+            "sample_datasets",
+            &[("query", "SELECT 1"), ("engine_version", version)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{version}: {body}");
+    }
+}
