@@ -143,6 +143,16 @@ impl Inspect {
         self.store.write(|tx| results::create(tx, account, name, url))
     }
 
+    /// Makes a connection of `account` as TD's console does (Integrations → Authentications,
+    /// type Treasure Data): `/v3/connections/lookup?name=NAME` finds it and an export's
+    /// `result_connection_id` uses it, but `/v3/result/list` does not list it. `td_url` is
+    /// `td://KEY@HOST[/DATABASE[/TABLE]]`; its key picks the account the rows go to. Returns
+    /// the connection's id.
+    pub fn create_connection(&self, account: i64, name: &str, td_url: &str) -> Result<i64> {
+        self.store
+            .write(|tx| results::create_console_connection(tx, account, name, td_url))
+    }
+
     /// The bulk-import sessions of `account`, by name, with their part counts.
     pub fn bulk_imports(&self, account: i64) -> Result<Vec<SessionInfo>> {
         self.store.read(|conn| {
