@@ -1,8 +1,15 @@
 //! Rows on the wire and at rest: gzip'd msgpack maps in (imports, bulk-import parts), JSON text
 //! in SQLite, msgpack maps out (tail). Also the table schema that grows with what is imported.
+//!
+//! JSON has no bytes, so a msgpack binary value is stored as a one-key object,
+//! `{"\u0000binary": "<base64>"}` ([`binary_value`]): no TD column or map key starts with NUL, so
+//! it cannot be taken for a user's map, and every way out (tail, queries, result output) turns it
+//! back into bytes.
 
 use std::io::{BufRead, BufReader, Read};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use flate2::read::MultiGzDecoder;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Number, Value};
@@ -29,8 +36,36 @@ pub enum RecordError {
     NoTime { index: usize },
 }
 
-/// Converts one msgpack value to JSON; binary becomes (lossy) text, NaN and extensions null.
+/// The key of the one-key object that stands for bytes in stored JSON.
+pub const BINARY_KEY: &str = "\u{0}binary";
+
+/// Bytes as stored JSON holds them.
+pub fn binary_value(bytes: &[u8]) -> Value {
+    let mut map = Map::with_capacity(1);
+    map.insert(BINARY_KEY.to_string(), Value::String(BASE64.encode(bytes)));
+    Value::Object(map)
+}
+
+/// The bytes a stored JSON value stands for, if it is one of [`binary_value`]'s objects.
+pub fn as_binary(value: &Value) -> Option<Vec<u8>> {
+    let map = value.as_object().filter(|m| m.len() == 1)?;
+    BASE64.decode(map.get(BINARY_KEY)?.as_str()?).ok()
+}
+
+/// Converts one msgpack value to JSON as it is stored: binary as [`binary_value`], NaN and
+/// extensions null.
 pub fn msgpack_to_json(v: rmpv::Value) -> Value {
+    convert(v, &binary_value)
+}
+
+/// Converts one msgpack value to JSON for showing (a `json`, `csv` or `tsv` result): binary as
+/// base64 text. What TD shows for binary in those formats is unconfirmed; base64 is how Trino's
+/// own client protocol writes `varbinary` in JSON.
+pub fn msgpack_to_display(v: rmpv::Value) -> Value {
+    convert(v, &|bytes| Value::String(BASE64.encode(bytes)))
+}
+
+fn convert(v: rmpv::Value, binary: &dyn Fn(&[u8]) -> Value) -> Value {
     use rmpv::Value as M;
     match v {
         M::Nil => Value::Null,
@@ -42,9 +77,11 @@ pub fn msgpack_to_json(v: rmpv::Value) -> Value {
         },
         M::F32(f) => Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number),
         M::F64(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
-        M::String(s) => Value::String(s.into_str().unwrap_or_default()),
-        M::Binary(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
-        M::Array(items) => Value::Array(items.into_iter().map(msgpack_to_json).collect()),
+        // Text that is not UTF-8 is kept as the bytes it is.
+        M::String(s) if s.is_str() => Value::String(s.into_str().unwrap_or_default()),
+        M::String(s) => binary(&s.into_bytes()),
+        M::Binary(b) => binary(&b),
+        M::Array(items) => Value::Array(items.into_iter().map(|i| convert(i, binary)).collect()),
         M::Map(entries) => Value::Object(
             entries
                 .into_iter()
@@ -53,7 +90,7 @@ pub fn msgpack_to_json(v: rmpv::Value) -> Value {
                         M::String(s) => s.into_str().unwrap_or_default(),
                         other => other.to_string(),
                     };
-                    (key, msgpack_to_json(v))
+                    (key, convert(v, binary))
                 })
                 .collect(),
         ),
@@ -61,9 +98,13 @@ pub fn msgpack_to_json(v: rmpv::Value) -> Value {
     }
 }
 
-/// Converts JSON back to msgpack (for `tail` and result output).
+/// Converts stored JSON back to msgpack (for `tail` and result output); [`binary_value`]'s
+/// objects become binary.
 pub fn json_to_msgpack(v: &Value) -> rmpv::Value {
     use rmpv::Value as M;
+    if let Some(bytes) = as_binary(v) {
+        return M::Binary(bytes);
+    }
     match v {
         Value::Null => M::Nil,
         Value::Bool(b) => M::Boolean(*b),
@@ -152,6 +193,8 @@ fn guess_type(v: &Value) -> Option<&'static str> {
         Value::Number(_) => Some("long"),
         Value::String(_) => Some("string"),
         Value::Array(_) => Some("array<string>"),
+        // Bytes go in a string column, as a varbinary result column does (td-model `td_type`).
+        Value::Object(_) if as_binary(v).is_some() => Some("string"),
         Value::Object(_) => Some("map<string,string>"),
     }
 }

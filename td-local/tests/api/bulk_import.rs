@@ -852,3 +852,44 @@ fn gzip_parts(rows: usize, part_bytes: usize) -> Vec<Vec<u8>> {
     parts.push(gz.finish().unwrap());
     parts
 }
+
+#[tokio::test]
+async fn a_value_that_does_not_fit_its_column_type_is_an_error_record_not_a_row() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    let account = account_id(&s, 0);
+    create_table(&s, 0, "bulk_db", "typed");
+    s.td.inspect()
+        .set_schema(
+            account,
+            "bulk_db",
+            "typed",
+            r#"[["n","long"],["d","double"],["s","string"],["a","array<string>"],["m","map<string,long>"],["k","long","key_n"]]"#,
+        )
+        .unwrap();
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_typed/bulk_db/typed").await;
+    let fitting = [
+        json!({"time": 1, "n": 5, "d": 1.5, "s": "x", "a": ["y"], "m": {"z": 1}, "key_n": 7}),
+        json!({"time": 2, "n": null, "d": 2, "s": 3, "other": "new column"}),
+    ];
+    let misfits = [
+        json!({"time": 3, "n": "abc"}),
+        json!({"time": 4, "n": 1.5}),
+        json!({"time": 5, "d": "1.5"}),
+        json!({"time": 6, "a": "not an array"}),
+        json!({"time": 7, "m": [1]}),
+        json!({"time": 8, "key_n": "the alias is the key"}),
+    ];
+    let part: Vec<Value> = fitting.iter().chain(&misfits).cloned().collect();
+    upload(&s, &key, "sess_typed", "p1", &part).await;
+    let (shown, _) = perform(&s, &key, "sess_typed").await;
+    assert_eq!(
+        (&shown["valid_records"], &shown["error_records"]),
+        (&json!(2), &json!(6)),
+        "{shown}"
+    );
+    let (_, body) = get_bytes(&s, &key, "/v3/bulk_import/error_records/sess_typed").await;
+    assert_eq!(gunzip_msgpack(&body), misfits);
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_typed").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "typed"), fitting);
+}

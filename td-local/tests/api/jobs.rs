@@ -716,17 +716,16 @@ async fn query_options_are_stored_shown_and_td_scheduled_time_returns_the_schedu
         ])]
     );
     assert_eq!(
-        schema(&show).as_array().unwrap()[..6],
+        schema(&show),
         json!([
             ["st", "bigint"],
             ["yesterday", "bigint"],
             ["later", "bigint"],
             ["jst_day", "bigint"],
             ["jst_week", "bigint"],
-            ["parsed", "bigint"]
+            ["parsed", "bigint"],
+            ["garbage", "bigint"]
         ])
-        .as_array()
-        .unwrap()[..]
     );
     let (_, listed) = s.get(&s.master(0), "/v3/job/list").await;
     let listed = listed["jobs"]
@@ -799,5 +798,145 @@ async fn bad_query_options_are_refused_before_a_job_is_recorded() {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{version}: {body}");
+    }
+}
+
+/// `{"time": 1, "b": <bin 00 ff 10>, "s": "x"}` as an import body.
+fn binary_import_body() -> Vec<u8> {
+    use std::io::Write;
+    let record = rmpv::Value::Map(vec![
+        ("time".into(), 1.into()),
+        ("b".into(), rmpv::Value::Binary(vec![0x00, 0xff, 0x10])),
+        ("s".into(), "x".into()),
+    ]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    rmpv::encode::write_value(&mut gz, &record).unwrap();
+    gz.flush().unwrap();
+    gz.finish().unwrap()
+}
+
+/// The first value of the only row of a msgpack.gz result, as msgpack.
+async fn first_result_value(s: &Server, id: &str) -> rmpv::Value {
+    let (_, _, bytes) = get_raw(s, &format!("/v3/job/result/{id}?format=msgpack.gz"), None).await;
+    let raw = gunzip(&bytes);
+    let row = rmpv::decode::read_value(&mut &raw[..]).unwrap();
+    row.as_array().unwrap()[0].clone()
+}
+
+#[tokio::test]
+async fn binary_survives_import_queries_result_output_and_tail_as_msgpack_bin() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    crate::import::create_table(&s, "bin_db", "bin_t").await;
+    let (status, body) = s
+        .put(
+            &key,
+            "/v3/table/import/bin_db/bin_t/msgpack.gz",
+            binary_import_body(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bytes = rmpv::Value::Binary(vec![0x00, 0xff, 0x10]);
+    let stored = td_local::records::binary_value(&[0x00, 0xff, 0x10]);
+    assert_eq!(
+        crate::import::tail(&s, "bin_db", "bin_t", 1).await[0]["b"],
+        stored
+    );
+
+    // A query reads the stored bytes back as a blob: msgpack bin, typed varbinary.
+    let (id, show) = run(&s, "bin_db", "SELECT b, s FROM bin_t").await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(schema(&show), json!([["b", "varbinary"], ["s", "varchar"]]));
+    assert_eq!(first_result_value(&s, &id).await, bytes);
+    // json and csv show bytes as base64.
+    let (_, _, body) = get_raw(&s, &format!("/v3/job/result/{id}?format=json"), None).await;
+    assert_eq!(String::from_utf8(body).unwrap(), "[\"AP8Q\",\"x\"]\n");
+    let (_, _, body) = get_raw(&s, &format!("/v3/job/result/{id}?format=csv"), None).await;
+    assert_eq!(String::from_utf8(body).unwrap(), "AP8Q,x\n");
+
+    // A blob literal written to a table by result output stays bytes there too.
+    let (status, body) = issue(
+        &s,
+        &key,
+        "bin_db",
+        &[
+            ("query", "SELECT X'00ff10' AS b"),
+            ("result", "td://@/bin_db/out_t"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let show = wait(&s, body["job_id"].as_str().unwrap()).await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(
+        crate::import::tail(&s, "bin_db", "out_t", 1).await[0]["b"],
+        stored
+    );
+    let account = s.td.accounts()[0].id;
+    assert_eq!(
+        s.td.inspect().schema(account, "bin_db", "out_t").unwrap(),
+        Some(json!([["b", "string"]]))
+    );
+    let (id, _) = run(&s, "bin_db", "SELECT b FROM out_t").await;
+    assert_eq!(first_result_value(&s, &id).await, bytes);
+}
+
+#[tokio::test]
+async fn result_columns_with_no_values_are_typed_from_the_query() {
+    let s = Server::start().await;
+    let cases = [
+        (
+            "SELECT time, code, host, CAST(NULL AS BIGINT) AS n, 1 AS one, 'a' AS s, x'00' AS b \
+             FROM www_access WHERE 1 = 0",
+            json!([
+                ["time", "bigint"],
+                ["code", "bigint"],
+                ["host", "varchar"],
+                ["n", "bigint"],
+                ["one", "bigint"],
+                ["s", "varchar"],
+                ["b", "varbinary"]
+            ]),
+        ),
+        (
+            "SELECT CAST(NULL AS DOUBLE) AS d, NULL AS x, TD_TIME_PARSE('garbage') AS p, \
+             CAST(NULL AS VARCHAR) AS v",
+            json!([
+                ["d", "double"],
+                ["x", "varchar"],
+                ["p", "bigint"],
+                ["v", "varchar"]
+            ]),
+        ),
+        (
+            "SELECT t, u FROM (SELECT CAST(NULL AS BIGINT) AS t, time AS u FROM www_access LIMIT 0)",
+            json!([["t", "bigint"], ["u", "bigint"]]),
+        ),
+        (
+            "SELECT * FROM www_access WHERE code = -1",
+            json!([
+                ["time", "bigint"],
+                ["host", "varchar"],
+                ["path", "varchar"],
+                ["method", "varchar"],
+                ["referer", "varchar"],
+                ["code", "bigint"],
+                ["agent", "varchar"],
+                ["user", "varchar"],
+                ["size", "bigint"]
+            ]),
+        ),
+    ];
+    for (query, expected) in cases {
+        let (id, show) = run(&s, "sample_datasets", query).await;
+        assert_eq!(show["status"], "success", "{show}");
+        assert_eq!(schema(&show), expected, "{query}");
+        let rows = result_rows(&s, &id).await;
+        assert!(
+            rows.iter()
+                .flat_map(|r| r.as_array().unwrap())
+                .all(Value::is_null),
+            "no value tells the type: {rows:?}"
+        );
     }
 }
