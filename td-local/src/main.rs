@@ -58,9 +58,9 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers go in before the listening line: a parent may signal as soon as it reads it.
     let stop = shutdown_signal()?;
     let server = TdLocal::start(Config {
-        data_dir: data.clone(),
         listen,
         admin,
+        ..Config::new(data.clone())
     })
     .await?;
     // The first stdout line is the contract for parents that start us with port 0: flush it now,

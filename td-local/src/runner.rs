@@ -14,6 +14,7 @@ use crate::bulk_import::{self, PerformOptions};
 use crate::catalog::database_id;
 use crate::error::{Error, Result};
 use crate::jobs::{self, JobStatus, NewJob, Outcome};
+use crate::limits::Limits;
 use crate::output::{self, OutputTarget};
 use crate::query::{Engine, QueryError};
 use crate::store::{blocking, Store};
@@ -28,14 +29,17 @@ pub struct Runner {
     store: Store,
     data_dir: Arc<PathBuf>,
     accounts: Accounts,
+    /// What a perform may take of one part and one record.
+    limits: Limits,
 }
 
 impl Runner {
-    pub fn new(store: Store, data_dir: &Path, accounts: Accounts) -> Runner {
+    pub fn new(store: Store, data_dir: &Path, accounts: Accounts, limits: Limits) -> Runner {
         Runner {
             store,
             data_dir: Arc::new(data_dir.to_path_buf()),
             accounts,
+            limits,
         }
     }
 
@@ -200,8 +204,8 @@ impl Runner {
         let (session_id, job_id) = store
             .write_async(move |tx| bulk_import::start_perform(tx, account_id, &name, &options))
             .await?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, session_id, job_id));
+        let (store, limits) = (self.store.clone(), self.limits);
+        tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, &limits, session_id, job_id));
         Ok(job_id)
     }
 

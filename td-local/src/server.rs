@@ -16,6 +16,7 @@ use crate::accounts::{self, Account, Accounts};
 use crate::error::Result;
 use crate::faults::{self, Faults};
 use crate::inspect::Inspect;
+use crate::limits::Limits;
 use crate::routes;
 use crate::runner::Runner;
 use crate::sample;
@@ -32,6 +33,8 @@ pub struct Config {
     /// Serve the `/_td_local/` admin routes (fault injection, request log, the accounts and
     /// their keys). Each call needs `Authorization: TD1 <master key>` of one of the accounts.
     pub admin: bool,
+    /// How much one request may make the server read, inflate and hold (`crate::limits`).
+    pub limits: Limits,
 }
 
 impl Config {
@@ -40,6 +43,7 @@ impl Config {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -55,7 +59,7 @@ pub struct TdLocal {
 impl TdLocal {
     /// Opens (or creates) the data directory, binds, and serves in the background.
     pub async fn start(config: Config) -> Result<TdLocal> {
-        let state = open_state(&config.data_dir)?;
+        let state = open_state(&config.data_dir, config.limits)?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let app = router(state.clone(), config.admin);
@@ -109,18 +113,19 @@ impl TdLocal {
     }
 }
 
-fn open_state(dir: &Path) -> Result<AppState> {
+fn open_state(dir: &Path, limits: Limits) -> Result<AppState> {
     std::fs::create_dir_all(dir)?;
     let accounts = Accounts::new(accounts::load_or_create(dir)?);
     let store = Store::open(dir)?;
     sample::ensure_sample_datasets(&store, accounts.all())?;
     Runner::recover(&store)?;
     Ok(AppState {
-        runner: Runner::new(store.clone(), dir, accounts.clone()),
+        runner: Runner::new(store.clone(), dir, accounts.clone(), limits),
         store,
         accounts,
         faults: Faults::default(),
         data_dir: Arc::new(dir.to_path_buf()),
+        limits,
     })
 }
 

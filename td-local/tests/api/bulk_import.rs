@@ -58,12 +58,12 @@ fn account_id(s: &Server, n: usize) -> i64 {
 }
 
 /// Creates `db.table` for account `n` through the library (the table routes are another module's).
-fn create_table(s: &Server, n: usize, db: &str, table: &str) {
+pub(crate) fn create_table(s: &Server, n: usize, db: &str, table: &str) {
     s.td.inspect().create_table(account_id(s, n), db, table).unwrap();
 }
 
 /// The rows of a table as stored, in insertion order.
-fn stored_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<Value> {
+pub(crate) fn stored_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<Value> {
     s.td.inspect()
         .rows(account_id(s, n), db, table)
         .unwrap()
@@ -103,13 +103,13 @@ fn job_status(s: &Server, job_id: &str) -> (String, String, String) {
     (job.job_type, job.status.as_str().to_string(), job.database)
 }
 
-async fn ok(call: (StatusCode, Value)) -> Value {
+pub(crate) async fn ok(call: (StatusCode, Value)) -> Value {
     let (status, body) = call;
     assert_eq!(status, 200, "{body}");
     body
 }
 
-async fn upload(s: &Server, key: &str, name: &str, part: &str, records: &[Value]) {
+pub(crate) async fn upload(s: &Server, key: &str, name: &str, part: &str, records: &[Value]) {
     let path = format!("/v3/bulk_import/upload_part/{name}/{part}");
     ok(s.put(key, &path, gzip_msgpack(records)).await).await;
 }
@@ -128,7 +128,7 @@ async fn wait_performed(s: &Server, key: &str, name: &str) -> Value {
 }
 
 /// Performs and waits: the session as shown once `ready`, and the job id.
-async fn perform(s: &Server, key: &str, name: &str) -> (Value, String) {
+pub(crate) async fn perform(s: &Server, key: &str, name: &str) -> (Value, String) {
     let started = ok(s.post(key, &format!("/v3/bulk_import/perform/{name}"), &[]).await).await;
     assert_eq!(started["name"], name);
     assert_eq!(started["bulk_import"], name);
@@ -142,11 +142,11 @@ async fn perform(s: &Server, key: &str, name: &str) -> (Value, String) {
     (shown, job_id)
 }
 
-async fn post_ok(s: &Server, key: &str, path: &str) -> Value {
+pub(crate) async fn post_ok(s: &Server, key: &str, path: &str) -> Value {
     ok(s.post(key, path, &[]).await).await
 }
 
-async fn get_bytes(s: &Server, key: &str, path: &str) -> (StatusCode, Vec<u8>) {
+pub(crate) async fn get_bytes(s: &Server, key: &str, path: &str) -> (StatusCode, Vec<u8>) {
     let resp = s
         .http
         .get(s.url(path))
@@ -725,7 +725,7 @@ async fn chunked_parts_are_accepted_and_oversized_parts_are_413() {
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 
     // One byte over the limit, streamed in 1 MiB chunks without a Content-Length.
-    let limit = td_local::bulk_import::MAX_PART_BYTES;
+    let limit = td_local::limits::PART_BYTES;
     let mib = bytes::Bytes::from(vec![0u8; 1 << 20]);
     let mut sizes = vec![1usize << 20; limit >> 20];
     sizes.push(1);
@@ -745,7 +745,7 @@ async fn chunked_parts_are_accepted_and_oversized_parts_are_413() {
         // The server may answer before the client has sent everything.
         let status = resp.status();
         let body: Value = resp.json().await.unwrap();
-        assert_error(status, &body, 413, "at most");
+        assert_error(status, &body, 413, "larger than");
     }
     let parts = ok(s.get(&key, "/v3/bulk_import/list_parts/sess_big").await).await;
     assert_eq!(
