@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use flate2::read::MultiGzDecoder;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
-use td_model::name::check_name;
+use td_model::name::is_td_name;
 use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::catalog::{self, merge_columns};
@@ -137,9 +137,24 @@ pub fn list(conn: &Connection, account_id: i64) -> Result<Vec<Session>> {
     Ok(sessions.collect::<rusqlite::Result<_>>()?)
 }
 
+/// A session name: TD's name characters and `-`, which TD takes in session names (not in
+/// database or table names): pytd's `BulkImportWriter._bulk_import` names every session
+/// `session-{uuid.uuid1()}` (https://github.com/treasure-data/pytd/blob/master/pytd/writer.py,
+/// pytd 2.4.0), and its `load_table_from_dataframe(writer="bulk_import")` works against TD.
+fn check_session_name(name: &str) -> Result<()> {
+    if is_td_name(&name.replace('-', "_")) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "`{name}` is not a valid TD name for a bulk import session (use 3 to 128 characters of \
+             lowercase a-z, 0-9, _ and -)"
+        )))
+    }
+}
+
 /// Creates a session importing into `db.table`: 422 bad name, 404 missing target, 409 exists.
 pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &str) -> Result<()> {
-    check_name("bulk import session", name)?;
+    check_session_name(name)?;
     catalog::table_id(conn, account_id, db, table)?;
     let t = now();
     let inserted = conn.execute(

@@ -341,6 +341,13 @@ const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 /// integer, real, JSON text for arrays and maps), and bytes as a blob (stored as
 /// `records::binary_value` objects, which only [`STORED_FUNCTION`] tells from maps). A key
 /// containing `"` cannot be written as a JSON path label in SQLite; such a column reads as NULL.
+///
+/// A boolean reads as the text `true` or `false` (its column is a `string` one, see
+/// `records::guess_type`), not as SQLite's 1 or 0: TD stores a boolean a bulk import brings as
+/// the string "true"/"false" (pytd's `_cast_dtypes` relies on it, "Bulk Import API internally
+/// handles boolean string as a boolean type, and hence "True" ("False") will be stored as
+/// "true" ("false")": https://github.com/treasure-data/pytd/blob/master/pytd/writer.py), and
+/// td-client's CSV reader sends "true"/"false" cells as msgpack booleans.
 fn json_field(key: &str) -> String {
     if key.contains('"') {
         return "NULL".to_string();
@@ -348,7 +355,7 @@ fn json_field(key: &str) -> String {
     let path = format!("'$.\"{}\"'", key.replace('\'', "''"));
     format!(
         "CASE json_type(record, {path}) WHEN 'object' THEN {STORED_FUNCTION}(record -> {path}) \
-         ELSE record ->> {path} END"
+         WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE record ->> {path} END"
     )
 }
 

@@ -645,6 +645,28 @@ async fn sessions_belong_to_their_account() {
 }
 
 #[tokio::test]
+async fn session_names_may_hold_hyphens_as_pytd_names_them() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    // pytd's BulkImportWriter: `session-{uuid.uuid1()}`.
+    let name = "session-389b8d56-ed80-11f1-bb1d-02fc00000001";
+    let created = post_ok(&s, &key, &format!("/v3/bulk_import/create/{name}/bulk_db/access")).await;
+    assert_eq!(created["bulk_import"], name);
+    let rows = www_access_rows(0..3);
+    upload(&s, &key, name, "part-0", &rows).await;
+    post_ok(&s, &key, &format!("/v3/bulk_import/freeze/{name}")).await;
+    perform(&s, &key, name).await;
+    post_ok(&s, &key, &format!("/v3/bulk_import/commit/{name}")).await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access"), rows);
+    // Uppercase and other punctuation stay refused.
+    let (status, body) = s
+        .post(&key, "/v3/bulk_import/create/Session-1/bulk_db/access", &[])
+        .await;
+    assert_error(status, &body, 422, "Session-1");
+}
+
+#[tokio::test]
 async fn create_refuses_duplicates_missing_targets_and_bad_names() {
     let s = Server::start().await;
     let key = s.master(0);

@@ -170,6 +170,30 @@ async fn select_star_returns_time_and_every_schema_column() {
 }
 
 #[tokio::test]
+async fn booleans_read_as_the_strings_true_and_false_as_td_stores_them() {
+    let s = Server::start().await;
+    crate::import::create_table(&s, "bool_db", "flags").await;
+    let rows = [
+        json!({"time": 1, "flag": true, "n": 1}),
+        json!({"time": 2, "flag": false, "n": 2}),
+        json!({"time": 3, "flag": null, "n": 3}),
+    ];
+    crate::import::import_rows(&s, &s.master(0), "bool_db", "flags", &rows).await;
+    let (id, show) = run(
+        &s,
+        "bool_db",
+        "SELECT flag, flag = 'true' AS is_true FROM flags ORDER BY n",
+    )
+    .await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(
+        result_rows(&s, &id).await,
+        vec![json!(["true", 1]), json!(["false", 0]), json!([null, null])]
+    );
+    assert_eq!(schema(&show)[0], json!(["flag", "varchar"]));
+}
+
+#[tokio::test]
 async fn td_time_range_filters_and_td_time_format_formats_in_a_zone() {
     let s = Server::start().await;
     let (start, end) = ("2014-10-03 09:00:00", "2014-10-03 10:00:00");
