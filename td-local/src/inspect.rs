@@ -261,25 +261,14 @@ impl Inspect {
     /// engine, views and snapshot (`TD_SCHEDULED_TIME()` is now). Returns the result rows (msgpack arrays as JSON, binary as
     /// [`records::msgpack_to_json`] keeps it) and the `hive_result_schema` text.
     pub fn query(&self, account: i64, db: &str, sql: &str) -> Result<(Vec<Value>, String)> {
-        let path = self.data_dir.join("tmp").join(format!(
-            "inspect-query-{}-{:016x}.msgpack.gz",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let outcome = crate::query::Engine::open(&self.store, account, db, crate::store::now())
-            .and_then(|engine| engine.run(sql, &path))
-            .map_err(|e| Error::invalid(format!("query failed: {e}")));
-        let rows = outcome.and_then(|outcome| {
-            let file = std::fs::File::open(&path)?;
-            let mut rows = Vec::new();
-            records::read_msgpack_values(flate2::read::MultiGzDecoder::new(file), |value| {
-                rows.push(records::msgpack_to_json(value));
-                Ok(())
-            })?;
-            Ok((rows, outcome.hive_result_schema.unwrap_or_default()))
-        });
-        let _ = std::fs::remove_file(&path);
-        rows
+        let ran = crate::local_query::run(&self.store, &self.data_dir, account, db, sql)
+            .map_err(|e| Error::invalid(format!("query failed: {e}")))?;
+        let mut rows = Vec::new();
+        ran.rows(|row| {
+            rows.push(records::msgpack_to_json(row));
+            true
+        })?;
+        Ok((rows, ran.outcome.hive_result_schema.clone().unwrap_or_default()))
     }
 
     /// Replaces a finished job's `hive_result_schema`, as if its engine had reported that one.

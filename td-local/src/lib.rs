@@ -13,7 +13,8 @@
 //! - `records`, `query`: rows at rest and on the wire, running SQL;
 //! - `import`, `bulk_import`, `output`, `result_format`, `sample`: imports, bulk imports,
 //!   td:// output, result downloads, the sample database;
-//! - `runner`: the background work of jobs; `inspect`: the data, read and set up for tests;
+//! - `runner`: the background work of jobs; `local_query`: one query on a data directory
+//!   (`td-local query`); `inspect`: the data, read and set up for tests;
 //! - `state`, `routes`: the HTTP side; `server`: the running server ([`TdLocal`]).
 
 pub mod accounts;
@@ -26,6 +27,7 @@ pub mod inflate;
 pub mod inspect;
 pub mod jobs;
 pub mod limits;
+pub mod local_query;
 pub mod output;
 pub mod query;
 pub mod records;

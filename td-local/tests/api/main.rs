@@ -9,6 +9,7 @@ mod import;
 mod jobs;
 mod keys;
 mod output;
+mod query_command;
 mod routing;
 mod snapshot;
 mod tables;
