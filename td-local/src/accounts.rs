@@ -1,4 +1,5 @@
-//! Accounts and their API keys, generated once into `DIR/accounts.yml` and stable afterwards.
+//! Accounts and their API keys, generated once into `DIR/accounts.yml` (mode 0600: the keys are
+//! secrets) and stable afterwards.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,9 +60,24 @@ pub fn load_or_create(dir: &Path) -> Result<Vec<Account>> {
         .map_err(|e| unreadable(e.to_string()))?
     );
     let tmp = path.with_extension("yml.tmp");
-    std::fs::write(&tmp, text)?;
+    write_private(&tmp, text.as_bytes())?;
     std::fs::rename(&tmp, &path)?;
     Ok(accounts)
+}
+
+/// Writes a file only its owner can read or write (mode 0600 from its creation, so the keys are
+/// never readable by others, not even for a moment).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// The accounts of one server, shared by every request and job.
@@ -116,5 +132,28 @@ impl Caller {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn accounts_yml_is_created_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = load_or_create(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(ACCOUNTS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+        assert_eq!(
+            load_or_create(dir.path()).unwrap(),
+            created,
+            "read back as written"
+        );
     }
 }

@@ -12,18 +12,17 @@ use std::sync::mpsc;
 
 use flate2::read::MultiGzDecoder;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{json, Value};
-use td_model::name::check_name;
+use serde_json::{json, Map, Value};
+use td_model::name::is_td_name;
 use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::catalog::{self, merge_columns};
 use crate::error::{Error, Result};
+use crate::inflate::Capped;
 use crate::jobs::{self, NewJob, Outcome};
+use crate::limits::{Limits, BATCH_BYTES, BATCH_ROWS};
 use crate::records;
 use crate::store::{now, text_enum, Store};
-
-/// The largest part accepted (TD's clients split uploads into parts of about 16 MB).
-pub const MAX_PART_BYTES: usize = 128 << 20;
 
 text_enum! {
     /// Where a session is in its life.
@@ -138,9 +137,24 @@ pub fn list(conn: &Connection, account_id: i64) -> Result<Vec<Session>> {
     Ok(sessions.collect::<rusqlite::Result<_>>()?)
 }
 
+/// A session name: TD's name characters and `-`, which TD takes in session names (not in
+/// database or table names): pytd's `BulkImportWriter._bulk_import` names every session
+/// `session-{uuid.uuid1()}` (https://github.com/treasure-data/pytd/blob/master/pytd/writer.py,
+/// pytd 2.4.0), and its `load_table_from_dataframe(writer="bulk_import")` works against TD.
+fn check_session_name(name: &str) -> Result<()> {
+    if is_td_name(&name.replace('-', "_")) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "`{name}` is not a valid TD name for a bulk import session (use 3 to 128 characters of \
+             lowercase a-z, 0-9, _ and -)"
+        )))
+    }
+}
+
 /// Creates a session importing into `db.table`: 422 bad name, 404 missing target, 409 exists.
 pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &str) -> Result<()> {
-    check_name("bulk import session", name)?;
+    check_session_name(name)?;
     catalog::table_id(conn, account_id, db, table)?;
     let t = now();
     let inserted = conn.execute(
@@ -266,8 +280,8 @@ pub fn start_perform(
 /// Runs a perform job to its end (blocking): every part is decoded, valid rows are staged,
 /// rejected records kept; the session becomes `ready` and the job `success`. If the job cannot
 /// finish, the session goes back to `uploading` and the job to `error`.
-pub fn run_perform(store: &Store, session_id: i64, job_id: i64) {
-    let outcome = jobs::mark_running(store, job_id).and_then(|()| perform(store, session_id, job_id));
+pub fn run_perform(store: &Store, limits: &Limits, session_id: i64, job_id: i64) {
+    let outcome = jobs::mark_running(store, job_id).and_then(|()| perform(store, limits, session_id, job_id));
     if let Err(e) = outcome {
         tracing::warn!(session_id, job_id, error = %e, "bulk import perform failed");
         let reset = store.write(|tx| {
@@ -298,52 +312,115 @@ struct Tally {
 }
 
 impl Tally {
-    fn count(&mut self, part: &DecodedPart) {
-        self.valid_parts += 1;
-        self.valid_records += part.rows.len() as i64;
-        self.error_records += part.errors.len() as i64;
-        merge_columns(&mut self.new_columns, part.columns.iter().cloned());
+    /// Counts a batch of a part's records.
+    fn count(&mut self, batch: &DecodedPart) {
+        self.valid_records += batch.rows.len() as i64;
+        self.error_records += batch.errors.len() as i64;
+        merge_columns(&mut self.new_columns, batch.columns.iter().cloned());
+    }
+
+    fn add(&mut self, part: Tally) {
+        self.valid_records += part.valid_records;
+        self.error_records += part.error_records;
+        self.valid_parts += part.valid_parts;
+        self.error_parts += part.error_parts;
+        merge_columns(&mut self.new_columns, part.new_columns);
     }
 }
 
-fn perform(store: &Store, session_id: i64, job_id: i64) -> Result<()> {
-    let parts = store.read(|conn| part_names(conn, session_id))?;
+fn perform(store: &Store, limits: &Limits, session_id: i64, job_id: i64) -> Result<()> {
+    let (parts, schema) =
+        store.read(|conn| Ok((part_names(conn, session_id)?, target_schema(conn, session_id)?)))?;
     store.write(|tx| {
         ensure_performing(tx, session_id, job_id)?;
         clear_staging(tx, session_id)
     })?;
-    let tally = stage_parts(store, session_id, job_id, parts)?;
+    let tally = stage_parts(store, limits, session_id, job_id, parts, &schema)?;
     store.write(|tx| {
         ensure_performing(tx, session_id, job_id)?;
         finish_perform(tx, session_id, job_id, &tally)
     })
 }
 
-/// Decodes and stages every part. Decoding (CPU) runs on its own thread, one part ahead of the
-/// staging writes (I/O).
-fn stage_parts(store: &Store, session_id: i64, job_id: i64, parts: Vec<String>) -> Result<Tally> {
-    let (sender, decoded) = mpsc::sync_channel::<Result<Result<DecodedPart, String>>>(1);
+/// What the decoding thread hands the staging loop: batches of one part's records, then how
+/// the part ended (an error part is not gzip'd msgpack as a whole, or passes a limit).
+enum Decoded {
+    Batch(DecodedPart),
+    End { valid: bool },
+}
+
+/// Decodes and stages every part. Decoding (CPU) runs on its own thread, a batch ahead of the
+/// staging writes (I/O), so memory holds a couple of batches whatever the parts inflate to.
+/// Each part is staged in one transaction: an error part leaves no rows behind.
+fn stage_parts(
+    store: &Store,
+    limits: &Limits,
+    session_id: i64,
+    job_id: i64,
+    parts: Vec<String>,
+    schema: &[TableColumn],
+) -> Result<Tally> {
+    let (sender, decoded) = mpsc::sync_channel::<Result<Decoded>>(1);
     let mut tally = Tally::default();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             for part in parts {
-                let result = load_part(store, session_id, &part).map(|data| decode_part(&data));
-                if sender.send(result).is_err() {
+                let data = match load_part(store, session_id, &part) {
+                    Ok(data) => data,
+                    Err(e) => return drop(sender.send(Err(e))),
+                };
+                let stopped = std::cell::Cell::new(false);
+                let decoded = decode_part(&data, schema, limits, |batch| {
+                    sender.send(Ok(Decoded::Batch(batch))).map_err(|_| {
+                        stopped.set(true);
+                        Error::internal("the perform stopped")
+                    })
+                });
+                if stopped.get()
+                    || sender
+                        .send(Ok(Decoded::End {
+                            valid: decoded.is_ok(),
+                        }))
+                        .is_err()
+                {
                     return;
                 }
             }
         });
-        for result in decoded {
-            match result? {
-                Ok(part) => {
-                    store.write(|tx| {
-                        ensure_performing(tx, session_id, job_id)?;
-                        stage_part(tx, session_id, &part)
-                    })?;
-                    tally.count(&part);
+        let mut decoded = decoded.into_iter().peekable();
+        while decoded.peek().is_some() {
+            let kept_before = tally.error_records;
+            let part = store.write(|tx| {
+                ensure_performing(tx, session_id, job_id)?;
+                tx.execute_batch("SAVEPOINT part")?;
+                let mut part = Tally::default();
+                loop {
+                    let next = decoded
+                        .next()
+                        .ok_or_else(|| Error::internal("the part decoder stopped"))??;
+                    match next {
+                        Decoded::Batch(batch) => {
+                            let kept = (kept_before + part.error_records) as usize;
+                            let keep = limits.kept_error_records.saturating_sub(kept);
+                            stage_part(tx, session_id, &batch, keep)?;
+                            part.count(&batch);
+                        }
+                        Decoded::End { valid: true } => {
+                            tx.execute_batch("RELEASE part")?;
+                            part.valid_parts = 1;
+                            return Ok(part);
+                        }
+                        Decoded::End { valid: false } => {
+                            tx.execute_batch("ROLLBACK TO part; RELEASE part")?;
+                            return Ok(Tally {
+                                error_parts: 1,
+                                ..Tally::default()
+                            });
+                        }
+                    }
                 }
-                Err(_) => tally.error_parts += 1,
-            }
+            })?;
+            tally.add(part);
         }
         Ok::<(), Error>(())
     })?;
@@ -411,6 +488,21 @@ fn clear_staging(conn: &Connection, session_id: i64) -> Result<()> {
     Ok(())
 }
 
+/// The schema of the table a session imports into, as it is when the perform starts (none if
+/// the table is gone: the commit will say so).
+fn target_schema(conn: &Connection, session_id: i64) -> Result<Vec<TableColumn>> {
+    let (account_id, db, table): (i64, String, String) = conn.query_row(
+        "SELECT account_id, database_name, table_name FROM bulk_imports WHERE id = ?1",
+        params![session_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    match catalog::table_id(conn, account_id, &db, &table) {
+        Ok(id) => catalog::table_schema(conn, id),
+        Err(Error::NotFound(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 fn load_part(store: &Store, session_id: i64, part: &str) -> Result<Vec<u8>> {
     store.read(|conn| {
         Ok(conn.query_row(
@@ -428,26 +520,69 @@ struct DecodedPart {
     rows: Vec<(i64, String)>,
     errors: Vec<Vec<u8>>,
     columns: Vec<TableColumn>,
+    /// Bytes held in `rows` and `errors`.
+    bytes: usize,
 }
 
 impl DecodedPart {
-    fn accept(&mut self, index: usize, value: rmpv::Value) {
+    fn accept(&mut self, index: usize, value: rmpv::Value, schema: &[TableColumn]) {
         if !looks_like_record(&value) {
-            self.errors.push(encode(&value));
+            self.reject(encode(&value));
             return;
         }
         match records::to_row(index, value) {
+            Ok(row) if !fits_schema(&row.record, schema) => {
+                self.reject(encode(&records::json_to_msgpack(&Value::Object(row.record))));
+            }
             Ok(row) => {
                 records::extend_schema(&mut self.columns, &row.record);
                 let text = serde_json::to_string(&row.record).expect("a JSON map always serializes");
+                self.bytes += text.len();
                 self.rows.push((row.time, text));
             }
             // A map whose `time` is ambiguous (repeated keys): keep the reason instead.
-            Err(e) => self.errors.push(encode(&rmpv::Value::Map(vec![(
+            Err(e) => self.reject(encode(&rmpv::Value::Map(vec![(
                 "error".into(),
                 e.to_string().into(),
             )]))),
         }
+    }
+
+    fn reject(&mut self, record: Vec<u8>) {
+        self.bytes += record.len();
+        self.errors.push(record);
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows.len() + self.errors.len() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
+    }
+}
+
+/// Whether every value of `record` fits the type its column has in the table's schema: a
+/// `long`/`int` column takes integers, `double`/`float` numbers, `array<…>` arrays, `map<…>`
+/// maps; NULL fits every column, and `string` columns and columns not in the schema take
+/// anything. What TD's perform does with a value that does not fit is unconfirmed
+/// (embulk-output-td's `stop_on_invalid_record` shows TD counts invalid records as error records
+/// and skips them, but names no type rule); td-local rejects such a record as an error record,
+/// so a client that checks `error_records` (embulk-output-td, the operator) stops before commit.
+fn fits_schema(record: &Map<String, Value>, schema: &[TableColumn]) -> bool {
+    schema.iter().all(|column| {
+        let key = column.alias.as_deref().unwrap_or(&column.name);
+        match record.get(key) {
+            None | Some(Value::Null) => true,
+            Some(value) => fits_type(value, &column.td_type),
+        }
+    })
+}
+
+fn fits_type(value: &Value, td_type: &str) -> bool {
+    let ty = td_type.trim();
+    match ty {
+        "long" | "int" => value.is_i64() || value.is_u64(),
+        "double" | "float" => value.is_number(),
+        _ if ty.starts_with("array<") => value.is_array(),
+        _ if ty.starts_with("map<") => value.is_object() && records::as_binary(value).is_none(),
+        _ => true,
     }
 }
 
@@ -467,27 +602,36 @@ fn encode(value: &rmpv::Value) -> Vec<u8> {
     bytes
 }
 
-/// Decodes a part; a part that is not gzip'd msgpack as a whole is an error part.
-fn decode_part(data: &[u8]) -> Result<DecodedPart, String> {
-    let mut part = DecodedPart::default();
+/// Decodes a part against the target table's `schema`, handing `send` a batch at a time; a
+/// part that is not gzip'd msgpack as a whole, inflates past the part limit or holds a record
+/// over the record limits is an error part (Err), whatever batches were sent before.
+fn decode_part(
+    data: &[u8],
+    schema: &[TableColumn],
+    limits: &Limits,
+    mut send: impl FnMut(DecodedPart) -> Result<()>,
+) -> Result<()> {
     if data.is_empty() {
-        return Ok(part);
+        return Ok(());
     }
-    let mut index = 0;
-    records::read_msgpack_values(MultiGzDecoder::new(data), |value| {
-        part.accept(index, value);
-        index += 1;
+    let mut batch = DecodedPart::default();
+    let inflated = Capped::new(MultiGzDecoder::new(data), limits.part_inflated_bytes);
+    records::read_records(inflated, limits.record, |index, value, _| {
+        batch.accept(index, value, schema);
+        if batch.is_full() {
+            send(std::mem::take(&mut batch))?;
+        }
         Ok(())
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(part)
+    })?;
+    send(batch)
 }
 
-fn stage_part(conn: &Connection, session_id: i64, part: &DecodedPart) -> Result<()> {
-    stage_rows(conn, session_id, &part.rows)?;
+/// Stages a batch's rows and the first `keep` of its rejected records.
+fn stage_part(conn: &Connection, session_id: i64, batch: &DecodedPart, keep: usize) -> Result<()> {
+    stage_rows(conn, session_id, &batch.rows)?;
     let mut errors =
         conn.prepare_cached("INSERT INTO bulk_import_errors (session_id, record) VALUES (?1, ?2)")?;
-    for record in &part.errors {
+    for record in batch.errors.iter().take(keep) {
         errors.execute(params![session_id, record])?;
     }
     Ok(())

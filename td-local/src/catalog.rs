@@ -7,7 +7,7 @@ use td_model::name::check_name;
 use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::error::{Error, Result};
-use crate::store::{now, snapshot};
+use crate::store::now;
 
 /// The only table type TD still creates.
 pub const LOG_TYPE: &str = "log";
@@ -114,14 +114,12 @@ pub fn list_databases(conn: &Connection, account_id: i64) -> Result<Vec<Database
 }
 
 pub fn show_database(conn: &Connection, account_id: i64, db: &str) -> Result<Database> {
-    snapshot(conn, |conn| {
-        let id = database_id(conn, account_id, db)?;
-        Ok(conn.query_row(
-            &format!("SELECT {DATABASE_COLUMNS} FROM databases d WHERE d.id = ?1"),
-            params![id],
-            database_row,
-        )?)
-    })
+    let id = database_id(conn, account_id, db)?;
+    Ok(conn.query_row(
+        &format!("SELECT {DATABASE_COLUMNS} FROM databases d WHERE d.id = ?1"),
+        params![id],
+        database_row,
+    )?)
 }
 
 /// Creates a database: Invalid for a bad name, Conflict if it exists.
@@ -190,27 +188,23 @@ fn table_row(row: &rusqlite::Row) -> rusqlite::Result<Table> {
     })
 }
 
-/// The tables of a database, by name, from one snapshot.
+/// The tables of a database, by name.
 pub fn list_tables(conn: &Connection, account_id: i64, db: &str) -> Result<Vec<Table>> {
-    snapshot(conn, |conn| {
-        let db_id = database_id(conn, account_id, db)?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {TABLE_COLUMNS} FROM tables t WHERE t.database_id = ?1 ORDER BY t.name"
-        ))?;
-        let rows = stmt.query_map(params![db_id], table_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    })
+    let db_id = database_id(conn, account_id, db)?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {TABLE_COLUMNS} FROM tables t WHERE t.database_id = ?1 ORDER BY t.name"
+    ))?;
+    let rows = stmt.query_map(params![db_id], table_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn show_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<Table> {
-    snapshot(conn, |conn| {
-        let id = table_id(conn, account_id, db, table)?;
-        Ok(conn.query_row(
-            &format!("SELECT {TABLE_COLUMNS} FROM tables t WHERE t.id = ?1"),
-            params![id],
-            table_row,
-        )?)
-    })
+    let id = table_id(conn, account_id, db, table)?;
+    Ok(conn.query_row(
+        &format!("SELECT {TABLE_COLUMNS} FROM tables t WHERE t.id = ?1"),
+        params![id],
+        table_row,
+    )?)
 }
 
 /// Creates a `log` table: Invalid for another type or a bad name, NotFound without the
@@ -414,16 +408,13 @@ pub fn merge_columns(schema: &mut Vec<TableColumn>, new: impl IntoIterator<Item 
     }
 }
 
-/// The newest `count` records (JSON text), newest first, from one snapshot.
+/// The newest `count` records (JSON text), newest first.
 pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i64) -> Result<Vec<String>> {
-    snapshot(conn, |conn| {
-        let id = table_id(conn, account_id, db, table)?;
-        let mut stmt = conn.prepare(
-            "SELECT record FROM records WHERE table_id = ?1 ORDER BY time DESC, rowid DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![id, count], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    })
+    let id = table_id(conn, account_id, db, table)?;
+    let mut stmt = conn
+        .prepare("SELECT record FROM records WHERE table_id = ?1 ORDER BY time DESC, rowid DESC LIMIT ?2")?;
+    let rows = stmt.query_map(params![id, count], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// The names of a database's tables, sorted.

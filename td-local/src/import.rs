@@ -1,14 +1,19 @@
 //! Streaming import (td-api.md §4): a gzip'd msgpack body into a table.
 //!
-//! A body is decoded completely before anything is stored (all or nothing), and its rows go in
-//! with the import id in one transaction, so a repeated `import_with_id` is stored once.
+//! A body's rows go in with the import id in one transaction, decoded and stored a batch at a
+//! time: the first bad record rolls the whole body back (all or nothing), a repeated
+//! `import_with_id` is stored once, and memory holds one batch whatever the body inflates to
+//! (which the route has already checked against the limits).
 
+use flate2::read::MultiGzDecoder;
 use md5::{Digest, Md5};
 use rusqlite::params;
 
 use crate::catalog::table_id;
 use crate::error::{Error, Result};
-use crate::records::{decode_import, insert_rows};
+use crate::inflate::Capped;
+use crate::limits::{Limits, BATCH_BYTES, BATCH_ROWS};
+use crate::records::{insert_rows, read_records, to_row};
 use crate::store::Store;
 
 /// The one import format TD's clients send.
@@ -44,9 +49,17 @@ pub fn check_format(format: &str) -> Result<()> {
 }
 
 /// Decodes `body` and stores its rows in the target (blocking: call it from a blocking task).
-pub fn import(store: &Store, account_id: i64, target: &ImportTarget, body: &[u8]) -> Result<Imported> {
+/// A record over the limits is 413 (TooLarge), one that is not a map with an integer `time`
+/// 400; either stores nothing.
+pub fn import(
+    store: &Store,
+    limits: &Limits,
+    account_id: i64,
+    target: &ImportTarget,
+    body: &[u8],
+) -> Result<Imported> {
     let md5_hex = hex::encode(Md5::digest(body));
-    let rows = decode_import(body)?;
+    let mut rows = 0;
     let stored = store.write(|tx| {
         let id = table_id(tx, account_id, &target.db, &target.table)?;
         if let Some(unique_id) = &target.unique_id {
@@ -58,12 +71,29 @@ pub fn import(store: &Store, account_id: i64, target: &ImportTarget, body: &[u8]
                 return Ok(false);
             }
         }
-        insert_rows(tx, id, &rows)?;
+        if body.is_empty() {
+            return Ok(true);
+        }
+        let (mut batch, mut batch_bytes) = (Vec::new(), 0);
+        let inflated = Capped::new(MultiGzDecoder::new(body), limits.import_inflated_bytes);
+        read_records(inflated, limits.record, |index, value, bytes| {
+            batch.push(to_row(index, value).map_err(|e| Error::bad_request(e.to_string()))?);
+            batch_bytes += bytes;
+            if batch.len() == BATCH_ROWS || batch_bytes >= BATCH_BYTES {
+                insert_rows(tx, id, &batch)?;
+                rows += batch.len();
+                batch.clear();
+                batch_bytes = 0;
+            }
+            Ok(())
+        })?;
+        insert_rows(tx, id, &batch)?;
+        rows += batch.len();
         Ok(true)
     })?;
     Ok(Imported {
         md5_hex,
-        rows: rows.len(),
+        rows,
         stored,
     })
 }

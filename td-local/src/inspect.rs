@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::jobs::{self, Job, NewJob, Outcome};
 use crate::records::{self, Row};
 use crate::results;
-use crate::store::{snapshot, Store};
+use crate::store::Store;
 
 /// A handle on a server's data for tests and tools; cheap to clone and to send to a thread.
 #[derive(Clone)]
@@ -103,32 +103,28 @@ impl Inspect {
     /// The rows of `db.table` in `account` in the order they were stored, each record with its
     /// `time`; `None` when the table does not exist.
     pub fn rows(&self, account: i64, db: &str, table: &str) -> Result<Option<Vec<Row>>> {
-        self.store.read(|conn| {
-            snapshot(conn, |conn| match Self::find_table(conn, account, db, table)? {
+        self.store
+            .read(|conn| match Self::find_table(conn, account, db, table)? {
                 Some(id) => records::table_rows(conn, id).map(Some),
                 None => Ok(None),
             })
-        })
     }
 
     /// How many rows `db.table` holds (NotFound when it does not exist), read in one snapshot.
     pub fn row_count(&self, account: i64, db: &str, table: &str) -> Result<i64> {
-        self.store.read(|conn| {
-            snapshot(conn, |conn| {
-                records::row_count(conn, catalog::table_id(conn, account, db, table)?)
-            })
-        })
+        self.store
+            .read(|conn| records::row_count(conn, catalog::table_id(conn, account, db, table)?))
     }
 
     /// The schema of `db.table` as stored (`[[name, type], …]`); `None` when the table does not
     /// exist.
     pub fn schema(&self, account: i64, db: &str, table: &str) -> Result<Option<Value>> {
-        let text = self.store.read(|conn| {
-            snapshot(conn, |conn| match Self::find_table(conn, account, db, table)? {
+        let text = self
+            .store
+            .read(|conn| match Self::find_table(conn, account, db, table)? {
                 Some(id) => catalog::stored_schema(conn, id).map(Some),
                 None => Ok(None),
-            })
-        })?;
+            })?;
         text.map(|t| {
             serde_json::from_str(&t).map_err(|e| Error::internal(format!("a stored schema is not JSON: {e}")))
         })
@@ -147,18 +143,26 @@ impl Inspect {
         self.store.write(|tx| results::create(tx, account, name, url))
     }
 
+    /// Makes a connection of `account` as TD's console does (Integrations → Authentications,
+    /// type Treasure Data): `/v3/connections/lookup?name=NAME` finds it and an export's
+    /// `result_connection_id` uses it, but `/v3/result/list` does not list it. `td_url` is
+    /// `td://KEY@HOST[/DATABASE[/TABLE]]`; its key picks the account the rows go to. Returns
+    /// the connection's id.
+    pub fn create_connection(&self, account: i64, name: &str, td_url: &str) -> Result<i64> {
+        self.store
+            .write(|tx| results::create_console_connection(tx, account, name, td_url))
+    }
+
     /// The bulk-import sessions of `account`, by name, with their part counts.
     pub fn bulk_imports(&self, account: i64) -> Result<Vec<SessionInfo>> {
         self.store.read(|conn| {
-            snapshot(conn, |conn| {
-                bulk_import::list(conn, account)?
-                    .into_iter()
-                    .map(|session| {
-                        let parts = bulk_import::list_parts(conn, account, &session.name)?.1.len();
-                        Ok(SessionInfo { session, parts })
-                    })
-                    .collect()
-            })
+            bulk_import::list(conn, account)?
+                .into_iter()
+                .map(|session| {
+                    let parts = bulk_import::list_parts(conn, account, &session.name)?.1.len();
+                    Ok(SessionInfo { session, parts })
+                })
+                .collect()
         })
     }
 
@@ -251,6 +255,20 @@ impl Inspect {
     /// How many jobs the server holds, of every account.
     pub fn job_count(&self) -> Result<i64> {
         self.store.read(jobs::count)
+    }
+
+    /// Runs `sql` as a query job of `account` on `db` would, without recording a job: the same
+    /// engine, views and snapshot (`TD_SCHEDULED_TIME()` is now). Returns the result rows (msgpack arrays as JSON, binary as
+    /// [`records::msgpack_to_json`] keeps it) and the `hive_result_schema` text.
+    pub fn query(&self, account: i64, db: &str, sql: &str) -> Result<(Vec<Value>, String)> {
+        let ran = crate::local_query::run(&self.store, &self.data_dir, account, db, sql)
+            .map_err(|e| Error::invalid(format!("query failed: {e}")))?;
+        let mut rows = Vec::new();
+        ran.rows(|row| {
+            rows.push(records::msgpack_to_json(row));
+            true
+        })?;
+        Ok((rows, ran.outcome.hive_result_schema.clone().unwrap_or_default()))
     }
 
     /// Replaces a finished job's `hive_result_schema`, as if its engine had reported that one.

@@ -6,13 +6,15 @@
 //!
 //! The modules, from the bottom up; each imports only modules listed before it, and only
 //! `routes` knows HTTP statuses:
-//! - `error`, `faults`, `accounts`: what goes wrong, which faults to inject, who holds a key;
+//! - `error`, `limits`, `inflate`, `faults`, `accounts`: what goes wrong, how much a request may
+//!   make td-local hold, gzip inflated under a limit, which faults to inject, who holds a key;
 //! - `store`: the SQLite file, its transactions, and states stored as words;
 //! - `results`, `catalog`, `jobs`: saved results, databases and tables, the jobs table;
 //! - `records`, `query`: rows at rest and on the wire, running SQL;
 //! - `import`, `bulk_import`, `output`, `result_format`, `sample`: imports, bulk imports,
 //!   td:// output, result downloads, the sample database;
-//! - `runner`: the background work of jobs; `inspect`: the data, read and set up for tests;
+//! - `runner`: the background work of jobs; `local_query`: one query on a data directory
+//!   (`td-local query`); `inspect`: the data, read and set up for tests;
 //! - `state`, `routes`: the HTTP side; `server`: the running server ([`TdLocal`]).
 
 pub mod accounts;
@@ -21,8 +23,11 @@ pub mod catalog;
 pub mod error;
 pub mod faults;
 pub mod import;
+pub mod inflate;
 pub mod inspect;
 pub mod jobs;
+pub mod limits;
+pub mod local_query;
 pub mod output;
 pub mod query;
 pub mod records;
@@ -39,4 +44,5 @@ pub use accounts::Account;
 pub use error::Error;
 pub use faults::{FaultAction, FaultRule, Faults, LoggedRequest, Trigger};
 pub use inspect::{Inspect, SessionInfo};
+pub use limits::Limits;
 pub use server::{Config, TdLocal};

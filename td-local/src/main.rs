@@ -1,4 +1,5 @@
 //! `td-local serve --data DIR [--listen 127.0.0.1:PORT] [--admin]`
+//! `td-local query --data DIR [--database DB] [--format table|json|csv|tsv] "SQL"`
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -6,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use td_local::local_query::{text_table, LocalQuery};
+use td_local::result_format::Format;
 use td_local::{Config, TdLocal};
 
 #[derive(Parser)]
@@ -29,10 +32,40 @@ enum Command {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:8950")]
         listen: SocketAddr,
-        /// Serve the /_td_local/ admin routes (fault injection, request log).
+        /// Serve the /_td_local/ admin routes (fault injection, request log, accounts); each
+        /// call needs `Authorization: TD1 <master key>` of one of the accounts in accounts.yml.
         #[arg(long)]
         admin: bool,
     },
+    /// Run one query on a data directory (no server needed; a server may be serving it) and
+    /// print the result: an aligned table by default.
+    Query {
+        /// Data directory of a td-local (as given to `serve --data`).
+        #[arg(long, default_value = ".td-local")]
+        data: PathBuf,
+        /// Database of tables named without one; without it, name tables as db.table.
+        #[arg(long)]
+        database: Option<String>,
+        /// Account whose tables are read (its id in accounts.yml); the first by default.
+        #[arg(long)]
+        account: Option<i64>,
+        /// table: aligned columns; json, csv, tsv: a line of column names, then a line a row.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Rows the table shows at most (json, csv and tsv print every row).
+        #[arg(long, default_value_t = 20)]
+        max_rows: usize,
+        /// The SQL (SQLite's, with TD's time functions), e.g. "SELECT * FROM db.table".
+        sql: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+    Tsv,
 }
 
 #[tokio::main]
@@ -53,13 +86,42 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
-    let Command::Serve { data, listen, admin } = command;
+    match command {
+        Command::Serve { data, listen, admin } => serve(data, listen, admin).await,
+        Command::Query {
+            data,
+            database,
+            account,
+            format,
+            max_rows,
+            sql,
+        } => {
+            let query = LocalQuery {
+                data_dir: data,
+                database,
+                account,
+                sql,
+            };
+            let ran = query.run()?;
+            let mut stdout = std::io::stdout().lock();
+            match format {
+                OutputFormat::Table => stdout.write_all(text_table(&ran, max_rows)?.as_bytes())?,
+                OutputFormat::Json => ran.write(Format::Json, &mut stdout)?,
+                OutputFormat::Csv => ran.write(Format::Csv, &mut stdout)?,
+                OutputFormat::Tsv => ran.write(Format::Tsv, &mut stdout)?,
+            }
+            Ok(stdout.flush()?)
+        }
+    }
+}
+
+async fn serve(data: PathBuf, listen: SocketAddr, admin: bool) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers go in before the listening line: a parent may signal as soon as it reads it.
     let stop = shutdown_signal()?;
     let server = TdLocal::start(Config {
-        data_dir: data.clone(),
         listen,
         admin,
+        ..Config::new(data.clone())
     })
     .await?;
     // The first stdout line is the contract for parents that start us with port 0: flush it now,

@@ -7,6 +7,9 @@
 //! tables of its own account and nothing of td-local's bookkeeping (`SELECT * FROM jobs` is
 //! "no such table", `td_store.jobs` is refused), and only read-only statements run.
 //!
+//! The whole query (catalog lookup, views, every row) runs in one read transaction, so it reads
+//! one committed state of the store.
+//!
 //! Results stream to a gzip'd msgpack file (one array per row) through a temp file and a rename,
 //! while the Presto type of each column is inferred from the values seen.
 
@@ -17,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flate2::write::GzEncoder;
@@ -59,31 +63,48 @@ struct TdTable {
 /// The tables of one account, by `(database, table)`.
 type Catalog = BTreeMap<(String, String), TdTable>;
 
+/// The views a query may read, by name, with the tables they show.
+type Views = BTreeMap<String, TdTable>;
+
 /// A SQLite connection prepared to run one account's queries against one database.
 pub struct Engine {
     conn: Connection,
     catalog: Catalog,
     database: String,
+    /// Set while [`Engine::declared_types`] runs (its temp table is allowed then).
+    probing: Arc<AtomicBool>,
 }
 
 impl Engine {
-    /// Opens a query connection on the store for `account_id`, database `database`.
-    pub fn open(store: &Store, account_id: i64, database: &str) -> Result<Engine, QueryError> {
+    /// Opens a query connection on the store for `account_id`, database `database`;
+    /// `TD_SCHEDULED_TIME()` returns `scheduled_time` (Unix seconds).
+    pub fn open(
+        store: &Store,
+        account_id: i64,
+        database: &str,
+        scheduled_time: i64,
+    ) -> Result<Engine, QueryError> {
         let conn = Connection::open_with_flags(
             ":memory:",
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        time::register(&conn)?;
+        time::register(&conn, scheduled_time)?;
+        register_stored_function(&conn)?;
         conn.execute(
             &format!("ATTACH DATABASE ?1 AS {STORE_SCHEMA}"),
             params![store_uri(store.path())],
         )?;
+        // One read transaction from the catalog lookup to the last row: the store's snapshot
+        // starts with the first read and holds until the engine is dropped, so a table renamed
+        // over or replaced meanwhile is seen whole before or whole after, never emptied.
+        conn.execute_batch("BEGIN DEFERRED")?;
         let catalog = load_catalog(&conn, account_id)?;
         Ok(Engine {
             conn,
             catalog,
             database: database.to_string(),
+            probing: Arc::default(),
         })
     }
 
@@ -93,9 +114,23 @@ impl Engine {
     }
 
     /// Runs `query` (once: an engine serves one job) and streams its rows to `result_path`.
+    ///
+    /// Each result column's Presto type is, in this order: what SQLite's affinity of its
+    /// expression says (a column or a `CAST`, through subqueries: see [`Engine::declared_types`]),
+    /// else what its values were, else what its text says (a literal, a `CAST`, `COUNT` and TD's
+    /// time functions: `sql::column_hints`), else the type of the TD column it is named after,
+    /// else `varchar`. So a result with no rows, or only NULLs, is typed from the query as TD
+    /// types it, not taken for varchar.
     pub fn run(self, query: &str, result_path: &Path) -> Result<Outcome, QueryError> {
-        let mut stmt = self.prepare(query)?;
-        let names = presto_column_names(&stmt.column_names());
+        let (mut stmt, sql, views) = self.prepare(query)?;
+        let sqlite_names = stmt.column_names();
+        let names = presto_column_names(&sqlite_names);
+        let declared = self.declared_types(&sql, names.len());
+        let hints = sql::column_hints(&sql);
+        let by_name: Vec<Option<&'static str>> = sqlite_names
+            .iter()
+            .map(|name| self.view_column_type(&views, name))
+            .collect();
         let mut types = vec![ColumnType::default(); names.len()];
         let mut writer = ResultWriter::create(result_path)?;
         let count = match stream_rows(&mut stmt, &mut writer, &mut types) {
@@ -109,7 +144,15 @@ impl Engine {
         let schema: Vec<[&str; 2]> = names
             .iter()
             .zip(&types)
-            .map(|(n, t)| [n.as_str(), t.presto_name()])
+            .enumerate()
+            .map(|(i, (n, seen))| {
+                let presto = declared[i]
+                    .or_else(|| seen.presto_name())
+                    .or_else(|| hints.get(i).copied().flatten())
+                    .or(by_name[i])
+                    .unwrap_or("varchar");
+                [n.as_str(), presto]
+            })
             .collect();
         Ok(Outcome {
             num_records: count,
@@ -119,8 +162,9 @@ impl Engine {
         })
     }
 
-    /// Makes the views `query` needs and compiles it under the read-only authorizer.
-    fn prepare(&self, query: &str) -> Result<rusqlite::Statement<'_>, QueryError> {
+    /// Makes the views `query` needs and compiles it under the read-only authorizer; returns the
+    /// statement, the SQL it was compiled from and the views it may read.
+    fn prepare(&self, query: &str) -> Result<(rusqlite::Statement<'_>, String, Views), QueryError> {
         let query = query.trim().trim_end_matches(';').trim_end();
         if query.is_empty() {
             return Err(QueryError::Empty);
@@ -131,8 +175,10 @@ impl Engine {
         let views = self.create_views(&resolved)?;
         let refused = Arc::new(Mutex::new(None));
         let refused_in_hook = refused.clone();
+        let probing = self.probing.clone();
+        let allowed: BTreeSet<String> = views.keys().cloned().collect();
         self.conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            let verdict = authorize(&views, &ctx);
+            let verdict = authorize(&allowed, &ctx, probing.load(Ordering::SeqCst));
             if let (Authorization::Deny, AuthAction::Read { table_name, .. }) = (verdict, ctx.action) {
                 *refused_in_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(table_name.to_string());
             }
@@ -146,25 +192,89 @@ impl Engine {
             }
         })?;
         if stmt.readonly() {
-            Ok(stmt)
+            Ok((stmt, resolved.sql, views))
         } else {
             Err(QueryError::NotReadOnly)
         }
     }
 
-    /// Creates the views the query may read; returns their names.
-    fn create_views(&self, resolved: &sql::Resolved) -> Result<BTreeSet<String>, QueryError> {
-        let mut views = BTreeSet::new();
+    /// The Presto type SQLite's affinity gives each of the `columns` result columns of `sql`
+    /// (INTEGER → bigint, REAL → double, TEXT → varchar; none for the rest). SQLite tells it only
+    /// through `CREATE TABLE … AS SELECT`, whose declared column types follow the expressions'
+    /// affinity: a column (`time` is INTEGER), a `CAST`, either seen through subqueries and CTEs.
+    /// The table is made with `LIMIT 0` in the query's own snapshot and dropped at once; if
+    /// anything goes wrong, no column gets a type from here.
+    fn declared_types(&self, sql: &str, columns: usize) -> Vec<Option<&'static str>> {
+        self.probing.store(true, Ordering::SeqCst);
+        let declared = self.probe(sql).unwrap_or_default();
+        let _ = self
+            .conn
+            .execute_batch(&format!("DROP TABLE IF EXISTS temp.{PROBE_TABLE}"));
+        self.probing.store(false, Ordering::SeqCst);
+        if declared.len() == columns {
+            declared
+        } else {
+            vec![None; columns]
+        }
+    }
+
+    fn probe(&self, sql: &str) -> rusqlite::Result<Vec<Option<&'static str>>> {
+        self.conn.execute_batch(&format!(
+            "CREATE TEMP TABLE {PROBE_TABLE} AS SELECT * FROM ({sql}\n) LIMIT 0"
+        ))?;
+        let stmt = self.conn.prepare(&format!("SELECT * FROM temp.{PROBE_TABLE}"))?;
+        let declared = stmt
+            .columns()
+            .iter()
+            .map(|c| match c.decl_type() {
+                Some("INT") => Some("bigint"),
+                Some("REAL") => Some("double"),
+                Some("TEXT") => Some("varchar"),
+                _ => None,
+            })
+            .collect();
+        Ok(declared)
+    }
+
+    /// The Presto type of the TD column `name` of the views the query reads (`time` is bigint),
+    /// when every one of them that has it agrees.
+    fn view_column_type(&self, views: &Views, name: &str) -> Option<&'static str> {
+        let name = name.to_lowercase();
+        let mut found = None;
+        for table in views.values() {
+            let ty = if name == "time" {
+                Some("bigint")
+            } else {
+                table
+                    .columns
+                    .iter()
+                    .find(|c| c.alias.as_deref().unwrap_or(&c.name).eq_ignore_ascii_case(&name))
+                    .map(|c| presto_of_td_type(&c.td_type))
+            };
+            match (found, ty) {
+                (_, None) => {}
+                (None, Some(t)) => found = Some(t),
+                (Some(f), Some(t)) if f == t => {}
+                _ => return None,
+            }
+        }
+        found
+    }
+
+    /// Creates the views the query may read; returns them with their tables.
+    fn create_views(&self, resolved: &sql::Resolved) -> Result<Views, QueryError> {
+        let mut views = Views::new();
         for name in &resolved.identifiers {
             if let Some(table) = self.catalog.get(&(self.database.clone(), name.clone())) {
                 self.create_view(name, table)?;
-                views.insert(name.clone());
+                views.insert(name.clone(), table.clone());
             }
         }
         for (db, name) in &resolved.qualified {
             let view = sql::qualified_view_name(db, name);
-            self.create_view(&view, &self.catalog[&(db.clone(), name.clone())])?;
-            views.insert(view);
+            let table = &self.catalog[&(db.clone(), name.clone())];
+            self.create_view(&view, table)?;
+            views.insert(view, table.clone());
         }
         Ok(views)
     }
@@ -227,13 +337,51 @@ const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'%')
     .add(b'"');
 
-/// The SQL reading record key `key` from the row's JSON. A key containing `"` cannot be written
-/// as a JSON path label in SQLite; such a column reads as NULL.
+/// The SQL reading record key `key` from the row's JSON: its value as SQLite reads JSON (text,
+/// integer, real, JSON text for arrays and maps), and bytes as a blob (stored as
+/// `records::binary_value` objects, which only [`STORED_FUNCTION`] tells from maps). A key
+/// containing `"` cannot be written as a JSON path label in SQLite; such a column reads as NULL.
+///
+/// A boolean reads as the text `true` or `false` (its column is a `string` one, see
+/// `records::guess_type`), not as SQLite's 1 or 0: TD stores a boolean a bulk import brings as
+/// the string "true"/"false" (pytd's `_cast_dtypes` relies on it, "Bulk Import API internally
+/// handles boolean string as a boolean type, and hence "True" ("False") will be stored as
+/// "true" ("false")": https://github.com/treasure-data/pytd/blob/master/pytd/writer.py), and
+/// td-client's CSV reader sends "true"/"false" cells as msgpack booleans.
 fn json_field(key: &str) -> String {
     if key.contains('"') {
         return "NULL".to_string();
     }
-    format!("record ->> '$.\"{}\"'", key.replace('\'', "''"))
+    let path = format!("'$.\"{}\"'", key.replace('\'', "''"));
+    format!(
+        "CASE json_type(record, {path}) WHEN 'object' THEN {STORED_FUNCTION}(record -> {path}) \
+         WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE record ->> {path} END"
+    )
+}
+
+/// Reads a stored map value (JSON text): the bytes of a binary value, else the text itself.
+const STORED_FUNCTION: &str = "td_local_stored_object";
+
+fn register_stored_function(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::Value as Sql;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function(STORED_FUNCTION, 1, flags, |ctx| {
+        let text = match ctx.get_raw(0) {
+            ValueRef::Text(t) => t,
+            other => return Ok(Sql::from(other)),
+        };
+        // A map holding anything but the binary key is returned without being parsed.
+        let marked = text.starts_with(br#"{"\u0000binary""#);
+        let bytes = marked
+            .then(|| serde_json::from_slice(text).ok())
+            .flatten()
+            .and_then(|v| crate::records::as_binary(&v));
+        Ok(match bytes {
+            Some(bytes) => Sql::Blob(bytes),
+            None => Sql::Text(String::from_utf8_lossy(text).into_owned()),
+        })
+    })
 }
 
 fn load_catalog(conn: &Connection, account_id: i64) -> Result<Catalog, QueryError> {
@@ -259,9 +407,21 @@ fn load_catalog(conn: &Connection, account_id: i64) -> Result<Catalog, QueryErro
     Ok(catalog)
 }
 
-/// The statement may read the store only through the views made for it, and do nothing but read.
-fn authorize(views: &BTreeSet<String>, ctx: &AuthContext<'_>) -> Authorization {
+/// The statement may read the store only through the views made for it, and do nothing but read;
+/// while `probing`, it may also make and drop the temp table of [`Engine::declared_types`].
+fn authorize(views: &BTreeSet<String>, ctx: &AuthContext<'_>, probing: bool) -> Authorization {
+    let in_temp = ctx.database_name == Some("temp");
     match ctx.action {
+        AuthAction::CreateTempTable { table_name } | AuthAction::DropTempTable { table_name }
+            if probing && table_name == PROBE_TABLE =>
+        {
+            Authorization::Allow
+        }
+        AuthAction::Insert { .. } | AuthAction::Delete { .. } | AuthAction::Update { .. }
+            if probing && in_temp =>
+        {
+            Authorization::Allow
+        }
         AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive => Authorization::Allow,
         AuthAction::Read { .. } => {
             let through_view = ctx.accessor.is_some_and(|v| views.contains(v));
@@ -272,6 +432,18 @@ fn authorize(views: &BTreeSet<String>, ctx: &AuthContext<'_>) -> Authorization {
             }
         }
         _ => Authorization::Deny,
+    }
+}
+
+/// The table a query's probe of declared types is made in (temp, dropped at once).
+const PROBE_TABLE: &str = "td_local_declared_types";
+
+/// The Presto type a TD column type reads as.
+fn presto_of_td_type(td_type: &str) -> &'static str {
+    match td_type.trim() {
+        "long" | "int" => "bigint",
+        "double" | "float" => "double",
+        _ => "varchar",
     }
 }
 
@@ -310,18 +482,18 @@ impl ColumnType {
         }
     }
 
-    /// Mixed columns take the widest type; a column of only NULLs is `varchar`.
-    fn presto_name(&self) -> &'static str {
+    /// Mixed columns take the widest type; a column of only NULLs has none.
+    fn presto_name(&self) -> Option<&'static str> {
         if self.text {
-            "varchar"
+            Some("varchar")
         } else if self.blob {
-            "varbinary"
+            Some("varbinary")
         } else if self.real {
-            "double"
+            Some("double")
         } else if self.integer {
-            "bigint"
+            Some("bigint")
         } else {
-            "varchar"
+            None
         }
     }
 }

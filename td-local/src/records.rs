@@ -1,9 +1,15 @@
 //! Rows on the wire and at rest: gzip'd msgpack maps in (imports, bulk-import parts), JSON text
 //! in SQLite, msgpack maps out (tail). Also the table schema that grows with what is imported.
+//!
+//! JSON has no bytes, so a msgpack binary value is stored as a one-key object,
+//! `{"\u0000binary": "<base64>"}` ([`binary_value`]): no TD column or map key starts with NUL, so
+//! it cannot be taken for a user's map, and every way out (tail, queries, result output) turns it
+//! back into bytes.
 
 use std::io::{BufRead, BufReader, Read};
 
-use flate2::read::MultiGzDecoder;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Number, Value};
 use td_model::name::is_reserved_column;
@@ -11,6 +17,7 @@ use td_model::schema::TableColumn;
 
 use crate::catalog::{set_table_schema, table_schema};
 use crate::error::{Error, Result};
+use crate::limits::RecordLimits;
 use crate::store::now;
 
 /// A row ready to store: its `time` and the whole record.
@@ -29,8 +36,36 @@ pub enum RecordError {
     NoTime { index: usize },
 }
 
-/// Converts one msgpack value to JSON; binary becomes (lossy) text, NaN and extensions null.
+/// The key of the one-key object that stands for bytes in stored JSON.
+pub const BINARY_KEY: &str = "\u{0}binary";
+
+/// Bytes as stored JSON holds them.
+pub fn binary_value(bytes: &[u8]) -> Value {
+    let mut map = Map::with_capacity(1);
+    map.insert(BINARY_KEY.to_string(), Value::String(BASE64.encode(bytes)));
+    Value::Object(map)
+}
+
+/// The bytes a stored JSON value stands for, if it is one of [`binary_value`]'s objects.
+pub fn as_binary(value: &Value) -> Option<Vec<u8>> {
+    let map = value.as_object().filter(|m| m.len() == 1)?;
+    BASE64.decode(map.get(BINARY_KEY)?.as_str()?).ok()
+}
+
+/// Converts one msgpack value to JSON as it is stored: binary as [`binary_value`], NaN and
+/// extensions null.
 pub fn msgpack_to_json(v: rmpv::Value) -> Value {
+    convert(v, &binary_value)
+}
+
+/// Converts one msgpack value to JSON for showing (a `json`, `csv` or `tsv` result): binary as
+/// base64 text. What TD shows for binary in those formats is unconfirmed; base64 is how Trino's
+/// own client protocol writes `varbinary` in JSON.
+pub fn msgpack_to_display(v: rmpv::Value) -> Value {
+    convert(v, &|bytes| Value::String(BASE64.encode(bytes)))
+}
+
+fn convert(v: rmpv::Value, binary: &dyn Fn(&[u8]) -> Value) -> Value {
     use rmpv::Value as M;
     match v {
         M::Nil => Value::Null,
@@ -42,9 +77,11 @@ pub fn msgpack_to_json(v: rmpv::Value) -> Value {
         },
         M::F32(f) => Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number),
         M::F64(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
-        M::String(s) => Value::String(s.into_str().unwrap_or_default()),
-        M::Binary(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
-        M::Array(items) => Value::Array(items.into_iter().map(msgpack_to_json).collect()),
+        // Text that is not UTF-8 is kept as the bytes it is.
+        M::String(s) if s.is_str() => Value::String(s.into_str().unwrap_or_default()),
+        M::String(s) => binary(&s.into_bytes()),
+        M::Binary(b) => binary(&b),
+        M::Array(items) => Value::Array(items.into_iter().map(|i| convert(i, binary)).collect()),
         M::Map(entries) => Value::Object(
             entries
                 .into_iter()
@@ -53,7 +90,7 @@ pub fn msgpack_to_json(v: rmpv::Value) -> Value {
                         M::String(s) => s.into_str().unwrap_or_default(),
                         other => other.to_string(),
                     };
-                    (key, msgpack_to_json(v))
+                    (key, convert(v, binary))
                 })
                 .collect(),
         ),
@@ -61,9 +98,13 @@ pub fn msgpack_to_json(v: rmpv::Value) -> Value {
     }
 }
 
-/// Converts JSON back to msgpack (for `tail` and result output).
+/// Converts stored JSON back to msgpack (for `tail` and result output); [`binary_value`]'s
+/// objects become binary.
 pub fn json_to_msgpack(v: &Value) -> rmpv::Value {
     use rmpv::Value as M;
+    if let Some(bytes) = as_binary(v) {
+        return M::Binary(bytes);
+    }
     match v {
         Value::Null => M::Nil,
         Value::Bool(b) => M::Boolean(*b),
@@ -116,6 +157,200 @@ pub fn read_msgpack_values<R: Read>(
     }
 }
 
+/// Maps an I/O error of reading a caller's data: an inflater past its limit is 413, the rest
+/// is data that is not gzip'd msgpack (400).
+fn read_error(e: std::io::Error) -> Error {
+    match crate::inflate::overflow(&e) {
+        Some(over) => Error::TooLarge(format!("the gzip'd data {over}")),
+        None => Error::bad_request(format!("invalid gzip or msgpack data: {e}")),
+    }
+}
+
+/// Reads back-to-back msgpack records a caller sent (an import body, a bulk-import part),
+/// refusing (413) a record of more than `limits.bytes` bytes or `limits.values` values before
+/// decoding it: a declared length or count is checked before anything is read or allocated for
+/// it, so memory stays within the limit. `each` gets the record's index, value and size in bytes.
+pub fn read_records<R: Read>(
+    reader: R,
+    limits: RecordLimits,
+    mut each: impl FnMut(usize, rmpv::Value, usize) -> Result<()>,
+) -> Result<()> {
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let mut raw = Vec::new();
+    for index in 0.. {
+        if reader.fill_buf().map_err(read_error)?.is_empty() {
+            return Ok(());
+        }
+        raw.clear();
+        copy_record(&mut reader, &mut raw, limits).map_err(|e| match e {
+            CopyError::Io(e) => read_error(e),
+            CopyError::TooLarge(what) => Error::TooLarge(format!(
+                "record {index} is larger than {what}; td-local takes records of at most {} bytes \
+                 and {} values",
+                limits.bytes, limits.values
+            )),
+        })?;
+        let value = rmpv::decode::read_value(&mut &raw[..])
+            .map_err(|e| Error::bad_request(format!("invalid msgpack data in record {index}: {e}")))?;
+        each(index, value, raw.len())?;
+    }
+    Ok(())
+}
+
+enum CopyError {
+    Io(std::io::Error),
+    /// What the record would exceed.
+    TooLarge(String),
+}
+
+impl From<std::io::Error> for CopyError {
+    fn from(e: std::io::Error) -> CopyError {
+        CopyError::Io(e)
+    }
+}
+
+/// Copies the bytes of one msgpack value from `reader` into `raw`, walking it without decoding,
+/// within `limits`. Each value's header is read from the reader's buffer, and the value is
+/// copied in one piece when the buffer holds it (a record of small values costs one copy each).
+fn copy_record(reader: &mut impl BufRead, raw: &mut Vec<u8>, limits: RecordLimits) -> Result<(), CopyError> {
+    let mut pending: u64 = 1;
+    let mut values: u64 = 0;
+    while pending > 0 {
+        pending -= 1;
+        values += 1;
+        let buf = reader.fill_buf()?;
+        let head = value_head(buf)?;
+        let marker = buf[0];
+        let (head, data, items, head_copied) = match head {
+            Some((head, data, items)) => (head, data, items, false),
+            // The header runs past the buffer: copy its bytes, then read it from the copy.
+            None => {
+                let start = raw.len();
+                copy_exact(reader, raw, head_len(marker), limits)?;
+                let (head, data, items) = value_head(&raw[start..])?.expect("a whole header was copied");
+                (head, data, items, true)
+            }
+        };
+        pending += items;
+        if values + pending > limits.values as u64 {
+            return Err(CopyError::TooLarge(format!("{} values", limits.values)));
+        }
+        let data = usize::try_from(data).unwrap_or(usize::MAX);
+        if head_copied {
+            copy_exact(reader, raw, data, limits)?;
+            continue;
+        }
+        let whole = head.saturating_add(data);
+        let buf = reader.fill_buf()?;
+        if whole <= buf.len() && raw.len() + whole <= limits.bytes {
+            raw.extend_from_slice(&buf[..whole]);
+            reader.consume(whole);
+        } else {
+            copy_exact(reader, raw, head, limits)?;
+            copy_exact(reader, raw, data, limits)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of the length a msgpack value starting with `marker` declares after it.
+fn length_bytes(marker: u8) -> usize {
+    use rmp::Marker as M;
+    match M::from_u8(marker) {
+        M::Str8 | M::Bin8 | M::Ext8 => 1,
+        M::Str16 | M::Bin16 | M::Array16 | M::Map16 | M::Ext16 => 2,
+        M::Str32 | M::Bin32 | M::Array32 | M::Map32 | M::Ext32 => 4,
+        _ => 0,
+    }
+}
+
+/// Bytes of the header of a msgpack value starting with `marker`: the marker, its length and,
+/// for an ext value, its type byte.
+fn head_len(marker: u8) -> usize {
+    use rmp::Marker as M;
+    let ext_type = match M::from_u8(marker) {
+        M::FixExt1 | M::FixExt2 | M::FixExt4 | M::FixExt8 | M::FixExt16 => 1,
+        M::Ext8 | M::Ext16 | M::Ext32 => 1,
+        _ => 0,
+    };
+    1 + length_bytes(marker) + ext_type
+}
+
+/// The header of the msgpack value at the start of `buf`: its length, the bytes of data that
+/// follow it, and the values it contains; None when `buf` ends inside the header.
+fn value_head(buf: &[u8]) -> Result<Option<(usize, u64, u64)>, CopyError> {
+    use rmp::Marker as M;
+    let Some(&marker) = buf.first() else {
+        return Err(CopyError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the data ends inside a msgpack value",
+        )));
+    };
+    let head = head_len(marker);
+    if buf.len() < head {
+        return Ok(None);
+    }
+    let length = buf[1..1 + length_bytes(marker)]
+        .iter()
+        .fold(0u64, |acc, b| acc << 8 | u64::from(*b));
+    let (data, items) = match M::from_u8(marker) {
+        M::FixPos(_) | M::FixNeg(_) | M::Null | M::True | M::False => (0, 0),
+        M::U8 | M::I8 => (1, 0),
+        M::U16 | M::I16 => (2, 0),
+        M::U32 | M::I32 | M::F32 => (4, 0),
+        M::U64 | M::I64 | M::F64 => (8, 0),
+        M::FixStr(n) => (u64::from(n), 0),
+        M::Str8 | M::Bin8 | M::Str16 | M::Bin16 | M::Str32 | M::Bin32 => (length, 0),
+        // Ext: the type byte is in the header; `length` counts the data after it.
+        M::FixExt1 => (1, 0),
+        M::FixExt2 => (2, 0),
+        M::FixExt4 => (4, 0),
+        M::FixExt8 => (8, 0),
+        M::FixExt16 => (16, 0),
+        M::Ext8 | M::Ext16 | M::Ext32 => (length, 0),
+        M::FixArray(n) => (0, u64::from(n)),
+        M::FixMap(n) => (0, 2 * u64::from(n)),
+        M::Array16 | M::Array32 => (0, length),
+        M::Map16 | M::Map32 => (0, 2 * length),
+        M::Reserved => {
+            return Err(CopyError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "reserved msgpack marker 0xc1",
+            )))
+        }
+    };
+    Ok(Some((head, data, items)))
+}
+
+/// Appends exactly `n` bytes of `reader` to `raw` (refusing to pass `limits.bytes` before reading
+/// them); returns them. Copies from the reader's buffer: most values are a few bytes.
+fn copy_exact<'a>(
+    reader: &mut (impl BufRead + ?Sized),
+    raw: &'a mut Vec<u8>,
+    n: usize,
+    limits: RecordLimits,
+) -> Result<&'a [u8], CopyError> {
+    if raw.len().saturating_add(n) > limits.bytes {
+        return Err(CopyError::TooLarge(format!("{} bytes", limits.bytes)));
+    }
+    let start = raw.len();
+    let mut left = n;
+    while left > 0 {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Err(CopyError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the data ends inside a msgpack value ({} of {n} bytes)", n - left),
+            )));
+        }
+        let take = buf.len().min(left);
+        raw.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        left -= take;
+    }
+    Ok(&raw[start..])
+}
+
 /// Turns one decoded value into a row, checking it is a map with an integer `time`.
 pub fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
     let Value::Object(record) = msgpack_to_json(value) else {
@@ -128,21 +363,6 @@ pub fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
     Ok(Row { time, record })
 }
 
-/// Decodes a gzip'd msgpack import body (any number of gzip members; empty is legal),
-/// all or nothing: the first bad record rejects the whole body.
-pub fn decode_import(body: &[u8]) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    if body.is_empty() {
-        return Ok(rows);
-    }
-    read_msgpack_values(MultiGzDecoder::new(body), |value| {
-        let row = to_row(rows.len(), value).map_err(|e| Error::bad_request(e.to_string()))?;
-        rows.push(row);
-        Ok(())
-    })?;
-    Ok(rows)
-}
-
 /// The TD type a value suggests when a new column is first seen (None for null).
 fn guess_type(v: &Value) -> Option<&'static str> {
     match v {
@@ -152,6 +372,8 @@ fn guess_type(v: &Value) -> Option<&'static str> {
         Value::Number(_) => Some("long"),
         Value::String(_) => Some("string"),
         Value::Array(_) => Some("array<string>"),
+        // Bytes go in a string column, as a varbinary result column does (td-model `td_type`).
+        Value::Object(_) if as_binary(v).is_some() => Some("string"),
         Value::Object(_) => Some("map<string,string>"),
     }
 }
@@ -216,4 +438,88 @@ pub fn row_count(conn: &Connection, table_id: i64) -> Result<i64> {
         params![table_id],
         |r| r.get(0),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Hands out one byte a read: every header and value straddles a buffer's end.
+    struct OneByte<'a>(&'a [u8]);
+
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((b, rest)), Some(out)) => {
+                    *out = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    fn sample_values() -> Vec<rmpv::Value> {
+        use rmpv::Value as V;
+        let mut values: Vec<V> = [1usize, 2, 4, 8, 16, 3, 300, 70_000]
+            .into_iter()
+            .map(|len| V::Ext(5, vec![7; len]))
+            .collect();
+        values.push(V::Map(vec![
+            ("time".into(), V::from(1_700_000_000)),
+            ("s".into(), V::from("x".repeat(70_000))),
+            ("b".into(), V::Binary(vec![1; 300])),
+            (
+                "a".into(),
+                V::Array(vec![V::Nil, V::from(-1), V::from(1.5), V::from(u64::MAX)]),
+            ),
+            ("m".into(), V::Map(vec![(V::from(1), V::Boolean(true))])),
+        ]));
+        values
+    }
+
+    fn read_all(reader: impl Read, limits: RecordLimits) -> Result<Vec<rmpv::Value>> {
+        let mut out = Vec::new();
+        read_records(reader, limits, |_, value, _| {
+            out.push(value);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn records_read_the_same_however_the_input_is_split() {
+        let values = sample_values();
+        let mut raw = Vec::new();
+        for value in &values {
+            rmpv::encode::write_value(&mut raw, value).unwrap();
+        }
+        assert_eq!(read_all(&raw[..], RecordLimits::default()).unwrap(), values);
+        assert_eq!(read_all(OneByte(&raw), RecordLimits::default()).unwrap(), values);
+    }
+
+    #[test]
+    fn a_declared_length_or_count_past_the_limits_is_refused_before_it_is_read() {
+        let limits = RecordLimits {
+            bytes: 1000,
+            values: 10,
+        };
+        // A string declaring 4 GiB with no bytes behind it.
+        let huge = [0xdb, 0xff, 0xff, 0xff, 0xff];
+        let e = read_all(&huge[..], limits).unwrap_err();
+        assert!(
+            matches!(&e, Error::TooLarge(m) if m.contains("1000 bytes")),
+            "{e}"
+        );
+        // An array declaring 2^32-1 items.
+        let many = [0xdd, 0xff, 0xff, 0xff, 0xff];
+        let e = read_all(OneByte(&many), limits).unwrap_err();
+        assert!(matches!(&e, Error::TooLarge(m) if m.contains("10 values")), "{e}");
+        // Cut inside a value: not msgpack (400), not a limit.
+        let cut = [0xa5, b'a', b'b'];
+        assert!(matches!(read_all(&cut[..], limits), Err(Error::BadRequest(_))));
+    }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use td_model::schema::parse_result_schema;
 
 use crate::error::{Error, Result};
-use crate::records::{msgpack_to_json, read_msgpack_values};
+use crate::records::{msgpack_to_display, read_msgpack_values};
 
 /// The formats a result can be read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,7 @@ pub fn convert(file: File, format: Format, header: Option<&[String]>, out: &mut 
         out.write_all(&line)?;
     }
     read_msgpack_values(rows, |value| {
-        let cells = match msgpack_to_json(value) {
+        let cells = match msgpack_to_display(value) {
             Value::Array(cells) => cells,
             other => vec![other],
         };

@@ -1,6 +1,11 @@
 //! Saved result destinations (td-api.md §7): `td result:create NAME URL`, listed, deleted, looked
 //! up by name as a connection, and named by a job's `result=NAME[:TABLE]` or an export's
 //! `result_connection_id`. A saved result is also the connection its id names.
+//!
+//! A connection made in TD's console (an "authentication" of type treasure_data) is one more
+//! kind: `connections/lookup` finds it and `result_connection_id` uses it, but `result/list`
+//! does not show it and `result/delete` cannot remove it: its key is held by TD alone. td-local
+//! keeps both in one table (`console` tells them apart), so ids never collide.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use td_model::name::check_name;
@@ -51,22 +56,35 @@ fn check_saved_url(url: &str) -> Result<()> {
 
 /// Saves a destination: Invalid for a bad name or URL, Conflict if the name is taken.
 pub fn create(conn: &Connection, account_id: i64, name: &str, url: &str) -> Result<()> {
-    check_result_name(name)?;
     check_saved_url(url)?;
+    insert(conn, account_id, name, url, false).map(drop)
+}
+
+/// Records a connection as TD's console makes one: a td:// URL whose key picks the account the
+/// rows go to (its database and table may be left to the export's settings). Returns its id.
+pub fn create_console_connection(conn: &Connection, account_id: i64, name: &str, url: &str) -> Result<i64> {
+    TdUrl::parse(url)?;
+    insert(conn, account_id, name, url, true)
+}
+
+/// Stores a saved result or a console connection under a free name; returns its id.
+fn insert(conn: &Connection, account_id: i64, name: &str, url: &str, console: bool) -> Result<i64> {
+    check_result_name(name)?;
     let inserted = conn.execute(
-        "INSERT OR IGNORE INTO saved_results (account_id, name, url) VALUES (?1, ?2, ?3)",
-        params![account_id, name, url],
+        "INSERT OR IGNORE INTO saved_results (account_id, name, url, console) VALUES (?1, ?2, ?3, ?4)",
+        params![account_id, name, url, console],
     )?;
     if inserted == 0 {
         return Err(Error::conflict(format!("result '{name}' already exists")));
     }
-    Ok(())
+    Ok(conn.last_insert_rowid())
 }
 
-/// The account's saved results, by name.
+/// The account's saved results, by name (console connections are not among them).
 pub fn list(conn: &Connection, account_id: i64) -> Result<Vec<SavedResult>> {
-    let mut stmt =
-        conn.prepare("SELECT id, name, url FROM saved_results WHERE account_id = ?1 ORDER BY name")?;
+    let mut stmt = conn.prepare(
+        "SELECT id, name, url FROM saved_results WHERE account_id = ?1 AND console = 0 ORDER BY name",
+    )?;
     let rows = stmt.query_map(params![account_id], saved_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -79,9 +97,10 @@ fn saved_row(r: &rusqlite::Row) -> rusqlite::Result<SavedResult> {
     })
 }
 
+/// Deletes a saved result (a console connection is not one).
 pub fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
     let deleted = conn.execute(
-        "DELETE FROM saved_results WHERE account_id = ?1 AND name = ?2",
+        "DELETE FROM saved_results WHERE account_id = ?1 AND name = ?2 AND console = 0",
         params![account_id, name],
     )?;
     if deleted == 0 {

@@ -14,6 +14,7 @@ use crate::bulk_import::{self, PerformOptions};
 use crate::catalog::database_id;
 use crate::error::{Error, Result};
 use crate::jobs::{self, JobStatus, NewJob, Outcome};
+use crate::limits::Limits;
 use crate::output::{self, OutputTarget};
 use crate::query::{Engine, QueryError};
 use crate::store::{blocking, Store};
@@ -28,14 +29,17 @@ pub struct Runner {
     store: Store,
     data_dir: Arc<PathBuf>,
     accounts: Accounts,
+    /// What a perform may take of one part and one record.
+    limits: Limits,
 }
 
 impl Runner {
-    pub fn new(store: Store, data_dir: &Path, accounts: Accounts) -> Runner {
+    pub fn new(store: Store, data_dir: &Path, accounts: Accounts, limits: Limits) -> Runner {
         Runner {
             store,
             data_dir: Arc::new(data_dir.to_path_buf()),
             accounts,
+            limits,
         }
     }
 
@@ -110,7 +114,12 @@ impl Runner {
 
     /// Runs the query, interruptible by `kill` while it runs.
     fn execute(&self, job: &jobs::Job, path: &Path) -> std::result::Result<Outcome, QueryError> {
-        let engine = Engine::open(&self.store, job.account_id, &job.database)?;
+        let engine = Engine::open(
+            &self.store,
+            job.account_id,
+            &job.database,
+            job.effective_scheduled_time(),
+        )?;
         let _running = RunningQuery::register(&self.data_dir, job.id, engine.interrupt_handle());
         engine.run(&job.query, path)
     }
@@ -195,8 +204,8 @@ impl Runner {
         let (session_id, job_id) = store
             .write_async(move |tx| bulk_import::start_perform(tx, account_id, &name, &options))
             .await?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, session_id, job_id));
+        let (store, limits) = (self.store.clone(), self.limits);
+        tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, &limits, session_id, job_id));
         Ok(job_id)
     }
 
@@ -239,7 +248,29 @@ fn check_query(job: &NewJob) -> Result<()> {
             job.retry_limit
         )));
     }
+    if let Some(version) = &job.engine_version {
+        check_engine_version(version)?;
+    }
+    if let Some(t) = job.scheduled_time {
+        td_model::time::check_seconds(t)
+            .map_err(|e| Error::invalid(format!("parameter 'scheduled_time' {t} {e}")))?;
+    }
     Ok(())
+}
+
+/// TD answers 422 "Job engine version is invalid" for a made-up version (`AAAAAA`) and accepts
+/// `stable` (td-client-java TestTDClient `submitJobWithInvalidEngineVersion*`). Which others it
+/// accepts is unconfirmed: td-local takes `stable`, `experimental` and anything with a digit in
+/// it (a version number such as `Hive TD 2018.01`, which td-client-java's EngineVersion names).
+fn check_engine_version(version: &str) -> Result<()> {
+    let named = ["stable", "experimental"].contains(&version.trim().to_ascii_lowercase().as_str());
+    if named || version.bytes().any(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "Job engine version is invalid: '{version}' (use stable, experimental or a version number)"
+        )))
+    }
 }
 
 /// Queries running now, by data directory and job id (several servers can share a process).

@@ -16,6 +16,7 @@ use crate::accounts::{self, Account, Accounts};
 use crate::error::Result;
 use crate::faults::{self, Faults};
 use crate::inspect::Inspect;
+use crate::limits::Limits;
 use crate::routes;
 use crate::runner::Runner;
 use crate::sample;
@@ -29,8 +30,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address to bind; port 0 picks a free one. Loopback by default.
     pub listen: SocketAddr,
-    /// Serve the `/_td_local/` admin routes (fault injection, request log).
+    /// Serve the `/_td_local/` admin routes (fault injection, request log, the accounts and
+    /// their keys). Each call needs `Authorization: TD1 <master key>` of one of the accounts.
     pub admin: bool,
+    /// How much one request may make the server read, inflate and hold (`crate::limits`).
+    pub limits: Limits,
 }
 
 impl Config {
@@ -39,6 +43,7 @@ impl Config {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -54,7 +59,7 @@ pub struct TdLocal {
 impl TdLocal {
     /// Opens (or creates) the data directory, binds, and serves in the background.
     pub async fn start(config: Config) -> Result<TdLocal> {
-        let state = open_state(&config.data_dir)?;
+        let state = open_state(&config.data_dir, config.limits)?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let app = router(state.clone(), config.admin);
@@ -108,18 +113,19 @@ impl TdLocal {
     }
 }
 
-fn open_state(dir: &Path) -> Result<AppState> {
+fn open_state(dir: &Path, limits: Limits) -> Result<AppState> {
     std::fs::create_dir_all(dir)?;
     let accounts = Accounts::new(accounts::load_or_create(dir)?);
     let store = Store::open(dir)?;
     sample::ensure_sample_datasets(&store, accounts.all())?;
     Runner::recover(&store)?;
     Ok(AppState {
-        runner: Runner::new(store.clone(), dir, accounts.clone()),
+        runner: Runner::new(store.clone(), dir, accounts.clone(), limits),
         store,
         accounts,
         faults: Faults::default(),
         data_dir: Arc::new(dir.to_path_buf()),
+        limits,
     })
 }
 
@@ -127,7 +133,7 @@ fn open_state(dir: &Path) -> Result<AppState> {
 fn router(state: AppState, admin: bool) -> Router {
     let mut app = routes::api();
     if admin {
-        app = app.merge(routes::admin::routes());
+        app = app.merge(routes::admin::routes(state.clone()));
     }
     app.fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(

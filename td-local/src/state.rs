@@ -1,11 +1,12 @@
 //! What every request handler shares: the store, the accounts, the job runner, the data
-//! directory, and the fault rules with the request log.
+//! directory, the limits, and the fault rules with the request log.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::accounts::Accounts;
 use crate::faults::Faults;
+use crate::limits::Limits;
 use crate::runner::Runner;
 use crate::store::Store;
 
@@ -16,4 +17,6 @@ pub struct AppState {
     pub runner: Runner,
     pub faults: Faults,
     pub data_dir: Arc<PathBuf>,
+    /// How much one request may make the server read, inflate and hold.
+    pub limits: Limits,
 }

@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     priority INTEGER NOT NULL DEFAULT 0,
     retry_limit INTEGER NOT NULL DEFAULT 0,
     pool_name TEXT,
+    engine_version TEXT,
+    scheduled_time INTEGER,
     domain_key TEXT,
     num_records INTEGER,
     result_size INTEGER,
@@ -112,9 +114,33 @@ CREATE TABLE IF NOT EXISTS saved_results (
     account_id INTEGER NOT NULL,
     name TEXT NOT NULL,
     url TEXT NOT NULL,
+    console INTEGER NOT NULL DEFAULT 0,
     UNIQUE (account_id, name)
 );
 "#;
+
+/// Columns added since the first data directories were made: `(table, column, declaration)`.
+/// A data directory from an older td-local gets them at open, with their defaults.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("jobs", "engine_version", "TEXT"),
+    ("jobs", "scheduled_time", "INTEGER"),
+    ("saved_results", "console", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Adds the [`ADDED_COLUMNS`] a database lacks.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, declaration) in ADDED_COLUMNS {
+        let exists: bool = conn.query_row(
+            &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
+        }
+    }
+    Ok(())
+}
 
 /// Handle to the embedded database. Writes are serialized through one connection; reads use
 /// pooled connections that see the last committed state (WAL snapshot isolation).
@@ -143,6 +169,7 @@ impl Store {
         let path = dir.join(DB_FILE);
         let writer = open(&path)?;
         writer.execute_batch(SCHEMA)?;
+        add_missing_columns(&writer)?;
         Ok(Store {
             inner: Arc::new(StoreInner {
                 path,
@@ -166,15 +193,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Runs `f` on a read connection (a consistent snapshot for the length of one statement,
-    /// or of a transaction `f` opens: see [`snapshot`]).
+    /// Runs `f` in one read transaction on a pooled connection: every statement `f` runs sees
+    /// the same committed state (one WAL snapshot), so a name looked up and the rows read under
+    /// it cannot straddle a concurrent rename, swap or replace.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
+        let mut conn = match pooled {
             Some(c) => c,
             None => open(&self.inner.path)?,
         };
-        let out = f(&conn);
+        let out = read_transaction(&mut conn, f);
         self.inner
             .readers
             .lock()
@@ -209,13 +237,11 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 
         .map_err(|e| Error::internal(format!("task failed: {e}")))?
 }
 
-/// Runs `f` in one read transaction: every statement sees the same committed state, so a name
-/// looked up and the rows counted under it cannot straddle a concurrent rename or swap.
-pub fn snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    let tx = conn.unchecked_transaction()?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
+/// Runs `f` in a deferred transaction that only reads: its snapshot starts with the first
+/// statement and lasts until `f` returns. Dropping the transaction ends it either way.
+fn read_transaction<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+    f(&tx)
 }
 
 /// An enum of states stored as words (`'queued'`, `'ready'`, …): `as_str`, `parse`, `Display`,
@@ -275,4 +301,42 @@ pub(crate) use text_enum;
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_from_before_the_added_columns_gets_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_schema = SCHEMA
+            .replace("    engine_version TEXT,\n    scheduled_time INTEGER,\n", "")
+            .replace("    console INTEGER NOT NULL DEFAULT 0,\n", "");
+        assert_ne!(old_schema, SCHEMA, "the old schema lacks the added columns");
+        let old = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        old.execute_batch(&old_schema).unwrap();
+        old.execute(
+            "INSERT INTO saved_results (account_id, name, url) VALUES (1, 'kept', 'td://@/db/t')",
+            [],
+        )
+        .unwrap();
+        drop(old);
+
+        let store = Store::open(dir.path()).unwrap();
+        let (console, scheduled): (i64, Option<i64>) = store
+            .read(|conn| {
+                let console =
+                    conn.query_row("SELECT console FROM saved_results WHERE name = 'kept'", [], |r| {
+                        r.get(0)
+                    })?;
+                let scheduled = conn.query_row("SELECT MAX(scheduled_time) FROM jobs", [], |r| r.get(0))?;
+                Ok((console, scheduled))
+            })
+            .unwrap();
+        assert_eq!((console, scheduled), (0, None));
+        // Opening again finds nothing to add.
+        drop(store);
+        Store::open(dir.path()).unwrap();
+    }
 }

@@ -172,6 +172,100 @@ pub fn parse_td_timestamp(text: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp())
 }
 
+/// A duration as TD's `TD_TIME_ADD` reads it: an optional sign, then one or more `<integer><unit>`
+/// (`1d`, `-2h`, `30m`, `1d12h`), with units `s`, `m`, `h`, `d` and `w` (spelt out as `sec`,
+/// `second(s)`, `min`, `minute(s)`, `hour(s)`, `day(s)`, `week(s)` too: user queries run on TD
+/// write `'8week'`). Months and years have no fixed length and are refused. Returns seconds.
+pub fn parse_duration(text: &str) -> Result<i64, DurationError> {
+    let bad = || DurationError(text.to_string());
+    let t = text.trim();
+    let (sign, mut rest) = match t.as_bytes().first() {
+        Some(b'-') => (-1, &t[1..]),
+        Some(b'+') => (1, &t[1..]),
+        _ => (1, t),
+    };
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total: i64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let letters = rest[digits..].bytes().take_while(u8::is_ascii_alphabetic).count();
+        if digits == 0 || letters == 0 {
+            return Err(bad());
+        }
+        let n: i64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit = match &rest[digits..digits + letters] {
+            "s" | "sec" | "second" | "seconds" => 1,
+            "m" | "min" | "minute" | "minutes" => 60,
+            "h" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 604_800,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+        rest = &rest[digits + letters..];
+    }
+    Ok(sign * total)
+}
+
+/// A text that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a duration (use e.g. 1d, -2h, 30m, 10s, 1w or 1d12h)")]
+pub struct DurationError(pub String);
+
+/// The units `TD_DATE_TRUNC` truncates to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruncUnit {
+    Minute,
+    Hour,
+    Day,
+    /// Weeks start on Monday (ISO 8601, as Presto's `date_trunc`).
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl TruncUnit {
+    pub fn parse(text: &str) -> Option<TruncUnit> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "minute" => TruncUnit::Minute,
+            "hour" => TruncUnit::Hour,
+            "day" => TruncUnit::Day,
+            "week" => TruncUnit::Week,
+            "month" => TruncUnit::Month,
+            "quarter" => TruncUnit::Quarter,
+            "year" => TruncUnit::Year,
+            _ => return None,
+        })
+    }
+}
+
+/// The start of the `unit` that holds `seconds`, as the wall clock of `zone` counts it (Unix
+/// seconds). `None` when out of range.
+pub fn truncate(seconds: i64, unit: TruncUnit, zone: &Zone) -> Option<i64> {
+    use chrono::{Datelike, Duration, Timelike};
+    let local = zone.offset.timestamp_opt(seconds, 0).single()?.naive_local();
+    let midnight = local.date().and_hms_opt(0, 0, 0)?;
+    let start = match unit {
+        TruncUnit::Minute => local.with_second(0)?,
+        TruncUnit::Hour => local.with_second(0)?.with_minute(0)?,
+        TruncUnit::Day => midnight,
+        TruncUnit::Week => midnight - Duration::days(i64::from(local.weekday().num_days_from_monday())),
+        TruncUnit::Month => midnight.with_day(1)?,
+        TruncUnit::Quarter => midnight.with_day(1)?.with_month((local.month0() / 3) * 3 + 1)?,
+        TruncUnit::Year => midnight.with_day(1)?.with_month(1)?,
+    };
+    zone.offset
+        .from_local_datetime(&start)
+        .single()
+        .map(|t| t.timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +318,68 @@ mod tests {
         assert_eq!(z("+09:00"), Ok((9 * 3600, "GMT+09:00".into())));
         assert_eq!(z("GMT-0830"), Ok((-(8 * 3600 + 1800), "GMT-08:30".into())));
         assert!(z("America/New_York").is_err() && z("+25").is_err());
+    }
+
+    #[test]
+    fn durations_are_signed_sums_of_units() {
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        assert_eq!(parse_duration("-2h"), Ok(-7_200));
+        assert_eq!(parse_duration("30m"), Ok(1_800));
+        assert_eq!(parse_duration("+10s"), Ok(10));
+        assert_eq!(parse_duration("1w"), Ok(604_800));
+        assert_eq!(parse_duration("8week"), Ok(8 * 604_800));
+        assert_eq!(parse_duration("-1d12h"), Ok(-(86_400 + 12 * 3_600)));
+        assert_eq!(parse_duration(" 3days "), Ok(3 * 86_400));
+        for bad in [
+            "",
+            "-",
+            "d",
+            "1",
+            "1x",
+            "1M",
+            "1y",
+            "1d-2h",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_duration(bad), Err(DurationError(bad.into())), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn truncation_follows_the_zones_wall_clock() {
+        // 2024-01-31 15:45:30 UTC, a Wednesday; 2024-02-01 00:45:30 in JST (a Thursday).
+        let t = 1_706_715_930;
+        let utc = Zone::utc();
+        let jst = Zone::parse("JST").unwrap();
+        let at = |text: &str, zone: &Zone| parse_time_in(text, zone).unwrap();
+        let cases = [
+            (TruncUnit::Minute, &utc, at("2024-01-31 15:45:00", &utc)),
+            (TruncUnit::Hour, &utc, at("2024-01-31 15:00:00", &utc)),
+            (TruncUnit::Day, &utc, at("2024-01-31", &utc)),
+            (TruncUnit::Day, &jst, at("2024-02-01", &jst)),
+            (TruncUnit::Week, &utc, at("2024-01-29", &utc)),
+            (TruncUnit::Week, &jst, at("2024-01-29", &jst)),
+            (TruncUnit::Month, &utc, at("2024-01-01", &utc)),
+            (TruncUnit::Month, &jst, at("2024-02-01", &jst)),
+            (TruncUnit::Quarter, &utc, at("2024-01-01", &utc)),
+            (TruncUnit::Year, &jst, at("2024-01-01", &jst)),
+        ];
+        for (unit, zone, expected) in cases {
+            assert_eq!(
+                truncate(t, unit, zone),
+                Some(expected),
+                "{unit:?} in {}",
+                zone.name
+            );
+        }
+        let aug = at("2024-08-15 10:00:00", &utc);
+        assert_eq!(
+            truncate(aug, TruncUnit::Quarter, &utc),
+            Some(at("2024-07-01", &utc))
+        );
+        assert_eq!(TruncUnit::parse("Week"), Some(TruncUnit::Week));
+        assert_eq!(TruncUnit::parse("fortnight"), None);
     }
 
     #[test]

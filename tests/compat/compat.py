@@ -1,7 +1,8 @@
-"""The official Python client (`pip install td-client`) against a running td-local.
+"""The official Python clients (`pip install td-client pytd`) against a running td-local.
 
 Every check drives td-local only through `tdclient` (its public methods, or its own transport
-`client.api.get/post` for the few calls the client has no method for) and asserts what comes back.
+`client.api.get/post` for the few calls the client has no method for) or `pytd` (its public
+methods, called as a TD user calls them) and asserts what comes back.
 Run by tests/compat/run, which starts the server and passes:
   TD_LOCAL_URL, TD_MASTER_KEY, TD_WRITE_ONLY_KEY (same account), TD_OTHER_MASTER_KEY (another account).
 Prints one line per check and closes with "N passed, N failed"; exits 1 if any check failed.
@@ -288,6 +289,52 @@ def check_error_classes():
     td.delete_database(db)
 
 
+def admin_requests():
+    """td-local's request log (its admin route): (method, path) of every call so far."""
+    return [(r["method"], r["path"]) for r in get_json(client(), "/_td_local/requests")["requests"]]
+
+
+def check_pytd_bulk_import_append_overwrite_and_hive_query():
+    # Imported here: the td-client checks run without pandas.
+    import pandas as pd
+    import pytd
+
+    import logging
+
+    logging.getLogger("pytd").setLevel(logging.ERROR)  # its progress lines and cursor warning
+    db = unique("compat_pytd")
+    td = pytd.Client(apikey=MASTER, endpoint=URL, database=db, default_engine="hive")
+    td.create_database_if_not_exists(db)
+    first = pd.DataFrame(
+        {"name": ["a", "b"], "n": [1, 2], "x": [0.5, None], "flag": [True, False], "time": [1700000000, 1700000001]}
+    )
+    # A table that does not exist yet: pytd creates it, then imports (CSV, its default format).
+    td.load_table_from_dataframe(first, f"{db}.people", writer="bulk_import", if_exists="append")
+    # An existing table: a session created with mode=append, parts in msgpack.gz.
+    second = pd.DataFrame({"name": ["c"], "n": [3], "x": [2.5], "flag": [True], "time": [1700000002]})
+    td.load_table_from_dataframe(second, f"{db}.people", writer="bulk_import", if_exists="append", fmt="msgpack")
+    got = td.query("SELECT name, n, x, flag FROM people ORDER BY n")
+    assert got["columns"] == ["name", "n", "x", "flag"], got
+    # Booleans come back as TD stores them from a bulk import: the strings "true"/"false".
+    assert got["data"] == [["a", 1, 0.5, "true"], ["b", 2, None, "false"], ["c", 3, 2.5, "true"]], got
+
+    third = pd.DataFrame({"name": ["z"], "n": [9]})  # no time column: pytd adds the current time
+    td.load_table_from_dataframe(third, f"{db}.people", writer="bulk_import", if_exists="overwrite")
+    got = td.query("SELECT name, n FROM people")
+    assert got == {"data": [["z", 9]], "columns": ["name", "n"]}, got
+    schema = {c[0]: c[1] for c in td.api_client.table(db, "people").schema}
+    assert (schema.get("name"), schema.get("n"), "x" in schema) == ("string", "long", False), schema
+
+    # The calls as pytd made them: sessions named session-<uuid1>, queries through the Hive path.
+    calls = admin_requests()
+    creates = [p for m, p in calls if m == "POST" and p.startswith("/v3/bulk_import/create/session-")]
+    assert len(creates) == 3 and all(p.endswith(f"/{db}/people") for p in creates), creates
+    assert calls.count(("POST", f"/v3/job/issue/hive/{db}")) == 2, calls
+    assert not [b.name for b in td.api_client.bulk_imports() if b.database == db], "pytd deletes its sessions"
+    td.close()
+    client().delete_database(db)
+
+
 CHECKS = [
     check_databases,
     check_tables,
@@ -299,6 +346,7 @@ CHECKS = [
     check_saved_results,
     check_result_export,
     check_error_classes,
+    check_pytd_bulk_import_append_overwrite_and_hive_query,
 ]
 
 

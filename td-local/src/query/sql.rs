@@ -162,6 +162,158 @@ pub fn resolve(sql: &str, is_table: impl Fn(&str, &str) -> bool) -> Resolved {
     }
 }
 
+/// What the text of each result column of `sql` says of its Presto type, where that is plain
+/// from the text alone: a literal (`1` bigint, `1.5` double, `'a'` varchar, `X'00'` varbinary,
+/// `TRUE` boolean), a `CAST(… AS T)`, or a call of a function whose type is fixed (`COUNT`, TD's time functions).
+/// Only the outermost SELECT's list is read (the first one of a UNION); `None` for everything
+/// else, and an empty list when the list cannot be found.
+pub fn column_hints(sql: &str) -> Vec<Option<&'static str>> {
+    let tokens: Vec<Token> = tokenize(sql)
+        .into_iter()
+        .filter(|t| t.kind != Kind::Trivia)
+        .collect();
+    let text = |t: &Token| &sql[t.span.clone()];
+    let is = |t: &Token, word: &str| matches!(&t.kind, Kind::Ident(w) if w == word);
+    let mut depth = 0i32;
+    let mut start = None;
+    for (i, t) in tokens.iter().enumerate() {
+        match text(t) {
+            "(" => depth += 1,
+            ")" => depth -= 1,
+            _ if depth == 0 && is(t, "select") => {
+                start = Some(i + 1);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(mut i) = start else {
+        return Vec::new();
+    };
+    if tokens.get(i).is_some_and(|t| is(t, "distinct") || is(t, "all")) {
+        i += 1;
+    }
+    const ENDS: [&str; 10] = [
+        "from",
+        "where",
+        "group",
+        "having",
+        "order",
+        "limit",
+        "union",
+        "intersect",
+        "except",
+        "window",
+    ];
+    let mut items: Vec<Vec<&Token>> = vec![Vec::new()];
+    let mut depth = 0i32;
+    for t in &tokens[i..] {
+        match text(t) {
+            "(" => depth += 1,
+            ")" => depth -= 1,
+            "," if depth == 0 => {
+                items.push(Vec::new());
+                continue;
+            }
+            _ if depth == 0 && ENDS.iter().any(|w| is(t, w)) => break,
+            _ => {}
+        }
+        items.last_mut().expect("one item at least").push(t);
+    }
+    items.iter().map(|item| item_hint(sql, item)).collect()
+}
+
+/// The type one select item's text names, its alias taken off.
+fn item_hint(sql: &str, item: &[&Token]) -> Option<&'static str> {
+    let text = |t: &Token| &sql[t.span.clone()];
+    let mut item = item;
+    if let [rest @ .., Token {
+        kind: Kind::Ident(a), ..
+    }, Token {
+        kind: Kind::Ident(_), ..
+    }] = item
+    {
+        if a == "as" {
+            item = rest;
+        }
+    }
+    if let [rest @ .., last, Token {
+        kind: Kind::Ident(_), ..
+    }] = item
+    {
+        // `1 n`, `count(*) n`: a literal or a call followed by a bare alias.
+        if last.kind == Kind::Other && !rest.is_empty() || text(last) == ")" || is_literal(text(last)) {
+            item = &item[..item.len() - 1];
+        }
+    }
+    match item {
+        [one] => literal_type(text(one), &one.kind),
+        [Token {
+            kind: Kind::Ident(x), ..
+        }, bytes]
+            if x == "x" && text(bytes).starts_with('\'') =>
+        {
+            Some("varbinary")
+        }
+        [minus, number] if text(minus) == "-" => literal_type(text(number), &number.kind),
+        [Token {
+            kind: Kind::Ident(name),
+            ..
+        }, open, .., close]
+            if text(open) == "(" && text(close) == ")" =>
+        {
+            let args = &item[2..item.len() - 1];
+            if name == "cast" {
+                let at = args
+                    .iter()
+                    .rposition(|t| matches!(&t.kind, Kind::Ident(w) if w == "as"))?;
+                let target: Vec<&str> = args[at + 1..].iter().map(|t| text(t)).collect();
+                cast_type(&target.join(" ").to_ascii_lowercase())
+            } else {
+                function_type(name)
+            }
+        }
+        _ => None,
+    }
+}
+
+fn is_literal(text: &str) -> bool {
+    text.starts_with('\'') || text.bytes().next().is_some_and(|b| b.is_ascii_digit())
+}
+
+fn literal_type(text: &str, kind: &Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Ident(word) if word == "true" || word == "false" => Some("boolean"),
+        Kind::Other if text.starts_with('\'') => Some("varchar"),
+        Kind::Other if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() => Some("bigint"),
+        Kind::Other if text.starts_with("0x") || text.starts_with("0X") => Some("bigint"),
+        Kind::Other if text.bytes().next().is_some_and(|b| b.is_ascii_digit()) => Some("double"),
+        _ => None,
+    }
+}
+
+/// The Presto type of `CAST(… AS target)`.
+fn cast_type(target: &str) -> Option<&'static str> {
+    let base = target.split(['(', ' ']).next().unwrap_or("");
+    Some(match base {
+        "bigint" | "integer" | "int" | "smallint" | "tinyint" => "bigint",
+        "double" | "real" | "float" => "double",
+        "varchar" | "char" | "string" | "text" => "varchar",
+        "boolean" => "boolean",
+        _ => return None,
+    })
+}
+
+/// Functions whose result type does not depend on their arguments.
+fn function_type(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "count" | "td_time_add" | "td_time_parse" | "td_date_trunc" | "td_scheduled_time" => "bigint",
+        "td_time_format" => "varchar",
+        "td_time_range" => "boolean",
+        _ => return None,
+    })
+}
+
 /// Whether SQLite's name for a result column is a plain identifier (a column or an alias)
 /// rather than the text of an unnamed expression such as `COUNT(1)`.
 pub fn is_plain_identifier(name: &str) -> bool {
@@ -205,6 +357,39 @@ mod tests {
     fn quoted_identifiers_match_exactly() {
         let r = resolve("SELECT * FROM \"mydb\".\"t1\"", known);
         assert_eq!(r.sql, "SELECT * FROM \"mydb.t1\"");
+    }
+
+    #[test]
+    fn column_hints_read_literals_casts_and_typed_functions() {
+        let hints = column_hints(
+            "SELECT 1, -2 AS n, 1.5 x, 'a', X'00', TRUE, CAST(NULL AS BIGINT) AS time, cast(y as varchar(10)), \
+             COUNT(*) c, td_time_parse(s), TD_TIME_FORMAT(t, 'yyyy'), code, a + 1, sum(z) \
+             FROM t WHERE x IN (SELECT 1) UNION ALL SELECT 'x', 1",
+        );
+        assert_eq!(
+            hints,
+            [
+                Some("bigint"),
+                Some("bigint"),
+                Some("double"),
+                Some("varchar"),
+                Some("varbinary"),
+                Some("boolean"),
+                Some("bigint"),
+                Some("varchar"),
+                Some("bigint"),
+                Some("bigint"),
+                Some("varchar"),
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(
+            column_hints("WITH w AS (SELECT 'x' AS a) SELECT DISTINCT 2, a FROM w"),
+            [Some("bigint"), None]
+        );
+        assert_eq!(column_hints("VALUES (1)"), Vec::<Option<&str>>::new());
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! TD's time UDFs on SQLite: `TD_TIME_RANGE(time, start, end[, tz])` and
-//! `TD_TIME_FORMAT(time, format[, tz])`, the latter with Java `SimpleDateFormat` patterns.
+//! TD's time UDFs on SQLite: `TD_TIME_RANGE(time, start, end[, tz])`,
+//! `TD_TIME_FORMAT(time, format[, tz])` (Java `SimpleDateFormat` patterns),
+//! `TD_TIME_ADD(time, duration[, tz])`, `TD_TIME_PARSE(text[, tz])`,
+//! `TD_DATE_TRUNC(unit, time[, tz])` and `TD_SCHEDULED_TIME()`.
+//!
+//! A `time` argument is integer seconds or a timestamp string (read in `tz` when it names no zone);
+//! every function returns integer seconds (or text for TD_TIME_FORMAT) and NULL for a NULL time.
 //!
 //! Times and zones are read by td-model: zones are fixed offsets only (no tz database), so a zone
 //! with DST is an error rather than a silent wrong answer.
@@ -8,7 +13,7 @@ use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Timelike};
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
-use td_model::time::{gmt_name, parse_time_in, Zone};
+use td_model::time::{gmt_name, parse_duration, parse_time_in, truncate, TruncUnit, Zone};
 
 /// Reads a time argument: integer seconds, or text as td-model reads it (digits, `YYYY-MM-DD`,
 /// `YYYY-MM-DD HH:MM:SS` or with `T`, optionally followed by a zone); `None` for NULL. Text
@@ -178,9 +183,76 @@ fn check_arity(ctx: &Context<'_>, name: &str, min: usize, max: usize) -> rusqlit
     }
 }
 
-/// Registers `TD_TIME_RANGE` and `TD_TIME_FORMAT` (names are case-insensitive in SQLite).
-pub fn register(conn: &Connection) -> rusqlite::Result<()> {
+/// A text argument (the duration of TD_TIME_ADD, the unit of TD_DATE_TRUNC); `None` for NULL.
+fn text_arg(ctx: &Context<'_>, index: usize, function: &str, what: &str) -> rusqlite::Result<Option<String>> {
+    match ctx.get_raw(index) {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
+        _ => Err(user_error(format!("{function}: the {what} must be a string"))),
+    }
+}
+
+/// Reads argument `index` as a time in `zone`, for `function`'s messages.
+fn time_arg(ctx: &Context<'_>, index: usize, zone: &Zone, function: &str) -> rusqlite::Result<Option<i64>> {
+    parse_time(ctx.get_raw(index), zone).map_err(|e| user_error(format!("{function}: {e}")))
+}
+
+/// `TD_TIME_ADD(time, duration[, tz])`: `time` moved by `duration` (`1d`, `-2h`, `30m`, …).
+fn time_add(time: Option<i64>, duration: Option<&str>) -> Result<Option<i64>, String> {
+    let (Some(time), Some(duration)) = (time, duration) else {
+        return Ok(None);
+    };
+    let seconds = parse_duration(duration).map_err(|e| format!("TD_TIME_ADD: {e}"))?;
+    time.checked_add(seconds)
+        .map(Some)
+        .ok_or_else(|| format!("TD_TIME_ADD: {time} + {duration} is out of range"))
+}
+
+/// `TD_DATE_TRUNC(unit, time[, tz])`: the start of the minute, hour, day, week (Monday), month,
+/// quarter or year that holds `time`, on the wall clock of `tz`.
+fn date_trunc(unit: Option<&str>, time: Option<i64>, zone: &Zone) -> Result<Option<i64>, String> {
+    let (Some(unit), Some(time)) = (unit, time) else {
+        return Ok(None);
+    };
+    let unit = TruncUnit::parse(unit).ok_or_else(|| {
+        format!("TD_DATE_TRUNC: unit '{unit}' is not minute, hour, day, week, month, quarter or year")
+    })?;
+    truncate(time, unit, zone)
+        .map(Some)
+        .ok_or_else(|| format!("TD_DATE_TRUNC: time {time} is out of range"))
+}
+
+/// Registers TD's time functions (names are case-insensitive in SQLite); `TD_SCHEDULED_TIME()`
+/// returns `scheduled_time`.
+pub fn register(conn: &Connection, scheduled_time: i64) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("TD_SCHEDULED_TIME", 0, flags, move |_| Ok(scheduled_time))?;
+    conn.create_scalar_function("TD_TIME_ADD", -1, flags, |ctx| {
+        check_arity(ctx, "TD_TIME_ADD", 2, 3)?;
+        let zone = zone_arg(ctx, 2)?;
+        let time = time_arg(ctx, 0, &zone, "TD_TIME_ADD")?;
+        let duration = text_arg(ctx, 1, "TD_TIME_ADD", "duration")?;
+        time_add(time, duration.as_deref()).map_err(user_error)
+    })?;
+    // A text that is not a time gives NULL, not an error: TD's docs say only that it converts a
+    // time string to Unix seconds, so what it does with garbage is unconfirmed; NULL is what a
+    // Hive or Presto user expects of a parse function.
+    conn.create_scalar_function("TD_TIME_PARSE", -1, flags, |ctx| {
+        check_arity(ctx, "TD_TIME_PARSE", 1, 2)?;
+        let zone = zone_arg(ctx, 1)?;
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Text(t) => parse_time_in(&String::from_utf8_lossy(t), &zone).ok(),
+            ValueRef::Null => None,
+            _ => return Err(user_error("TD_TIME_PARSE: the time must be a string".into())),
+        })
+    })?;
+    conn.create_scalar_function("TD_DATE_TRUNC", -1, flags, |ctx| {
+        check_arity(ctx, "TD_DATE_TRUNC", 2, 3)?;
+        let zone = zone_arg(ctx, 2)?;
+        let unit = text_arg(ctx, 0, "TD_DATE_TRUNC", "unit")?;
+        let time = time_arg(ctx, 1, &zone, "TD_DATE_TRUNC")?;
+        date_trunc(unit.as_deref(), time, &zone).map_err(user_error)
+    })?;
     conn.create_scalar_function("TD_TIME_RANGE", -1, flags, |ctx| {
         check_arity(ctx, "TD_TIME_RANGE", 3, 4)?;
         let zone = zone_arg(ctx, 3)?;
@@ -262,6 +334,31 @@ mod tests {
         );
         assert_eq!(parse_time(ValueRef::Null, &utc).unwrap(), None);
         assert!(parse_time(text("yesterday"), &utc).is_err());
+    }
+
+    #[test]
+    fn time_add_moves_by_a_duration_and_keeps_null() {
+        assert_eq!(time_add(Some(T), Some("1d")), Ok(Some(T + 86_400)));
+        assert_eq!(time_add(Some(T), Some("-2h")), Ok(Some(T - 7_200)));
+        assert_eq!(time_add(None, Some("1d")), Ok(None));
+        assert_eq!(time_add(Some(T), None), Ok(None));
+        assert!(time_add(Some(T), Some("1M"))
+            .unwrap_err()
+            .contains("not a duration"));
+    }
+
+    #[test]
+    fn date_trunc_names_its_units() {
+        let jst = Zone::parse("JST").unwrap();
+        // 2014-10-03 16:20:45 JST truncated to the JST day: 2014-10-03 00:00 JST.
+        assert_eq!(
+            date_trunc(Some("day"), Some(T), &jst),
+            Ok(Some(T - (16 * 3600 + 20 * 60 + 45)))
+        );
+        assert_eq!(date_trunc(Some("day"), None, &jst), Ok(None));
+        assert!(date_trunc(Some("decade"), Some(T), &jst)
+            .unwrap_err()
+            .contains("'decade'"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::accounts::Account;
+use crate::accounts::{Account, Caller};
 use crate::error::Error;
 use crate::faults::{FaultAction, FaultRule, Fired, LoggedRequest, ResetConnection};
 use crate::routes::error::{ApiError, ApiResult};
@@ -117,8 +117,10 @@ async fn truncate(response: Response, after_bytes: usize) -> Response {
     Response::from_parts(parts, Body::from_stream(head.chain(fail)))
 }
 
-/// The `/_td_local/` admin routes.
-pub fn routes() -> Router<AppState> {
+/// The `/_td_local/` admin routes. Each needs `Authorization: TD1 <master key>` of any account
+/// of this server: they read every account's keys and change what every caller sees. A
+/// write-only key is refused (403), a missing or unknown key is 401.
+pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route(
             "/_td_local/faults",
@@ -127,6 +129,15 @@ pub fn routes() -> Router<AppState> {
         .route("/_td_local/faults/{id}", delete(remove_rule))
         .route("/_td_local/requests", get(list_requests).delete(clear_requests))
         .route("/_td_local/accounts", get(list_accounts))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_master_key))
+}
+
+/// Lets a request through only with a master key of one of the server's accounts.
+async fn require_master_key(caller: Caller, req: Request, next: Next) -> Response {
+    match caller.require_master("an admin route (/_td_local/)") {
+        Ok(()) => next.run(req).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 async fn list_rules(State(state): State<AppState>) -> Json<Value> {

@@ -3,19 +3,18 @@
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use futures::StreamExt;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use crate::accounts::Caller;
-use crate::bulk_import::{self, PerformOptions, MAX_PART_BYTES};
-use crate::error::Error;
-use crate::routes::error::{ApiError, ApiResult};
+use crate::bulk_import::{self, PerformOptions};
+use crate::routes::body::{read_gzip_body, GzipLimits};
+use crate::routes::error::ApiResult;
 use crate::routes::params::Params;
 use crate::state::AppState;
 
@@ -26,7 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v3/bulk_import/list", get(list))
         .route(
             "/v3/bulk_import/upload_part/{name}/{part}",
-            // The handler streams the body and enforces MAX_PART_BYTES with a TD error itself.
+            // `read_gzip_body` applies the server's limits with a TD error itself.
             put(upload_part).layer(DefaultBodyLimit::disable()),
         )
         .route("/v3/bulk_import/list_parts/{name}", get(list_parts))
@@ -107,40 +106,16 @@ async fn upload_part(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     bulk_import::check_part_name(&part)?;
-    let data = read_part_body(&headers, body).await?;
+    let limits = GzipLimits {
+        bytes: state.limits.part_bytes,
+        inflated: state.limits.part_inflated_bytes,
+    };
+    let data = read_gzip_body(&headers, body, limits, "a bulk import part").await?;
     let reply = named_part(&name, &part);
     session_write(&state, &caller, name, reply, move |tx, account, name| {
         bulk_import::upload_part(tx, account, name, &part, &data)
     })
     .await
-}
-
-fn part_too_large() -> ApiError {
-    Error::TooLarge(format!(
-        "a bulk import part may be at most {MAX_PART_BYTES} bytes; split the upload into more parts"
-    ))
-    .into()
-}
-
-/// Reads a part body (with `Content-Length` or chunked), refusing more than `MAX_PART_BYTES`.
-async fn read_part_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_PART_BYTES) {
-        return Err(part_too_large());
-    }
-    let mut data = Vec::with_capacity(declared.unwrap_or(0));
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::bad_request(format!("reading the part body failed: {e}")))?;
-        if data.len() + chunk.len() > MAX_PART_BYTES {
-            return Err(part_too_large());
-        }
-        data.extend_from_slice(&chunk);
-    }
-    Ok(data)
 }
 
 async fn list_parts(

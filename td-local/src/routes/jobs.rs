@@ -49,6 +49,8 @@ async fn issue(
         priority: params.int("priority")?.unwrap_or(0),
         retry_limit: params.int("retry_limit")?.unwrap_or(0),
         pool_name: params.get("pool_name").map(str::to_owned),
+        engine_version: params.get("engine_version").map(str::to_owned),
+        scheduled_time: params.int("scheduled_time")?,
         domain_key: params.get("domain_key").map(str::to_owned),
     };
     let id = state.runner.issue_query(job).await?;
@@ -81,8 +83,16 @@ fn show_json(job: &Job, user_name: &str, base_url: &str) -> Value {
         "url": format!("{base_url}/v3/job/show/{}", job.id),
         "user_name": user_name,
         "organization": null,
+        // The options a job was issued with, under the names the clients read: `priority` and
+        // `retry_limit` (td-client-python job_api.show_job, td-client-ruby api/job.rb,
+        // td-client-go api_job.go), `engine_version` (td-client-java model/TDJob). No client
+        // reads the pool or the scheduled time back; `pool_name` and `scheduled_at` (TD's
+        // timestamp, as schedule history shows it) are unconfirmed names.
         "priority": job.priority,
         "retry_limit": job.retry_limit,
+        "pool_name": job.pool_name,
+        "engine_version": job.engine_version,
+        "scheduled_at": job.scheduled_time.map(td_timestamp),
         // The URL carries the target account's key: shown masked, as saved results are.
         "result": mask_keys(&job.result_url),
         // td-client-python and -ruby read null or "" as "no schema yet".

@@ -3,6 +3,7 @@
 //! become HTTP statuses here and nowhere else ([`error`]).
 
 pub mod admin;
+mod body;
 mod bulk_import;
 mod databases;
 pub mod error;

@@ -98,7 +98,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             }
             return Ok(Params(params));
         }
-        let body = axum::body::to_bytes(req.into_body(), 16 << 20)
+        let body = axum::body::to_bytes(req.into_body(), crate::limits::FORM_BODY_BYTES)
             .await
             .map_err(|e| too_large(format!("request body: {e}")))?;
         if body.is_empty() {

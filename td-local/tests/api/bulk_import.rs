@@ -58,12 +58,12 @@ fn account_id(s: &Server, n: usize) -> i64 {
 }
 
 /// Creates `db.table` for account `n` through the library (the table routes are another module's).
-fn create_table(s: &Server, n: usize, db: &str, table: &str) {
+pub(crate) fn create_table(s: &Server, n: usize, db: &str, table: &str) {
     s.td.inspect().create_table(account_id(s, n), db, table).unwrap();
 }
 
 /// The rows of a table as stored, in insertion order.
-fn stored_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<Value> {
+pub(crate) fn stored_rows(s: &Server, n: usize, db: &str, table: &str) -> Vec<Value> {
     s.td.inspect()
         .rows(account_id(s, n), db, table)
         .unwrap()
@@ -103,13 +103,13 @@ fn job_status(s: &Server, job_id: &str) -> (String, String, String) {
     (job.job_type, job.status.as_str().to_string(), job.database)
 }
 
-async fn ok(call: (StatusCode, Value)) -> Value {
+pub(crate) async fn ok(call: (StatusCode, Value)) -> Value {
     let (status, body) = call;
     assert_eq!(status, 200, "{body}");
     body
 }
 
-async fn upload(s: &Server, key: &str, name: &str, part: &str, records: &[Value]) {
+pub(crate) async fn upload(s: &Server, key: &str, name: &str, part: &str, records: &[Value]) {
     let path = format!("/v3/bulk_import/upload_part/{name}/{part}");
     ok(s.put(key, &path, gzip_msgpack(records)).await).await;
 }
@@ -128,7 +128,7 @@ async fn wait_performed(s: &Server, key: &str, name: &str) -> Value {
 }
 
 /// Performs and waits: the session as shown once `ready`, and the job id.
-async fn perform(s: &Server, key: &str, name: &str) -> (Value, String) {
+pub(crate) async fn perform(s: &Server, key: &str, name: &str) -> (Value, String) {
     let started = ok(s.post(key, &format!("/v3/bulk_import/perform/{name}"), &[]).await).await;
     assert_eq!(started["name"], name);
     assert_eq!(started["bulk_import"], name);
@@ -142,11 +142,11 @@ async fn perform(s: &Server, key: &str, name: &str) -> (Value, String) {
     (shown, job_id)
 }
 
-async fn post_ok(s: &Server, key: &str, path: &str) -> Value {
+pub(crate) async fn post_ok(s: &Server, key: &str, path: &str) -> Value {
     ok(s.post(key, path, &[]).await).await
 }
 
-async fn get_bytes(s: &Server, key: &str, path: &str) -> (StatusCode, Vec<u8>) {
+pub(crate) async fn get_bytes(s: &Server, key: &str, path: &str) -> (StatusCode, Vec<u8>) {
     let resp = s
         .http
         .get(s.url(path))
@@ -645,6 +645,28 @@ async fn sessions_belong_to_their_account() {
 }
 
 #[tokio::test]
+async fn session_names_may_hold_hyphens_as_pytd_names_them() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    // pytd's BulkImportWriter: `session-{uuid.uuid1()}`.
+    let name = "session-389b8d56-ed80-11f1-bb1d-02fc00000001";
+    let created = post_ok(&s, &key, &format!("/v3/bulk_import/create/{name}/bulk_db/access")).await;
+    assert_eq!(created["bulk_import"], name);
+    let rows = www_access_rows(0..3);
+    upload(&s, &key, name, "part-0", &rows).await;
+    post_ok(&s, &key, &format!("/v3/bulk_import/freeze/{name}")).await;
+    perform(&s, &key, name).await;
+    post_ok(&s, &key, &format!("/v3/bulk_import/commit/{name}")).await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access"), rows);
+    // Uppercase and other punctuation stay refused.
+    let (status, body) = s
+        .post(&key, "/v3/bulk_import/create/Session-1/bulk_db/access", &[])
+        .await;
+    assert_error(status, &body, 422, "Session-1");
+}
+
+#[tokio::test]
 async fn create_refuses_duplicates_missing_targets_and_bad_names() {
     let s = Server::start().await;
     let key = s.master(0);
@@ -725,7 +747,7 @@ async fn chunked_parts_are_accepted_and_oversized_parts_are_413() {
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 
     // One byte over the limit, streamed in 1 MiB chunks without a Content-Length.
-    let limit = td_local::bulk_import::MAX_PART_BYTES;
+    let limit = td_local::limits::PART_BYTES;
     let mib = bytes::Bytes::from(vec![0u8; 1 << 20]);
     let mut sizes = vec![1usize << 20; limit >> 20];
     sizes.push(1);
@@ -745,7 +767,7 @@ async fn chunked_parts_are_accepted_and_oversized_parts_are_413() {
         // The server may answer before the client has sent everything.
         let status = resp.status();
         let body: Value = resp.json().await.unwrap();
-        assert_error(status, &body, 413, "at most");
+        assert_error(status, &body, 413, "larger than");
     }
     let parts = ok(s.get(&key, "/v3/bulk_import/list_parts/sess_big").await).await;
     assert_eq!(
@@ -851,4 +873,45 @@ fn gzip_parts(rows: usize, part_bytes: usize) -> Vec<Vec<u8>> {
     gz.write_all(&batch).unwrap();
     parts.push(gz.finish().unwrap());
     parts
+}
+
+#[tokio::test]
+async fn a_value_that_does_not_fit_its_column_type_is_an_error_record_not_a_row() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    let account = account_id(&s, 0);
+    create_table(&s, 0, "bulk_db", "typed");
+    s.td.inspect()
+        .set_schema(
+            account,
+            "bulk_db",
+            "typed",
+            r#"[["n","long"],["d","double"],["s","string"],["a","array<string>"],["m","map<string,long>"],["k","long","key_n"]]"#,
+        )
+        .unwrap();
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_typed/bulk_db/typed").await;
+    let fitting = [
+        json!({"time": 1, "n": 5, "d": 1.5, "s": "x", "a": ["y"], "m": {"z": 1}, "key_n": 7}),
+        json!({"time": 2, "n": null, "d": 2, "s": 3, "other": "new column"}),
+    ];
+    let misfits = [
+        json!({"time": 3, "n": "abc"}),
+        json!({"time": 4, "n": 1.5}),
+        json!({"time": 5, "d": "1.5"}),
+        json!({"time": 6, "a": "not an array"}),
+        json!({"time": 7, "m": [1]}),
+        json!({"time": 8, "key_n": "the alias is the key"}),
+    ];
+    let part: Vec<Value> = fitting.iter().chain(&misfits).cloned().collect();
+    upload(&s, &key, "sess_typed", "p1", &part).await;
+    let (shown, _) = perform(&s, &key, "sess_typed").await;
+    assert_eq!(
+        (&shown["valid_records"], &shown["error_records"]),
+        (&json!(2), &json!(6)),
+        "{shown}"
+    );
+    let (_, body) = get_bytes(&s, &key, "/v3/bulk_import/error_records/sess_typed").await;
+    assert_eq!(gunzip_msgpack(&body), misfits);
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_typed").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "typed"), fitting);
 }

@@ -11,13 +11,13 @@ use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
 /// A running `td-local serve` child (killed if a test fails before stopping it).
-struct Binary {
-    child: Child,
-    base_url: String,
+pub(crate) struct Binary {
+    pub(crate) child: Child,
+    pub(crate) base_url: String,
 }
 
 impl Binary {
-    async fn start(dir: &Path, admin: bool) -> Binary {
+    pub(crate) async fn start(dir: &Path, admin: bool) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_td-local"));
         cmd.arg("serve")
             .arg("--data")
@@ -69,7 +69,7 @@ impl Binary {
 }
 
 /// The keys of account `n` from `DIR/accounts.yml`: (master, write-only).
-fn keys_from_file(dir: &Path, n: usize) -> (String, String) {
+pub(crate) fn keys_from_file(dir: &Path, n: usize) -> (String, String) {
     let text = std::fs::read_to_string(dir.join("accounts.yml")).expect("accounts.yml written");
     let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let account = &file["accounts"][n];
@@ -146,6 +146,7 @@ async fn sigterm_lets_a_request_in_flight_finish() {
     let rule = json!({"path": "^/v3/database/list$", "action": {"kind": "delay", "millis": 1500}});
     let added = http
         .post(format!("{}/_td_local/faults", server.base_url))
+        .header("Authorization", format!("TD1 {master}"))
         .json(&rule)
         .send()
         .await

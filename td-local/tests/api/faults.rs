@@ -252,7 +252,10 @@ async fn request_log_holds_method_path_status_account_and_fault() {
 }
 
 async fn admin(s: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = s.http.request(method, s.url(path));
+    let mut req = s
+        .http
+        .request(method, s.url(path))
+        .header("Authorization", format!("TD1 {}", s.master(0)));
     if let Some(body) = body {
         req = req.json(&body);
     }

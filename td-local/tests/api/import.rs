@@ -319,7 +319,7 @@ async fn a_declared_length_over_the_limit_is_a_td_413_before_the_body_is_sent() 
          Authorization: TD1 {}\r\nContent-Type: application/octet-stream\r\n\
          Content-Length: {}\r\n\r\n",
         s.master(0),
-        (512u64 << 20) + 1
+        td_local::limits::IMPORT_BODY_BYTES + 1
     );
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
@@ -338,7 +338,7 @@ async fn a_declared_length_over_the_limit_is_a_td_413_before_the_body_is_sent() 
         StatusCode::PAYLOAD_TOO_LARGE,
         &reply,
         413,
-        "larger than 536870912 bytes",
+        &format!("larger than {} bytes", td_local::limits::IMPORT_BODY_BYTES),
     );
 }
 

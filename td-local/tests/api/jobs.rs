@@ -170,6 +170,30 @@ async fn select_star_returns_time_and_every_schema_column() {
 }
 
 #[tokio::test]
+async fn booleans_read_as_the_strings_true_and_false_as_td_stores_them() {
+    let s = Server::start().await;
+    crate::import::create_table(&s, "bool_db", "flags").await;
+    let rows = [
+        json!({"time": 1, "flag": true, "n": 1}),
+        json!({"time": 2, "flag": false, "n": 2}),
+        json!({"time": 3, "flag": null, "n": 3}),
+    ];
+    crate::import::import_rows(&s, &s.master(0), "bool_db", "flags", &rows).await;
+    let (id, show) = run(
+        &s,
+        "bool_db",
+        "SELECT flag, flag = 'true' AS is_true FROM flags ORDER BY n",
+    )
+    .await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(
+        result_rows(&s, &id).await,
+        vec![json!(["true", 1]), json!(["false", 0]), json!([null, null])]
+    );
+    assert_eq!(schema(&show)[0], json!(["flag", "varchar"]));
+}
+
+#[tokio::test]
 async fn td_time_range_filters_and_td_time_format_formats_in_a_zone() {
     let s = Server::start().await;
     let (start, end) = ("2014-10-03 09:00:00", "2014-10-03 10:00:00");
@@ -661,5 +685,282 @@ async fn job_show_masks_the_key_of_a_result_url() {
                 "the key leaks in job/show"
             );
         }
+    }
+}
+
+/// The options the operator (and td-client-java's TDJobRequest) sends with a query.
+const SCHEDULED: i64 = 1_368_080_054; // 2013-05-09 06:14:14 UTC, 15:14:14 JST, a Thursday
+
+#[tokio::test]
+async fn query_options_are_stored_shown_and_td_scheduled_time_returns_the_scheduled_time() {
+    let s = Server::start().await;
+    let scheduled = SCHEDULED.to_string();
+    let query = "SELECT TD_SCHEDULED_TIME() AS st, TD_TIME_ADD(TD_SCHEDULED_TIME(), '-1d') AS yesterday, \
+                 td_time_add('2013-05-09 15:14:14', '1h30m', 'JST') AS later, \
+                 TD_DATE_TRUNC('day', TD_SCHEDULED_TIME(), 'JST') AS jst_day, \
+                 TD_DATE_TRUNC('week', TD_SCHEDULED_TIME(), 'JST') AS jst_week, \
+                 TD_TIME_PARSE('2013-05-09 15:14:14', 'JST') AS parsed, TD_TIME_PARSE('garbage') AS garbage";
+    let (status, body) = issue(
+        &s,
+        &s.master(0),
+        "sample_datasets",
+        &[
+            ("query", query),
+            ("priority", "1"),
+            ("retry_limit", "2"),
+            ("pool_name", "batch"),
+            ("engine_version", "stable"),
+            ("scheduled_time", &scheduled),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["job_id"].as_str().unwrap().to_string();
+    let show = wait(&s, &id).await;
+    assert_eq!(show["status"], "success", "{show}");
+    for (field, expected) in [
+        ("priority", json!(1)),
+        ("retry_limit", json!(2)),
+        ("pool_name", json!("batch")),
+        ("engine_version", json!("stable")),
+        ("scheduled_at", json!("2013-05-09 06:14:14 UTC")),
+    ] {
+        assert_eq!(show[field], expected, "{field} in {show}");
+    }
+    assert_eq!(
+        result_rows(&s, &id).await,
+        [json!([
+            SCHEDULED,
+            SCHEDULED - 86_400,
+            SCHEDULED + 5_400,
+            1_368_025_200,
+            1_367_766_000,
+            SCHEDULED,
+            null
+        ])]
+    );
+    assert_eq!(
+        schema(&show),
+        json!([
+            ["st", "bigint"],
+            ["yesterday", "bigint"],
+            ["later", "bigint"],
+            ["jst_day", "bigint"],
+            ["jst_week", "bigint"],
+            ["parsed", "bigint"],
+            ["garbage", "bigint"]
+        ])
+    );
+    let (_, listed) = s.get(&s.master(0), "/v3/job/list").await;
+    let listed = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (
+            &listed["pool_name"],
+            &listed["engine_version"],
+            &listed["scheduled_at"]
+        ),
+        (
+            &json!("batch"),
+            &json!("stable"),
+            &json!("2013-05-09 06:14:14 UTC")
+        )
+    );
+
+    // Without a scheduled time, TD_SCHEDULED_TIME() is the time the job was issued.
+    let (id, show) = run(&s, "sample_datasets", "SELECT TD_SCHEDULED_TIME() AS st").await;
+    let created = td_model::time::parse_td_timestamp(show["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!(result_rows(&s, &id).await, [json!([created])]);
+    assert_eq!(
+        (
+            &show["pool_name"],
+            &show["engine_version"],
+            &show["scheduled_at"],
+            &show["priority"]
+        ),
+        (&Value::Null, &Value::Null, &Value::Null, &json!(0))
+    );
+}
+
+#[tokio::test]
+async fn bad_query_options_are_refused_before_a_job_is_recorded() {
+    let s = Server::start().await;
+    let before = s.td.inspect().job_count().unwrap();
+    for (field, value, code, needle) in [
+        ("engine_version", "AAAAAA", 422, "Job engine version is invalid"),
+        (
+            "scheduled_time",
+            "tomorrow",
+            400,
+            "'scheduled_time' must be an integer",
+        ),
+        ("scheduled_time", "999999999999999", 422, "out of range"),
+        ("priority", "3", 422, "between -2 and 2"),
+        ("retry_limit", "-1", 422, "must not be negative"),
+    ] {
+        let (status, body) = issue(
+            &s,
+            &s.master(0),
+            "sample_datasets",
+            &[("query", "SELECT 1"), (field, value)],
+        )
+        .await;
+        assert_error(status, &body, code, needle);
+    }
+    assert_eq!(s.td.inspect().job_count().unwrap(), before);
+    for version in ["experimental", "Hive TD 2018.01"] {
+        let (status, body) = issue(
+            &s,
+            &s.master(0),
+            "sample_datasets",
+            &[("query", "SELECT 1"), ("engine_version", version)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{version}: {body}");
+    }
+}
+
+/// `{"time": 1, "b": <bin 00 ff 10>, "s": "x"}` as an import body.
+fn binary_import_body() -> Vec<u8> {
+    use std::io::Write;
+    let record = rmpv::Value::Map(vec![
+        ("time".into(), 1.into()),
+        ("b".into(), rmpv::Value::Binary(vec![0x00, 0xff, 0x10])),
+        ("s".into(), "x".into()),
+    ]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    rmpv::encode::write_value(&mut gz, &record).unwrap();
+    gz.flush().unwrap();
+    gz.finish().unwrap()
+}
+
+/// The first value of the only row of a msgpack.gz result, as msgpack.
+async fn first_result_value(s: &Server, id: &str) -> rmpv::Value {
+    let (_, _, bytes) = get_raw(s, &format!("/v3/job/result/{id}?format=msgpack.gz"), None).await;
+    let raw = gunzip(&bytes);
+    let row = rmpv::decode::read_value(&mut &raw[..]).unwrap();
+    row.as_array().unwrap()[0].clone()
+}
+
+#[tokio::test]
+async fn binary_survives_import_queries_result_output_and_tail_as_msgpack_bin() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    crate::import::create_table(&s, "bin_db", "bin_t").await;
+    let (status, body) = s
+        .put(
+            &key,
+            "/v3/table/import/bin_db/bin_t/msgpack.gz",
+            binary_import_body(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bytes = rmpv::Value::Binary(vec![0x00, 0xff, 0x10]);
+    let stored = td_local::records::binary_value(&[0x00, 0xff, 0x10]);
+    assert_eq!(
+        crate::import::tail(&s, "bin_db", "bin_t", 1).await[0]["b"],
+        stored
+    );
+
+    // A query reads the stored bytes back as a blob: msgpack bin, typed varbinary.
+    let (id, show) = run(&s, "bin_db", "SELECT b, s FROM bin_t").await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(schema(&show), json!([["b", "varbinary"], ["s", "varchar"]]));
+    assert_eq!(first_result_value(&s, &id).await, bytes);
+    // json and csv show bytes as base64.
+    let (_, _, body) = get_raw(&s, &format!("/v3/job/result/{id}?format=json"), None).await;
+    assert_eq!(String::from_utf8(body).unwrap(), "[\"AP8Q\",\"x\"]\n");
+    let (_, _, body) = get_raw(&s, &format!("/v3/job/result/{id}?format=csv"), None).await;
+    assert_eq!(String::from_utf8(body).unwrap(), "AP8Q,x\n");
+
+    // A blob literal written to a table by result output stays bytes there too.
+    let (status, body) = issue(
+        &s,
+        &key,
+        "bin_db",
+        &[
+            ("query", "SELECT X'00ff10' AS b"),
+            ("result", "td://@/bin_db/out_t"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let show = wait(&s, body["job_id"].as_str().unwrap()).await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(
+        crate::import::tail(&s, "bin_db", "out_t", 1).await[0]["b"],
+        stored
+    );
+    let account = s.td.accounts()[0].id;
+    assert_eq!(
+        s.td.inspect().schema(account, "bin_db", "out_t").unwrap(),
+        Some(json!([["b", "string"]]))
+    );
+    let (id, _) = run(&s, "bin_db", "SELECT b FROM out_t").await;
+    assert_eq!(first_result_value(&s, &id).await, bytes);
+}
+
+#[tokio::test]
+async fn result_columns_with_no_values_are_typed_from_the_query() {
+    let s = Server::start().await;
+    let cases = [
+        (
+            "SELECT time, code, host, CAST(NULL AS BIGINT) AS n, 1 AS one, 'a' AS s, x'00' AS b \
+             FROM www_access WHERE 1 = 0",
+            json!([
+                ["time", "bigint"],
+                ["code", "bigint"],
+                ["host", "varchar"],
+                ["n", "bigint"],
+                ["one", "bigint"],
+                ["s", "varchar"],
+                ["b", "varbinary"]
+            ]),
+        ),
+        (
+            "SELECT CAST(NULL AS DOUBLE) AS d, NULL AS x, TD_TIME_PARSE('garbage') AS p, \
+             CAST(NULL AS VARCHAR) AS v",
+            json!([
+                ["d", "double"],
+                ["x", "varchar"],
+                ["p", "bigint"],
+                ["v", "varchar"]
+            ]),
+        ),
+        (
+            "SELECT t, u FROM (SELECT CAST(NULL AS BIGINT) AS t, time AS u FROM www_access LIMIT 0)",
+            json!([["t", "bigint"], ["u", "bigint"]]),
+        ),
+        (
+            "SELECT * FROM www_access WHERE code = -1",
+            json!([
+                ["time", "bigint"],
+                ["host", "varchar"],
+                ["path", "varchar"],
+                ["method", "varchar"],
+                ["referer", "varchar"],
+                ["code", "bigint"],
+                ["agent", "varchar"],
+                ["user", "varchar"],
+                ["size", "bigint"]
+            ]),
+        ),
+    ];
+    for (query, expected) in cases {
+        let (id, show) = run(&s, "sample_datasets", query).await;
+        assert_eq!(show["status"], "success", "{show}");
+        assert_eq!(schema(&show), expected, "{query}");
+        let rows = result_rows(&s, &id).await;
+        assert!(
+            rows.iter()
+                .flat_map(|r| r.as_array().unwrap())
+                .all(Value::is_null),
+            "no value tells the type: {rows:?}"
+        );
     }
 }

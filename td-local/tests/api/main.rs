@@ -1,18 +1,22 @@
 //! td-local over real HTTP on loopback: one test binary, one module per group of td-api.md.
 
+mod abuse;
 mod bulk_import;
 mod cli;
 mod databases;
 mod faults;
 mod import;
 mod jobs;
+mod keys;
 mod output;
+mod query_command;
 mod routing;
+mod snapshot;
 mod tables;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use td_local::{Config, TdLocal};
+use td_local::{Config, Limits, TdLocal};
 
 /// A td-local on port 0 with its own data directory, and a client for it.
 pub struct Server {
@@ -23,9 +27,24 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Server::start_in(tempfile::tempdir().expect("tempdir"), Limits::default()).await
+    }
+
+    /// A td-local under `limits` (lowered, so a test reaches them with small bodies).
+    pub async fn start_limited(limits: Limits) -> Server {
+        Server::start_in(tempfile::tempdir().expect("tempdir"), limits).await
+    }
+
+    /// Stops this server and starts another on the same data directory under `limits`.
+    pub async fn restart_limited(self, limits: Limits) -> Server {
+        self.td.shutdown().await;
+        Server::start_in(self.dir, limits).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, limits: Limits) -> Server {
         let td = TdLocal::start(Config {
             admin: true,
+            limits,
             ..Config::new(dir.path())
         })
         .await

@@ -694,3 +694,170 @@ async fn readers_see_the_old_rows_or_the_new_rows_during_a_replace() {
     );
     assert_eq!(table_rows(&s, 0, "mydb", "snap").len(), 30_000);
 }
+
+/// A connection made in TD's console: `lookup` finds it, `result/list` does not show it, and its
+/// key (not a key in the settings) picks the account the rows go to.
+#[tokio::test]
+async fn a_console_connection_is_looked_up_not_listed_and_writes_into_its_own_account() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    let account = s.td.accounts()[0].id;
+    create_database(&s, 1, "target_db").await;
+    create_database(&s, 0, "target_db").await;
+    let url = format!("td://{}@api.treasuredata.com", s.master(1));
+    let id =
+        s.td.inspect()
+            .create_connection(account, "console_td", &url)
+            .unwrap();
+
+    let (status, body) = s.get(&key, "/v3/connections/lookup?name=console_td").await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({ "id": id })));
+    let (status, body) = s.get(&key, "/v3/result/list").await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({ "results": [] })));
+    let (status, body) = s.post(&key, "/v3/result/delete/console_td", &[]).await;
+    assert_error(status, &body, 404, "console_td");
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/result/create/console_td",
+            &[("url", "td://@/target_db")],
+        )
+        .await;
+    assert_error(status, &body, 409, "already exists");
+
+    let job = code_count_job(&s, 0);
+    let settings = json!({
+        "user_database_name": "target_db",
+        "user_table_name": "from_console",
+        "mode": "append",
+        "api_key": s.master(0),
+        "api_hostname": "api.treasuredata.com",
+        "unknown_setting": 1,
+    })
+    .to_string();
+    let row = export_ok(
+        &s,
+        job,
+        &[
+            ("result_connection_id", &id.to_string()),
+            ("result_connection_settings", &settings),
+        ],
+    )
+    .await;
+    assert_no_keys(&s, &row.result_url);
+    assert_eq!(table_rows(&s, 1, "target_db", "from_console").len(), 3);
+    assert_eq!(
+        table_schema(&s, 0, "target_db", "from_console"),
+        None,
+        "a key in the settings does not redirect the rows"
+    );
+}
+
+/// Database `tc_db` of account 0 and a saved result `tc` onto it; returns the connection id.
+async fn time_column_connection(s: &Server) -> String {
+    create_database(s, 0, "tc_db").await;
+    let (status, body) = s
+        .post(&s.master(0), "/v3/result/create/tc", &[("url", "td://@/tc_db")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = s.get(&s.master(0), "/v3/connections/lookup?name=tc").await;
+    body["id"].to_string()
+}
+
+#[tokio::test]
+async fn time_column_times_each_row_from_seconds_or_a_timestamp() {
+    let s = Server::start().await;
+    create_database(&s, 0, "tc_db").await;
+    let saved = "td://@/tc_db";
+    let (status, body) = s
+        .post(&s.master(0), "/v3/result/create/tc", &[("url", saved)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = s.get(&s.master(0), "/v3/connections/lookup?name=tc").await;
+    let connection = body["id"].to_string();
+    let job = source_job(
+        &s,
+        0,
+        &[("id", "bigint"), ("ts", "varchar"), ("epoch", "bigint")],
+        &[
+            json!([1, "2024-01-31 00:00:00", 1_700_000_000]),
+            json!([2, "2024-01-31T09:00:01+09:00", 1_700_000_001]),
+            json!([3, "1706659202", 1_700_000_002]),
+        ],
+    );
+    let export_with = |table: &'static str, column: &'static str| {
+        let settings = json!({"user_table_name": table, "time_column": column}).to_string();
+        let connection = connection.clone();
+        let s = &s;
+        async move {
+            export_ok(
+                s,
+                job,
+                &[
+                    ("result_connection_id", &connection),
+                    ("result_connection_settings", &settings),
+                ],
+            )
+            .await
+        }
+    };
+    export_with("by_ts", "ts").await;
+    let times: Vec<i64> = table_rows(&s, 0, "tc_db", "by_ts").iter().map(|r| r.0).collect();
+    assert_eq!(times, [1_706_659_200, 1_706_659_201, 1_706_659_202]);
+    let rows = table_rows(&s, 0, "tc_db", "by_ts");
+    assert_eq!(
+        rows[0].1["ts"], "2024-01-31 00:00:00",
+        "the column itself is kept"
+    );
+    assert_eq!(rows[0].1["time"], 1_706_659_200);
+    export_with("by_epoch", "epoch").await;
+    let times: Vec<i64> = table_rows(&s, 0, "tc_db", "by_epoch")
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(times, [1_700_000_000, 1_700_000_001, 1_700_000_002]);
+}
+
+#[tokio::test]
+async fn a_time_column_value_that_is_no_time_fails_the_export_and_writes_nothing() {
+    let s = Server::start().await;
+    let connection = time_column_connection(&s).await;
+    let job = source_job(
+        &s,
+        0,
+        &[("id", "bigint"), ("ts", "varchar")],
+        &[
+            json!([1, "2024-01-31"]),
+            json!([2, "next tuesday"]),
+            json!([3, "2024-02-01"]),
+        ],
+    );
+    for (table, column, needle) in [
+        ("bad_t", "ts", "row 2 of job"),
+        ("bad_t", "ts", "\"next tuesday\""),
+        (
+            "missing_t",
+            "nope",
+            "time_column `nope` is not a column of the result (id, ts)",
+        ),
+    ] {
+        let settings = json!({"user_table_name": table, "time_column": column}).to_string();
+        let id = export(
+            &s,
+            job,
+            &[
+                ("result_connection_id", &connection),
+                ("result_connection_settings", &settings),
+            ],
+        )
+        .await;
+        let row = finished(&s, id).await;
+        assert_eq!(row.status, "error", "{row:?}");
+        assert!(row.stderr.contains(needle), "{needle:?} in {}", row.stderr);
+        assert_eq!(
+            table_schema(&s, 0, "tc_db", table),
+            None,
+            "nothing of it is visible"
+        );
+    }
+}
