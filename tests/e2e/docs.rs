@@ -6,10 +6,11 @@ use serde_json::Value;
 
 use crate::support::repo_root;
 
-const START: &str = "<!-- spec:reference:start (made from schema/td_result_export.schema.json by tests/e2e/docs.rs) -->";
+const START: &str =
+    "<!-- spec:reference:start (made from schema/td_result_export.schema.json by tests/e2e/docs.rs) -->";
 const END: &str = "<!-- spec:reference:end -->";
 
-/// Every key of the task spec, dotted, with its description, in the schema's order.
+/// Every key of the task spec, dotted, with its description (in key order).
 fn keys(schema: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     walk(schema, schema, "", &mut out);
