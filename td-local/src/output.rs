@@ -453,7 +453,7 @@ mod tests {
         apply_settings(
             &mut d,
             r#"{"user_table_name":"out_t","mode":"replace","time":"1970-01-01 00:01:40 UTC","other":1,
-                "time_column":"ts","api_key":"2/0000000000000000000000000000000000000000"}"#,
+                "time_column":"ts","api_key":"2/made-up"}"#,
         )
         .unwrap();
         assert_eq!(d.time_column.as_deref(), Some("ts"));

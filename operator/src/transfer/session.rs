@@ -137,13 +137,7 @@ where
                 });
             }
             (SessionStatus::Performing | SessionStatus::Committing, _) => {
-                if session.status == SessionStatus::Performing {
-                    if let Some(stderr) = failed_perform(client, session.job_id.as_deref()).await {
-                        let session = s.name.to_string();
-                        return Err(TransferError::PerformFailed { session, stderr });
-                    }
-                }
-                tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
+                wait_for_td(s, &session, since).await?;
             }
             (SessionStatus::Other(other), _) => {
                 return Err(TransferError::UnexpectedSession {
@@ -153,6 +147,19 @@ where
             }
         }
     }
+}
+
+/// Waits out a perform or commit in flight (a share of the time since it was asked for); a
+/// perform job that failed is the error, with what it said.
+async fn wait_for_td(s: &SessionRef<'_>, session: &Session, since: Instant) -> Result<(), TransferError> {
+    if session.status == SessionStatus::Performing {
+        if let Some(stderr) = failed_perform(s.client, session.job_id.as_deref()).await {
+            let session = s.name.to_string();
+            return Err(TransferError::PerformFailed { session, stderr });
+        }
+    }
+    tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
+    Ok(())
 }
 
 /// Fills the session; `None` when another run froze it meanwhile: it uploaded the same parts
