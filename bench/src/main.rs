@@ -97,6 +97,8 @@ enum Command {
         #[arg(long, default_value = "bench_transfer")]
         session: String,
     },
+    /// Prints the operator's part constants (`part_level`, `part_bytes`) for bench/run.
+    Constants,
     /// The floor: gunzip FILE and gzip the bytes again into parts, as the operator's parts are.
     Floor {
         file: PathBuf,
@@ -185,6 +187,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 api.post(&format!("/v3/table/delete/{database}/{table}"), &[])
                     .await?;
             }
+            Ok(())
+        }
+        Command::Constants => {
+            fact("part_level", PART_LEVEL);
+            fact("part_bytes", PART_BYTES);
             Ok(())
         }
         Command::Sink => sink::serve().await,
