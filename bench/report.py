@@ -21,8 +21,8 @@ from collections import defaultdict
 CONTENDERS = [
     ("floor", "floor: gunzip + gzip (flate2, one thread, no network)"),
     ("floor_shell", "floor: `gzip -dc | gzip -{level}` (reference)"),
-    ("transfer", "**transfer phase** (operator's pipe, uploads to a sink that discards them)"),
-    ("transfer_1t", "transfer phase, one thread (`PartOptions { threads: 1, .. }`)"),
+    ("transfer", "**transfer phase** (operator's pipe{threads}, uploads to a sink that discards them)"),
+    ("transfer_1t", "transfer phase, one deflate thread (`PartOptions {{ threads: 1, .. }}`)"),
     ("operator", "**operator** (`td-result-export run`, stream, as shipped)"),
     ("operator_fastpoll", "operator, waits ×0.05 (`TDRE_TIME_SCALE=0.05`)"),
     ("peer_default", "peer: td-client as its docs show it (defaults)"),
@@ -364,12 +364,14 @@ def report(facts, sizes, png_name):
             "td-local CPU s | td-local peak RSS MiB |"
         )
         w("|---|---:|---:|---:|---:|---:|---:|---:|")
+        t = z.fact("transfer.1.threads", int)
+        threads = f", `PartOptions::default()`: {plural(t, 'deflate thread')}" if t else ""
         for name, label in CONTENDERS:
             if name not in z.s:
                 continue
             m = z.s[name]
             w(
-                f"| {label.format(level=level)} | {num(m['rows_per_s'], 0)} | {num(m['rows_per_cpu_s'], 0)} | "
+                f"| {label.format(level=level, threads=threads)} | {num(m['rows_per_s'], 0)} | {num(m['rows_per_cpu_s'], 0)} | "
                 f"{num(m['wall'])} | {num(m['cpu'])} | {num(m['rss_mb'], 1)} | {num(m['server_cpu'])} | "
                 f"{num(m['server_rss_mb'], 1)} |"
             )
