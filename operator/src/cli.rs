@@ -6,11 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use std::time::{Duration, Instant};
 
+use td_result_export::connect;
 use td_result_export::export;
 use td_result_export::options::Options;
+use td_result_export::preview::{preview, Preview, PreviewError};
 use td_result_export::progress::Display;
 use td_result_export::redact;
-use td_result_export::resolve::{Source, TargetAccount};
+use td_result_export::resolve::{Endpoint, Source, TargetAccount};
 use td_result_export::spec::{Environment, Inputs};
 use td_result_export::status::{ErrorInfo, StatusDoc, StatusFile, StatusRecorder};
 use td_result_export::{Classify, Error, Exit, ExportPlan, Warning, STATUS_SCHEMA, TASK_SCHEMA};
@@ -111,6 +113,10 @@ struct RunArgs {
     /// Validate and resolve, print the plan (keys redacted), send nothing.
     #[arg(long)]
     dry_run: bool,
+    /// After a successful export, print the target's row count and first rows (a small LIMIT
+    /// query on the target account). Always done when the target is the embedded td-local.
+    #[arg(long)]
+    show: bool,
 }
 
 impl SpecArgs {
@@ -181,21 +187,28 @@ fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
         Ok(Some(_)) => recorder.finish(Exit::Success, None),
         Err(e) => recorder.finish(e.class().exit, Some(ErrorInfo::of(e))),
     };
-    if let (Ok(Some(_)), false) = (&result, cli.quiet) {
+    if let (Ok(Some(preview)), false) = (&result, cli.quiet) {
         println!("{}", redact::scrub(&outcome_line(&doc, started.elapsed())));
         if let Some(path) = recorder.file().path() {
             println!("status document: {}", path.display());
+        }
+        match preview {
+            Some(Ok(preview)) => print!("\n{}", redact::scrub(&preview.to_string())),
+            Some(Err(e)) => eprintln!(
+                "note: no preview of the target: {}",
+                redact::scrub(&e.to_string())
+            ),
+            None => {}
         }
     }
     result.map(drop)
 }
 
+/// What a successful run shows of its target, when it shows it.
+type Shown = Option<Result<Preview, PreviewError>>;
+
 /// Runs the export; `Ok(None)` for a dry run (which prints the plan and writes no document).
-fn prepare_and_export(
-    cli: &Cli,
-    args: &RunArgs,
-    recorder: &StatusRecorder,
-) -> Result<Option<ExportPlan>, Error> {
+fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> Result<Option<Shown>, Error> {
     let prepared = td_result_export::prepare(&args.spec.spec, &args.spec.inputs()?)?;
     report_warnings(cli, &prepared.warnings);
     if args.dry_run {
@@ -219,7 +232,26 @@ fn prepare_and_export(
         progress_display(cli),
         interrupted(),
     ))?;
-    Ok(Some(plan))
+    Ok(Some(runtime.block_on(show(
+        &plan,
+        &options,
+        args.show && !cli.quiet,
+    ))))
+}
+
+/// The target after the export: asked for with `--show`, and always for the embedded td-local
+/// (the quickstart), where it costs nothing.
+async fn show(plan: &ExportPlan, options: &Options, asked: bool) -> Shown {
+    let local = matches!(&plan.target.account, TargetAccount::Known { account, .. } if account.endpoint == Endpoint::Local);
+    if !(asked || local) {
+        return None;
+    }
+    let connected = match connect::connect(plan, options).await {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let client = connected.target.as_ref()?;
+    Some(preview(client, &connected.table, &options.poll).await)
 }
 
 /// A bar on a terminal, plain lines otherwise; nothing when quiet or logging JSON.

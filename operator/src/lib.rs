@@ -13,6 +13,7 @@ pub mod connect;
 pub mod error;
 pub mod export;
 pub mod options;
+pub mod preview;
 pub mod progress;
 pub mod redact;
 pub mod resolve;

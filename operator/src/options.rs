@@ -1,8 +1,10 @@
-//! How an export runs, apart from what it exports: the retry and poll policies and the part size.
+//! How an export runs, apart from what it exports: the retry and poll policies and how parts are
+//! made (size, threads, where they wait).
 //! Read from the environment once, at the edge (the command line), and passed down; nothing below
 //! reads the environment.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use crate::retry::{PollPolicy, RetryPolicy};
 use crate::td::Proxies;
@@ -16,13 +18,39 @@ pub const TIME_SCALE_ENV: &str = "TDRE_TIME_SCALE";
 /// Cuts parts at this many compressed bytes instead of [`PART_BYTES`]: `TDRE_PART_BYTES=50000`
 /// spreads a small result over several parts (the fault and crash tests use it).
 pub const PART_BYTES_ENV: &str = "TDRE_PART_BYTES";
+/// Deflates on this many threads instead of one per core (the benchmark compares 1 with the default).
+pub const COMPRESS_THREADS_ENV: &str = "TDRE_COMPRESS_THREADS";
+/// More deflate threads than this buy nothing: the cutter feeding them is one thread.
+const MAX_COMPRESS_THREADS: usize = 8;
+
+/// How parts are made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartOptions {
+    /// Compressed bytes at which a part is cut.
+    pub bytes: usize,
+    /// Threads deflating at once.
+    pub threads: usize,
+    /// Where finished parts wait for their upload (unnamed temporary files): `TMPDIR`, else `/tmp`.
+    pub dir: PathBuf,
+}
+
+impl Default for PartOptions {
+    fn default() -> Self {
+        PartOptions {
+            bytes: PART_BYTES,
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_COMPRESS_THREADS),
+            dir: PathBuf::from("/tmp"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub retry: RetryPolicy,
     pub poll: PollPolicy,
-    /// Compressed bytes at which a part is cut.
-    pub part_bytes: usize,
+    pub parts: PartOptions,
     /// The factor every wait was scaled by (also applied to `_retry` intervals).
     pub time_scale: f64,
     /// `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (either case), as the environment gives them.
@@ -34,7 +62,7 @@ impl Default for Options {
         Options {
             retry: RetryPolicy::default(),
             poll: PollPolicy::default(),
-            part_bytes: PART_BYTES,
+            parts: PartOptions::default(),
             time_scale: 1.0,
             proxies: Proxies::default(),
         }
@@ -49,11 +77,11 @@ impl Options {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|f| f.is_finite() && *f >= 0.0)
             .unwrap_or(1.0);
-        let part_bytes = vars
-            .get(PART_BYTES_ENV)
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(PART_BYTES);
+        let count = |name: &str| {
+            vars.get(name)
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|n| *n > 0)
+        };
         let var = |name: &str| {
             vars.get(name)
                 .or_else(|| vars.get(&name.to_ascii_lowercase()))
@@ -61,10 +89,19 @@ impl Options {
                 .cloned()
         };
         let defaults = Options::default();
+        let parts = PartOptions {
+            bytes: count(PART_BYTES_ENV).unwrap_or(defaults.parts.bytes),
+            threads: count(COMPRESS_THREADS_ENV)
+                .map_or(defaults.parts.threads, |n| n.min(MAX_COMPRESS_THREADS)),
+            dir: vars
+                .get("TMPDIR")
+                .filter(|d| !d.is_empty())
+                .map_or(defaults.parts.dir.clone(), PathBuf::from),
+        };
         Options {
             retry: defaults.retry.scaled(scale),
             poll: defaults.poll.scaled(scale),
-            part_bytes,
+            parts,
             time_scale: scale,
             proxies: Proxies {
                 all: None,
@@ -94,8 +131,15 @@ mod tests {
 
     #[test]
     fn knobs_scale_waits_and_cut_parts() {
-        let o = Options::from_env(&vars(&[(TIME_SCALE_ENV, "0.001"), (PART_BYTES_ENV, "50000")]));
-        assert_eq!(o.part_bytes, 50_000);
+        let o = Options::from_env(&vars(&[
+            (TIME_SCALE_ENV, "0.001"),
+            (PART_BYTES_ENV, "50000"),
+            (COMPRESS_THREADS_ENV, "3"),
+            ("TMPDIR", "/var/spool/parts"),
+        ]));
+        assert_eq!(o.parts.bytes, 50_000);
+        assert_eq!(o.parts.threads, 3);
+        assert_eq!(o.parts.dir, PathBuf::from("/var/spool/parts"));
         assert_eq!(o.retry, RetryPolicy::default().scaled(0.001));
         assert_eq!(o.poll, PollPolicy::default().scaled(0.001));
         assert_eq!(o.scaled(std::time::Duration::from_secs(2)).as_millis(), 2);
@@ -103,7 +147,11 @@ mod tests {
 
     #[test]
     fn knobs_that_do_not_parse_leave_the_defaults() {
-        let o = Options::from_env(&vars(&[(TIME_SCALE_ENV, "fast"), (PART_BYTES_ENV, "0")]));
+        let o = Options::from_env(&vars(&[
+            (TIME_SCALE_ENV, "fast"),
+            (PART_BYTES_ENV, "0"),
+            (COMPRESS_THREADS_ENV, "many"),
+        ]));
         assert_eq!(o, Options::default());
     }
 }

@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
+use crate::transfer::phase::{Phase, Step};
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Display {
@@ -27,20 +29,21 @@ pub struct Reporter {
     /// Compressed bytes of the result: the download's end, for the ETA.
     bytes_total: Option<u64>,
     rows_total: Option<u64>,
+    /// The step past the upload last shown (a new one is shown at once).
+    shown: Option<(Step, Option<String>)>,
 }
 
 impl Reporter {
     pub fn new(display: Display, bytes_total: Option<u64>, rows_total: Option<u64>) -> Reporter {
         let bar = (display == Display::Bar).then(|| {
             let bar = ProgressBar::new(bytes_total.unwrap_or(0));
-            let template = if bytes_total.is_some() {
-                "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta} {msg}"
-            } else {
-                "{spinner} [{elapsed_precise}] {msg}"
-            };
-            bar.set_style(
-                ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
+            bar.set_style(match bytes_total {
+                Some(_) => ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                None => spinner_style(),
+            });
             bar
         });
         let now = Instant::now();
@@ -51,11 +54,37 @@ impl Reporter {
             last_line: now,
             bytes_total,
             rows_total,
+            shown: None,
         }
     }
 
-    /// Shows the counters as they are now.
-    pub fn update(&mut self, rows: u64, bytes_in: u64, bytes_out: u64) {
+    /// Shows the counters as they are now, or, once the rows are sent, what TD is doing.
+    pub fn update(&mut self, rows: u64, bytes_in: u64, bytes_out: u64, phase: Option<&Phase>) {
+        match phase.filter(|p| p.step != Step::Upload) {
+            Some(phase) => self.waiting(rows, phase),
+            None => self.moving(rows, bytes_in, bytes_out),
+        }
+    }
+
+    /// After the upload: the step, its job and its time, in place of a bar stuck at 100%.
+    fn waiting(&mut self, rows: u64, phase: &Phase) {
+        let text = format!("{rows} rows sent; {phase}");
+        let step = Some((phase.step, phase.job_id.clone()));
+        let new_step = self.shown != step;
+        if let (Display::Bar, Some(bar)) = (self.display, &self.bar) {
+            if self.shown.is_none() {
+                bar.set_style(spinner_style());
+            }
+            bar.set_message(text);
+            bar.tick();
+        } else if self.display == Display::Lines && (new_step || self.last_line.elapsed() >= LINE_EVERY) {
+            self.last_line = Instant::now();
+            eprintln!("progress: {text}");
+        }
+        self.shown = step;
+    }
+
+    fn moving(&mut self, rows: u64, bytes_in: u64, bytes_out: u64) {
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = rows as f64 / elapsed;
         let rows_text = match self.rows_total {
@@ -98,6 +127,11 @@ impl Reporter {
             bar.finish_and_clear();
         }
     }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 impl Drop for Reporter {

@@ -123,23 +123,28 @@ impl RetryPolicy {
     }
 }
 
-/// A wait that starts at `first` and doubles after each round, up to `max`.
+/// The wait between two looks at something TD is working on: `first` at the start, then a
+/// `share` of the time waited so far, never more than `max`. A job that ends is seen at most a
+/// `share` of its run time later (and `first` after a short one), whatever its length: doubling
+/// waits would overshoot by up to its whole length.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     pub first: Duration,
+    pub share: f64,
     pub max: Duration,
 }
 
 impl Backoff {
-    /// The wait after `wait`.
-    pub fn next(&self, wait: Duration) -> Duration {
-        (wait * 2).min(self.max)
+    /// The wait after `waited` so far.
+    pub fn after(&self, waited: Duration) -> Duration {
+        waited.mul_f64(self.share).max(self.first).min(self.max)
     }
 
     fn scaled(self, factor: f64) -> Backoff {
         Backoff {
             first: self.first.mul_f64(factor),
             max: self.max.mul_f64(factor),
+            ..self
         }
     }
 }
@@ -180,12 +185,16 @@ pub struct PollPolicy {
 impl Default for PollPolicy {
     fn default() -> Self {
         PollPolicy {
+            // Every second for the first 8 s, then every eighth of the wait: a 10-minute job is
+            // read ~70 times, and seen done at most 12.5% (or 1 s) late.
             job: Backoff {
                 first: Duration::from_secs(1),
+                share: 0.125,
                 max: Duration::from_secs(30),
             },
             session: Backoff {
                 first: Duration::from_secs(1),
+                share: 0.125,
                 max: Duration::from_secs(10),
             },
             settle: Duration::from_secs(600),
@@ -293,11 +302,29 @@ mod tests {
         );
         let poll = PollPolicy::default().scaled(0.001);
         assert_eq!(poll.job.first, Duration::from_millis(1));
-        assert_eq!(
-            poll.job.next(Duration::from_millis(16)),
-            Duration::from_millis(30)
-        );
+        assert_eq!(poll.job.after(Duration::from_secs(1)), Duration::from_millis(30));
         assert_eq!(poll.progress_tick, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_poll_waits_a_share_of_the_time_so_far_between_first_and_max() {
+        let job = PollPolicy::default().job;
+        let secs = Duration::from_secs;
+        assert_eq!(job.after(Duration::ZERO), secs(1));
+        assert_eq!(job.after(secs(8)), secs(1));
+        assert_eq!(job.after(secs(80)), secs(10));
+        assert_eq!(job.after(secs(3600)), secs(30));
+        // What the share buys: a job that ends at any time is seen at most 1 s or 12.5% later.
+        for ends in [0.5, 2.0, 9.5, 61.0, 150.0, 1234.0] {
+            let mut t = 0.0;
+            while t < ends {
+                t += job.after(Duration::from_secs_f64(t)).as_secs_f64();
+            }
+            assert!(
+                t - ends <= f64::max(1.0, ends * 0.125),
+                "ends {ends} s, seen at {t} s"
+            );
+        }
     }
 
     #[test]

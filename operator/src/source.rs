@@ -50,15 +50,14 @@ pub async fn finished_job(
     poll: &PollPolicy,
     mut on_wait: impl FnMut(&Job),
 ) -> Result<Job, TdError> {
-    let mut wait = poll.job.first;
+    let started = Instant::now();
     loop {
         let job = client.job(id).await?;
         if job.is_finished() {
             return Ok(job);
         }
         on_wait(&job);
-        tokio::time::sleep(wait).await;
-        wait = poll.job.next(wait);
+        tokio::time::sleep(poll.job.after(started.elapsed())).await;
     }
 }
 

@@ -15,6 +15,7 @@ use crate::spec::Transfer;
 use crate::td::Job;
 use crate::transfer::columns::MappedColumn;
 pub use crate::transfer::columns::TimeSource;
+use crate::transfer::phase::{Phase, Step};
 use crate::transfer::Written;
 
 /// JSON Schema (draft 2020-12) of the status document; `schema/` holds the source.
@@ -95,12 +96,34 @@ pub struct ExportInfo {
     pub rows_total: Option<u64>,
     /// The TD job that wrote the rows: the export job (server) or the perform job (stream).
     pub writer_job_id: Option<String>,
+    /// The step a running stream export is at (absent before rows move and after the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PhaseInfo>,
     /// A query job this run issued and killed when it was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub killed_job_id: Option<String>,
     /// What a failed or interrupted run left on the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left: Option<Left>,
+}
+
+/// A step of the write as the status document shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseInfo {
+    pub step: Step,
+    pub job_id: Option<String>,
+    pub started_at: String,
+}
+
+impl From<&Phase> for PhaseInfo {
+    fn from(p: &Phase) -> Self {
+        let began = chrono::Utc::now() - p.since.elapsed();
+        PhaseInfo {
+            step: p.step,
+            job_id: p.job_id.clone(),
+            started_at: began.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
 }
 
 /// What a run that did not finish left on the target, and whether a rerun resumes it.
@@ -241,6 +264,7 @@ impl StatusDoc {
             State::Failed
         };
         self.error = error;
+        self.export.phase = None;
         self.exit_code = Some(exit.code());
         self.finished_at = Some(now_rfc3339());
     }
@@ -392,9 +416,10 @@ impl StatusRecorder {
         self.write();
     }
 
-    /// Rows and bytes moved so far.
-    pub fn progress(&self, rows: u64, bytes_in: u64, bytes_out: u64) {
+    /// Rows and bytes moved so far, and the step the write is at.
+    pub fn progress(&self, rows: u64, bytes_in: u64, bytes_out: u64, phase: Option<&Phase>) {
         self.update(|d| {
+            d.export.phase = phase.map(PhaseInfo::from);
             d.export.rows = rows;
             d.export.bytes_in = bytes_in;
             d.export.bytes_out = bytes_out;

@@ -50,6 +50,16 @@ fn a_dry_run_prints_the_resolved_plan_with_keys_hidden() {
 }
 
 #[test]
+fn show_prints_the_targets_count_and_first_rows_after_the_export() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let out = td.export(&td.job_spec(&job, "dstdb/events_copy?mode=append"), &["--show"]);
+    out.expect_code(0);
+    let settings = cli_snapshots(&[(&format!("job {job} "), "job [JOB] ")]);
+    settings.bind(|| insta::assert_snapshot!("run_show", out.stdout));
+}
+
+#[test]
 fn run_summaries_say_what_was_written_where_and_when_it_was_already_done() {
     let (td, job) = with_events_job();
     td.create_database(2, "dstdb");

@@ -303,7 +303,11 @@ fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
             .await
             .unwrap();
         client
-            .upload_part("tdre_unreadable", "part_000000", "not gzip".into())
+            .upload_part(
+                "tdre_unreadable",
+                "part_000000",
+                bytes::Bytes::from_static(b"not gzip").into(),
+            )
             .await
             .unwrap();
         client
@@ -318,6 +322,7 @@ fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
             poll: &td_result_export::retry::PollPolicy::default().scaled(0.001),
             resume_now: true,
             made: &Default::default(),
+            phase: &Default::default(),
         };
         drive(
             &s,

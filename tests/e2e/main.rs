@@ -6,6 +6,7 @@ mod cli_output;
 mod columns;
 mod concurrency;
 mod crash;
+mod digdag;
 mod engines;
 mod examples;
 mod export;

@@ -62,3 +62,41 @@ fn a_secret_never_appears_in_any_output_whatever_field_it_was_put_in() {
     }
     assert!(leaks.is_empty(), "{}", leaks.join("\n\n"));
 }
+
+/// A key in a committed file is a key given away (a test run once left td-local's keys in a
+/// `secrets.yml` at the root, and it was committed). Only the tests' own fixtures, made-up keys
+/// such as `1/0123…`, may have the shape.
+#[test]
+fn no_file_the_repository_tracks_outside_the_tests_holds_a_key_shaped_string() {
+    let root = crate::support::repo_root();
+    let listed = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(&root)
+        .output()
+        .expect("git lists the tracked files");
+    assert!(
+        listed.status.success(),
+        "git ls-files: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let key = regex::Regex::new(r"\b\d+/[0-9a-fA-F]{40}\b").unwrap();
+    let mut holding = Vec::new();
+    for path in String::from_utf8(listed.stdout)
+        .unwrap()
+        .split('\0')
+        .filter(|p| !p.is_empty())
+    {
+        if path.starts_with("tests/") || path.contains("/tests/") {
+            continue;
+        }
+        // Binary and vanished files read as empty.
+        let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+        if key.is_match(&text) {
+            holding.push(path.to_string());
+        }
+    }
+    assert!(
+        holding.is_empty(),
+        "tracked files holding a key-shaped string: {holding:?}"
+    );
+}

@@ -7,11 +7,7 @@ use crate::export::with_events_job;
 use crate::support::TdLocalRun;
 
 fn spec(td: &TdLocalRun, job: &str) -> String {
-    format!(
-        "job_id: '{job}'\n{}result_url: {}\n",
-        td.source_yaml(),
-        td.target_url("dstdb/events_copy?mode=append")
-    )
+    td.job_spec(job, "dstdb/events_copy?mode=append")
 }
 
 #[test]
@@ -132,4 +128,63 @@ fn td_answering_503_to_everything_exits_3_retryable_after_retries() {
     let shows = td.requests_to("GET", &format!("/v3/job/show/{job}")).len();
     assert_eq!(shows, 2 * 9, "each attempt: the call and its 8 retries");
     assert!(out.stderr.contains("503"), "{}", out.stderr);
+}
+
+/// Once the rows are sent, TD still performs, commits and renames: the running document and
+/// the progress lines say which step the run waits for, and the finished document no longer does.
+#[test]
+fn a_running_export_names_the_step_td_is_at_in_its_status_and_progress() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    // Hold the commit and the rename long enough to be seen.
+    for path in ["^/v3/bulk_import/commit/", "^/v3/table/rename/"] {
+        td.fault(FaultRule::new(
+            Some("POST"),
+            path,
+            FaultAction::Delay { millis: 1_500 },
+        ));
+    }
+    td.sandbox
+        .write("spec.yml", &td.job_spec(&job, "dstdb/events_copy?mode=replace"));
+    let child = td
+        .command(&["run", "spec.yml", "--status", "status.json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = td.sandbox.path().join("status.json");
+    let mut steps: Vec<String> = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        let Ok(text) = std::fs::read_to_string(&status_path) else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if doc["state"] != "running" {
+            break;
+        }
+        if let Some(step) = doc["export"]["phase"]["step"].as_str() {
+            assert!(doc["export"]["phase"]["started_at"].is_string(), "{doc:#}");
+            if steps.last().map(String::as_str) != Some(step) {
+                steps.push(step.to_string());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(steps.contains(&"commit".to_string()), "{steps:?}");
+    assert!(steps.contains(&"rename".to_string()), "{steps:?}");
+    let commit = steps.iter().position(|s| s == "commit").unwrap();
+    assert!(
+        steps.iter().position(|s| s == "rename").unwrap() > commit,
+        "{steps:?}"
+    );
+
+    let out = crate::support::RunOutcome::from_output(child.wait_with_output().unwrap(), &status_path);
+    out.expect_code(0);
+    assert!(out.status["export"].get("phase").is_none(), "{:#}", out.status);
+    assert!(out.stderr.contains("4 rows sent; commit"), "{}", out.stderr);
+    assert!(out.stderr.contains("4 rows sent; rename"), "{}", out.stderr);
+    assert_eq!(td.rows(2, "dstdb", "events_copy").map(|r| r.len()), Some(4));
 }

@@ -186,6 +186,58 @@ impl TdLocalRun {
             .unwrap_or_else(|| panic!("td-local has no account {id}"))
     }
 
+    /// A key of this td-local named as `${local:…}` names it: `account2.master_key`,
+    /// `account1.write_only_key`.
+    pub fn local_key(&self, name: &str) -> String {
+        let (account, kind) = name
+            .strip_prefix("account")
+            .and_then(|rest| rest.split_once('.'))
+            .unwrap_or_else(|| panic!("`{name}` is not accountN.master_key or accountN.write_only_key"));
+        let account: i64 = account
+            .parse()
+            .unwrap_or_else(|_| panic!("`{name}`: no account number"));
+        match kind {
+            "master_key" => self.master(account),
+            "write_only_key" => self.write_only(account),
+            other => panic!("`{name}`: `{other}` is not master_key or write_only_key"),
+        }
+    }
+
+    /// The result of `account`'s job `id` as records keyed by its column names (from the job's
+    /// `hive_result_schema`), read as a client reads it (`job/result?format=json`, a JSON array a
+    /// line): what an export of the job writes, but for `time`.
+    pub fn result_records(&self, account: i64, id: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let schema = self
+            .job(account, id)
+            .hive_result_schema
+            .expect("the job has a result schema");
+        let columns: Vec<(String, String)> =
+            serde_json::from_str(&schema).expect("the result schema is JSON");
+        let request = reqwest::Client::new()
+            .get(format!(
+                "{}/v3/job/result/{id}?format=json",
+                self.server.base_url()
+            ))
+            .header("Authorization", format!("TD1 {}", self.master(account)))
+            .send();
+        let text = self.rt.block_on(async {
+            let response = request.await.expect("request sent");
+            assert!(
+                response.status().is_success(),
+                "job/result answers {}",
+                response.status()
+            );
+            response.text().await.expect("the result is text")
+        });
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let cells: Vec<serde_json::Value> = serde_json::from_str(line).expect("a JSON array a row");
+                columns.iter().map(|(name, _)| name.clone()).zip(cells).collect()
+            })
+            .collect()
+    }
+
     /// Every key of every account: none may ever be printed or written into a status document.
     pub fn keys(&self) -> Vec<String> {
         self.server
@@ -206,6 +258,15 @@ impl TdLocalRun {
     /// A td:// URL into account 2 on this server with its master key: `db/table?query`.
     pub fn target_url(&self, db_table_query: &str) -> String {
         format!("td://${{secret:target_key}}@{}/{db_table_query}", self.host())
+    }
+
+    /// The spec exporting account 1's job `job` into account 2's `db/table?query`.
+    pub fn job_spec(&self, job: &str, db_table_query: &str) -> String {
+        format!(
+            "job_id: '{job}'\n{}result_url: {}\n",
+            self.source_yaml(),
+            self.target_url(db_table_query)
+        )
     }
 
     /// A client of the operator's library for `account`'s master key (test setup only).
@@ -403,6 +464,44 @@ impl TdLocalRun {
             .env("TARGET_WO_KEY", self.write_only(2))
             .args(args);
         cmd
+    }
+}
+
+/// The `time` an export gives each row of a result that has no integer `time` column of its own.
+#[derive(Debug, Clone)]
+pub enum RowTime {
+    /// The source job's start (the default).
+    JobStart,
+    /// `result_settings.time`.
+    Seconds(i64),
+    /// `result_settings.time_column`: the column's value (seconds or a timestamp), whatever the
+    /// result's `time`.
+    Column(String),
+}
+
+impl TdLocalRun {
+    /// The rows an export of `account`'s job `id` writes: its result ([`TdLocalRun::result_records`]),
+    /// each row with its `time` — the result's own integer `time` column, else as `time` says;
+    /// sorted as [`TdLocalRun::rows`] sorts them.
+    pub fn exported_rows(&self, account: i64, id: &str, time: &RowTime) -> Vec<serde_json::Value> {
+        let start =
+            td_result_export::source::job_start_time(&self.job(account, id)).expect("the job started");
+        let rows = self.result_records(account, id).into_iter().map(|mut record| {
+            let own = record.get("time").and_then(serde_json::Value::as_i64);
+            let t = match (time, own) {
+                (RowTime::Column(column), _) => match &record[column] {
+                    serde_json::Value::Number(n) => n.as_i64().expect("integer seconds"),
+                    serde_json::Value::String(s) => td_model::time::parse_time(s).expect("a timestamp"),
+                    other => panic!("{column} holds {other}"),
+                },
+                (_, Some(own)) => own,
+                (RowTime::JobStart, None) => start,
+                (RowTime::Seconds(s), None) => *s,
+            };
+            record.insert("time".into(), t.into());
+            serde_json::Value::Object(record)
+        });
+        sorted(rows.collect())
     }
 }
 

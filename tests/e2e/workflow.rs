@@ -177,3 +177,59 @@ fn the_py_entry_raises_a_retryable_error_on_a_transient_failure() {
     );
     assert_eq!(td.rows(2, "dstdb", "py_transient"), None);
 }
+
+#[test]
+fn the_py_entry_takes_the_params_digdag_passes_after_a_td_task() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    // Digdag runs py> in the project directory; `query_file` is relative to it.
+    td.sandbox
+        .write("queries/ids.sql", "SELECT id, name FROM events WHERE id >= 3");
+    let task = py_task(
+        &td,
+        &json!({
+            "query_file": "queries/ids.sql",
+            // What `_export: td: {database: srcdb}` and a `td>` task before leave under `td`.
+            "td": {
+                "endpoint": format!("http://{}", td.host()),
+                "database": "srcdb",
+                "last_job_id": job,
+                "last_job": {"id": job, "num_records": 4},
+                "last_results": {},
+            },
+            "result_url": format!("td://{}@{}/dstdb/py_after_td?mode=append", td.master(2), td.host()),
+            "session_time": "2026-12-01T00:00:00+00:00",
+            "_retry": 1,
+            "_env": {"TD_API_KEY": "(as Digdag passes it)"},
+            "docker": {"image": "digdag/digdag-python:3.9"},
+        }),
+    );
+    assert_eq!(task.code, Some(0), "{}\n{}", task.stdout, task.stderr);
+    assert_eq!(td.rows(2, "dstdb", "py_after_td").map(|r| r.len()), Some(2));
+}
+
+#[test]
+fn a_query_file_reads_digdags_variables_from_the_task_params() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    // As with td>: `${…}` in the query file are the session's variables and what tasks stored.
+    td.sandbox.write(
+        "queries/since.sql",
+        "SELECT id, name FROM events WHERE id >= ${min_id} AND '${session_date}' = '2026-12-01' \
+         AND '${td.last_job_id}' = '${expected_job}'",
+    );
+    let task = py_task(
+        &td,
+        &json!({
+            "query_file": "queries/since.sql",
+            "td": {"endpoint": format!("http://{}", td.host()), "database": "srcdb", "last_job_id": job},
+            "result_url": format!("td://{}@{}/dstdb/py_vars?mode=append", td.master(2), td.host()),
+            "session_time": "2026-12-01T00:00:00+00:00",
+            "session_date": "2026-12-01",
+            "min_id": 3,
+            "expected_job": job,
+        }),
+    );
+    assert_eq!(task.code, Some(0), "{}\n{}", task.stdout, task.stderr);
+    assert_eq!(td.rows(2, "dstdb", "py_vars").map(|r| r.len()), Some(2));
+}

@@ -56,16 +56,26 @@ def binary():
     )
 
 
-_SPEC_KEYS = None
+_SCHEMA = None
+
+
+def _task_schema():
+    """The task spec's JSON Schema, as the executable embeds it (read once)."""
+    global _SCHEMA
+    if _SCHEMA is None:
+        schema = subprocess.run([binary(), "schema", "task"], check=True, stdout=subprocess.PIPE).stdout
+        _SCHEMA = json.loads(schema.decode("utf-8"))
+    return _SCHEMA
 
 
 def spec_keys():
     """The top-level keys of a task spec, as the executable's own JSON Schema defines them."""
-    global _SPEC_KEYS
-    if _SPEC_KEYS is None:
-        schema = subprocess.run([binary(), "schema", "task"], check=True, stdout=subprocess.PIPE).stdout
-        _SPEC_KEYS = frozenset(json.loads(schema.decode("utf-8"))["properties"])
-    return _SPEC_KEYS
+    return frozenset(_task_schema()["properties"])
+
+
+def td_keys():
+    """The keys of a task spec's ``td`` block (endpoint, apikey, database, …)."""
+    return frozenset(_task_schema()["properties"]["td"]["properties"])
 
 
 def secrets_of(spec, env=None):

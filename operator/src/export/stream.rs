@@ -16,6 +16,7 @@ use crate::status::{State, StatusDoc, StatusRecorder};
 use crate::td::{Job, TdClient};
 use crate::transfer::append::append;
 use crate::transfer::columns::{map_columns, td_schema, time_fill};
+use crate::transfer::phase::PhaseCell;
 use crate::transfer::replace::{replace, ReplaceTarget};
 use crate::transfer::session::SessionRef;
 use crate::transfer::stream::{pipe, Moved, Progress};
@@ -71,17 +72,17 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
     );
     let upload = |session: String| {
         let (source, target, job_id) = (connected.source.clone(), target.clone(), job.job_id.clone());
-        let (columns, progress, part_bytes) = (columns.clone(), progress.clone(), options.part_bytes);
+        let (columns, progress, parts) = (columns.clone(), progress.clone(), options.parts.clone());
         async move {
             let body = source.job_result(&job_id, "msgpack.gz").await?;
             let moved = pipe(
                 body,
                 Transcoder::new(&columns, fill),
-                part_bytes,
+                &parts,
                 progress,
-                move |part, bytes| {
+                move |part, payload| {
                     let (target, session) = (target.clone(), session.clone());
-                    async move { target.upload_part(&session, &part, bytes).await }
+                    async move { target.upload_part(&session, &part, payload).await }
                 },
             )
             .await?;
@@ -101,6 +102,7 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
         resume_now,
         rows_expected: job.num_records.map(|n| n.max(0) as u64),
         made,
+        phase: &progress.phase,
     };
     let moving = write_target(&writing, &schema, upload);
     let written: Written = tokio::select! {
@@ -121,6 +123,7 @@ struct Writing<'a> {
     resume_now: bool,
     rows_expected: Option<u64>,
     made: &'a Made,
+    phase: &'a PhaseCell,
 }
 
 /// Writes the target by the mode's protocol, `upload` filling the session it is handed.
@@ -144,6 +147,7 @@ where
                 poll: w.poll,
                 resume_now: w.resume_now,
                 made: w.made,
+                phase: w.phase,
             };
             append(&s, schema, upload).await
         }
@@ -156,6 +160,7 @@ where
                 resume_now: w.resume_now,
                 rows_expected: w.rows_expected,
                 made: w.made,
+                phase: w.phase,
             };
             replace(&t, w.key, schema, upload).await
         }
@@ -178,10 +183,11 @@ async fn watch_progress(
             progress.bytes_in.load(Ordering::Relaxed),
             progress.bytes_out.load(Ordering::Relaxed),
         );
-        reporter.update(rows, bytes_in, bytes_out);
+        let phase = progress.phase.get();
+        reporter.update(rows, bytes_in, bytes_out, phase.as_ref());
         if last_write.elapsed() >= options.poll.status_every {
             last_write = tokio::time::Instant::now();
-            recorder.progress(rows, bytes_in, bytes_out);
+            recorder.progress(rows, bytes_in, bytes_out, phase.as_ref());
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{error_chain, TdError, TdResult};
+use super::payload::Payload;
 use super::wire::{id_string, id_to_string, Job, SavedResult, Session, SessionAction, Table};
 use crate::retry::{Failure, RetryPolicy, Safety};
 
@@ -107,7 +108,7 @@ pub(crate) struct Call {
     pub(crate) method: Method,
     pub(crate) path: String,
     pub(crate) form: Vec<(&'static str, String)>,
-    pub(crate) body: Option<Bytes>,
+    pub(crate) body: Option<Payload>,
     /// Ask for the body from this byte on (`Range: bytes=N-`).
     pub(crate) range_from: Option<u64>,
     pub(crate) safety: Safety,
@@ -182,9 +183,11 @@ impl TdClient {
                 req = req.form(&call.form);
             }
             if let Some(body) = &call.body {
+                // Set by hand: a file body is a stream, which would otherwise go chunked.
                 req = req
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                    .body(body.clone());
+                    .header(reqwest::header::CONTENT_LENGTH, body.len())
+                    .body(body.body());
             }
             if let Some(from) = call.range_from {
                 req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
@@ -427,7 +430,7 @@ impl TdClient {
     }
 
     /// Uploads (or replaces) a named part: repeatable by construction.
-    pub async fn upload_part(&self, session: &str, part: &str, body: Bytes) -> TdResult<()> {
+    pub async fn upload_part(&self, session: &str, part: &str, body: Payload) -> TdResult<()> {
         let path = format!("/v3/bulk_import/upload_part/{}/{}", seg(session), seg(part));
         let call = Call {
             body: Some(body),
@@ -553,5 +556,50 @@ fn with_attempts(error: TdError, attempts: u32) -> TdError {
             connect,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// TD's part upload needs the size up front (td-client-python sends `Content-Length` for every
+    /// part); a part read from a file is a stream, which would otherwise go out chunked.
+    #[tokio::test]
+    async fn a_part_read_from_a_file_is_sent_with_its_length_not_chunked() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains("part body") {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "the request ended early");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                .unwrap();
+            String::from_utf8_lossy(&seen).to_lowercase()
+        });
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"part body").unwrap();
+        let client = TdClient::new(
+            http_client(&Proxies::default()).unwrap(),
+            &format!("http://{addr}"),
+            "1/key",
+            RetryPolicy::default(),
+        );
+        let payload = Payload::File {
+            file: std::sync::Arc::new(file),
+            len: 9,
+        };
+        client.upload_part("s", "part_000000", payload).await.unwrap();
+        let request = server.join().unwrap();
+        assert!(request.contains("content-length: 9\r\n"), "{request}");
+        assert!(!request.contains("transfer-encoding"), "{request}");
     }
 }

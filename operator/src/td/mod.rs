@@ -5,8 +5,10 @@
 mod client;
 mod download;
 mod error;
+mod payload;
 pub mod wire;
 
 pub use client::{http_client, Proxies, TdClient};
 pub use error::{TdError, TdResult};
+pub use payload::Payload;
 pub use wire::{Job, JobDebug, JobStatus, SavedResult, Session, SessionAction, SessionStatus, Table};

@@ -5,6 +5,7 @@
 
 pub mod append;
 pub mod columns;
+pub mod phase;
 pub mod replace;
 pub mod server;
 pub mod session;
@@ -94,6 +95,13 @@ impl Classify for TransferError {
         match self {
             TransferError::Td(e) | TransferError::Stream(StreamError::Upload { source: e, .. }) => e.class(),
             TransferError::Stream(StreamError::Transcode(transcode::TranscodeError::Io(e))) => io_class(e),
+            // A full disk may have room on the retry; a directory that cannot be written will not.
+            TransferError::Stream(StreamError::Spill { source, .. }) => match source.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                    Class::new("LocalDiskError", Exit::Transient)
+                }
+                _ => failed("LocalDiskError"),
+            },
             TransferError::Stream(_) => failed("TransferFailed"),
             TransferError::NotExportable { .. } => failed("ResultNotExportable"),
             TransferError::Source(e) => e.class(),

@@ -12,6 +12,7 @@ use std::future::Future;
 use serde_json::Value;
 
 use super::append::written;
+use super::phase::{PhaseCell, Step};
 use super::session::{drive, Committed, SessionRef, Watch};
 use super::stream::Moved;
 use super::{session_name, temp_table_name, Made, TransferError, Written};
@@ -30,6 +31,8 @@ pub struct ReplaceTarget<'a> {
     pub rows_expected: Option<u64>,
     /// Whether this run made the session (owns the temp table), for clean-up.
     pub made: &'a Made,
+    /// Where the write stands, for the display and the status document.
+    pub phase: &'a PhaseCell,
 }
 
 /// Where a run stands with the replace's session.
@@ -137,7 +140,9 @@ async fn wait_for_owner(
         poll: t.poll,
         resume_now: false,
         made: t.made,
+        phase: t.phase,
     };
+    t.phase.set(Step::WaitForOtherRun, None);
     let mut watch = Watch::new(&s);
     let mut writer = None;
     tracing::info!(session, status = %found.status, "another run is replacing this table; waiting for its outcome");
@@ -240,6 +245,7 @@ pub async fn drop_temp(
 /// when its answer is lost the tables tell what happened: the temp table gone means it was
 /// renamed; still there means it was not, and the rename is sent again.
 async fn swap_in(t: &ReplaceTarget<'_>, temp: &str) -> Result<(), TransferError> {
+    t.phase.set(Step::Rename, None);
     let mut rechecks = 0;
     loop {
         match t.client.rename_table(t.database, temp, t.table, true).await {
@@ -275,6 +281,7 @@ where
         poll: t.poll,
         resume_now: true,
         made: t.made,
+        phase: t.phase,
     };
     drive(&s, upload, schema).await
 }

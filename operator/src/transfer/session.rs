@@ -9,9 +9,11 @@
 //! gone), or at once when it knows the run that made it has ended (`resume_now`).
 
 use std::future::Future;
+use std::time::Instant;
 
 use serde_json::Value;
 
+use super::phase::{PhaseCell, Step};
 use super::stream::Moved;
 use super::{Made, TransferError};
 use crate::retry::PollPolicy;
@@ -44,6 +46,8 @@ pub struct SessionRef<'a> {
     pub resume_now: bool,
     /// What this run makes (the session, the table), for clean-up.
     pub made: &'a Made,
+    /// Where the write stands, for the display and the status document.
+    pub phase: &'a PhaseCell,
 }
 
 /// Whose load a session is.
@@ -77,7 +81,8 @@ where
     let mut uploaded: Option<Moved> = None;
     let mut committed_here = false;
     let mut count_before = None;
-    let mut wait = s.poll.session.first;
+    // Since the last transition this run asked for: what the next wait is a share of.
+    let mut since = Instant::now();
     let mut conflicts = 0u32;
     let mut role = None;
     loop {
@@ -90,12 +95,16 @@ where
         };
         loads_our_table(s, &session)?;
         if *role.get_or_insert(if s.resume_now { Role::Owner } else { Role::Waiter }) == Role::Waiter {
+            s.phase.set(Step::WaitForOtherRun, None);
             match wait_for_owner(s, session).await? {
                 Waited::Committed(c) => return Ok(c),
                 Waited::Stale => role = Some(Role::Owner),
                 Waited::Vanished => role = None,
             }
             continue;
+        }
+        if let Some(step) = Step::of_session(&session.status) {
+            s.phase.set(step, session.job_id.as_deref());
         }
         match (&session.status, session.upload_frozen) {
             (SessionStatus::Uploading, false) => {
@@ -110,11 +119,13 @@ where
             (SessionStatus::Uploading, true) => {
                 client.append_schema(s.database, s.table, schema).await?;
                 transition(s, SessionAction::Perform, &mut conflicts).await?;
+                since = Instant::now();
             }
             (SessionStatus::Ready, _) => {
                 nothing_rejected(s, &session)?;
                 count_before = table_count(s).await?;
                 committed_here |= transition(s, SessionAction::Commit, &mut conflicts).await?;
+                since = Instant::now();
             }
             (SessionStatus::Committed, _) => {
                 return Ok(Committed {
@@ -132,8 +143,7 @@ where
                         return Err(TransferError::PerformFailed { session, stderr });
                     }
                 }
-                tokio::time::sleep(wait).await;
-                wait = s.poll.session.next(wait);
+                tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
             }
             (SessionStatus::Other(other), _) => {
                 return Err(TransferError::UnexpectedSession {
