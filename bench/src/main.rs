@@ -96,6 +96,9 @@ enum Command {
         /// Session name in the upload paths.
         #[arg(long, default_value = "bench_transfer")]
         session: String,
+        /// Deflate threads (default: `PartOptions::default()`, one per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Prints the operator's part constants (`part_level`, `part_bytes`) for bench/run.
     Constants,
@@ -200,7 +203,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             job,
             sink,
             session,
-        } => transfer_phase(&account, &job, &sink, &session).await,
+            threads,
+        } => transfer_phase(&account, &job, &sink, &session, threads).await,
         Command::Floor { file, level } => {
             let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
             let start = Instant::now();
@@ -217,7 +221,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// Times the operator's transfer phase and checks it against the sink's own counts and the job's
 /// row count.
-async fn transfer_phase(account: &Account, job: &str, sink: &str, session: &str) -> anyhow::Result<()> {
+async fn transfer_phase(
+    account: &Account,
+    job: &str,
+    sink: &str,
+    session: &str,
+    threads: Option<usize>,
+) -> anyhow::Result<()> {
     let sink_api = Api::new(sink, "sink");
     let sink_stats = || async {
         let stats = sink_api.get("/_sink/stats").await?;
@@ -230,7 +240,8 @@ async fn transfer_phase(account: &Account, job: &str, sink: &str, session: &str)
     };
     let (parts_before, bytes_before) = sink_stats().await?;
     let start = Instant::now();
-    let moved = transfer::operator_transfer(&account.endpoint, &account.apikey, job, sink, session).await?;
+    let moved =
+        transfer::operator_transfer(&account.endpoint, &account.apikey, job, sink, session, threads).await?;
     let seconds = start.elapsed();
     let (parts_after, bytes_after) = sink_stats().await?;
     ensure!(
@@ -253,6 +264,7 @@ async fn transfer_phase(account: &Account, job: &str, sink: &str, session: &str)
     fact("parts", moved.parts);
     fact("bytes_in", moved.bytes_in);
     fact("bytes_out", moved.bytes_out);
+    fact("threads", moved.threads);
     Ok(())
 }
 

@@ -24,6 +24,8 @@ pub struct Transferred {
     pub bytes_out: u64,
     /// The row count the source job reports (`num_records`), to check `rows` against.
     pub job_rows: Option<u64>,
+    /// Threads the pipe deflated on.
+    pub threads: usize,
 }
 
 /// Runs the operator's stream pipe on job `job_id`'s result from `source` (td-local, with
@@ -32,22 +34,30 @@ pub struct Transferred {
 /// The same pieces as the operator's stream engine, in the same way: `TdClient` with the default
 /// retry policy and an HTTP client of no proxies, the job's result schema through `map_columns`,
 /// the row `time` from the result's `time` column (`time_fill`, no setting), `job_result` in
-/// msgpack.gz, `pipe` with a `Transcoder` of those columns at the operator's part size, and
-/// `TdClient::upload_part` for each part.
+/// msgpack.gz, `pipe` with a `Transcoder` of those columns and `PartOptions::default()` (the
+/// operator's part size, one deflate thread per core, parts waiting in temporary files under
+/// /tmp) — with `threads` deflate threads instead when given — and `TdClient::upload_part` for
+/// each part's payload.
 pub async fn operator_transfer(
     source: &str,
     apikey: &str,
     job_id: &str,
     sink: &str,
     session: &str,
+    threads: Option<usize>,
 ) -> anyhow::Result<Transferred> {
     use td_result_export::retry::RetryPolicy;
     use td_result_export::source::result_schema;
     use td_result_export::td::{http_client, Proxies, TdClient};
     use td_result_export::transfer::columns::{map_columns, time_fill};
-    use td_result_export::transfer::stream::{pipe, Progress, PART_BYTES};
+    use td_result_export::transfer::stream::{pipe, PartOptions, Progress};
     use td_result_export::transfer::transcode::Transcoder;
 
+    let defaults = PartOptions::default();
+    let options = PartOptions {
+        threads: threads.unwrap_or(defaults.threads),
+        ..defaults
+    };
     let http = http_client(&Proxies::default())?;
     let source = TdClient::new(http.clone(), source, apikey, RetryPolicy::default());
     let target = TdClient::new(http, sink, "sink", RetryPolicy::default());
@@ -62,11 +72,11 @@ pub async fn operator_transfer(
     let moved = pipe(
         body,
         Transcoder::new(&columns, fill),
-        PART_BYTES,
+        &options,
         Arc::new(Progress::default()),
-        move |part, bytes| {
+        move |part, payload| {
             let (target, session) = (target.clone(), session.clone());
-            async move { target.upload_part(&session, &part, bytes).await }
+            async move { target.upload_part(&session, &part, payload).await }
         },
     )
     .await?;
@@ -76,5 +86,6 @@ pub async fn operator_transfer(
         bytes_in: moved.bytes_in,
         bytes_out: moved.bytes_out,
         job_rows: job.num_records.map(|n| n.max(0) as u64),
+        threads: options.threads,
     })
 }
