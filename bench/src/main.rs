@@ -1,9 +1,11 @@
 //! `tdre-bench`: the Rust pieces of `bench/run`. Each subcommand prints its measurements as
-//! `key=value` lines on stdout, for `bench/run` to collect.
+//! `key=value` lines on stdout, for `bench/run` to collect (`sink` prints its address and serves).
 
 mod api;
 mod floor;
 mod rows;
+mod sink;
+mod transfer;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -74,7 +76,32 @@ enum Command {
         database: String,
         #[arg(long)]
         table: String,
+        /// Delete the table once counted (keeps td-local's data directory small at 10M rows).
+        #[arg(long)]
+        drop: bool,
     },
+    /// A server that discards bulk-import part uploads, answering each at once; prints
+    /// `listening on http://…` first and serves until killed.
+    Sink,
+    /// The operator's transfer phase alone: its own pipe from the job's msgpack.gz result on
+    /// td-local to the parts uploaded to `--sink` (see src/transfer.rs).
+    Transfer {
+        #[command(flatten)]
+        account: Account,
+        #[arg(long)]
+        job: String,
+        /// The sink's base URL (`tdre-bench sink`).
+        #[arg(long)]
+        sink: String,
+        /// Session name in the upload paths.
+        #[arg(long, default_value = "bench_transfer")]
+        session: String,
+        /// Deflate threads (default: `PartOptions::default()`, one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Prints the operator's part constants (`part_level`, `part_bytes`) for bench/run.
+    Constants,
     /// The floor: gunzip FILE and gzip the bytes again into parts, as the operator's parts are.
     Floor {
         file: PathBuf,
@@ -92,9 +119,21 @@ fn secs(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // The transfer runs on the runtime the operator's binary runs on (`Runtime::new`: one worker
+    // per core); the rest measure td-local and need no more than one thread.
+    let runtime = match command {
+        Command::Transfer { .. } => tokio::runtime::Runtime::new()?,
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Load {
             account,
             database,
@@ -143,11 +182,29 @@ async fn main() -> anyhow::Result<()> {
             account,
             database,
             table,
+            drop,
         } => {
             let api = Api::new(&account.endpoint, &account.apikey);
             fact("count", count(&api, &database, &table).await?);
+            if drop {
+                api.post(&format!("/v3/table/delete/{database}/{table}"), &[])
+                    .await?;
+            }
             Ok(())
         }
+        Command::Constants => {
+            fact("part_level", PART_LEVEL);
+            fact("part_bytes", PART_BYTES);
+            Ok(())
+        }
+        Command::Sink => sink::serve().await,
+        Command::Transfer {
+            account,
+            job,
+            sink,
+            session,
+            threads,
+        } => transfer_phase(&account, &job, &sink, &session, threads).await,
         Command::Floor { file, level } => {
             let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
             let start = Instant::now();
@@ -160,6 +217,55 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Times the operator's transfer phase and checks it against the sink's own counts and the job's
+/// row count.
+async fn transfer_phase(
+    account: &Account,
+    job: &str,
+    sink: &str,
+    session: &str,
+    threads: Option<usize>,
+) -> anyhow::Result<()> {
+    let sink_api = Api::new(sink, "sink");
+    let sink_stats = || async {
+        let stats = sink_api.get("/_sink/stats").await?;
+        let field = |k: &str| {
+            stats[k]
+                .as_u64()
+                .with_context(|| format!("the sink's stats lack {k}: {stats}"))
+        };
+        anyhow::Ok((field("parts")?, field("bytes")?))
+    };
+    let (parts_before, bytes_before) = sink_stats().await?;
+    let start = Instant::now();
+    let moved =
+        transfer::operator_transfer(&account.endpoint, &account.apikey, job, sink, session, threads).await?;
+    let seconds = start.elapsed();
+    let (parts_after, bytes_after) = sink_stats().await?;
+    ensure!(
+        (parts_after - parts_before, bytes_after - bytes_before) == (moved.parts, moved.bytes_out),
+        "the sink received {} parts of {} bytes; the pipe says it sent {} of {}",
+        parts_after - parts_before,
+        bytes_after - bytes_before,
+        moved.parts,
+        moved.bytes_out
+    );
+    if let Some(expected) = moved.job_rows {
+        ensure!(
+            moved.rows == expected,
+            "the pipe moved {} rows; job {job} has {expected}",
+            moved.rows
+        );
+    }
+    fact("seconds", secs(seconds));
+    fact("rows", moved.rows);
+    fact("parts", moved.parts);
+    fact("bytes_in", moved.bytes_in);
+    fact("bytes_out", moved.bytes_out);
+    fact("threads", moved.threads);
+    Ok(())
 }
 
 /// Creates the table with www_access's schema if needed and bulk-imports the rows through one

@@ -1,5 +1,6 @@
-"""The peer: the same transfer written with the official Python client (`pip install td-client`),
-the way a careful TD user writes it today.
+"""The tuned peer: the same transfer written with the official Python client (`pip install
+td-client`), the way a careful TD user writes it today, tuned where the client lets one tune it
+(peer_default.py is the same transfer as the client's documentation shows it, with its defaults).
 
 Read the source job's result with `job.result()` (msgpack rows, streamed), turn each row into a map
 keyed by the result's column names (with `time`), pack the maps into gzip'd msgpack parts of about
@@ -8,7 +9,7 @@ is about the rest), upload each part into a bulk-import session as soon as it is
 perform, check the counts and commit. Memory stays bounded by one part, like the operator's.
 
 Usage (bench/run passes these): TD_LOCAL_URL, SOURCE_KEY, TARGET_KEY in the environment;
-  peer.py JOB_ID DATABASE TABLE PART_LEVEL
+  peer_tuned.py JOB_ID DATABASE TABLE PART_LEVEL
 Prints `rows=N` and `parts=N` on success.
 """
 
@@ -23,7 +24,7 @@ from tdclient import errors
 
 PART_BYTES = 16 << 20
 BATCH_BYTES = 1 << 20  # many tiny writes into GzipFile are slow: gather rows first
-WAIT_INTERVAL = 1  # seconds between polls of the perform job and the commit
+WAIT_INTERVAL = 1  # seconds between polls of the perform job and the commit (the client's default: 5)
 
 
 class PartWriter:
