@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::append::written;
 use super::phase::{PhaseCell, Step};
-use super::session::{drive, Committed, SessionRef, Watch};
+use super::session::{drive, SessionRef, Watch};
 use super::stream::Moved;
 use super::{session_name, temp_table_name, Made, TransferError, Written};
 use crate::retry::PollPolicy;
@@ -33,6 +33,22 @@ pub struct ReplaceTarget<'a> {
     pub made: &'a Made,
     /// Where the write stands, for the display and the status document.
     pub phase: &'a PhaseCell,
+}
+
+impl<'a> ReplaceTarget<'a> {
+    /// The replace's session, loading the temp table.
+    fn session<'s>(&'s self, name: &'s str, temp: &'s str, resume_now: bool) -> SessionRef<'s> {
+        SessionRef {
+            client: self.client,
+            name,
+            database: self.database,
+            table: temp,
+            poll: self.poll,
+            resume_now,
+            made: self.made,
+            phase: self.phase,
+        }
+    }
 }
 
 /// Where a run stands with the replace's session.
@@ -132,16 +148,7 @@ async fn wait_for_owner(
     session: &str,
     mut found: Session,
 ) -> Result<Claim, TransferError> {
-    let s = SessionRef {
-        client: t.client,
-        name: session,
-        database: t.database,
-        table: temp,
-        poll: t.poll,
-        resume_now: false,
-        made: t.made,
-        phase: t.phase,
-    };
+    let s = t.session(session, temp, false);
     t.phase.set(Step::WaitForOtherRun, None);
     let mut watch = Watch::new(&s);
     let mut writer = None;
@@ -200,7 +207,7 @@ where
     U: FnOnce(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
-    let loaded = load_temp(t, temp, session, schema, upload).await;
+    let loaded = drive(&t.session(session, temp, true), upload, schema).await;
     let outcome = match loaded {
         Ok(c) => swap_in(t, temp).await.map(|()| c),
         Err(e) => Err(e),
@@ -260,30 +267,6 @@ async fn swap_in(t: &ReplaceTarget<'_>, temp: &str) -> Result<(), TransferError>
             other => return Ok(other?),
         }
     }
-}
-
-async fn load_temp<U, F>(
-    t: &ReplaceTarget<'_>,
-    temp: &str,
-    session: &str,
-    schema: &Value,
-    upload: U,
-) -> Result<Committed, TransferError>
-where
-    U: FnOnce(String) -> F,
-    F: Future<Output = Result<Moved, TransferError>>,
-{
-    let s = SessionRef {
-        client: t.client,
-        name: session,
-        database: t.database,
-        table: temp,
-        poll: t.poll,
-        resume_now: true,
-        made: t.made,
-        phase: t.phase,
-    };
-    drive(&s, upload, schema).await
 }
 
 /// Deletes a session left by an earlier attempt, waiting out a perform or commit in flight.
