@@ -117,11 +117,10 @@ pub struct PhaseInfo {
 
 impl From<&Phase> for PhaseInfo {
     fn from(p: &Phase) -> Self {
-        let began = chrono::Utc::now() - p.since.elapsed();
         PhaseInfo {
             step: p.step,
             job_id: p.job_id.clone(),
-            started_at: began.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            started_at: p.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }
     }
 }

@@ -103,12 +103,7 @@ fn a_rerun_after_an_interrupted_server_export_polls_the_recorded_job() {
         )
         .on_calls(&[2]),
     );
-    let child = td
-        .command(&["run", "spec.yml", "--status", "status.json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = td.spawn(&["run", "spec.yml", "--status", "status.json"]);
     let status_path = td.sandbox.path().join("status.json");
     let started = Instant::now();
     let recorded = loop {

@@ -4,7 +4,7 @@
 use td_local::{FaultAction, FaultRule};
 
 use crate::export::with_events_job;
-use crate::support::TdLocalRun;
+use crate::support::{read_status, TdLocalRun};
 
 fn spec(td: &TdLocalRun, job: &str) -> String {
     td.job_spec(job, "dstdb/events_copy?mode=append")
@@ -146,38 +146,32 @@ fn a_running_export_names_the_step_td_is_at_in_its_status_and_progress() {
     }
     td.sandbox
         .write("spec.yml", &td.job_spec(&job, "dstdb/events_copy?mode=replace"));
-    let child = td
-        .command(&["run", "spec.yml", "--status", "status.json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = td.spawn(&["run", "spec.yml", "--status", "status.json"]);
     let status_path = td.sandbox.path().join("status.json");
-    let mut steps: Vec<String> = Vec::new();
+    // Each step seen, with the start every write of it gave (the same each time).
+    let mut steps: Vec<(String, serde_json::Value)> = Vec::new();
     let started = std::time::Instant::now();
     while started.elapsed() < std::time::Duration::from_secs(30) {
-        let Ok(text) = std::fs::read_to_string(&status_path) else {
-            continue;
-        };
-        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        if doc["state"] != "running" {
+        let doc = read_status(&status_path);
+        if !doc.is_null() && doc["state"] != "running" {
             break;
         }
         if let Some(step) = doc["export"]["phase"]["step"].as_str() {
-            assert!(doc["export"]["phase"]["started_at"].is_string(), "{doc:#}");
-            if steps.last().map(String::as_str) != Some(step) {
-                steps.push(step.to_string());
+            let began = &doc["export"]["phase"]["started_at"];
+            assert!(began.is_string(), "{doc:#}");
+            match steps.last() {
+                Some((last, at)) if last == step => assert_eq!(at, began, "{step} moved its start"),
+                _ => steps.push((step.to_string(), began.clone())),
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(steps.contains(&"commit".to_string()), "{steps:?}");
-    assert!(steps.contains(&"rename".to_string()), "{steps:?}");
-    let commit = steps.iter().position(|s| s == "commit").unwrap();
+    let steps: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
+    assert!(steps.contains(&"commit"), "{steps:?}");
+    assert!(steps.contains(&"rename"), "{steps:?}");
+    let commit = steps.iter().position(|s| *s == "commit").unwrap();
     assert!(
-        steps.iter().position(|s| s == "rename").unwrap() > commit,
+        steps.iter().position(|s| *s == "rename").unwrap() > commit,
         "{steps:?}"
     );
 

@@ -452,6 +452,15 @@ impl TdLocalRun {
         outcome
     }
 
+    /// Starts a run in the background, its output kept for [`RunOutcome::from_output`].
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the operator starts")
+    }
+
     /// The command [`TdLocalRun::run`] runs (to spawn it and signal it).
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(operator_bin());

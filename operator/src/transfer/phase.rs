@@ -53,7 +53,10 @@ impl Step {
 pub struct Phase {
     pub step: Step,
     pub job_id: Option<String>,
+    /// For how long it has run (a monotonic clock).
     pub since: Instant,
+    /// When it began, for the status document: fixed once, so every write shows the same time.
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Phase {
@@ -93,6 +96,7 @@ impl PhaseCell {
             step,
             job_id,
             since: Instant::now(),
+            started_at: chrono::Utc::now(),
         });
     }
 
@@ -111,6 +115,7 @@ mod tests {
             step: Step::Perform,
             job_id: Some("123".into()),
             since: Instant::now(),
+            started_at: chrono::Utc::now(),
         };
         assert_eq!(
             phase.describe(Duration::from_millis(12_400)),
@@ -128,10 +133,11 @@ mod tests {
     fn the_same_step_keeps_its_start_and_a_new_one_starts_afresh() {
         let cell = PhaseCell::default();
         cell.set(Step::Perform, Some("7"));
-        let first = cell.get().unwrap().since;
+        let first = cell.get().unwrap();
         std::thread::sleep(Duration::from_millis(5));
         cell.set(Step::Perform, Some("7"));
-        assert_eq!(cell.get().unwrap().since, first);
+        assert_eq!(cell.get().unwrap(), first);
+        let first = first.since;
         cell.set(Step::Commit, None);
         let commit = cell.get().unwrap();
         assert_eq!(commit.step, Step::Commit);
