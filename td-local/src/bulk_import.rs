@@ -1,6 +1,6 @@
 //! Bulk-import sessions (td-api.md §5): gzip'd msgpack parts are uploaded into a session, a
 //! perform job validates them into staged rows (keeping rejected records aside), and a commit
-//! moves the staged rows into the target table in one transaction. The HTTP side lives in
+//! hands the staged rows to the target table in one transaction, moving none. The HTTP side lives in
 //! `routes::bulk_import`.
 //!
 //! States: `uploading` (optionally `upload_frozen`) → `performing` → `ready` → `committed`.
@@ -12,16 +12,18 @@ use std::sync::mpsc;
 
 use flate2::read::MultiGzDecoder;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use td_model::name::is_td_name;
 use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::catalog::{self, merge_columns};
 use crate::error::{Error, Result};
+use crate::flat::FlatRecord;
 use crate::inflate::Capped;
 use crate::jobs::{self, NewJob, Outcome};
 use crate::limits::{Limits, BATCH_BYTES, BATCH_ROWS};
 use crate::records;
+use crate::segments::{self, Owner, Segment};
 use crate::store::{now, text_enum, Store};
 
 text_enum! {
@@ -351,7 +353,6 @@ enum Decoded {
 
 /// Decodes and stages every part. Decoding (CPU) runs on its own thread, a batch ahead of the
 /// staging writes (I/O), so memory holds a couple of batches whatever the parts inflate to.
-/// Each part is staged in one transaction: an error part leaves no rows behind.
 fn stage_parts(
     store: &Store,
     limits: &Limits,
@@ -387,40 +388,34 @@ fn stage_parts(
                 }
             }
         });
-        let mut decoded = decoded.into_iter().peekable();
-        while decoded.peek().is_some() {
-            let kept_before = tally.error_records;
-            let part = store.write(|tx| {
-                ensure_performing(tx, session_id, job_id)?;
-                tx.execute_batch("SAVEPOINT part")?;
-                let mut part = Tally::default();
-                loop {
-                    let next = decoded
-                        .next()
-                        .ok_or_else(|| Error::internal("the part decoder stopped"))??;
-                    match next {
-                        Decoded::Batch(batch) => {
-                            let kept = (kept_before + part.error_records) as usize;
-                            let keep = limits.kept_error_records.saturating_sub(kept);
-                            stage_part(tx, session_id, &batch, keep)?;
-                            part.count(&batch);
-                        }
-                        Decoded::End { valid: true } => {
-                            tx.execute_batch("RELEASE part")?;
-                            part.valid_parts = 1;
-                            return Ok(part);
-                        }
-                        Decoded::End { valid: false } => {
-                            tx.execute_batch("ROLLBACK TO part; RELEASE part")?;
-                            return Ok(Tally {
-                                error_parts: 1,
-                                ..Tally::default()
-                            });
-                        }
-                    }
+        // Each batch is its own transaction (a part's rows, all dirty at once, would not fit
+        // the page cache); a part found bad at its end has its batches dropped, so an error
+        // part leaves no rows behind. Nothing reads a session's rows before the perform ends.
+        let mut part = Tally::default();
+        let mut written = PartWrites::default();
+        for next in decoded {
+            match next? {
+                Decoded::Batch(batch) => {
+                    let kept = (tally.error_records + part.error_records) as usize;
+                    let keep = limits.kept_error_records.saturating_sub(kept);
+                    store.write(|tx| {
+                        ensure_performing(tx, session_id, job_id)?;
+                        stage_part(tx, session_id, &batch, keep, &mut written)
+                    })?;
+                    part.count(&batch);
+                    continue;
                 }
-            })?;
-            tally.add(part);
+                Decoded::End { valid: true } => part.valid_parts = 1,
+                Decoded::End { valid: false } => {
+                    store.write(|tx| written.undo(tx))?;
+                    part = Tally {
+                        error_parts: 1,
+                        ..Tally::default()
+                    };
+                }
+            }
+            tally.add(std::mem::take(&mut part));
+            written = PartWrites::default();
         }
         Ok::<(), Error>(())
     })?;
@@ -477,10 +472,7 @@ fn ensure_performing(conn: &Connection, session_id: i64, job_id: i64) -> Result<
 }
 
 fn clear_staging(conn: &Connection, session_id: i64) -> Result<()> {
-    conn.execute(
-        "DELETE FROM bulk_import_staged WHERE session_id = ?1",
-        params![session_id],
-    )?;
+    segments::delete_session_rows(conn, session_id)?;
     conn.execute(
         "DELETE FROM bulk_import_errors WHERE session_id = ?1",
         params![session_id],
@@ -525,13 +517,30 @@ struct DecodedPart {
 }
 
 impl DecodedPart {
-    fn accept(&mut self, index: usize, value: rmpv::Value, schema: &[TableColumn]) {
+    /// Takes record `index` (its msgpack bytes): a flat record straight to its JSON text, any
+    /// other through decoded values.
+    fn accept(&mut self, index: usize, raw: &[u8], schema: &[TableColumn]) -> Result<()> {
+        if let Some(record) = FlatRecord::parse(raw) {
+            if let Some(time) = record.time().filter(|_| record.fits(schema)) {
+                record.extend_schema(&mut self.columns);
+                let mut text = String::with_capacity(raw.len() + raw.len() / 4 + 16);
+                record.write_json(&mut text);
+                self.bytes += text.len();
+                self.rows.push((time, text));
+                return Ok(());
+            }
+        }
+        self.accept_value(index, records::decode_record(index, raw)?, schema);
+        Ok(())
+    }
+
+    fn accept_value(&mut self, index: usize, value: rmpv::Value, schema: &[TableColumn]) {
         if !looks_like_record(&value) {
             self.reject(encode(&value));
             return;
         }
         match records::to_row(index, value) {
-            Ok(row) if !fits_schema(&row.record, schema) => {
+            Ok(row) if !records::fits_schema(&row.record, schema) => {
                 self.reject(encode(&records::json_to_msgpack(&Value::Object(row.record))));
             }
             Ok(row) => {
@@ -555,34 +564,6 @@ impl DecodedPart {
 
     fn is_full(&self) -> bool {
         self.rows.len() + self.errors.len() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
-    }
-}
-
-/// Whether every value of `record` fits the type its column has in the table's schema: a
-/// `long`/`int` column takes integers, `double`/`float` numbers, `array<…>` arrays, `map<…>`
-/// maps; NULL fits every column, and `string` columns and columns not in the schema take
-/// anything. What TD's perform does with a value that does not fit is unconfirmed
-/// (embulk-output-td's `stop_on_invalid_record` shows TD counts invalid records as error records
-/// and skips them, but names no type rule); td-local rejects such a record as an error record,
-/// so a client that checks `error_records` (embulk-output-td, the operator) stops before commit.
-fn fits_schema(record: &Map<String, Value>, schema: &[TableColumn]) -> bool {
-    schema.iter().all(|column| {
-        let key = column.alias.as_deref().unwrap_or(&column.name);
-        match record.get(key) {
-            None | Some(Value::Null) => true,
-            Some(value) => fits_type(value, &column.td_type),
-        }
-    })
-}
-
-fn fits_type(value: &Value, td_type: &str) -> bool {
-    let ty = td_type.trim();
-    match ty {
-        "long" | "int" => value.is_i64() || value.is_u64(),
-        "double" | "float" => value.is_number(),
-        _ if ty.starts_with("array<") => value.is_array(),
-        _ if ty.starts_with("map<") => value.is_object() && records::as_binary(value).is_none(),
-        _ => true,
     }
 }
 
@@ -616,8 +597,8 @@ fn decode_part(
     }
     let mut batch = DecodedPart::default();
     let inflated = Capped::new(MultiGzDecoder::new(data), limits.part_inflated_bytes);
-    records::read_records(inflated, limits.record, |index, value, _| {
-        batch.accept(index, value, schema);
+    records::read_records(inflated, limits.record, |index, raw| {
+        batch.accept(index, raw, schema)?;
         if batch.is_full() {
             send(std::mem::take(&mut batch))?;
         }
@@ -626,25 +607,58 @@ fn decode_part(
     send(batch)
 }
 
-/// Stages a batch's rows and the first `keep` of its rejected records.
-fn stage_part(conn: &Connection, session_id: i64, batch: &DecodedPart, keep: usize) -> Result<()> {
-    stage_rows(conn, session_id, &batch.rows)?;
+/// What a part has staged so far: its segments and kept error records (rowids), dropped if
+/// the part turns out to be an error part.
+#[derive(Debug, Default)]
+struct PartWrites {
+    segments: Vec<i64>,
+    errors: Vec<i64>,
+}
+
+impl PartWrites {
+    fn undo(&self, conn: &Connection) -> Result<()> {
+        for id in &self.segments {
+            segments::delete_segment(conn, *id)?;
+        }
+        let mut delete = conn.prepare_cached("DELETE FROM bulk_import_errors WHERE rowid = ?1")?;
+        for rowid in &self.errors {
+            delete.execute(params![rowid])?;
+        }
+        Ok(())
+    }
+}
+
+/// Stages a batch's rows and the first `keep` of its rejected records, noting them in `written`.
+fn stage_part(
+    conn: &Connection,
+    session_id: i64,
+    batch: &DecodedPart,
+    keep: usize,
+    written: &mut PartWrites,
+) -> Result<()> {
+    written
+        .segments
+        .extend(stage_rows(conn, session_id, &batch.rows)?);
     let mut errors =
         conn.prepare_cached("INSERT INTO bulk_import_errors (session_id, record) VALUES (?1, ?2)")?;
     for record in batch.errors.iter().take(keep) {
         errors.execute(params![session_id, record])?;
+        written.errors.push(conn.last_insert_rowid());
     }
     Ok(())
 }
 
-/// Stages rows `(time, record JSON)` for a session's commit.
-pub(crate) fn stage_rows(conn: &Connection, session_id: i64, rows: &[(i64, String)]) -> Result<()> {
-    let mut insert =
-        conn.prepare_cached("INSERT INTO bulk_import_staged (session_id, time, record) VALUES (?1, ?2, ?3)")?;
-    for (time, record) in rows {
-        insert.execute(params![session_id, time, record])?;
+/// Stages rows `(time, record JSON)` for a session's commit, in a segment of the session's;
+/// returns the segment's id (none for no rows).
+pub(crate) fn stage_rows(conn: &Connection, session_id: i64, rows: &[(i64, String)]) -> Result<Option<i64>> {
+    if rows.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    let mut segment = Segment::create(conn, Owner::Session(session_id))?;
+    for (time, record) in rows {
+        segment.push(*time, record)?;
+    }
+    Ok(Some(segment.finish()?))
 }
 
 /// Moves a session to `performing` (under `job_id`, if given) without doing the work: the state
@@ -667,24 +681,21 @@ pub(crate) fn force_performing(
 pub fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT (SELECT COUNT(*) FROM bulk_import_parts WHERE session_id = ?1) \
-         + (SELECT COUNT(*) FROM bulk_import_staged WHERE session_id = ?1) \
+         + (SELECT COALESCE(SUM(rows), 0) FROM segments WHERE session_id = ?1) \
          + (SELECT COUNT(*) FROM bulk_import_errors WHERE session_id = ?1)",
         params![session_id],
         |r| r.get(0),
     )?)
 }
 
-/// Copies the staged rows into the target table and extends its schema, all in the caller's
-/// transaction: readers see every row of the commit or none. Only from `ready`.
+/// Gives the staged rows to the target table and extends its schema, all in the caller's
+/// transaction: readers see every row of the commit or none. Only from `ready`. No row is
+/// copied: the session's segments become the table's.
 pub fn commit(conn: &Connection, account_id: i64, name: &str) -> Result<Committed> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Ready], "commit")?;
     let table_id = catalog::table_id(conn, account_id, &session.database, &session.table)?;
-    let moved = conn.execute(
-        "INSERT INTO records (table_id, time, record) \
-         SELECT ?1, time, record FROM bulk_import_staged WHERE session_id = ?2 ORDER BY rowid",
-        params![table_id, session.id],
-    )?;
+    let moved = segments::give_to_table(conn, session.id, table_id)?;
     let mut schema = catalog::table_schema(conn, table_id)?;
     merge_columns(
         &mut schema,
@@ -697,28 +708,15 @@ pub fn commit(conn: &Connection, account_id: i64, name: &str) -> Result<Committe
     )?;
     Ok(Committed {
         session_id: session.id,
-        rows: moved as i64,
+        rows: moved,
     })
 }
 
-/// What a commit did; its staged rows are still to be discarded with [`discard_staged`].
+/// What a commit did.
 #[derive(Debug, Clone, Copy)]
 pub struct Committed {
     pub session_id: i64,
     pub rows: i64,
-}
-
-/// Drops the staged rows of a committed session. Done after the commit, in its own
-/// transaction, since deleting a million rows takes about as long as copying them and nothing
-/// reads them once the session is committed.
-pub fn discard_staged(store: &Store, session_id: i64) -> Result<()> {
-    store.write(|tx| {
-        tx.execute(
-            "DELETE FROM bulk_import_staged WHERE session_id = ?1",
-            params![session_id],
-        )?;
-        Ok(())
-    })
 }
 
 /// Deletes a session with its parts, staged rows and error records, in any state (a perform
@@ -764,10 +762,7 @@ fn touch(conn: &Connection, session_id: i64) -> Result<()> {
 /// marked failed by `jobs::recover`), so its session goes back to `uploading`; staged rows
 /// only a `ready` session needs (a cut perform's, a commit's not yet discarded) are dropped.
 pub fn recover(conn: &Connection) -> Result<()> {
-    conn.execute(
-        "DELETE FROM bulk_import_staged WHERE session_id NOT IN (SELECT id FROM bulk_imports WHERE status = 'ready')",
-        [],
-    )?;
+    segments::delete_rows_of_sessions_not_ready(conn)?;
     conn.execute(
         "DELETE FROM bulk_import_errors WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = 'performing')",
         [],

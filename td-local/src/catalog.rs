@@ -1,5 +1,5 @@
 //! Databases and tables of each account (td-api.md §3): names, settings, schemas, and the calls
-//! that change them. A table's rows are keyed by its id (`records`), so a swap or a rename is a
+//! that change them. A table's rows are found through its id (`segments`), so a swap or a rename is a
 //! catalog update inside one write transaction, and readers see it all or nothing.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -7,6 +7,7 @@ use td_model::name::check_name;
 use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::error::{Error, Result};
+use crate::segments;
 use crate::store::now;
 
 /// The only table type TD still creates.
@@ -26,7 +27,7 @@ pub struct Database {
 }
 
 const DATABASE_COLUMNS: &str = "d.id, d.name, d.created_at, d.updated_at, \
-    (SELECT COUNT(*) FROM records r JOIN tables t ON r.table_id = t.id WHERE t.database_id = d.id)";
+    (SELECT COALESCE(SUM(s.rows), 0) FROM segments s JOIN tables t ON s.table_id = t.id WHERE t.database_id = d.id)";
 
 fn database_row(row: &rusqlite::Row) -> rusqlite::Result<Database> {
     Ok(Database {
@@ -134,10 +135,7 @@ pub fn create_database(conn: &Connection, account_id: i64, db: &str) -> Result<(
 /// Deletes a database with its tables, their rows and import ids.
 pub fn delete_database(conn: &Connection, account_id: i64, db: &str) -> Result<()> {
     let id = database_id(conn, account_id, db)?;
-    conn.execute(
-        "DELETE FROM records WHERE table_id IN (SELECT id FROM tables WHERE database_id = ?1)",
-        params![id],
-    )?;
+    segments::delete_table_rows(conn, "SELECT id FROM tables WHERE database_id = ?1", id)?;
     conn.execute(
         "DELETE FROM import_ids WHERE table_id IN (SELECT id FROM tables WHERE database_id = ?1)",
         params![id],
@@ -168,9 +166,9 @@ pub struct Table {
 
 const TABLE_COLUMNS: &str = "t.id, t.name, t.schema, t.description, t.expire_days, t.include_v, \
     t.created_at, t.updated_at, \
-    (SELECT COUNT(*) FROM records r WHERE r.table_id = t.id), \
-    (SELECT COALESCE(SUM(LENGTH(r.record)), 0) FROM records r WHERE r.table_id = t.id), \
-    (SELECT MAX(r.time) FROM records r WHERE r.table_id = t.id)";
+    (SELECT COALESCE(SUM(s.rows), 0) FROM segments s WHERE s.table_id = t.id), \
+    (SELECT COALESCE(SUM(s.bytes), 0) FROM segments s WHERE s.table_id = t.id), \
+    (SELECT MAX(s.max_time) FROM segments s WHERE s.table_id = t.id)";
 
 fn table_row(row: &rusqlite::Row) -> rusqlite::Result<Table> {
     Ok(Table {
@@ -224,7 +222,7 @@ pub fn create_table(conn: &Connection, account_id: i64, db: &str, table: &str, k
 
 /// Removes a table with its rows and import ids.
 fn drop_table(conn: &Connection, id: i64) -> Result<()> {
-    conn.execute("DELETE FROM records WHERE table_id = ?1", params![id])?;
+    segments::delete_table_rows(conn, "?1", id)?;
     conn.execute("DELETE FROM import_ids WHERE table_id = ?1", params![id])?;
     conn.execute("DELETE FROM tables WHERE id = ?1", params![id])?;
     Ok(())
@@ -411,8 +409,10 @@ pub fn merge_columns(schema: &mut Vec<TableColumn>, new: impl IntoIterator<Item 
 /// The newest `count` records (JSON text), newest first.
 pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i64) -> Result<Vec<String>> {
     let id = table_id(conn, account_id, db, table)?;
-    let mut stmt = conn
-        .prepare("SELECT record FROM records WHERE table_id = ?1 ORDER BY time DESC, rowid DESC LIMIT ?2")?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT r.record FROM {} ORDER BY r.time DESC, s.id DESC, r.rowid DESC LIMIT ?2",
+        segments::table_rows_source("", "?1")
+    ))?;
     let rows = stmt.query_map(params![id, count], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -13,7 +13,7 @@ use crate::catalog::table_id;
 use crate::error::{Error, Result};
 use crate::inflate::Capped;
 use crate::limits::{Limits, BATCH_BYTES, BATCH_ROWS};
-use crate::records::{insert_rows, read_records, to_row};
+use crate::records::{decode_record, insert_rows, read_records, to_row};
 use crate::store::Store;
 
 /// The one import format TD's clients send.
@@ -76,9 +76,10 @@ pub fn import(
         }
         let (mut batch, mut batch_bytes) = (Vec::new(), 0);
         let inflated = Capped::new(MultiGzDecoder::new(body), limits.import_inflated_bytes);
-        read_records(inflated, limits.record, |index, value, bytes| {
+        read_records(inflated, limits.record, |index, raw| {
+            let value = decode_record(index, raw)?;
             batch.push(to_row(index, value).map_err(|e| Error::bad_request(e.to_string()))?);
-            batch_bytes += bytes;
+            batch_bytes += raw.len();
             if batch.len() == BATCH_ROWS || batch_bytes >= BATCH_BYTES {
                 insert_rows(tx, id, &batch)?;
                 rows += batch.len();

@@ -8,9 +8,11 @@
 //! `routes` knows HTTP statuses:
 //! - `error`, `limits`, `inflate`, `faults`, `accounts`: what goes wrong, how much a request may
 //!   make td-local hold, gzip inflated under a limit, which faults to inject, who holds a key;
-//! - `store`: the SQLite file, its transactions, and states stored as words;
+//! - `store`, `segments`: the SQLite file, its transactions, states stored as words, and the
+//!   segments rows are stored in;
 //! - `results`, `catalog`, `jobs`: saved results, databases and tables, the jobs table;
-//! - `records`, `query`: rows at rest and on the wire, running SQL;
+//! - `records`, `flat`, `query`: rows at rest and on the wire (flat ones read in place), running
+//!   SQL;
 //! - `import`, `bulk_import`, `output`, `result_format`, `sample`: imports, bulk imports,
 //!   td:// output, result downloads, the sample database;
 //! - `runner`: the background work of jobs; `local_query`: one query on a data directory
@@ -22,6 +24,7 @@ pub mod bulk_import;
 pub mod catalog;
 pub mod error;
 pub mod faults;
+pub mod flat;
 pub mod import;
 pub mod inflate;
 pub mod inspect;
@@ -36,6 +39,7 @@ pub mod results;
 mod routes;
 pub mod runner;
 pub mod sample;
+pub mod segments;
 mod server;
 pub mod state;
 pub mod store;

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use serde_json::{Map, Value};
 use td_model::name::{check_name, is_reserved_column};
 use td_model::schema::{parse_result_schema, ResultColumn, TableColumn};
@@ -438,7 +438,7 @@ fn open_target(tx: &Connection, target: &OutputTarget) -> Result<i64> {
     })?;
     let table_id = ensure_table(tx, target.account_id, &target.database, &target.table)?;
     if target.mode == Mode::Replace {
-        tx.execute("DELETE FROM records WHERE table_id = ?1", params![table_id])?;
+        crate::segments::delete_table_rows(tx, "?1", table_id)?;
     }
     Ok(table_id)
 }

@@ -280,7 +280,7 @@ impl Engine {
     }
 
     fn create_view(&self, view: &str, table: &TdTable) -> Result<(), QueryError> {
-        let mut select = vec!["time AS time".to_string()];
+        let mut select = vec!["r.time AS time".to_string()];
         let mut seen = BTreeSet::from(["time".to_string()]);
         for column in &table.columns {
             let sql_name = column.alias.as_deref().unwrap_or(&column.name);
@@ -294,10 +294,10 @@ impl Engine {
             ));
         }
         self.conn.execute_batch(&format!(
-            "CREATE TEMP VIEW {} AS SELECT {} FROM {STORE_SCHEMA}.records WHERE table_id = {}",
+            "CREATE TEMP VIEW {} AS SELECT {} FROM {}",
             sql::quote_ident(view),
             select.join(", "),
-            table.id
+            crate::segments::table_rows_source(&format!("{STORE_SCHEMA}."), &table.id.to_string())
         ))?;
         Ok(())
     }
@@ -354,8 +354,8 @@ fn json_field(key: &str) -> String {
     }
     let path = format!("'$.\"{}\"'", key.replace('\'', "''"));
     format!(
-        "CASE json_type(record, {path}) WHEN 'object' THEN {STORED_FUNCTION}(record -> {path}) \
-         WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE record ->> {path} END"
+        "CASE json_type(r.record, {path}) WHEN 'object' THEN {STORED_FUNCTION}(r.record -> {path}) \
+         WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE r.record ->> {path} END"
     )
 }
 

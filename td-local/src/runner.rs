@@ -209,18 +209,11 @@ impl Runner {
         Ok(job_id)
     }
 
-    /// Commits a session, then drops its staged rows in the background.
+    /// Commits a session.
     pub async fn commit(&self, account_id: i64, name: String) -> Result<()> {
-        let committed = self
-            .store
+        self.store
             .write_async(move |tx| bulk_import::commit(tx, account_id, &name))
             .await?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = bulk_import::discard_staged(&store, committed.session_id) {
-                tracing::warn!(error = %e, "could not discard the staged rows of a committed bulk import");
-            }
-        });
         Ok(())
     }
 }

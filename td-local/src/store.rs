@@ -1,8 +1,12 @@
 //! The embedded database: one SQLite file (`DIR/td-local.sqlite3`, WAL) holding every account's
 //! databases, tables, rows, bulk-import sessions, jobs and saved results.
 //!
-//! Rows are stored as JSON text (`records.record`), keyed by table id: a rename or an overwrite is
-//! a catalog update, and a commit is one transaction, so readers see all of a write or none of it.
+//! Rows are stored as JSON text (`records.record`) in segments: each write (an import body, a
+//! batch of a bulk-import perform, a result written into a table) makes segments of its own,
+//! which belong to a table, or to a bulk-import session until its commit hands them to the
+//! table. So a rename, an overwrite and a commit are catalog updates that move no rows, each in
+//! one transaction: readers see all of a write or none of it. A segment keeps its row count,
+//! bytes and newest `time`, which is what `table/show` answers from.
 //! The SQL of each table lives with the module that owns it (`catalog`, `records`, `jobs`, …).
 
 use std::path::{Path, PathBuf};
@@ -13,6 +17,9 @@ use rusqlite::{Connection, Transaction};
 use crate::error::{Error, Result};
 
 pub const DB_FILE: &str = "td-local.sqlite3";
+
+/// The writer connection's page cache, in KiB (readers keep SQLite's 2 MiB).
+const WRITER_CACHE_KIB: i64 = 32 << 10;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS databases (
@@ -36,11 +43,9 @@ CREATE TABLE IF NOT EXISTS tables (
     UNIQUE (database_id, name)
 );
 CREATE TABLE IF NOT EXISTS records (
-    table_id INTEGER NOT NULL,
     time INTEGER NOT NULL,
     record TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_by_table ON records (table_id);
 CREATE TABLE IF NOT EXISTS import_ids (
     table_id INTEGER NOT NULL,
     unique_id TEXT NOT NULL,
@@ -71,12 +76,6 @@ CREATE TABLE IF NOT EXISTS bulk_import_parts (
     uploaded_at INTEGER NOT NULL,
     PRIMARY KEY (session_id, name)
 );
-CREATE TABLE IF NOT EXISTS bulk_import_staged (
-    session_id INTEGER NOT NULL,
-    time INTEGER NOT NULL,
-    record TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS staged_by_session ON bulk_import_staged (session_id);
 CREATE TABLE IF NOT EXISTS bulk_import_errors (
     session_id INTEGER NOT NULL,
     record BLOB NOT NULL
@@ -119,6 +118,59 @@ CREATE TABLE IF NOT EXISTS saved_results (
 );
 "#;
 
+/// Segments of rows (see the module's comment and `segments`): the `records` rows
+/// `first_row .. first_row + rows` of a table (`table_id`), or of a bulk-import session's staged
+/// rows (`session_id`, `table_id` NULL) until the commit.
+const SEGMENTS: &str = r#"
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    table_id INTEGER,
+    session_id INTEGER,
+    first_row INTEGER NOT NULL,
+    rows INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    max_time INTEGER
+);
+CREATE INDEX IF NOT EXISTS segments_by_table ON segments (table_id);
+CREATE INDEX IF NOT EXISTS segments_by_session ON segments (session_id);
+"#;
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |r| r.get(0),
+    )
+}
+
+/// A data directory from before segments keeps a table's rows as `records(table_id, …)` and
+/// staged rows in `bulk_import_staged`: the rows are written again, each table's together and
+/// then each session's, and each run becomes a segment. One transaction.
+fn move_rows_into_segments(conn: &Connection) -> rusqlite::Result<()> {
+    if !has_column(conn, "records", "table_id")? {
+        return Ok(());
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         {SEGMENTS}
+         CREATE TABLE IF NOT EXISTS bulk_import_staged (session_id INTEGER, time INTEGER, record TEXT);
+         CREATE TEMP TABLE old_rows AS
+             SELECT table_id, NULL AS session_id, rowid AS old_row, time, record FROM records
+             UNION ALL SELECT NULL, session_id, rowid, time, record FROM bulk_import_staged
+             ORDER BY 2 NULLS FIRST, 1, 3;
+         DROP TABLE records;
+         DROP TABLE bulk_import_staged;
+         CREATE TABLE records (time INTEGER NOT NULL, record TEXT NOT NULL);
+         INSERT INTO records (rowid, time, record) SELECT rowid, time, record FROM temp.old_rows;
+         INSERT INTO segments (table_id, session_id, first_row, rows, bytes, max_time)
+             SELECT table_id, session_id, MIN(rowid), COUNT(*),
+                 SUM(LENGTH(CAST(record AS BLOB))), MAX(time)
+             FROM temp.old_rows GROUP BY table_id, session_id ORDER BY MIN(rowid);
+         DROP TABLE temp.old_rows;
+         COMMIT;"
+    ))
+}
+
 /// Columns added since the first data directories were made: `(table, column, declaration)`.
 /// A data directory from an older td-local gets them at open, with their defaults.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
@@ -130,12 +182,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 /// Adds the [`ADDED_COLUMNS`] a database lacks.
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, declaration) in ADDED_COLUMNS {
-        let exists: bool = conn.query_row(
-            &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get(0),
-        )?;
-        if !exists {
+        if !has_column(conn, table, column)? {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
         }
     }
@@ -168,7 +215,12 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join(DB_FILE);
         let writer = open(&path)?;
+        // A write transaction (a batch of up to `limits::BATCH_BYTES` of rows) keeps the pages
+        // it dirties in memory instead of spilling them to the WAL and reading them back.
+        writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        move_rows_into_segments(&writer)?;
         writer.execute_batch(SCHEMA)?;
+        writer.execute_batch(SEGMENTS)?;
         add_missing_columns(&writer)?;
         Ok(Store {
             inner: Arc::new(StoreInner {
@@ -336,6 +388,56 @@ mod tests {
             .unwrap();
         assert_eq!((console, scheduled), (0, None));
         // Opening again finds nothing to add.
+        drop(store);
+        Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_data_directory_from_before_segments_keeps_its_rows_and_staged_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE records (table_id INTEGER NOT NULL, time INTEGER NOT NULL, record TEXT NOT NULL);
+             CREATE INDEX records_by_table ON records (table_id);
+             CREATE TABLE bulk_import_staged (session_id INTEGER NOT NULL, time INTEGER NOT NULL, record TEXT NOT NULL);
+             INSERT INTO records VALUES (7, 1, '{\"time\":1,\"s\":\"é\"}'), (7, 5, '{\"time\":5}'), (9, 2, '{\"time\":2}');
+             INSERT INTO bulk_import_staged VALUES (3, 4, '{\"time\":4}');",
+        )
+        .unwrap();
+        drop(old);
+
+        let store = Store::open(dir.path()).unwrap();
+        /// table_id, session_id, first_row, rows, bytes, max_time
+        type SegmentRow = (Option<i64>, Option<i64>, i64, i64, i64, i64);
+        let segments: Vec<SegmentRow> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT table_id, session_id, first_row, rows, bytes, max_time FROM segments ORDER BY id",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap();
+        assert_eq!(
+            segments,
+            vec![
+                (Some(7), None, 1, 2, 29, 5),
+                (Some(9), None, 3, 1, 10, 2),
+                (None, Some(3), 4, 1, 10, 4)
+            ],
+            "each table's rows and each session's staged rows are a segment, bytes counted as bytes"
+        );
+        let rows: Vec<(i64, i64)> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare("SELECT rowid, time FROM records ORDER BY rowid")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap();
+        assert_eq!(rows, vec![(1, 1), (2, 5), (3, 2), (4, 4)]);
+        // Opening again finds nothing to move.
         drop(store);
         Store::open(dir.path()).unwrap();
     }

@@ -1,0 +1,392 @@
+//! Flat records: the shape nearly every import brings, a msgpack map of text keys to scalar
+//! values. Such a record is read in place and written as stored JSON directly, without
+//! building `rmpv` and `serde_json` values in between: the same text, time, schema columns and
+//! type checks as the general path (`records::to_row` and friends) gives, which a property test
+//! holds them to. Anything else (nested values, ext, non-text keys, a key given twice) is not
+//! flat, and goes the general way.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use rmp::Marker;
+use td_model::name::is_reserved_column;
+use td_model::schema::TableColumn;
+
+use crate::records::BINARY_KEY;
+
+/// One value of a flat record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar<'a> {
+    /// nil, and a float that is not finite (JSON has no NaN).
+    Nil,
+    Bool(bool),
+    Int(i64),
+    /// An integer above `i64::MAX`.
+    UInt(u64),
+    Float(f64),
+    Str(&'a str),
+    /// Binary, and text that is not UTF-8 (kept as the bytes it is).
+    Bin(&'a [u8]),
+}
+
+/// A flat record read from its msgpack bytes: its entries sorted by key, as the stored JSON
+/// (a `serde_json::Map`) orders them.
+#[derive(Debug)]
+pub struct FlatRecord<'a> {
+    entries: Vec<(&'a str, Scalar<'a>)>,
+}
+
+impl<'a> FlatRecord<'a> {
+    /// Reads `raw`, the bytes of exactly one msgpack value; None when it is not a flat record.
+    pub fn parse(raw: &'a [u8]) -> Option<FlatRecord<'a>> {
+        let mut buf = raw;
+        let len = match Marker::from_u8(take_byte(&mut buf)?) {
+            Marker::FixMap(n) => usize::from(n),
+            Marker::Map16 => usize::from(u16::from_be_bytes(take_array(&mut buf)?)),
+            Marker::Map32 => usize::try_from(u32::from_be_bytes(take_array(&mut buf)?)).ok()?,
+            _ => return None,
+        };
+        // Each entry takes at least two bytes: a count past that is not this record.
+        let mut entries = Vec::with_capacity(len.min(buf.len() / 2));
+        for _ in 0..len {
+            let Scalar::Str(key) = scalar(&mut buf)? else {
+                return None;
+            };
+            entries.push((key, scalar(&mut buf)?));
+        }
+        if !buf.is_empty() {
+            return None;
+        }
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        Some(FlatRecord { entries })
+    }
+
+    pub fn get(&self, key: &str) -> Option<Scalar<'a>> {
+        self.entries
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|i| self.entries[i].1)
+    }
+
+    /// The integer `time` a stored row needs; None when the record has none.
+    pub fn time(&self) -> Option<i64> {
+        match self.get("time")? {
+            Scalar::Int(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether every value fits the type its column has in `schema` (see
+    /// `records::fits_schema`): a scalar never fits an `array<…>` or `map<…>` column.
+    pub fn fits(&self, schema: &[TableColumn]) -> bool {
+        schema.iter().all(|column| {
+            let key = column.alias.as_deref().unwrap_or(&column.name);
+            let ty = column.td_type.trim();
+            match self.get(key) {
+                None | Some(Scalar::Nil) => true,
+                Some(value) => match ty {
+                    "long" | "int" => matches!(value, Scalar::Int(_) | Scalar::UInt(_)),
+                    "double" | "float" => {
+                        matches!(value, Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_))
+                    }
+                    _ => !(ty.starts_with("array<") || ty.starts_with("map<")),
+                },
+            }
+        })
+    }
+
+    /// Adds to `schema` the columns it does not have yet, typed as `records::extend_schema`
+    /// types them.
+    pub fn extend_schema(&self, schema: &mut Vec<TableColumn>) {
+        for (key, value) in &self.entries {
+            if is_reserved_column(key) || schema.iter().any(|c| c.name == *key) {
+                continue;
+            }
+            let ty = match value {
+                Scalar::Nil => continue,
+                Scalar::Int(_) | Scalar::UInt(_) => "long",
+                Scalar::Float(_) => "double",
+                Scalar::Bool(_) | Scalar::Str(_) | Scalar::Bin(_) => "string",
+            };
+            schema.push(TableColumn::new(*key, ty));
+        }
+    }
+
+    /// Appends the record's stored JSON text to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        out.push('{');
+        for (i, (key, value)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_json_str(out, key);
+            out.push(':');
+            match value {
+                Scalar::Nil => out.push_str("null"),
+                Scalar::Bool(true) => out.push_str("true"),
+                Scalar::Bool(false) => out.push_str("false"),
+                Scalar::Int(n) => out.push_str(itoa::Buffer::new().format(*n)),
+                Scalar::UInt(n) => out.push_str(itoa::Buffer::new().format(*n)),
+                // As serde_json writes it, which is what the general path stores.
+                Scalar::Float(f) => out.push_str(&serde_json::to_string(f).expect("a float serializes")),
+                Scalar::Str(s) => write_json_str(out, s),
+                Scalar::Bin(bytes) => {
+                    out.push('{');
+                    write_json_str(out, BINARY_KEY);
+                    out.push_str(":\"");
+                    BASE64.encode_string(bytes, out);
+                    out.push_str("\"}");
+                }
+            }
+        }
+        out.push('}');
+    }
+}
+
+/// Writes `s` as a JSON string, escaped as serde_json escapes it (`"`, `\\` and control
+/// characters; nothing else): most text needs no escape and is copied as it is.
+fn write_json_str(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
+fn take_byte(buf: &mut &[u8]) -> Option<u8> {
+    let (&b, rest) = buf.split_first()?;
+    *buf = rest;
+    Some(b)
+}
+
+fn take_array<const N: usize>(buf: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = buf.split_first_chunk::<N>()?;
+    *buf = rest;
+    Some(*head)
+}
+
+fn take_slice<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if buf.len() < n {
+        return None;
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Some(head)
+}
+
+fn integer(n: u64) -> Scalar<'static> {
+    i64::try_from(n).map_or(Scalar::UInt(n), Scalar::Int)
+}
+
+fn float(f: f64) -> Scalar<'static> {
+    if f.is_finite() {
+        Scalar::Float(f)
+    } else {
+        Scalar::Nil
+    }
+}
+
+fn text(bytes: &[u8]) -> Scalar<'_> {
+    std::str::from_utf8(bytes).map_or(Scalar::Bin(bytes), Scalar::Str)
+}
+
+/// Reads one scalar msgpack value; None for arrays, maps, ext and cut data.
+fn scalar<'a>(buf: &mut &'a [u8]) -> Option<Scalar<'a>> {
+    /// The bytes after a length of N bytes.
+    fn sized<'a, const N: usize>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let bytes = take_array::<N>(buf)?;
+        let len = usize::try_from(bytes.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b))).ok()?;
+        take_slice(buf, len)
+    }
+    Some(match Marker::from_u8(take_byte(buf)?) {
+        Marker::Null => Scalar::Nil,
+        Marker::True => Scalar::Bool(true),
+        Marker::False => Scalar::Bool(false),
+        Marker::FixPos(n) => Scalar::Int(i64::from(n)),
+        Marker::FixNeg(n) => Scalar::Int(i64::from(n)),
+        Marker::U8 => integer(u64::from(take_byte(buf)?)),
+        Marker::U16 => integer(u64::from(u16::from_be_bytes(take_array(buf)?))),
+        Marker::U32 => integer(u64::from(u32::from_be_bytes(take_array(buf)?))),
+        Marker::U64 => integer(u64::from_be_bytes(take_array(buf)?)),
+        Marker::I8 => Scalar::Int(i64::from(i8::from_be_bytes(take_array(buf)?))),
+        Marker::I16 => Scalar::Int(i64::from(i16::from_be_bytes(take_array(buf)?))),
+        Marker::I32 => Scalar::Int(i64::from(i32::from_be_bytes(take_array(buf)?))),
+        Marker::I64 => Scalar::Int(i64::from_be_bytes(take_array(buf)?)),
+        Marker::F32 => float(f64::from(f32::from_be_bytes(take_array(buf)?))),
+        Marker::F64 => float(f64::from_be_bytes(take_array(buf)?)),
+        Marker::FixStr(n) => text(take_slice(buf, usize::from(n))?),
+        Marker::Str8 => text(sized::<1>(buf)?),
+        Marker::Str16 => text(sized::<2>(buf)?),
+        Marker::Str32 => text(sized::<4>(buf)?),
+        Marker::Bin8 => Scalar::Bin(sized::<1>(buf)?),
+        Marker::Bin16 => Scalar::Bin(sized::<2>(buf)?),
+        Marker::Bin32 => Scalar::Bin(sized::<4>(buf)?),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::records;
+
+    /// A value and one of the ways a client may encode it.
+    #[derive(Debug, Clone)]
+    enum Raw {
+        Nil,
+        Bool(bool),
+        /// Written in the fewest bytes.
+        Sint(i64),
+        /// Written as a full 8-byte integer, as some clients do.
+        Wide(i64),
+        Uint(u64),
+        F32(f32),
+        F64(f64),
+        Str(String),
+        /// Bytes sent as text (msgpack's old raw type).
+        NonUtf8(Vec<u8>),
+        Bin(Vec<u8>),
+        /// Not flat: a nested value.
+        Nested,
+    }
+
+    fn raw_value() -> impl Strategy<Value = Raw> {
+        prop_oneof![
+            Just(Raw::Nil),
+            any::<bool>().prop_map(Raw::Bool),
+            any::<i64>().prop_map(Raw::Sint),
+            (-300i64..300).prop_map(Raw::Sint),
+            any::<i64>().prop_map(Raw::Wide),
+            any::<u64>().prop_map(Raw::Uint),
+            any::<f32>().prop_map(Raw::F32),
+            any::<f64>().prop_map(Raw::F64),
+            prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(-0.0), Just(1e300)].prop_map(Raw::F64),
+            "\\PC{0,12}".prop_map(Raw::Str),
+            "[\"\\\\/\u{0}\u{1f}a-c]{0,6}".prop_map(Raw::Str),
+            Just(Raw::NonUtf8(vec![0xff, b'a', 0xc0])),
+            proptest::collection::vec(any::<u8>(), 0..12).prop_map(Raw::Bin),
+            Just(Raw::Nested),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("time".to_string()),
+            Just("v".to_string()),
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("é".to_string()),
+            Just(String::new()),
+            "[a-z\"]{1,3}",
+        ]
+    }
+
+    fn encode(entries: &[(String, Raw)]) -> Vec<u8> {
+        use rmp::encode as e;
+        let mut out = Vec::new();
+        e::write_map_len(&mut out, entries.len() as u32).unwrap();
+        for (k, v) in entries {
+            e::write_str(&mut out, k).unwrap();
+            match v {
+                Raw::Nil => e::write_nil(&mut out).unwrap(),
+                Raw::Bool(b) => e::write_bool(&mut out, *b).unwrap(),
+                Raw::Sint(n) => drop(e::write_sint(&mut out, *n).unwrap()),
+                Raw::Wide(n) => e::write_i64(&mut out, *n).unwrap(),
+                Raw::Uint(n) => e::write_u64(&mut out, *n).unwrap(),
+                Raw::F32(f) => e::write_f32(&mut out, *f).unwrap(),
+                Raw::F64(f) => e::write_f64(&mut out, *f).unwrap(),
+                Raw::Str(s) => e::write_str(&mut out, s).unwrap(),
+                Raw::NonUtf8(b) => {
+                    e::write_str_len(&mut out, b.len() as u32).unwrap();
+                    out.extend_from_slice(b);
+                }
+                Raw::Bin(b) => e::write_bin(&mut out, b).unwrap(),
+                Raw::Nested => {
+                    e::write_array_len(&mut out, 1).unwrap();
+                    e::write_nil(&mut out).unwrap();
+                }
+            }
+        }
+        out
+    }
+
+    fn schema() -> impl Strategy<Value = Vec<TableColumn>> {
+        let ty = prop_oneof![
+            Just("long"),
+            Just("int"),
+            Just("double"),
+            Just("float"),
+            Just("string"),
+            Just("array<string>"),
+            Just("map<string,string>"),
+        ];
+        proptest::collection::vec((key(), ty), 0..4)
+            .prop_map(|cols| cols.into_iter().map(|(k, t)| TableColumn::new(k, t)).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The fast path must be the general path, faster: same acceptance, time, JSON text,
+        /// schema check and new columns, for every flat record; and it must decline every record
+        /// that is not flat.
+        #[test]
+        fn a_flat_record_reads_as_the_general_path_reads_it(
+            entries in proptest::collection::vec((key(), raw_value()), 0..7),
+            schema in schema(),
+        ) {
+            let raw = encode(&entries);
+            let value = records::decode_record(0, &raw).unwrap();
+            let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+            keys.sort();
+            let flat_shaped = !entries.iter().any(|(_, v)| matches!(v, Raw::Nested))
+                && keys.windows(2).all(|w| w[0] != w[1]);
+            let Some(fast) = FlatRecord::parse(&raw) else {
+                prop_assert!(!flat_shaped, "a flat record was declined: {entries:?}");
+                return Ok(());
+            };
+            prop_assert!(flat_shaped, "a record that is not flat was taken: {entries:?}");
+            let general_time = value
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("time")))
+                .and_then(|(_, v)| v.as_i64());
+            prop_assert_eq!(fast.time(), general_time);
+            if general_time.is_none() {
+                // Not a record either way: the general path keeps it as an error record.
+                return Ok(());
+            }
+            let row = records::to_row(0, value).unwrap();
+            let mut json = String::new();
+            fast.write_json(&mut json);
+            prop_assert_eq!(json, serde_json::to_string(&row.record).unwrap());
+            prop_assert_eq!(fast.fits(&schema), records::fits_schema(&row.record, &schema));
+            let (mut fast_columns, mut general_columns) = (schema.clone(), schema.clone());
+            fast.extend_schema(&mut fast_columns);
+            records::extend_schema(&mut general_columns, &row.record);
+            prop_assert_eq!(fast_columns, general_columns);
+        }
+    }
+
+    #[test]
+    fn a_record_cut_short_or_with_bytes_after_it_is_not_flat() {
+        let raw = encode(&[
+            ("time".into(), Raw::Sint(1)),
+            ("s".into(), Raw::Str("abc".into())),
+        ]);
+        assert!(FlatRecord::parse(&raw).is_some());
+        for cut in 0..raw.len() {
+            assert!(FlatRecord::parse(&raw[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut longer = raw.clone();
+        longer.push(0xc0);
+        assert!(FlatRecord::parse(&longer).is_none());
+        // A map declaring 2^32-1 entries reserves nothing it cannot fill.
+        assert!(FlatRecord::parse(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0xa0]).is_none());
+    }
+}

@@ -1,0 +1,147 @@
+//! Segments of stored rows (see `store`): writing one, and the SQL that finds and drops a
+//! table's or a session's rows through them.
+//!
+//! A segment's rows are the `records` rows numbered `first_row .. first_row + rows`: a segment
+//! is written in one go by the one writer connection, with the row numbers given explicitly, so
+//! a table's rows are found by ranges of the rowid, with no index to keep and no column per row.
+
+use rusqlite::{params, Connection};
+
+use crate::error::{Error, Result};
+
+/// Who a new segment's rows belong to.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner {
+    Table(i64),
+    /// A bulk-import session, until its commit gives them to the table.
+    Session(i64),
+}
+
+/// Writes rows into a new segment and keeps its counts; [`Segment::finish`] stores them. Runs
+/// inside the caller's transaction, so dropped unfinished it leaves nothing once that
+/// transaction (or savepoint) is rolled back.
+pub struct Segment<'c> {
+    conn: &'c Connection,
+    insert: rusqlite::CachedStatement<'c>,
+    id: i64,
+    first_row: i64,
+    rows: i64,
+    bytes: i64,
+    max_time: Option<i64>,
+}
+
+impl<'c> Segment<'c> {
+    pub fn create(conn: &'c Connection, owner: Owner) -> Result<Segment<'c>> {
+        let (table_id, session_id) = match owner {
+            Owner::Table(id) => (Some(id), None),
+            Owner::Session(id) => (None, Some(id)),
+        };
+        let first_row: i64 = conn.query_row("SELECT COALESCE(MAX(rowid), 0) + 1 FROM records", [], |r| {
+            r.get(0)
+        })?;
+        conn.execute(
+            "INSERT INTO segments (table_id, session_id, first_row) VALUES (?1, ?2, ?3)",
+            params![table_id, session_id, first_row],
+        )?;
+        Ok(Segment {
+            conn,
+            insert: conn.prepare_cached("INSERT INTO records (rowid, time, record) VALUES (?1, ?2, ?3)")?,
+            id: conn.last_insert_rowid(),
+            first_row,
+            rows: 0,
+            bytes: 0,
+            max_time: None,
+        })
+    }
+
+    /// Adds a row: its `time` and its record's JSON text.
+    pub fn push(&mut self, time: i64, json: &str) -> Result<()> {
+        let row = self
+            .first_row
+            .checked_add(self.rows)
+            .ok_or_else(|| Error::internal("the records table has run out of row numbers"))?;
+        self.insert.execute(params![row, time, json])?;
+        self.rows += 1;
+        self.bytes += json.len() as i64;
+        self.max_time = self.max_time.max(Some(time));
+        Ok(())
+    }
+
+    /// Stores the segment's counts; returns its id.
+    pub fn finish(self) -> Result<i64> {
+        self.conn.execute(
+            "UPDATE segments SET rows = ?1, bytes = ?2, max_time = ?3 WHERE id = ?4",
+            params![self.rows, self.bytes, self.max_time, self.id],
+        )?;
+        Ok(self.id)
+    }
+}
+
+/// The SQL source (`FROM …`) of the rows of table `table_id` (SQL: a number or a parameter),
+/// with the store's tables in `schema` (`""` or `name.`): `r` is the row, `s` its segment, and
+/// the rows come in the order they were written in (`ORDER BY s.id, r.rowid` keeps it).
+pub fn table_rows_source(schema: &str, table_id: &str) -> String {
+    format!(
+        "{schema}segments s JOIN {schema}records r \
+         ON r.rowid BETWEEN s.first_row AND s.first_row + s.rows - 1 WHERE s.table_id = {table_id}"
+    )
+}
+
+/// Deletes the segments `which` selects (a condition on `segments`, bound to `param`) and
+/// their rows.
+fn delete_segments(conn: &Connection, which: &str, param: impl rusqlite::Params + Copy) -> Result<()> {
+    {
+        let mut ranges = conn.prepare(&format!("SELECT first_row, rows FROM segments WHERE {which}"))?;
+        let mut delete = conn.prepare_cached("DELETE FROM records WHERE rowid BETWEEN ?1 AND ?2")?;
+        let mut rows = ranges.query(param)?;
+        while let Some(row) = rows.next()? {
+            let (first, count): (i64, i64) = (row.get(0)?, row.get(1)?);
+            delete.execute(params![first, first + count - 1])?;
+        }
+    }
+    conn.execute(&format!("DELETE FROM segments WHERE {which}"), param)?;
+    Ok(())
+}
+
+/// Deletes the rows of the tables `tables` selects (SQL yielding table ids, `?1` = `param`).
+pub fn delete_table_rows(conn: &Connection, tables: &str, param: i64) -> Result<()> {
+    delete_segments(conn, &format!("table_id IN ({tables})"), [param])
+}
+
+/// Drops one segment and its rows.
+pub fn delete_segment(conn: &Connection, id: i64) -> Result<()> {
+    delete_segments(conn, "id = ?1", [id])
+}
+
+/// Drops the rows a bulk-import session has staged.
+pub fn delete_session_rows(conn: &Connection, session_id: i64) -> Result<()> {
+    delete_segments(conn, "session_id = ?1", [session_id])
+}
+
+/// Drops the staged rows of every session not `ready` (a perform cut by a stop).
+pub fn delete_rows_of_sessions_not_ready(conn: &Connection) -> Result<()> {
+    delete_segments(
+        conn,
+        "session_id IS NOT NULL AND session_id NOT IN (SELECT id FROM bulk_imports WHERE status = 'ready')",
+        [],
+    )
+}
+
+/// The rows a session has staged.
+pub fn session_rows(conn: &Connection, session_id: i64) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(rows), 0) FROM segments WHERE session_id = ?1",
+        params![session_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Gives a session's staged segments to a table (a commit): no row moves. Returns the rows.
+pub fn give_to_table(conn: &Connection, session_id: i64, table_id: i64) -> Result<i64> {
+    let rows = session_rows(conn, session_id)?;
+    conn.execute(
+        "UPDATE segments SET table_id = ?1, session_id = NULL WHERE session_id = ?2",
+        params![table_id, session_id],
+    )?;
+    Ok(rows)
+}
