@@ -96,7 +96,7 @@ enum Command {
         /// Session name in the upload paths.
         #[arg(long, default_value = "bench_transfer")]
         session: String,
-        /// Deflate threads (default: `PartOptions::default()`, one per core).
+        /// Deflate threads (default: as the operator picks them, one per core).
         #[arg(long)]
         threads: Option<usize>,
     },

@@ -34,9 +34,9 @@ pub struct Transferred {
 /// The same pieces as the operator's stream engine, in the same way: `TdClient` with the default
 /// retry policy and an HTTP client of no proxies, the job's result schema through `map_columns`,
 /// the row `time` from the result's `time` column (`time_fill`, no setting), `job_result` in
-/// msgpack.gz, `pipe` with a `Transcoder` of those columns and `PartOptions::default()` (the
+/// msgpack.gz, `pipe` with a `Transcoder` of those columns and the operator's part options (the
 /// operator's part size, one deflate thread per core, parts waiting in temporary files under
-/// /tmp) — with `threads` deflate threads instead when given — and `TdClient::upload_part` for
+/// `TMPDIR`, as `Options::from_env` reads them) — with `threads` deflate threads instead when given — and `TdClient::upload_part` for
 /// each part's payload.
 pub async fn operator_transfer(
     source: &str,
@@ -53,7 +53,8 @@ pub async fn operator_transfer(
     use td_result_export::transfer::stream::{pipe, PartOptions, Progress};
     use td_result_export::transfer::transcode::Transcoder;
 
-    let defaults = PartOptions::default();
+    // As the operator makes them: TMPDIR, TDRE_PART_BYTES and TDRE_COMPRESS_THREADS apply.
+    let defaults = td_result_export::options::Options::from_env(&std::env::vars().collect()).parts;
     let options = PartOptions {
         threads: threads.unwrap_or(defaults.threads),
         ..defaults
