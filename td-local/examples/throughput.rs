@@ -1,7 +1,7 @@
 //! td-local's own speed and memory through a whole export, printed (not asserted):
 //!
 //! ```text
-//! cargo build --release -p td-local --examples
+//! cargo build --release -p td-local --bins --examples   # the server too, or a stale one runs
 //! target/release/examples/throughput [ROWS] [PATH/TO/td-local]
 //! ```
 //!

@@ -13,6 +13,7 @@
 //! Results stream to a gzip'd msgpack file (one array per row) through a temp file and a rename,
 //! while the Presto type of each column is inferred from the values seen.
 
+mod rows;
 mod sql;
 pub mod time;
 
@@ -20,8 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use flate2::write::GzEncoder;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -69,6 +73,7 @@ type Views = BTreeMap<String, TdTable>;
 /// A SQLite connection prepared to run one account's queries against one database.
 pub struct Engine {
     conn: Connection,
+    rows: Rc<rows::RowSource>,
     catalog: Catalog,
     database: String,
     /// Set while [`Engine::declared_types`] runs (its temp table is allowed then).
@@ -89,19 +94,30 @@ impl Engine {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Temporary B-trees (ORDER BY, GROUP BY, DISTINCT over many rows) go to files, not memory.
+        conn.pragma_update(None, "temp_store", "FILE")?;
         time::register(&conn, scheduled_time)?;
-        register_stored_function(&conn)?;
+        // Attached only so that naming the store's own tables is refused by the authorizer
+        // ("no such table"); rows are read through `rows`.
         conn.execute(
             &format!("ATTACH DATABASE ?1 AS {STORE_SCHEMA}"),
             params![store_uri(store.path())],
         )?;
+        let store_conn = Connection::open_with_flags(
+            store_uri(store.path()),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        store_conn.busy_timeout(std::time::Duration::from_secs(30))?;
         // One read transaction from the catalog lookup to the last row: the store's snapshot
         // starts with the first read and holds until the engine is dropped, so a table renamed
         // over or replaced meanwhile is seen whole before or whole after, never emptied.
-        conn.execute_batch("BEGIN DEFERRED")?;
-        let catalog = load_catalog(&conn, account_id)?;
+        store_conn.execute_batch("BEGIN DEFERRED")?;
+        let catalog = load_catalog(&store_conn, account_id)?;
+        let rows = Rc::new(rows::RowSource::new(store_conn));
+        rows::RowSource::register(&rows, &conn)?;
         Ok(Engine {
             conn,
+            rows,
             catalog,
             database: database.to_string(),
             probing: Arc::default(),
@@ -279,25 +295,35 @@ impl Engine {
         Ok(views)
     }
 
+    /// Makes view `view` of `table`: `time`, then its columns under their SQL names (a column
+    /// whose name repeats one before it, ignoring case, is left out), read by the table's
+    /// virtual table (`rows`), which is made once whatever the views of it.
     fn create_view(&self, view: &str, table: &TdTable) -> Result<(), QueryError> {
-        let mut select = vec!["r.time AS time".to_string()];
+        let rows_table = format!("td_local_rows_{}", table.id);
+        let mut keys = Vec::new();
+        let mut select = vec!["time AS time".to_string()];
         let mut seen = BTreeSet::from(["time".to_string()]);
         for column in &table.columns {
             let sql_name = column.alias.as_deref().unwrap_or(&column.name);
             if !seen.insert(sql_name.to_lowercase()) {
                 continue;
             }
-            select.push(format!(
-                "{} AS {}",
-                json_field(&column.name),
-                sql::quote_ident(sql_name)
-            ));
+            select.push(format!("c{} AS {}", keys.len(), sql::quote_ident(sql_name)));
+            keys.push(column.name.clone());
+        }
+        let exists: bool = self.conn.query_row(
+            "SELECT COUNT(*) > 0 FROM temp.sqlite_master WHERE name = ?1",
+            params![rows_table],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            self.conn
+                .execute_batch(&self.rows.create_sql(&rows_table, table.id, keys))?;
         }
         self.conn.execute_batch(&format!(
-            "CREATE TEMP VIEW {} AS SELECT {} FROM {}",
+            "CREATE TEMP VIEW {} AS SELECT {} FROM temp.{rows_table}",
             sql::quote_ident(view),
             select.join(", "),
-            crate::segments::table_rows_source(&format!("{STORE_SCHEMA}."), &table.id.to_string())
         ))?;
         Ok(())
     }
@@ -337,58 +363,11 @@ const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'%')
     .add(b'"');
 
-/// The SQL reading record key `key` from the row's JSON: its value as SQLite reads JSON (text,
-/// integer, real, JSON text for arrays and maps), and bytes as a blob (stored as
-/// `records::binary_value` objects, which only [`STORED_FUNCTION`] tells from maps). A key
-/// containing `"` cannot be written as a JSON path label in SQLite; such a column reads as NULL.
-///
-/// A boolean reads as the text `true` or `false` (its column is a `string` one, see
-/// `records::guess_type`), not as SQLite's 1 or 0: TD stores a boolean a bulk import brings as
-/// the string "true"/"false" (pytd's `_cast_dtypes` relies on it, "Bulk Import API internally
-/// handles boolean string as a boolean type, and hence "True" ("False") will be stored as
-/// "true" ("false")": https://github.com/treasure-data/pytd/blob/master/pytd/writer.py), and
-/// td-client's CSV reader sends "true"/"false" cells as msgpack booleans.
-fn json_field(key: &str) -> String {
-    if key.contains('"') {
-        return "NULL".to_string();
-    }
-    let path = format!("'$.\"{}\"'", key.replace('\'', "''"));
-    format!(
-        "CASE json_type(r.record, {path}) WHEN 'object' THEN {STORED_FUNCTION}(r.record -> {path}) \
-         WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE r.record ->> {path} END"
-    )
-}
-
-/// Reads a stored map value (JSON text): the bytes of a binary value, else the text itself.
-const STORED_FUNCTION: &str = "td_local_stored_object";
-
-fn register_stored_function(conn: &Connection) -> rusqlite::Result<()> {
-    use rusqlite::functions::FunctionFlags;
-    use rusqlite::types::Value as Sql;
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function(STORED_FUNCTION, 1, flags, |ctx| {
-        let text = match ctx.get_raw(0) {
-            ValueRef::Text(t) => t,
-            other => return Ok(Sql::from(other)),
-        };
-        // A map holding anything but the binary key is returned without being parsed.
-        let marked = text.starts_with(br#"{"\u0000binary""#);
-        let bytes = marked
-            .then(|| serde_json::from_slice(text).ok())
-            .flatten()
-            .and_then(|v| crate::records::as_binary(&v));
-        Ok(match bytes {
-            Some(bytes) => Sql::Blob(bytes),
-            None => Sql::Text(String::from_utf8_lossy(text).into_owned()),
-        })
-    })
-}
-
 fn load_catalog(conn: &Connection, account_id: i64) -> Result<Catalog, QueryError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT d.name, t.name, t.id, t.schema FROM {STORE_SCHEMA}.tables t \
-         JOIN {STORE_SCHEMA}.databases d ON t.database_id = d.id WHERE d.account_id = ?1"
-    ))?;
+    let mut stmt = conn.prepare(
+        "SELECT d.name, t.name, t.id, t.schema FROM tables t \
+         JOIN databases d ON t.database_id = d.id WHERE d.account_id = ?1",
+    )?;
     let rows = stmt.query_map(params![account_id], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -498,12 +477,14 @@ impl ColumnType {
     }
 }
 
-/// Streams msgpack arrays into `<result>.tmp`, renamed over the result when complete.
+/// Streams msgpack arrays into `<result>.tmp`, renamed over the result when complete. Rows are
+/// encoded on the query's thread and deflated on another, so the two run at once.
 struct ResultWriter {
-    gz: GzEncoder<BufWriter<File>>,
     /// Rows are encoded here and deflated in large pieces: one deflate call per tiny value
     /// write costs several times the compression itself.
     rows: Vec<u8>,
+    chunks: Option<SyncSender<Vec<u8>>>,
+    deflater: Option<JoinHandle<std::io::Result<BufWriter<File>>>>,
     tmp: PathBuf,
 }
 
@@ -517,22 +498,60 @@ impl ResultWriter {
         }
         let tmp = path.with_extension("gz.tmp");
         let file = File::create(&tmp)?;
+        // Two chunks in flight at most: memory stays at a few hundred KiB.
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let deflater = std::thread::Builder::new()
+            .name("td-local-result".into())
+            .spawn(move || {
+                // Level 1, as the clients' parts are: a result is read once, so speed beats size.
+                let mut gz = GzEncoder::new(
+                    BufWriter::with_capacity(1 << 16, file),
+                    flate2::Compression::fast(),
+                );
+                for chunk in received {
+                    gz.write_all(&chunk)?;
+                }
+                gz.finish()
+            })?;
         Ok(ResultWriter {
-            // Level 1, as the clients' parts are: a result is read once, so speed beats size.
-            gz: GzEncoder::new(
-                BufWriter::with_capacity(1 << 16, file),
-                flate2::Compression::fast(),
-            ),
             rows: Vec::with_capacity(DEFLATE_CHUNK + (DEFLATE_CHUNK >> 2)),
+            chunks: Some(chunks),
+            deflater: Some(deflater),
             tmp,
         })
+    }
+
+    /// Hands the encoded rows to the deflating thread.
+    fn send_rows(&mut self) -> std::io::Result<()> {
+        let rows = std::mem::replace(
+            &mut self.rows,
+            Vec::with_capacity(DEFLATE_CHUNK + (DEFLATE_CHUNK >> 2)),
+        );
+        let sent = self.chunks.as_ref().is_some_and(|c| c.send(rows).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The thread stopped on an error: it says which.
+            self.join().and(Err(std::io::Error::other(
+                "the result's deflating thread stopped",
+            )))
+        }
+    }
+
+    /// Waits for the deflating thread (its input closed) and takes back the file.
+    fn join(&mut self) -> std::io::Result<BufWriter<File>> {
+        self.chunks = None;
+        match self.deflater.take().map(JoinHandle::join) {
+            Some(Ok(written)) => written,
+            Some(Err(_)) => Err(std::io::Error::other("the result's deflating thread panicked")),
+            None => Err(std::io::Error::other("the result was already finished")),
+        }
     }
 
     fn start_row(&mut self, len: usize) -> std::io::Result<()> {
         let len = u32::try_from(len).map_err(std::io::Error::other)?;
         if self.rows.len() >= DEFLATE_CHUNK {
-            self.gz.write_all(&self.rows)?;
-            self.rows.clear();
+            self.send_rows()?;
         }
         rmp::encode::write_array_len(&mut self.rows, len)?;
         Ok(())
@@ -546,7 +565,10 @@ impl ResultWriter {
                 rmp::encode::write_sint(w, i)?;
             }
             ValueRef::Real(f) => rmp::encode::write_f64(w, f)?,
-            ValueRef::Text(bytes) => rmp::encode::write_str(w, &String::from_utf8_lossy(bytes))?,
+            ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => rmp::encode::write_str(w, text)?,
+                Err(_) => rmp::encode::write_str(w, &String::from_utf8_lossy(bytes))?,
+            },
             ValueRef::Blob(bytes) => rmp::encode::write_bin(w, bytes)?,
         }
         Ok(())
@@ -554,8 +576,8 @@ impl ResultWriter {
 
     /// Completes the gzip stream, moves it over `path` and returns its exact size.
     fn finish(mut self, path: &Path) -> std::io::Result<i64> {
-        self.gz.write_all(&self.rows)?;
-        let file = self.gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+        self.send_rows()?;
+        let file = self.join()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&self.tmp, path)?;
@@ -563,9 +585,8 @@ impl ResultWriter {
     }
 
     /// Drops a result that will not be completed.
-    fn discard(self) {
-        let tmp = self.tmp.clone();
-        drop(self.gz);
-        let _ = std::fs::remove_file(tmp);
+    fn discard(mut self) {
+        let _ = self.join();
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }

@@ -1,0 +1,307 @@
+//! A TD table's rows as a virtual table of the query connection: `time` and one column per
+//! schema column, read from each stored record's JSON once (not once per column, as SQLite's
+//! JSON functions would), in the order the rows were written.
+//!
+//! The rows are read through a connection of their own to the store, in one read transaction
+//! that starts before the catalog is read, so a query sees one committed state. A cursor reads
+//! a segment's rows a page at a time into a buffer it owns.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::c_int;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use rusqlite::types::{ToSqlOutput, Value as Sql, ValueRef};
+use rusqlite::vtab::{
+    read_only_module, Context, CreateVTab, Filters, IndexInfo, VTab, VTabConnection, VTabCursor, VTabKind,
+};
+use rusqlite::{ffi, params, Connection};
+use serde_json::value::RawValue;
+
+/// The module's name in SQL.
+pub const MODULE: &str = "td_local_rows";
+
+/// Rows read from the store at a time by a cursor.
+const PAGE_ROWS: i64 = 1024;
+
+/// The store's rows as the query connection's virtual tables read them.
+pub struct RowSource {
+    conn: Connection,
+    /// The record keys of each table's columns (after `time`), by table id: set before the
+    /// table's virtual table is made.
+    columns: RefCell<BTreeMap<i64, Vec<String>>>,
+}
+
+impl RowSource {
+    /// `conn` is a read-only connection to the store, already in the read transaction the whole
+    /// query reads in.
+    pub fn new(conn: Connection) -> RowSource {
+        RowSource {
+            conn,
+            columns: RefCell::default(),
+        }
+    }
+
+    /// Registers `source` on `query` as [`MODULE`].
+    pub fn register(source: &Rc<RowSource>, query: &Connection) -> rusqlite::Result<()> {
+        query.create_module(MODULE, read_only_module::<RowsTab>(), Some(source.clone()))
+    }
+
+    /// The SQL making the virtual table `name` over table `table_id`'s rows, whose columns are
+    /// `time`, then `c0`, `c1`, … reading record keys `keys`.
+    pub fn create_sql(&self, name: &str, table_id: i64, keys: Vec<String>) -> String {
+        self.columns.borrow_mut().insert(table_id, keys);
+        format!("CREATE VIRTUAL TABLE temp.{name} USING {MODULE}({table_id})")
+    }
+}
+
+#[repr(C)]
+struct RowsTab {
+    /// SQLite's part; must come first.
+    base: ffi::sqlite3_vtab,
+    source: Rc<RowSource>,
+    table_id: i64,
+    keys: Rc<Vec<String>>,
+}
+
+unsafe impl<'vtab> VTab<'vtab> for RowsTab {
+    type Aux = Rc<RowSource>;
+    type Cursor = RowsCursor<'vtab>;
+
+    fn connect(
+        _db: &mut VTabConnection,
+        aux: Option<&Rc<RowSource>>,
+        args: &[&[u8]],
+    ) -> rusqlite::Result<(String, RowsTab)> {
+        let module_error = |m: &str| rusqlite::Error::ModuleError(m.to_string());
+        let source = aux.ok_or_else(|| module_error("no row source"))?.clone();
+        let table_id = args
+            .get(3)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.trim().parse::<i64>().ok())
+            .ok_or_else(|| module_error("a table id is needed"))?;
+        let keys = source
+            .columns
+            .borrow()
+            .get(&table_id)
+            .cloned()
+            .ok_or_else(|| module_error("the table's columns were not registered"))?;
+        let mut schema = String::from("CREATE TABLE x(time INTEGER");
+        for i in 0..keys.len() {
+            schema.push_str(&format!(", c{i}"));
+        }
+        schema.push(')');
+        let tab = RowsTab {
+            base: ffi::sqlite3_vtab::default(),
+            source,
+            table_id,
+            keys: Rc::new(keys),
+        };
+        Ok((schema, tab))
+    }
+
+    fn best_index(&self, info: &mut IndexInfo) -> rusqlite::Result<()> {
+        // A full scan: constraints are left to SQLite.
+        info.set_estimated_cost(1_000_000.0);
+        Ok(())
+    }
+
+    fn open(&'vtab mut self) -> rusqlite::Result<RowsCursor<'vtab>> {
+        Ok(RowsCursor {
+            base: ffi::sqlite3_vtab_cursor::default(),
+            source: self.source.clone(),
+            table_id: self.table_id,
+            keys: self.keys.clone(),
+            segments: Vec::new(),
+            segment: 0,
+            next_row: 0,
+            page: Vec::new(),
+            text: String::new(),
+            at: 0,
+            parsed: RefCell::new(None),
+            phantom: PhantomData,
+        })
+    }
+}
+
+impl CreateVTab<'_> for RowsTab {
+    const KIND: VTabKind = VTabKind::Default;
+}
+
+/// One buffered row: its rowid, `time`, and where its record's text lies in the page's text.
+struct PageRow {
+    rowid: i64,
+    time: i64,
+    text: std::ops::Range<usize>,
+}
+
+#[repr(C)]
+struct RowsCursor<'vtab> {
+    /// SQLite's part; must come first.
+    base: ffi::sqlite3_vtab_cursor,
+    source: Rc<RowSource>,
+    table_id: i64,
+    keys: Rc<Vec<String>>,
+    /// The table's segments: (first row, last row).
+    segments: Vec<(i64, i64)>,
+    segment: usize,
+    /// The next rowid of the current segment to read into the page.
+    next_row: i64,
+    page: Vec<PageRow>,
+    text: String,
+    at: usize,
+    /// The current row's record: each column's value, read on the first column asked for.
+    parsed: RefCell<Option<Vec<Sql>>>,
+    phantom: PhantomData<&'vtab RowsTab>,
+}
+
+impl RowsCursor<'_> {
+    /// Fills the page with the next rows; leaves it empty at the end of the table.
+    fn fill(&mut self) -> rusqlite::Result<()> {
+        self.page.clear();
+        self.text.clear();
+        self.at = 0;
+        while self.page.is_empty() && self.segment < self.segments.len() {
+            let (_, last) = self.segments[self.segment];
+            if self.next_row > last {
+                self.segment += 1;
+                if let Some(&(first, _)) = self.segments.get(self.segment) {
+                    self.next_row = first;
+                }
+                continue;
+            }
+            let until = last.min(self.next_row.saturating_add(PAGE_ROWS - 1));
+            let mut stmt = self
+                .source
+                .conn
+                .prepare_cached("SELECT rowid, time, record FROM records WHERE rowid BETWEEN ?1 AND ?2")?;
+            let mut rows = stmt.query(params![self.next_row, until])?;
+            while let Some(row) = rows.next()? {
+                let start = self.text.len();
+                self.text.push_str(row.get_ref(2)?.as_str()?);
+                self.page.push(PageRow {
+                    rowid: row.get(0)?,
+                    time: row.get(1)?,
+                    text: start..self.text.len(),
+                });
+            }
+            self.next_row = until + 1;
+        }
+        Ok(())
+    }
+}
+
+unsafe impl VTabCursor for RowsCursor<'_> {
+    fn filter(
+        &mut self,
+        _idx_num: c_int,
+        _idx_str: Option<&str>,
+        _args: &Filters<'_>,
+    ) -> rusqlite::Result<()> {
+        let mut stmt = self.source.conn.prepare_cached(
+            "SELECT first_row, first_row + rows - 1 FROM segments WHERE table_id = ?1 AND rows > 0 ORDER BY id",
+        )?;
+        self.segments = stmt
+            .query_map(params![self.table_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(stmt);
+        self.segment = 0;
+        self.next_row = self.segments.first().map_or(0, |s| s.0);
+        *self.parsed.get_mut() = None;
+        self.fill()
+    }
+
+    fn next(&mut self) -> rusqlite::Result<()> {
+        *self.parsed.get_mut() = None;
+        self.at += 1;
+        if self.at >= self.page.len() {
+            self.fill()?;
+        }
+        Ok(())
+    }
+
+    fn eof(&self) -> bool {
+        self.at >= self.page.len()
+    }
+
+    fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
+        let row = &self.page[self.at];
+        let Some(column) = usize::try_from(i).ok().and_then(|i| i.checked_sub(1)) else {
+            return ctx.set_result(&row.time);
+        };
+        let mut parsed = self.parsed.borrow_mut();
+        let values = parsed.get_or_insert_with(|| read_columns(&self.text[row.text.clone()], &self.keys));
+        match values.get(column) {
+            Some(value) => ctx.set_result(value),
+            None => ctx.set_result(&ToSqlOutput::Borrowed(ValueRef::Null)),
+        }
+    }
+
+    fn rowid(&self) -> rusqlite::Result<i64> {
+        Ok(self.page[self.at].rowid)
+    }
+}
+
+/// The SQL values of record keys `keys` in stored JSON `text` (NULL for a key it lacks).
+fn read_columns(text: &str, keys: &[String]) -> Vec<Sql> {
+    let entries: BTreeMap<&str, &RawValue> = match serde_json::from_str(text) {
+        Ok(entries) => entries,
+        // A key written with escapes cannot be borrowed: read it the slow way.
+        Err(_) => return read_columns_owned(text, keys),
+    };
+    keys.iter()
+        .map(|k| entries.get(k.as_str()).map_or(Sql::Null, |v| sql_value(v.get())))
+        .collect()
+}
+
+fn read_columns_owned(text: &str, keys: &[String]) -> Vec<Sql> {
+    let entries: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).unwrap_or_default();
+    keys.iter()
+        .map(|k| entries.get(k).map_or(Sql::Null, |v| sql_value(v.get())))
+        .collect()
+}
+
+/// One stored JSON value as SQL reads it, as SQLite's `->>` would give it, but: a boolean is the
+/// text `true` or `false` (see `query::json_field`), a binary value's object its bytes, and a
+/// map or array its JSON text.
+pub(crate) fn sql_value(raw: &str) -> Sql {
+    match raw.as_bytes().first() {
+        None | Some(b'n') => Sql::Null,
+        Some(b't') => Sql::Text("true".into()),
+        Some(b'f') => Sql::Text("false".into()),
+        Some(b'"') => match raw.contains('\\') {
+            false => Sql::Text(raw[1..raw.len() - 1].to_string()),
+            true => Sql::Text(serde_json::from_str(raw).unwrap_or_default()),
+        },
+        Some(b'{') if raw.starts_with(BINARY_PREFIX) => {
+            let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+            match crate::records::as_binary(&value) {
+                Some(bytes) => Sql::Blob(bytes),
+                None => Sql::Text(raw.to_string()),
+            }
+        }
+        Some(b'{' | b'[') => Sql::Text(raw.to_string()),
+        Some(_) if raw.bytes().all(|b| b.is_ascii_digit() || b == b'-') => match raw.parse::<i64>() {
+            Ok(n) => Sql::Integer(n),
+            // Past i64, as SQLite reads such a JSON number.
+            Err(_) => Sql::Real(raw.parse().unwrap_or(f64::NAN)),
+        },
+        Some(_) => Sql::Real(raw.parse().unwrap_or(f64::NAN)),
+    }
+}
+
+/// How a stored binary value's JSON text starts (`records::binary_value`).
+const BINARY_PREFIX: &str = "{\"\\u0000binary\"";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binary_prefix_is_how_serde_json_writes_the_binary_key() {
+        let text = serde_json::to_string(&crate::records::binary_value(b"ab")).unwrap();
+        assert!(text.starts_with(BINARY_PREFIX), "{text}");
+        assert!(crate::records::BINARY_KEY.starts_with('\u{0}'));
+    }
+}
