@@ -10,6 +10,7 @@
 //! The SQL of each table lives with the module that owns it (`catalog`, `records`, `jobs`, …).
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction};
@@ -200,6 +201,8 @@ struct StoreInner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Wakes the checkpointer after a commit (see [`spawn_checkpointer`]).
+    checkpoint: SyncSender<()>,
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -208,6 +211,34 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
+}
+
+/// The WAL file's size kept when it restarts (`journal_size_limit`).
+const WAL_KEPT_BYTES: i64 = 64 << 20;
+
+/// The checkpointer's rest after a checkpoint, so that a run of small commits is copied (and
+/// fsync'd) once rather than once each.
+const CHECKPOINT_REST: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Starts the thread that copies committed pages from the WAL into the database, woken after
+/// commits: so a writer never does the copy and its fsync itself (SQLite's autocheckpoint makes
+/// the committing writer do both). PASSIVE: it never blocks a reader or a writer. It ends when
+/// the store is dropped.
+fn spawn_checkpointer(path: &Path) -> Result<SyncSender<()>> {
+    let conn = open(path)?;
+    let (wake, woken) = sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("td-local-checkpoint".into())
+        .spawn(move || {
+            while woken.recv().is_ok() {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+                std::thread::sleep(CHECKPOINT_REST);
+            }
+        })
+        .map_err(|e| Error::internal(format!("starting the checkpoint thread: {e}")))?;
+    Ok(wake)
 }
 
 impl Store {
@@ -222,11 +253,17 @@ impl Store {
         writer.execute_batch(SCHEMA)?;
         writer.execute_batch(SEGMENTS)?;
         add_missing_columns(&writer)?;
+        // Checkpoints run on a thread of their own instead of in the committing writer.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A WAL that grew while checkpoints lagged is cut back to this when it restarts.
+        writer.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)?;
+        let checkpoint = spawn_checkpointer(&path)?;
         Ok(Store {
             inner: Arc::new(StoreInner {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                checkpoint,
             }),
         })
     }
@@ -242,6 +279,8 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        // Full means a wake-up is already pending.
+        let _ = self.inner.checkpoint.try_send(());
         Ok(out)
     }
 
@@ -440,5 +479,38 @@ mod tests {
         // Opening again finds nothing to move.
         drop(store);
         Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn committed_pages_are_copied_into_the_database_by_the_checkpointer_not_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let row = "x".repeat(1000);
+        for _ in 0..8 {
+            store
+                .write(|tx| {
+                    let mut insert = tx.prepare("INSERT INTO records (time, record) VALUES (1, ?1)")?;
+                    for _ in 0..1000 {
+                        insert.execute([&row])?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        // The writer never checkpoints (wal_autocheckpoint is 0): only the checkpointer can
+        // have moved the 8 MB into the database file.
+        let db = dir.path().join(DB_FILE);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&db).unwrap().len() < 7_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint copied the rows"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let autocheckpoint: i64 = store
+            .write(|tx| Ok(tx.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(autocheckpoint, 0);
     }
 }
