@@ -62,7 +62,33 @@ struct RowsTab {
     base: ffi::sqlite3_vtab,
     source: Rc<RowSource>,
     table_id: i64,
-    keys: Rc<Vec<String>>,
+    columns: Rc<Columns>,
+}
+
+/// Which column each record key feeds, sorted by key for lookup while a record is read.
+struct Columns {
+    by_key: Vec<(String, usize)>,
+    count: usize,
+}
+
+impl Columns {
+    fn new(keys: &[String]) -> Columns {
+        let mut by_key: Vec<(String, usize)> = keys.iter().cloned().zip(0..).collect();
+        by_key.sort();
+        Columns {
+            by_key,
+            count: keys.len(),
+        }
+    }
+
+    /// The columns key `key` feeds.
+    fn of<'a>(&'a self, key: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let start = self.by_key.partition_point(|(k, _)| k.as_str() < key);
+        self.by_key[start..]
+            .iter()
+            .take_while(move |(k, _)| k == key)
+            .map(|(_, column)| *column)
+    }
 }
 
 unsafe impl<'vtab> VTab<'vtab> for RowsTab {
@@ -96,7 +122,7 @@ unsafe impl<'vtab> VTab<'vtab> for RowsTab {
             base: ffi::sqlite3_vtab::default(),
             source,
             table_id,
-            keys: Rc::new(keys),
+            columns: Rc::new(Columns::new(&keys)),
         };
         Ok((schema, tab))
     }
@@ -112,14 +138,14 @@ unsafe impl<'vtab> VTab<'vtab> for RowsTab {
             base: ffi::sqlite3_vtab_cursor::default(),
             source: self.source.clone(),
             table_id: self.table_id,
-            keys: self.keys.clone(),
+            columns: self.columns.clone(),
             segments: Vec::new(),
             segment: 0,
             next_row: 0,
             page: Vec::new(),
             text: String::new(),
             at: 0,
-            parsed: RefCell::new(None),
+            values: RefCell::default(),
             phantom: PhantomData,
         })
     }
@@ -142,7 +168,7 @@ struct RowsCursor<'vtab> {
     base: ffi::sqlite3_vtab_cursor,
     source: Rc<RowSource>,
     table_id: i64,
-    keys: Rc<Vec<String>>,
+    columns: Rc<Columns>,
     /// The table's segments: (first row, last row).
     segments: Vec<(i64, i64)>,
     segment: usize,
@@ -151,8 +177,9 @@ struct RowsCursor<'vtab> {
     page: Vec<PageRow>,
     text: String,
     at: usize,
-    /// The current row's record: each column's value, read on the first column asked for.
-    parsed: RefCell<Option<Vec<Sql>>>,
+    /// Where each column's value lies in the current row's record, found on the first column
+    /// asked for.
+    values: RefCell<Values>,
     phantom: PhantomData<&'vtab RowsTab>,
 }
 
@@ -208,12 +235,12 @@ unsafe impl VTabCursor for RowsCursor<'_> {
         drop(stmt);
         self.segment = 0;
         self.next_row = self.segments.first().map_or(0, |s| s.0);
-        *self.parsed.get_mut() = None;
+        self.values.get_mut().read = false;
         self.fill()
     }
 
     fn next(&mut self) -> rusqlite::Result<()> {
-        *self.parsed.get_mut() = None;
+        self.values.get_mut().read = false;
         self.at += 1;
         if self.at >= self.page.len() {
             self.fill()?;
@@ -230,10 +257,13 @@ unsafe impl VTabCursor for RowsCursor<'_> {
         let Some(column) = usize::try_from(i).ok().and_then(|i| i.checked_sub(1)) else {
             return ctx.set_result(&row.time);
         };
-        let mut parsed = self.parsed.borrow_mut();
-        let values = parsed.get_or_insert_with(|| read_columns(&self.text[row.text.clone()], &self.keys));
-        match values.get(column) {
-            Some(value) => ctx.set_result(value),
+        let text = &self.text[row.text.clone()];
+        let mut values = self.values.borrow_mut();
+        if !values.read {
+            values.read_from(text, &self.columns);
+        }
+        match values.spans.get(column).cloned().flatten() {
+            Some(span) => ctx.set_result(&sql_value(&text[span])),
             None => ctx.set_result(&ToSqlOutput::Borrowed(ValueRef::Null)),
         }
     }
@@ -243,51 +273,118 @@ unsafe impl VTabCursor for RowsCursor<'_> {
     }
 }
 
-/// The SQL values of record keys `keys` in stored JSON `text` (NULL for a key it lacks).
-fn read_columns(text: &str, keys: &[String]) -> Vec<Sql> {
-    let entries: BTreeMap<&str, &RawValue> = match serde_json::from_str(text) {
-        Ok(entries) => entries,
-        // A key written with escapes cannot be borrowed: read it the slow way.
-        Err(_) => return read_columns_owned(text, keys),
-    };
-    keys.iter()
-        .map(|k| entries.get(k.as_str()).map_or(Sql::Null, |v| sql_value(v.get())))
-        .collect()
+/// Where each column's value lies in a row's record (its JSON text), reused from row to row.
+#[derive(Default)]
+struct Values {
+    read: bool,
+    spans: Vec<Option<std::ops::Range<usize>>>,
 }
 
-fn read_columns_owned(text: &str, keys: &[String]) -> Vec<Sql> {
-    let entries: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).unwrap_or_default();
-    keys.iter()
-        .map(|k| entries.get(k).map_or(Sql::Null, |v| sql_value(v.get())))
-        .collect()
+impl Values {
+    /// Finds each column's value in `text`, a stored record: one pass over the JSON, nothing
+    /// allocated for a key written without escapes.
+    fn read_from(&mut self, text: &str, columns: &Columns) {
+        self.read = true;
+        self.spans.clear();
+        self.spans.resize(columns.count, None);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let found = serde::Deserializer::deserialize_map(
+            &mut de,
+            SpanVisitor {
+                text,
+                columns,
+                spans: &mut self.spans,
+            },
+        );
+        if found.is_err() {
+            // Not a map, or not JSON: no column has a value.
+            self.spans.iter_mut().for_each(|s| *s = None);
+        }
+    }
 }
 
-/// One stored JSON value as SQL reads it, as SQLite's `->>` would give it, but: a boolean is the
-/// text `true` or `false` (see `query::json_field`), a binary value's object its bytes, and a
-/// map or array its JSON text.
-pub(crate) fn sql_value(raw: &str) -> Sql {
+/// A record's key: borrowed from the text unless written with escapes (serde's own `Cow`
+/// always copies).
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key<'de>, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key.to_string())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Notes, for each key of a record that feeds a column, where its value lies.
+struct SpanVisitor<'a> {
+    text: &'a str,
+    columns: &'a Columns,
+    spans: &'a mut Vec<Option<std::ops::Range<usize>>>,
+}
+
+impl<'de> serde::de::Visitor<'de> for SpanVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a stored record (a JSON map)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            let start = value.get().as_ptr() as usize - self.text.as_ptr() as usize;
+            for column in self.columns.of(&key) {
+                // The last of a key given twice wins, as serde_json's maps keep it.
+                self.spans[column] = Some(start..start + value.get().len());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One stored JSON value as SQL reads it, as SQLite's `->>` would give it, but: a map or an
+/// array is its JSON text, a binary value's object its bytes, and a boolean the text `true` or
+/// `false` (its column is a `string` one, see `records::guess_type`), not SQLite's 1 or 0: TD
+/// stores a boolean a bulk import brings as the string "true"/"false" (pytd's `_cast_dtypes`
+/// relies on it, "Bulk Import API internally handles boolean string as a boolean type, and hence
+/// "True" ("False") will be stored as "true" ("false")":
+/// https://github.com/treasure-data/pytd/blob/master/pytd/writer.py), and td-client's CSV reader
+/// sends "true"/"false" cells as msgpack booleans.
+fn sql_value(raw: &str) -> ToSqlOutput<'_> {
+    let text = |t: &'static str| ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes()));
     match raw.as_bytes().first() {
-        None | Some(b'n') => Sql::Null,
-        Some(b't') => Sql::Text("true".into()),
-        Some(b'f') => Sql::Text("false".into()),
-        Some(b'"') => match raw.contains('\\') {
-            false => Sql::Text(raw[1..raw.len() - 1].to_string()),
-            true => Sql::Text(serde_json::from_str(raw).unwrap_or_default()),
-        },
+        None | Some(b'n') => ToSqlOutput::Borrowed(ValueRef::Null),
+        Some(b't') => text("true"),
+        Some(b'f') => text("false"),
+        Some(b'"') if !raw.contains('\\') => {
+            ToSqlOutput::Borrowed(ValueRef::Text(&raw.as_bytes()[1..raw.len() - 1]))
+        }
+        Some(b'"') => ToSqlOutput::Owned(Sql::Text(serde_json::from_str(raw).unwrap_or_default())),
         Some(b'{') if raw.starts_with(BINARY_PREFIX) => {
             let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
             match crate::records::as_binary(&value) {
-                Some(bytes) => Sql::Blob(bytes),
-                None => Sql::Text(raw.to_string()),
+                Some(bytes) => ToSqlOutput::Owned(Sql::Blob(bytes)),
+                None => ToSqlOutput::Borrowed(ValueRef::Text(raw.as_bytes())),
             }
         }
-        Some(b'{' | b'[') => Sql::Text(raw.to_string()),
+        Some(b'{' | b'[') => ToSqlOutput::Borrowed(ValueRef::Text(raw.as_bytes())),
         Some(_) if raw.bytes().all(|b| b.is_ascii_digit() || b == b'-') => match raw.parse::<i64>() {
-            Ok(n) => Sql::Integer(n),
+            Ok(n) => ToSqlOutput::Owned(Sql::Integer(n)),
             // Past i64, as SQLite reads such a JSON number.
-            Err(_) => Sql::Real(raw.parse().unwrap_or(f64::NAN)),
+            Err(_) => ToSqlOutput::Owned(Sql::Real(raw.parse().unwrap_or(f64::NAN))),
         },
-        Some(_) => Sql::Real(raw.parse().unwrap_or(f64::NAN)),
+        Some(_) => ToSqlOutput::Owned(Sql::Real(raw.parse().unwrap_or(f64::NAN))),
     }
 }
 
