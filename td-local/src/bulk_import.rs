@@ -366,24 +366,18 @@ fn stage_parts(
     std::thread::scope(|scope| {
         scope.spawn(move || {
             for part in parts {
-                let data = match load_part(store, session_id, &part) {
-                    Ok(data) => data,
-                    Err(e) => return drop(sender.send(Err(e))),
-                };
                 let stopped = std::cell::Cell::new(false);
-                let decoded = decode_part(&data, schema, limits, |batch| {
+                let decoded = decode_stored_part(store, session_id, &part, schema, limits, |batch| {
                     sender.send(Ok(Decoded::Batch(batch))).map_err(|_| {
                         stopped.set(true);
                         Error::internal("the perform stopped")
                     })
                 });
-                if stopped.get()
-                    || sender
-                        .send(Ok(Decoded::End {
-                            valid: decoded.is_ok(),
-                        }))
-                        .is_err()
-                {
+                let valid = match decoded {
+                    Ok(decoded) => decoded.is_ok(),
+                    Err(e) => return drop(sender.send(Err(e))),
+                };
+                if stopped.get() || sender.send(Ok(Decoded::End { valid })).is_err() {
                     return;
                 }
             }
@@ -495,13 +489,28 @@ fn target_schema(conn: &Connection, session_id: i64) -> Result<Vec<TableColumn>>
     }
 }
 
-fn load_part(store: &Store, session_id: i64, part: &str) -> Result<Vec<u8>> {
+/// Decodes part `part` where it is stored, reading it from the database a piece at a time
+/// (incremental blob I/O) instead of loading it whole. Err: the part could not be read (the
+/// perform fails); Ok(Err): an error part (see [`decode_part`]).
+fn decode_stored_part(
+    store: &Store,
+    session_id: i64,
+    part: &str,
+    schema: &[TableColumn],
+    limits: &Limits,
+    send: impl FnMut(DecodedPart) -> Result<()>,
+) -> Result<Result<()>> {
     store.read(|conn| {
-        Ok(conn.query_row(
-            "SELECT data FROM bulk_import_parts WHERE session_id = ?1 AND name = ?2",
+        let rowid: i64 = conn.query_row(
+            "SELECT rowid FROM bulk_import_parts WHERE session_id = ?1 AND name = ?2",
             params![session_id, part],
             |r| r.get(0),
-        )?)
+        )?;
+        let blob = conn.blob_open(rusqlite::MAIN_DB, "bulk_import_parts", "data", rowid, true)?;
+        if blob.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(decode_part(blob, schema, limits, send))
     })
 }
 
@@ -587,14 +596,11 @@ fn encode(value: &rmpv::Value) -> Vec<u8> {
 /// part that is not gzip'd msgpack as a whole, inflates past the part limit or holds a record
 /// over the record limits is an error part (Err), whatever batches were sent before.
 fn decode_part(
-    data: &[u8],
+    data: impl std::io::Read,
     schema: &[TableColumn],
     limits: &Limits,
     mut send: impl FnMut(DecodedPart) -> Result<()>,
 ) -> Result<()> {
-    if data.is_empty() {
-        return Ok(());
-    }
     let mut batch = DecodedPart::default();
     let inflated = Capped::new(MultiGzDecoder::new(data), limits.part_inflated_bytes);
     records::read_records(inflated, limits.record, |index, raw| {

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 pub const DB_FILE: &str = "td-local.sqlite3";
 
 /// The writer connection's page cache, in KiB (readers keep SQLite's 2 MiB).
-const WRITER_CACHE_KIB: i64 = 32 << 10;
+const WRITER_CACHE_KIB: i64 = 16 << 10;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS databases (
