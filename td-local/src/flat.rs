@@ -1,17 +1,14 @@
 //! Flat records: the shape nearly every import brings, a msgpack map of text keys to scalar
 //! values. Such a record is read in place and written as stored JSON directly, without
-//! building `rmpv` and `serde_json` values in between: the same text, time, schema columns and
-//! type checks as the general path (`records::to_row` and friends) gives, which a property test
-//! holds them to. Anything else (nested values, ext, non-text keys, a key given twice) is not
-//! flat, and goes the general way.
+//! building `rmpv` and `serde_json` values in between: the same text and time as the general
+//! path (`records::to_row` and friends) gives, which a property test holds them to, under the
+//! same type rules (`records::Kind`). Anything else (nested values, ext, non-text keys, a key
+//! given twice) is not flat, and goes the general way.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use rmp::Marker;
-use td_model::name::is_reserved_column;
 use td_model::schema::TableColumn;
 
-use crate::records::BINARY_KEY;
+use crate::records::{self, Kind};
 
 /// One value of a flat record.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,6 +23,19 @@ pub enum Scalar<'a> {
     Str(&'a str),
     /// Binary, and text that is not UTF-8 (kept as the bytes it is).
     Bin(&'a [u8]),
+}
+
+impl Scalar<'_> {
+    fn kind(self) -> Kind {
+        match self {
+            Scalar::Nil => Kind::Null,
+            Scalar::Bool(_) => Kind::Bool,
+            Scalar::Int(_) | Scalar::UInt(_) => Kind::Integer,
+            Scalar::Float(_) => Kind::Float,
+            Scalar::Str(_) => Kind::Text,
+            Scalar::Bin(_) => Kind::Binary,
+        }
+    }
 }
 
 /// A flat record read from its msgpack bytes: its entries sorted by key, as the stored JSON
@@ -78,40 +88,17 @@ impl<'a> FlatRecord<'a> {
         }
     }
 
-    /// Whether every value fits the type its column has in `schema` (see
-    /// `records::fits_schema`): a scalar never fits an `array<…>` or `map<…>` column.
+    /// Whether every value fits the type its column has in `schema` (`records::fits_schema`).
     pub fn fits(&self, schema: &[TableColumn]) -> bool {
-        schema.iter().all(|column| {
-            let key = column.alias.as_deref().unwrap_or(&column.name);
-            let ty = column.td_type.trim();
-            match self.get(key) {
-                None | Some(Scalar::Nil) => true,
-                Some(value) => match ty {
-                    "long" | "int" => matches!(value, Scalar::Int(_) | Scalar::UInt(_)),
-                    "double" | "float" => {
-                        matches!(value, Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_))
-                    }
-                    _ => !(ty.starts_with("array<") || ty.starts_with("map<")),
-                },
-            }
-        })
+        records::fits_schema_by(schema, |key| self.get(key).map(Scalar::kind))
     }
 
-    /// Adds to `schema` the columns it does not have yet, typed as `records::extend_schema`
-    /// types them.
+    /// Adds to `schema` the columns it does not have yet (`records::extend_schema`).
     pub fn extend_schema(&self, schema: &mut Vec<TableColumn>) {
-        for (key, value) in &self.entries {
-            if is_reserved_column(key) || schema.iter().any(|c| c.name == *key) {
-                continue;
-            }
-            let ty = match value {
-                Scalar::Nil => continue,
-                Scalar::Int(_) | Scalar::UInt(_) => "long",
-                Scalar::Float(_) => "double",
-                Scalar::Bool(_) | Scalar::Str(_) | Scalar::Bin(_) => "string",
-            };
-            schema.push(TableColumn::new(*key, ty));
-        }
+        records::extend_schema_by(
+            schema,
+            self.entries.iter().map(|(key, value)| (*key, value.kind())),
+        );
     }
 
     /// Appends the record's stored JSON text to `out`.
@@ -132,13 +119,9 @@ impl<'a> FlatRecord<'a> {
                 // As serde_json writes it, which is what the general path stores.
                 Scalar::Float(f) => out.push_str(&serde_json::to_string(f).expect("a float serializes")),
                 Scalar::Str(s) => write_json_str(out, s),
-                Scalar::Bin(bytes) => {
-                    out.push('{');
-                    write_json_str(out, BINARY_KEY);
-                    out.push_str(":\"");
-                    BASE64.encode_string(bytes, out);
-                    out.push_str("\"}");
-                }
+                Scalar::Bin(bytes) => out.push_str(
+                    &serde_json::to_string(&records::binary_value(bytes)).expect("a JSON map serializes"),
+                ),
             }
         }
         out.push('}');
@@ -234,7 +217,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::records;
 
     /// A value and one of the ways a client may encode it.
     #[derive(Debug, Clone)]

@@ -369,47 +369,80 @@ pub fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
     Ok(Row { time, record })
 }
 
-/// Whether every value of `record` fits the type its column has in the table's schema: a
-/// `long`/`int` column takes integers, `double`/`float` numbers, `array<…>` arrays, `map<…>`
-/// maps; NULL fits every column, and `string` columns and columns not in the schema take
-/// anything. What TD's perform does with a value that does not fit is unconfirmed
+/// What kind of value a record holds under a key: all that TD's type rules below look at, so
+/// that decoded JSON values and flat records (`flat`) are held to the same rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Null,
+    Bool,
+    Integer,
+    Float,
+    Text,
+    /// Bytes (stored as a [`binary_value`] object).
+    Binary,
+    Array,
+    Map,
+}
+
+impl Kind {
+    pub fn of(value: &Value) -> Kind {
+        match value {
+            Value::Null => Kind::Null,
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(n) if n.is_f64() => Kind::Float,
+            Value::Number(_) => Kind::Integer,
+            Value::String(_) => Kind::Text,
+            Value::Array(_) => Kind::Array,
+            Value::Object(_) if as_binary(value).is_some() => Kind::Binary,
+            Value::Object(_) => Kind::Map,
+        }
+    }
+
+    /// Whether a value of this kind fits a column of TD type `td_type`: a `long`/`int` column
+    /// takes integers, `double`/`float` numbers, `array<…>` arrays, `map<…>` maps; NULL fits
+    /// every column, and `string` columns take anything.
+    fn fits(self, td_type: &str) -> bool {
+        let ty = td_type.trim();
+        match ty {
+            _ if self == Kind::Null => true,
+            "long" | "int" => self == Kind::Integer,
+            "double" | "float" => matches!(self, Kind::Integer | Kind::Float),
+            _ if ty.starts_with("array<") => self == Kind::Array,
+            _ if ty.starts_with("map<") => self == Kind::Map,
+            _ => true,
+        }
+    }
+
+    /// The TD type a value of this kind suggests when a new column is first seen (None for null).
+    fn guess_type(self) -> Option<&'static str> {
+        match self {
+            Kind::Null => None,
+            // Bytes go in a string column, as a varbinary result column does (td-model `td_type`).
+            Kind::Bool | Kind::Text | Kind::Binary => Some("string"),
+            Kind::Integer => Some("long"),
+            Kind::Float => Some("double"),
+            Kind::Array => Some("array<string>"),
+            Kind::Map => Some("map<string,string>"),
+        }
+    }
+}
+
+/// Whether every value of `record` fits the type its column has in the table's schema
+/// ([`Kind::fits`]). What TD's perform does with a value that does not fit is unconfirmed
 /// (embulk-output-td's `stop_on_invalid_record` shows TD counts invalid records as error records
 /// and skips them, but names no type rule); td-local rejects such a record as an error record,
 /// so a client that checks `error_records` (embulk-output-td, the operator) stops before commit.
 pub fn fits_schema(record: &Map<String, Value>, schema: &[TableColumn]) -> bool {
+    fits_schema_by(schema, |key| record.get(key).map(Kind::of))
+}
+
+/// [`fits_schema`] for a record read some other way: `kind` gives the kind of its value under a
+/// key (None when it has none; a column the record lacks fits).
+pub fn fits_schema_by(schema: &[TableColumn], kind: impl Fn(&str) -> Option<Kind>) -> bool {
     schema.iter().all(|column| {
         let key = column.alias.as_deref().unwrap_or(&column.name);
-        match record.get(key) {
-            None | Some(Value::Null) => true,
-            Some(value) => fits_type(value, &column.td_type),
-        }
+        kind(key).is_none_or(|kind| kind.fits(&column.td_type))
     })
-}
-
-fn fits_type(value: &Value, td_type: &str) -> bool {
-    let ty = td_type.trim();
-    match ty {
-        "long" | "int" => value.is_i64() || value.is_u64(),
-        "double" | "float" => value.is_number(),
-        _ if ty.starts_with("array<") => value.is_array(),
-        _ if ty.starts_with("map<") => value.is_object() && as_binary(value).is_none(),
-        _ => true,
-    }
-}
-
-/// The TD type a value suggests when a new column is first seen (None for null).
-fn guess_type(v: &Value) -> Option<&'static str> {
-    match v {
-        Value::Null => None,
-        Value::Bool(_) => Some("string"),
-        Value::Number(n) if n.is_f64() => Some("double"),
-        Value::Number(_) => Some("long"),
-        Value::String(_) => Some("string"),
-        Value::Array(_) => Some("array<string>"),
-        // Bytes go in a string column, as a varbinary result column does (td-model `td_type`).
-        Value::Object(_) if as_binary(v).is_some() => Some("string"),
-        Value::Object(_) => Some("map<string,string>"),
-    }
 }
 
 /// Appends rows to a table and extends its schema with columns seen for the first time, as TD
@@ -439,14 +472,22 @@ pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> Result<()>
 
 /// Adds to `schema` the columns of `record` it does not have yet (never `time` or `v`).
 pub fn extend_schema(schema: &mut Vec<TableColumn>, record: &Map<String, Value>) {
-    for (key, value) in record {
-        if is_reserved_column(key) {
+    extend_schema_by(
+        schema,
+        record.iter().map(|(key, value)| (key.as_str(), Kind::of(value))),
+    );
+}
+
+/// [`extend_schema`] for a record read some other way, as its keys and the kinds of their values.
+pub fn extend_schema_by<'k>(
+    schema: &mut Vec<TableColumn>,
+    entries: impl IntoIterator<Item = (&'k str, Kind)>,
+) {
+    for (key, kind) in entries {
+        if is_reserved_column(key) || schema.iter().any(|c| c.name == key) {
             continue;
         }
-        if schema.iter().any(|c| c.name == *key) {
-            continue;
-        }
-        if let Some(ty) = guess_type(value) {
+        if let Some(ty) = kind.guess_type() {
             schema.push(TableColumn::new(key, ty));
         }
     }
