@@ -534,8 +534,7 @@ impl DecodedPart {
                 record.extend_schema(&mut self.columns);
                 let mut text = String::with_capacity(raw.len() + raw.len() / 4 + 16);
                 record.write_json(&mut text);
-                self.bytes += text.len();
-                self.rows.push((time, text));
+                self.stage(time, text);
                 return Ok(());
             }
         }
@@ -555,8 +554,7 @@ impl DecodedPart {
             Ok(row) => {
                 records::extend_schema(&mut self.columns, &row.record);
                 let text = serde_json::to_string(&row.record).expect("a JSON map always serializes");
-                self.bytes += text.len();
-                self.rows.push((row.time, text));
+                self.stage(row.time, text);
             }
             // A map whose `time` is ambiguous (repeated keys): keep the reason instead.
             Err(e) => self.reject(encode(&rmpv::Value::Map(vec![(
@@ -564,6 +562,11 @@ impl DecodedPart {
                 e.to_string().into(),
             )]))),
         }
+    }
+
+    fn stage(&mut self, time: i64, text: String) {
+        self.bytes += text.len();
+        self.rows.push((time, text));
     }
 
     fn reject(&mut self, record: Vec<u8>) {
@@ -685,23 +688,23 @@ pub(crate) fn force_performing(
 
 /// The rows a session keeps beside the table: its parts, staged rows and rejected records.
 pub fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
-    Ok(conn.query_row(
+    let parts_and_errors: i64 = conn.query_row(
         "SELECT (SELECT COUNT(*) FROM bulk_import_parts WHERE session_id = ?1) \
-         + (SELECT COALESCE(SUM(rows), 0) FROM segments WHERE session_id = ?1) \
          + (SELECT COUNT(*) FROM bulk_import_errors WHERE session_id = ?1)",
         params![session_id],
         |r| r.get(0),
-    )?)
+    )?;
+    Ok(parts_and_errors + segments::session_rows(conn, session_id)?)
 }
 
 /// Gives the staged rows to the target table and extends its schema, all in the caller's
 /// transaction: readers see every row of the commit or none. Only from `ready`. No row is
 /// copied: the session's segments become the table's.
-pub fn commit(conn: &Connection, account_id: i64, name: &str) -> Result<Committed> {
+pub fn commit(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Ready], "commit")?;
     let table_id = catalog::table_id(conn, account_id, &session.database, &session.table)?;
-    let moved = segments::give_to_table(conn, session.id, table_id)?;
+    segments::give_to_table(conn, session.id, table_id)?;
     let mut schema = catalog::table_schema(conn, table_id)?;
     merge_columns(
         &mut schema,
@@ -712,17 +715,7 @@ pub fn commit(conn: &Connection, account_id: i64, name: &str) -> Result<Committe
         "UPDATE bulk_imports SET status = 'committed', updated_at = ?1 WHERE id = ?2",
         params![now(), session.id],
     )?;
-    Ok(Committed {
-        session_id: session.id,
-        rows: moved,
-    })
-}
-
-/// What a commit did.
-#[derive(Debug, Clone, Copy)]
-pub struct Committed {
-    pub session_id: i64,
-    pub rows: i64,
+    Ok(())
 }
 
 /// Deletes a session with its parts, staged rows and error records, in any state (a perform
@@ -766,9 +759,13 @@ fn touch(conn: &Connection, session_id: i64) -> Result<()> {
 
 /// At startup: a perform that was running when the server stopped died with it (its job is
 /// marked failed by `jobs::recover`), so its session goes back to `uploading`; staged rows
-/// only a `ready` session needs (a cut perform's, a commit's not yet discarded) are dropped.
+/// only a `ready` session needs (a cut perform's) are dropped.
 pub fn recover(conn: &Connection) -> Result<()> {
-    segments::delete_rows_of_sessions_not_ready(conn)?;
+    segments::delete_session_rows_except(
+        conn,
+        "SELECT id FROM bulk_imports WHERE status = ?1",
+        Status::Ready,
+    )?;
     conn.execute(
         "DELETE FROM bulk_import_errors WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = 'performing')",
         [],

@@ -87,17 +87,29 @@ pub fn table_rows_source(schema: &str, table_id: &str) -> String {
     )
 }
 
+/// The row ranges `(first, last)` of the segments `which` selects (a condition on `segments`,
+/// bound to `param`), in the order they were written; empty segments have none.
+fn ranges(conn: &Connection, which: &str, param: impl rusqlite::Params) -> Result<Vec<(i64, i64)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT first_row, first_row + rows - 1 FROM segments WHERE ({which}) AND rows > 0 ORDER BY id"
+    ))?;
+    let ranges = stmt
+        .query_map(param, |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ranges)
+}
+
+/// The row ranges `(first, last)` of table `table_id`, in the order they were written.
+pub fn table_ranges(conn: &Connection, table_id: i64) -> Result<Vec<(i64, i64)>> {
+    ranges(conn, "table_id = ?1", [table_id])
+}
+
 /// Deletes the segments `which` selects (a condition on `segments`, bound to `param`) and
 /// their rows.
 fn delete_segments(conn: &Connection, which: &str, param: impl rusqlite::Params + Copy) -> Result<()> {
-    {
-        let mut ranges = conn.prepare(&format!("SELECT first_row, rows FROM segments WHERE {which}"))?;
-        let mut delete = conn.prepare_cached("DELETE FROM records WHERE rowid BETWEEN ?1 AND ?2")?;
-        let mut rows = ranges.query(param)?;
-        while let Some(row) = rows.next()? {
-            let (first, count): (i64, i64) = (row.get(0)?, row.get(1)?);
-            delete.execute(params![first, first + count - 1])?;
-        }
+    let mut delete = conn.prepare_cached("DELETE FROM records WHERE rowid BETWEEN ?1 AND ?2")?;
+    for (first, last) in ranges(conn, which, param)? {
+        delete.execute(params![first, last])?;
     }
     conn.execute(&format!("DELETE FROM segments WHERE {which}"), param)?;
     Ok(())
@@ -118,12 +130,13 @@ pub fn delete_session_rows(conn: &Connection, session_id: i64) -> Result<()> {
     delete_segments(conn, "session_id = ?1", [session_id])
 }
 
-/// Drops the staged rows of every session not `ready` (a perform cut by a stop).
-pub fn delete_rows_of_sessions_not_ready(conn: &Connection) -> Result<()> {
+/// Drops the staged rows of every session but those `keep` selects (SQL yielding session ids,
+/// `?1` = `param`), and of sessions that are gone.
+pub fn delete_session_rows_except(conn: &Connection, keep: &str, param: impl rusqlite::ToSql) -> Result<()> {
     delete_segments(
         conn,
-        "session_id IS NOT NULL AND session_id NOT IN (SELECT id FROM bulk_imports WHERE status = 'ready')",
-        [],
+        &format!("session_id IS NOT NULL AND session_id NOT IN ({keep})"),
+        [&param as &dyn rusqlite::ToSql],
     )
 }
 
@@ -136,12 +149,11 @@ pub fn session_rows(conn: &Connection, session_id: i64) -> Result<i64> {
     )?)
 }
 
-/// Gives a session's staged segments to a table (a commit): no row moves. Returns the rows.
-pub fn give_to_table(conn: &Connection, session_id: i64, table_id: i64) -> Result<i64> {
-    let rows = session_rows(conn, session_id)?;
+/// Gives a session's staged segments to a table (a commit): no row moves.
+pub fn give_to_table(conn: &Connection, session_id: i64, table_id: i64) -> Result<()> {
     conn.execute(
         "UPDATE segments SET table_id = ?1, session_id = NULL WHERE session_id = ?2",
         params![table_id, session_id],
     )?;
-    Ok(rows)
+    Ok(())
 }

@@ -226,13 +226,8 @@ unsafe impl VTabCursor for RowsCursor<'_> {
         _idx_str: Option<&str>,
         _args: &Filters<'_>,
     ) -> rusqlite::Result<()> {
-        let mut stmt = self.source.conn.prepare_cached(
-            "SELECT first_row, first_row + rows - 1 FROM segments WHERE table_id = ?1 AND rows > 0 ORDER BY id",
-        )?;
-        self.segments = stmt
-            .query_map(params![self.table_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        drop(stmt);
+        self.segments = crate::segments::table_ranges(&self.source.conn, self.table_id)
+            .map_err(|e| rusqlite::Error::ModuleError(e.to_string()))?;
         self.segment = 0;
         self.next_row = self.segments.first().map_or(0, |s| s.0);
         self.values.get_mut().read = false;
