@@ -1,11 +1,12 @@
 //! Running a job's SQL on SQLite: TD's UDFs, views over stored rows, and the result schema.
 //!
-//! A query runs on its own connection whose `main` is an empty in-memory database; the store is
-//! attached read-only as `td_store`. Each TD table the query names becomes a TEMP VIEW
-//! (`time` + one column per schema column, read from the row's JSON) limited to that table's rows.
-//! An authorizer lets the statement read `td_store` only through those views, so a query sees the
-//! tables of its own account and nothing of td-local's bookkeeping (`SELECT * FROM jobs` is
-//! "no such table", `td_store.jobs` is refused), and only read-only statements run.
+//! A query runs on its own connection whose `main` is an empty in-memory database. Each TD table
+//! the query names becomes a TEMP VIEW (`time` + one column per schema column) over a virtual
+//! table of that table's rows (`rows`), which reads the store through a connection of its own.
+//! The store is also attached read-only as `td_store`, where an authorizer refuses every read,
+//! so a query sees the tables of its own account and nothing of td-local's bookkeeping
+//! (`SELECT * FROM jobs` is "no such table", `td_store.jobs` is refused), and only read-only
+//! statements run.
 //!
 //! The whole query (catalog lookup, views, every row) runs in one read transaction, so it reads
 //! one committed state of the store.
@@ -192,9 +193,8 @@ impl Engine {
         let refused = Arc::new(Mutex::new(None));
         let refused_in_hook = refused.clone();
         let probing = self.probing.clone();
-        let allowed: BTreeSet<String> = views.keys().cloned().collect();
         self.conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            let verdict = authorize(&allowed, &ctx, probing.load(Ordering::SeqCst));
+            let verdict = authorize(&ctx, probing.load(Ordering::SeqCst));
             if let (Authorization::Deny, AuthAction::Read { table_name, .. }) = (verdict, ctx.action) {
                 *refused_in_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(table_name.to_string());
             }
@@ -386,9 +386,9 @@ fn load_catalog(conn: &Connection, account_id: i64) -> Result<Catalog, QueryErro
     Ok(catalog)
 }
 
-/// The statement may read the store only through the views made for it, and do nothing but read;
-/// while `probing`, it may also make and drop the temp table of [`Engine::declared_types`].
-fn authorize(views: &BTreeSet<String>, ctx: &AuthContext<'_>, probing: bool) -> Authorization {
+/// The statement may read its views (the store's attached tables not at all), and do nothing but
+/// read; while `probing`, it may also make and drop the temp table of [`Engine::declared_types`].
+fn authorize(ctx: &AuthContext<'_>, probing: bool) -> Authorization {
     let in_temp = ctx.database_name == Some("temp");
     match ctx.action {
         AuthAction::CreateTempTable { table_name } | AuthAction::DropTempTable { table_name }
@@ -402,14 +402,10 @@ fn authorize(views: &BTreeSet<String>, ctx: &AuthContext<'_>, probing: bool) -> 
             Authorization::Allow
         }
         AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive => Authorization::Allow,
-        AuthAction::Read { .. } => {
-            let through_view = ctx.accessor.is_some_and(|v| views.contains(v));
-            match ctx.database_name {
-                Some(STORE_SCHEMA) if through_view => Authorization::Allow,
-                Some(STORE_SCHEMA) => Authorization::Deny,
-                _ => Authorization::Allow,
-            }
-        }
+        // The store's own tables: only the rows' virtual tables read the store, on their own
+        // connection.
+        AuthAction::Read { .. } if ctx.database_name == Some(STORE_SCHEMA) => Authorization::Deny,
+        AuthAction::Read { .. } => Authorization::Allow,
         _ => Authorization::Deny,
     }
 }
