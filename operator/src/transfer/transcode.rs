@@ -1,7 +1,10 @@
 //! Rows from result form (msgpack arrays) to import form (msgpack maps with an integer `time`),
 //! at the msgpack byte level: values are copied, not decoded, except `time` and booleans.
+//!
+//! A row is transcoded from a slice that holds it whole ([`Input`] keeps one in view), so each
+//! value is found by walking its headers and copied in one piece.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read};
 
 use rmp::Marker;
 
@@ -35,8 +38,6 @@ pub struct Transcoder {
     fixed_time: Option<i64>,
     /// The `time_column`'s name, when rows take their `time` from it.
     time_column: Option<String>,
-    /// A value of the `time_column`, as read.
-    scratch: Vec<u8>,
     rows: u64,
 }
 
@@ -44,6 +45,191 @@ fn encoded_str(s: &str) -> Vec<u8> {
     let mut buf = Vec::with_capacity(s.len() + 2);
     rmp::encode::write_str(&mut buf, s).expect("writing to a Vec cannot fail");
     buf
+}
+
+/// The result's bytes, buffered so that the next row is wholly in view: the buffer grows to
+/// hold a row longer than it.
+pub struct Input<R> {
+    reader: R,
+    buf: Vec<u8>,
+    /// The bytes not yet transcoded are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read> Input<R> {
+    /// Bytes read from `reader` at a time, at the least.
+    const BUFFER: usize = 1 << 16;
+
+    pub fn new(reader: R) -> Input<R> {
+        Input {
+            reader,
+            buf: vec![0; Self::BUFFER],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn view(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Reads more bytes after those in view; `false` at the end of the input.
+    fn more(&mut self) -> io::Result<bool> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        // A row longer than the buffer's half doubles it, so a long row is walked O(1) times.
+        if self.end > self.buf.len() / 2 {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Why a row could not be transcoded from the bytes in view.
+enum Short {
+    /// The row goes on past them.
+    More,
+    Malformed(String),
+    /// Not msgpack at all.
+    Invalid(&'static str),
+}
+
+type Step<T> = Result<T, Short>;
+
+/// A read position in the bytes in view.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn byte(&mut self) -> Step<u8> {
+        let b = *self.buf.get(self.pos).ok_or(Short::More)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Step<&'a [u8]> {
+        let bytes = self
+            .buf
+            .get(self.pos..self.pos.saturating_add(n))
+            .ok_or(Short::More)?;
+        self.pos += n;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Step<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    /// A big-endian length of `N` bytes.
+    fn len<const N: usize>(&mut self) -> Step<u64> {
+        Ok(self
+            .array::<N>()?
+            .iter()
+            .fold(0u64, |acc, b| acc << 8 | u64::from(*b)))
+    }
+
+    fn skip(&mut self, n: u64) -> Step<()> {
+        self.take(usize::try_from(n).map_err(|_| Short::More)?).map(drop)
+    }
+
+    /// Steps over one whole value, nested values and all (without recursion: any depth).
+    fn skip_value(&mut self) -> Step<()> {
+        let mut values: u64 = 1;
+        while values > 0 {
+            values -= 1;
+            let m = Marker::from_u8(self.byte()?);
+            let payload = match m {
+                Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => 0,
+                Marker::U8 | Marker::I8 => 1,
+                Marker::U16 | Marker::I16 => 2,
+                Marker::U32 | Marker::I32 | Marker::F32 => 4,
+                Marker::U64 | Marker::I64 | Marker::F64 => 8,
+                Marker::FixStr(n) => u64::from(n),
+                Marker::Str8 | Marker::Bin8 => self.len::<1>()?,
+                Marker::Str16 | Marker::Bin16 => self.len::<2>()?,
+                Marker::Str32 | Marker::Bin32 => self.len::<4>()?,
+                Marker::FixExt1 => 2,
+                Marker::FixExt2 => 3,
+                Marker::FixExt4 => 5,
+                Marker::FixExt8 => 9,
+                Marker::FixExt16 => 17,
+                Marker::Ext8 => self.len::<1>()? + 1,
+                Marker::Ext16 => self.len::<2>()? + 1,
+                Marker::Ext32 => self.len::<4>()? + 1,
+                Marker::FixArray(n) => {
+                    values = values.saturating_add(u64::from(n));
+                    0
+                }
+                Marker::FixMap(n) => {
+                    values = values.saturating_add(2 * u64::from(n));
+                    0
+                }
+                Marker::Array16 => {
+                    values = values.saturating_add(self.len::<2>()?);
+                    0
+                }
+                Marker::Array32 => {
+                    values = values.saturating_add(self.len::<4>()?);
+                    0
+                }
+                Marker::Map16 => {
+                    values = values.saturating_add(2 * self.len::<2>()?);
+                    0
+                }
+                Marker::Map32 => {
+                    values = values.saturating_add(2 * self.len::<4>()?);
+                    0
+                }
+                Marker::Reserved => return Err(Short::Invalid("reserved msgpack marker 0xc1")),
+            };
+            self.skip(payload)?;
+        }
+        Ok(())
+    }
+
+    /// The next value's bytes.
+    fn value(&mut self) -> Step<&'a [u8]> {
+        let start = self.pos;
+        self.skip_value()?;
+        Ok(&self.buf[start..self.pos])
+    }
+}
+
+/// An integer value (any msgpack width) as i64; None for any other value.
+fn int_of(value: &[u8]) -> Option<i64> {
+    let mut c = Cursor { buf: value, pos: 0 };
+    let be = |c: &mut Cursor, n: usize| {
+        c.take(n)
+            .ok()
+            .map(|b| b.iter().fold(0u64, |acc, x| acc << 8 | u64::from(*x)))
+    };
+    Some(match Marker::from_u8(c.byte().ok()?) {
+        Marker::FixPos(v) => i64::from(v),
+        Marker::FixNeg(v) => i64::from(v),
+        Marker::U8 | Marker::U16 | Marker::U32 | Marker::U64 => {
+            let width = 1 << (value[0] - 0xcc);
+            i64::try_from(be(&mut c, width)?).ok()?
+        }
+        Marker::I8 => i64::from(be(&mut c, 1)? as u8 as i8),
+        Marker::I16 => i64::from(be(&mut c, 2)? as u16 as i16),
+        Marker::I32 => i64::from(be(&mut c, 4)? as u32 as i32),
+        Marker::I64 => be(&mut c, 8)? as i64,
+        _ => return None,
+    })
 }
 
 impl Transcoder {
@@ -69,7 +255,6 @@ impl Transcoder {
                 TimeFill::Parsed(i) => Some(columns[i].source.clone()),
                 _ => None,
             },
-            scratch: Vec::new(),
             rows: 0,
         }
     }
@@ -79,57 +264,90 @@ impl Transcoder {
         self.rows
     }
 
-    /// Transcodes the next row of `input` into `out`; `false` at a clean end of input.
-    pub fn next_row<R: BufRead, W: Write>(
+    /// Transcodes the next row of `input` onto `out`; `false` at a clean end of input.
+    pub fn next_row<R: Read>(
         &mut self,
-        input: &mut R,
-        out: &mut W,
+        input: &mut Input<R>,
+        out: &mut Vec<u8>,
     ) -> Result<bool, TranscodeError> {
-        if input.fill_buf()?.is_empty() {
-            return Ok(false);
+        let mark = out.len();
+        loop {
+            if input.view().is_empty() && !input.more()? {
+                return Ok(false);
+            }
+            match self.row(input.view(), out) {
+                Ok(len) => {
+                    input.start += len;
+                    self.rows += 1;
+                    return Ok(true);
+                }
+                Err(short) => {
+                    out.truncate(mark);
+                    match short {
+                        Short::More if input.more()? => continue,
+                        // The input ended inside a row: cut short, as a broken download is.
+                        Short::More => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                        Short::Invalid(why) => {
+                            return Err(io::Error::new(io::ErrorKind::InvalidData, why).into())
+                        }
+                        Short::Malformed(detail) => {
+                            return Err(TranscodeError::Malformed {
+                                row: self.rows + 1,
+                                detail,
+                            })
+                        }
+                    }
+                }
+            }
         }
-        let row = self.rows + 1;
-        let malformed = |detail: String| TranscodeError::Malformed { row, detail };
-        let len = match read_marker(input)? {
-            Marker::FixArray(n) => u32::from(n),
-            Marker::Array16 => u32::from(read_u16(input)?),
-            Marker::Array32 => read_u32(input)?,
-            other => return Err(malformed(format!("expected an array of values, found {other:?}"))),
+    }
+
+    /// Transcodes the row at the start of `view` onto `out`; its length in `view`.
+    fn row(&self, view: &[u8], out: &mut Vec<u8>) -> Step<usize> {
+        let mut c = Cursor { buf: view, pos: 0 };
+        let len = match Marker::from_u8(c.byte()?) {
+            Marker::FixArray(n) => u64::from(n),
+            Marker::Array16 => c.len::<2>()?,
+            Marker::Array32 => c.len::<4>()?,
+            other => {
+                return Err(Short::Malformed(format!(
+                    "expected an array of values, found {other:?}"
+                )))
+            }
         };
-        if len as usize != self.keys.len() {
-            return Err(malformed(format!(
+        if len != self.keys.len() as u64 {
+            return Err(Short::Malformed(format!(
                 "has {len} values, the result schema has {}",
                 self.keys.len()
             )));
         }
         let added = self.fixed_time.is_some() || self.time_column.is_some();
         let entries = self.keys.len() as u32 + u32::from(added);
-        rmp::encode::write_map_len(out, entries).map_err(io::Error::from)?;
+        rmp::encode::write_map_len(out, entries).expect("writing to a Vec cannot fail");
         let mut time = self.fixed_time;
         for (key, carry) in self.keys.iter().zip(&self.carry) {
-            out.write_all(key)?;
+            out.extend_from_slice(key);
+            let value = c.value()?;
             match carry {
-                Carry::Copy => copy_value(input, out)?,
-                Carry::BoolToLong => match read_marker(input)? {
-                    Marker::True => write_int(out, 1)?,
-                    Marker::False => write_int(out, 0)?,
-                    other => copy_after_marker(other, input, out)?,
+                Carry::Copy => out.extend_from_slice(value),
+                Carry::BoolToLong => match Marker::from_u8(value[0]) {
+                    Marker::True => out.push(1),
+                    Marker::False => out.push(0),
+                    _ => out.extend_from_slice(value),
                 },
-                Carry::Time => match read_int(input)? {
-                    Some(t) => write_int(out, t)?,
+                Carry::Time => match int_of(value) {
+                    Some(t) => write_int(out, t),
                     None => {
-                        return Err(malformed(
+                        return Err(Short::Malformed(
                             "its `time` value is not an integer (unix seconds)".into(),
                         ))
                     }
                 },
                 Carry::TimeFrom => {
-                    self.scratch.clear();
-                    copy_value(input, &mut self.scratch)?;
-                    out.write_all(&self.scratch)?;
+                    out.extend_from_slice(value);
                     let column = self.time_column.as_deref().unwrap_or_default();
-                    time = Some(time_of(&self.scratch).map_err(|value| {
-                        malformed(format!(
+                    time = Some(time_of(value).map_err(|value| {
+                        Short::Malformed(format!(
                             "its time_column `{column}` holds {value}, which is not a time (Unix seconds, \
                              ISO-8601 or YYYY-MM-DD HH:MM:SS[.fff] with an optional zone)"
                         ))
@@ -138,11 +356,10 @@ impl Transcoder {
             }
         }
         if let Some(t) = time.filter(|_| added) {
-            out.write_all(&encoded_str("time"))?;
-            write_int(out, t)?;
+            out.extend_from_slice(b"\xa4time");
+            write_int(out, t);
         }
-        self.rows = row;
-        Ok(true)
+        Ok(c.pos)
     }
 }
 
@@ -164,128 +381,15 @@ fn time_of(mut encoded: &[u8]) -> Result<i64, String> {
     }
 }
 
-fn write_int<W: Write>(out: &mut W, v: i64) -> io::Result<()> {
-    rmp::encode::write_sint(out, v).map(drop).map_err(io::Error::from)
-}
-
-fn read_marker<R: Read>(r: &mut R) -> io::Result<Marker> {
-    let mut b = [0u8; 1];
-    r.read_exact(&mut b)?;
-    Ok(Marker::from_u8(b[0]))
-}
-
-fn read_n<const N: usize, R: Read>(r: &mut R) -> io::Result<[u8; N]> {
-    let mut b = [0u8; N];
-    r.read_exact(&mut b)?;
-    Ok(b)
-}
-
-fn read_u16<R: Read>(r: &mut R) -> io::Result<u16> {
-    read_n::<2, _>(r).map(u16::from_be_bytes)
-}
-
-fn read_u32<R: Read>(r: &mut R) -> io::Result<u32> {
-    read_n::<4, _>(r).map(u32::from_be_bytes)
-}
-
-/// Reads one integer value (any msgpack integer width); `None` for any other value, which is
-/// then consumed.
-fn read_int<R: Read>(r: &mut R) -> io::Result<Option<i64>> {
-    let m = read_marker(r)?;
-    Ok(Some(match m {
-        Marker::FixPos(v) => i64::from(v),
-        Marker::FixNeg(v) => i64::from(v),
-        Marker::U8 => i64::from(read_n::<1, _>(r)?[0]),
-        Marker::U16 => i64::from(read_u16(r)?),
-        Marker::U32 => i64::from(read_u32(r)?),
-        Marker::U64 => match i64::try_from(u64::from_be_bytes(read_n::<8, _>(r)?)) {
-            Ok(v) => v,
-            Err(_) => return Ok(None),
-        },
-        Marker::I8 => i64::from(i8::from_be_bytes(read_n::<1, _>(r)?)),
-        Marker::I16 => i64::from(i16::from_be_bytes(read_n::<2, _>(r)?)),
-        Marker::I32 => i64::from(i32::from_be_bytes(read_n::<4, _>(r)?)),
-        Marker::I64 => i64::from_be_bytes(read_n::<8, _>(r)?),
-        other => {
-            copy_after_marker(other, r, &mut io::sink())?;
-            return Ok(None);
-        }
-    }))
-}
-
-/// Copies one whole msgpack value from `r` to `w`, unchanged.
-pub fn copy_value<R: Read, W: Write>(r: &mut R, w: &mut W) -> io::Result<()> {
-    let m = read_marker(r)?;
-    copy_after_marker(m, r, w)
-}
-
-/// Copies a value whose marker was already read (and is re-emitted here).
-fn copy_after_marker<R: Read, W: Write>(m: Marker, r: &mut R, w: &mut W) -> io::Result<()> {
-    w.write_all(&[m.to_u8()])?;
-    let payload: u64 = match m {
-        Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => 0,
-        Marker::U8 | Marker::I8 => 1,
-        Marker::U16 | Marker::I16 => 2,
-        Marker::U32 | Marker::I32 | Marker::F32 => 4,
-        Marker::U64 | Marker::I64 | Marker::F64 => 8,
-        Marker::FixStr(n) => u64::from(n),
-        Marker::Str8 | Marker::Bin8 => u64::from(copy_len::<1, _, _>(r, w)?),
-        Marker::Str16 | Marker::Bin16 => u64::from(copy_len::<2, _, _>(r, w)?),
-        Marker::Str32 | Marker::Bin32 => u64::from(copy_len::<4, _, _>(r, w)?),
-        Marker::FixExt1 => 2,
-        Marker::FixExt2 => 3,
-        Marker::FixExt4 => 5,
-        Marker::FixExt8 => 9,
-        Marker::FixExt16 => 17,
-        Marker::Ext8 => u64::from(copy_len::<1, _, _>(r, w)?) + 1,
-        Marker::Ext16 => u64::from(copy_len::<2, _, _>(r, w)?) + 1,
-        Marker::Ext32 => u64::from(copy_len::<4, _, _>(r, w)?) + 1,
-        Marker::FixArray(n) => return copy_values(r, w, u64::from(n)),
-        Marker::FixMap(n) => return copy_values(r, w, 2 * u64::from(n)),
-        Marker::Array16 | Marker::Array32 | Marker::Map16 | Marker::Map32 => {
-            let len = match m {
-                Marker::Array16 | Marker::Map16 => copy_len::<2, _, _>(r, w)?,
-                _ => copy_len::<4, _, _>(r, w)?,
-            };
-            let per_entry = if matches!(m, Marker::Map16 | Marker::Map32) {
-                2
-            } else {
-                1
-            };
-            return copy_values(r, w, per_entry * u64::from(len));
-        }
-        Marker::Reserved => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "reserved msgpack marker 0xc1",
-            ))
-        }
-    };
-    let copied = io::copy(&mut r.by_ref().take(payload), w)?;
-    if copied != payload {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(())
-}
-
-fn copy_values<R: Read, W: Write>(r: &mut R, w: &mut W, n: u64) -> io::Result<()> {
-    for _ in 0..n {
-        copy_value(r, w)?;
-    }
-    Ok(())
-}
-
-/// Copies a big-endian length of `N` bytes and returns it.
-fn copy_len<const N: usize, R: Read, W: Write>(r: &mut R, w: &mut W) -> io::Result<u32> {
-    let b = read_n::<N, _>(r)?;
-    w.write_all(&b)?;
-    Ok(b.iter().fold(0u32, |acc, x| (acc << 8) | u32::from(*x)))
+fn write_int(out: &mut Vec<u8>, v: i64) {
+    rmp::encode::write_sint(out, v).expect("writing to a Vec cannot fail");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transfer::columns::map_columns;
+    use proptest::prelude::*;
     use rmpv::Value;
 
     fn columns(spec: &[(&str, &str)]) -> Vec<MappedColumn> {
@@ -309,9 +413,13 @@ mod tests {
     }
 
     fn transcode_all(t: &mut Transcoder, input: &[u8]) -> Result<Vec<Value>, TranscodeError> {
-        let mut reader = io::BufReader::new(input);
+        transcode_from(t, input)
+    }
+
+    fn transcode_from(t: &mut Transcoder, reader: impl Read) -> Result<Vec<Value>, TranscodeError> {
+        let mut input = Input::new(reader);
         let mut out = Vec::new();
-        while t.next_row(&mut reader, &mut out)? {}
+        while t.next_row(&mut input, &mut out)? {}
         let mut cursor = &out[..];
         let mut values = Vec::new();
         while !cursor.is_empty() {
@@ -434,5 +542,111 @@ mod tests {
         let mut input = encode(&[Value::Array(vec![1.into(), "abcdef".into()])]);
         input.truncate(input.len() - 2);
         assert!(transcode_all(&mut Transcoder::new(&cols, TimeFill::Fixed(0)), &input).is_err());
+    }
+    /// A reader handing out its bytes in pieces of the sizes given, in turn.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        sizes: Vec<usize>,
+        turn: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let size = self.sizes[self.turn % self.sizes.len()].max(1);
+            self.turn += 1;
+            let n = size.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        let scalar = prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::F64),
+            ".{0,40}".prop_map(Value::from),
+            (0usize..70_000).prop_map(|n| Value::from("x".repeat(n))),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Binary),
+            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20)).prop_map(|(t, b)| Value::Ext(t, b)),
+        ];
+        scalar.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((".{0,8}".prop_map(Value::from), inner), 0..4).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// However the result's bytes arrive (a byte at a time, or past the buffer's size), each
+        /// row becomes the same record, its values byte for byte.
+        #[test]
+        fn rows_transcode_the_same_however_the_result_is_cut(
+            rows in proptest::collection::vec(proptest::collection::vec(any_value(), 3), 1..12),
+            sizes in proptest::collection::vec(1usize..100_000, 1..8),
+        ) {
+            let cols = columns(&[("a", "varchar"), ("b", "varchar"), ("c", "boolean")]);
+            let input = encode(&rows.iter().cloned().map(Value::Array).collect::<Vec<_>>());
+            let whole = transcode_all(&mut Transcoder::new(&cols, TimeFill::Fixed(9)), &input).unwrap();
+            let trickle = Trickle { bytes: &input, sizes, turn: 0 };
+            let cut = transcode_from(&mut Transcoder::new(&cols, TimeFill::Fixed(9)), trickle).unwrap();
+            prop_assert_eq!(&cut, &whole);
+            for (row, record) in rows.iter().zip(&whole) {
+                let values: Vec<Value> = record.as_map().unwrap().iter().map(|(_, v)| v.clone()).collect();
+                prop_assert_eq!(&values[..2], &row[..2]);
+                let c = match &row[2] {
+                    Value::Boolean(b) => Value::from(u8::from(*b)),
+                    other => other.clone(),
+                };
+                prop_assert_eq!(&values[2], &c);
+                prop_assert_eq!(&values[3], &Value::from(9));
+            }
+        }
+    }
+
+    /// Values nest as deep as a result makes them: they are stepped over, not recursed into.
+    #[test]
+    fn a_value_nested_a_million_deep_is_copied_without_recursion() {
+        let depth = 1_000_000;
+        let mut value = vec![0x91; depth]; // [[[…
+        value.push(0xc0); // nil
+        let mut input = vec![0x91];
+        input.extend(&value);
+        let cols = columns(&[("deep", "array(varchar)")]);
+        let mut input_ = Input::new(&input[..]);
+        let mut out = Vec::new();
+        let mut t = Transcoder::new(&cols, TimeFill::Fixed(1));
+        assert!(t.next_row(&mut input_, &mut out).unwrap());
+        let mut expected = vec![0x82, 0xa4];
+        expected.extend(b"deep");
+        expected.extend(&value);
+        expected.extend(b"\xa4time\x01");
+        assert_eq!(out, expected);
+        assert!(!t.next_row(&mut input_, &mut out).unwrap());
+    }
+
+    #[test]
+    fn the_reserved_marker_is_a_corrupt_result_not_a_cut_one() {
+        let cols = columns(&[("a", "varchar")]);
+        let err = transcode_all(&mut Transcoder::new(&cols, TimeFill::Fixed(0)), &[0x91, 0xc1]).unwrap_err();
+        let TranscodeError::Io(e) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let err = transcode_all(
+            &mut Transcoder::new(&cols, TimeFill::Fixed(0)),
+            &[0x91, 0xa3, b'a'],
+        )
+        .unwrap_err();
+        let TranscodeError::Io(e) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

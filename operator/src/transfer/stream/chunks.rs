@@ -1,12 +1,12 @@
 //! Stage 1 (one thread): the gunzipped result, row by row, transcoded into raw chunks of about
 //! `chunk_bytes`, dealt to the deflate workers in turn.
 
-use std::io::BufRead;
+use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::{Halt, Progress};
-use crate::transfer::transcode::Transcoder;
+use crate::transfer::transcode::{Input, Transcoder};
 
 /// What a deflate worker is handed.
 pub(super) enum Chunk {
@@ -18,8 +18,8 @@ pub(super) enum Chunk {
 
 /// Transcodes every row of `input` into chunks dealt round-robin over `workers` (chunk `i` to
 /// worker `i % n`), which is the order the parts are put together in. Buffers come back on `free`.
-pub(super) fn cut<R: BufRead>(
-    mut input: R,
+pub(super) fn cut<R: Read>(
+    mut input: Input<R>,
     mut transcoder: Transcoder,
     chunk_bytes: usize,
     progress: &Progress,

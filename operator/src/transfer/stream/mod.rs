@@ -11,7 +11,6 @@ mod deflate;
 mod parts;
 
 use std::future::Future;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
@@ -24,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::transcode::{TranscodeError, Transcoder};
+use super::transcode::{Input, TranscodeError, Transcoder};
 use crate::td::Payload;
 
 pub use crate::options::{PartOptions, PART_BYTES};
@@ -139,7 +138,7 @@ where
     let reader = SyncIoBridge::new(StreamReader::new(counting));
     let (options_, making_progress) = (options.clone(), progress.clone());
     let making = tokio::task::spawn_blocking(move || {
-        let input = BufReader::with_capacity(1 << 16, MultiGzDecoder::new(reader));
+        let input = Input::new(MultiGzDecoder::new(reader));
         make_parts(input, transcoder, &options_, &making_progress, &parts_tx)
     });
     let uploaded = upload_parts(parts_rx, upload, &progress).await;
@@ -162,8 +161,8 @@ where
 /// Runs the blocking stages, each on its own thread, joined by bounded channels: the cutter
 /// (here), `options.threads` deflate workers and the part assembler. Returns the part count, or
 /// the failure of the first stage that failed (the others just stopped).
-fn make_parts<R: std::io::BufRead + Send>(
-    input: R,
+fn make_parts<R: std::io::Read + Send>(
+    input: Input<R>,
     transcoder: Transcoder,
     options: &PartOptions,
     progress: &Progress,
