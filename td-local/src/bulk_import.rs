@@ -18,7 +18,7 @@ use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::catalog::{self, merge_columns};
 use crate::error::{Error, Result};
-use crate::flat::FlatRecord;
+use crate::flat::{FlatRecord, Shapes};
 use crate::inflate::Capped;
 use crate::jobs::{self, NewJob, Outcome};
 use crate::limits::{Limits, BATCH_BYTES, BATCH_ROWS};
@@ -518,11 +518,16 @@ fn decode_stored_part(
 /// the columns its rows would add to an empty schema.
 #[derive(Debug, Default)]
 struct DecodedPart {
-    rows: Vec<(i64, String)>,
+    /// The staged rows' JSON texts, back to back.
+    text: String,
+    /// Each staged row's `time` and where its text ends in `text`.
+    rows: Vec<(i64, usize)>,
     errors: Vec<Vec<u8>>,
     columns: Vec<TableColumn>,
-    /// Bytes held in `rows` and `errors`.
+    /// Bytes held in `text` and `errors`.
     bytes: usize,
+    /// The shapes of this batch's flat records.
+    shapes: Shapes,
 }
 
 impl DecodedPart {
@@ -530,16 +535,28 @@ impl DecodedPart {
     /// other through decoded values.
     fn accept(&mut self, index: usize, raw: &[u8], schema: &[TableColumn]) -> Result<()> {
         if let Some(record) = FlatRecord::parse(raw) {
-            if let Some(time) = record.time().filter(|_| record.fits(schema)) {
-                record.extend_schema(&mut self.columns);
-                let mut text = String::with_capacity(raw.len() + raw.len() / 4 + 16);
-                record.write_json(&mut text);
-                self.stage(time, text);
+            let start = self.text.len();
+            if let Some(time) = self
+                .shapes
+                .stage(&record, schema, &mut self.columns, &mut self.text)
+            {
+                self.rows.push((time, self.text.len()));
+                self.bytes += self.text.len() - start;
                 return Ok(());
             }
         }
         self.accept_value(index, records::decode_record(index, raw)?, schema);
         Ok(())
+    }
+
+    /// The staged rows, `(time, record JSON)`, in the order they came.
+    fn staged(&self) -> impl Iterator<Item = (i64, &str)> {
+        let mut start = 0;
+        self.rows.iter().map(move |&(time, end)| {
+            let text = &self.text[start..end];
+            start = end;
+            (time, text)
+        })
     }
 
     fn accept_value(&mut self, index: usize, value: rmpv::Value, schema: &[TableColumn]) {
@@ -554,7 +571,9 @@ impl DecodedPart {
             Ok(row) => {
                 records::extend_schema(&mut self.columns, &row.record);
                 let text = serde_json::to_string(&row.record).expect("a JSON map always serializes");
-                self.stage(row.time, text);
+                self.text.push_str(&text);
+                self.rows.push((row.time, self.text.len()));
+                self.bytes += text.len();
             }
             // A map whose `time` is ambiguous (repeated keys): keep the reason instead.
             Err(e) => self.reject(encode(&rmpv::Value::Map(vec![(
@@ -562,11 +581,6 @@ impl DecodedPart {
                 e.to_string().into(),
             )]))),
         }
-    }
-
-    fn stage(&mut self, time: i64, text: String) {
-        self.bytes += text.len();
-        self.rows.push((time, text));
     }
 
     fn reject(&mut self, record: Vec<u8>) {
@@ -647,7 +661,7 @@ fn stage_part(
 ) -> Result<()> {
     written
         .segments
-        .extend(stage_rows(conn, session_id, &batch.rows)?);
+        .extend(stage_rows(conn, session_id, batch.staged())?);
     let mut errors =
         conn.prepare_cached("INSERT INTO bulk_import_errors (session_id, record) VALUES (?1, ?2)")?;
     for record in batch.errors.iter().take(keep) {
@@ -659,14 +673,17 @@ fn stage_part(
 
 /// Stages rows `(time, record JSON)` for a session's commit, in a segment of the session's;
 /// returns the segment's id (none for no rows).
-pub(crate) fn stage_rows(conn: &Connection, session_id: i64, rows: &[(i64, String)]) -> Result<Option<i64>> {
-    if rows.is_empty() {
+pub(crate) fn stage_rows<'r>(
+    conn: &Connection,
+    session_id: i64,
+    rows: impl IntoIterator<Item = (i64, &'r str)>,
+) -> Result<Option<i64>> {
+    let mut rows = rows.into_iter().peekable();
+    if rows.peek().is_none() {
         return Ok(None);
     }
     let mut segment = Segment::create(conn, Owner::Session(session_id))?;
-    for (time, record) in rows {
-        segment.push(*time, record)?;
-    }
+    segment.push_all(rows)?;
     Ok(Some(segment.finish()?))
 }
 

@@ -26,6 +26,19 @@ pub enum Scalar<'a> {
 }
 
 impl Scalar<'_> {
+    /// Which variant this is: finer than its kind (an integer past `i64::MAX` is no `time`).
+    fn tag(self) -> u8 {
+        match self {
+            Scalar::Nil => 0,
+            Scalar::Bool(_) => 1,
+            Scalar::Int(_) => 2,
+            Scalar::UInt(_) => 3,
+            Scalar::Float(_) => 4,
+            Scalar::Str(_) => 5,
+            Scalar::Bin(_) => 6,
+        }
+    }
+
     fn kind(self) -> Kind {
         match self {
             Scalar::Nil => Kind::Null,
@@ -38,15 +51,15 @@ impl Scalar<'_> {
     }
 }
 
-/// A flat record read from its msgpack bytes: its entries sorted by key, as the stored JSON
-/// (a `serde_json::Map`) orders them.
+/// A flat record read from its msgpack bytes: its entries in the order they came.
 #[derive(Debug)]
 pub struct FlatRecord<'a> {
     entries: Vec<(&'a str, Scalar<'a>)>,
 }
 
 impl<'a> FlatRecord<'a> {
-    /// Reads `raw`, the bytes of exactly one msgpack value; None when it is not a flat record.
+    /// Reads `raw`, the bytes of exactly one msgpack value; None when it is not a map of text
+    /// keys to scalars.
     pub fn parse(raw: &'a [u8]) -> Option<FlatRecord<'a>> {
         let mut buf = raw;
         let len = match Marker::from_u8(take_byte(&mut buf)?) {
@@ -66,72 +79,153 @@ impl<'a> FlatRecord<'a> {
         if !buf.is_empty() {
             return None;
         }
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-            return None;
-        }
         Some(FlatRecord { entries })
     }
+}
 
-    pub fn get(&self, key: &str) -> Option<Scalar<'a>> {
-        self.entries
-            .binary_search_by(|(k, _)| (*k).cmp(key))
-            .ok()
-            .map(|i| self.entries[i].1)
-    }
+/// What the records of one shape (the same keys in the same order, each value of the same
+/// variant) share: whether they are rows, where their `time` is, the order and JSON of their keys.
+/// Found once, it spares each record the sorting and schema lookups.
+#[derive(Debug)]
+struct Shape {
+    keys: Vec<Box<str>>,
+    tags: Vec<u8>,
+    /// None: not staged here (no integer `time`, a key given twice, a value its column's type
+    /// does not take); the general path decides.
+    stored: Option<Stored>,
+}
 
-    /// The integer `time` a stored row needs; None when the record has none.
-    pub fn time(&self) -> Option<i64> {
-        match self.get("time")? {
-            Scalar::Int(t) => Some(t),
+#[derive(Debug)]
+struct Stored {
+    /// The `time` entry's index.
+    time: usize,
+    /// Entry indexes in key order (as a `serde_json::Map` orders them), each with its key as
+    /// JSON (`"key":`).
+    order: Vec<(usize, String)>,
+}
+
+impl Shape {
+    fn of(record: &FlatRecord, schema: &[TableColumn], columns: &mut Vec<TableColumn>) -> Shape {
+        let keys = record.entries.iter().map(|(k, _)| Box::from(*k)).collect();
+        let tags = record.entries.iter().map(|(_, v)| v.tag()).collect();
+        let kinds: Vec<Kind> = record.entries.iter().map(|(_, v)| v.kind()).collect();
+        let mut order: Vec<usize> = (0..record.entries.len()).collect();
+        order.sort_by_key(|&i| record.entries[i].0);
+        let key = |i: usize| record.entries[i].0;
+        let kind_of = |name: &str| {
+            order
+                .binary_search_by(|&i| key(i).cmp(name))
+                .ok()
+                .map(|at| kinds[order[at]])
+        };
+        let time = order.iter().copied().find(|&i| key(i) == "time");
+        let once = order.windows(2).all(|w| key(w[0]) != key(w[1]));
+        let stored = match time {
+            Some(time)
+                if once
+                    && matches!(record.entries[time].1, Scalar::Int(_))
+                    && records::fits_schema_by(schema, kind_of) =>
+            {
+                records::extend_schema_by(columns, order.iter().map(|&i| (key(i), kinds[i])));
+                let order = order
+                    .iter()
+                    .map(|&i| {
+                        let mut json = String::with_capacity(key(i).len() + 3);
+                        write_json_str(&mut json, key(i));
+                        json.push(':');
+                        (i, json)
+                    })
+                    .collect();
+                Some(Stored { time, order })
+            }
             _ => None,
+        };
+        Shape { keys, tags, stored }
+    }
+
+    fn fits(&self, record: &FlatRecord) -> bool {
+        self.keys.len() == record.entries.len()
+            && self
+                .keys
+                .iter()
+                .zip(&self.tags)
+                .zip(&record.entries)
+                .all(|((key, tag), (k, v))| **key == **k && *tag == v.tag())
+    }
+}
+
+/// The shapes seen lately, newest first: records of an import nearly always share a few.
+#[derive(Debug, Default)]
+pub struct Shapes {
+    seen: Vec<Shape>,
+}
+
+impl Shapes {
+    /// Shapes kept: past this many, records of the oldest shape are looked at afresh.
+    const KEPT: usize = 8;
+
+    /// Appends `record`'s stored JSON text to `out` and returns its `time`, adding the columns
+    /// its shape brings to `columns` (against `schema`, the target's; the same for every call).
+    /// None, with nothing written, when the general path must decide.
+    pub fn stage(
+        &mut self,
+        record: &FlatRecord,
+        schema: &[TableColumn],
+        columns: &mut Vec<TableColumn>,
+        out: &mut String,
+    ) -> Option<i64> {
+        let at = match self.seen.iter().position(|shape| shape.fits(record)) {
+            Some(at) => at,
+            None => {
+                self.seen.truncate(Self::KEPT - 1);
+                self.seen.push(Shape::of(record, schema, columns));
+                self.seen.len() - 1
+            }
+        };
+        if at > 0 {
+            self.seen[..=at].rotate_right(1);
         }
-    }
-
-    /// Whether every value fits the type its column has in `schema` (`records::fits_schema`).
-    pub fn fits(&self, schema: &[TableColumn]) -> bool {
-        records::fits_schema_by(schema, |key| self.get(key).map(Scalar::kind))
-    }
-
-    /// Adds to `schema` the columns it does not have yet (`records::extend_schema`).
-    pub fn extend_schema(&self, schema: &mut Vec<TableColumn>) {
-        records::extend_schema_by(
-            schema,
-            self.entries.iter().map(|(key, value)| (*key, value.kind())),
-        );
-    }
-
-    /// Appends the record's stored JSON text to `out`.
-    pub fn write_json(&self, out: &mut String) {
+        let stored = self.seen[0].stored.as_ref()?;
+        // Always so: a shape is staged only when its `time` is an i64.
+        let Scalar::Int(time) = record.entries[stored.time].1 else {
+            return None;
+        };
         out.push('{');
-        for (i, (key, value)) in self.entries.iter().enumerate() {
-            if i > 0 {
+        for (n, (i, key)) in stored.order.iter().enumerate() {
+            if n > 0 {
                 out.push(',');
             }
-            write_json_str(out, key);
-            out.push(':');
-            match value {
-                Scalar::Nil => out.push_str("null"),
-                Scalar::Bool(true) => out.push_str("true"),
-                Scalar::Bool(false) => out.push_str("false"),
-                Scalar::Int(n) => out.push_str(itoa::Buffer::new().format(*n)),
-                Scalar::UInt(n) => out.push_str(itoa::Buffer::new().format(*n)),
-                // As serde_json writes it, which is what the general path stores.
-                Scalar::Float(f) => out.push_str(&serde_json::to_string(f).expect("a float serializes")),
-                Scalar::Str(s) => write_json_str(out, s),
-                Scalar::Bin(bytes) => out.push_str(
-                    &serde_json::to_string(&records::binary_value(bytes)).expect("a JSON map serializes"),
-                ),
-            }
+            out.push_str(key);
+            write_json_value(out, record.entries[*i].1);
         }
         out.push('}');
+        Some(time)
+    }
+}
+
+fn write_json_value(out: &mut String, value: Scalar) {
+    match value {
+        Scalar::Nil => out.push_str("null"),
+        Scalar::Bool(true) => out.push_str("true"),
+        Scalar::Bool(false) => out.push_str("false"),
+        Scalar::Int(n) => out.push_str(itoa::Buffer::new().format(n)),
+        Scalar::UInt(n) => out.push_str(itoa::Buffer::new().format(n)),
+        // As serde_json writes it, which is what the general path stores.
+        Scalar::Float(f) => out.push_str(&serde_json::to_string(&f).expect("a float serializes")),
+        Scalar::Str(s) => write_json_str(out, s),
+        Scalar::Bin(bytes) => out
+            .push_str(&serde_json::to_string(&records::binary_value(bytes)).expect("a JSON map serializes")),
     }
 }
 
 /// Writes `s` as a JSON string, escaped as serde_json escapes it (`"`, `\\` and control
 /// characters; nothing else): most text needs no escape and is copied as it is.
 fn write_json_str(out: &mut String, s: &str) {
-    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    // Folded without stopping early, which compiles to a vector loop.
+    let escapes = s
+        .bytes()
+        .fold(false, |any, b| any | (b == b'"') | (b == b'\\') | (b < 0x20));
+    if escapes {
         out.push_str(&serde_json::to_string(s).expect("a string serializes"));
     } else {
         out.push('"');
@@ -312,45 +406,91 @@ mod tests {
             .prop_map(|cols| cols.into_iter().map(|(k, t)| TableColumn::new(k, t)).collect())
     }
 
+    /// What the general path makes of a record: its time and stored JSON, or None when it is
+    /// not a row that fits `schema`; and the columns it adds to `columns` when it is.
+    fn general(raw: &[u8], schema: &[TableColumn], columns: &mut Vec<TableColumn>) -> Option<(i64, String)> {
+        let value = records::decode_record(0, raw).unwrap();
+        let has_time = value.as_map().is_some_and(|m| {
+            m.iter()
+                .any(|(k, v)| k.as_str() == Some("time") && v.as_i64().is_some())
+        });
+        if !has_time {
+            return None;
+        }
+        let row = records::to_row(0, value).ok()?;
+        if !records::fits_schema(&row.record, schema) {
+            return None;
+        }
+        records::extend_schema(columns, &row.record);
+        Some((row.time, serde_json::to_string(&row.record).unwrap()))
+    }
+
+    fn fast(
+        shapes: &mut Shapes,
+        raw: &[u8],
+        schema: &[TableColumn],
+        columns: &mut Vec<TableColumn>,
+    ) -> Option<(i64, String)> {
+        let record = FlatRecord::parse(raw)?;
+        let mut json = String::new();
+        let time = shapes.stage(&record, schema, columns, &mut json);
+        assert!(
+            time.is_some() || json.is_empty(),
+            "a record left to the general path was written"
+        );
+        time.map(|t| (t, json))
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
-        /// The fast path must be the general path, faster: same acceptance, time, JSON text,
-        /// schema check and new columns, for every flat record; and it must decline every record
-        /// that is not flat.
+        /// The fast path must be the general path, faster: the same rows, time, JSON text and
+        /// new columns, for every flat record it stages; it leaves every other record to the
+        /// general path, and declines every record that is not flat.
         #[test]
         fn a_flat_record_reads_as_the_general_path_reads_it(
             entries in proptest::collection::vec((key(), raw_value()), 0..7),
             schema in schema(),
         ) {
             let raw = encode(&entries);
-            let value = records::decode_record(0, &raw).unwrap();
-            let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
-            keys.sort();
-            let flat_shaped = !entries.iter().any(|(_, v)| matches!(v, Raw::Nested))
-                && keys.windows(2).all(|w| w[0] != w[1]);
-            let Some(fast) = FlatRecord::parse(&raw) else {
-                prop_assert!(!flat_shaped, "a flat record was declined: {entries:?}");
-                return Ok(());
-            };
-            prop_assert!(flat_shaped, "a record that is not flat was taken: {entries:?}");
-            let general_time = value
-                .as_map()
-                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("time")))
-                .and_then(|(_, v)| v.as_i64());
-            prop_assert_eq!(fast.time(), general_time);
-            if general_time.is_none() {
-                // Not a record either way: the general path keeps it as an error record.
+            let flat_shaped = !entries.iter().any(|(_, v)| matches!(v, Raw::Nested));
+            prop_assert_eq!(FlatRecord::parse(&raw).is_some(), flat_shaped, "{:?}", entries);
+            if !flat_shaped {
                 return Ok(());
             }
-            let row = records::to_row(0, value).unwrap();
-            let mut json = String::new();
-            fast.write_json(&mut json);
-            prop_assert_eq!(json, serde_json::to_string(&row.record).unwrap());
-            prop_assert_eq!(fast.fits(&schema), records::fits_schema(&row.record, &schema));
             let (mut fast_columns, mut general_columns) = (schema.clone(), schema.clone());
-            fast.extend_schema(&mut fast_columns);
-            records::extend_schema(&mut general_columns, &row.record);
+            let staged = fast(&mut Shapes::default(), &raw, &schema, &mut fast_columns);
+            let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+            let given_twice = keys.iter().enumerate().any(|(i, k)| keys[..i].contains(k));
+            let expected = if given_twice {
+                // The general path decides (it keeps the reason of an ambiguous `time`).
+                None
+            } else {
+                general(&raw, &schema, &mut general_columns)
+            };
+            prop_assert_eq!(staged, expected);
+            prop_assert_eq!(fast_columns, general_columns);
+        }
+
+        /// Records sharing shapes, staged one after another as a batch stages them, read as
+        /// each would alone: a shape seen before decides for the record in hand.
+        #[test]
+        fn records_of_shapes_seen_before_read_as_they_would_alone(
+            keys in proptest::collection::vec(key(), 0..5),
+            values in proptest::collection::vec(proptest::collection::vec(raw_value(), 5), 1..24),
+            schema in schema(),
+        ) {
+            let mut shapes = Shapes::default();
+            let (mut fast_columns, mut general_columns) = (schema.clone(), schema.clone());
+            for row in &values {
+                let entries: Vec<(String, Raw)> = keys.iter().cloned().zip(row.iter().cloned()).collect();
+                let raw = encode(&entries);
+                let alone = FlatRecord::parse(&raw).and_then(|_| {
+                    fast(&mut Shapes::default(), &raw, &schema, &mut general_columns)
+                });
+                let shared = FlatRecord::parse(&raw).and_then(|_| fast(&mut shapes, &raw, &schema, &mut fast_columns));
+                prop_assert_eq!(shared, alone);
+            }
             prop_assert_eq!(fast_columns, general_columns);
         }
     }

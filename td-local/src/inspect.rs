@@ -192,7 +192,7 @@ impl Inspect {
             };
             let job_id = jobs::insert(tx, &job)?;
             bulk_import::force_performing(tx, account, name, Some(job_id))?;
-            bulk_import::stage_rows(tx, session.id, &[(1, r#"{"time":1}"#.to_string())])?;
+            bulk_import::stage_rows(tx, session.id, [(1, r#"{"time":1}"#)])?;
             Ok(job_id)
         })
     }

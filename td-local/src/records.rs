@@ -183,6 +183,13 @@ pub fn read_records<R: Read>(
         if reader.fill_buf().map_err(read_error)?.is_empty() {
             return Ok(());
         }
+        // A record the buffer holds whole is handed over where it is; the rest are copied.
+        let buf = reader.fill_buf().map_err(read_error)?;
+        if let Some(len) = whole_record(buf, limits) {
+            each(index, &buf[..len])?;
+            reader.consume(len);
+            continue;
+        }
         raw.clear();
         copy_record(&mut reader, &mut raw, limits).map_err(|e| match e {
             CopyError::Io(e) => read_error(e),
@@ -257,6 +264,26 @@ fn copy_record(reader: &mut impl BufRead, raw: &mut Vec<u8>, limits: RecordLimit
         }
     }
     Ok(())
+}
+
+/// The length of the record at the start of `buf` when `buf` holds all of it and it is within
+/// `limits`; None otherwise (then [`copy_record`] reads it, and says what is wrong).
+fn whole_record(buf: &[u8], limits: RecordLimits) -> Option<usize> {
+    let (mut at, mut pending, mut values) = (0usize, 1u64, 0u64);
+    while pending > 0 {
+        pending -= 1;
+        values += 1;
+        let (head, data, items) = value_head(buf.get(at..).filter(|b| !b.is_empty())?).ok()??;
+        pending += items;
+        if values + pending > limits.values as u64 {
+            return None;
+        }
+        at = at.checked_add(head)?.checked_add(usize::try_from(data).ok()?)?;
+        if at > buf.len() || at > limits.bytes {
+            return None;
+        }
+    }
+    Some(at)
 }
 
 /// Bytes of the length a msgpack value starting with `marker` declares after it.

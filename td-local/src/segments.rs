@@ -9,6 +9,15 @@ use rusqlite::{params, Connection};
 
 use crate::error::{Error, Result};
 
+/// Rows one statement inserts, in [`Segment::push_all`].
+const ROWS_PER_INSERT: usize = 64;
+
+/// An insert of `n` rows: `(rowid, time, record)` each.
+fn insert_sql(n: usize) -> String {
+    let values = vec!["(?, ?, ?)"; n].join(", ");
+    format!("INSERT INTO records (rowid, time, record) VALUES {values}")
+}
+
 /// Who a new segment's rows belong to.
 #[derive(Debug, Clone, Copy)]
 pub enum Owner {
@@ -45,7 +54,7 @@ impl<'c> Segment<'c> {
         )?;
         Ok(Segment {
             conn,
-            insert: conn.prepare_cached("INSERT INTO records (rowid, time, record) VALUES (?1, ?2, ?3)")?,
+            insert: conn.prepare_cached(&insert_sql(1))?,
             id: conn.last_insert_rowid(),
             first_row,
             rows: 0,
@@ -56,15 +65,51 @@ impl<'c> Segment<'c> {
 
     /// Adds a row: its `time` and its record's JSON text.
     pub fn push(&mut self, time: i64, json: &str) -> Result<()> {
-        let row = self
-            .first_row
-            .checked_add(self.rows)
-            .ok_or_else(|| Error::internal("the records table has run out of row numbers"))?;
+        let row = self.next_row(1)?;
         self.insert.execute(params![row, time, json])?;
+        self.count(time, json);
+        Ok(())
+    }
+
+    /// Adds rows `(time, record JSON)`, many to a statement: most of an insert's cost is the
+    /// statement's, not the row's.
+    pub fn push_all<'r>(&mut self, rows: impl IntoIterator<Item = (i64, &'r str)>) -> Result<()> {
+        let mut rows = rows.into_iter().peekable();
+        let mut many = self.conn.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
+        loop {
+            let mut chunk = Vec::with_capacity(ROWS_PER_INSERT);
+            chunk.extend(rows.by_ref().take(ROWS_PER_INSERT));
+            if chunk.len() < ROWS_PER_INSERT {
+                return chunk
+                    .into_iter()
+                    .try_for_each(|(time, json)| self.push(time, json));
+            }
+            let first = self.next_row(ROWS_PER_INSERT as i64)?;
+            for (i, (time, json)) in chunk.into_iter().enumerate() {
+                many.raw_bind_parameter(3 * i + 1, first + i as i64)?;
+                many.raw_bind_parameter(3 * i + 2, time)?;
+                many.raw_bind_parameter(3 * i + 3, json)?;
+                self.count(time, json);
+            }
+            many.raw_execute()?;
+            if rows.peek().is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The row number of the next row, with room for `n` after it.
+    fn next_row(&self, n: i64) -> Result<i64> {
+        self.first_row
+            .checked_add(self.rows + n - 1)
+            .map(|_| self.first_row + self.rows)
+            .ok_or_else(|| Error::internal("the records table has run out of row numbers"))
+    }
+
+    fn count(&mut self, time: i64, json: &str) {
         self.rows += 1;
         self.bytes += json.len() as i64;
         self.max_time = self.max_time.max(Some(time));
-        Ok(())
     }
 
     /// Stores the segment's counts; returns its id.
@@ -156,4 +201,61 @@ pub fn give_to_table(conn: &Connection, session_id: i64, table_id: i64) -> Resul
         params![table_id, session_id],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// Rows go in many to a statement and the rest one by one; all of them, in order, in one
+    /// run of row numbers, whatever the count.
+    #[test]
+    fn a_segment_holds_every_row_pushed_in_order_whatever_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for count in [
+            0,
+            1,
+            ROWS_PER_INSERT - 1,
+            ROWS_PER_INSERT,
+            2 * ROWS_PER_INSERT + 5,
+        ] {
+            let texts: Vec<String> = (0..count)
+                .map(|i| format!(r#"{{"time":{i},"n":{count}}}"#))
+                .collect();
+            let table = 100 + count as i64;
+            store
+                .write(|tx| {
+                    let mut segment = Segment::create(tx, Owner::Table(table))?;
+                    segment.push(-1, r#"{"time":-1}"#)?;
+                    segment.push_all(texts.iter().enumerate().map(|(i, t)| (i as i64, t.as_str())))?;
+                    segment.finish().map(drop)
+                })
+                .unwrap();
+            let rows: Vec<(i64, String)> = store
+                .read(|conn| {
+                    let mut stmt = conn.prepare(&format!(
+                        "SELECT r.time, r.record FROM {} ORDER BY s.id, r.rowid",
+                        table_rows_source("", "?1")
+                    ))?;
+                    let rows = stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    Ok(rows.collect::<rusqlite::Result<_>>()?)
+                })
+                .unwrap();
+            let mut expected = vec![(-1, r#"{"time":-1}"#.to_string())];
+            expected.extend(texts.iter().enumerate().map(|(i, t)| (i as i64, t.clone())));
+            assert_eq!(rows, expected, "{count} rows");
+            let counted: (i64, i64) = store
+                .read(|conn| {
+                    Ok(conn.query_row(
+                        "SELECT rows, max_time FROM segments WHERE table_id = ?1",
+                        [table],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?)
+                })
+                .unwrap();
+            assert_eq!(counted, (count as i64 + 1, count as i64 - 1));
+        }
+    }
 }
