@@ -81,13 +81,19 @@ impl Columns {
         }
     }
 
-    /// The columns key `key` feeds.
-    fn of<'a>(&'a self, key: &'a str) -> impl Iterator<Item = usize> + 'a {
-        let start = self.by_key.partition_point(|(k, _)| k.as_str() < key);
-        self.by_key[start..]
+    /// Where in `by_key` the columns key `key` feeds are (an empty range for none).
+    fn find(&self, key: &[u8]) -> std::ops::Range<usize> {
+        let start = self.by_key.partition_point(|(k, _)| k.as_bytes() < key);
+        let len = self.by_key[start..]
             .iter()
-            .take_while(move |(k, _)| k == key)
-            .map(|(_, column)| *column)
+            .take_while(|(k, _)| k.as_bytes() == key)
+            .count();
+        start..start + len
+    }
+
+    /// The columns key `key` feeds.
+    fn of<'a>(&'a self, key: &[u8]) -> impl Iterator<Item = usize> + 'a {
+        self.by_key[self.find(key)].iter().map(|(_, column)| *column)
     }
 }
 
@@ -143,7 +149,7 @@ unsafe impl<'vtab> VTab<'vtab> for RowsTab {
             segment: 0,
             next_row: 0,
             page: Vec::new(),
-            text: String::new(),
+            text: Vec::new(),
             at: 0,
             values: RefCell::default(),
             phantom: PhantomData,
@@ -175,7 +181,8 @@ struct RowsCursor<'vtab> {
     /// The next rowid of the current segment to read into the page.
     next_row: i64,
     page: Vec<PageRow>,
-    text: String,
+    /// The page's records, back to back: JSON text as td-local stores it.
+    text: Vec<u8>,
     at: usize,
     /// Where each column's value lies in the current row's record, found on the first column
     /// asked for.
@@ -206,7 +213,7 @@ impl RowsCursor<'_> {
             let mut rows = stmt.query(params![self.next_row, until])?;
             while let Some(row) = rows.next()? {
                 let start = self.text.len();
-                self.text.push_str(row.get_ref(2)?.as_str()?);
+                self.text.extend_from_slice(row.get_ref(2)?.as_bytes()?);
                 self.page.push(PageRow {
                     rowid: row.get(0)?,
                     time: row.get(1)?,
@@ -273,15 +280,48 @@ unsafe impl VTabCursor for RowsCursor<'_> {
 struct Values {
     read: bool,
     spans: Vec<Option<std::ops::Range<usize>>>,
+    /// For the n-th key of the last record read: the key and the columns it fed (a range of
+    /// `Columns::by_key`). Records of a table nearly always list the same keys in the same
+    /// order, so a key is matched with one comparison.
+    hints: Vec<(Vec<u8>, std::ops::Range<usize>)>,
 }
 
 impl Values {
-    /// Finds each column's value in `text`, a stored record: one pass over the JSON, nothing
-    /// allocated for a key written without escapes.
-    fn read_from(&mut self, text: &str, columns: &Columns) {
+    /// Finds each column's value in `text`, a stored record, in one pass over it.
+    fn read_from(&mut self, text: &[u8], columns: &Columns) {
         self.read = true;
         self.spans.clear();
         self.spans.resize(columns.count, None);
+        let (spans, hints) = (&mut self.spans, &mut self.hints);
+        let mut n = 0;
+        let scanned = scan_compact(text, |key, value| {
+            if hints.len() <= n {
+                hints.push((key.to_vec(), columns.find(key)));
+            }
+            let (hint, fed) = &mut hints[n];
+            if hint.as_slice() != key {
+                hint.clear();
+                hint.extend_from_slice(key);
+                *fed = columns.find(key);
+            }
+            for (_, column) in &columns.by_key[fed.clone()] {
+                // The last of a key given twice wins, as serde_json's maps keep it.
+                spans[*column] = Some(value.clone());
+            }
+            n += 1;
+        });
+        if scanned.is_none() {
+            self.read_json(text, columns);
+        }
+    }
+
+    /// [`Values::read_from`] for a record not written as td-local writes records (a key with
+    /// escapes, spaces): serde_json reads it, or finds it is no JSON map and no column has a value.
+    fn read_json(&mut self, text: &[u8], columns: &Columns) {
+        self.spans.iter_mut().for_each(|s| *s = None);
+        let Ok(text) = std::str::from_utf8(text) else {
+            return;
+        };
         let mut de = serde_json::Deserializer::from_str(text);
         let found = serde::Deserializer::deserialize_map(
             &mut de,
@@ -291,10 +331,88 @@ impl Values {
                 spans: &mut self.spans,
             },
         );
-        if found.is_err() {
-            // Not a map, or not JSON: no column has a value.
+        // One map and nothing after it, or no values at all.
+        if found.and_then(|()| de.end()).is_err() {
             self.spans.iter_mut().for_each(|s| *s = None);
         }
+    }
+}
+
+/// Reads `text` as a JSON map written the way serde_json writes one compactly (which is how
+/// td-local stores every record), handing `found` each key (unescaped) and the span of its value.
+/// None, part way through perhaps, for anything else: a key with escapes, a space, text that is
+/// not such a map. Values are delimited, not checked: they are JSON that serde_json wrote.
+fn scan_compact(text: &[u8], mut found: impl FnMut(&[u8], std::ops::Range<usize>)) -> Option<()> {
+    if text.first() != Some(&b'{') {
+        return None;
+    }
+    if text == b"{}" {
+        return Some(());
+    }
+    let mut at = 1;
+    loop {
+        if text.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_start = at + 1;
+        let key_end = key_start + memchr::memchr2(b'"', b'\\', text.get(key_start..)?)?;
+        if text[key_end] != b'"' || text.get(key_end + 1) != Some(&b':') {
+            return None;
+        }
+        let value_start = key_end + 2;
+        at = value_end(text, value_start)?;
+        found(&text[key_start..key_end], value_start..at);
+        match text.get(at)? {
+            b',' => at += 1,
+            b'}' if at + 1 == text.len() => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// Where the JSON value starting at `at` ends (the index after it).
+fn value_end(text: &[u8], at: usize) -> Option<usize> {
+    match text.get(at)? {
+        b'"' => string_end(text, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match text.get(i)? {
+                    b'"' => {
+                        i = string_end(text, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        // A number or a literal runs to the end of the entry.
+        _ => {
+            let len = text[at..].iter().position(|&b| b == b',' || b == b'}')?;
+            (len > 0).then_some(at + len)
+        }
+    }
+}
+
+/// Where the JSON string starting at `at` (its opening quote) ends (the index after its
+/// closing quote).
+fn string_end(text: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        let j = i + memchr::memchr2(b'"', b'\\', text.get(i..)?)?;
+        if text[j] == b'"' {
+            return Some(j + 1);
+        }
+        i = j + 2;
     }
 }
 
@@ -339,7 +457,7 @@ impl<'de> serde::de::Visitor<'de> for SpanVisitor<'_> {
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
             let start = value.get().as_ptr() as usize - self.text.as_ptr() as usize;
-            for column in self.columns.of(&key) {
+            for column in self.columns.of(key.as_bytes()) {
                 // The last of a key given twice wins, as serde_json's maps keep it.
                 self.spans[column] = Some(start..start + value.get().len());
             }
@@ -356,30 +474,38 @@ impl<'de> serde::de::Visitor<'de> for SpanVisitor<'_> {
 /// "True" ("False") will be stored as "true" ("false")":
 /// https://github.com/treasure-data/pytd/blob/master/pytd/writer.py), and td-client's CSV reader
 /// sends "true"/"false" cells as msgpack booleans.
-fn sql_value(raw: &str) -> ToSqlOutput<'_> {
+fn sql_value(raw: &[u8]) -> ToSqlOutput<'_> {
     let text = |t: &'static str| ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes()));
-    match raw.as_bytes().first() {
+    let real = |raw: &[u8]| {
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    match raw.first() {
         None | Some(b'n') => ToSqlOutput::Borrowed(ValueRef::Null),
         Some(b't') => text("true"),
         Some(b'f') => text("false"),
-        Some(b'"') if !raw.contains('\\') => {
-            ToSqlOutput::Borrowed(ValueRef::Text(&raw.as_bytes()[1..raw.len() - 1]))
+        Some(b'"') if memchr::memchr(b'\\', raw).is_none() => {
+            ToSqlOutput::Borrowed(ValueRef::Text(&raw[1..raw.len() - 1]))
         }
-        Some(b'"') => ToSqlOutput::Owned(Sql::Text(serde_json::from_str(raw).unwrap_or_default())),
-        Some(b'{') if raw.starts_with(BINARY_PREFIX) => {
-            let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+        Some(b'"') => ToSqlOutput::Owned(Sql::Text(serde_json::from_slice(raw).unwrap_or_default())),
+        Some(b'{') if raw.starts_with(BINARY_PREFIX.as_bytes()) => {
+            let value: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
             match crate::records::as_binary(&value) {
                 Some(bytes) => ToSqlOutput::Owned(Sql::Blob(bytes)),
-                None => ToSqlOutput::Borrowed(ValueRef::Text(raw.as_bytes())),
+                None => ToSqlOutput::Borrowed(ValueRef::Text(raw)),
             }
         }
-        Some(b'{' | b'[') => ToSqlOutput::Borrowed(ValueRef::Text(raw.as_bytes())),
-        Some(_) if raw.bytes().all(|b| b.is_ascii_digit() || b == b'-') => match raw.parse::<i64>() {
-            Ok(n) => ToSqlOutput::Owned(Sql::Integer(n)),
-            // Past i64, as SQLite reads such a JSON number.
-            Err(_) => ToSqlOutput::Owned(Sql::Real(raw.parse().unwrap_or(f64::NAN))),
-        },
-        Some(_) => ToSqlOutput::Owned(Sql::Real(raw.parse().unwrap_or(f64::NAN))),
+        Some(b'{' | b'[') => ToSqlOutput::Borrowed(ValueRef::Text(raw)),
+        Some(_) if raw.iter().all(|b| b.is_ascii_digit() || *b == b'-') => {
+            match std::str::from_utf8(raw).ok().and_then(|r| r.parse::<i64>().ok()) {
+                Some(n) => ToSqlOutput::Owned(Sql::Integer(n)),
+                // Past i64, as SQLite reads such a JSON number.
+                None => ToSqlOutput::Owned(Sql::Real(real(raw))),
+            }
+        }
+        Some(_) => ToSqlOutput::Owned(Sql::Real(real(raw))),
     }
 }
 
@@ -395,5 +521,66 @@ mod tests {
         let text = serde_json::to_string(&crate::records::binary_value(b"ab")).unwrap();
         assert!(text.starts_with(BINARY_PREFIX), "{text}");
         assert!(crate::records::BINARY_KEY.starts_with('\u{0}'));
+    }
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            "[a-c\"\\\\/{}\\[\\],:\u{0}\u{1f}é ]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn key() -> impl proptest::strategy::Strategy<Value = String> {
+        "[ab\"\\\\é ]{0,3}"
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// The scan of a record as td-local writes it finds what serde_json finds, and a record
+        /// written any other way (spaces, escaped keys) is read by serde_json itself.
+        #[test]
+        fn the_scan_finds_each_columns_value_where_serde_json_does(
+            record in proptest::collection::btree_map(key(), json_value(), 0..6),
+            keys in proptest::collection::vec(key(), 0..5),
+            pretty in proptest::prelude::any::<bool>(),
+        ) {
+            let record = serde_json::Value::Object(record.into_iter().collect());
+            let text = if pretty {
+                serde_json::to_string_pretty(&record).unwrap()
+            } else {
+                serde_json::to_string(&record).unwrap()
+            };
+            let columns = Columns::new(&keys);
+            let (mut scanned, mut general) = (Values::default(), Values::default());
+            scanned.read_from(text.as_bytes(), &columns);
+            general.spans.resize(columns.count, None);
+            general.read_json(text.as_bytes(), &columns);
+            proptest::prop_assert_eq!(&scanned.spans, &general.spans, "{}", text);
+            // Read again with the hints of the first read, as the next row would be.
+            scanned.read_from(text.as_bytes(), &columns);
+            proptest::prop_assert_eq!(&scanned.spans, &general.spans, "{}", text);
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_a_json_map_has_no_values() {
+        let columns = Columns::new(&["a".to_string()]);
+        for text in [&b"[1]"[..], b"{\"a\":1", b"{\"a\":1}x", b"", b"{\"a\"1}", b"\xff"] {
+            let mut values = Values::default();
+            values.read_from(text, &columns);
+            assert_eq!(values.spans, vec![None], "{:?}", String::from_utf8_lossy(text));
+        }
     }
 }
