@@ -2,8 +2,9 @@
 //! values. Such a record is read in place and written as stored JSON directly, without
 //! building `rmpv` and `serde_json` values in between: the same text and time as the general
 //! path (`records::to_row` and friends) gives, which a property test holds them to, under the
-//! same type rules (`records::Kind`). Anything else (nested values, ext, non-text keys, a key
-//! given twice) is not flat, and goes the general way.
+//! same type rules (`records::Kind`). Anything else goes the general way: a record that is not
+//! flat (nested values, ext, non-text keys), and one whose shape is not staged here (a key given
+//! twice, no integer `time`, a value its column's type does not take).
 
 use rmp::Marker;
 use td_model::schema::TableColumn;

@@ -58,7 +58,7 @@ pub struct Input<R> {
 }
 
 impl<R: Read> Input<R> {
-    /// Bytes read from `reader` at a time, at the least.
+    /// The buffer's size, and what it shrinks back to after a long row.
     const BUFFER: usize = 1 << 16;
 
     pub fn new(reader: R) -> Input<R> {
@@ -74,26 +74,30 @@ impl<R: Read> Input<R> {
         &self.buf[self.start..self.end]
     }
 
-    /// Reads more bytes after those in view; `false` at the end of the input.
+    /// Fills the buffer after the bytes in view; `false` when the input had no more.
     fn more(&mut self) -> io::Result<bool> {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
-        // A row longer than the buffer's half doubles it, so a long row is walked O(1) times.
+        // A row over half the buffer doubles it; as the buffer is filled whole each time, a long
+        // row is retried once per doubling, and walked O(its length) times in all.
         if self.end > self.buf.len() / 2 {
             self.buf.resize(self.buf.len() * 2, 0);
+        } else if self.buf.len() > Self::BUFFER && self.end <= Self::BUFFER / 2 {
+            // Past a long row: give its room back.
+            self.buf.truncate(Self::BUFFER);
+            self.buf.shrink_to_fit();
         }
-        loop {
+        let before = self.end;
+        while self.end < self.buf.len() {
             match self.reader.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(true);
-                }
+                Ok(0) => break,
+                Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
+        Ok(self.end > before)
     }
 }
 

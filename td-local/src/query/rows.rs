@@ -341,7 +341,7 @@ impl Values {
 /// Reads `text` as a JSON map written the way serde_json writes one compactly (which is how
 /// td-local stores every record), handing `found` each key (unescaped) and the span of its value.
 /// None, part way through perhaps, for anything else: a key with escapes, a space, text that is
-/// not such a map. Values are delimited, not checked: they are JSON that serde_json wrote.
+/// not such a map. Values are delimited, not fully checked: they are JSON that serde_json wrote.
 fn scan_compact(text: &[u8], mut found: impl FnMut(&[u8], std::ops::Range<usize>)) -> Option<()> {
     if text.first() != Some(&b'{') {
         return None;
@@ -395,12 +395,22 @@ fn value_end(text: &[u8], at: usize) -> Option<usize> {
                 i += 1;
             }
         }
-        // A number or a literal runs to the end of the entry.
+        // A literal, or a number (its characters; serde_json wrote it, so not checked further).
+        b't' => literal(text, at, b"true"),
+        b'f' => literal(text, at, b"false"),
+        b'n' => literal(text, at, b"null"),
         _ => {
-            let len = text[at..].iter().position(|&b| b == b',' || b == b'}')?;
+            let len = text[at..]
+                .iter()
+                .position(|&b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))?;
             (len > 0).then_some(at + len)
         }
     }
+}
+
+/// Where `word`, expected at `at`, ends.
+fn literal(text: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    text.get(at..)?.starts_with(word).then_some(at + word.len())
 }
 
 /// Where the JSON string starting at `at` (its opening quote) ends (the index after its
@@ -571,6 +581,30 @@ mod tests {
             // Read again with the hints of the first read, as the next row would be.
             scanned.read_from(text.as_bytes(), &columns);
             proptest::prop_assert_eq!(&scanned.spans, &general.spans, "{}", text);
+        }
+    }
+
+    /// Spaces and bare words stop the scan; serde_json then reads the record as JSON (or as no
+    /// JSON at all), just as it would have alone.
+    #[test]
+    fn a_record_not_written_compactly_is_read_by_serde_json() {
+        let columns = Columns::new(&["a".to_string(), "b".to_string()]);
+        for text in [
+            r#"{"a": 1,"b":2}"#,
+            r#"{"a":1 ,"b":2}"#,
+            r#"{"a":1,"b":2 }"#,
+            r#"{"a" :1,"b":true}"#,
+            r#"{ "a":1,"b":null}"#,
+            r#"{"a":xyz,"b":1}"#,
+            r#"{"a":truex,"b":1}"#,
+            r#"{"a":-1.5e+3,"b":[1, {"c": "}"}]}"#,
+        ] {
+            let mut scanned = Values::default();
+            scanned.read_from(text.as_bytes(), &columns);
+            let mut general = Values::default();
+            general.spans.resize(columns.count, None);
+            general.read_json(text.as_bytes(), &columns);
+            assert_eq!(scanned.spans, general.spans, "{text}");
         }
     }
 
