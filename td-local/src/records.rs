@@ -180,11 +180,11 @@ pub fn read_records<R: Read>(
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut raw = Vec::new();
     for index in 0.. {
-        if reader.fill_buf().map_err(read_error)?.is_empty() {
+        let buf = reader.fill_buf().map_err(read_error)?;
+        if buf.is_empty() {
             return Ok(());
         }
         // A record the buffer holds whole is handed over where it is; the rest are copied.
-        let buf = reader.fill_buf().map_err(read_error)?;
         if let Some(len) = whole_record(buf, limits) {
             each(index, &buf[..len])?;
             reader.consume(len);

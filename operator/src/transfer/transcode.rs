@@ -216,22 +216,17 @@ impl<'a> Cursor<'a> {
 /// An integer value (any msgpack width) as i64; None for any other value.
 fn int_of(value: &[u8]) -> Option<i64> {
     let mut c = Cursor { buf: value, pos: 0 };
-    let be = |c: &mut Cursor, n: usize| {
-        c.take(n)
-            .ok()
-            .map(|b| b.iter().fold(0u64, |acc, x| acc << 8 | u64::from(*x)))
-    };
     Some(match Marker::from_u8(c.byte().ok()?) {
         Marker::FixPos(v) => i64::from(v),
         Marker::FixNeg(v) => i64::from(v),
-        Marker::U8 | Marker::U16 | Marker::U32 | Marker::U64 => {
-            let width = 1 << (value[0] - 0xcc);
-            i64::try_from(be(&mut c, width)?).ok()?
-        }
-        Marker::I8 => i64::from(be(&mut c, 1)? as u8 as i8),
-        Marker::I16 => i64::from(be(&mut c, 2)? as u16 as i16),
-        Marker::I32 => i64::from(be(&mut c, 4)? as u32 as i32),
-        Marker::I64 => be(&mut c, 8)? as i64,
+        Marker::U8 => i64::from(u8::from_be_bytes(c.array().ok()?)),
+        Marker::U16 => i64::from(u16::from_be_bytes(c.array().ok()?)),
+        Marker::U32 => i64::from(u32::from_be_bytes(c.array().ok()?)),
+        Marker::U64 => i64::try_from(u64::from_be_bytes(c.array().ok()?)).ok()?,
+        Marker::I8 => i64::from(i8::from_be_bytes(c.array().ok()?)),
+        Marker::I16 => i64::from(i16::from_be_bytes(c.array().ok()?)),
+        Marker::I32 => i64::from(i32::from_be_bytes(c.array().ok()?)),
+        Marker::I64 => i64::from_be_bytes(c.array().ok()?),
         _ => return None,
     })
 }
@@ -483,6 +478,39 @@ mod tests {
             out,
             vec![map(&[("time", 1_412_320_845.into()), ("x", Value::F64(1.5))])]
         );
+    }
+
+    /// However wide a client wrote the integer, `time` is its value; past i64 it is no time.
+    #[test]
+    fn a_time_of_any_integer_width_is_read() {
+        for t in [
+            0i64,
+            5,
+            -3,
+            -100,
+            200,
+            -30_000,
+            60_000,
+            -2_000_000_000,
+            4_000_000_000,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut one = Vec::new();
+            rmp::encode::write_sint(&mut one, t).unwrap();
+            assert_eq!(int_of(&one), Some(t), "{t}");
+            for wide in [
+                [&[0xd3][..], &t.to_be_bytes()].concat(),
+                [&[0xcf][..], &(t as u64).to_be_bytes()].concat(),
+            ] {
+                let expected = (wide[0] == 0xd3 || t >= 0).then_some(t);
+                assert_eq!(int_of(&wide), expected, "{t} as {wide:?}");
+            }
+        }
+        assert_eq!(int_of(&[0xcd, 0xff, 0xff]), Some(65_535));
+        assert_eq!(int_of(&[0xd0, 0x80]), Some(-128));
+        assert_eq!(int_of(&[0xca, 0, 0, 0, 0]), None);
+        assert_eq!(int_of(&[0xd1, 0x01]), None);
     }
 
     #[test]
