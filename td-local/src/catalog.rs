@@ -406,15 +406,35 @@ pub fn merge_columns(schema: &mut Vec<TableColumn>, new: impl IntoIterator<Item 
     }
 }
 
-/// The newest `count` records (JSON text), newest first.
+/// The newest `count` records (JSON text), newest first: by `time`, then the latest written.
+/// Every row is looked at; `count` of them are held.
 pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i64) -> Result<Vec<String>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     let id = table_id(conn, account_id, db, table)?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT r.record FROM {} ORDER BY r.time DESC, s.id DESC, r.rowid DESC LIMIT ?2",
-        segments::table_rows_source("", "?1")
-    ))?;
-    let rows = stmt.query_map(params![id, count], |r| r.get::<_, String>(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let count = usize::try_from(count).unwrap_or(0);
+    // The heap's top is the oldest kept: (time, place written), smallest first.
+    let mut kept: BinaryHeap<Reverse<(i64, u64, String)>> = BinaryHeap::with_capacity(count.min(1 << 16) + 1);
+    let mut place = 0u64;
+    segments::for_each_row(conn, id, |_, time, text| {
+        place += 1;
+        if count == 0 {
+            return Ok(());
+        }
+        if kept.len() == count {
+            match kept.peek() {
+                Some(Reverse((t, p, _))) if (time, place) > (*t, *p) => drop(kept.pop()),
+                _ => return Ok(()),
+            }
+        }
+        kept.push(Reverse((time, place, text.to_string())));
+        Ok(())
+    })?;
+    Ok(kept
+        .into_sorted_vec()
+        .into_iter()
+        .map(|Reverse((_, _, text))| text)
+        .collect())
 }
 
 /// The names of a database's tables, sorted.

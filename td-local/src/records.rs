@@ -18,7 +18,7 @@ use td_model::schema::TableColumn;
 use crate::catalog::{set_table_schema, table_schema};
 use crate::error::{Error, Result};
 use crate::limits::RecordLimits;
-use crate::segments::{table_rows_source, Owner, Segment};
+use crate::segments::{self, Owner, Segment};
 use crate::store::now;
 
 /// A row ready to store: its `time` and the whole record.
@@ -522,18 +522,14 @@ pub fn extend_schema_by<'k>(
 
 /// A table's rows in the order they were stored.
 pub fn table_rows(conn: &Connection, table_id: i64) -> Result<Vec<Row>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT r.time, r.record FROM {} ORDER BY s.id, r.rowid",
-        table_rows_source("", "?1")
-    ))?;
-    let rows = stmt.query_map(params![table_id], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
-    rows.map(|row| {
-        let (time, text) = row?;
-        let record = serde_json::from_str(&text)
+    let mut rows = Vec::new();
+    segments::for_each_row(conn, table_id, |_, time, text| {
+        let record = serde_json::from_str(text)
             .map_err(|e| Error::internal(format!("a stored record is not a JSON map: {e}")))?;
-        Ok(Row { time, record })
-    })
-    .collect()
+        rows.push(Row { time, record });
+        Ok(())
+    })?;
+    Ok(rows)
 }
 
 /// How many rows a table holds.

@@ -1,21 +1,106 @@
-//! Segments of stored rows (see `store`): writing one, and the SQL that finds and drops a
-//! table's or a session's rows through them.
+//! Segments of stored rows (see `store`): writing one, reading a table's rows back, and
+//! dropping a table's or a session's rows through them.
 //!
-//! A segment's rows are the `records` rows numbered `first_row .. first_row + rows`: a segment
-//! is written in one go by the one writer connection, with the row numbers given explicitly, so
-//! a table's rows are found by ranges of the rowid, with no index to keep and no column per row.
+//! A segment's rows are packed into blocks: `blocks` rows `first_block .. first_block + blocks`,
+//! each holding the records of ~[`BLOCK_BYTES`] of JSON text. A segment is written in one go by
+//! the one writer connection, with the block numbers given explicitly, so a table's rows are
+//! found by ranges of the rowid, with no index to keep; and SQLite stores, logs and reads one
+//! row per block, not one per record (per-row costs were most of a bulk-import perform's writes).
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 
-/// Rows one statement inserts, in [`Segment::push_all`].
-const ROWS_PER_INSERT: usize = 64;
+/// JSON text a block holds before it is stored: past this, the next record starts a new block.
+/// A block is read into memory whole, so this (or one record, if larger) is what a reader holds.
+pub const BLOCK_BYTES: usize = 64 << 10;
 
-/// An insert of `n` rows: `(rowid, time, record)` each.
-fn insert_sql(n: usize) -> String {
-    let values = vec!["(?, ?, ?)"; n].join(", ");
-    format!("INSERT INTO records (rowid, time, record) VALUES {values}")
+/// A block as stored, little-endian: the record count `n` (u32), then `n` × (`time` i64, text
+/// length u32), then the records' JSON texts back to back.
+#[derive(Debug, Default)]
+struct BlockWriter {
+    heads: Vec<(i64, u32)>,
+    text: Vec<u8>,
+}
+
+const COUNT_BYTES: usize = 4;
+const HEAD_BYTES: usize = 12;
+
+impl BlockWriter {
+    fn push(&mut self, time: i64, json: &str) -> Result<()> {
+        let len = u32::try_from(json.len())
+            .map_err(|_| Error::internal("a record's JSON text is over 4 GiB and cannot be stored"))?;
+        self.heads.push((time, len));
+        self.text.extend_from_slice(json.as_bytes());
+        Ok(())
+    }
+
+    fn is_full(&self) -> bool {
+        self.text.len() >= BLOCK_BYTES
+    }
+
+    /// The block's bytes; leaves the writer empty.
+    fn take(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(COUNT_BYTES + HEAD_BYTES * self.heads.len() + self.text.len());
+        let count = u32::try_from(self.heads.len()).expect("a block holds fewer than 2^32 records");
+        bytes.extend_from_slice(&count.to_le_bytes());
+        for (time, len) in self.heads.drain(..) {
+            bytes.extend_from_slice(&time.to_le_bytes());
+            bytes.extend_from_slice(&len.to_le_bytes());
+        }
+        bytes.append(&mut self.text);
+        bytes
+    }
+}
+
+/// The rows of a stored block, `(time, record JSON bytes)`, in the order they were pushed.
+/// A block that does not parse (the database was changed behind td-local's back) is an error.
+pub fn block_rows(block: &[u8]) -> Result<BlockRows<'_>> {
+    let damaged = || Error::internal("a stored block of rows is damaged");
+    let count = block
+        .get(..COUNT_BYTES)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(damaged)?;
+    let text_start = count
+        .checked_mul(HEAD_BYTES)
+        .and_then(|h| h.checked_add(COUNT_BYTES))
+        .filter(|&start| start <= block.len())
+        .ok_or_else(damaged)?;
+    let (heads, text) = block.split_at(text_start);
+    let total: usize = heads[COUNT_BYTES..]
+        .chunks_exact(HEAD_BYTES)
+        .map(|h| u32::from_le_bytes(h[8..].try_into().expect("4 bytes")) as usize)
+        .sum();
+    if total != text.len() {
+        return Err(damaged());
+    }
+    Ok(BlockRows {
+        heads: heads[COUNT_BYTES..].chunks_exact(HEAD_BYTES),
+        text,
+    })
+}
+
+/// See [`block_rows`].
+pub struct BlockRows<'a> {
+    heads: std::slice::ChunksExact<'a, u8>,
+    text: &'a [u8],
+}
+
+impl<'a> Iterator for BlockRows<'a> {
+    type Item = (i64, &'a [u8]);
+
+    fn next(&mut self) -> Option<(i64, &'a [u8])> {
+        let head = self.heads.next()?;
+        let time = i64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) as usize;
+        let (text, rest) = self.text.split_at(len);
+        self.text = rest;
+        Some((time, text))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.heads.size_hint()
+    }
 }
 
 /// Who a new segment's rows belong to.
@@ -33,7 +118,9 @@ pub struct Segment<'c> {
     conn: &'c Connection,
     insert: rusqlite::CachedStatement<'c>,
     id: i64,
-    first_row: i64,
+    first_block: i64,
+    blocks: i64,
+    block: BlockWriter,
     rows: i64,
     bytes: i64,
     max_time: Option<i64>,
@@ -45,18 +132,19 @@ impl<'c> Segment<'c> {
             Owner::Table(id) => (Some(id), None),
             Owner::Session(id) => (None, Some(id)),
         };
-        let first_row: i64 = conn.query_row("SELECT COALESCE(MAX(rowid), 0) + 1 FROM records", [], |r| {
-            r.get(0)
-        })?;
+        let first_block: i64 =
+            conn.query_row("SELECT COALESCE(MAX(rowid), 0) + 1 FROM blocks", [], |r| r.get(0))?;
         conn.execute(
-            "INSERT INTO segments (table_id, session_id, first_row) VALUES (?1, ?2, ?3)",
-            params![table_id, session_id, first_row],
+            "INSERT INTO segments (table_id, session_id, first_block) VALUES (?1, ?2, ?3)",
+            params![table_id, session_id, first_block],
         )?;
         Ok(Segment {
             conn,
-            insert: conn.prepare_cached(&insert_sql(1))?,
+            insert: conn.prepare_cached("INSERT INTO blocks (rowid, data) VALUES (?1, ?2)")?,
             id: conn.last_insert_rowid(),
-            first_row,
+            first_block,
+            blocks: 0,
+            block: BlockWriter::default(),
             rows: 0,
             bytes: 0,
             max_time: None,
@@ -65,101 +153,122 @@ impl<'c> Segment<'c> {
 
     /// Adds a row: its `time` and its record's JSON text.
     pub fn push(&mut self, time: i64, json: &str) -> Result<()> {
-        let row = self.next_row(1)?;
-        self.insert.execute(params![row, time, json])?;
-        self.count(time, json);
-        Ok(())
-    }
-
-    /// Adds rows `(time, record JSON)`, many to a statement: most of an insert's cost is the
-    /// statement's, not the row's.
-    pub fn push_all<'r>(&mut self, rows: impl IntoIterator<Item = (i64, &'r str)>) -> Result<()> {
-        let mut rows = rows.into_iter().peekable();
-        let mut many = self.conn.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
-        loop {
-            let mut chunk = Vec::with_capacity(ROWS_PER_INSERT);
-            chunk.extend(rows.by_ref().take(ROWS_PER_INSERT));
-            if chunk.len() < ROWS_PER_INSERT {
-                return chunk
-                    .into_iter()
-                    .try_for_each(|(time, json)| self.push(time, json));
-            }
-            let first = self.next_row(ROWS_PER_INSERT as i64)?;
-            for (i, (time, json)) in chunk.into_iter().enumerate() {
-                many.raw_bind_parameter(3 * i + 1, first + i as i64)?;
-                many.raw_bind_parameter(3 * i + 2, time)?;
-                many.raw_bind_parameter(3 * i + 3, json)?;
-                self.count(time, json);
-            }
-            many.raw_execute()?;
-            if rows.peek().is_none() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// The row number of the next row, with room for `n` after it.
-    fn next_row(&self, n: i64) -> Result<i64> {
-        self.first_row
-            .checked_add(self.rows + n - 1)
-            .map(|_| self.first_row + self.rows)
-            .ok_or_else(|| Error::internal("the records table has run out of row numbers"))
-    }
-
-    fn count(&mut self, time: i64, json: &str) {
+        self.block.push(time, json)?;
         self.rows += 1;
         self.bytes += json.len() as i64;
         self.max_time = self.max_time.max(Some(time));
+        if self.block.is_full() {
+            self.store_block()?;
+        }
+        Ok(())
     }
 
-    /// Stores the segment's counts; returns its id.
-    pub fn finish(self) -> Result<i64> {
+    /// Adds rows `(time, record JSON)`, in order.
+    pub fn push_all<'r>(&mut self, rows: impl IntoIterator<Item = (i64, &'r str)>) -> Result<()> {
+        rows.into_iter()
+            .try_for_each(|(time, json)| self.push(time, json))
+    }
+
+    fn store_block(&mut self) -> Result<()> {
+        let id = self
+            .first_block
+            .checked_add(self.blocks)
+            .ok_or_else(|| Error::internal("the blocks table has run out of row numbers"))?;
+        self.insert.execute(params![id, self.block.take()])?;
+        self.blocks += 1;
+        Ok(())
+    }
+
+    /// Stores the last block and the segment's counts; returns its id.
+    pub fn finish(mut self) -> Result<i64> {
+        if !self.block.heads.is_empty() {
+            self.store_block()?;
+        }
         self.conn.execute(
-            "UPDATE segments SET rows = ?1, bytes = ?2, max_time = ?3 WHERE id = ?4",
-            params![self.rows, self.bytes, self.max_time, self.id],
+            "UPDATE segments SET blocks = ?1, rows = ?2, bytes = ?3, max_time = ?4 WHERE id = ?5",
+            params![self.blocks, self.rows, self.bytes, self.max_time, self.id],
         )?;
         Ok(self.id)
     }
 }
 
-/// The SQL source (`FROM …`) of the rows of table `table_id` (SQL: a number or a parameter),
-/// with the store's tables in `schema` (`""` or `name.`): `r` is the row, `s` its segment, and
-/// the rows come in the order they were written in (`ORDER BY s.id, r.rowid` keeps it).
-pub fn table_rows_source(schema: &str, table_id: &str) -> String {
-    format!(
-        "{schema}segments s JOIN {schema}records r \
-         ON r.rowid BETWEEN s.first_row AND s.first_row + s.rows - 1 WHERE s.table_id = {table_id}"
-    )
+/// A segment's blocks, as a reader walks them: `first ..= last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocks {
+    pub segment: i64,
+    pub first: i64,
+    pub last: i64,
 }
 
-/// The row ranges `(first, last)` of the segments `which` selects (a condition on `segments`,
-/// bound to `param`), in the order they were written; empty segments have none.
-fn ranges(conn: &Connection, which: &str, param: impl rusqlite::Params) -> Result<Vec<(i64, i64)>> {
+/// The blocks of the segments `which` selects (a condition on `segments`, bound to `param`),
+/// in the order they were written; empty segments have none.
+fn blocks(conn: &Connection, which: &str, param: impl rusqlite::Params) -> Result<Vec<Blocks>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_row, first_row + rows - 1 FROM segments WHERE ({which}) AND rows > 0 ORDER BY id"
+        "SELECT id, first_block, first_block + blocks - 1 FROM segments WHERE ({which}) AND blocks > 0 ORDER BY id"
     ))?;
-    let ranges = stmt
-        .query_map(param, |r| Ok((r.get(0)?, r.get(1)?)))?
+    let blocks = stmt
+        .query_map(param, |r| {
+            Ok(Blocks {
+                segment: r.get(0)?,
+                first: r.get(1)?,
+                last: r.get(2)?,
+            })
+        })?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(ranges)
+    Ok(blocks)
 }
 
-/// The row ranges `(first, last)` of table `table_id`, in the order they were written.
-pub fn table_ranges(conn: &Connection, table_id: i64) -> Result<Vec<(i64, i64)>> {
-    ranges(conn, "table_id = ?1", [table_id])
+/// The blocks of table `table_id`, in the order they were written.
+pub fn table_blocks(conn: &Connection, table_id: i64) -> Result<Vec<Blocks>> {
+    blocks(conn, "table_id = ?1", [table_id])
+}
+
+/// Reads block `id` into `into` (replacing what it held); false if there is no such block.
+pub fn read_block(conn: &Connection, id: i64, into: &mut Vec<u8>) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT data FROM blocks WHERE rowid = ?1")?;
+    let found = stmt
+        .query_row([id], |r| {
+            into.clear();
+            into.extend_from_slice(r.get_ref(0)?.as_blob()?);
+            Ok(())
+        })
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// Calls `each` with every row of table `table_id` in the order they were written: its
+/// segment's id, `time` and record JSON. One block is held at a time.
+pub fn for_each_row(
+    conn: &Connection,
+    table_id: i64,
+    mut each: impl FnMut(i64, i64, &str) -> Result<()>,
+) -> Result<()> {
+    let mut block = Vec::new();
+    for segment in table_blocks(conn, table_id)? {
+        for id in segment.first..=segment.last {
+            if !read_block(conn, id, &mut block)? {
+                return Err(Error::internal("a stored block of rows is missing"));
+            }
+            for (time, text) in block_rows(&block)? {
+                let text =
+                    std::str::from_utf8(text).map_err(|_| Error::internal("a stored record is not UTF-8"))?;
+                each(segment.segment, time, text)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the segments `which` selects (a condition on `segments`, bound to `param`) and
 /// their rows.
 fn delete_segments(conn: &Connection, which: &str, param: impl rusqlite::Params + Copy) -> Result<()> {
-    let mut delete = conn.prepare_cached("DELETE FROM records WHERE rowid BETWEEN ?1 AND ?2")?;
-    for (first, last) in ranges(conn, which, param)? {
-        delete.execute(params![first, last])?;
+    let mut delete = conn.prepare_cached("DELETE FROM blocks WHERE rowid BETWEEN ?1 AND ?2")?;
+    for segment in blocks(conn, which, param)? {
+        delete.execute(params![segment.first, segment.last])?;
     }
     conn.execute(&format!("DELETE FROM segments WHERE {which}"), param)?;
     Ok(())
 }
-
 /// Deletes the rows of the tables `tables` selects (SQL yielding table ids, `?1` = `param`).
 pub fn delete_table_rows(conn: &Connection, tables: &str, param: i64) -> Result<()> {
     delete_segments(conn, &format!("table_id IN ({tables})"), [param])
@@ -203,26 +312,105 @@ pub fn give_to_table(conn: &Connection, session_id: i64, table_id: i64) -> Resul
     Ok(())
 }
 
+/// A data directory from before blocks keeps one `records` row per row, and segments name
+/// their runs of rowids (`first_row`): each segment's rows are packed into blocks, in a new
+/// segment with the same owner, counts and order. One transaction, at open.
+pub fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
+    let old_layout: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('segments') WHERE name = 'first_row'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old_layout {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         DROP INDEX IF EXISTS segments_by_table;
+         DROP INDEX IF EXISTS segments_by_session;
+         ALTER TABLE segments RENAME TO old_segments;",
+    )?;
+    let packed = (|| {
+        conn.execute_batch(crate::store::SEGMENTS)?;
+        let mut old = conn.prepare(
+            "SELECT table_id, session_id, first_row, first_row + rows - 1 FROM old_segments ORDER BY id",
+        )?;
+        let old: Vec<(Option<i64>, Option<i64>, i64, i64)> = old
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut rows =
+            conn.prepare("SELECT time, record FROM records WHERE rowid BETWEEN ?1 AND ?2 ORDER BY rowid")?;
+        for (table_id, session_id, first, last) in old {
+            let owner = match (table_id, session_id) {
+                (Some(table), _) => Owner::Table(table),
+                (None, Some(session)) => Owner::Session(session),
+                (None, None) => continue,
+            };
+            let mut segment = Segment::create(conn, owner)?;
+            let mut found = rows.query(params![first, last])?;
+            while let Some(row) = found.next()? {
+                segment.push(row.get(0)?, &row.get::<_, String>(1)?)?;
+            }
+            segment.finish()?;
+        }
+        conn.execute_batch("DROP TABLE old_segments; DROP TABLE records;")?;
+        Ok::<(), Error>(())
+    })();
+    match packed {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Every row of table `table`, `(time, record JSON)`, for tests.
+#[cfg(test)]
+pub fn rows_of(store: &crate::store::Store, table: i64) -> Vec<(i64, String)> {
+    store
+        .read(|conn| {
+            let mut rows = Vec::new();
+            for_each_row(conn, table, |_, time, text| {
+                rows.push((time, text.to_string()));
+                Ok(())
+            })?;
+            Ok(rows)
+        })
+        .unwrap()
+}
+
+/// Every segment, in order: `(table_id, session_id, rows, bytes, max_time)`, for tests.
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+pub fn segment_rows(store: &crate::store::Store) -> Vec<(Option<i64>, Option<i64>, i64, i64, Option<i64>)> {
+    store
+        .read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT table_id, session_id, rows, bytes, max_time FROM segments ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Store;
 
-    /// Rows go in many to a statement and the rest one by one; all of them, in order, in one
-    /// run of row numbers, whatever the count.
+    /// Rows fill a block until it holds `BLOCK_BYTES` of text, then start the next; all of
+    /// them come back, in order, whatever the count and sizes.
     #[test]
     fn a_segment_holds_every_row_pushed_in_order_whatever_the_count() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        for count in [
-            0,
-            1,
-            ROWS_PER_INSERT - 1,
-            ROWS_PER_INSERT,
-            2 * ROWS_PER_INSERT + 5,
-        ] {
+        let long = "é".repeat(BLOCK_BYTES);
+        for count in [0, 1, 2, 500, 5_000] {
             let texts: Vec<String> = (0..count)
-                .map(|i| format!(r#"{{"time":{i},"n":{count}}}"#))
+                .map(|i| format!(r#"{{"time":{i},"n":{count},"pad":"{}"}}"#, "x".repeat(i % 97)))
                 .collect();
             let table = 100 + count as i64;
             store
@@ -230,32 +418,98 @@ mod tests {
                     let mut segment = Segment::create(tx, Owner::Table(table))?;
                     segment.push(-1, r#"{"time":-1}"#)?;
                     segment.push_all(texts.iter().enumerate().map(|(i, t)| (i as i64, t.as_str())))?;
+                    segment.push(-2, &long)?;
+                    segment.push(-3, "{}")?;
                     segment.finish().map(drop)
-                })
-                .unwrap();
-            let rows: Vec<(i64, String)> = store
-                .read(|conn| {
-                    let mut stmt = conn.prepare(&format!(
-                        "SELECT r.time, r.record FROM {} ORDER BY s.id, r.rowid",
-                        table_rows_source("", "?1")
-                    ))?;
-                    let rows = stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    Ok(rows.collect::<rusqlite::Result<_>>()?)
                 })
                 .unwrap();
             let mut expected = vec![(-1, r#"{"time":-1}"#.to_string())];
             expected.extend(texts.iter().enumerate().map(|(i, t)| (i as i64, t.clone())));
-            assert_eq!(rows, expected, "{count} rows");
-            let counted: (i64, i64) = store
+            expected.push((-2, long.clone()));
+            expected.push((-3, "{}".to_string()));
+            assert_eq!(rows_of(&store, table), expected, "{count} rows");
+            let (rows, max_time, blocks): (i64, i64, i64) = store
                 .read(|conn| {
                     Ok(conn.query_row(
-                        "SELECT rows, max_time FROM segments WHERE table_id = ?1",
+                        "SELECT rows, max_time, blocks FROM segments WHERE table_id = ?1",
                         [table],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )?)
                 })
                 .unwrap();
-            assert_eq!(counted, (count as i64 + 1, count as i64 - 1));
+            let text: usize = expected.iter().map(|(_, t)| t.len()).sum();
+            assert_eq!((rows, max_time), (count as i64 + 3, (count as i64 - 1).max(-1)));
+            assert!(
+                (blocks as usize) <= text / BLOCK_BYTES + 2 && blocks >= 2,
+                "{blocks} blocks for {text} bytes"
+            );
         }
+    }
+
+    #[test]
+    fn a_damaged_block_is_an_error_not_a_panic() {
+        let mut writer = BlockWriter::default();
+        writer.push(5, r#"{"a":1}"#).unwrap();
+        writer.push(6, r#"{"b":2}"#).unwrap();
+        let block = writer.take();
+        assert_eq!(
+            block_rows(&block).unwrap().collect::<Vec<_>>(),
+            vec![(5, &br#"{"a":1}"#[..]), (6, &br#"{"b":2}"#[..])]
+        );
+        for cut in 0..block.len() {
+            assert!(block_rows(&block[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut huge = block.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(block_rows(&huge).is_err());
+    }
+
+    /// td-local before blocks: `segments(first_row, rows, …)` over one `records` row per row.
+    #[test]
+    fn a_data_directory_from_before_blocks_keeps_its_rows_owners_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE records (time INTEGER NOT NULL, record TEXT NOT NULL);
+             CREATE TABLE segments (id INTEGER PRIMARY KEY, table_id INTEGER, session_id INTEGER,
+                 first_row INTEGER NOT NULL, rows INTEGER NOT NULL DEFAULT 0,
+                 bytes INTEGER NOT NULL DEFAULT 0, max_time INTEGER);
+             INSERT INTO records (rowid, time, record) VALUES
+                 (1, 1, '{\"time\":1,\"s\":\"é\"}'), (2, 5, '{\"time\":5}'), (3, 2, '{\"time\":2}'),
+                 (4, 4, '{\"time\":4}'), (5, 3, '{\"time\":3}');
+             INSERT INTO segments (table_id, session_id, first_row, rows, bytes, max_time) VALUES
+                 (7, NULL, 4, 1, 10, 4), (7, NULL, 1, 2, 29, 5), (NULL, 3, 3, 1, 10, 2), (9, NULL, 6, 0, 0, NULL),
+                 (9, NULL, 5, 1, 10, 3);",
+        )
+        .unwrap();
+        drop(old);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            rows_of(&store, 7),
+            vec![
+                (4, r#"{"time":4}"#.to_string()),
+                (1, r#"{"time":1,"s":"é"}"#.to_string()),
+                (5, r#"{"time":5}"#.to_string())
+            ]
+        );
+        assert_eq!(rows_of(&store, 9), vec![(3, r#"{"time":3}"#.to_string())]);
+        let segments = segment_rows(&store);
+        assert_eq!(
+            segments,
+            vec![
+                (Some(7), None, 1, 10, Some(4)),
+                (Some(7), None, 2, 29, Some(5)),
+                (None, Some(3), 1, 10, Some(2)),
+                (Some(9), None, 0, 0, None),
+                (Some(9), None, 1, 10, Some(3)),
+            ],
+            "each segment keeps its owner, counts and place"
+        );
+        let staged = store.read(|conn| session_rows(conn, 3)).unwrap();
+        assert_eq!(staged, 1);
+        // Opening again finds nothing to pack.
+        drop(store);
+        Store::open(dir.path()).unwrap();
     }
 }

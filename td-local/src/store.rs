@@ -1,7 +1,7 @@
 //! The embedded database: one SQLite file (`DIR/td-local.sqlite3`, WAL) holding every account's
 //! databases, tables, rows, bulk-import sessions, jobs and saved results.
 //!
-//! Rows are stored as JSON text (`records.record`) in segments: each write (an import body, a
+//! Rows are stored as JSON text, packed into blocks (`blocks`), in segments: each write (an import body, a
 //! batch of a bulk-import perform, a result written into a table) makes segments of its own,
 //! which belong to a table, or to a bulk-import session until its commit hands them to the
 //! table. So a rename, an overwrite and a commit are catalog updates that move no rows, each in
@@ -43,9 +43,8 @@ CREATE TABLE IF NOT EXISTS tables (
     updated_at INTEGER NOT NULL,
     UNIQUE (database_id, name)
 );
-CREATE TABLE IF NOT EXISTS records (
-    time INTEGER NOT NULL,
-    record TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS blocks (
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS import_ids (
     table_id INTEGER NOT NULL,
@@ -119,15 +118,16 @@ CREATE TABLE IF NOT EXISTS saved_results (
 );
 "#;
 
-/// Segments of rows (see the module's comment and `segments`): the `records` rows
-/// `first_row .. first_row + rows` of a table (`table_id`), or of a bulk-import session's staged
-/// rows (`session_id`, `table_id` NULL) until the commit.
-const SEGMENTS: &str = r#"
+/// Segments of rows (see the module's comment and `segments`): the `blocks` rows
+/// `first_block .. first_block + blocks`, holding `rows` rows, of a table (`table_id`), or of a
+/// bulk-import session's staged rows (`session_id`, `table_id` NULL) until the commit.
+pub(crate) const SEGMENTS: &str = r#"
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY,
     table_id INTEGER,
     session_id INTEGER,
-    first_row INTEGER NOT NULL,
+    first_block INTEGER NOT NULL,
+    blocks INTEGER NOT NULL DEFAULT 0,
     rows INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0,
     max_time INTEGER
@@ -146,14 +146,17 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<
 
 /// A data directory from before segments keeps a table's rows as `records(table_id, …)` and
 /// staged rows in `bulk_import_staged`: the rows are written again, each table's together and
-/// then each session's, and each run becomes a segment. One transaction.
+/// then each session's, and each run becomes a segment of rowids, the layout before blocks
+/// (which `segments::pack_rows_into_blocks` then packs). One transaction.
 fn move_rows_into_segments(conn: &Connection) -> rusqlite::Result<()> {
     if !has_column(conn, "records", "table_id")? {
         return Ok(());
     }
-    conn.execute_batch(&format!(
+    conn.execute_batch(
         "BEGIN IMMEDIATE;
-         {SEGMENTS}
+         CREATE TABLE segments (id INTEGER PRIMARY KEY, table_id INTEGER, session_id INTEGER,
+             first_row INTEGER NOT NULL, rows INTEGER NOT NULL DEFAULT 0,
+             bytes INTEGER NOT NULL DEFAULT 0, max_time INTEGER);
          CREATE TABLE IF NOT EXISTS bulk_import_staged (session_id INTEGER, time INTEGER, record TEXT);
          CREATE TEMP TABLE old_rows AS
              SELECT table_id, NULL AS session_id, rowid AS old_row, time, record FROM records
@@ -168,8 +171,8 @@ fn move_rows_into_segments(conn: &Connection) -> rusqlite::Result<()> {
                  SUM(LENGTH(CAST(record AS BLOB))), MAX(time)
              FROM temp.old_rows GROUP BY table_id, session_id ORDER BY MIN(rowid);
          DROP TABLE temp.old_rows;
-         COMMIT;"
-    ))
+         COMMIT;",
+    )
 }
 
 /// Columns added since the first data directories were made: `(table, column, declaration)`.
@@ -251,6 +254,7 @@ impl Store {
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         move_rows_into_segments(&writer)?;
         writer.execute_batch(SCHEMA)?;
+        crate::segments::pack_rows_into_blocks(&writer)?;
         writer.execute_batch(SEGMENTS)?;
         add_missing_columns(&writer)?;
         // Checkpoints run on a thread of their own instead of in the committing writer.
@@ -446,36 +450,27 @@ mod tests {
         drop(old);
 
         let store = Store::open(dir.path()).unwrap();
-        /// table_id, session_id, first_row, rows, bytes, max_time
-        type SegmentRow = (Option<i64>, Option<i64>, i64, i64, i64, i64);
-        let segments: Vec<SegmentRow> = store
-            .read(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT table_id, session_id, first_row, rows, bytes, max_time FROM segments ORDER BY id",
-                )?;
-                let rows = stmt.query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                })?;
-                Ok(rows.collect::<rusqlite::Result<_>>()?)
-            })
-            .unwrap();
+        let segments = crate::segments::segment_rows(&store);
         assert_eq!(
             segments,
             vec![
-                (Some(7), None, 1, 2, 29, 5),
-                (Some(9), None, 3, 1, 10, 2),
-                (None, Some(3), 4, 1, 10, 4)
+                (Some(7), None, 2, 29, Some(5)),
+                (Some(9), None, 1, 10, Some(2)),
+                (None, Some(3), 1, 10, Some(4))
             ],
             "each table's rows and each session's staged rows are a segment, bytes counted as bytes"
         );
-        let rows: Vec<(i64, i64)> = store
-            .read(|conn| {
-                let mut stmt = conn.prepare("SELECT rowid, time FROM records ORDER BY rowid")?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<rusqlite::Result<_>>()?)
-            })
-            .unwrap();
-        assert_eq!(rows, vec![(1, 1), (2, 5), (3, 2), (4, 4)]);
+        let rows = |table| crate::segments::rows_of(&store, table);
+        assert_eq!(
+            rows(7),
+            vec![
+                (1, "{\"time\":1,\"s\":\"é\"}".to_string()),
+                (5, "{\"time\":5}".to_string())
+            ]
+        );
+        assert_eq!(rows(9), vec![(2, "{\"time\":2}".to_string())]);
+        let staged = store.read(|conn| crate::segments::session_rows(conn, 3)).unwrap();
+        assert_eq!(staged, 1);
         // Opening again finds nothing to move.
         drop(store);
         Store::open(dir.path()).unwrap();
@@ -489,7 +484,7 @@ mod tests {
         for _ in 0..8 {
             store
                 .write(|tx| {
-                    let mut insert = tx.prepare("INSERT INTO records (time, record) VALUES (1, ?1)")?;
+                    let mut insert = tx.prepare("INSERT INTO blocks (data) VALUES (?1)")?;
                     for _ in 0..1000 {
                         insert.execute([&row])?;
                     }

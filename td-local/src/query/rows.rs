@@ -4,7 +4,7 @@
 //!
 //! The rows are read through a connection of their own to the store, in one read transaction
 //! that starts before the catalog is read, so a query sees one committed state. A cursor reads
-//! a segment's rows a page at a time into a buffer it owns.
+//! a table's rows a stored block at a time into a buffer it owns.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -16,14 +16,13 @@ use rusqlite::types::{ToSqlOutput, Value as Sql, ValueRef};
 use rusqlite::vtab::{
     read_only_module, Context, CreateVTab, Filters, IndexInfo, VTab, VTabConnection, VTabCursor, VTabKind,
 };
-use rusqlite::{ffi, params, Connection};
+use rusqlite::{ffi, Connection};
 use serde_json::value::RawValue;
+
+use crate::segments::{self, Blocks};
 
 /// The module's name in SQL.
 pub const MODULE: &str = "td_local_rows";
-
-/// Rows read from the store at a time by a cursor.
-const PAGE_ROWS: i64 = 1024;
 
 /// The store's rows as the query connection's virtual tables read them.
 pub struct RowSource {
@@ -147,10 +146,11 @@ unsafe impl<'vtab> VTab<'vtab> for RowsTab {
             columns: self.columns.clone(),
             segments: Vec::new(),
             segment: 0,
-            next_row: 0,
-            page: Vec::new(),
-            text: Vec::new(),
+            next_block: 0,
+            block: Vec::new(),
+            rows: Vec::new(),
             at: 0,
+            passed: 0,
             values: RefCell::default(),
             phantom: PhantomData,
         })
@@ -161,9 +161,8 @@ impl CreateVTab<'_> for RowsTab {
     const KIND: VTabKind = VTabKind::Default;
 }
 
-/// One buffered row: its rowid, `time`, and where its record's text lies in the page's text.
-struct PageRow {
-    rowid: i64,
+/// One row of the current block: its `time`, and where its record's text lies in the block.
+struct BlockRow {
     time: i64,
     text: std::ops::Range<usize>,
 }
@@ -175,15 +174,17 @@ struct RowsCursor<'vtab> {
     source: Rc<RowSource>,
     table_id: i64,
     columns: Rc<Columns>,
-    /// The table's segments: (first row, last row).
-    segments: Vec<(i64, i64)>,
+    /// The table's segments' blocks.
+    segments: Vec<Blocks>,
     segment: usize,
-    /// The next rowid of the current segment to read into the page.
-    next_row: i64,
-    page: Vec<PageRow>,
-    /// The page's records, back to back: JSON text as td-local stores it.
-    text: Vec<u8>,
+    /// The next block of the current segment to read.
+    next_block: i64,
+    /// The current block as stored, and its rows.
+    block: Vec<u8>,
+    rows: Vec<BlockRow>,
     at: usize,
+    /// Rows before the current block's, for the rowid.
+    passed: i64,
     /// Where each column's value lies in the current row's record, found on the first column
     /// asked for.
     values: RefCell<Values>,
@@ -191,36 +192,36 @@ struct RowsCursor<'vtab> {
 }
 
 impl RowsCursor<'_> {
-    /// Fills the page with the next rows; leaves it empty at the end of the table.
+    /// Reads the next block that has rows; leaves `rows` empty at the end of the table.
     fn fill(&mut self) -> rusqlite::Result<()> {
-        self.page.clear();
-        self.text.clear();
+        let module_error = |e: crate::error::Error| rusqlite::Error::ModuleError(e.to_string());
+        self.passed += self.rows.len() as i64;
+        self.rows.clear();
         self.at = 0;
-        while self.page.is_empty() && self.segment < self.segments.len() {
-            let (_, last) = self.segments[self.segment];
-            if self.next_row > last {
+        while self.rows.is_empty() && self.segment < self.segments.len() {
+            let segment = self.segments[self.segment];
+            if self.next_block > segment.last {
                 self.segment += 1;
-                if let Some(&(first, _)) = self.segments.get(self.segment) {
-                    self.next_row = first;
+                if let Some(next) = self.segments.get(self.segment) {
+                    self.next_block = next.first;
                 }
                 continue;
             }
-            let until = last.min(self.next_row.saturating_add(PAGE_ROWS - 1));
-            let mut stmt = self
-                .source
-                .conn
-                .prepare_cached("SELECT rowid, time, record FROM records WHERE rowid BETWEEN ?1 AND ?2")?;
-            let mut rows = stmt.query(params![self.next_row, until])?;
-            while let Some(row) = rows.next()? {
-                let start = self.text.len();
-                self.text.extend_from_slice(row.get_ref(2)?.as_bytes()?);
-                self.page.push(PageRow {
-                    rowid: row.get(0)?,
-                    time: row.get(1)?,
-                    text: start..self.text.len(),
+            let id = self.next_block;
+            self.next_block += 1;
+            if !segments::read_block(&self.source.conn, id, &mut self.block).map_err(module_error)? {
+                return Err(rusqlite::Error::ModuleError(
+                    "a stored block of rows is missing".into(),
+                ));
+            }
+            let start = self.block.as_ptr() as usize;
+            for (time, text) in segments::block_rows(&self.block).map_err(module_error)? {
+                let from = text.as_ptr() as usize - start;
+                self.rows.push(BlockRow {
+                    time,
+                    text: from..from + text.len(),
                 });
             }
-            self.next_row = until + 1;
         }
         Ok(())
     }
@@ -233,10 +234,12 @@ unsafe impl VTabCursor for RowsCursor<'_> {
         _idx_str: Option<&str>,
         _args: &Filters<'_>,
     ) -> rusqlite::Result<()> {
-        self.segments = crate::segments::table_ranges(&self.source.conn, self.table_id)
+        self.segments = segments::table_blocks(&self.source.conn, self.table_id)
             .map_err(|e| rusqlite::Error::ModuleError(e.to_string()))?;
         self.segment = 0;
-        self.next_row = self.segments.first().map_or(0, |s| s.0);
+        self.next_block = self.segments.first().map_or(0, |s| s.first);
+        self.rows.clear();
+        self.passed = 0;
         self.values.get_mut().read = false;
         self.fill()
     }
@@ -244,22 +247,22 @@ unsafe impl VTabCursor for RowsCursor<'_> {
     fn next(&mut self) -> rusqlite::Result<()> {
         self.values.get_mut().read = false;
         self.at += 1;
-        if self.at >= self.page.len() {
+        if self.at >= self.rows.len() {
             self.fill()?;
         }
         Ok(())
     }
 
     fn eof(&self) -> bool {
-        self.at >= self.page.len()
+        self.at >= self.rows.len()
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
-        let row = &self.page[self.at];
+        let row = &self.rows[self.at];
         let Some(column) = usize::try_from(i).ok().and_then(|i| i.checked_sub(1)) else {
             return ctx.set_result(&row.time);
         };
-        let text = &self.text[row.text.clone()];
+        let text = &self.block[row.text.clone()];
         let mut values = self.values.borrow_mut();
         if !values.read {
             values.read_from(text, &self.columns);
@@ -271,7 +274,7 @@ unsafe impl VTabCursor for RowsCursor<'_> {
     }
 
     fn rowid(&self) -> rusqlite::Result<i64> {
-        Ok(self.page[self.at].rowid)
+        Ok(self.passed + self.at as i64 + 1)
     }
 }
 

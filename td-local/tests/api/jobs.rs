@@ -320,7 +320,7 @@ async fn queries_cannot_reach_td_local_internals_or_write() {
     let s = Server::start().await;
     let cases = [
         ("SELECT * FROM jobs", "no such table: jobs"),
-        ("SELECT COUNT(*) FROM td_store.records", "no such table: records"),
+        ("SELECT COUNT(*) FROM td_store.blocks", "no such table: blocks"),
         ("DELETE FROM www_access", "cannot modify www_access"),
         ("CREATE TABLE copy AS SELECT * FROM www_access", "not authorized"),
         ("ATTACH DATABASE '/tmp/x.db' AS x", "not authorized"),

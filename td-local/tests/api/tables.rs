@@ -582,6 +582,26 @@ async fn tail_returns_the_newest_rows_first() {
     assert_eq!(lines[0]["seq"], 24);
     assert_eq!(lines[9]["seq"], 15);
 
+    // Newest is by `time`, then the last written: across imports and out of order.
+    create_table(&s, "tbl_db", "ties").await;
+    let rows = |seqs: &[(i64, i64)]| -> Vec<Value> {
+        seqs.iter()
+            .map(|(time, seq)| json!({"time": time, "seq": seq}))
+            .collect()
+    };
+    import_rows(
+        &s,
+        &key,
+        "tbl_db",
+        "ties",
+        &rows(&[(5, 0), (1, 1), (5, 2), (3, 3)]),
+    )
+    .await;
+    import_rows(&s, &key, "tbl_db", "ties", &rows(&[(5, 4), (2, 5)])).await;
+    let newest = tail(&s, "tbl_db", "ties", 4).await;
+    let seqs: Vec<i64> = newest.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [4, 2, 0, 3]);
+
     let (status, body) = s.get(&key, "/v3/table/tail/tbl_db/events?count=0").await;
     assert_error(status, &body, 400, "count");
     let (status, body) = s.get(&key, "/v3/table/tail/tbl_db/events?count=lots").await;
