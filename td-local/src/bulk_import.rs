@@ -362,6 +362,9 @@ fn stage_parts(
     schema: &[TableColumn],
 ) -> Result<Tally> {
     let (sender, decoded) = mpsc::sync_channel::<Result<Decoded>>(1);
+    // Batches written go back to the decoder to be filled again: their buffers (megabytes, in
+    // pages of their own) are then faulted in once per perform, not once per batch.
+    let (written_batches, emptied) = mpsc::sync_channel::<DecodedPart>(2);
     let mut tally = Tally::default();
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -371,7 +374,8 @@ fn stage_parts(
                     sender.send(Ok(Decoded::Batch(batch))).map_err(|_| {
                         stopped.set(true);
                         Error::internal("the perform stopped")
-                    })
+                    })?;
+                    Ok(emptied.try_recv().map(DecodedPart::emptied).unwrap_or_default())
                 });
                 let valid = match decoded {
                     Ok(decoded) => decoded.is_ok(),
@@ -397,6 +401,7 @@ fn stage_parts(
                         stage_part(tx, session_id, &batch, keep, &mut written)
                     })?;
                     part.count(&batch);
+                    let _ = written_batches.try_send(batch);
                     continue;
                 }
                 Decoded::End { valid: true } => part.valid_parts = 1,
@@ -498,7 +503,7 @@ fn decode_stored_part(
     part: &str,
     schema: &[TableColumn],
     limits: &Limits,
-    send: impl FnMut(DecodedPart) -> Result<()>,
+    send: impl FnMut(DecodedPart) -> Result<DecodedPart>,
 ) -> Result<Result<()>> {
     store.read(|conn| {
         let rowid: i64 = conn.query_row(
@@ -583,6 +588,17 @@ impl DecodedPart {
         }
     }
 
+    /// This batch with nothing in it, its buffers kept for the next.
+    fn emptied(mut self) -> DecodedPart {
+        self.text.clear();
+        self.rows.clear();
+        self.errors.clear();
+        self.columns.clear();
+        self.bytes = 0;
+        self.shapes = Shapes::default();
+        self
+    }
+
     fn reject(&mut self, record: Vec<u8>) {
         self.bytes += record.len();
         self.errors.push(record);
@@ -609,25 +625,27 @@ fn encode(value: &rmpv::Value) -> Vec<u8> {
     bytes
 }
 
-/// Decodes a part against the target table's `schema`, handing `send` a batch at a time; a
+/// Decodes a part against the target table's `schema`, handing `send` a batch at a time (it
+/// answers with an empty batch to fill next); a
 /// part that is not gzip'd msgpack as a whole, inflates past the part limit or holds a record
 /// over the record limits is an error part (Err), whatever batches were sent before.
 fn decode_part(
     data: impl std::io::Read,
     schema: &[TableColumn],
     limits: &Limits,
-    mut send: impl FnMut(DecodedPart) -> Result<()>,
+    mut send: impl FnMut(DecodedPart) -> Result<DecodedPart>,
 ) -> Result<()> {
     let mut batch = DecodedPart::default();
     let inflated = Capped::new(MultiGzDecoder::new(data), limits.part_inflated_bytes);
     records::read_records(inflated, limits.record, |index, raw| {
         batch.accept(index, raw, schema)?;
         if batch.is_full() {
-            send(std::mem::take(&mut batch))?;
+            let full = std::mem::take(&mut batch);
+            batch = send(full)?;
         }
         Ok(())
     })?;
-    send(batch)
+    send(batch).map(drop)
 }
 
 /// What a part has staged so far: its segments and kept error records (rowids), dropped if
@@ -792,4 +810,42 @@ pub fn recover(conn: &Connection) -> Result<()> {
         params![now()],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(time: i64, key: &str) -> Vec<u8> {
+        let value = rmpv::Value::Map(vec![("time".into(), time.into()), (key.into(), 1.into())]);
+        encode(&value)
+    }
+
+    /// A batch handed back to be filled again carries nothing of what it held (rows, rejected
+    /// records, columns, shapes) but its buffers' room.
+    #[test]
+    fn an_emptied_batch_holds_nothing_of_the_last_but_its_room() {
+        let mut batch = DecodedPart::default();
+        for i in 0..100 {
+            batch.accept(i, &record(i as i64, "a"), &[]).unwrap();
+        }
+        batch.accept(100, &encode(&rmpv::Value::from(7)), &[]).unwrap();
+        assert_eq!(
+            (batch.rows.len(), batch.errors.len(), batch.columns.len()),
+            (100, 1, 1)
+        );
+        let room = batch.text.capacity();
+
+        let mut again = batch.emptied();
+        assert!(again.text.is_empty() && again.rows.is_empty() && again.errors.is_empty());
+        assert_eq!((again.columns.len(), again.bytes), (0, 0));
+        assert_eq!(again.text.capacity(), room);
+        // The shape seen before is looked at afresh: its columns are reported again.
+        again.accept(0, &record(5, "a"), &[]).unwrap();
+        assert_eq!(again.columns.len(), 1);
+        assert_eq!(
+            again.staged().collect::<Vec<_>>(),
+            vec![(5, r#"{"a":1,"time":5}"#)]
+        );
+    }
 }
