@@ -312,10 +312,37 @@ pub fn give_to_table(conn: &Connection, session_id: i64, table_id: i64) -> Resul
     Ok(())
 }
 
+/// Segments of rows (see the module's comment): the `blocks` rows
+/// `first_block .. first_block + blocks`, holding `rows` rows, of a table (`table_id`), or of a
+/// bulk-import session's staged rows (`session_id`, `table_id` NULL) until the commit.
+const TABLES: &str = r#"
+CREATE TABLE IF NOT EXISTS blocks (
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    table_id INTEGER,
+    session_id INTEGER,
+    first_block INTEGER NOT NULL,
+    blocks INTEGER NOT NULL DEFAULT 0,
+    rows INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    max_time INTEGER
+);
+CREATE INDEX IF NOT EXISTS segments_by_table ON segments (table_id);
+CREATE INDEX IF NOT EXISTS segments_by_session ON segments (session_id);
+"#;
+
+/// Makes the tables of stored rows, or brings an older data directory's to this layout.
+pub fn prepare(conn: &Connection) -> Result<()> {
+    conn.execute_batch(TABLES)?;
+    pack_rows_into_blocks(conn)
+}
+
 /// A data directory from before blocks keeps one `records` row per row, and segments name
 /// their runs of rowids (`first_row`): each segment's rows are packed into blocks, in a new
 /// segment with the same owner, counts and order. One transaction, at open.
-pub fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
+fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
     let old_layout: bool = conn.query_row(
         "SELECT COUNT(*) > 0 FROM pragma_table_info('segments') WHERE name = 'first_row'",
         [],
@@ -331,7 +358,7 @@ pub fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
          ALTER TABLE segments RENAME TO old_segments;",
     )?;
     let packed = (|| {
-        conn.execute_batch(crate::store::SEGMENTS)?;
+        conn.execute_batch(TABLES)?;
         let mut old = conn.prepare(
             "SELECT table_id, session_id, first_row, first_row + rows - 1 FROM old_segments ORDER BY id",
         )?;
@@ -367,75 +394,66 @@ pub fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
 
 /// Every row of table `table`, `(time, record JSON)`, for tests.
 #[cfg(test)]
-pub fn rows_of(store: &crate::store::Store, table: i64) -> Vec<(i64, String)> {
-    store
-        .read(|conn| {
-            let mut rows = Vec::new();
-            for_each_row(conn, table, |_, time, text| {
-                rows.push((time, text.to_string()));
-                Ok(())
-            })?;
-            Ok(rows)
-        })
-        .unwrap()
+pub fn rows_of(conn: &Connection, table: i64) -> Vec<(i64, String)> {
+    let mut rows = Vec::new();
+    for_each_row(conn, table, |_, time, text| {
+        rows.push((time, text.to_string()));
+        Ok(())
+    })
+    .unwrap();
+    rows
 }
 
 /// Every segment, in order: `(table_id, session_id, rows, bytes, max_time)`, for tests.
 #[cfg(test)]
 #[allow(clippy::type_complexity)]
-pub fn segment_rows(store: &crate::store::Store) -> Vec<(Option<i64>, Option<i64>, i64, i64, Option<i64>)> {
-    store
-        .read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT table_id, session_id, rows, bytes, max_time FROM segments ORDER BY id")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn segment_rows(conn: &Connection) -> Vec<(Option<i64>, Option<i64>, i64, i64, Option<i64>)> {
+    let mut stmt = conn
+        .prepare("SELECT table_id, session_id, rows, bytes, max_time FROM segments ORDER BY id")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
-        .unwrap()
+        .unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     /// Rows fill a block until it holds `BLOCK_BYTES` of text, then start the next; all of
     /// them come back, in order, whatever the count and sizes.
     #[test]
     fn a_segment_holds_every_row_pushed_in_order_whatever_the_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        prepare(&conn).unwrap();
         let long = "é".repeat(BLOCK_BYTES);
         for count in [0, 1, 2, 500, 5_000] {
             let texts: Vec<String> = (0..count)
                 .map(|i| format!(r#"{{"time":{i},"n":{count},"pad":"{}"}}"#, "x".repeat(i % 97)))
                 .collect();
             let table = 100 + count as i64;
-            store
-                .write(|tx| {
-                    let mut segment = Segment::create(tx, Owner::Table(table))?;
-                    segment.push(-1, r#"{"time":-1}"#)?;
-                    segment.push_all(texts.iter().enumerate().map(|(i, t)| (i as i64, t.as_str())))?;
-                    segment.push(-2, &long)?;
-                    segment.push(-3, "{}")?;
-                    segment.finish().map(drop)
-                })
+            let mut segment = Segment::create(&conn, Owner::Table(table)).unwrap();
+            segment.push(-1, r#"{"time":-1}"#).unwrap();
+            segment
+                .push_all(texts.iter().enumerate().map(|(i, t)| (i as i64, t.as_str())))
                 .unwrap();
+            segment.push(-2, &long).unwrap();
+            segment.push(-3, "{}").unwrap();
+            segment.finish().unwrap();
             let mut expected = vec![(-1, r#"{"time":-1}"#.to_string())];
             expected.extend(texts.iter().enumerate().map(|(i, t)| (i as i64, t.clone())));
             expected.push((-2, long.clone()));
             expected.push((-3, "{}".to_string()));
-            assert_eq!(rows_of(&store, table), expected, "{count} rows");
-            let (rows, max_time, blocks): (i64, i64, i64) = store
-                .read(|conn| {
-                    Ok(conn.query_row(
-                        "SELECT rows, max_time, blocks FROM segments WHERE table_id = ?1",
-                        [table],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )?)
-                })
+            assert_eq!(rows_of(&conn, table), expected, "{count} rows");
+            let (rows, max_time, blocks): (i64, i64, i64) = conn
+                .query_row(
+                    "SELECT rows, max_time, blocks FROM segments WHERE table_id = ?1",
+                    [table],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .unwrap();
             let text: usize = expected.iter().map(|(_, t)| t.len()).sum();
             assert_eq!((rows, max_time), (count as i64 + 3, (count as i64 - 1).max(-1)));
@@ -462,54 +480,5 @@ mod tests {
         let mut huge = block.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(block_rows(&huge).is_err());
-    }
-
-    /// td-local before blocks: `segments(first_row, rows, …)` over one `records` row per row.
-    #[test]
-    fn a_data_directory_from_before_blocks_keeps_its_rows_owners_and_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
-        old.execute_batch(
-            "CREATE TABLE records (time INTEGER NOT NULL, record TEXT NOT NULL);
-             CREATE TABLE segments (id INTEGER PRIMARY KEY, table_id INTEGER, session_id INTEGER,
-                 first_row INTEGER NOT NULL, rows INTEGER NOT NULL DEFAULT 0,
-                 bytes INTEGER NOT NULL DEFAULT 0, max_time INTEGER);
-             INSERT INTO records (rowid, time, record) VALUES
-                 (1, 1, '{\"time\":1,\"s\":\"é\"}'), (2, 5, '{\"time\":5}'), (3, 2, '{\"time\":2}'),
-                 (4, 4, '{\"time\":4}'), (5, 3, '{\"time\":3}');
-             INSERT INTO segments (table_id, session_id, first_row, rows, bytes, max_time) VALUES
-                 (7, NULL, 4, 1, 10, 4), (7, NULL, 1, 2, 29, 5), (NULL, 3, 3, 1, 10, 2), (9, NULL, 6, 0, 0, NULL),
-                 (9, NULL, 5, 1, 10, 3);",
-        )
-        .unwrap();
-        drop(old);
-
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            rows_of(&store, 7),
-            vec![
-                (4, r#"{"time":4}"#.to_string()),
-                (1, r#"{"time":1,"s":"é"}"#.to_string()),
-                (5, r#"{"time":5}"#.to_string())
-            ]
-        );
-        assert_eq!(rows_of(&store, 9), vec![(3, r#"{"time":3}"#.to_string())]);
-        let segments = segment_rows(&store);
-        assert_eq!(
-            segments,
-            vec![
-                (Some(7), None, 1, 10, Some(4)),
-                (Some(7), None, 2, 29, Some(5)),
-                (None, Some(3), 1, 10, Some(2)),
-                (Some(9), None, 0, 0, None),
-                (Some(9), None, 1, 10, Some(3)),
-            ],
-            "each segment keeps its owner, counts and place"
-        );
-        let staged = store.read(|conn| session_rows(conn, 3)).unwrap();
-        assert_eq!(staged, 1);
-        // Opening again finds nothing to pack.
-        drop(store);
-        Store::open(dir.path()).unwrap();
     }
 }

@@ -43,9 +43,6 @@ CREATE TABLE IF NOT EXISTS tables (
     updated_at INTEGER NOT NULL,
     UNIQUE (database_id, name)
 );
-CREATE TABLE IF NOT EXISTS blocks (
-    data BLOB NOT NULL
-);
 CREATE TABLE IF NOT EXISTS import_ids (
     table_id INTEGER NOT NULL,
     unique_id TEXT NOT NULL,
@@ -116,24 +113,6 @@ CREATE TABLE IF NOT EXISTS saved_results (
     console INTEGER NOT NULL DEFAULT 0,
     UNIQUE (account_id, name)
 );
-"#;
-
-/// Segments of rows (see the module's comment and `segments`): the `blocks` rows
-/// `first_block .. first_block + blocks`, holding `rows` rows, of a table (`table_id`), or of a
-/// bulk-import session's staged rows (`session_id`, `table_id` NULL) until the commit.
-pub(crate) const SEGMENTS: &str = r#"
-CREATE TABLE IF NOT EXISTS segments (
-    id INTEGER PRIMARY KEY,
-    table_id INTEGER,
-    session_id INTEGER,
-    first_block INTEGER NOT NULL,
-    blocks INTEGER NOT NULL DEFAULT 0,
-    rows INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    max_time INTEGER
-);
-CREATE INDEX IF NOT EXISTS segments_by_table ON segments (table_id);
-CREATE INDEX IF NOT EXISTS segments_by_session ON segments (session_id);
 "#;
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
@@ -254,8 +233,7 @@ impl Store {
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         move_rows_into_segments(&writer)?;
         writer.execute_batch(SCHEMA)?;
-        crate::segments::pack_rows_into_blocks(&writer)?;
-        writer.execute_batch(SEGMENTS)?;
+        crate::segments::prepare(&writer)?;
         add_missing_columns(&writer)?;
         // Checkpoints run on a thread of their own instead of in the committing writer.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -402,6 +380,19 @@ pub fn now() -> i64 {
 mod tests {
     use super::*;
 
+    #[allow(clippy::type_complexity)]
+    fn segments_of(store: &Store) -> Vec<(Option<i64>, Option<i64>, i64, i64, Option<i64>)> {
+        store
+            .read(|conn| Ok(crate::segments::segment_rows(conn)))
+            .unwrap()
+    }
+
+    fn rows_of(store: &Store, table: i64) -> Vec<(i64, String)> {
+        store
+            .read(|conn| Ok(crate::segments::rows_of(conn, table)))
+            .unwrap()
+    }
+
     #[test]
     fn a_data_directory_from_before_the_added_columns_gets_them_at_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -450,7 +441,7 @@ mod tests {
         drop(old);
 
         let store = Store::open(dir.path()).unwrap();
-        let segments = crate::segments::segment_rows(&store);
+        let segments = segments_of(&store);
         assert_eq!(
             segments,
             vec![
@@ -460,7 +451,11 @@ mod tests {
             ],
             "each table's rows and each session's staged rows are a segment, bytes counted as bytes"
         );
-        let rows = |table| crate::segments::rows_of(&store, table);
+        let rows = |table| {
+            store
+                .read(|conn| Ok(crate::segments::rows_of(conn, table)))
+                .unwrap()
+        };
         assert_eq!(
             rows(7),
             vec![
@@ -472,6 +467,55 @@ mod tests {
         let staged = store.read(|conn| crate::segments::session_rows(conn, 3)).unwrap();
         assert_eq!(staged, 1);
         // Opening again finds nothing to move.
+        drop(store);
+        Store::open(dir.path()).unwrap();
+    }
+
+    /// td-local before blocks: `segments(first_row, rows, …)` over one `records` row per row.
+    #[test]
+    fn a_data_directory_from_before_blocks_keeps_its_rows_owners_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE records (time INTEGER NOT NULL, record TEXT NOT NULL);
+             CREATE TABLE segments (id INTEGER PRIMARY KEY, table_id INTEGER, session_id INTEGER,
+                 first_row INTEGER NOT NULL, rows INTEGER NOT NULL DEFAULT 0,
+                 bytes INTEGER NOT NULL DEFAULT 0, max_time INTEGER);
+             INSERT INTO records (rowid, time, record) VALUES
+                 (1, 1, '{\"time\":1,\"s\":\"é\"}'), (2, 5, '{\"time\":5}'), (3, 2, '{\"time\":2}'),
+                 (4, 4, '{\"time\":4}'), (5, 3, '{\"time\":3}');
+             INSERT INTO segments (table_id, session_id, first_row, rows, bytes, max_time) VALUES
+                 (7, NULL, 4, 1, 10, 4), (7, NULL, 1, 2, 29, 5), (NULL, 3, 3, 1, 10, 2), (9, NULL, 6, 0, 0, NULL),
+                 (9, NULL, 5, 1, 10, 3);",
+        )
+        .unwrap();
+        drop(old);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            rows_of(&store, 7),
+            vec![
+                (4, r#"{"time":4}"#.to_string()),
+                (1, r#"{"time":1,"s":"é"}"#.to_string()),
+                (5, r#"{"time":5}"#.to_string())
+            ]
+        );
+        assert_eq!(rows_of(&store, 9), vec![(3, r#"{"time":3}"#.to_string())]);
+        let segments = segments_of(&store);
+        assert_eq!(
+            segments,
+            vec![
+                (Some(7), None, 1, 10, Some(4)),
+                (Some(7), None, 2, 29, Some(5)),
+                (None, Some(3), 1, 10, Some(2)),
+                (Some(9), None, 0, 0, None),
+                (Some(9), None, 1, 10, Some(3)),
+            ],
+            "each segment keeps its owner, counts and place"
+        );
+        let staged = store.read(|conn| crate::segments::session_rows(conn, 3)).unwrap();
+        assert_eq!(staged, 1);
+        // Opening again finds nothing to pack.
         drop(store);
         Store::open(dir.path()).unwrap();
     }
