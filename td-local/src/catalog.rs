@@ -413,14 +413,14 @@ pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i6
     use std::collections::BinaryHeap;
     let id = table_id(conn, account_id, db, table)?;
     let count = usize::try_from(count).unwrap_or(0);
+    if count == 0 {
+        return Ok(Vec::new());
+    }
     // The heap's top is the oldest kept: (time, place written), smallest first.
     let mut kept: BinaryHeap<Reverse<(i64, u64, String)>> = BinaryHeap::with_capacity(count.min(1 << 16) + 1);
     let mut place = 0u64;
     segments::for_each_row(conn, id, |_, time, text| {
         place += 1;
-        if count == 0 {
-            return Ok(());
-        }
         if kept.len() == count {
             match kept.peek() {
                 Some(Reverse((t, p, _))) if (time, place) > (*t, *p) => drop(kept.pop()),

@@ -7,7 +7,7 @@
 //! found by ranges of the rowid, with no index to keep; and SQLite stores, logs and reads one
 //! row per block, not one per record (per-row costs were most of a bulk-import perform's writes).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
@@ -223,17 +223,17 @@ pub fn table_blocks(conn: &Connection, table_id: i64) -> Result<Vec<Blocks>> {
     blocks(conn, "table_id = ?1", [table_id])
 }
 
-/// Reads block `id` into `into` (replacing what it held); false if there is no such block.
-pub fn read_block(conn: &Connection, id: i64, into: &mut Vec<u8>) -> Result<bool> {
+/// Reads block `id` into `into` (replacing what it held); a segment's block that is not there
+/// is an error.
+pub fn read_block(conn: &Connection, id: i64, into: &mut Vec<u8>) -> Result<()> {
     let mut stmt = conn.prepare_cached("SELECT data FROM blocks WHERE rowid = ?1")?;
-    let found = stmt
-        .query_row([id], |r| {
-            into.clear();
-            into.extend_from_slice(r.get_ref(0)?.as_blob()?);
-            Ok(())
-        })
-        .optional()?;
-    Ok(found.is_some())
+    stmt.query_row([id], |r| {
+        into.clear();
+        into.extend_from_slice(r.get_ref(0)?.as_blob()?);
+        Ok(())
+    })
+    .optional()?
+    .ok_or_else(|| Error::internal("a stored block of rows is missing"))
 }
 
 /// Calls `each` with every row of table `table_id` in the order they were written: its
@@ -246,9 +246,7 @@ pub fn for_each_row(
     let mut block = Vec::new();
     for segment in table_blocks(conn, table_id)? {
         for id in segment.first..=segment.last {
-            if !read_block(conn, id, &mut block)? {
-                return Err(Error::internal("a stored block of rows is missing"));
-            }
+            read_block(conn, id, &mut block)?;
             for (time, text) in block_rows(&block)? {
                 let text =
                     std::str::from_utf8(text).map_err(|_| Error::internal("a stored record is not UTF-8"))?;
@@ -333,63 +331,46 @@ CREATE INDEX IF NOT EXISTS segments_by_table ON segments (table_id);
 CREATE INDEX IF NOT EXISTS segments_by_session ON segments (session_id);
 "#;
 
-/// Makes the tables of stored rows, or brings an older data directory's to this layout.
-pub fn prepare(conn: &Connection) -> Result<()> {
-    conn.execute_batch(TABLES)?;
-    pack_rows_into_blocks(conn)
+/// Makes the tables of stored rows (none is changed if it exists).
+pub fn create_tables(conn: &Connection) -> Result<()> {
+    Ok(conn.execute_batch(TABLES)?)
 }
 
 /// A data directory from before blocks keeps one `records` row per row, and segments name
 /// their runs of rowids (`first_row`): each segment's rows are packed into blocks, in a new
 /// segment with the same owner, counts and order. One transaction, at open.
-fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
-    let old_layout: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('segments') WHERE name = 'first_row'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !old_layout {
-        return Ok(());
-    }
-    conn.execute_batch(
-        "BEGIN IMMEDIATE;
-         DROP INDEX IF EXISTS segments_by_table;
+pub fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS segments_by_table;
          DROP INDEX IF EXISTS segments_by_session;
          ALTER TABLE segments RENAME TO old_segments;",
     )?;
-    let packed = (|| {
-        conn.execute_batch(TABLES)?;
-        let mut old = conn.prepare(
+    create_tables(&tx)?;
+    let old: Vec<(Option<i64>, Option<i64>, i64, i64)> = tx
+        .prepare(
             "SELECT table_id, session_id, first_row, first_row + rows - 1 FROM old_segments ORDER BY id",
-        )?;
-        let old: Vec<(Option<i64>, Option<i64>, i64, i64)> = old
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut rows =
-            conn.prepare("SELECT time, record FROM records WHERE rowid BETWEEN ?1 AND ?2 ORDER BY rowid")?;
-        for (table_id, session_id, first, last) in old {
-            let owner = match (table_id, session_id) {
-                (Some(table), _) => Owner::Table(table),
-                (None, Some(session)) => Owner::Session(session),
-                (None, None) => continue,
-            };
-            let mut segment = Segment::create(conn, owner)?;
-            let mut found = rows.query(params![first, last])?;
-            while let Some(row) = found.next()? {
-                segment.push(row.get(0)?, &row.get::<_, String>(1)?)?;
-            }
-            segment.finish()?;
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut rows =
+        tx.prepare("SELECT time, record FROM records WHERE rowid BETWEEN ?1 AND ?2 ORDER BY rowid")?;
+    for (table_id, session_id, first, last) in old {
+        let owner = match (table_id, session_id) {
+            (Some(table), _) => Owner::Table(table),
+            (None, Some(session)) => Owner::Session(session),
+            (None, None) => continue,
+        };
+        let mut segment = Segment::create(&tx, owner)?;
+        let mut found = rows.query(params![first, last])?;
+        while let Some(row) = found.next()? {
+            segment.push(row.get(0)?, &row.get::<_, String>(1)?)?;
         }
-        conn.execute_batch("DROP TABLE old_segments; DROP TABLE records;")?;
-        Ok::<(), Error>(())
-    })();
-    match packed {
-        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
+        segment.finish()?;
     }
+    drop(rows);
+    tx.execute_batch("DROP TABLE old_segments; DROP TABLE records;")?;
+    Ok(tx.commit()?)
 }
 
 /// Every row of table `table`, `(time, record JSON)`, for tests.
@@ -428,7 +409,7 @@ mod tests {
     #[test]
     fn a_segment_holds_every_row_pushed_in_order_whatever_the_count() {
         let conn = Connection::open_in_memory().unwrap();
-        prepare(&conn).unwrap();
+        create_tables(&conn).unwrap();
         let long = "é".repeat(BLOCK_BYTES);
         for count in [0, 1, 2, 500, 5_000] {
             let texts: Vec<String> = (0..count)

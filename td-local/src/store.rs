@@ -233,7 +233,10 @@ impl Store {
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         move_rows_into_segments(&writer)?;
         writer.execute_batch(SCHEMA)?;
-        crate::segments::prepare(&writer)?;
+        crate::segments::create_tables(&writer)?;
+        if has_column(&writer, "segments", "first_row")? {
+            crate::segments::pack_rows_into_blocks(&writer)?;
+        }
         add_missing_columns(&writer)?;
         // Checkpoints run on a thread of their own instead of in the committing writer.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;

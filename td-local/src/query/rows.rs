@@ -209,11 +209,7 @@ impl RowsCursor<'_> {
             }
             let id = self.next_block;
             self.next_block += 1;
-            if !segments::read_block(&self.source.conn, id, &mut self.block).map_err(module_error)? {
-                return Err(rusqlite::Error::ModuleError(
-                    "a stored block of rows is missing".into(),
-                ));
-            }
+            segments::read_block(&self.source.conn, id, &mut self.block).map_err(module_error)?;
             let start = self.block.as_ptr() as usize;
             for (time, text) in segments::block_rows(&self.block).map_err(module_error)? {
                 let from = text.as_ptr() as usize - start;
