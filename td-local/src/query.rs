@@ -561,10 +561,12 @@ impl ResultWriter {
                 rmp::encode::write_sint(w, i)?;
             }
             ValueRef::Real(f) => rmp::encode::write_f64(w, f)?,
-            ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => rmp::encode::write_str(w, text)?,
-                Err(_) => rmp::encode::write_str(w, &String::from_utf8_lossy(bytes))?,
-            },
+            // SQLite's text need not be UTF-8 (`CAST(x'ff' AS TEXT)`); msgpack's must be.
+            ValueRef::Text(bytes) if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() => {
+                rmp::encode::write_str_len(w, u32::try_from(bytes.len()).map_err(std::io::Error::other)?)?;
+                w.extend_from_slice(bytes);
+            }
+            ValueRef::Text(bytes) => rmp::encode::write_str(w, &String::from_utf8_lossy(bytes))?,
             ValueRef::Blob(bytes) => rmp::encode::write_bin(w, bytes)?,
         }
         Ok(())

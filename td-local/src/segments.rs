@@ -77,6 +77,7 @@ pub fn block_rows(block: &[u8]) -> Result<BlockRows<'_>> {
     Ok(BlockRows {
         heads: heads[COUNT_BYTES..].chunks_exact(HEAD_BYTES),
         text,
+        text_start,
     })
 }
 
@@ -84,6 +85,20 @@ pub fn block_rows(block: &[u8]) -> Result<BlockRows<'_>> {
 pub struct BlockRows<'a> {
     heads: std::slice::ChunksExact<'a, u8>,
     text: &'a [u8],
+    /// Where `text` starts in the block.
+    text_start: usize,
+}
+
+impl<'a> BlockRows<'a> {
+    /// The rows as `(time, where the record's text starts in the block, the text)`.
+    pub fn placed(self) -> impl Iterator<Item = (i64, usize, &'a [u8])> {
+        let mut at = self.text_start;
+        self.map(move |(time, text)| {
+            let from = at;
+            at += text.len();
+            (time, from, text)
+        })
+    }
 }
 
 impl<'a> Iterator for BlockRows<'a> {
@@ -455,6 +470,9 @@ mod tests {
             block_rows(&block).unwrap().collect::<Vec<_>>(),
             vec![(5, &br#"{"a":1}"#[..]), (6, &br#"{"b":2}"#[..])]
         );
+        for (time, at, text) in block_rows(&block).unwrap().placed() {
+            assert_eq!(&block[at..at + text.len()], text, "row of time {time}");
+        }
         for cut in 0..block.len() {
             assert!(block_rows(&block[..cut]).is_err(), "cut at {cut}");
         }

@@ -4,13 +4,17 @@
 //!
 //! The rows are read through a connection of their own to the store, in one read transaction
 //! that starts before the catalog is read, so a query sees one committed state. A cursor reads
-//! a table's rows a stored block at a time into a buffer it owns.
+//! a table's rows a stored block at a time: the first itself, the rest through a thread that
+//! reads and takes apart a few blocks ahead of it, so that reading the store and finding values
+//! in records run beside SQLite's work on the query's thread.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::c_int;
 use std::marker::PhantomData;
 use std::rc::Rc;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::types::{ToSqlOutput, Value as Sql, ValueRef};
 use rusqlite::vtab::{
@@ -19,14 +23,15 @@ use rusqlite::vtab::{
 use rusqlite::{ffi, Connection};
 use serde_json::value::RawValue;
 
-use crate::segments::{self, Blocks};
+use crate::segments;
 
 /// The module's name in SQL.
 pub const MODULE: &str = "td_local_rows";
 
 /// The store's rows as the query connection's virtual tables read them.
 pub struct RowSource {
-    conn: Connection,
+    /// Shared with the scans' reading threads (see [`ReadAhead`]).
+    conn: Arc<Mutex<Connection>>,
     /// The record keys of each table's columns (after `time`), by table id: set before the
     /// table's virtual table is made.
     columns: RefCell<BTreeMap<i64, Vec<String>>>,
@@ -37,7 +42,7 @@ impl RowSource {
     /// query reads in.
     pub fn new(conn: Connection) -> RowSource {
         RowSource {
-            conn,
+            conn: Arc::new(Mutex::new(conn)),
             columns: RefCell::default(),
         }
     }
@@ -61,7 +66,7 @@ struct RowsTab {
     base: ffi::sqlite3_vtab,
     source: Rc<RowSource>,
     table_id: i64,
-    columns: Rc<Columns>,
+    columns: Arc<Columns>,
 }
 
 /// Which column each record key feeds, sorted by key for lookup while a record is read.
@@ -127,14 +132,16 @@ unsafe impl<'vtab> VTab<'vtab> for RowsTab {
             base: ffi::sqlite3_vtab::default(),
             source,
             table_id,
-            columns: Rc::new(Columns::new(&keys)),
+            columns: Arc::new(Columns::new(&keys)),
         };
         Ok((schema, tab))
     }
 
     fn best_index(&self, info: &mut IndexInfo) -> rusqlite::Result<()> {
-        // A full scan: constraints are left to SQLite.
+        // A full scan: constraints are left to SQLite. Records are taken apart only for a scan
+        // that reads one of their columns (bit 0 is `time`, kept beside each record).
         info.set_estimated_cost(1_000_000.0);
+        info.set_idx_num(c_int::from(info.col_used() & !1 != 0));
         Ok(())
     }
 
@@ -144,14 +151,13 @@ unsafe impl<'vtab> VTab<'vtab> for RowsTab {
             source: self.source.clone(),
             table_id: self.table_id,
             columns: self.columns.clone(),
-            segments: Vec::new(),
-            segment: 0,
-            next_block: 0,
-            block: Vec::new(),
-            rows: Vec::new(),
+            reads_records: false,
+            unread: VecDeque::new(),
+            ahead: None,
+            current: ReadBlock::default(),
             at: 0,
             passed: 0,
-            values: RefCell::default(),
+            values: Values::default(),
             phantom: PhantomData,
         })
     }
@@ -161,10 +167,122 @@ impl CreateVTab<'_> for RowsTab {
     const KIND: VTabKind = VTabKind::Default;
 }
 
-/// One row of the current block: its `time`, and where its record's text lies in the block.
-struct BlockRow {
-    time: i64,
-    text: std::ops::Range<usize>,
+/// A stored block read and taken apart: each row's `time` and, for a scan that reads record
+/// columns, each of its column values as SQL gets them.
+#[derive(Default)]
+struct ReadBlock {
+    block: Vec<u8>,
+    times: Vec<i64>,
+    /// `times.len()` × the column count, row by row; empty for a scan reading no record column.
+    cells: Vec<Cell>,
+}
+
+/// One column value of a row: what [`cell`] makes of its stored JSON.
+enum Cell {
+    Value(Sql),
+    /// Text as it lies in the block: a string with no escapes (inside its quotes), a map or an
+    /// array (its JSON).
+    InBlock(std::ops::Range<usize>),
+    Word(&'static str),
+}
+
+impl ReadBlock {
+    fn rows(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Reads block `id` and takes it apart (its columns as `columns` has them, if given).
+    fn read(
+        &mut self,
+        conn: &Connection,
+        id: i64,
+        columns: Option<&Columns>,
+        values: &mut Values,
+    ) -> crate::error::Result<()> {
+        segments::read_block(conn, id, &mut self.block)?;
+        self.times.clear();
+        self.cells.clear();
+        for (time, from, text) in segments::block_rows(&self.block)?.placed() {
+            self.times.push(time);
+            if let Some(columns) = columns {
+                values.read_from(text, columns);
+                self.cells.extend(values.spans.iter().map(|span| match span {
+                    Some(span) => cell(&text[span.clone()], from + span.start),
+                    None => Cell::Value(Sql::Null),
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Blocks read and taken apart on a thread of its own, a few ahead of the scan, so that the
+/// query's thread spends itself on SQL. It stops when dropped.
+struct ReadAhead {
+    blocks: Option<Receiver<Result<ReadBlock, String>>>,
+    spent: Sender<ReadBlock>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Blocks read ahead of the scan: a few hundred KiB.
+const BLOCKS_AHEAD: usize = 2;
+
+impl ReadAhead {
+    fn start(
+        conn: Arc<Mutex<Connection>>,
+        unread: VecDeque<(i64, i64)>,
+        columns: Option<Arc<Columns>>,
+    ) -> std::io::Result<ReadAhead> {
+        let (sender, blocks) = sync_channel(BLOCKS_AHEAD);
+        let (spent, spent_blocks) = channel::<ReadBlock>();
+        let thread = std::thread::Builder::new()
+            .name("td-local-scan".into())
+            .spawn(move || {
+                let mut values = Values::default();
+                for id in unread.into_iter().flat_map(|(first, last)| first..=last) {
+                    let mut read = spent_blocks.try_recv().unwrap_or_default();
+                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    let done = read.read(&conn, id, columns.as_deref(), &mut values);
+                    drop(conn);
+                    let failed = done.is_err();
+                    if read.rows() == 0 && !failed {
+                        continue;
+                    }
+                    if sender
+                        .send(done.map(|()| read).map_err(|e| e.to_string()))
+                        .is_err()
+                        || failed
+                    {
+                        return;
+                    }
+                }
+            })?;
+        Ok(ReadAhead {
+            blocks: Some(blocks),
+            spent,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next block with rows; None past the last.
+    fn next(&self) -> Option<Result<ReadBlock, String>> {
+        self.blocks.as_ref()?.recv().ok()
+    }
+
+    /// Hands a block back to be filled again.
+    fn give_back(&self, block: ReadBlock) {
+        let _ = self.spent.send(block);
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // Closing the channel stops the thread at its next block.
+        self.blocks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[repr(C)]
@@ -173,51 +291,60 @@ struct RowsCursor<'vtab> {
     base: ffi::sqlite3_vtab_cursor,
     source: Rc<RowSource>,
     table_id: i64,
-    columns: Rc<Columns>,
-    /// The table's segments' blocks.
-    segments: Vec<Blocks>,
-    segment: usize,
-    /// The next block of the current segment to read.
-    next_block: i64,
-    /// The current block as stored, and its rows.
-    block: Vec<u8>,
-    rows: Vec<BlockRow>,
+    columns: Arc<Columns>,
+    /// Whether the scan reads record columns (see `best_index`).
+    reads_records: bool,
+    /// The blocks (ranges of ids) not read yet, before the read-ahead takes them over.
+    unread: VecDeque<(i64, i64)>,
+    ahead: Option<ReadAhead>,
+    current: ReadBlock,
     at: usize,
     /// Rows before the current block's, for the rowid.
     passed: i64,
-    /// Where each column's value lies in the current row's record, found on the first column
-    /// asked for.
-    values: RefCell<Values>,
+    /// For the blocks the query's thread reads itself.
+    values: Values,
     phantom: PhantomData<&'vtab RowsTab>,
 }
 
 impl RowsCursor<'_> {
-    /// Reads the next block that has rows; leaves `rows` empty at the end of the table.
+    /// Moves to the next block that has rows; leaves `current` empty at the end of the table.
+    /// The first block is read here; the rest, if any, by a [`ReadAhead`], so a small table (or
+    /// an inner loop over one) costs no thread.
     fn fill(&mut self) -> rusqlite::Result<()> {
-        let module_error = |e: crate::error::Error| rusqlite::Error::ModuleError(e.to_string());
-        self.passed += self.rows.len() as i64;
-        self.rows.clear();
+        let module_error = |e: String| rusqlite::Error::ModuleError(e);
+        self.passed += self.current.rows() as i64;
         self.at = 0;
-        while self.rows.is_empty() && self.segment < self.segments.len() {
-            let segment = self.segments[self.segment];
-            if self.next_block > segment.last {
-                self.segment += 1;
-                if let Some(next) = self.segments.get(self.segment) {
-                    self.next_block = next.first;
-                }
-                continue;
+        let read_yet = self.passed > 0;
+        if read_yet && self.ahead.is_none() && !self.unread.is_empty() {
+            let columns = self.reads_records.then(|| self.columns.clone());
+            let unread = std::mem::take(&mut self.unread);
+            let ahead = ReadAhead::start(self.source.conn.clone(), unread, columns)
+                .map_err(|e| module_error(format!("starting the scan's reading thread: {e}")))?;
+            self.ahead = Some(ahead);
+        }
+        if let Some(ahead) = &self.ahead {
+            let next = ahead
+                .next()
+                .transpose()
+                .map_err(module_error)?
+                .unwrap_or_default();
+            ahead.give_back(std::mem::replace(&mut self.current, next));
+            return Ok(());
+        }
+        let columns = self.reads_records.then_some(&*self.columns);
+        self.current.times.clear();
+        self.current.cells.clear();
+        let conn = self.source.conn.lock().unwrap_or_else(|p| p.into_inner());
+        while self.current.rows() == 0 {
+            let Some((first, last)) = self.unread.pop_front() else {
+                break;
+            };
+            if first < last {
+                self.unread.push_front((first + 1, last));
             }
-            let id = self.next_block;
-            self.next_block += 1;
-            segments::read_block(&self.source.conn, id, &mut self.block).map_err(module_error)?;
-            let start = self.block.as_ptr() as usize;
-            for (time, text) in segments::block_rows(&self.block).map_err(module_error)? {
-                let from = text.as_ptr() as usize - start;
-                self.rows.push(BlockRow {
-                    time,
-                    text: from..from + text.len(),
-                });
-            }
+            self.current
+                .read(&conn, first, columns, &mut self.values)
+                .map_err(|e| module_error(e.to_string()))?;
         }
         Ok(())
     }
@@ -226,47 +353,50 @@ impl RowsCursor<'_> {
 unsafe impl VTabCursor for RowsCursor<'_> {
     fn filter(
         &mut self,
-        _idx_num: c_int,
+        idx_num: c_int,
         _idx_str: Option<&str>,
         _args: &Filters<'_>,
     ) -> rusqlite::Result<()> {
-        self.segments = segments::table_blocks(&self.source.conn, self.table_id)
-            .map_err(|e| rusqlite::Error::ModuleError(e.to_string()))?;
-        self.segment = 0;
-        self.next_block = self.segments.first().map_or(0, |s| s.first);
-        self.rows.clear();
+        self.ahead = None;
+        let segments = {
+            let conn = self.source.conn.lock().unwrap_or_else(|p| p.into_inner());
+            segments::table_blocks(&conn, self.table_id)
+                .map_err(|e| rusqlite::Error::ModuleError(e.to_string()))?
+        };
+        self.unread = segments.iter().map(|s| (s.first, s.last)).collect();
+        self.reads_records = idx_num != 0;
+        self.current = ReadBlock::default();
         self.passed = 0;
-        self.values.get_mut().read = false;
         self.fill()
     }
 
     fn next(&mut self) -> rusqlite::Result<()> {
-        self.values.get_mut().read = false;
         self.at += 1;
-        if self.at >= self.rows.len() {
+        if self.at >= self.current.rows() {
             self.fill()?;
         }
         Ok(())
     }
 
     fn eof(&self) -> bool {
-        self.at >= self.rows.len()
+        self.at >= self.current.rows()
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
-        let row = &self.rows[self.at];
         let Some(column) = usize::try_from(i).ok().and_then(|i| i.checked_sub(1)) else {
-            return ctx.set_result(&row.time);
+            return ctx.set_result(&self.current.times[self.at]);
         };
-        let text = &self.block[row.text.clone()];
-        let mut values = self.values.borrow_mut();
-        if !values.read {
-            values.read_from(text, &self.columns);
-        }
-        match values.spans.get(column).cloned().flatten() {
-            Some(span) => ctx.set_result(&sql_value(&text[span])),
-            None => ctx.set_result(&ToSqlOutput::Borrowed(ValueRef::Null)),
-        }
+        let cell = self
+            .current
+            .cells
+            .get(self.at * self.columns.count + column)
+            .ok_or_else(|| rusqlite::Error::ModuleError(format!("column {i} was read but not announced")))?;
+        let value = match cell {
+            Cell::Value(value) => ValueRef::from(value),
+            Cell::InBlock(text) => ValueRef::Text(&self.current.block[text.clone()]),
+            Cell::Word(word) => ValueRef::Text(word.as_bytes()),
+        };
+        ctx.set_result(&ToSqlOutput::Borrowed(value))
     }
 
     fn rowid(&self) -> rusqlite::Result<i64> {
@@ -277,7 +407,6 @@ unsafe impl VTabCursor for RowsCursor<'_> {
 /// Where each column's value lies in a row's record (its JSON text), reused from row to row.
 #[derive(Default)]
 struct Values {
-    read: bool,
     spans: Vec<Option<std::ops::Range<usize>>>,
     /// For the n-th key of the last record read: the key and the columns it fed (a range of
     /// `Columns::by_key`). Records of a table nearly always list the same keys in the same
@@ -288,7 +417,6 @@ struct Values {
 impl Values {
     /// Finds each column's value in `text`, a stored record, in one pass over it.
     fn read_from(&mut self, text: &[u8], columns: &Columns) {
-        self.read = true;
         self.spans.clear();
         self.spans.resize(columns.count, None);
         let (spans, hints) = (&mut self.spans, &mut self.hints);
@@ -482,39 +610,37 @@ impl<'de> serde::de::Visitor<'de> for SpanVisitor<'_> {
 /// relies on it, "Bulk Import API internally handles boolean string as a boolean type, and hence
 /// "True" ("False") will be stored as "true" ("false")":
 /// https://github.com/treasure-data/pytd/blob/master/pytd/writer.py), and td-client's CSV reader
-/// sends "true"/"false" cells as msgpack booleans.
-fn sql_value(raw: &[u8]) -> ToSqlOutput<'_> {
-    let text = |t: &'static str| ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes()));
+/// sends "true"/"false" cells as msgpack booleans. `raw` lies at `at` in its block.
+fn cell(raw: &[u8], at: usize) -> Cell {
     let real = |raw: &[u8]| {
         std::str::from_utf8(raw)
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(f64::NAN)
     };
+    let in_block = at..at + raw.len();
     match raw.first() {
-        None | Some(b'n') => ToSqlOutput::Borrowed(ValueRef::Null),
-        Some(b't') => text("true"),
-        Some(b'f') => text("false"),
-        Some(b'"') if memchr::memchr(b'\\', raw).is_none() => {
-            ToSqlOutput::Borrowed(ValueRef::Text(&raw[1..raw.len() - 1]))
-        }
-        Some(b'"') => ToSqlOutput::Owned(Sql::Text(serde_json::from_slice(raw).unwrap_or_default())),
+        None | Some(b'n') => Cell::Value(Sql::Null),
+        Some(b't') => Cell::Word("true"),
+        Some(b'f') => Cell::Word("false"),
+        Some(b'"') if memchr::memchr(b'\\', raw).is_none() => Cell::InBlock(at + 1..at + raw.len() - 1),
+        Some(b'"') => Cell::Value(Sql::Text(serde_json::from_slice(raw).unwrap_or_default())),
         Some(b'{') if raw.starts_with(BINARY_PREFIX.as_bytes()) => {
             let value: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
             match crate::records::as_binary(&value) {
-                Some(bytes) => ToSqlOutput::Owned(Sql::Blob(bytes)),
-                None => ToSqlOutput::Borrowed(ValueRef::Text(raw)),
+                Some(bytes) => Cell::Value(Sql::Blob(bytes)),
+                None => Cell::InBlock(in_block),
             }
         }
-        Some(b'{' | b'[') => ToSqlOutput::Borrowed(ValueRef::Text(raw)),
+        Some(b'{' | b'[') => Cell::InBlock(in_block),
         Some(_) if raw.iter().all(|b| b.is_ascii_digit() || *b == b'-') => {
             match std::str::from_utf8(raw).ok().and_then(|r| r.parse::<i64>().ok()) {
-                Some(n) => ToSqlOutput::Owned(Sql::Integer(n)),
+                Some(n) => Cell::Value(Sql::Integer(n)),
                 // Past i64, as SQLite reads such a JSON number.
-                None => ToSqlOutput::Owned(Sql::Real(real(raw))),
+                None => Cell::Value(Sql::Real(real(raw))),
             }
         }
-        Some(_) => ToSqlOutput::Owned(Sql::Real(real(raw))),
+        Some(_) => Cell::Value(Sql::Real(real(raw))),
     }
 }
 

@@ -234,6 +234,50 @@ async fn a_query_reads_every_segment_of_a_table_in_the_order_its_rows_were_writt
 }
 
 #[tokio::test]
+async fn a_table_of_many_blocks_reads_whole_and_in_order_through_every_kind_of_scan() {
+    // ~1.2 MB of records: tens of stored blocks, so scans go past the first block (which the
+    // query's thread reads) into those read ahead on a thread of their own.
+    let s = Server::start().await;
+    crate::import::create_table(&s, "blk_db", "tbl").await;
+    let key = s.master(0);
+    let text = |t: i64| format!("{t:06}-{}", "x".repeat(90));
+    let mut expected = Vec::new();
+    for batch in 0..3i64 {
+        let rows: Vec<Value> = (batch * 4000..(batch + 1) * 4000)
+            .map(|t| json!({"time": t, "s": text(t), "n": t * 3}))
+            .collect();
+        expected.extend((batch * 4000..(batch + 1) * 4000).map(|t| json!([t, text(t), t * 3])));
+        crate::import::import_rows(&s, &key, "blk_db", "tbl", &rows).await;
+    }
+    let (id, show) = run(&s, "blk_db", "SELECT time, s, n FROM tbl").await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(result_rows(&s, &id).await, expected);
+    // A scan reading no record column (only `time`, or nothing).
+    let (id, _) = run(&s, "blk_db", "SELECT COUNT(*), SUM(time), MAX(time) FROM tbl").await;
+    assert_eq!(
+        result_rows(&s, &id).await,
+        vec![json!([12000, 71_994_000, 11999])]
+    );
+    // A scan stopped part way, with blocks read ahead of it.
+    let (id, _) = run(&s, "blk_db", "SELECT s, n FROM tbl LIMIT 1 OFFSET 9000").await;
+    assert_eq!(result_rows(&s, &id).await, vec![json!([text(9000), 27000])]);
+    // Two cursors at once, the inner one started over for each outer row.
+    let (id, show) = run(
+        &s,
+        "blk_db",
+        "SELECT COUNT(*), SUM(b.n) FROM (SELECT time FROM tbl WHERE time % 3000 = 0) a \
+         JOIN tbl b ON b.time >= a.time AND b.time < a.time + 2",
+    )
+    .await;
+    assert_eq!(show["status"], "success", "{show}");
+    // a.time in {0, 3000, 6000, 9000}: b.time = a.time and a.time + 1, n = 3 * b.time.
+    assert_eq!(result_rows(&s, &id).await, vec![json!([8, 3 * (2 * 18000 + 4)])]);
+    // Text that is not UTF-8 (SQLite's text need not be) is written as msgpack's UTF-8 text.
+    let (id, _) = run(&s, "blk_db", "SELECT CAST(x'ff41' AS VARCHAR), 'é'").await;
+    assert_eq!(result_rows(&s, &id).await, vec![json!(["\u{fffd}A", "é"])]);
+}
+
+#[tokio::test]
 async fn td_time_range_filters_and_td_time_format_formats_in_a_zone() {
     let s = Server::start().await;
     let (start, end) = ("2014-10-03 09:00:00", "2014-10-03 10:00:00");
