@@ -138,10 +138,10 @@ unsafe impl<'vtab> VTab<'vtab> for RowsTab {
     }
 
     fn best_index(&self, info: &mut IndexInfo) -> rusqlite::Result<()> {
-        // A full scan: constraints are left to SQLite. Records are taken apart only for a scan
-        // that reads one of their columns (bit 0 is `time`, kept beside each record).
+        // A full scan: constraints are left to SQLite. The columns the scan reads go to
+        // `filter`, so records are taken apart for those only.
         info.set_estimated_cost(1_000_000.0);
-        info.set_idx_num(c_int::from(info.col_used() & !1 != 0));
+        info.set_idx_str(&info.col_used().to_string());
         Ok(())
     }
 
@@ -151,7 +151,7 @@ unsafe impl<'vtab> VTab<'vtab> for RowsTab {
             source: self.source.clone(),
             table_id: self.table_id,
             columns: self.columns.clone(),
-            reads_records: false,
+            used: Arc::new(Used::default()),
             unread: VecDeque::new(),
             ahead: None,
             current: ReadBlock::default(),
@@ -167,13 +167,36 @@ impl CreateVTab<'_> for RowsTab {
     const KIND: VTabKind = VTabKind::Default;
 }
 
-/// A stored block read and taken apart: each row's `time` and, for a scan that reads record
-/// columns, each of its column values as SQL gets them.
+/// The record columns a scan reads, from SQLite's `colUsed`: bit 0 is `time` (kept beside each
+/// record), bit `n` is record column `n - 1`, and bit 63 stands for that one and every later one.
+#[derive(Default)]
+struct Used {
+    /// The columns, in order: a row's cells are theirs.
+    columns: Vec<usize>,
+    /// Where each column's cell is in a row's cells, for those read.
+    slots: Vec<Option<usize>>,
+}
+
+impl Used {
+    fn new(col_used: u64, count: usize) -> Used {
+        let columns: Vec<usize> = (0..count)
+            .filter(|&c| col_used & (1u64 << (c + 1).min(63)) != 0)
+            .collect();
+        let mut slots = vec![None; count];
+        for (slot, &column) in columns.iter().enumerate() {
+            slots[column] = Some(slot);
+        }
+        Used { columns, slots }
+    }
+}
+
+/// A stored block read and taken apart: each row's `time` and the values of the columns the
+/// scan reads, as SQL gets them.
 #[derive(Default)]
 struct ReadBlock {
     block: Vec<u8>,
     times: Vec<i64>,
-    /// `times.len()` × the column count, row by row; empty for a scan reading no record column.
+    /// `times.len()` × the columns read, row by row.
     cells: Vec<Cell>,
 }
 
@@ -191,26 +214,32 @@ impl ReadBlock {
         self.times.len()
     }
 
-    /// Reads block `id` and takes it apart (its columns as `columns` has them, if given).
-    fn read(
+    /// Reads block `id` (the only part done under the connection's lock).
+    fn fetch(&mut self, conn: &Mutex<Connection>, id: i64) -> crate::error::Result<()> {
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        segments::read_block(&conn, id, &mut self.block)
+    }
+
+    /// Takes the block apart: its rows' times and the `used` columns of each.
+    fn take_apart(
         &mut self,
-        conn: &Connection,
-        id: i64,
-        columns: Option<&Columns>,
+        columns: &Columns,
+        used: &Used,
         values: &mut Values,
     ) -> crate::error::Result<()> {
-        segments::read_block(conn, id, &mut self.block)?;
         self.times.clear();
         self.cells.clear();
         for (time, from, text) in segments::block_rows(&self.block)?.placed() {
             self.times.push(time);
-            if let Some(columns) = columns {
-                values.read_from(text, columns);
-                self.cells.extend(values.spans.iter().map(|span| match span {
+            if used.columns.is_empty() {
+                continue;
+            }
+            values.read_from(text, columns);
+            self.cells
+                .extend(used.columns.iter().map(|&c| match &values.spans[c] {
                     Some(span) => cell(&text[span.clone()], from + span.start),
                     None => Cell::Value(Sql::Null),
                 }));
-            }
         }
         Ok(())
     }
@@ -219,7 +248,9 @@ impl ReadBlock {
 /// Blocks read and taken apart on a thread of its own, a few ahead of the scan, so that the
 /// query's thread spends itself on SQL. It stops when dropped.
 struct ReadAhead {
-    blocks: Option<Receiver<Result<ReadBlock, String>>>,
+    /// Each block with rows, then `None` after the last: a thread that stops without saying
+    /// so failed, and the scan must not take that for the end of the table.
+    blocks: Option<Receiver<Result<Option<ReadBlock>, String>>>,
     spent: Sender<ReadBlock>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -231,7 +262,8 @@ impl ReadAhead {
     fn start(
         conn: Arc<Mutex<Connection>>,
         unread: VecDeque<(i64, i64)>,
-        columns: Option<Arc<Columns>>,
+        columns: Arc<Columns>,
+        used: Arc<Used>,
     ) -> std::io::Result<ReadAhead> {
         let (sender, blocks) = sync_channel(BLOCKS_AHEAD);
         let (spent, spent_blocks) = channel::<ReadBlock>();
@@ -241,21 +273,19 @@ impl ReadAhead {
                 let mut values = Values::default();
                 for id in unread.into_iter().flat_map(|(first, last)| first..=last) {
                     let mut read = spent_blocks.try_recv().unwrap_or_default();
-                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                    let done = read.read(&conn, id, columns.as_deref(), &mut values);
-                    drop(conn);
+                    let done = read
+                        .fetch(&conn, id)
+                        .and_then(|()| read.take_apart(&columns, &used, &mut values));
                     let failed = done.is_err();
                     if read.rows() == 0 && !failed {
                         continue;
                     }
-                    if sender
-                        .send(done.map(|()| read).map_err(|e| e.to_string()))
-                        .is_err()
-                        || failed
-                    {
+                    let sent = sender.send(done.map(|()| Some(read)).map_err(|e| e.to_string()));
+                    if sent.is_err() || failed {
                         return;
                     }
                 }
+                let _ = sender.send(Ok(None));
             })?;
         Ok(ReadAhead {
             blocks: Some(blocks),
@@ -265,8 +295,11 @@ impl ReadAhead {
     }
 
     /// The next block with rows; None past the last.
-    fn next(&self) -> Option<Result<ReadBlock, String>> {
-        self.blocks.as_ref()?.recv().ok()
+    fn next(&self) -> Result<Option<ReadBlock>, String> {
+        match self.blocks.as_ref().map(Receiver::recv) {
+            Some(Ok(next)) => next,
+            _ => Err("the scan's reading thread stopped".to_string()),
+        }
     }
 
     /// Hands a block back to be filled again.
@@ -292,8 +325,8 @@ struct RowsCursor<'vtab> {
     source: Rc<RowSource>,
     table_id: i64,
     columns: Arc<Columns>,
-    /// Whether the scan reads record columns (see `best_index`).
-    reads_records: bool,
+    /// The record columns the scan reads (see `best_index`).
+    used: Arc<Used>,
     /// The blocks (ranges of ids) not read yet, before the read-ahead takes them over.
     unread: VecDeque<(i64, i64)>,
     ahead: Option<ReadAhead>,
@@ -316,25 +349,28 @@ impl RowsCursor<'_> {
         self.at = 0;
         let read_yet = self.passed > 0;
         if read_yet && self.ahead.is_none() && !self.unread.is_empty() {
-            let columns = self.reads_records.then(|| self.columns.clone());
             let unread = std::mem::take(&mut self.unread);
-            let ahead = ReadAhead::start(self.source.conn.clone(), unread, columns)
-                .map_err(|e| module_error(format!("starting the scan's reading thread: {e}")))?;
+            let ahead = ReadAhead::start(
+                self.source.conn.clone(),
+                unread,
+                self.columns.clone(),
+                self.used.clone(),
+            )
+            .map_err(|e| module_error(format!("starting the scan's reading thread: {e}")))?;
             self.ahead = Some(ahead);
         }
         if let Some(ahead) = &self.ahead {
-            let next = ahead
-                .next()
-                .transpose()
-                .map_err(module_error)?
-                .unwrap_or_default();
-            ahead.give_back(std::mem::replace(&mut self.current, next));
+            match ahead.next().map_err(module_error)? {
+                Some(next) => ahead.give_back(std::mem::replace(&mut self.current, next)),
+                None => {
+                    self.current = ReadBlock::default();
+                    self.ahead = None;
+                }
+            }
             return Ok(());
         }
-        let columns = self.reads_records.then_some(&*self.columns);
         self.current.times.clear();
         self.current.cells.clear();
-        let conn = self.source.conn.lock().unwrap_or_else(|p| p.into_inner());
         while self.current.rows() == 0 {
             let Some((first, last)) = self.unread.pop_front() else {
                 break;
@@ -343,7 +379,11 @@ impl RowsCursor<'_> {
                 self.unread.push_front((first + 1, last));
             }
             self.current
-                .read(&conn, first, columns, &mut self.values)
+                .fetch(&self.source.conn, first)
+                .and_then(|()| {
+                    self.current
+                        .take_apart(&self.columns, &self.used, &mut self.values)
+                })
                 .map_err(|e| module_error(e.to_string()))?;
         }
         Ok(())
@@ -353,8 +393,8 @@ impl RowsCursor<'_> {
 unsafe impl VTabCursor for RowsCursor<'_> {
     fn filter(
         &mut self,
-        idx_num: c_int,
-        _idx_str: Option<&str>,
+        _idx_num: c_int,
+        idx_str: Option<&str>,
         _args: &Filters<'_>,
     ) -> rusqlite::Result<()> {
         self.ahead = None;
@@ -364,7 +404,9 @@ unsafe impl VTabCursor for RowsCursor<'_> {
                 .map_err(|e| rusqlite::Error::ModuleError(e.to_string()))?
         };
         self.unread = segments.iter().map(|s| (s.first, s.last)).collect();
-        self.reads_records = idx_num != 0;
+        // Without the plan's columns (not expected), every column is read.
+        let col_used = idx_str.and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        self.used = Arc::new(Used::new(col_used, self.columns.count));
         self.current = ReadBlock::default();
         self.passed = 0;
         self.fill()
@@ -387,9 +429,12 @@ unsafe impl VTabCursor for RowsCursor<'_> {
             return ctx.set_result(&self.current.times[self.at]);
         };
         let cell = self
-            .current
-            .cells
-            .get(self.at * self.columns.count + column)
+            .used
+            .slots
+            .get(column)
+            .copied()
+            .flatten()
+            .and_then(|slot| self.current.cells.get(self.at * self.used.columns.len() + slot))
             .ok_or_else(|| rusqlite::Error::ModuleError(format!("column {i} was read but not announced")))?;
         let value = match cell {
             Cell::Value(value) => ValueRef::from(value),
@@ -650,6 +695,18 @@ const BINARY_PREFIX: &str = "{\"\\u0000binary\"";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_columns_a_scan_reads_follow_col_used_and_bit_63_stands_for_the_rest() {
+        let time_only = Used::new(0b1, 3);
+        assert!(time_only.columns.is_empty());
+        let some = Used::new(0b1010, 3);
+        assert_eq!(some.columns, vec![0, 2]);
+        assert_eq!(some.slots, vec![Some(0), None, Some(1)]);
+        let wide = Used::new(1 << 63, 70);
+        assert_eq!(wide.columns, (62..70).collect::<Vec<_>>());
+        assert_eq!(Used::new(u64::MAX, 70).columns.len(), 70);
+    }
 
     #[test]
     fn the_binary_prefix_is_how_serde_json_writes_the_binary_key() {

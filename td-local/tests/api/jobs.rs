@@ -258,6 +258,9 @@ async fn a_table_of_many_blocks_reads_whole_and_in_order_through_every_kind_of_s
         result_rows(&s, &id).await,
         vec![json!([12000, 71_994_000, 11999])]
     );
+    // A record column read only by the WHERE clause.
+    let (id, _) = run(&s, "blk_db", "SELECT COUNT(*) FROM tbl WHERE n % 2 = 0").await;
+    assert_eq!(result_rows(&s, &id).await, vec![json!([6000])]);
     // A scan stopped part way, with blocks read ahead of it.
     let (id, _) = run(&s, "blk_db", "SELECT s, n FROM tbl LIMIT 1 OFFSET 9000").await;
     assert_eq!(result_rows(&s, &id).await, vec![json!([text(9000), 27000])]);
@@ -275,6 +278,31 @@ async fn a_table_of_many_blocks_reads_whole_and_in_order_through_every_kind_of_s
     // Text that is not UTF-8 (SQLite's text need not be) is written as msgpack's UTF-8 text.
     let (id, _) = run(&s, "blk_db", "SELECT CAST(x'ff41' AS VARCHAR), 'é'").await;
     assert_eq!(result_rows(&s, &id).await, vec![json!(["\u{fffd}A", "é"])]);
+}
+
+#[tokio::test]
+async fn a_wide_table_reads_the_columns_a_query_names_past_the_63rd() {
+    // SQLite's colUsed has a bit per column up to the 63rd, then one bit for all the rest.
+    let s = Server::start().await;
+    crate::import::create_table(&s, "wide_db", "wide").await;
+    let rows: Vec<Value> = (0..50i64)
+        .map(|t| {
+            let mut record = serde_json::Map::new();
+            record.insert("time".into(), json!(t));
+            for c in 0..70 {
+                record.insert(format!("c{c:02}"), json!(t * 100 + c));
+            }
+            Value::Object(record)
+        })
+        .collect();
+    crate::import::import_rows(&s, &s.master(0), "wide_db", "wide", &rows).await;
+    let (id, show) = run(&s, "wide_db", "SELECT c69, c03, c62 FROM wide WHERE c65 % 3 = 0").await;
+    assert_eq!(show["status"], "success", "{show}");
+    let expected: Vec<Value> = (0..50i64)
+        .filter(|t| (t * 100 + 65) % 3 == 0)
+        .map(|t| json!([t * 100 + 69, t * 100 + 3, t * 100 + 62]))
+        .collect();
+    assert_eq!(result_rows(&s, &id).await, expected);
 }
 
 #[tokio::test]
