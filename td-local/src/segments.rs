@@ -88,7 +88,7 @@ fn damaged() -> Error {
 
 /// A block as written, from its bytes as stored (see [`BlockWriter`]), into `into` (replacing
 /// what it held).
-fn unpack(stored: &[u8], into: &mut Vec<u8>) -> Result<()> {
+pub fn unpack(stored: &[u8], into: &mut Vec<u8>) -> Result<()> {
     let Some(packed) = stored.strip_prefix(&PACKED) else {
         into.clear();
         into.extend_from_slice(stored);
@@ -291,13 +291,18 @@ pub fn table_blocks(conn: &Connection, table_id: i64) -> Result<Vec<Blocks>> {
     blocks(conn, "table_id = ?1", [table_id])
 }
 
-/// Reads block `id`, as written, into `into` (replacing what it held); a segment's block that
-/// is not there is an error.
-pub fn read_block(conn: &Connection, id: i64, into: &mut Vec<u8>) -> Result<()> {
+/// Reads block `id` as stored into `stored` (replacing what it held): [`unpack`] makes it the
+/// block as written. Apart, so that a reader sharing a connection holds it only for the copy.
+/// A segment's block that is not there is an error.
+pub fn read_stored(conn: &Connection, id: i64, stored: &mut Vec<u8>) -> Result<()> {
     let mut stmt = conn.prepare_cached("SELECT data FROM blocks WHERE rowid = ?1")?;
-    stmt.query_row([id], |r| Ok(unpack(r.get_ref(0)?.as_blob()?, into)))
-        .optional()?
-        .ok_or_else(|| Error::internal("a stored block of rows is missing"))?
+    stmt.query_row([id], |r| {
+        stored.clear();
+        stored.extend_from_slice(r.get_ref(0)?.as_blob()?);
+        Ok(())
+    })
+    .optional()?
+    .ok_or_else(|| Error::internal("a stored block of rows is missing"))
 }
 
 /// Calls `each` with every row of table `table_id` in the order they were written: its
@@ -307,10 +312,11 @@ pub fn for_each_row(
     table_id: i64,
     mut each: impl FnMut(i64, i64, &str) -> Result<()>,
 ) -> Result<()> {
-    let mut block = Vec::new();
+    let (mut stored, mut block) = (Vec::new(), Vec::new());
     for segment in table_blocks(conn, table_id)? {
         for id in segment.first..=segment.last {
-            read_block(conn, id, &mut block)?;
+            read_stored(conn, id, &mut stored)?;
+            unpack(&stored, &mut block)?;
             for (time, text) in block_rows(&block)? {
                 let text =
                     std::str::from_utf8(text).map_err(|_| Error::internal("a stored record is not UTF-8"))?;

@@ -194,6 +194,8 @@ impl Used {
 /// scan reads, as SQL gets them.
 #[derive(Default)]
 struct ReadBlock {
+    /// The block as stored (compressed), then as written.
+    stored: Vec<u8>,
     block: Vec<u8>,
     times: Vec<i64>,
     /// `times.len()` × the columns read, row by row.
@@ -214,10 +216,13 @@ impl ReadBlock {
         self.times.len()
     }
 
-    /// Reads block `id` (the only part done under the connection's lock).
+    /// Reads block `id`: only the copy of its stored bytes is done under the connection's lock.
     fn fetch(&mut self, conn: &Mutex<Connection>, id: i64) -> crate::error::Result<()> {
-        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        segments::read_block(&conn, id, &mut self.block)
+        {
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            segments::read_stored(&conn, id, &mut self.stored)?;
+        }
+        segments::unpack(&self.stored, &mut self.block)
     }
 
     /// Takes the block apart: its rows' times and the `used` columns of each.
@@ -271,13 +276,19 @@ impl ReadAhead {
             .name("td-local-scan".into())
             .spawn(move || {
                 let mut values = Values::default();
+                // A block without rows is not sent: its buffers serve the next.
+                let mut unsent = None;
                 for id in unread.into_iter().flat_map(|(first, last)| first..=last) {
-                    let mut read = spent_blocks.try_recv().unwrap_or_default();
+                    let mut read = unsent
+                        .take()
+                        .or_else(|| spent_blocks.try_recv().ok())
+                        .unwrap_or_default();
                     let done = read
                         .fetch(&conn, id)
                         .and_then(|()| read.take_apart(&columns, &used, &mut values));
                     let failed = done.is_err();
                     if read.rows() == 0 && !failed {
+                        unsent = Some(read);
                         continue;
                     }
                     let sent = sender.send(done.map(|()| Some(read)).map_err(|e| e.to_string()));
@@ -369,8 +380,8 @@ impl RowsCursor<'_> {
             }
             return Ok(());
         }
+        // No rows until a block with some is taken apart.
         self.current.times.clear();
-        self.current.cells.clear();
         while self.current.rows() == 0 {
             let Some((first, last)) = self.unread.pop_front() else {
                 break;
