@@ -12,7 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use crate::error::{Error, Result};
 
 /// JSON text a block holds before it is stored: past this, the next record starts a new block.
-/// A block is read into memory whole, so this (or one record, if larger) is what a reader holds.
+/// A block is read into memory whole (beside its compressed copy), so this (or one record, if
+/// larger) is about what a reader holds.
 pub const BLOCK_BYTES: usize = 64 << 10;
 
 /// A block as written, little-endian: the record count `n` (u32), then `n` × (`time` i64, text
@@ -32,8 +33,9 @@ struct BlockWriter {
 const COUNT_BYTES: usize = 4;
 const HEAD_BYTES: usize = 12;
 
-/// Stands where a stored block's record count would (no block holds 2^32 − 1 records): the
-/// written length and the LZ4 block follow.
+/// Stands where a stored block's record count would (no block holds 2^32 − 1 records: it closes
+/// at `BLOCK_BYTES` of records, each a JSON object of 2 bytes or more): the written length and
+/// the LZ4 block follow.
 const PACKED: [u8; 4] = u32::MAX.to_le_bytes();
 const PACKED_HEAD: usize = 8;
 /// LZ4 expands a block less than 255-fold (a match's length costs a byte per 255); a stored
@@ -87,11 +89,11 @@ fn damaged() -> Error {
 }
 
 /// A block as written, from its bytes as stored (see [`BlockWriter`]), into `into` (replacing
-/// what it held).
-pub fn unpack(stored: &[u8], into: &mut Vec<u8>) -> Result<()> {
+/// what it held). A block stored as written is swapped in, not copied: `stored` is then left
+/// holding what `into` held.
+pub fn unpack(stored: &mut Vec<u8>, into: &mut Vec<u8>) -> Result<()> {
     let Some(packed) = stored.strip_prefix(&PACKED) else {
-        into.clear();
-        into.extend_from_slice(stored);
+        std::mem::swap(stored, into);
         return Ok(());
     };
     let (length, lz4) = packed.split_first_chunk::<4>().ok_or_else(damaged)?;
@@ -99,7 +101,10 @@ pub fn unpack(stored: &[u8], into: &mut Vec<u8>) -> Result<()> {
     if length > lz4.len().saturating_mul(LZ4_MAX_RATIO) {
         return Err(damaged());
     }
-    // Only growth is zeroed: a buffer reused for blocks of one size is not cleared each time.
+    // Room is asked for, so that a damaged length past what memory allows is an error; and
+    // only growth is zeroed: a buffer reused for blocks of one size is not cleared each time.
+    into.try_reserve(length.saturating_sub(into.len()))
+        .map_err(|_| damaged())?;
     into.resize(length, 0);
     match lz4_flex::block::decompress_into(lz4, into) {
         Ok(n) if n == length => Ok(()),
@@ -316,7 +321,7 @@ pub fn for_each_row(
     for segment in table_blocks(conn, table_id)? {
         for id in segment.first..=segment.last {
             read_stored(conn, id, &mut stored)?;
-            unpack(&stored, &mut block)?;
+            unpack(&mut stored, &mut block)?;
             for (time, text) in block_rows(&block)? {
                 let text =
                     std::str::from_utf8(text).map_err(|_| Error::internal("a stored record is not UTF-8"))?;
@@ -526,7 +531,7 @@ mod tests {
 
     fn unpacked(stored: &[u8]) -> Result<Vec<u8>> {
         let mut into = b"what the buffer held".to_vec();
-        unpack(stored, &mut into).map(|()| into)
+        unpack(&mut stored.to_vec(), &mut into).map(|()| into)
     }
 
     #[test]
@@ -593,7 +598,21 @@ mod tests {
         // Blocks were stored as written before they were compressed.
         let (_, before) = sealed(&[(1, r#"{"a":"abcabcabcabcabcabcabcabcabc"}"#); 50]);
         assert_eq!(unpacked(&before).unwrap(), before);
-        assert_eq!(block_rows(&before).unwrap().count(), 50);
+        let conn = Connection::open_in_memory().unwrap();
+        create_tables(&conn).unwrap();
+        conn.execute("INSERT INTO blocks (rowid, data) VALUES (1, ?1)", [&before])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO segments (table_id, first_block, blocks, rows) VALUES (9, 1, 1, 50)",
+            [],
+        )
+        .unwrap();
+        let rows = rows_of(&conn, 9);
+        assert_eq!(rows.len(), 50);
+        assert_eq!(
+            rows[49],
+            (1, r#"{"a":"abcabcabcabcabcabcabcabcabc"}"#.to_string())
+        );
     }
 
     #[test]
@@ -628,12 +647,15 @@ mod tests {
         assert_eq!(reads(&stored).unwrap(), 300);
         for cut in 0..stored.len() {
             assert!(reads(&stored[..cut]).is_err(), "cut at {cut}");
+            if cut >= PACKED.len() {
+                assert!(unpacked(&stored[..cut]).is_err(), "unpacked, cut at {cut}");
+            }
         }
         let length = u32::from_le_bytes(stored[4..8].try_into().unwrap());
         for wrong in [0, length - 1, length + 1, u32::MAX] {
             let mut bad = stored.clone();
             bad[4..8].copy_from_slice(&wrong.to_le_bytes());
-            assert!(reads(&bad).is_err(), "length {wrong} for {length}");
+            assert!(unpacked(&bad).is_err(), "length {wrong} for {length}");
         }
     }
 }

@@ -194,7 +194,7 @@ impl Used {
 /// scan reads, as SQL gets them.
 #[derive(Default)]
 struct ReadBlock {
-    /// The block as stored (compressed), then as written.
+    /// The block as stored (see `segments::unpack`).
     stored: Vec<u8>,
     block: Vec<u8>,
     times: Vec<i64>,
@@ -222,7 +222,7 @@ impl ReadBlock {
             let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             segments::read_stored(&conn, id, &mut self.stored)?;
         }
-        segments::unpack(&self.stored, &mut self.block)
+        segments::unpack(&mut self.stored, &mut self.block)
     }
 
     /// Takes the block apart: its rows' times and the `used` columns of each.
