@@ -63,9 +63,14 @@ pub enum StreamError<E: std::error::Error + 'static> {
     Transcode(#[from] TranscodeError),
     #[error(
         "writing a part to a temporary file in {}: {source}; set TMPDIR to a writable directory \
-         with room for {} MiB", dir.display(), spill_room() >> 20
+         with room for {} MiB", dir.display(), room.div_ceil(1 << 20)
     )]
-    Spill { dir: PathBuf, source: std::io::Error },
+    Spill {
+        dir: PathBuf,
+        source: std::io::Error,
+        /// What the transfer keeps in temporary files at once (see [`spill_room`]).
+        room: usize,
+    },
     #[error("compressing a part: {0}")]
     Deflate(std::io::Error),
     #[error("uploading part {part}: {source}")]
@@ -74,10 +79,10 @@ pub enum StreamError<E: std::error::Error + 'static> {
     Join(String),
 }
 
-/// The most a transfer keeps in temporary files at once: the part being written, one waiting,
-/// and those uploading.
-fn spill_room() -> usize {
-    (PARALLEL_UPLOADS + 2) * (PART_BYTES + (PART_BYTES >> 3))
+/// The most a transfer cutting parts at `part_bytes` keeps in temporary files at once: the part
+/// being written, one waiting, and those uploading.
+fn spill_room(part_bytes: usize) -> usize {
+    (PARALLEL_UPLOADS + 2) * (part_bytes + (part_bytes >> 3))
 }
 
 /// Why a blocking stage ended early.
@@ -147,7 +152,11 @@ where
     let parts = made.map_err(|halt| match halt {
         Halt::Stopped => StreamError::Join("a stage stopped without saying why".into()),
         Halt::Transcode(e) => StreamError::Transcode(e),
-        Halt::Spill { dir, source } => StreamError::Spill { dir, source },
+        Halt::Spill { dir, source } => StreamError::Spill {
+            dir,
+            source,
+            room: spill_room(options.bytes),
+        },
         Halt::Deflate(e) => StreamError::Deflate(e),
     })?;
     Ok(Moved {
@@ -451,19 +460,24 @@ mod tests {
     #[tokio::test]
     async fn a_temp_dir_that_cannot_be_written_is_named_with_the_fix() {
         let missing = Path::new("/nonexistent/tdre-parts");
-        let (moved, parts) = run(
-            result_body(&random_rows(10, 100)),
-            &part_options(PART_BYTES, 2, missing),
-        )
-        .await;
-        let e = moved.unwrap_err();
-        assert!(matches!(e, StreamError::Spill { .. }), "{e:?}");
-        let message = e.to_string();
-        assert!(
-            message.contains("/nonexistent/tdre-parts") && message.contains("TMPDIR"),
-            "{message}"
-        );
-        assert!(parts.is_empty());
+        // The room asked for follows the part size: 4 parts of 16 MiB + 1/8, or of 1 MiB + 1/8.
+        for (part_bytes, room) in [(PART_BYTES, "room for 72 MiB"), (1 << 20, "room for 5 MiB")] {
+            let (moved, parts) = run(
+                result_body(&random_rows(10, 100)),
+                &part_options(part_bytes, 2, missing),
+            )
+            .await;
+            let e = moved.unwrap_err();
+            assert!(matches!(e, StreamError::Spill { .. }), "{e:?}");
+            let message = e.to_string();
+            assert!(
+                message.contains("/nonexistent/tdre-parts")
+                    && message.contains("TMPDIR")
+                    && message.contains(room),
+                "{message}"
+            );
+            assert!(parts.is_empty());
+        }
     }
 
     #[tokio::test]
