@@ -105,8 +105,8 @@ def summary(runs):
 
 
 def per(amount, seconds):
-    """A rate; GNU time reports wall to 10 ms, so a tiny run can take "0.00" s."""
-    return amount / seconds if seconds else float("inf")
+    """A rate; None (shown n/a) for a run too quick to time: GNU time reports wall to 10 ms."""
+    return amount / seconds if seconds else None
 
 
 def num(x, digits=2):
