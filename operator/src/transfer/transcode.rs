@@ -32,13 +32,49 @@ enum Carry {
 
 /// Turns result rows into import records for one result schema.
 pub struct Transcoder {
-    /// Each column's target name, already encoded as a msgpack string.
-    keys: Vec<Vec<u8>>,
-    carry: Vec<Carry>,
-    fixed_time: Option<i64>,
+    /// What every record repeats, encoded once and laid back to back: the map header, each
+    /// column's key, and `time` with its value when every row gets the same. Then `SHORT` bytes
+    /// of padding, so that any piece can be copied as a fixed-size block (see [`push_run`]).
+    repeated: Vec<u8>,
+    header: Span,
+    /// Each column's key and how its value is carried.
+    columns: Vec<(Span, Carry)>,
+    fixed_time: Option<Span>,
     /// The `time_column`'s name, when rows take their `time` from it.
     time_column: Option<String>,
     rows: u64,
+}
+
+/// Where a piece of [`Transcoder::repeated`] is: its start and length.
+#[derive(Debug, Clone, Copy)]
+struct Span(usize, usize);
+
+impl Span {
+    /// Appends `bytes` to `to`, and says where they went.
+    fn push(to: &mut Vec<u8>, bytes: &[u8]) -> Span {
+        to.extend_from_slice(bytes);
+        Span(to.len() - bytes.len(), bytes.len())
+    }
+}
+
+/// Runs of up to this many bytes are copied as one block of this size.
+const SHORT: usize = 16;
+
+/// Appends `from[at..at + len]`. A short run is copied as a whole `SHORT`-byte block when `from`
+/// holds one there, then cut back to `len`: a copy of constant size is a couple of moves, where
+/// one of variable size is a call to `memcpy`, and most keys and values are a few bytes long.
+#[inline]
+fn push_run(out: &mut Vec<u8>, from: &[u8], at: usize, len: usize) {
+    if len <= SHORT {
+        if let Some(block) = from.get(at..at + SHORT) {
+            let block: &[u8; SHORT] = block.try_into().expect("a block of SHORT bytes");
+            let keep = out.len() + len;
+            out.extend_from_slice(block);
+            out.truncate(keep);
+            return;
+        }
+    }
+    out.extend_from_slice(&from[at..at + len]);
 }
 
 fn encoded_str(s: &str) -> Vec<u8> {
@@ -112,6 +148,30 @@ enum Short {
 
 type Step<T> = Result<T, Short>;
 
+/// Marks a `str 8` or `bin 8` in [`SCALAR_LEN`]: its length is 2 plus its second byte.
+const STR8: u8 = u8::MAX;
+
+/// The whole length of a value from its first byte, for the scalars whose first byte says it
+/// (with [`STR8`] for the two that need their second); 0 for the rest, which are walked.
+const SCALAR_LEN: [u8; 256] = {
+    let mut len = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        len[b] = match b as u8 {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 1, // fixints, nil, false, true
+            0xa0..=0xbf => 1 + (b as u8 & 0x1f),                 // fixstr
+            0xcc | 0xd0 => 2,                                    // uint 8, int 8
+            0xcd | 0xd1 => 3,                                    // uint 16, int 16
+            0xce | 0xd2 | 0xca => 5,                             // uint 32, int 32, float 32
+            0xcf | 0xd3 | 0xcb => 9,                             // uint 64, int 64, float 64
+            0xd9 | 0xc4 => STR8,
+            _ => 0,
+        };
+        b += 1;
+    }
+    len
+};
+
 /// A read position in the bytes in view.
 struct Cursor<'a> {
     buf: &'a [u8],
@@ -152,6 +212,18 @@ impl<'a> Cursor<'a> {
 
     /// Steps over one whole value, nested values and all (without recursion: any depth).
     fn skip_value(&mut self) -> Step<()> {
+        // Most values are scalars whose first byte gives their length: step over them at once.
+        let first = *self.buf.get(self.pos).ok_or(Short::More)?;
+        let len = match SCALAR_LEN[usize::from(first)] {
+            0 => return self.walk_value(),
+            STR8 => 2 + usize::from(*self.buf.get(self.pos + 1).ok_or(Short::More)?),
+            n => usize::from(n),
+        };
+        self.take(len).map(drop)
+    }
+
+    /// [`Self::skip_value`] for any value, header by header.
+    fn walk_value(&mut self) -> Step<()> {
         let mut values: u64 = 1;
         while values > 0 {
             values -= 1;
@@ -204,13 +276,6 @@ impl<'a> Cursor<'a> {
         }
         Ok(())
     }
-
-    /// The next value's bytes.
-    fn value(&mut self) -> Step<&'a [u8]> {
-        let start = self.pos;
-        self.skip_value()?;
-        Ok(&self.buf[start..self.pos])
-    }
 }
 
 /// An integer value (any msgpack width) as i64; None for any other value.
@@ -233,23 +298,39 @@ fn int_of(value: &[u8]) -> Option<i64> {
 
 impl Transcoder {
     pub fn new(columns: &[MappedColumn], time: TimeFill) -> Transcoder {
-        let carry = columns
+        let mut repeated = Vec::new();
+        let added = !matches!(time, TimeFill::Column(_));
+        let mut map_len = Vec::new();
+        rmp::encode::write_map_len(&mut map_len, columns.len() as u32 + u32::from(added))
+            .expect("writing to a Vec cannot fail");
+        let header = Span::push(&mut repeated, &map_len);
+        let columns_ = columns
             .iter()
             .enumerate()
-            .map(|(i, c)| match time {
-                TimeFill::Column(t) if t == i => Carry::Time,
-                TimeFill::Parsed(t) if t == i => Carry::TimeFrom,
-                _ if c.is_boolean() => Carry::BoolToLong,
-                _ => Carry::Copy,
+            .map(|(i, c)| {
+                let carry = match time {
+                    TimeFill::Column(t) if t == i => Carry::Time,
+                    TimeFill::Parsed(t) if t == i => Carry::TimeFrom,
+                    _ if c.is_boolean() => Carry::BoolToLong,
+                    _ => Carry::Copy,
+                };
+                (Span::push(&mut repeated, &encoded_str(&c.target)), carry)
             })
             .collect();
+        let fixed_time = match time {
+            TimeFill::Fixed(t) => {
+                let mut entry = b"\xa4time".to_vec();
+                write_int(&mut entry, t);
+                Some(Span::push(&mut repeated, &entry))
+            }
+            TimeFill::Column(_) | TimeFill::Parsed(_) => None,
+        };
+        repeated.extend([0; SHORT]);
         Transcoder {
-            keys: columns.iter().map(|c| encoded_str(&c.target)).collect(),
-            carry,
-            fixed_time: match time {
-                TimeFill::Fixed(t) => Some(t),
-                TimeFill::Column(_) | TimeFill::Parsed(_) => None,
-            },
+            repeated,
+            header,
+            columns: columns_,
+            fixed_time,
             time_column: match time {
                 TimeFill::Parsed(i) => Some(columns[i].source.clone()),
                 _ => None,
@@ -314,27 +395,27 @@ impl Transcoder {
                 )))
             }
         };
-        if len != self.keys.len() as u64 {
+        if len != self.columns.len() as u64 {
             return Err(Short::Malformed(format!(
                 "has {len} values, the result schema has {}",
-                self.keys.len()
+                self.columns.len()
             )));
         }
-        let added = self.fixed_time.is_some() || self.time_column.is_some();
-        let entries = self.keys.len() as u32 + u32::from(added);
-        rmp::encode::write_map_len(out, entries).expect("writing to a Vec cannot fail");
-        let mut time = self.fixed_time;
-        for (key, carry) in self.keys.iter().zip(&self.carry) {
-            out.extend_from_slice(key);
-            let value = c.value()?;
+        let Span(at, len) = self.header;
+        push_run(out, &self.repeated, at, len);
+        let mut parsed_time = None;
+        for &(Span(key_at, key_len), carry) in &self.columns {
+            push_run(out, &self.repeated, key_at, key_len);
+            let at = c.pos;
+            c.skip_value()?;
             match carry {
-                Carry::Copy => out.extend_from_slice(value),
-                Carry::BoolToLong => match Marker::from_u8(value[0]) {
+                Carry::Copy => push_run(out, view, at, c.pos - at),
+                Carry::BoolToLong => match Marker::from_u8(view[at]) {
                     Marker::True => out.push(1),
                     Marker::False => out.push(0),
-                    _ => out.extend_from_slice(value),
+                    _ => push_run(out, view, at, c.pos - at),
                 },
-                Carry::Time => match int_of(value) {
+                Carry::Time => match int_of(&view[at..c.pos]) {
                     Some(t) => write_int(out, t),
                     None => {
                         return Err(Short::Malformed(
@@ -343,9 +424,10 @@ impl Transcoder {
                     }
                 },
                 Carry::TimeFrom => {
+                    let value = &view[at..c.pos];
                     out.extend_from_slice(value);
                     let column = self.time_column.as_deref().unwrap_or_default();
-                    time = Some(time_of(value).map_err(|value| {
+                    parsed_time = Some(time_of(value).map_err(|value| {
                         Short::Malformed(format!(
                             "its time_column `{column}` holds {value}, which is not a time (Unix seconds, \
                              ISO-8601 or YYYY-MM-DD HH:MM:SS[.fff] with an optional zone)"
@@ -354,7 +436,9 @@ impl Transcoder {
                 }
             }
         }
-        if let Some(t) = time.filter(|_| added) {
+        if let Some(Span(at, len)) = self.fixed_time {
+            push_run(out, &self.repeated, at, len);
+        } else if let Some(t) = parsed_time {
             out.extend_from_slice(b"\xa4time");
             write_int(out, t);
         }
@@ -560,6 +644,36 @@ mod tests {
         let out = transcode_all(&mut Transcoder::new(&cols, TimeFill::Fixed(7)), &input).unwrap();
         let got: Vec<Value> = out[0].as_map().unwrap().iter().map(|(_, v)| v.clone()).collect();
         assert_eq!(&got[..values.len()], &values[..]);
+    }
+
+    /// The table of scalar lengths is a shortcut: for every first byte, and every cut of the
+    /// bytes after it, it must step exactly as far as walking the value header by header does.
+    #[test]
+    fn the_scalar_shortcut_steps_over_every_value_as_walking_it_does() {
+        let step = |buf: &[u8], walk: bool| {
+            let mut c = Cursor { buf, pos: 0 };
+            let r = if walk { c.walk_value() } else { c.skip_value() };
+            match r {
+                Ok(()) => Ok(c.pos),
+                Err(Short::More) => Err("more"),
+                Err(Short::Invalid(why)) => Err(why),
+                Err(Short::Malformed(_)) => Err("malformed"),
+            }
+        };
+        for first in 0..=255u8 {
+            // Lengths read from the payload are 3 (or 0x0303…): short values end in view, long
+            // ones run past it.
+            let mut bytes = vec![first];
+            bytes.extend([3u8; 64]);
+            for cut in 0..=bytes.len() {
+                let buf = &bytes[..cut];
+                assert_eq!(
+                    step(buf, false),
+                    step(buf, true),
+                    "first byte {first:#04x}, {cut} bytes"
+                );
+            }
+        }
     }
 
     #[test]
