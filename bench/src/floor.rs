@@ -1,6 +1,7 @@
 //! The floor: what any export of a msgpack.gz result into gzip parts must at least spend —
 //! gunzip the result and gzip the same bytes again, at the operator's part level, cut into parts
-//! of the operator's size, no parsing, no network.
+//! of the operator's size, no parsing, no network. And that floor on the bytes the operator
+//! compresses ([`gunzip_then_gzip`]), which are more than the result's.
 
 use std::io::{self, Read, Write};
 
@@ -17,8 +18,31 @@ pub struct Floor {
     pub parts: u64,
 }
 
+/// The floor: gunzip `input` and gzip the same bytes into parts.
 pub fn gunzip_gzip<R: Read>(input: R, level: u32, part_bytes: usize) -> io::Result<Floor> {
-    let mut decoder = MultiGzDecoder::new(io::BufReader::with_capacity(1 << 16, input));
+    gzip_parts(gunzip(input), level, part_bytes)
+}
+
+/// The floor on the operator's bytes: gunzip `input` (the result, bytes dropped) and gzip
+/// `records` — the records the operator makes of it, written out beforehand — into parts. What
+/// the operator's pipe must at least spend, as it compresses maps, not the result's arrays;
+/// `raw` counts the records' bytes.
+pub fn gunzip_then_gzip<R: Read, S: Read>(
+    input: R,
+    records: S,
+    level: u32,
+    part_bytes: usize,
+) -> io::Result<Floor> {
+    io::copy(&mut gunzip(input), &mut io::sink())?;
+    gzip_parts(io::BufReader::with_capacity(1 << 16, records), level, part_bytes)
+}
+
+fn gunzip<R: Read>(input: R) -> impl Read {
+    MultiGzDecoder::new(io::BufReader::with_capacity(1 << 16, input))
+}
+
+/// Gzips everything `raw` reads into parts of `part_bytes` compressed bytes or so.
+fn gzip_parts<R: Read>(mut raw: R, level: u32, part_bytes: usize) -> io::Result<Floor> {
     let new_part = || {
         GzEncoder::new(
             Vec::with_capacity(part_bytes + (part_bytes >> 3)),
@@ -35,7 +59,7 @@ pub fn gunzip_gzip<R: Read>(input: R, level: u32, part_bytes: usize) -> io::Resu
         Ok(())
     };
     loop {
-        let n = decoder.read(&mut buf)?;
+        let n = raw.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -70,5 +94,23 @@ mod tests {
         assert_eq!(floor.raw, raw.len() as u64);
         assert!(floor.parts > 1);
         assert!(floor.out > 0);
+    }
+
+    #[test]
+    fn the_floor_on_the_operators_bytes_gunzips_the_result_and_gzips_the_records() {
+        let gz = |raw: &[u8]| {
+            let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+            gz.write_all(raw).unwrap();
+            gz.finish().unwrap()
+        };
+        let result: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let records: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| i.wrapping_mul(7).to_be_bytes())
+            .collect();
+        let floor = gunzip_then_gzip(&gz(&result)[..], &records[..], 3, 64 << 10).unwrap();
+        assert_eq!(floor.raw, records.len() as u64);
+        assert_eq!(floor.out, gzip_parts(&records[..], 3, 64 << 10).unwrap().out);
+        // A result that is not gzip fails, as the floor must read it all.
+        assert!(gunzip_then_gzip(&b"not gzip"[..], &records[..], 3, 64 << 10).is_err());
     }
 }

@@ -108,6 +108,21 @@ enum Command {
         /// gzip level (default: the operator's part level).
         #[arg(long, default_value_t = PART_LEVEL)]
         level: u32,
+        /// The floor on the operator's bytes: gunzip FILE, and gzip these records (from
+        /// `tdre-bench records`) instead of FILE's bytes.
+        #[arg(long)]
+        records: Option<PathBuf>,
+    },
+    /// Writes the records the operator's pipe makes of job JOB's result, downloaded to RESULT:
+    /// the bytes its parts compress, for `floor --records`. Not timed.
+    Records {
+        #[command(flatten)]
+        account: Account,
+        #[arg(long)]
+        job: String,
+        result: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -198,6 +213,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sink => sink::serve().await,
+        Command::Records {
+            account,
+            job,
+            result,
+            out,
+        } => {
+            let rows =
+                transfer::operator_records(&account.endpoint, &account.apikey, &job, &result, &out).await?;
+            fact("rows", rows);
+            fact("bytes", std::fs::metadata(&out)?.len());
+            Ok(())
+        }
         Command::Transfer {
             account,
             job,
@@ -205,10 +232,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             session,
             threads,
         } => transfer_phase(&account, &job, &sink, &session, threads).await,
-        Command::Floor { file, level } => {
-            let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+        Command::Floor { file, level, records } => {
+            let open = |path: &PathBuf| {
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))
+            };
+            let input = open(&file)?;
+            let records = records.as_ref().map(open).transpose()?;
             let start = Instant::now();
-            let floor = floor::gunzip_gzip(input, level, PART_BYTES)?;
+            let floor = match records {
+                None => floor::gunzip_gzip(input, level, PART_BYTES)?,
+                Some(records) => floor::gunzip_then_gzip(input, records, level, PART_BYTES)?,
+            };
             fact("seconds", secs(start.elapsed()));
             fact("level", level);
             fact("raw_bytes", floor.raw);

@@ -90,3 +90,44 @@ pub async fn operator_transfer(
         threads: options.threads,
     })
 }
+
+/// Writes to `out` the records the operator's pipe makes of job `job_id`'s result, read from
+/// `result` (its msgpack.gz, downloaded beforehand): the bytes its parts compress, for the floor
+/// on the operator's bytes. The same columns and `time` as [`operator_transfer`]; the rows' count.
+pub async fn operator_records(
+    source: &str,
+    apikey: &str,
+    job_id: &str,
+    result: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<u64> {
+    use std::io::Write;
+    use td_result_export::retry::RetryPolicy;
+    use td_result_export::source::result_schema;
+    use td_result_export::td::{http_client, Proxies, TdClient};
+    use td_result_export::transfer::columns::{map_columns, time_fill};
+    use td_result_export::transfer::transcode::{Input, Transcoder};
+
+    let source = TdClient::new(
+        http_client(&Proxies::default())?,
+        source,
+        apikey,
+        RetryPolicy::default(),
+    );
+    let job = source.job(job_id).await.context("reading the source job")?;
+    let columns = map_columns(&result_schema(&job)?);
+    let (fill, _time_source) = time_fill(&columns, None, None, &job)?;
+    let mut transcoder = Transcoder::new(&columns, fill);
+    let opened = std::fs::File::open(result).with_context(|| format!("opening {}", result.display()))?;
+    let mut input = Input::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(opened)));
+    let mut file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut batch = Vec::with_capacity(1 << 17);
+    while transcoder.next_row(&mut input, &mut batch)? {
+        if batch.len() >= 1 << 16 {
+            file.write_all(&batch)?;
+            batch.clear();
+        }
+    }
+    file.write_all(&batch)?;
+    Ok(transcoder.rows())
+}
