@@ -477,7 +477,10 @@ def report(facts, sizes, png_name):
         w(f"| bulk import: perform | {num(perform)} | {num(per(z.n, perform), 0)} rows/s | | |")
         # A commit hands the performed segments to the table: no rows move, so a rate per row
         # would only be the clock's resolution.
-        w(f"| bulk import: commit | {num(z.fact('load.commit_seconds'))} | no rows move: it hands perform's segments to the table | | |")
+        w(
+            f"| bulk import: commit | {num(z.fact('load.commit_seconds'))} | "
+            "no rows move: it hands perform's segments to the table | | |"
+        )
         pc, pc_rate = z.perform_commit()
         w(f"| bulk import: **perform + commit** | {num(pc)} | **{num(pc_rate, 0)} rows/s** | | |")
         total = z.fact("load.seconds")
