@@ -174,6 +174,15 @@ pub struct PollPolicy {
     pub stale_after: Duration,
     /// How long a run waits for another run's load to end before it gives up (exit 3).
     pub max_wait_for_owner: Duration,
+    /// Perform trials one run starts on a session (a first one, and new trials after perform
+    /// jobs that failed or were killed) before it gives up with the session named.
+    pub max_trials: u32,
+    /// How long a run waits for one perform to end before it gives up (exit 3): with a
+    /// write-only key the perform job cannot be read, so this is the only bound.
+    pub max_perform: Duration,
+    /// After a write, how long the table's count is read for it to catch up (TD's counts lag
+    /// commits by minutes); past it the export succeeds with `count_pending`.
+    pub count_settle: Duration,
     /// How long an interrupted run waits for TD to kill the query it issued before it exits.
     pub cancel_grace: Duration,
     /// How often the progress display is refreshed while rows move.
@@ -203,6 +212,9 @@ impl Default for PollPolicy {
             max_reissues: 10,
             stale_after: Duration::from_secs(120),
             max_wait_for_owner: Duration::from_secs(3600),
+            max_trials: 3,
+            max_perform: Duration::from_secs(6 * 3600),
+            count_settle: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(10),
             progress_tick: Duration::from_millis(250),
             status_every: Duration::from_secs(1),
@@ -219,6 +231,8 @@ impl PollPolicy {
             settle: self.settle.mul_f64(factor),
             stale_after: self.stale_after.mul_f64(factor),
             max_wait_for_owner: self.max_wait_for_owner.mul_f64(factor),
+            max_perform: self.max_perform.mul_f64(factor),
+            count_settle: self.count_settle.mul_f64(factor),
             ..self
         }
     }

@@ -16,6 +16,7 @@ use crate::td::Job;
 use crate::transfer::columns::MappedColumn;
 pub use crate::transfer::columns::TimeSource;
 use crate::transfer::phase::{Phase, Step};
+use crate::transfer::verify::{Verification, Verified};
 use crate::transfer::Written;
 
 /// JSON Schema (draft 2020-12) of the status document; `schema/` holds the source.
@@ -84,7 +85,15 @@ pub struct ExportInfo {
     pub idempotency_key: Option<String>,
     pub session: Option<String>,
     pub already_done: bool,
-    pub verified: bool,
+    /// How far the rows were verified (None: not verified, as with the server engine).
+    pub verified: Option<Verified>,
+    /// The numbers behind `verified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// An earlier run's session of this export that could not be committed (rejected records,
+    /// a wrong count), dropped so that this run started over: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_session: Option<String>,
     /// The server engine's export job, recorded before polling so a rerun polls it.
     pub export_job_id: Option<String>,
     /// Set just before the server engine asks TD to export. A rerun that finds it without an
@@ -445,7 +454,9 @@ impl StatusRecorder {
             d.export.bytes_in = w.moved.bytes_in;
             d.export.bytes_out = w.moved.bytes_out;
             d.export.already_done = w.already_done;
-            d.export.verified = w.verified;
+            d.export.verified = w.verification.as_ref().map(|v| v.verified);
+            d.export.verification = w.verification.clone();
+            d.export.dropped_session = w.dropped.clone();
             d.export.writer_job_id = w.job_id.clone();
         });
     }

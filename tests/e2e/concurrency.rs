@@ -40,7 +40,6 @@ fn finish(children: Vec<(Child, String)>, fx: &ExportFixture) -> Vec<(i32, serde
 /// The checks every overlap must pass.
 fn assert_one_writer(
     fx: &ExportFixture,
-    mode: &str,
     table: &str,
     runs: &[(i32, serde_json::Value, String)],
     context: &str,
@@ -59,11 +58,9 @@ fn assert_one_writer(
     let sessions = fx.td.server.inspect().bulk_imports(2).expect("sessions listed");
     let leftover: Vec<_> = sessions
         .iter()
-        .filter(|s| match mode {
-            // An append's committed session is its "done" record; nothing else may stay.
-            "append" => s.session.status.as_str() != "committed",
-            _ => true,
-        })
+        // A committed session is the export's "done" record (append and replace alike);
+        // nothing else may stay.
+        .filter(|s| s.session.status.as_str() != "committed")
         .map(|s| (s.session.name.clone(), s.session.status.as_str().to_string()))
         .collect();
     assert!(
@@ -115,7 +112,7 @@ fn overlap(mode: &str, delays: &[u64], context: &str) {
         })
         .collect();
     let runs = finish(children, &fx);
-    assert_one_writer(&fx, mode, &table, &runs, context);
+    assert_one_writer(&fx, &table, &runs, context);
     assert_one_claims_the_write(&runs, context);
 }
 
@@ -147,7 +144,7 @@ fn two_replaces_sharing_one_status_file_write_once() {
     let a = start(&fx, &spec, "shared.json", Duration::ZERO);
     let b = start(&fx, &spec, "shared.json", Duration::ZERO);
     let runs = finish(vec![(a, "shared.json".into()), (b, "shared.json".into())], &fx);
-    assert_one_writer(&fx, "replace", table, &runs, "two replaces, one status file");
+    assert_one_writer(&fx, table, &runs, "two replaces, one status file");
 }
 
 #[test]

@@ -224,7 +224,6 @@ const KILL_POINTS: &[KillPoint] = &[
     at("replace", "POST", "^/v3/bulk_import/perform/", 1),
     at("replace", "POST", "^/v3/bulk_import/commit/", 1),
     at("replace", "POST", "^/v3/table/rename/", 1),
-    at("replace", "POST", "^/v3/bulk_import/delete/", 1),
 ];
 
 /// How long the server holds the call the kill lands on.

@@ -102,7 +102,7 @@ fn replace_writes_exactly_the_new_rows_and_leaves_no_temp_table() {
     out.expect_code(0);
     assert_eq!(td.rows(2, "dstdb", "events_copy"), Some(sorted(events())));
     assert_eq!(td.tables(2, "dstdb"), ["events_copy"], "the temp table is gone");
-    assert_eq!(out.status["export"]["verified"], true);
+    assert_eq!(out.status["export"]["verification"]["rows_committed"], 4);
     let renames = td.requests_to("POST", "/v3/table/rename/dstdb/events_copy_tdre_");
     assert_eq!(
         renames.len(),
@@ -145,11 +145,11 @@ fn replace_over_a_table_with_other_rows_and_columns_keeps_only_the_new_ones() {
 }
 
 #[test]
-fn a_replace_that_fails_at_the_rename_keeps_the_old_rows_and_drops_the_temp_table() {
+fn a_replace_that_fails_at_the_rename_keeps_the_old_rows_and_its_commit_for_the_rerun_to_rename() {
     let (td, job) = with_events_job();
     let old = vec![json!({"id": 0, "name": "kept", "score": 0.5, "time": 1_600_000_000})];
     td.insert(2, "dstdb", "events_copy", &old);
-    td.fault(td_local::FaultRule::new(
+    let rule = td.fault(td_local::FaultRule::new(
         Some("POST"),
         "^/v3/table/rename/",
         td_local::FaultAction::Status {
@@ -157,7 +157,8 @@ fn a_replace_that_fails_at_the_rename_keeps_the_old_rows_and_drops_the_temp_tabl
             retry_after: None,
         },
     ));
-    let out = td.export(&job_spec(&td, &job, "events_copy", "replace"), &[]);
+    let spec = job_spec(&td, &job, "events_copy", "replace");
+    let out = td.export(&spec, &[]);
     out.expect_code(1);
     assert_eq!(out.status["error"]["class"], "ForbiddenError");
     assert_eq!(
@@ -165,10 +166,32 @@ fn a_replace_that_fails_at_the_rename_keeps_the_old_rows_and_drops_the_temp_tabl
         Some(old),
         "readers still see the old rows"
     );
+    // The loaded temp table and its committed session are the record of the load: kept.
+    let left = &out.status["export"]["left"];
+    assert!(
+        left["temp_table"]
+            .as_str()
+            .unwrap()
+            .starts_with("events_copy_tdre_"),
+        "{left:#}"
+    );
+    assert!(
+        left["note"].as_str().unwrap().contains("a rerun renames it"),
+        "{left:#}"
+    );
+    td.server.faults().remove(rule);
+    td.clear_requests();
+    let rerun = td.export(&spec, &[]);
+    rerun.expect_code(0);
+    assert_eq!(td.rows(2, "dstdb", "events_copy"), Some(sorted(events())));
     assert_eq!(
         td.tables(2, "dstdb"),
         ["events_copy"],
-        "the temp table was dropped"
+        "renamed, not loaded again"
+    );
+    assert!(
+        td.requests_to("PUT", "/v3/bulk_import/upload_part/").is_empty(),
+        "nothing uploaded again"
     );
 }
 
@@ -321,6 +344,7 @@ fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
             table: "loaded",
             poll: &td_result_export::retry::PollPolicy::default().scaled(0.001),
             resume_now: true,
+            rows_expected: None,
             made: &Default::default(),
             phase: &Default::default(),
         };

@@ -53,7 +53,6 @@ const ENDPOINTS: &[Endpoint] = &[
     endpoint("bulk_import freeze", "POST", "^/v3/bulk_import/freeze/"),
     endpoint("bulk_import perform", "POST", "^/v3/bulk_import/perform/"),
     endpoint("bulk_import commit", "POST", "^/v3/bulk_import/commit/"),
-    replace_only("bulk_import delete", "POST", "^/v3/bulk_import/delete/"),
 ];
 
 fn status(status: u16) -> FaultAction {

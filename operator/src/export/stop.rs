@@ -86,9 +86,11 @@ pub(super) async fn clean_up(
 }
 
 /// Leaves the target as clean as this run can, and records what is left. Only the run that made
-/// a session touches it: a replace's temp table and session go; an append's session stays when a
-/// rerun can resume it (or its rejected records are to be inspected), else it goes, with the
-/// target table when this run made it and it is still empty.
+/// a session touches it, and never once it reached `committing` or `committed`: it is then the
+/// record that the rows were written, which a rerun reads as "already done" (a replace's temp
+/// table stays with it, for the rerun to rename). Otherwise a replace's temp table and session
+/// go; an append's session stays when a rerun can resume it (or its rejected records are to be
+/// inspected), else it goes, with the target table when this run made it and it is still empty.
 async fn leave(
     connected: &Connected,
     recorder: &StatusRecorder,
@@ -105,6 +107,26 @@ async fn leave(
         &t.table,
         doc.export.idempotency_key.as_deref().unwrap_or_default(),
     );
+    let committed = match client.session(&session).await {
+        Ok(found) => found.is_some_and(|s| s.status.has_committed()),
+        // Unknown: keep it, as if committed (deleting a commit's record is the one thing
+        // clean-up must never do).
+        Err(_) => true,
+    };
+    if committed {
+        let renamed_later = t.mode == Mode::Replace;
+        recorder.left(Left {
+            session: Some(session.clone()),
+            temp_table: renamed_later.then(|| temp.clone()),
+            resumable: true,
+            note: if renamed_later {
+                format!("bulk import {session} committed the rows into {temp}: a rerun renames it over the target")
+            } else {
+                format!("bulk import {session} committed the rows: it is kept as the record, and a rerun reports them done")
+            },
+        });
+        return;
+    }
     let keep = !made.session() || (t.mode == Mode::Append && resumable);
     let mut note = match (keep, made.session()) {
         (true, false) => format!("bulk import {session} belongs to another run and was left to it"),
@@ -122,27 +144,48 @@ async fn leave(
             Mode::Replace => drop_temp(client, &t.database, &temp, &session, poll).await,
             Mode::Append => drop_append(client, t, &session, made).await,
         };
-        if let Err(e) = gone {
-            note = format!("could not clean up ({e}): bulk import {session} may be left");
-            left.session = Some(session);
-            left.temp_table = (t.mode == Mode::Replace).then_some(temp);
+        match gone {
+            Ok(true) => {}
+            Ok(false) => {
+                note = format!(
+                    "bulk import {session} committed meanwhile: it and {temp} are kept for a rerun to rename"
+                );
+                left.session = Some(session);
+                left.temp_table = Some(temp);
+                left.resumable = true;
+            }
+            Err(e) => {
+                note = format!("could not clean up ({e}): bulk import {session} may be left");
+                left.session = Some(session);
+                left.temp_table = (t.mode == Mode::Replace).then_some(temp);
+            }
         }
     }
     left.note = note;
     recorder.left(left);
 }
 
-/// Drops an append's session, and the target table when this run made it and it is empty.
+/// Drops an append's session unless it committed meanwhile, and the target table when this
+/// run made it and it is empty. Returns whether the session is gone.
 async fn drop_append(
     client: &TdClient,
     t: &TableRef,
     session: &str,
     made: &Made,
-) -> Result<(), TransferError> {
+) -> Result<bool, TransferError> {
+    if client
+        .session(session)
+        .await?
+        .is_some_and(|s| s.status.has_committed())
+    {
+        return Ok(false);
+    }
     client
         .session_action(session, SessionAction::Delete)
         .await
         .or_else(gone_is_fine)?;
+    // Rows reach the table only by a commit, and this run committed nothing: an empty table
+    // it made is dropped, whatever its (lagging) count says of other writers.
     if made.table()
         && client
             .table(&t.database, &t.table)
@@ -151,7 +194,7 @@ async fn drop_append(
     {
         client.delete_table(&t.database, &t.table).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A delete whose thing is already gone has done its job.

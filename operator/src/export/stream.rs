@@ -133,7 +133,7 @@ async fn write_target<U, F>(
     upload: U,
 ) -> Result<Written, TransferError>
 where
-    U: FnOnce(String) -> F,
+    U: FnMut(String) -> F,
     F: std::future::Future<Output = Result<Moved, TransferError>>,
 {
     let (database, table) = (w.table.database.as_str(), w.table.table.as_str());
@@ -146,6 +146,7 @@ where
                 table,
                 poll: w.poll,
                 resume_now: w.resume_now,
+                rows_expected: w.rows_expected,
                 made: w.made,
                 phase: w.phase,
             };

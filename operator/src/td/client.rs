@@ -174,6 +174,8 @@ impl TdClient {
     {
         let started = Instant::now();
         let mut retry = 0u32;
+        // Whether an attempt was sent and its answer lost (what a later 409 may be about).
+        let mut lost = false;
         loop {
             let mut req = self
                 .http
@@ -214,6 +216,27 @@ impl TdClient {
                 }
                 Err(e) if e.is_connect() => (Failure::Connect, transport_error(call, retry, &e)),
                 Err(e) => (Failure::Ambiguous, transport_error(call, retry, &e)),
+            };
+            let error = match error {
+                TdError::Api {
+                    call,
+                    status,
+                    message,
+                    conflicts_with,
+                    ..
+                } => TdError::Api {
+                    call,
+                    status,
+                    message,
+                    conflicts_with,
+                    after_lost_answer: lost,
+                },
+                other => other,
+            };
+            lost |= match failure {
+                Failure::Ambiguous => true,
+                Failure::Status { code, .. } => RetryPolicy::is_ambiguous_status(code),
+                Failure::Connect => false,
             };
             match self
                 .policy
@@ -423,7 +446,7 @@ impl TdClient {
     }
 
     /// Creates a session; `Ok(false)` when it already existed (409). A retry of a create whose
-    /// answer was lost also reads as `false`, which a caller that must know who made it handles.
+    /// answer was lost that meets 409 reads as `true`: the session is the lost create's.
     pub async fn create_session(&self, name: &str, db: &str, table: &str) -> TdResult<bool> {
         let path = format!("/v3/bulk_import/create/{}/{}/{}", seg(name), seg(db), seg(table));
         created_unless_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
@@ -455,13 +478,17 @@ impl TdClient {
         none_if_missing(self.post::<Value>(path, vec![], Safety::Repeatable).await).map(drop)
     }
 
-    /// Session state transitions. Each is checked against the session's state first by the
-    /// caller, so repeating one after an ambiguous failure is safe.
+    /// Session state transitions. Freeze, commit and delete may be repeated after a lost
+    /// answer (a repeat is refused with 409 or does nothing); perform may not: TD takes a
+    /// perform on a `performing` or `ready` session as a new trial (the toolbelt's
+    /// `import:perform -f`), so its caller reads the session before sending it again.
     pub async fn session_action(&self, session: &str, action: SessionAction) -> TdResult<()> {
         let path = format!("/v3/bulk_import/{}/{}", action.verb(), seg(session));
-        self.post::<Value>(path, vec![], Safety::Repeatable)
-            .await
-            .map(drop)
+        let safety = match action {
+            SessionAction::Perform => Safety::Once,
+            _ => Safety::Repeatable,
+        };
+        self.post::<Value>(path, vec![], safety).await.map(drop)
     }
 
     /// The records a perform rejected (gzip'd msgpack; empty when none).
@@ -485,9 +512,11 @@ fn done_if_conflict(r: TdResult<Value>) -> TdResult<()> {
     created_unless_conflict(r).map(drop)
 }
 
-/// `true` for a create that made the thing, `false` for a 409 (it existed).
+/// `true` for a create that made the thing, `false` for a 409 (it existed). A 409 to the retry
+/// of a create whose answer was lost is that create's own doing: `true`.
 fn created_unless_conflict(r: TdResult<Value>) -> TdResult<bool> {
     match r {
+        Err(e) if e.is_own_conflict() => Ok(true),
         Err(e) if e.is_status(409) => Ok(false),
         other => other.map(|_| true),
     }
@@ -530,6 +559,7 @@ async fn api_error(call: String, resp: Response) -> TdError {
         status: status.as_u16(),
         message,
         conflicts_with,
+        after_lost_answer: false,
     }
 }
 

@@ -13,6 +13,9 @@ pub enum TdError {
         status: u16,
         message: String,
         conflicts_with: Option<String>,
+        /// An earlier attempt of this call was sent and its answer lost: a 409 now may be that
+        /// attempt's own doing (the session it created, the commit it made).
+        after_lost_answer: bool,
     },
     #[error("{call} failed after {attempts} attempt(s): {reason}")]
     Transport {
@@ -40,6 +43,19 @@ impl TdError {
 
     pub fn is_status(&self, code: u16) -> bool {
         self.status() == Some(code)
+    }
+
+    /// A 409 answering the retry of a call whose first answer was lost: the conflict is most
+    /// likely with what that first attempt did.
+    pub fn is_own_conflict(&self) -> bool {
+        matches!(
+            self,
+            TdError::Api {
+                status: 409,
+                after_lost_answer: true,
+                ..
+            }
+        )
     }
 
     /// Whether the call may have taken effect although it failed: it was sent, and its answer
@@ -116,6 +132,7 @@ mod tests {
             status,
             message: "no".into(),
             conflicts_with: None,
+            after_lost_answer: false,
         }
     }
 

@@ -196,6 +196,12 @@ impl SessionStatus {
     pub fn is_busy(&self) -> bool {
         matches!(self, SessionStatus::Performing | SessionStatus::Committing)
     }
+
+    /// A commit was asked for and TD took it: the session is the record of rows that are (or
+    /// are about to be) in the table, and nothing may delete it.
+    pub fn has_committed(&self) -> bool {
+        matches!(self, SessionStatus::Committing | SessionStatus::Committed)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

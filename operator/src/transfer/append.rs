@@ -7,51 +7,40 @@ use serde_json::Value;
 
 use super::session::{drive, Committed, SessionRef};
 use super::stream::Moved;
+use super::verify::{confirm_count, Verification};
 use super::{TransferError, Written};
-use crate::td::TdClient;
 
-/// Brings the session `s` (loading the target) to `committed`, then checks the target's count.
+/// Brings the session `s` (loading the target) to `committed`, then reads the target's count
+/// for a while to confirm it (TD's counts lag: a count that has not caught up is no failure).
 pub async fn append<U, F>(s: &SessionRef<'_>, schema: &Value, upload: U) -> Result<Written, TransferError>
 where
-    U: FnOnce(String) -> F,
+    U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     let committed = drive(s, upload, schema).await?;
-    let verified = verify_append(s.client, s.database, s.table, &committed).await?;
-    Ok(written(committed, verified))
+    let verification = if committed.by_this_run {
+        let count = match committed.count_before {
+            Some(before) => {
+                let expected = before + committed.rows as i64;
+                confirm_count(s.client, s.database, s.table, expected, s.poll).await
+            }
+            None => None,
+        };
+        Verification::of(&committed, s.rows_expected, committed.count_before, count)
+    } else {
+        Verification::committed(Some(committed.rows as i64))
+    };
+    Ok(written(committed, Some(verification)))
 }
 
 /// What a committed session wrote.
-pub(super) fn written(c: Committed, verified: bool) -> Written {
+pub(super) fn written(c: Committed, verification: Option<Verification>) -> Written {
     Written {
         rows: c.rows,
         moved: c.uploaded.unwrap_or_default(),
         already_done: !c.by_this_run,
-        verified,
+        verification,
         job_id: c.job_id,
+        dropped: c.dropped,
     }
-}
-
-/// The target grew by exactly the committed rows (when this key may read its count).
-async fn verify_append(
-    client: &TdClient,
-    database: &str,
-    table: &str,
-    c: &Committed,
-) -> Result<bool, TransferError> {
-    let Some(before) = c.count_before else {
-        return Ok(false);
-    };
-    let Some(after) = client.table(database, table).await?.map(|t| t.count) else {
-        return Ok(false);
-    };
-    let expected = before + c.rows as i64;
-    if after != expected {
-        return Err(TransferError::Verify {
-            table: format!("{database}.{table}"),
-            expected,
-            found: after,
-        });
-    }
-    Ok(true)
 }

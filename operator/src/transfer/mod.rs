@@ -11,6 +11,7 @@ pub mod server;
 pub mod session;
 pub mod stream;
 pub mod transcode;
+pub mod verify;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -41,8 +42,32 @@ pub enum TransferError {
         rejected: i64,
         valid: i64,
     },
-    #[error("bulk import '{session}' failed to perform: {stderr}")]
+    #[error(
+        "bulk import '{session}' failed to perform: {stderr}\nTo clear it, delete the session \
+         (`td import:delete {session}`) and run the export again"
+    )]
     PerformFailed { session: String, stderr: String },
+    #[error(
+        "bulk import '{session}' is still frozen after {trials} perform trial(s) of this run; \
+         delete the session (`td import:delete {session}`) and run the export again"
+    )]
+    PerformStuck { session: String, trials: u32 },
+    #[error(
+        "the source's result ended after {read} of its {expected} rows (the job's num_records); \
+         nothing was committed: run again to read it whole"
+    )]
+    ResultCut { read: u64, expected: u64 },
+    #[error(
+        "bulk import '{session}' counted {valid} valid records where the source has {expected} \
+         rows; nothing was committed, and the session is dropped so a rerun starts over"
+    )]
+    CountMismatch {
+        session: String,
+        valid: i64,
+        expected: u64,
+    },
+    #[error("bulk import '{session}' changed under this run: {detail}; nothing was committed, run again")]
+    SessionChanged { session: String, detail: String },
     #[error("bulk import '{session}' is in an unexpected state '{status}'")]
     UnexpectedSession { session: String, status: String },
     #[error(
@@ -81,12 +106,6 @@ pub enum TransferError {
          (TD answered 403 reading database '{database}'); use a master key, or mode: append"
     )]
     ReplaceNeedsMaster { database: String },
-    #[error("verification failed: {table} should have {expected} row(s) after the export but has {found}")]
-    Verify {
-        table: String,
-        expected: i64,
-        found: i64,
-    },
 }
 
 impl Classify for TransferError {
@@ -110,13 +129,18 @@ impl Classify for TransferError {
                 Class::new("ExportInProgress", Exit::Transient)
             }
             TransferError::ExportJobFailed { .. } => failed("ExportJobFailed"),
-            TransferError::PerformFailed { .. } | TransferError::UnexpectedSession { .. } => {
-                failed("TransferFailed")
+            TransferError::PerformFailed { .. }
+            | TransferError::PerformStuck { .. }
+            | TransferError::UnexpectedSession { .. } => failed("TransferFailed"),
+            // A cut download, a perform that lost rows or parts changed under the run: nothing
+            // was committed, and a rerun reads and loads again.
+            TransferError::ResultCut { .. } => Class::new("ResultCut", Exit::Transient),
+            TransferError::CountMismatch { .. } | TransferError::SessionChanged { .. } => {
+                Class::new("NotCommitted", Exit::Transient)
             }
             TransferError::WriteOnlyCannotCreate { .. } => Class::new("WriteOnlyCannotCreate", Exit::Invalid),
             TransferError::ReplaceNeedsMaster { .. } => Class::new("ReplaceNeedsMasterKey", Exit::Invalid),
             TransferError::DatabaseMissing { .. } => failed("DatabaseNotFound"),
-            TransferError::Verify { .. } => failed("VerificationFailed"),
         }
     }
 }
@@ -175,10 +199,12 @@ pub struct Written {
     pub moved: Moved,
     /// True when a committed session showed the work was done by an earlier run.
     pub already_done: bool,
-    /// Whether the target's row count was checked.
-    pub verified: bool,
+    /// What was verified, with the numbers (None: nothing could be, as for the server engine).
+    pub verification: Option<verify::Verification>,
     /// The job that wrote the rows (the bulk import's perform job), when TD named it.
     pub job_id: Option<String>,
+    /// An earlier run's session that could not be committed, dropped so this run started over.
+    pub dropped: Option<String>,
 }
 
 #[cfg(test)]
@@ -203,6 +229,7 @@ mod tests {
             status: 404,
             message: "gone".into(),
             conflicts_with: None,
+            after_lost_answer: false,
         };
         assert!(!transcode(Error::other(refused)).class().is_transient());
     }

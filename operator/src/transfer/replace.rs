@@ -2,10 +2,13 @@
 //! the result's schema, then one `rename(temp → target, overwrite=true)`, so a reader sees the
 //! old rows or the new rows, never a mix or an empty table.
 //!
-//! The session is the lock between overlapping runs of one replace (design.md §10): the run that
-//! creates it owns the temp table and the rename; another waits for the outcome — the session
-//! gone and the target holding the rows means "already done" — or takes over when the owner is
-//! gone (the session stands still), starting over. Only the owner ever drops the temp table.
+//! The session is the lock between overlapping runs of one replace (design.md §10) and, once
+//! committed, the record that the replace happened: it is never deleted, so a rerun finds it
+//! committed with its temp table renamed away and is done, or committed with the temp table
+//! still there and renames it. A run that finds the session made by another waits for that
+//! proof; when the session stands still it takes the load over where it stands, never by
+//! deleting what the other run may still be filling. A failed owner drops the temp table and
+//! its session only when the session never committed.
 
 use std::future::Future;
 
@@ -15,6 +18,7 @@ use super::append::written;
 use super::phase::{PhaseCell, Step};
 use super::session::{drive, SessionRef, Watch};
 use super::stream::Moved;
+use super::verify::{confirm_count, Verification};
 use super::{session_name, temp_table_name, Made, TransferError, Written};
 use crate::retry::PollPolicy;
 use crate::td::{Session, SessionAction, SessionStatus, TdClient};
@@ -27,7 +31,7 @@ pub struct ReplaceTarget<'a> {
     pub poll: &'a PollPolicy,
     /// The run that left an existing session is known to have ended: start over at once.
     pub resume_now: bool,
-    /// Rows the result has: a waiter checks the target against them when the owner is done.
+    /// Rows the result has (the source job's `num_records`): what the perform must count.
     pub rows_expected: Option<u64>,
     /// Whether this run made the session (owns the temp table), for clean-up.
     pub made: &'a Made,
@@ -45,6 +49,7 @@ impl<'a> ReplaceTarget<'a> {
             table: temp,
             poll: self.poll,
             resume_now,
+            rows_expected: self.rows_expected,
             made: self.made,
             phase: self.phase,
         }
@@ -77,7 +82,7 @@ pub async fn preflight(client: &TdClient, database: &str) -> Result<(), Transfer
 }
 
 /// Replaces the target's rows with what `upload` loads. The temp table is dropped on failure
-/// (best effort) by the run that owns it.
+/// (best effort) by the run that owns it, unless its session committed: then a rerun renames it.
 pub async fn replace<U, F>(
     t: &ReplaceTarget<'_>,
     idempotency_key: &str,
@@ -85,22 +90,33 @@ pub async fn replace<U, F>(
     upload: U,
 ) -> Result<Written, TransferError>
 where
-    U: FnOnce(String) -> F,
+    U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     let temp = temp_table_name(t.table, idempotency_key);
     let session = session_name(idempotency_key);
+    let started = tokio::time::Instant::now();
     loop {
         match claim(t, &temp, &session, schema).await? {
             Claim::Owner => return own(t, &temp, &session, schema, upload).await,
             Claim::DoneElsewhere(written) => return Ok(written),
-            Claim::Again => {}
+            Claim::Again => {
+                if started.elapsed() >= t.poll.max_wait_for_owner {
+                    return Err(TransferError::OwnedElsewhere {
+                        session,
+                        status: SessionStatus::Other("gone and made again".into()),
+                        waited_s: started.elapsed().as_secs(),
+                    });
+                }
+                tokio::time::sleep(t.poll.session.first).await;
+            }
         }
     }
 }
 
-/// Makes the session (and the temp table it loads) unless one exists; waits on one that another
-/// run owns; discards one whose run is gone.
+/// Makes the session (and the temp table it loads) unless one exists; a committed one is the
+/// record of a replace (done if its temp table was renamed away, else its rename is still to
+/// do); one that another run may be filling is waited on.
 async fn claim(
     t: &ReplaceTarget<'_>,
     temp: &str,
@@ -109,7 +125,9 @@ async fn claim(
 ) -> Result<Claim, TransferError> {
     let Some(found) = t.client.session(session).await? else {
         let fresh = t.client.create_table(t.database, temp).await?;
-        // A temp table with rows and no session is what a run stopped mid-clean-up left.
+        // Rows reach a temp table only by its session's commit, and a committed session is
+        // never deleted: a temp table with rows and no session is what something outside this
+        // export left (a session deleted by hand, or expired).
         if !fresh
             && t.client
                 .table(t.database, temp)
@@ -132,16 +150,32 @@ async fn claim(
             status: format!("loading {}", found.table.unwrap_or_default()),
         });
     }
-    if t.resume_now {
-        discard(t, temp, session).await?;
-        return Ok(Claim::Again);
+    if found.status == SessionStatus::Committed || t.resume_now {
+        return resume(t, temp, found).await;
     }
     wait_for_owner(t, temp, session, found).await
 }
 
-/// Watches another run's replace: its session gone (or committed with the temp table renamed
-/// away) and the target holding the result's rows means done; a session standing still means its
-/// run is gone, and it is discarded so that this run starts over.
+/// A session this run takes on: committed and renamed away is done; anything else this run
+/// moves on from where it stands (the parts follow from the key: nothing is discarded).
+async fn resume(t: &ReplaceTarget<'_>, temp: &str, found: Session) -> Result<Claim, TransferError> {
+    if found.status == SessionStatus::Committed && t.client.table(t.database, temp).await?.is_none() {
+        return Ok(Claim::DoneElsewhere(Written {
+            rows: found.valid_records.unwrap_or(0).max(0) as u64,
+            moved: Moved::default(),
+            already_done: true,
+            verification: Some(Verification::committed(found.valid_records)),
+            job_id: found.job_id,
+            dropped: None,
+        }));
+    }
+    Ok(Claim::Owner)
+}
+
+/// Watches another run's replace until its session commits and its temp table is renamed away
+/// (done), the session goes (its run failed and cleaned up: claim again), or the session stands
+/// still for `stale_after`: then this run takes the load over where it stands — never by
+/// deleting what the other run may still be filling.
 async fn wait_for_owner(
     t: &ReplaceTarget<'_>,
     temp: &str,
@@ -151,51 +185,27 @@ async fn wait_for_owner(
     let s = t.session(session, temp, false);
     t.phase.set(Step::WaitForOtherRun, None);
     let mut watch = Watch::new(&s);
-    let mut writer = None;
     tracing::info!(session, status = %found.status, "another run is replacing this table; waiting for its outcome");
     loop {
-        writer = found.job_id.clone().or(writer);
-        let renamed =
-            found.status == SessionStatus::Committed && t.client.table(t.database, temp).await?.is_none();
-        if renamed {
-            return done_elsewhere(t, writer).await;
+        if found.status == SessionStatus::Committed && t.client.table(t.database, temp).await?.is_none() {
+            return resume(t, temp, found).await;
         }
         if watch.observe(&found).await? {
             tracing::warn!(
                 session,
-                "the run that made the session is gone; starting the replace over"
+                "the run that made the session has not moved it; taking its load over"
             );
-            discard(t, temp, session).await?;
-            return Ok(Claim::Again);
+            return Ok(Claim::Owner);
         }
         found = match t.client.session(session).await? {
             Some(next) => next,
-            None => return done_elsewhere(t, writer).await,
+            None => return Ok(Claim::Again),
         };
     }
 }
 
-/// The other run's session is gone: done when the target holds the result's rows; otherwise
-/// that run failed (and cleaned up), and this one claims the replace anew.
-async fn done_elsewhere(t: &ReplaceTarget<'_>, job_id: Option<String>) -> Result<Claim, TransferError> {
-    let count = t
-        .client
-        .table(t.database, t.table)
-        .await?
-        .map(|table| table.count);
-    match (count, t.rows_expected) {
-        (Some(found), Some(expected)) if found == expected as i64 => Ok(Claim::DoneElsewhere(Written {
-            rows: expected,
-            moved: Moved::default(),
-            already_done: true,
-            verified: true,
-            job_id,
-        })),
-        _ => Ok(Claim::Again),
-    }
-}
-
-/// The owner's part: load the temp table, rename it over the target, delete the session.
+/// The owner's part: load the temp table, rename it over the target. The committed session
+/// stays: it is the record that this replace was done.
 async fn own<U, F>(
     t: &ReplaceTarget<'_>,
     temp: &str,
@@ -204,7 +214,7 @@ async fn own<U, F>(
     upload: U,
 ) -> Result<Written, TransferError>
 where
-    U: FnOnce(String) -> F,
+    U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     let loaded = drive(&t.session(session, temp, true), upload, schema).await;
@@ -214,11 +224,11 @@ where
     };
     match outcome {
         Ok(committed) => {
-            let _ = t.client.session_action(session, SessionAction::Delete).await;
-            let verified = verify_replace(t, committed.rows).await?;
+            let count = confirm_count(t.client, t.database, t.table, committed.rows as i64, t.poll).await;
+            let verification = Verification::of(&committed, t.rows_expected, None, count);
             Ok(Written {
                 already_done: false,
-                ..written(committed, verified)
+                ..written(committed, Some(verification))
             })
         }
         Err(e) => {
@@ -230,27 +240,34 @@ where
     }
 }
 
-/// Drops a replace's session and temp table (what an interrupted or failed owner leaves).
+/// Drops a replace's session and temp table (what a failed owner leaves), unless it committed.
 async fn discard(t: &ReplaceTarget<'_>, temp: &str, session: &str) -> Result<(), TransferError> {
-    drop_temp(t.client, t.database, temp, session, t.poll).await
+    drop_temp(t.client, t.database, temp, session, t.poll)
+        .await
+        .map(drop)
 }
 
-/// Drops a replace's session (waiting out a perform or commit in flight) and its temp table.
+/// Drops a replace's session (waiting out a perform in flight) and its temp table, unless the
+/// session reached `committing` or `committed`: that is the record of the load, kept with its
+/// temp table for a rerun to rename. Returns whether they were dropped.
 pub async fn drop_temp(
     client: &TdClient,
     database: &str,
     temp: &str,
     session: &str,
     poll: &PollPolicy,
-) -> Result<(), TransferError> {
-    discard_session(client, session, poll).await?;
+) -> Result<bool, TransferError> {
+    if !discard_session(client, session, poll).await? {
+        return Ok(false);
+    }
     client.delete_table(database, temp).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Renames the loaded temp table over the target. `rename` cannot be sent again blindly, so
 /// when its answer is lost the tables tell what happened: the temp table gone means it was
-/// renamed; still there means it was not, and the rename is sent again.
+/// renamed; still there means it was not, and the rename is sent again. A rename refused
+/// because the temp table is gone was done by another run taking the same committed load on.
 async fn swap_in(t: &ReplaceTarget<'_>, temp: &str) -> Result<(), TransferError> {
     t.phase.set(Step::Rename, None);
     let mut rechecks = 0;
@@ -264,17 +281,24 @@ async fn swap_in(t: &ReplaceTarget<'_>, temp: &str) -> Result<(), TransferError>
                 }
                 tracing::warn!(table = %temp, error = %e, "the rename's answer was lost and it was not done; renaming again");
             }
+            Err(e) if e.is_status(404) && t.client.table(t.database, temp).await?.is_none() => {
+                tracing::info!(table = %temp, "the temp table was renamed by another run");
+                return Ok(());
+            }
             other => return Ok(other?),
         }
     }
 }
 
-/// Deletes a session left by an earlier attempt, waiting out a perform or commit in flight.
-async fn discard_session(client: &TdClient, session: &str, poll: &PollPolicy) -> Result<(), TransferError> {
+/// Deletes a session left by an earlier attempt, waiting out a perform in flight (bounded by
+/// `settle`); a session that reached `committing` or `committed` is kept. Returns whether the
+/// session is gone.
+async fn discard_session(client: &TdClient, session: &str, poll: &PollPolicy) -> Result<bool, TransferError> {
     let started = tokio::time::Instant::now();
     loop {
         match client.session(session).await? {
-            None => return Ok(()),
+            None => return Ok(true),
+            Some(s) if s.status.has_committed() => return Ok(false),
             Some(s) if s.status.is_busy() => {
                 if started.elapsed() >= poll.settle {
                     return Err(TransferError::SessionBusy {
@@ -287,21 +311,8 @@ async fn discard_session(client: &TdClient, session: &str, poll: &PollPolicy) ->
             }
             Some(_) => {
                 client.session_action(session, SessionAction::Delete).await?;
-                return Ok(());
+                return Ok(true);
             }
         }
     }
-}
-
-/// The target holds exactly the rows loaded.
-async fn verify_replace(t: &ReplaceTarget<'_>, rows: u64) -> Result<bool, TransferError> {
-    let found = t.client.table(t.database, t.table).await?.map_or(0, |t| t.count);
-    if found != rows as i64 {
-        return Err(TransferError::Verify {
-            table: format!("{}.{}", t.database, t.table),
-            expected: rows as i64,
-            found,
-        });
-    }
-    Ok(true)
 }

@@ -22,7 +22,7 @@ use crate::td::{Session, SessionAction, SessionStatus, TdClient};
 /// How a session reached `committed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
-    /// Rows the session committed.
+    /// Rows the session committed (its perform's `valid_records`: TD's own number).
     pub rows: u64,
     /// What this run uploaded (None when it resumed past the upload).
     pub uploaded: Option<Moved>,
@@ -32,6 +32,9 @@ pub struct Committed {
     pub count_before: Option<i64>,
     /// The perform's job: the TD job that wrote the rows.
     pub job_id: Option<String>,
+    /// An earlier run's session of this export that could not be committed, dropped so that
+    /// this run started over: why, in words.
+    pub dropped: Option<String>,
 }
 
 /// Session `name` loading `db.table`.
@@ -44,6 +47,8 @@ pub struct SessionRef<'a> {
     /// The run that left an existing session is known to have ended (its status document says
     /// so): resume it without waiting to see it stand still.
     pub resume_now: bool,
+    /// The source job's `num_records`: the rows the upload must read and the perform count.
+    pub rows_expected: Option<u64>,
     /// What this run makes (the session, the table), for clean-up.
     pub made: &'a Made,
     /// Where the write stands, for the display and the status document.
@@ -69,18 +74,38 @@ struct Fingerprint {
     job: Option<String>,
 }
 
+/// What this run has done to the session so far.
+#[derive(Debug, Default)]
+struct Progress {
+    /// This run's complete upload (the parts it wrote, the rows it read).
+    uploaded: Option<Moved>,
+    /// Uploads refused because the session was not open for parts when they arrived.
+    refused_uploads: u32,
+    /// Perform trials this run started.
+    trials: u32,
+    /// This run sent the commit from `ready`.
+    committed_here: bool,
+    count_before: Option<i64>,
+    dropped: Option<String>,
+}
+
 /// Brings the session to `committed`. `upload` fills the session it is given (deterministic part
 /// names, so a second upload overwrites); `schema` is appended to the table before commit.
-pub async fn drive<U, F>(s: &SessionRef<'_>, upload: U, schema: &Value) -> Result<Committed, TransferError>
+///
+/// Nothing is committed on anything but proof (design.md §11): the upload read every row the
+/// source job has, the session holds exactly this export's parts, and the perform counted
+/// every row with none rejected.
+pub async fn drive<U, F>(
+    s: &SessionRef<'_>,
+    mut upload: U,
+    schema: &Value,
+) -> Result<Committed, TransferError>
 where
-    U: FnOnce(String) -> F,
+    U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     let client = s.client;
-    let mut upload = Some(upload);
-    let mut uploaded: Option<Moved> = None;
-    let mut committed_here = false;
-    let mut count_before = None;
+    let mut done = Progress::default();
     // Since the last transition this run asked for: what the next wait is a share of.
     let mut since = Instant::now();
     let mut conflicts = 0u32;
@@ -108,36 +133,88 @@ where
         }
         match (&session.status, session.upload_frozen) {
             (SessionStatus::Uploading, false) => {
-                if let Some(upload) = upload.take() {
-                    match upload_parts(s, upload).await? {
-                        Some(moved) => uploaded = Some(moved),
-                        None => continue,
+                if done.uploaded.is_none() {
+                    match upload_parts(s, &mut upload).await? {
+                        Some(moved) => done.uploaded = Some(moved),
+                        None => {
+                            refused_upload(s, &mut done)?;
+                            continue;
+                        }
                     }
+                }
+                if let Some(moved) = &done.uploaded {
+                    holds_our_parts(s, moved.parts).await?;
                 }
                 transition(s, SessionAction::Freeze, &mut conflicts).await?;
             }
             (SessionStatus::Uploading, true) => {
+                if done.trials >= s.poll.max_trials {
+                    return Err(TransferError::PerformStuck {
+                        session: s.name.to_string(),
+                        trials: done.trials,
+                    });
+                }
                 client.append_schema(s.database, s.table, schema).await?;
-                transition(s, SessionAction::Perform, &mut conflicts).await?;
+                done.trials += u32::from(perform(s, &mut conflicts).await?);
                 since = Instant::now();
             }
             (SessionStatus::Ready, _) => {
-                nothing_rejected(s, &session)?;
-                count_before = table_count(s).await?;
-                committed_here |= transition(s, SessionAction::Commit, &mut conflicts).await?;
+                if let Err(e) = committable(s, &session, done.uploaded.as_ref()) {
+                    // A session this run did not perform, found uncommittable, is an earlier
+                    // run's failure: it is dropped (nothing of it was ever committed) and the
+                    // export starts over, once.
+                    if done.trials == 0 && done.dropped.is_none() {
+                        tracing::warn!(session = s.name, error = %e, "dropping an earlier run's session that cannot be committed; starting over");
+                        client.session_action(s.name, SessionAction::Delete).await?;
+                        done.dropped = Some(format!("{e}; it was dropped and the export started over"));
+                        done.uploaded = None;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                done.count_before = table_count(s).await?;
+                // The commit is this run's once it is sent from `ready`: a 409 to its retry
+                // after a lost answer is this commit's own doing.
+                transition(s, SessionAction::Commit, &mut conflicts).await?;
+                done.committed_here = true;
                 since = Instant::now();
             }
             (SessionStatus::Committed, _) => {
                 return Ok(Committed {
                     rows: session.valid_records.unwrap_or(0).max(0) as u64,
-                    uploaded,
-                    by_this_run: committed_here,
-                    count_before,
+                    uploaded: done.uploaded,
+                    by_this_run: done.committed_here,
+                    count_before: done.count_before,
                     job_id: session.job_id,
+                    dropped: done.dropped,
                 });
             }
-            (SessionStatus::Performing | SessionStatus::Committing, _) => {
-                wait_for_td(s, &session, since).await?;
+            (SessionStatus::Performing, _) => {
+                if let Some(failed) = failed_perform(client, session.job_id.as_deref()).await {
+                    // TD leaves a session `performing` when its perform job died; a new
+                    // trial (perform again) is how it is moved on.
+                    if done.trials >= s.poll.max_trials {
+                        return Err(TransferError::PerformFailed {
+                            session: s.name.to_string(),
+                            stderr: failed,
+                        });
+                    }
+                    tracing::warn!(session = s.name, job = ?session.job_id, output = %failed, "the perform job failed; performing again");
+                    done.trials += u32::from(perform(s, &mut conflicts).await?);
+                    since = Instant::now();
+                    continue;
+                }
+                if since.elapsed() >= s.poll.max_perform {
+                    return Err(TransferError::SessionBusy {
+                        session: s.name.to_string(),
+                        status: SessionStatus::Performing,
+                        waited_s: since.elapsed().as_secs(),
+                    });
+                }
+                tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
+            }
+            (SessionStatus::Committing, _) => {
+                tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
             }
             (SessionStatus::Other(other), _) => {
                 return Err(TransferError::UnexpectedSession {
@@ -149,33 +226,99 @@ where
     }
 }
 
-/// Waits out a perform or commit in flight (a share of the time since it was asked for); a
-/// perform job that failed is the error, with what it said.
-async fn wait_for_td(s: &SessionRef<'_>, session: &Session, since: Instant) -> Result<(), TransferError> {
-    if session.status == SessionStatus::Performing {
-        if let Some(stderr) = failed_perform(s.client, session.job_id.as_deref()).await {
-            let session = s.name.to_string();
-            return Err(TransferError::PerformFailed { session, stderr });
-        }
+/// An upload refused because the session was not open for parts: read its state again (it was
+/// frozen by another run, or TD refused a retried request), a bounded number of times.
+fn refused_upload(s: &SessionRef<'_>, done: &mut Progress) -> Result<(), TransferError> {
+    done.refused_uploads += 1;
+    if done.refused_uploads > s.poll.max_conflicts {
+        return Err(TransferError::UnexpectedSession {
+            session: s.name.to_string(),
+            status: format!(
+                "refusing parts ({} uploads answered 409 while it was open)",
+                done.refused_uploads
+            ),
+        });
     }
-    tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
     Ok(())
 }
 
-/// Fills the session; `None` when another run froze it meanwhile: it uploaded the same parts
-/// (their names and bytes follow from the key), so this run carries on from its state.
-async fn upload_parts<U, F>(s: &SessionRef<'_>, upload: U) -> Result<Option<Moved>, TransferError>
+/// Sends perform once; returns whether TD took it (a new trial started). A lost answer is not
+/// sent again blindly (TD would start a second trial): the caller reads the session, and
+/// performs again only if it is still frozen — a bounded number of times.
+async fn perform(s: &SessionRef<'_>, conflicts: &mut u32) -> Result<bool, TransferError> {
+    match s.client.session_action(s.name, SessionAction::Perform).await {
+        Err(e) if (e.is_ambiguous() || e.is_status(409)) && *conflicts < s.poll.max_conflicts => {
+            *conflicts += 1;
+            tracing::info!(session = s.name, error = %e, "the perform's answer was lost or refused; reading the session");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+        Ok(()) => {
+            *conflicts = 0;
+            Ok(true)
+        }
+    }
+}
+
+/// The proof a `ready` session needs before it is committed: nothing rejected, and the perform
+/// counted exactly the rows of the source (the job's `num_records`, else what this run read).
+fn committable(s: &SessionRef<'_>, session: &Session, uploaded: Option<&Moved>) -> Result<(), TransferError> {
+    nothing_rejected(s, session)?;
+    let valid = session.valid_records.unwrap_or(0);
+    let expected = s.rows_expected.or(uploaded.map(|m| m.rows));
+    match expected {
+        Some(expected) if valid != expected as i64 => Err(TransferError::CountMismatch {
+            session: s.name.to_string(),
+            valid,
+            expected,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// After this run's upload and before the freeze: the session holds exactly the parts this
+/// export made (`part_0…part_{n-1}`), an earlier run's extra parts deleted. TD's part list names
+/// parts but gives no sizes; the perform's record count checks their contents.
+async fn holds_our_parts(s: &SessionRef<'_>, written: u64) -> Result<(), TransferError> {
+    let ours: Vec<String> = (0..written).map(super::stream::part_name).collect();
+    let mut found = s.client.parts(s.name).await?;
+    for part in found.iter().filter(|p| !ours.contains(p)) {
+        s.client.delete_part(s.name, part).await?;
+    }
+    found.retain(|p| ours.contains(p));
+    if found.len() != ours.len() {
+        let missing: Vec<&String> = ours.iter().filter(|p| !found.contains(p)).collect();
+        return Err(TransferError::SessionChanged {
+            session: s.name.to_string(),
+            detail: format!(
+                "{} of its {} parts are missing ({missing:?}…)",
+                missing.len(),
+                ours.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Fills the session, checking that every row of the source was read; `None` when TD refused a
+/// part with 409 (the session was frozen, or TD refused a retried request): the caller reads
+/// the state and carries on from it — the parts' names and bytes follow from the key, so an
+/// upload sent again, or another run's, writes the same parts.
+async fn upload_parts<U, F>(s: &SessionRef<'_>, upload: &mut U) -> Result<Option<Moved>, TransferError>
 where
-    U: FnOnce(String) -> F,
+    U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
     match upload(s.name.to_string()).await {
-        Ok(moved) => {
-            prune_parts(s, moved.parts).await?;
-            Ok(Some(moved))
-        }
-        Err(e) if is_conflict(&e) => {
-            tracing::info!(session = s.name, error = %e, "the session moved on during the upload");
+        Ok(moved) => match s.rows_expected {
+            Some(expected) if moved.rows != expected => Err(TransferError::ResultCut {
+                read: moved.rows,
+                expected,
+            }),
+            _ => Ok(Some(moved)),
+        },
+        Err(e) if is_refused_part(&e) => {
+            tracing::info!(session = s.name, error = %e, "a part was refused; reading the session again");
             Ok(None)
         }
         Err(e) => Err(e),
@@ -205,6 +348,7 @@ async fn wait_for_owner(s: &SessionRef<'_>, mut session: Session) -> Result<Wait
                 by_this_run: false,
                 count_before: None,
                 job_id: session.job_id,
+                dropped: None,
             }));
         }
         if watch.observe(&session).await? {
@@ -272,13 +416,10 @@ impl<'a> Watch<'a> {
     }
 }
 
-/// Whether an upload failed because the session is no longer open for parts (another run froze it).
-fn is_conflict(e: &TransferError) -> bool {
-    match e {
-        TransferError::Td(td)
-        | TransferError::Stream(super::stream::StreamError::Upload { source: td, .. }) => td.is_status(409),
-        _ => false,
-    }
+/// Whether the upload failed because TD refused a part with 409. Only the target's part
+/// uploads count: a 409 from the source (reading the result) is no session event.
+fn is_refused_part(e: &TransferError) -> bool {
+    matches!(e, TransferError::Stream(super::stream::StreamError::Upload { source, .. }) if source.is_status(409))
 }
 
 /// A session of this name loading another table is not ours to resume or call done.
@@ -310,22 +451,21 @@ fn nothing_rejected(s: &SessionRef<'_>, session: &Session) -> Result<(), Transfe
 /// Sends a state transition. A 409 says the session is no longer in the state this run read:
 /// an attempt whose answer was lost (a cut body, a timeout) already moved it, or another run
 /// did. The caller reads the state again and carries on from there.
-/// Returns whether this call made the transition (`false`: another call had made it).
 async fn transition(
     s: &SessionRef<'_>,
     action: SessionAction,
     conflicts: &mut u32,
-) -> Result<bool, TransferError> {
+) -> Result<(), TransferError> {
     match s.client.session_action(s.name, action).await {
         Err(e) if e.is_status(409) && *conflicts < s.poll.max_conflicts => {
             *conflicts += 1;
             tracing::info!(session = s.name, ?action, error = %e, "the session moved on; reading its state again");
-            Ok(false)
+            Ok(())
         }
         Err(e) => Err(e.into()),
         Ok(()) => {
             *conflicts = 0;
-            Ok(true)
+            Ok(())
         }
     }
 }
@@ -372,17 +512,6 @@ async fn create(s: &SessionRef<'_>) -> Result<Created, TransferError> {
         }
         other => Ok(made(other?)),
     }
-}
-
-/// Deletes parts left by an earlier run that this run did not write (it wrote `part_0…part_{n-1}`).
-async fn prune_parts(s: &SessionRef<'_>, written: u64) -> Result<(), TransferError> {
-    let ours: Vec<String> = (0..written).map(super::stream::part_name).collect();
-    for part in s.client.parts(s.name).await? {
-        if !ours.contains(&part) {
-            s.client.delete_part(s.name, &part).await?;
-        }
-    }
-    Ok(())
 }
 
 /// The table's row count, or None when this key may not read it (write-only).
