@@ -232,16 +232,23 @@ fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> R
         progress_display(cli),
         interrupted(),
     ))?;
+    let expected = recorder
+        .snapshot()
+        .export
+        .verification
+        .and_then(|v| v.count)
+        .map(|c| c.expected);
     Ok(Some(runtime.block_on(show(
         &plan,
         &options,
+        expected,
         args.show && !cli.quiet,
     ))))
 }
 
 /// The target after the export: asked for with `--show`, and always for the embedded td-local
 /// (the quickstart), where it costs nothing.
-async fn show(plan: &ExportPlan, options: &Options, asked: bool) -> Shown {
+async fn show(plan: &ExportPlan, options: &Options, expected: Option<i64>, asked: bool) -> Shown {
     let local = matches!(&plan.target.account, TargetAccount::Known { account, .. } if account.endpoint == Endpoint::Local);
     if !(asked || local) {
         return None;
@@ -251,7 +258,7 @@ async fn show(plan: &ExportPlan, options: &Options, asked: bool) -> Shown {
         Err(e) => return Some(Err(e.into())),
     };
     let client = connected.target.as_ref()?;
-    Some(preview(client, &connected.table, &options.poll).await)
+    Some(preview(client, &connected.table, expected, &options.poll).await)
 }
 
 /// A bar on a terminal, plain lines otherwise; nothing when quiet or logging JSON.

@@ -38,15 +38,20 @@ pub enum PreviewError {
 pub struct Preview {
     pub database: String,
     pub table: String,
+    /// The count TD shows for the table (it lags a commit).
     pub count: i64,
+    /// The count the export makes the table reach, when the export knows it.
+    pub expected: Option<i64>,
     pub columns: Vec<String>,
     pub rows: Vec<Vec<String>>,
 }
 
-/// Reads `table`'s row count and its first [`PREVIEW_ROWS`] rows.
+/// Reads `table`'s row count and its first [`PREVIEW_ROWS`] rows; `expected` is the count the
+/// export makes the table reach, shown beside TD's while TD's lags.
 pub async fn preview(
     client: &TdClient,
     table: &TableRef,
+    expected: Option<i64>,
     poll: &PollPolicy,
 ) -> Result<Preview, PreviewError> {
     let (database, name) = (table.database.as_str(), table.table.as_str());
@@ -89,6 +94,7 @@ pub async fn preview(
         database: database.into(),
         table: name.into(),
         count,
+        expected,
         columns,
         rows,
     })
@@ -110,15 +116,21 @@ fn cell(value: &Value) -> String {
 
 impl fmt::Display for Preview {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = self.expected.unwrap_or(self.count);
         let shown = match self.rows.len() {
             0 => String::new(),
-            n if (n as i64) < self.count => format!("; the first {n}:"),
+            n if (n as i64) < rows => format!("; the first {n}:"),
             _ => ":".into(),
+        };
+        let lag = if rows == self.count {
+            String::new()
+        } else {
+            format!(" (TD's count still shows {}: it lags a commit)", self.count)
         };
         writeln!(
             f,
-            "{}.{} now has {} rows{shown}",
-            self.database, self.table, self.count
+            "{}.{} now has {rows} rows{lag}{shown}",
+            self.database, self.table
         )?;
         if self.rows.is_empty() {
             return Ok(());
@@ -160,6 +172,7 @@ mod tests {
             database: "testdb".into(),
             table: "output_table".into(),
             count: 12,
+            expected: None,
             columns: vec!["code".into(), "cnt".into()],
             rows: vec![vec!["200".into(), "4981".into()], vec!["404".into(), "17".into()]],
         };
@@ -169,6 +182,25 @@ mod tests {
           -----+-----
           200  | 4981
           404  | 17
+        ");
+    }
+
+    #[test]
+    fn a_lagging_count_is_shown_beside_the_count_the_export_made() {
+        let preview = Preview {
+            database: "testdb".into(),
+            table: "output_table".into(),
+            count: 0,
+            expected: Some(2),
+            columns: vec!["code".into()],
+            rows: vec![vec!["200".into()], vec!["404".into()]],
+        };
+        insta::assert_snapshot!(preview.to_string(), @r"
+        testdb.output_table now has 2 rows (TD's count still shows 0: it lags a commit):
+          code
+          ----
+          200
+          404
         ");
     }
 

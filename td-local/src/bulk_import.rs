@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::flat::{FlatRecord, Shapes};
 use crate::inflate::{self, Capped};
 use crate::jobs::{self, NewJob, Outcome};
+use crate::lag::{self, CountLag};
 use crate::limits::{Limits, BATCH_BYTES, BATCH_ROWS};
 use crate::records;
 use crate::segments::{self, Owner, Segment};
@@ -249,8 +250,9 @@ pub struct PerformOptions {
 }
 
 /// Records a perform job and moves the session to `performing`; returns `(session id, job id)`
-/// for [`run_perform`]. Allowed while uploading (frozen or not) and when `ready` (performs
-/// again from the parts, replacing the staged rows).
+/// for [`run_perform`]. Allowed while uploading (frozen or not), and — as a new trial that
+/// replaces the last one's staged rows, which TD takes (the toolbelt's `import:perform -f`,
+/// treasure-data/td lib/td/command/bulk_import.rb) — when `performing` or `ready`.
 pub fn start_perform(
     conn: &Connection,
     account_id: i64,
@@ -258,7 +260,7 @@ pub fn start_perform(
     options: &PerformOptions,
 ) -> Result<(i64, i64)> {
     let session = load(conn, account_id, name)?;
-    session.require(&[Status::Uploading, Status::Ready], "perform")?;
+    session.require(&[Status::Uploading, Status::Performing, Status::Ready], "perform")?;
     let job_id = jobs::insert(
         conn,
         &NewJob {
@@ -280,24 +282,25 @@ pub fn start_perform(
 }
 
 /// Runs a perform job to its end (blocking): every part is decoded, valid rows are staged,
-/// rejected records kept; the session becomes `ready` and the job `success`. If the job cannot
-/// finish, the session goes back to `uploading` and the job to `error`.
+/// rejected records kept; the session becomes `ready` and the job `success`. A perform job
+/// that cannot finish (an error, or killed) leaves the session `performing` under the dead job,
+/// as TD does: embulk-output-td PR #133 ("Avoid stuck execution due to killed bulk import
+/// perform job", https://github.com/treasure-data/embulk-output-td/pull/133) reports that a
+/// killed perform job leaves the session's status unchanged, and the `td` toolbelt's
+/// `import:perform` answers a `performing` session with "Add '-f' option to force start" (a
+/// new trial). That a failed (not killed) perform does the same is assumed: the harsher reading.
 pub fn run_perform(store: &Store, limits: &Limits, session_id: i64, job_id: i64) {
     let outcome = jobs::mark_running(store, job_id).and_then(|()| perform(store, limits, session_id, job_id));
     if let Err(e) = outcome {
         tracing::warn!(session_id, job_id, error = %e, "bulk import perform failed");
-        let reset = store.write(|tx| {
-            if is_performing(tx, session_id, job_id)? {
+        let cleared = store.write(|tx| {
+            if is_under(tx, session_id, job_id)? {
                 clear_staging(tx, session_id)?;
-                tx.execute(
-                    "UPDATE bulk_imports SET status = 'uploading', updated_at = ?1 WHERE id = ?2",
-                    params![now(), session_id],
-                )?;
             }
             Ok(())
         });
-        if let Err(reset) = reset {
-            tracing::error!(session_id, error = %reset, "could not reset the bulk import session");
+        if let Err(cleared) = cleared {
+            tracing::error!(session_id, error = %cleared, "could not clear the failed perform's rows");
         }
         let _ = jobs::mark_error(store, job_id, &e.to_string());
     }
@@ -448,7 +451,8 @@ fn finish_perform(tx: &Connection, session_id: i64, job_id: i64, tally: &Tally) 
     jobs::mark_success(tx, job_id, &outcome)
 }
 
-fn is_performing(conn: &Connection, session_id: i64, job_id: i64) -> Result<bool> {
+/// Whether the session is `performing` under `job_id`.
+fn is_under(conn: &Connection, session_id: i64, job_id: i64) -> Result<bool> {
     let current: Option<(Status, Option<i64>)> = conn
         .query_row(
             "SELECT status, job_id FROM bulk_imports WHERE id = ?1",
@@ -459,13 +463,15 @@ fn is_performing(conn: &Connection, session_id: i64, job_id: i64) -> Result<bool
     Ok(current.is_some_and(|(status, job)| status == Status::Performing && job == Some(job_id)))
 }
 
-/// Stops a perform whose session was deleted (or performed again) while it ran.
+/// Stops a perform whose session was deleted or performed again (a new trial), or whose job
+/// was killed, while it ran.
 fn ensure_performing(conn: &Connection, session_id: i64, job_id: i64) -> Result<()> {
-    if is_performing(conn, session_id, job_id)? {
+    let job_active = jobs::status_of(conn, job_id)?.is_some_and(|s| s.is_active());
+    if is_under(conn, session_id, job_id)? && job_active {
         Ok(())
     } else {
         Err(Error::conflict(
-            "the bulk import session was deleted or changed while the perform job ran",
+            "the bulk import session was deleted or performed again, or its perform job was killed, while the job ran",
         ))
     }
 }
@@ -751,10 +757,11 @@ pub fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
 /// Gives the staged rows to the target table and extends its schema, all in the caller's
 /// transaction: readers see every row of the commit or none. Only from `ready`. No row is
 /// copied: the session's segments become the table's.
-pub fn commit(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
+pub fn commit(conn: &Connection, account_id: i64, name: &str, lag: CountLag) -> Result<()> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Ready], "commit")?;
     let table_id = catalog::table_id(conn, account_id, &session.database, &session.table)?;
+    lag::hold(conn, table_id, lag)?;
     segments::give_to_table(conn, session.id, table_id)?;
     let mut schema = catalog::table_schema(conn, table_id)?;
     merge_columns(
@@ -809,8 +816,8 @@ fn touch(conn: &Connection, session_id: i64) -> Result<()> {
 }
 
 /// At startup: a perform that was running when the server stopped died with it (its job is
-/// marked failed by `jobs::recover`), so its session goes back to `uploading`; staged rows
-/// only a `ready` session needs (a cut perform's) are dropped.
+/// marked failed by `jobs::recover`); its session stays `performing`, as TD leaves one whose
+/// perform job died (see [`run_perform`]), and its staged rows are dropped.
 pub fn recover(conn: &Connection) -> Result<()> {
     segments::delete_session_rows_except(
         conn,
@@ -820,10 +827,6 @@ pub fn recover(conn: &Connection) -> Result<()> {
     conn.execute(
         "DELETE FROM bulk_import_errors WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = 'performing')",
         [],
-    )?;
-    conn.execute(
-        "UPDATE bulk_imports SET status = 'uploading', updated_at = ?1 WHERE status = 'performing'",
-        params![now()],
     )?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use td_model::name::check_name;
 use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::error::{Error, Result};
+use crate::lag::{self, CountLag};
 use crate::segments;
 use crate::store::now;
 
@@ -168,7 +169,7 @@ const TABLE_COLUMNS: &str = "t.id, t.name, t.schema, t.description, t.expire_day
     t.created_at, t.updated_at, \
     (SELECT COALESCE(SUM(s.rows), 0) FROM segments s WHERE s.table_id = t.id), \
     (SELECT COALESCE(SUM(s.bytes), 0) FROM segments s WHERE s.table_id = t.id), \
-    (SELECT MAX(s.max_time) FROM segments s WHERE s.table_id = t.id)";
+    (SELECT MAX(s.max_time) FROM segments s WHERE s.table_id = t.id), t.lag_count, t.lag_until";
 
 fn table_row(row: &rusqlite::Row) -> rusqlite::Result<Table> {
     Ok(Table {
@@ -180,7 +181,8 @@ fn table_row(row: &rusqlite::Row) -> rusqlite::Result<Table> {
         include_v: row.get(5)?,
         created_at: row.get(6)?,
         updated_at: row.get(7)?,
-        count: row.get(8)?,
+        // TD's counts lag changes of the rows (`crate::lag`).
+        count: crate::lag::shown(row.get(8)?, row.get(11)?, row.get(12)?),
         estimated_storage_size: row.get(9)?,
         last_log_time: row.get(10)?,
     })
@@ -242,7 +244,14 @@ fn set_table_name(conn: &Connection, id: i64, name: &str) -> Result<()> {
 
 /// Exchanges two tables' names, so each name now holds the other's rows and schema. Not
 /// idempotent: a retried swap swaps back (td-api.md §3).
-pub fn swap_tables(conn: &Connection, account_id: i64, db: &str, first: &str, second: &str) -> Result<()> {
+pub fn swap_tables(
+    conn: &Connection,
+    account_id: i64,
+    db: &str,
+    first: &str,
+    second: &str,
+    lag: CountLag,
+) -> Result<()> {
     if first == second {
         return Err(Error::invalid(format!(
             "cannot swap table '{db}.{first}' with itself"
@@ -252,6 +261,13 @@ pub fn swap_tables(conn: &Connection, account_id: i64, db: &str, first: &str, se
     let second_id = table_id(conn, account_id, db, second)?;
     // Names are unique per database, so one table steps aside under a name no valid table can
     // have ('-' fails check_name) while the other takes its place.
+    // Each name keeps showing its old count for the lag.
+    let (first_count, second_count) = (
+        lag::shown_count(conn, first_id)?,
+        lag::shown_count(conn, second_id)?,
+    );
+    lag::show_as(conn, second_id, first_count, lag)?;
+    lag::show_as(conn, first_id, second_count, lag)?;
     set_table_name(conn, first_id, &format!("{first}-swapping"))?;
     set_table_name(conn, second_id, first)?;
     set_table_name(conn, first_id, second)
@@ -266,6 +282,7 @@ pub fn rename_table(
     from: &str,
     to: &str,
     overwrite: bool,
+    lag: CountLag,
 ) -> Result<()> {
     check_name("table", to)?;
     if from == to {
@@ -280,6 +297,8 @@ pub fn rename_table(
                 "table '{db}.{to}' already exists; pass overwrite=true to replace it"
             )));
         }
+        // The name keeps showing the count it had for the lag.
+        lag::show_as(conn, source, lag::shown_count(conn, target)?, lag)?;
         drop_table(conn, target)?;
     }
     set_table_name(conn, source, to)

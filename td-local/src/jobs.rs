@@ -146,6 +146,13 @@ pub fn get(conn: &Connection, id: i64) -> Result<Job> {
     .ok_or_else(|| Error::not_found(format!("job {id} does not exist")))
 }
 
+/// A job's status (None: no such job).
+pub fn status_of(conn: &Connection, id: i64) -> Result<Option<JobStatus>> {
+    Ok(conn
+        .query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
+        .optional()?)
+}
+
 /// An account's job by id; another account's job does not exist for it.
 pub fn load(conn: &Connection, account_id: i64, id: i64) -> Result<Job> {
     get(conn, id)

@@ -8,8 +8,8 @@
 //! `routes` knows HTTP statuses:
 //! - `error`, `limits`, `inflate`, `faults`, `accounts`: what goes wrong, how much a request may
 //!   make td-local hold, gzip inflated under a limit, which faults to inject, who holds a key;
-//! - `store`, `segments`: the SQLite file, its transactions, states stored as words, and the
-//!   segments rows are stored in;
+//! - `store`, `segments`, `lag`: the SQLite file, its transactions, states stored as words, the
+//!   segments rows are stored in, and the lag of table counts behind them;
 //! - `results`, `catalog`, `jobs`: saved results, databases and tables, the jobs table;
 //! - `records`, `flat`, `query`: rows at rest and on the wire (flat ones read in place), running
 //!   SQL;
@@ -29,6 +29,7 @@ pub mod import;
 pub mod inflate;
 pub mod inspect;
 pub mod jobs;
+pub mod lag;
 pub mod limits;
 pub mod local_query;
 pub mod output;
@@ -48,5 +49,6 @@ pub use accounts::Account;
 pub use error::Error;
 pub use faults::{FaultAction, FaultRule, Faults, LoggedRequest, Trigger};
 pub use inspect::{Inspect, SessionInfo};
+pub use lag::CountLag;
 pub use limits::Limits;
 pub use server::{Config, TdLocal};

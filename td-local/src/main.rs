@@ -36,6 +36,10 @@ enum Command {
         /// call needs `Authorization: TD1 <master key>` of one of the accounts in accounts.yml.
         #[arg(long)]
         admin: bool,
+        /// Seconds a table's count lags a bulk-import commit, rename or swap, as TD's counts
+        /// lag (drawn between 1x and 1.5x; rows are visible to queries at once); 0 for exact.
+        #[arg(long, default_value_t = 2.0, value_name = "SECONDS", value_parser = lag_seconds)]
+        count_lag: f64,
     },
     /// Run one query on a data directory (no server needed; a server may be serving it) and
     /// print the result: an aligned table by default.
@@ -102,7 +106,15 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        Command::Serve { data, listen, admin } => serve(data, listen, admin).await,
+        Command::Serve {
+            data,
+            listen,
+            admin,
+            count_lag,
+        } => {
+            let lag = td_local::CountLag::new(std::time::Duration::from_secs_f64(count_lag));
+            serve(data, listen, admin, lag).await
+        }
         Command::Query {
             data,
             database,
@@ -130,12 +142,28 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn serve(data: PathBuf, listen: SocketAddr, admin: bool) -> Result<(), Box<dyn std::error::Error>> {
+/// `--count-lag`: a number of seconds from 0 to a day.
+fn lag_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds from 0 to 86400 (0: exact counts)"
+        )),
+    }
+}
+
+async fn serve(
+    data: PathBuf,
+    listen: SocketAddr,
+    admin: bool,
+    count_lag: td_local::CountLag,
+) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers go in before the listening line: a parent may signal as soon as it reads it.
     let stop = shutdown_signal()?;
     let server = TdLocal::start(Config {
         listen,
         admin,
+        count_lag,
         ..Config::new(data.clone())
     })
     .await?;

@@ -14,6 +14,7 @@ use crate::bulk_import::{self, PerformOptions};
 use crate::catalog::database_id;
 use crate::error::{Error, Result};
 use crate::jobs::{self, JobStatus, NewJob, Outcome};
+use crate::lag::CountLag;
 use crate::limits::Limits;
 use crate::output::{self, OutputTarget};
 use crate::query::{Engine, QueryError};
@@ -31,15 +32,24 @@ pub struct Runner {
     accounts: Accounts,
     /// What a perform may take of one part and one record.
     limits: Limits,
+    /// How long a table's count lags a commit.
+    count_lag: CountLag,
 }
 
 impl Runner {
-    pub fn new(store: Store, data_dir: &Path, accounts: Accounts, limits: Limits) -> Runner {
+    pub fn new(
+        store: Store,
+        data_dir: &Path,
+        accounts: Accounts,
+        limits: Limits,
+        count_lag: CountLag,
+    ) -> Runner {
         Runner {
             store,
             data_dir: Arc::new(data_dir.to_path_buf()),
             accounts,
             limits,
+            count_lag,
         }
     }
 
@@ -211,8 +221,9 @@ impl Runner {
 
     /// Commits a session.
     pub async fn commit(&self, account_id: i64, name: String) -> Result<()> {
+        let lag = self.count_lag;
         self.store
-            .write_async(move |tx| bulk_import::commit(tx, account_id, &name))
+            .write_async(move |tx| bulk_import::commit(tx, account_id, &name, lag))
             .await?;
         Ok(())
     }

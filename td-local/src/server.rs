@@ -16,6 +16,7 @@ use crate::accounts::{self, Account, Accounts};
 use crate::error::Result;
 use crate::faults::{self, Faults};
 use crate::inspect::Inspect;
+use crate::lag::CountLag;
 use crate::limits::Limits;
 use crate::routes;
 use crate::runner::Runner;
@@ -35,6 +36,8 @@ pub struct Config {
     pub admin: bool,
     /// How much one request may make the server read, inflate and hold (`crate::limits`).
     pub limits: Limits,
+    /// How long table counts lag a commit, rename or swap (`crate::lag`): TD's default reading.
+    pub count_lag: CountLag,
 }
 
 impl Config {
@@ -44,6 +47,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: false,
             limits: Limits::default(),
+            count_lag: CountLag::default(),
         }
     }
 }
@@ -59,7 +63,7 @@ pub struct TdLocal {
 impl TdLocal {
     /// Opens (or creates) the data directory, binds, and serves in the background.
     pub async fn start(config: Config) -> Result<TdLocal> {
-        let state = open_state(&config.data_dir, config.limits)?;
+        let state = open_state(&config.data_dir, config.limits, config.count_lag)?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let app = router(state.clone(), config.admin);
@@ -113,19 +117,20 @@ impl TdLocal {
     }
 }
 
-fn open_state(dir: &Path, limits: Limits) -> Result<AppState> {
+fn open_state(dir: &Path, limits: Limits, count_lag: CountLag) -> Result<AppState> {
     std::fs::create_dir_all(dir)?;
     let accounts = Accounts::new(accounts::load_or_create(dir)?);
     let store = Store::open(dir)?;
     sample::ensure_sample_datasets(&store, accounts.all())?;
     Runner::recover(&store)?;
     Ok(AppState {
-        runner: Runner::new(store.clone(), dir, accounts.clone(), limits),
+        runner: Runner::new(store.clone(), dir, accounts.clone(), limits, count_lag),
         store,
         accounts,
         faults: Faults::default(),
         data_dir: Arc::new(dir.to_path_buf()),
         limits,
+        count_lag,
     })
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::accounts::Accounts;
 use crate::faults::Faults;
+use crate::lag::CountLag;
 use crate::limits::Limits;
 use crate::runner::Runner;
 use crate::store::Store;
@@ -19,4 +20,6 @@ pub struct AppState {
     pub data_dir: Arc<PathBuf>,
     /// How much one request may make the server read, inflate and hold.
     pub limits: Limits,
+    /// How long table counts lag changes of the rows.
+    pub count_lag: CountLag,
 }

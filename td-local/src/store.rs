@@ -160,6 +160,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "engine_version", "TEXT"),
     ("jobs", "scheduled_time", "INTEGER"),
     ("saved_results", "console", "INTEGER NOT NULL DEFAULT 0"),
+    // The count a table shows while a change of its rows lags (`crate::lag`), and until when
+    // (Unix milliseconds).
+    ("tables", "lag_count", "INTEGER"),
+    ("tables", "lag_until", "INTEGER"),
 ];
 
 /// Adds the [`ADDED_COLUMNS`] a database lacks.

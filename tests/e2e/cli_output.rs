@@ -3,7 +3,7 @@
 //! changes from run to run (sandbox paths, loopback ports, durations, session hashes).
 
 use crate::export::with_events_job;
-use crate::support::{cli_snapshots, repo_root, Sandbox};
+use crate::support::{cli_snapshots, repo_root, Sandbox, TdLocalRun};
 
 #[test]
 fn help_shows_the_commands_an_example_spec_and_the_exit_codes() {
@@ -51,7 +51,11 @@ fn a_dry_run_prints_the_resolved_plan_with_keys_hidden() {
 
 #[test]
 fn show_prints_the_targets_count_and_first_rows_after_the_export() {
-    let (td, job) = with_events_job();
+    // Exact counts, so the pinned output does not depend on how fast the run was (the line for a
+    // lagging count is pinned in preview.rs's tests).
+    let td = TdLocalRun::start_with_count_lag(td_local::CountLag::none());
+    td.insert(1, "srcdb", "events", &crate::export::events());
+    let job = td.successful_job(1, "srcdb", "SELECT id, name, score, time FROM events");
     td.create_database(2, "dstdb");
     let out = td.export(&td.job_spec(&job, "dstdb/events_copy?mode=append"), &["--show"]);
     out.expect_code(0);

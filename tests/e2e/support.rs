@@ -145,7 +145,15 @@ impl RunOutcome {
 }
 
 impl TdLocalRun {
+    /// A td-local as served by default: table counts lag a commit or rename by about 2 s, as
+    /// TD's lag (by minutes); with the operator's waits scaled down, its count check ends
+    /// `count_pending`.
     pub fn start() -> TdLocalRun {
+        TdLocalRun::start_with_count_lag(td_local::CountLag::default())
+    }
+
+    /// A td-local whose table counts lag by `lag` (`CountLag::none()`: exact counts).
+    pub fn start_with_count_lag(lag: td_local::CountLag) -> TdLocalRun {
         let data = tempfile::tempdir().expect("temp dir");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -153,9 +161,10 @@ impl TdLocalRun {
             .build()
             .expect("tokio runtime");
         let server = rt
-            .block_on(td_local::TdLocal::start(td_local::Config::new(
-                data.path().join("td"),
-            )))
+            .block_on(td_local::TdLocal::start(td_local::Config {
+                count_lag: lag,
+                ..td_local::Config::new(data.path().join("td"))
+            }))
             .expect("td-local starts");
         TdLocalRun {
             server,

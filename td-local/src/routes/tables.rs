@@ -152,9 +152,10 @@ async fn swap(
     caller.require_master("swapping tables")?;
     let account = caller.account_id();
     let reply = json!({ "database": db, "table1": table1, "table2": table2 });
+    let lag = state.count_lag;
     state
         .store
-        .write_async(move |tx| catalog::swap_tables(tx, account, &db, &table1, &table2))
+        .write_async(move |tx| catalog::swap_tables(tx, account, &db, &table1, &table2, lag))
         .await?;
     Ok(Json(reply))
 }
@@ -169,8 +170,9 @@ async fn rename(
     caller.require_master("renaming a table")?;
     let overwrite = params.strict_bool("overwrite")?.unwrap_or(false);
     let from = table;
+    let lag = state.count_lag;
     table_write(&state, &caller, (db, new_name), move |tx, account, db, to| {
-        catalog::rename_table(tx, account, db, &from, to, overwrite)
+        catalog::rename_table(tx, account, db, &from, to, overwrite, lag)
     })
     .await
 }

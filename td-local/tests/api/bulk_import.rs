@@ -464,7 +464,7 @@ async fn calls_in_the_wrong_state_are_409_naming_the_state() {
 }
 
 #[tokio::test]
-async fn calls_during_perform_are_409_naming_performing() {
+async fn calls_during_perform_other_than_perform_are_409_naming_performing() {
     let s = Server::start().await;
     let key = s.master(0);
     create_table(&s, 0, "bulk_db", "access");
@@ -473,7 +473,7 @@ async fn calls_during_perform_are_409_naming_performing() {
     s.td.inspect()
         .force_performing(account_id(&s, 0), "sess_busy")
         .unwrap();
-    for call in ["perform", "commit", "freeze", "unfreeze"] {
+    for call in ["commit", "freeze", "unfreeze"] {
         let (status, body) = s
             .post(&key, &format!("/v3/bulk_import/{call}/sess_busy"), &[])
             .await;
@@ -487,6 +487,59 @@ async fn calls_during_perform_are_409_naming_performing() {
         )
         .await;
     assert_error(busy.0, &busy.1, 409, "it is performing");
+}
+
+/// TD takes a perform on a `performing` session as a new trial: the `td` toolbelt's
+/// `import:perform -f` ("force start performing") sends the same call for a session that is
+/// `performing` or `ready` (treasure-data/td, lib/td/command/bulk_import.rb).
+#[tokio::test]
+async fn performing_a_performing_session_starts_a_new_trial() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_force/bulk_db/access").await;
+    let rows = www_access_rows(0..25);
+    upload(&s, &key, "sess_force", "p", &rows).await;
+    let stuck_job =
+        s.td.inspect()
+            .interrupt_perform(account_id(&s, 0), "sess_force")
+            .unwrap();
+    let (shown, new_job) = perform(&s, &key, "sess_force").await;
+    assert_ne!(new_job, stuck_job.to_string(), "the new trial is its own job");
+    assert_eq!(shown["status"], "ready");
+    assert_eq!(
+        shown["valid_records"], 25,
+        "the new trial counts the parts, not the last trial's staged row"
+    );
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_force").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access"), rows);
+}
+
+/// A killed perform job leaves a TD session `performing` for good (embulk-output-td PR #133,
+/// "Avoid stuck execution due to killed bulk import perform job"); only a new perform moves it.
+#[tokio::test]
+async fn a_killed_perform_job_leaves_the_session_performing_until_performed_again() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_killed/bulk_db/access").await;
+    upload(&s, &key, "sess_killed", "p", &www_access_rows(0..10)).await;
+    let job =
+        s.td.inspect()
+            .interrupt_perform(account_id(&s, 0), "sess_killed")
+            .unwrap();
+    let (status, body) = s.post(&key, &format!("/v3/job/kill/{job}"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(job_status(&s, &job.to_string()).1, "killed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shown = ok(s.get(&key, "/v3/bulk_import/show/sess_killed").await).await;
+    assert_eq!(shown["status"], "performing", "{shown}");
+    let (status, body) = s.post(&key, "/v3/bulk_import/commit/sess_killed", &[]).await;
+    assert_error(status, &body, 409, "it is performing");
+
+    perform(&s, &key, "sess_killed").await;
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_killed").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "access").len(), 10);
 }
 
 #[tokio::test]
@@ -506,7 +559,7 @@ async fn performing_a_ready_session_again_restages_instead_of_doubling() {
 }
 
 #[tokio::test]
-async fn a_perform_cut_short_by_a_restart_resumes_from_uploading() {
+async fn a_perform_cut_short_by_a_restart_stays_performing_until_performed_again() {
     let s = Server::start().await;
     let key = s.master(0);
     create_table(&s, 0, "bulk_db", "access");
@@ -526,7 +579,10 @@ async fn a_perform_cut_short_by_a_restart_resumes_from_uploading() {
     let s = Server { td, http, dir };
 
     let shown = ok(s.get(&key, "/v3/bulk_import/show/sess_cut").await).await;
-    assert_eq!(shown["status"], "uploading");
+    assert_eq!(
+        shown["status"], "performing",
+        "a dead perform leaves the session as it was"
+    );
     let job_id = shown["job_id"].as_str().unwrap().to_string();
     assert_eq!(job_status(&s, &job_id).1, "error");
     assert_eq!(
@@ -534,9 +590,51 @@ async fn a_perform_cut_short_by_a_restart_resumes_from_uploading() {
         1,
         "only the part is left, no staged rows"
     );
+    let (status, body) = s.post(&key, "/v3/bulk_import/commit/sess_cut", &[]).await;
+    assert_error(status, &body, 409, "it is performing");
     perform(&s, &key, "sess_cut").await;
     post_ok(&s, &key, "/v3/bulk_import/commit/sess_cut").await;
     assert_eq!(stored_rows(&s, 0, "bulk_db", "access").len(), 10);
+}
+
+async fn shown_count(s: &Server) -> i64 {
+    let shown = ok(s.get(&s.master(0), "/v3/table/show/bulk_db/access").await).await;
+    shown["count"].as_i64().unwrap()
+}
+
+/// TD's table counts lag a commit (td-client-java's TestTDClient.testBulkImport waits up to 5
+/// minutes for them); rows are queryable at once.
+#[tokio::test]
+async fn a_tables_count_lags_a_commit_while_its_rows_are_queryable_at_once() {
+    let s = Server::start_with_count_lag(Duration::from_secs(2)).await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "access");
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_lag/bulk_db/access").await;
+    upload(&s, &key, "sess_lag", "p", &www_access_rows(0..30)).await;
+    perform(&s, &key, "sess_lag").await;
+    let committed_at = Instant::now();
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_lag").await;
+    assert_eq!(
+        shown_count(&s).await,
+        0,
+        "the count still shows the table before the commit"
+    );
+    assert_eq!(
+        stored_rows(&s, 0, "bulk_db", "access").len(),
+        30,
+        "rows are there at once"
+    );
+    while shown_count(&s).await != 30 {
+        assert!(
+            committed_at.elapsed() < Duration::from_secs(10),
+            "the count never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        committed_at.elapsed() >= Duration::from_secs(2),
+        "the count lagged at least the setting"
+    );
 }
 
 #[tokio::test]

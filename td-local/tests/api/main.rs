@@ -26,8 +26,15 @@ pub struct Server {
 }
 
 impl Server {
+    /// A td-local as served by default: table counts lag changes by about 2 s, as TD's do.
     pub async fn start() -> Server {
         Server::start_in(tempfile::tempdir().expect("tempdir"), Limits::default()).await
+    }
+
+    /// A td-local whose table counts lag changes by `lag` (zero: exact counts).
+    pub async fn start_with_count_lag(lag: std::time::Duration) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Server::start_config(dir, Limits::default(), td_local::CountLag::new(lag)).await
     }
 
     /// A td-local under `limits` (lowered, so a test reaches them with small bodies).
@@ -42,9 +49,14 @@ impl Server {
     }
 
     async fn start_in(dir: tempfile::TempDir, limits: Limits) -> Server {
+        Server::start_config(dir, limits, td_local::CountLag::default()).await
+    }
+
+    async fn start_config(dir: tempfile::TempDir, limits: Limits, count_lag: td_local::CountLag) -> Server {
         let td = TdLocal::start(Config {
             admin: true,
             limits,
+            count_lag,
             ..Config::new(dir.path())
         })
         .await

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -175,7 +176,7 @@ async fn delete_removes_the_table_its_rows_and_its_import_ids() {
 
 #[tokio::test]
 async fn swap_exchanges_the_contents_of_two_tables() {
-    let s = Server::start().await;
+    let s = Server::start_with_count_lag(Duration::ZERO).await;
     let key = s.master(0);
     create_table(&s, "tbl_db", "left_t").await;
     create_table(&s, "tbl_db", "right_t").await;
@@ -246,7 +247,7 @@ async fn rename_without_overwrite_refuses_an_existing_target() {
 
 #[tokio::test]
 async fn rename_with_overwrite_replaces_the_target_in_one_step() {
-    let s = Server::start().await;
+    let s = Server::start_with_count_lag(Duration::ZERO).await;
     let key = s.master(0);
     create_table(&s, "tbl_db", "staging").await;
     create_table(&s, "tbl_db", "target_t").await;
@@ -339,7 +340,7 @@ async fn a_concurrent_reader_never_sees_a_partial_rename() {
     const N: i64 = 300;
     const M: i64 = 700;
     const ROUNDS: usize = 12;
-    let s = Server::start().await;
+    let s = Server::start_with_count_lag(Duration::ZERO).await;
     let key = s.master(0);
     create_table(&s, "race_db", "target_t").await;
     import_rows(&s, &key, "race_db", "target_t", &records(N as usize, "n")).await;
@@ -382,7 +383,7 @@ async fn a_concurrent_reader_never_sees_a_partial_swap() {
     const N: i64 = 300;
     const M: i64 = 700;
     const SWAPS: usize = 30;
-    let s = Server::start().await;
+    let s = Server::start_with_count_lag(Duration::ZERO).await;
     let key = s.master(0);
     create_table(&s, "race_db", "left_t").await;
     create_table(&s, "race_db", "right_t").await;
@@ -671,4 +672,41 @@ async fn tables_are_private_to_their_account_and_need_a_valid_key() {
         .await;
     assert_error(status, &body, 401, "invalid API key");
     assert!(listed(&s, "tbl_db", "events").await.is_some());
+}
+
+/// A rename (and a swap) leaves each name showing the count it had, for the lag; the rows under
+/// the name are the new ones at once.
+#[tokio::test]
+async fn a_renamed_tables_count_lags_under_its_new_name_then_catches_up() {
+    let s = Server::start_with_count_lag(Duration::from_secs(2)).await;
+    let key = s.master(0);
+    create_table(&s, "lag_db", "target_t").await;
+    create_table(&s, "lag_db", "staging").await;
+    import_rows(&s, &key, "lag_db", "target_t", &records(3, "old")).await;
+    import_rows(&s, &key, "lag_db", "staging", &records(7, "new")).await;
+    let renamed_at = Instant::now();
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/table/rename/lag_db/staging/target_t",
+            &[("overwrite", "true")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        row_count(&s, "lag_db", "target_t").await,
+        3,
+        "the name's old count, for now"
+    );
+    let rows = tail(&s, "lag_db", "target_t", 100).await;
+    assert_eq!(rows.len(), 7, "the new rows are read at once");
+    assert!(rows.iter().all(|r| r["tag"] == "new"));
+    while row_count(&s, "lag_db", "target_t").await != 7 {
+        assert!(
+            renamed_at.elapsed() < Duration::from_secs(10),
+            "the count never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(renamed_at.elapsed() >= Duration::from_secs(2));
 }
