@@ -10,10 +10,20 @@ use rand::Rng;
 /// (a timeout or a reset after the request was sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Safety {
-    /// GET, PUT of a named part or `import_with_id`, and our own creates where 409 means done.
+    /// A GET: repeatable, and a 409 cannot be about a state it changed. TD's front end answers
+    /// 409 to some retried requests (td-client-java's `TDClient.createTableIfNotExists`:
+    /// "Nginx returns conflict(409) upon request retry"), so a read's 409 is retried.
+    Read,
+    /// PUT of a named part or `import_with_id`, and our own creates where 409 means done.
     Repeatable,
     /// Anything else: resent only when the server surely did not act on it.
     Once,
+}
+
+impl Safety {
+    fn is_repeatable(self) -> bool {
+        matches!(self, Safety::Read | Safety::Repeatable)
+    }
 }
 
 /// How a single attempt failed.
@@ -81,9 +91,10 @@ impl RetryPolicy {
             // 408, 429 and 503 say the request was not acted on; any other 5xx may come after
             // the server acted (a gateway timing out), so it is as ambiguous as a reset.
             Failure::Status { code, .. } if not_acted_on(code) => true,
-            Failure::Status { code, .. } => code >= 500 && code != 501 && safety == Safety::Repeatable,
+            Failure::Status { code: 409, .. } if safety == Safety::Read => true,
+            Failure::Status { code, .. } => code >= 500 && code != 501 && safety.is_repeatable(),
             Failure::Connect => true,
-            Failure::Ambiguous => safety == Safety::Repeatable,
+            Failure::Ambiguous => safety.is_repeatable(),
         }
     }
 
@@ -260,6 +271,14 @@ mod tests {
         for code in [400, 401, 403, 404, 409, 422, 501] {
             assert!(!RetryPolicy::is_retryable(status(code), REPEATABLE), "{code}");
         }
+    }
+
+    #[test]
+    fn a_409_to_a_read_is_the_front_ends_and_is_retried() {
+        assert!(RetryPolicy::is_retryable(status(409), Safety::Read));
+        assert!(!RetryPolicy::is_retryable(status(409), REPEATABLE));
+        assert!(!RetryPolicy::is_retryable(status(409), ONCE));
+        assert!(RetryPolicy::is_retryable(Failure::Ambiguous, Safety::Read));
     }
 
     #[test]

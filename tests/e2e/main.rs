@@ -21,5 +21,6 @@ mod spec;
 mod status_doc;
 mod support;
 mod targets;
+mod td_semantics;
 mod treasure_boxes;
 mod workflow;

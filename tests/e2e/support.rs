@@ -628,7 +628,11 @@ pub struct ExportFixture {
 
 impl ExportFixture {
     pub fn new(rows: usize, seed: u64) -> ExportFixture {
-        let td = TdLocalRun::start();
+        ExportFixture::on(TdLocalRun::start(), rows, seed)
+    }
+
+    /// The fixture on a td-local started by the caller (e.g. with exact counts).
+    pub fn on(td: TdLocalRun, rows: usize, seed: u64) -> ExportFixture {
         let records = source_records(rows, seed);
         td.insert(1, "srcdb", "events", &records);
         let job_id = td.successful_job(1, "srcdb", "SELECT id, name, score, time FROM events");
@@ -637,6 +641,17 @@ impl ExportFixture {
             td,
             job_id,
             expected: sorted(records),
+            part_bytes: 16_000,
+        }
+    }
+
+    /// A fixture exporting `job_id` of account 1, whose export writes `expected` (sorted);
+    /// account 2's target database must exist.
+    pub fn with_job(td: TdLocalRun, job_id: String, expected: Vec<serde_json::Value>) -> ExportFixture {
+        ExportFixture {
+            td,
+            job_id,
+            expected,
             part_bytes: 16_000,
         }
     }

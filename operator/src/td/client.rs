@@ -263,7 +263,7 @@ impl TdClient {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: String) -> TdResult<T> {
-        self.json(Call::new(Method::GET, path, Safety::Repeatable)).await
+        self.json(Call::new(Method::GET, path, Safety::Read)).await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -494,8 +494,7 @@ impl TdClient {
     /// The records a perform rejected (gzip'd msgpack; empty when none).
     pub async fn error_records(&self, session: &str) -> TdResult<Bytes> {
         let path = format!("/v3/bulk_import/error_records/{}", seg(session));
-        self.send_bytes(&Call::new(Method::GET, path, Safety::Repeatable))
-            .await
+        self.send_bytes(&Call::new(Method::GET, path, Safety::Read)).await
     }
 }
 

@@ -22,7 +22,7 @@ impl TdClient {
     ) -> TdResult<BoxStream<'static, std::io::Result<Bytes>>> {
         let path = format!("/v3/job/result/{}?format={}", seg(id), seg(format));
         let first = self
-            .send(&Call::new(Method::GET, path.clone(), Safety::Repeatable))
+            .send(&Call::new(Method::GET, path.clone(), Safety::Read))
             .await?;
         let download = Download {
             client: self.clone(),
@@ -86,7 +86,7 @@ impl Download {
                         self.failures,
                         self.since.elapsed(),
                         Failure::Ambiguous,
-                        Safety::Repeatable,
+                        Safety::Read,
                     );
                     let Some(wait) = wait else {
                         return self.fail(error);
@@ -114,7 +114,7 @@ async fn resume(
 ) -> TdResult<BoxStream<'static, reqwest::Result<Bytes>>> {
     let call = Call {
         range_from: Some(received),
-        ..Call::new(Method::GET, path.to_string(), Safety::Repeatable)
+        ..Call::new(Method::GET, path.to_string(), Safety::Read)
     };
     let resp = client.send(&call).await?;
     let protocol = |detail: String| TdError::Protocol {
