@@ -350,6 +350,8 @@ fn connector_settings(written: &Map<String, Value>, table: &TableRef) -> Map<Str
         let key = match key.as_str() {
             "database" => "user_database_name",
             "table" => "user_table_name",
+            // This program's own setting, not the connector's.
+            "on_schema_conflict" => continue,
             other => other,
         };
         out.insert(key.to_string(), value.clone());

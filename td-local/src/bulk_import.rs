@@ -334,13 +334,12 @@ impl Tally {
 }
 
 fn perform(store: &Store, limits: &Limits, session_id: i64, job_id: i64) -> Result<()> {
-    let (parts, schema) =
-        store.read(|conn| Ok((part_names(conn, session_id)?, target_schema(conn, session_id)?)))?;
+    let parts = store.read(|conn| part_names(conn, session_id))?;
     store.write(|tx| {
         ensure_performing(tx, session_id, job_id)?;
         clear_staging(tx, session_id)
     })?;
-    let tally = stage_parts(store, limits, session_id, job_id, parts, &schema)?;
+    let tally = stage_parts(store, limits, session_id, job_id, parts)?;
     store.write(|tx| {
         ensure_performing(tx, session_id, job_id)?;
         finish_perform(tx, session_id, job_id, &tally)
@@ -362,7 +361,6 @@ fn stage_parts(
     session_id: i64,
     job_id: i64,
     parts: Vec<String>,
-    schema: &[TableColumn],
 ) -> Result<Tally> {
     let (sender, decoded) = mpsc::sync_channel::<Result<Decoded>>(1);
     // Batches written go back to the decoder to be filled again: their buffers (megabytes, in
@@ -373,7 +371,7 @@ fn stage_parts(
         scope.spawn(move || {
             for part in parts {
                 let stopped = std::cell::Cell::new(false);
-                let decoded = decode_stored_part(store, session_id, &part, schema, limits, |batch| {
+                let decoded = decode_stored_part(store, session_id, &part, limits, |batch| {
                     sender.send(Ok(Decoded::Batch(batch))).map_err(|_| {
                         stopped.set(true);
                         Error::internal("the perform stopped")
@@ -485,21 +483,6 @@ fn clear_staging(conn: &Connection, session_id: i64) -> Result<()> {
     Ok(())
 }
 
-/// The schema of the table a session imports into, as it is when the perform starts (none if
-/// the table is gone: the commit will say so).
-fn target_schema(conn: &Connection, session_id: i64) -> Result<Vec<TableColumn>> {
-    let (account_id, db, table): (i64, String, String) = conn.query_row(
-        "SELECT account_id, database_name, table_name FROM bulk_imports WHERE id = ?1",
-        params![session_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    match catalog::table_id(conn, account_id, &db, &table) {
-        Ok(id) => catalog::table_schema(conn, id),
-        Err(Error::NotFound(_)) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Decodes part `part` where it is stored, reading it from the database a piece at a time
 /// (incremental blob I/O) instead of loading it whole. Err: the part could not be read (the
 /// perform fails); Ok(Err): an error part (see [`decode_part`]).
@@ -507,7 +490,6 @@ fn decode_stored_part(
     store: &Store,
     session_id: i64,
     part: &str,
-    schema: &[TableColumn],
     limits: &Limits,
     send: impl FnMut(DecodedPart) -> Result<DecodedPart>,
 ) -> Result<Result<()>> {
@@ -532,7 +514,7 @@ fn decode_stored_part(
                 Ok(())
             })
         });
-        let decoded = decode_part(inflated, schema, limits, send);
+        let decoded = decode_part(inflated, limits, send);
         // A part that could not be read at all is the store's error, not the part's.
         let read = inflating
             .join()
@@ -560,19 +542,16 @@ struct DecodedPart {
 impl DecodedPart {
     /// Takes record `index` (its msgpack bytes): a flat record straight to its JSON text, any
     /// other through decoded values.
-    fn accept(&mut self, index: usize, raw: &[u8], schema: &[TableColumn]) -> Result<()> {
+    fn accept(&mut self, index: usize, raw: &[u8]) -> Result<()> {
         if let Some(record) = FlatRecord::parse(raw) {
             let start = self.text.len();
-            if let Some(time) = self
-                .shapes
-                .stage(&record, schema, &mut self.columns, &mut self.text)
-            {
+            if let Some(time) = self.shapes.stage(&record, &mut self.columns, &mut self.text) {
                 self.rows.push((time, self.text.len()));
                 self.bytes += self.text.len() - start;
                 return Ok(());
             }
         }
-        self.accept_value(index, records::decode_record(index, raw)?, schema);
+        self.accept_value(index, records::decode_record(index, raw)?);
         Ok(())
     }
 
@@ -586,15 +565,16 @@ impl DecodedPart {
         })
     }
 
-    fn accept_value(&mut self, index: usize, value: rmpv::Value, schema: &[TableColumn]) {
+    /// Takes a record that is not flat. Its values are staged whatever their columns' types: TD
+    /// is schema-on-read and applies a column's type when the column is read
+    /// (`records::ColumnRead`), so only a record that is no row (not a map, no integer `time`)
+    /// is an error record.
+    fn accept_value(&mut self, index: usize, value: rmpv::Value) {
         if !looks_like_record(&value) {
             self.reject(encode(&value));
             return;
         }
         match records::to_row(index, value) {
-            Ok(row) if !records::fits_schema(&row.record, schema) => {
-                self.reject(encode(&records::json_to_msgpack(&Value::Object(row.record))));
-            }
             Ok(row) => {
                 records::extend_schema(&mut self.columns, &row.record);
                 let text = serde_json::to_string(&row.record).expect("a JSON map always serializes");
@@ -647,20 +627,19 @@ fn encode(value: &rmpv::Value) -> Vec<u8> {
     bytes
 }
 
-/// Decodes a part's `inflated` bytes against the target table's `schema`, handing `send` a
-/// batch at a time (it answers with an empty batch to fill next); a part that is not gzip'd
-/// msgpack as a whole, inflates past the part limit or holds a record
-/// over the record limits is an error part (Err), whatever batches were sent before.
+/// Decodes a part's `inflated` bytes, handing `send` a batch at a time (it answers with an empty
+/// batch to fill next); a part that is not gzip'd msgpack as a whole, inflates past the part
+/// limit or holds a record over the record limits is an error part (Err), whatever batches were
+/// sent before.
 fn decode_part(
     inflated: impl std::io::Read,
-    schema: &[TableColumn],
     limits: &Limits,
     mut send: impl FnMut(DecodedPart) -> Result<DecodedPart>,
 ) -> Result<()> {
     let mut batch = DecodedPart::default();
     let inflated = Capped::new(inflated, limits.part_inflated_bytes);
     records::read_records(inflated, limits.record, |index, raw| {
-        batch.accept(index, raw, schema)?;
+        batch.accept(index, raw)?;
         if batch.is_full() {
             let full = std::mem::take(&mut batch);
             batch = send(full)?;
@@ -846,9 +825,9 @@ mod tests {
     fn an_emptied_batch_holds_nothing_of_the_last_but_its_room() {
         let mut batch = DecodedPart::default();
         for i in 0..100 {
-            batch.accept(i, &record(i as i64, "a"), &[]).unwrap();
+            batch.accept(i, &record(i as i64, "a")).unwrap();
         }
-        batch.accept(100, &encode(&rmpv::Value::from(7)), &[]).unwrap();
+        batch.accept(100, &encode(&rmpv::Value::from(7))).unwrap();
         assert_eq!(
             (batch.rows.len(), batch.errors.len(), batch.columns.len()),
             (100, 1, 1)
@@ -860,7 +839,7 @@ mod tests {
         assert_eq!((again.columns.len(), again.bytes), (0, 0));
         assert_eq!(again.text.capacity(), room);
         // The shape seen before is looked at afresh: its columns are reported again.
-        again.accept(0, &record(5, "a"), &[]).unwrap();
+        again.accept(0, &record(5, "a")).unwrap();
         assert_eq!(again.columns.len(), 1);
         assert_eq!(
             again.staged().collect::<Vec<_>>(),

@@ -8,6 +8,7 @@ use td_model::schema::{parse_table_schema, table_schema_json, TableColumn};
 
 use crate::error::{Error, Result};
 use crate::lag::{self, CountLag};
+use crate::records::read_by_schema;
 use crate::segments;
 use crate::store::now;
 
@@ -73,6 +74,14 @@ fn find_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Resu
 pub fn table_id(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<i64> {
     find_table(conn, account_id, db, table)?
         .ok_or_else(|| Error::not_found(format!("table '{db}.{table}' does not exist")))
+}
+
+/// Whether `db.table` exists (false when the database does not).
+pub fn table_exists(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<bool> {
+    if find_database(conn, account_id, db)?.is_none() {
+        return Ok(false);
+    }
+    Ok(find_table(conn, account_id, db, table)?.is_some())
 }
 
 /// Creates a database if it does not exist; returns its id.
@@ -217,9 +226,14 @@ pub fn create_table(conn: &Connection, account_id: i64, db: &str, table: &str, k
     }
     check_name("table", table)?;
     if !insert_table(conn, account_id, db, table)? {
-        return Err(Error::conflict(format!("table '{db}.{table}' already exists")));
+        return Err(table_exists_error(db, table));
     }
     Ok(())
+}
+
+/// The Conflict a create of an existing table answers.
+pub fn table_exists_error(db: &str, table: &str) -> Error {
+    Error::conflict(format!("table '{db}.{table}' already exists"))
 }
 
 /// Removes a table with its rows and import ids.
@@ -376,15 +390,43 @@ pub fn set_table_schema(conn: &Connection, table_id: i64, columns: &[TableColumn
     Ok(())
 }
 
-/// Reads a schema a caller sends (`update-schema`, `append-schema`); a name given twice is
-/// refused.
+/// The record key a schema column reads: element 0 of its `[key, type, alias]` tuple (td-model's
+/// `TableColumn::name`).
+///
+/// TD's tuple is `[key, type, alias]`: td-client-java's `TDColumn.parseTuple` reads
+/// `// [ key, type, name ]` as `new TDColumn(tuple[2], type, tuple[0].getBytes())` (name from
+/// element 2, the physical key from element 0), and its live test `TestTDClient.tableOperation`
+/// round-trips key "int_col_key_name" under the column name "int_col"; td-client-python's
+/// `table_api.update_schema` documents `'[["sep_len", "long", "sep_len"], ...]'`. A 2-element
+/// `[key, type]` is its own alias.
+pub fn column_key(column: &TableColumn) -> &str {
+    &column.name
+}
+
+/// The name SQL knows a schema column by: element 2 of its `[key, type, alias]` tuple (td-model's
+/// `TableColumn::alias`), else its key. See [`column_key`].
+pub fn column_name(column: &TableColumn) -> &str {
+    column.alias.as_deref().unwrap_or(&column.name)
+}
+
+/// Whether `schema` already has a column for the record key `key`: one reading it, or one SQL
+/// knows by that name (a column added for the key would repeat that name). Keys that have one
+/// add no column when rows bring them.
+pub fn has_column_for(schema: &[TableColumn], key: &str) -> bool {
+    schema
+        .iter()
+        .any(|c| column_key(c) == key || column_name(c) == key)
+}
+
+/// Reads a schema a caller sends (`update-schema`, `append-schema`); a column name (alias) given
+/// twice is refused.
 pub fn parse_schema_param(text: &str) -> Result<Vec<TableColumn>> {
     let columns = parse_table_schema(text)?;
     for (i, column) in columns.iter().enumerate() {
-        if columns[..i].iter().any(|c| c.name == column.name) {
+        if columns[..i].iter().any(|c| column_name(c) == column_name(column)) {
             return Err(Error::invalid(format!(
                 "column '{}' appears twice in the schema",
-                column.name
+                column_name(column)
             )));
         }
     }
@@ -416,17 +458,22 @@ pub fn append_schema(
     set_table_schema(conn, id, &columns)
 }
 
-/// Appends to `schema` the columns of `new` it lacks, keeping existing columns' types.
+/// Appends to `schema` the columns of `new` it lacks, keeping existing columns' types: a column
+/// is there when one has its name or reads its key (the key's values already have a column).
 pub fn merge_columns(schema: &mut Vec<TableColumn>, new: impl IntoIterator<Item = TableColumn>) {
     for column in new {
-        if !schema.iter().any(|c| c.name == column.name) {
+        let there = schema
+            .iter()
+            .any(|c| column_name(c) == column_name(&column) || column_key(c) == column_key(&column));
+        if !there {
             schema.push(column);
         }
     }
 }
 
-/// The newest `count` records (JSON text), newest first: by `time`, then the latest written.
-/// Every row is looked at; `count` of them are held.
+/// The newest `count` records (JSON text), newest first: by `time`, then the latest written,
+/// each value a schema column reads as the column reads it (`records::read_by_schema`: TD applies
+/// a column's type when it is read). Every row is looked at; `count` of them are held.
 pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i64) -> Result<Vec<String>> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
@@ -449,11 +496,19 @@ pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i6
         kept.push(Reverse((time, place, text.to_string())));
         Ok(())
     })?;
-    Ok(kept
-        .into_sorted_vec()
+    let schema = table_schema(conn, id)?;
+    kept.into_sorted_vec()
         .into_iter()
-        .map(|Reverse((_, _, text))| text)
-        .collect())
+        .map(|Reverse((_, _, text))| {
+            if schema.is_empty() {
+                return Ok(text);
+            }
+            let record = serde_json::from_str(&text)
+                .map_err(|e| Error::internal(format!("a stored record is not a JSON map: {e}")))?;
+            serde_json::to_string(&read_by_schema(record, &schema))
+                .map_err(|e| Error::internal(e.to_string()))
+        })
+        .collect()
 }
 
 /// The names of a database's tables, sorted.

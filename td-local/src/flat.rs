@@ -2,9 +2,10 @@
 //! values. Such a record is read in place and written as stored JSON directly, without
 //! building `rmpv` and `serde_json` values in between: the same text and time as the general
 //! path (`records::to_row` and friends) gives, which a property test holds them to, under the
-//! same type rules (`records::Kind`). Anything else goes the general way: a record that is not
-//! flat (nested values, ext, non-text keys), and one whose shape is not staged here (a key given
-//! twice, no integer `time`, a value its column's type does not take).
+//! same rules (`records::Kind` gives new columns their types). Anything else goes the general
+//! way: a record that is not flat (nested values, ext, non-text keys), and one whose shape is not
+//! staged here (a key given twice, no integer `time`). A value whatever its column's type is
+//! staged: TD applies the type when the column is read (`records::ColumnRead`).
 
 use rmp::Marker;
 use td_model::schema::TableColumn;
@@ -91,8 +92,7 @@ impl<'a> FlatRecord<'a> {
 struct Shape {
     keys: Vec<Box<str>>,
     tags: Vec<u8>,
-    /// None: not staged here (no integer `time`, a key given twice, a value its column's type
-    /// does not take); the general path decides.
+    /// None: not staged here (no integer `time`, a key given twice); the general path decides.
     stored: Option<Stored>,
 }
 
@@ -106,27 +106,17 @@ struct Stored {
 }
 
 impl Shape {
-    fn of(record: &FlatRecord, schema: &[TableColumn], columns: &mut Vec<TableColumn>) -> Shape {
+    fn of(record: &FlatRecord, columns: &mut Vec<TableColumn>) -> Shape {
         let keys = record.entries.iter().map(|(k, _)| Box::from(*k)).collect();
         let tags = record.entries.iter().map(|(_, v)| v.tag()).collect();
         let kinds: Vec<Kind> = record.entries.iter().map(|(_, v)| v.kind()).collect();
         let mut order: Vec<usize> = (0..record.entries.len()).collect();
         order.sort_by_key(|&i| record.entries[i].0);
         let key = |i: usize| record.entries[i].0;
-        let kind_of = |name: &str| {
-            order
-                .binary_search_by(|&i| key(i).cmp(name))
-                .ok()
-                .map(|at| kinds[order[at]])
-        };
         let time = order.iter().copied().find(|&i| key(i) == "time");
         let once = order.windows(2).all(|w| key(w[0]) != key(w[1]));
         let stored = match time {
-            Some(time)
-                if once
-                    && matches!(record.entries[time].1, Scalar::Int(_))
-                    && records::fits_schema_by(schema, kind_of) =>
-            {
+            Some(time) if once && matches!(record.entries[time].1, Scalar::Int(_)) => {
                 records::extend_schema_by(columns, order.iter().map(|&i| (key(i), kinds[i])));
                 let order = order
                     .iter()
@@ -166,12 +156,11 @@ impl Shapes {
     const KEPT: usize = 8;
 
     /// Appends `record`'s stored JSON text to `out` and returns its `time`, adding the columns
-    /// its shape brings to `columns` (against `schema`, the target's; the same for every call).
-    /// None, with nothing written, when the general path must decide.
+    /// its shape brings to `columns`. None, with nothing written, when the general path must
+    /// decide.
     pub fn stage(
         &mut self,
         record: &FlatRecord,
-        schema: &[TableColumn],
         columns: &mut Vec<TableColumn>,
         out: &mut String,
     ) -> Option<i64> {
@@ -179,7 +168,7 @@ impl Shapes {
             Some(at) => at,
             None => {
                 self.seen.truncate(Self::KEPT - 1);
-                self.seen.push(Shape::of(record, schema, columns));
+                self.seen.push(Shape::of(record, columns));
                 self.seen.len() - 1
             }
         };
@@ -393,7 +382,8 @@ mod tests {
         out
     }
 
-    fn schema() -> impl Strategy<Value = Vec<TableColumn>> {
+    /// Columns a batch has found already (with the types and aliases a schema may give them).
+    fn columns() -> impl Strategy<Value = Vec<TableColumn>> {
         let ty = prop_oneof![
             Just("long"),
             Just("int"),
@@ -403,13 +393,19 @@ mod tests {
             Just("array<string>"),
             Just("map<string,string>"),
         ];
-        proptest::collection::vec((key(), ty), 0..4)
-            .prop_map(|cols| cols.into_iter().map(|(k, t)| TableColumn::new(k, t)).collect())
+        proptest::collection::vec((key(), ty, proptest::option::of(key())), 0..4).prop_map(|cols| {
+            cols.into_iter()
+                .map(|(k, t, alias)| TableColumn {
+                    alias,
+                    ..TableColumn::new(k, t)
+                })
+                .collect()
+        })
     }
 
     /// What the general path makes of a record: its time and stored JSON, or None when it is
-    /// not a row that fits `schema`; and the columns it adds to `columns` when it is.
-    fn general(raw: &[u8], schema: &[TableColumn], columns: &mut Vec<TableColumn>) -> Option<(i64, String)> {
+    /// not a row; and the columns it adds to `columns` when it is.
+    fn general(raw: &[u8], columns: &mut Vec<TableColumn>) -> Option<(i64, String)> {
         let value = records::decode_record(0, raw).unwrap();
         let has_time = value.as_map().is_some_and(|m| {
             m.iter()
@@ -419,22 +415,14 @@ mod tests {
             return None;
         }
         let row = records::to_row(0, value).ok()?;
-        if !records::fits_schema(&row.record, schema) {
-            return None;
-        }
         records::extend_schema(columns, &row.record);
         Some((row.time, serde_json::to_string(&row.record).unwrap()))
     }
 
-    fn fast(
-        shapes: &mut Shapes,
-        raw: &[u8],
-        schema: &[TableColumn],
-        columns: &mut Vec<TableColumn>,
-    ) -> Option<(i64, String)> {
+    fn fast(shapes: &mut Shapes, raw: &[u8], columns: &mut Vec<TableColumn>) -> Option<(i64, String)> {
         let record = FlatRecord::parse(raw)?;
         let mut json = String::new();
-        let time = shapes.stage(&record, schema, columns, &mut json);
+        let time = shapes.stage(&record, columns, &mut json);
         assert!(
             time.is_some() || json.is_empty(),
             "a record left to the general path was written"
@@ -451,7 +439,7 @@ mod tests {
         #[test]
         fn a_flat_record_reads_as_the_general_path_reads_it(
             entries in proptest::collection::vec((key(), raw_value()), 0..7),
-            schema in schema(),
+            columns in columns(),
         ) {
             let raw = encode(&entries);
             let flat_shaped = !entries.iter().any(|(_, v)| matches!(v, Raw::Nested));
@@ -459,15 +447,15 @@ mod tests {
             if !flat_shaped {
                 return Ok(());
             }
-            let (mut fast_columns, mut general_columns) = (schema.clone(), schema.clone());
-            let staged = fast(&mut Shapes::default(), &raw, &schema, &mut fast_columns);
+            let (mut fast_columns, mut general_columns) = (columns.clone(), columns.clone());
+            let staged = fast(&mut Shapes::default(), &raw, &mut fast_columns);
             let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
             let given_twice = keys.iter().enumerate().any(|(i, k)| keys[..i].contains(k));
             let expected = if given_twice {
                 // The general path decides (it keeps the reason of an ambiguous `time`).
                 None
             } else {
-                general(&raw, &schema, &mut general_columns)
+                general(&raw, &mut general_columns)
             };
             prop_assert_eq!(staged, expected);
             prop_assert_eq!(fast_columns, general_columns);
@@ -479,17 +467,17 @@ mod tests {
         fn records_of_shapes_seen_before_read_as_they_would_alone(
             keys in proptest::collection::vec(key(), 0..5),
             values in proptest::collection::vec(proptest::collection::vec(raw_value(), 5), 1..24),
-            schema in schema(),
+            columns in columns(),
         ) {
             let mut shapes = Shapes::default();
-            let (mut fast_columns, mut general_columns) = (schema.clone(), schema.clone());
+            let (mut fast_columns, mut general_columns) = (columns.clone(), columns.clone());
             for row in &values {
                 let entries: Vec<(String, Raw)> = keys.iter().cloned().zip(row.iter().cloned()).collect();
                 let raw = encode(&entries);
                 let alone = FlatRecord::parse(&raw).and_then(|_| {
-                    fast(&mut Shapes::default(), &raw, &schema, &mut general_columns)
+                    fast(&mut Shapes::default(), &raw, &mut general_columns)
                 });
-                let shared = FlatRecord::parse(&raw).and_then(|_| fast(&mut shapes, &raw, &schema, &mut fast_columns));
+                let shared = FlatRecord::parse(&raw).and_then(|_| fast(&mut shapes, &raw, &mut fast_columns));
                 prop_assert_eq!(shared, alone);
             }
             prop_assert_eq!(fast_columns, general_columns);

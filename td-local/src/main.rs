@@ -38,7 +38,7 @@ enum Command {
         admin: bool,
         /// Seconds a table's count lags a bulk-import commit, rename or swap, as TD's counts
         /// lag (drawn between 1x and 1.5x; rows are visible to queries at once); 0 for exact.
-        #[arg(long, default_value_t = 2.0, value_name = "SECONDS", value_parser = lag_seconds)]
+        #[arg(long, default_value_t = 2.0, value_name = "SECONDS", value_parser = lag_seconds, allow_negative_numbers = true)]
         count_lag: f64,
     },
     /// Run one query on a data directory (no server needed; a server may be serving it) and

@@ -347,7 +347,9 @@ fn target_schema(existing: Vec<TableColumn>, columns: &[ResultColumn], mode: Mod
         existing
     };
     for column in columns {
-        if is_reserved_column(&column.name) || schema.iter().any(|c| c.name == column.name) {
+        // Rows are written under the result's column names: a name a column already reads (or
+        // is named by) adds none.
+        if is_reserved_column(&column.name) || catalog::has_column_for(&schema, &column.name) {
             continue;
         }
         schema.push(TableColumn::new(&column.name, td_type(&column.result_type)));

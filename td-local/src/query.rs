@@ -35,7 +35,9 @@ use rusqlite::{params, Connection, InterruptHandle, OpenFlags};
 
 use td_model::schema::{parse_table_schema, TableColumn};
 
+use crate::catalog::{column_key, column_name};
 use crate::jobs::Outcome;
+use crate::records::ColumnRead;
 use crate::store::Store;
 
 pub use sql::is_plain_identifier;
@@ -264,7 +266,7 @@ impl Engine {
                 table
                     .columns
                     .iter()
-                    .find(|c| c.alias.as_deref().unwrap_or(&c.name).eq_ignore_ascii_case(&name))
+                    .find(|c| column_name(c).eq_ignore_ascii_case(&name))
                     .map(|c| presto_of_td_type(&c.td_type))
             };
             match (found, ty) {
@@ -297,19 +299,21 @@ impl Engine {
 
     /// Makes view `view` of `table`: `time`, then its columns under their SQL names (a column
     /// whose name repeats one before it, ignoring case, is left out), read by the table's
-    /// virtual table (`rows`), which is made once whatever the views of it.
+    /// virtual table (`rows`), which is made once whatever the views of it. A column is named
+    /// by its alias and reads the values stored under its key (`catalog::column_key`), as its
+    /// TD type reads them (`records::ColumnRead`).
     fn create_view(&self, view: &str, table: &TdTable) -> Result<(), QueryError> {
         let rows_table = format!("td_local_rows_{}", table.id);
         let mut keys = Vec::new();
         let mut select = vec!["time AS time".to_string()];
         let mut seen = BTreeSet::from(["time".to_string()]);
         for column in &table.columns {
-            let sql_name = column.alias.as_deref().unwrap_or(&column.name);
+            let sql_name = column_name(column);
             if !seen.insert(sql_name.to_lowercase()) {
                 continue;
             }
             select.push(format!("c{} AS {}", keys.len(), sql::quote_ident(sql_name)));
-            keys.push(column.name.clone());
+            keys.push((column_key(column).to_string(), ColumnRead::of(&column.td_type)));
         }
         let exists: bool = self.conn.query_row(
             "SELECT COUNT(*) > 0 FROM temp.sqlite_master WHERE name = ?1",

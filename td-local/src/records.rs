@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 use td_model::name::is_reserved_column;
 use td_model::schema::TableColumn;
 
-use crate::catalog::{set_table_schema, table_schema};
+use crate::catalog::{column_key, has_column_for, set_table_schema, table_schema};
 use crate::error::{Error, Result};
 use crate::limits::RecordLimits;
 use crate::segments::{self, Owner, Segment};
@@ -396,8 +396,9 @@ pub fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
     Ok(Row { time, record })
 }
 
-/// What kind of value a record holds under a key: all that TD's type rules below look at, so
-/// that decoded JSON values and flat records (`flat`) are held to the same rules.
+/// What kind of value a record holds under a key: all that the type rules below look at (the
+/// type a new column gets, how a column reads a value), so that decoded JSON values, flat records
+/// (`flat`) and stored JSON text (`query::rows`) are held to the same rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Null,
@@ -425,21 +426,6 @@ impl Kind {
         }
     }
 
-    /// Whether a value of this kind fits a column of TD type `td_type`: a `long`/`int` column
-    /// takes integers, `double`/`float` numbers, `array<…>` arrays, `map<…>` maps; NULL fits
-    /// every column, and `string` columns take anything.
-    fn fits(self, td_type: &str) -> bool {
-        let ty = td_type.trim();
-        match ty {
-            _ if self == Kind::Null => true,
-            "long" | "int" => self == Kind::Integer,
-            "double" | "float" => matches!(self, Kind::Integer | Kind::Float),
-            _ if ty.starts_with("array<") => self == Kind::Array,
-            _ if ty.starts_with("map<") => self == Kind::Map,
-            _ => true,
-        }
-    }
-
     /// The TD type a value of this kind suggests when a new column is first seen (None for null).
     fn guess_type(self) -> Option<&'static str> {
         match self {
@@ -454,22 +440,98 @@ impl Kind {
     }
 }
 
-/// Whether every value of `record` fits the type its column has in the table's schema
-/// ([`Kind::fits`]). What TD's perform does with a value that does not fit is unconfirmed
-/// (embulk-output-td's `stop_on_invalid_record` shows TD counts invalid records as error records
-/// and skips them, but names no type rule); td-local rejects such a record as an error record,
-/// so a client that checks `error_records` (embulk-output-td, the operator) stops before commit.
-pub fn fits_schema(record: &Map<String, Value>, schema: &[TableColumn]) -> bool {
-    fits_schema_by(schema, |key| record.get(key).map(Kind::of))
+/// How a column of a TD type reads the value stored under its key. TD is schema-on-read: it
+/// stores what was imported ("store-first, then schema-later",
+/// https://docs.treasuredata.com/articles/schema) and applies a column's type when the column is
+/// read, so a bulk import takes a value whatever its column's type (no error record), and
+/// embulk-output-td converts values to the column types on the client side because TD does not
+/// (https://github.com/treasure-data/embulk-output-td/pull/100). What a value of another type
+/// reads as is not stated by any public source. Assumed: NULL, the harsher reading: the row is
+/// counted valid and the value is silently lost. Except where the value converts without loss,
+/// as Presto/Hive would read it: an integer in a `double` column reads as that number (3 as 3.0:
+/// integers fit doubles), and a number in a `string` column as its text (3 as "3", 1.5 as "1.5":
+/// the number as imported, written as JSON writes it), as a varchar column shows a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnRead {
+    /// `long`, `int`: integers in i64's range.
+    Long,
+    /// `double`, `float`: numbers.
+    Double,
+    /// `string`: text, and every other value as td-local shows it (a number as its text, a
+    /// boolean as "true"/"false", an array or map as its JSON, bytes as bytes).
+    String,
+    /// `array<…>`: arrays (as their JSON text).
+    Array,
+    /// `map<…>`: maps (as their JSON text).
+    Map,
 }
 
-/// [`fits_schema`] for a record read some other way: `kind` gives the kind of its value under a
-/// key (None when it has none; a column the record lacks fits).
-pub fn fits_schema_by(schema: &[TableColumn], kind: impl Fn(&str) -> Option<Kind>) -> bool {
-    schema.iter().all(|column| {
-        let key = column.alias.as_deref().unwrap_or(&column.name);
-        kind(key).is_none_or(|kind| kind.fits(&column.td_type))
-    })
+/// What a column makes of one stored value (see [`ColumnRead::reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAs {
+    Null,
+    /// An integer (NULL past i64).
+    Integer,
+    /// A number, as a double.
+    Real,
+    /// A number, as its JSON text.
+    NumberText,
+    /// The value as td-local reads a value of its kind.
+    AsStored,
+}
+
+impl ColumnRead {
+    /// How a column of TD type `td_type` reads its values (`string` for a type td-model does not
+    /// know, which a stored schema never has).
+    pub fn of(td_type: &str) -> ColumnRead {
+        let ty = td_type.trim();
+        match ty {
+            "long" | "int" => ColumnRead::Long,
+            "double" | "float" => ColumnRead::Double,
+            _ if ty.starts_with("array<") => ColumnRead::Array,
+            _ if ty.starts_with("map<") => ColumnRead::Map,
+            _ => ColumnRead::String,
+        }
+    }
+
+    /// What this column makes of a stored value of kind `kind`.
+    pub fn reads(self, kind: Kind) -> ReadAs {
+        match (self, kind) {
+            (_, Kind::Null) => ReadAs::Null,
+            (ColumnRead::Long, Kind::Integer) => ReadAs::Integer,
+            (ColumnRead::Double, Kind::Integer | Kind::Float) => ReadAs::Real,
+            (ColumnRead::String, Kind::Integer | Kind::Float) => ReadAs::NumberText,
+            (ColumnRead::String, _) => ReadAs::AsStored,
+            (ColumnRead::Array, Kind::Array) | (ColumnRead::Map, Kind::Map) => ReadAs::AsStored,
+            _ => ReadAs::Null,
+        }
+    }
+
+    /// `value`, a stored JSON value, as this column reads it (for `tail`; queries read the stored
+    /// text directly, `query::rows`, under the same [`ColumnRead::reads`]).
+    pub fn read(self, value: Value) -> Value {
+        match self.reads(Kind::of(&value)) {
+            ReadAs::Null => Value::Null,
+            ReadAs::Integer => value.as_i64().map_or(Value::Null, Value::from),
+            ReadAs::Real => value
+                .as_f64()
+                .and_then(Number::from_f64)
+                .map_or(Value::Null, Value::Number),
+            ReadAs::NumberText => Value::String(value.to_string()),
+            ReadAs::AsStored => value,
+        }
+    }
+}
+
+/// `record`, a stored row, with each value a schema column reads as that column reads it (the
+/// first column reading a key decides); keys no column reads are left as they are.
+pub fn read_by_schema(mut record: Map<String, Value>, schema: &[TableColumn]) -> Map<String, Value> {
+    for (key, value) in record.iter_mut() {
+        if let Some(column) = schema.iter().find(|c| column_key(c) == key) {
+            *value = ColumnRead::of(&column.td_type).read(std::mem::take(value));
+        }
+    }
+    record
 }
 
 /// Appends rows to a table and extends its schema with columns seen for the first time, as TD
@@ -511,7 +573,7 @@ pub fn extend_schema_by<'k>(
     entries: impl IntoIterator<Item = (&'k str, Kind)>,
 ) {
     for (key, kind) in entries {
-        if is_reserved_column(key) || schema.iter().any(|c| c.name == key) {
+        if is_reserved_column(key) || has_column_for(schema, key) {
             continue;
         }
         if let Some(ty) = kind.guess_type() {

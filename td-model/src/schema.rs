@@ -49,13 +49,15 @@ pub fn parse_result_schema(text: &str) -> Result<Vec<ResultColumn>, SchemaError>
         .collect()
 }
 
-/// A column of a table schema.
+/// A column of a table schema: TD's tuple `[key, type(, alias)]` (td-client-java's
+/// `TDColumn.parseTuple`; docs/td-semantics.md, "the schema tuple").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableColumn {
+    /// The key the column reads in the stored records (the tuple's first element).
     pub name: String,
     /// A TD column type: long, double, string, array<…>, map<…>.
     pub td_type: String,
-    /// The key the column reads in the stored records, when it differs from `name`.
+    /// The column's SQL name, when it differs from its key (the tuple's third element).
     pub alias: Option<String>,
 }
 

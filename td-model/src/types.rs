@@ -63,9 +63,54 @@ pub fn is_column_type(td_type: &str) -> bool {
         || (ty.starts_with("map<") && ty.ends_with('>'))
 }
 
+/// Whether values written as TD type `written` read as NULL from a column of TD type `column`.
+/// TD stores what a bulk import brings and applies the column's type when it reads
+/// (schema-on-read; docs/td-semantics.md, "mistyped values"): a value that does not fit reads as
+/// NULL. Integers fit a `double` column, anything reads as text from a `string` column (an
+/// assumption: Presto casts to varchar), and an array (map) reads from any array (map) column —
+/// the element types are not compared, as td-local reads them; every other difference loses the
+/// values.
+pub fn reads_as_null(written: &str, column: &str) -> bool {
+    let kind = |t: &str| match t.trim().to_ascii_lowercase().as_str() {
+        "int" | "long" => "long".to_string(),
+        "float" | "double" => "double".to_string(),
+        other => other.split('<').next().unwrap_or(other).trim().to_string(),
+    };
+    let (written, column) = (kind(written), kind(column));
+    !(written == column || column == "string" || (written == "long" && column == "double"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_that_do_not_fit_the_columns_type_read_as_null() {
+        for (written, column) in [
+            ("string", "long"),
+            ("double", "long"),
+            ("string", "double"),
+            ("long", "array<string>"),
+            ("array<long>", "long"),
+            ("map<string,long>", "array<long>"),
+            ("double", "map<string,long>"),
+        ] {
+            assert!(reads_as_null(written, column), "{written} into {column}");
+        }
+        for (written, column) in [
+            ("long", "long"),
+            ("long", "int"),
+            ("long", "double"),
+            ("double", "float"),
+            ("long", "string"),
+            ("array<long>", "string"),
+            ("array<long>", "array<long>"),
+            ("array<long>", "array<string>"),
+            ("map<string, long>", "map<string,double>"),
+        ] {
+            assert!(!reads_as_null(written, column), "{written} into {column}");
+        }
+    }
 
     #[test]
     fn result_types_map_to_td_types() {

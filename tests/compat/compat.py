@@ -206,6 +206,38 @@ def check_bulk_import():
     td.delete_database(db)
 
 
+def check_schema_tuples_and_mistyped_values():
+    """A schema tuple is [key, type, alias] (td-client-python's update_schema docstring): SQL knows
+    the column by its alias and reads the values stored under its key. TD is schema-on-read: a
+    bulk import counts a value of another type than its column's as valid, and it reads NULL."""
+    td = client()
+    db = fresh_database(td, "compat_schema")
+    td.create_log_table(db, "typed")
+    schema = [["n_key", "long", "n"], ["d", "double"], ["s", "string"]]
+    assert td.update_schema(db, "typed", schema) is True
+    assert [list(c) for c in td.table(db, "typed").schema] == schema, td.table(db, "typed").schema
+    name = unique("session")
+    session = td.create_bulk_import(name, db, "typed")
+    records = [
+        {"time": 1700000000, "n_key": 5, "d": 3, "s": 7},
+        {"time": 1700000001, "n_key": "abc", "d": "x", "s": "t"},
+    ]
+    body = gzip_msgpack(records)
+    session.upload_part("p1", body, len(body))
+    assert session.freeze() is True
+    job = session.perform(wait=True, **WAIT)
+    assert job.success(), f"perform job {job.id}: {job.status()}"
+    assert (session.valid_records, session.error_records) == (2, 0), (session.valid_records, session.error_records)
+    assert session.commit(wait=True, **WAIT) is True
+    assert [list(c) for c in td.table(db, "typed").schema] == schema, "the import added no column"
+    job = td.query(db, "SELECT n, d, s FROM typed ORDER BY time", type="presto")
+    job.wait(**WAIT)
+    assert job.success(), f"job {job.id} ended {job.status()}: {job.debug}"
+    assert td.job_result(job.id) == [[5, 3.0, "7"], [None, None, "t"]], td.job_result(job.id)
+    assert session.delete() is True
+    td.delete_database(db)
+
+
 def check_query_results():
     td = client()
     job = run_query(td, GROUP_BY_CODE)
@@ -295,6 +327,12 @@ def check_error_classes():
     assert "write-only" in str(e), str(e)
     expect_error(errors.ForbiddenError, write_only.create_database, unique("refused"))
     expect_error(errors.ForbiddenError, write_only.delete_table, db, "tbl")
+    expect_error(errors.ForbiddenError, write_only.tables, db)  # table/list (treasure-data/td #38)
+    # The calls embulk-output-td makes with a write-only key (its PRs #64, #65): table/show, and a
+    # create of a table that exists, whose 409 it ignores.
+    assert get_json(write_only, f"/v3/table/show/{db}/tbl")["name"] == "tbl"
+    expect_error(errors.AlreadyExistsError, write_only.create_log_table, db, "tbl")
+    expect_error(errors.ForbiddenError, write_only.create_log_table, db, "new_tbl")
     # Another account does not see this one's databases.
     expect_error(errors.NotFoundError, client(OTHER_MASTER).tables, db)
     assert [t.name for t in td.tables(db)] == ["tbl"], "refused calls changed nothing"
@@ -352,6 +390,7 @@ CHECKS = [
     check_tables,
     check_import_data,
     check_bulk_import,
+    check_schema_tuples_and_mistyped_values,
     check_query_results,
     check_download_job_result,
     check_query_with_result_url,

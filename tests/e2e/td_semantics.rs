@@ -572,3 +572,285 @@ fn r5_r17_a_replace_waiter_never_discards_a_slow_owners_session() {
     fx.assert_rows("slow_owner", &fx.expected, "exactly the new rows");
     assert!(fx.temp_tables().is_empty(), "{:?}", fx.temp_tables());
 }
+
+/// An append into a table whose columns would read the result's values as NULL (TD stores them
+/// and NULLs them silently) stops before a row moves: exit 2, no session, no part, every column
+/// named with both types and the fix.
+#[test]
+fn a_schema_conflict_stops_an_append_with_exit_2_before_any_upload() {
+    let fx = ExportFixture::new(2_000, 46);
+    let inspect = fx.td.server.inspect();
+    inspect.create_table(2, TARGET_DB, "typed").unwrap();
+    inspect
+        .set_schema(
+            2,
+            TARGET_DB,
+            "typed",
+            r#"[["name","long"],["score","long"],["id","double"]]"#,
+        )
+        .unwrap();
+    fx.td.clear_requests();
+    let out = fx.run_spec(&fx.spec("append", "typed"));
+    out.expect_exit(2, "schema conflict");
+    let message = out.error_message();
+    for needle in [
+        "`name` is long in the table but string (varchar)",
+        "`score` is long in the table but double (double)",
+        "CAST(",
+        "on_schema_conflict: write",
+    ] {
+        assert!(message.contains(needle), "{needle:?} missing from: {message}");
+    }
+    assert!(
+        !message.contains("`id`"),
+        "long into double reads fine: {message}"
+    );
+    assert_eq!(fx.status()["error"]["class"], "SchemaConflict");
+    assert_eq!(
+        calls(&fx, "PUT", "/v3/bulk_import/upload_part/"),
+        0,
+        "zero uploads"
+    );
+    assert_eq!(calls(&fx, "POST", "/v3/bulk_import/create/"), 0, "no session");
+    assert!(fx.rows_of("typed").is_empty());
+
+    // Told to write anyway, it writes every row (TD reads the mistyped values as NULL).
+    let spec = fx.spec_with(
+        "append",
+        "typed",
+        "result_settings: {on_schema_conflict: write}\n",
+    );
+    fx.run_spec(&spec).expect_exit(0, "on_schema_conflict: write");
+    assert_eq!(fx.rows_of("typed").len(), 2_000);
+}
+
+/// A replace rewrites the schema, so a type change is no conflict there.
+#[test]
+fn a_replace_changes_column_types_without_a_conflict() {
+    let fx = ExportFixture::new(500, 47);
+    let inspect = fx.td.server.inspect();
+    inspect.create_table(2, TARGET_DB, "retyped").unwrap();
+    inspect
+        .set_schema(2, TARGET_DB, "retyped", r#"[["name","long"]]"#)
+        .unwrap();
+    fx.run_spec(&fx.spec("replace", "retyped"))
+        .expect_exit(0, "replace");
+    fx.assert_rows("retyped", &fx.expected, "replace");
+}
+
+/// An empty result sends no session: append makes the table (with the result's columns) and
+/// reports 0 rows; replace empties the target in one rename.
+#[test]
+fn an_empty_result_sends_no_session_and_makes_or_empties_the_target() {
+    let td = TdLocalRun::start();
+    td.insert(1, "srcdb", "events", &source_records(10, 48));
+    let job = td.successful_job(
+        1,
+        "srcdb",
+        "SELECT id, name, score, time FROM events WHERE id < 0",
+    );
+    td.create_database(2, TARGET_DB);
+    let fx = ExportFixture::with_job(td, job, Vec::new());
+    fill_with_old_rows(&fx, "emptied", 40);
+    fx.td.clear_requests();
+    for (mode, table) in [("append", "made_empty"), ("replace", "emptied")] {
+        let out = fx.run_spec(&fx.spec(mode, table));
+        out.expect_exit(0, mode);
+        let doc = fx.status();
+        assert_eq!(doc["export"]["rows"], 0, "{mode}: {doc:#}");
+        assert_eq!(doc["export"]["already_done"], false, "{mode}");
+        assert_eq!(doc["export"]["verification"]["num_records"], 0, "{mode}: {doc:#}");
+        assert!(
+            fx.td.tables(2, TARGET_DB).contains(&table.to_string()),
+            "{mode}: the target exists"
+        );
+        assert!(fx.rows_of(table).is_empty(), "{mode}: the target is empty");
+        let columns: Vec<String> = fx
+            .td
+            .schema(2, TARGET_DB, table)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[0].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(columns, ["id", "name", "score"], "{mode}: the result's columns");
+    }
+    assert_eq!(calls(&fx, "POST", "/v3/bulk_import/create/"), 0, "no session");
+    assert!(fx.temp_tables().is_empty());
+}
+
+/// A write-only key appends into an existing table: TD's own numbers verify the commit; the
+/// count confirms it where the key may read the table (TD lets a write-only key call
+/// `table/show`, embulk-output-td #64/#65) and is skipped where it may not.
+#[test]
+fn a_write_only_append_into_an_existing_table_verifies_from_the_sessions_numbers() {
+    let fx = ExportFixture::new(ROWS, 49);
+    let write_only = |table: &str| {
+        let name = format!("export-wo-{table}.yml");
+        fx.td.sandbox.write(
+            &name,
+            &format!(
+                "job_id: '{}'\n{}result_url: td://${{secret:target_wo_key}}@{}/{TARGET_DB}/{table}?mode=append\n",
+                fx.job_id,
+                fx.td.source_yaml(),
+                fx.td.host()
+            ),
+        );
+        name
+    };
+    for (table, refuse_show) in [("wo_readable", false), ("wo_refused", true)] {
+        fx.td
+            .insert(2, TARGET_DB, table, &[serde_json::json!({"id": -1, "time": 1})]);
+        if refuse_show {
+            fx.td
+                .server
+                .faults()
+                .add(FaultRule::new(Some("GET"), "^/v3/table/show/", status(403)))
+                .expect("fault rule accepted");
+        }
+        let spec = write_only(table);
+        let out = fx.run_spec(&spec);
+        fx.td.server.faults().clear();
+        out.expect_exit(0, table);
+        let doc = fx.status();
+        let v = &doc["export"]["verification"];
+        assert_eq!(v["rows_committed"], ROWS, "{table}: {doc:#}");
+        assert_eq!(v["num_records"], ROWS, "{table}");
+        let verified = doc["export"]["verified"].as_str().unwrap().to_string();
+        if refuse_show {
+            assert_eq!(verified, "rows_committed", "{table}");
+        } else {
+            assert!(
+                verified == "count_pending" || verified == "count_matched",
+                "{table}: {verified}"
+            );
+        }
+        assert_eq!(
+            fx.rows_of(table).len(),
+            ROWS + 1,
+            "{table}: the rows once beside the old one"
+        );
+        fx.run_spec(&spec).expect_exit(0, "rerun");
+        assert_eq!(
+            fx.rows_of(table).len(),
+            ROWS + 1,
+            "{table}: a rerun writes nothing"
+        );
+    }
+}
+
+/// One trial of the property below: the mode, the faults, and the two runs' timing.
+#[derive(Debug, Clone)]
+struct Trial {
+    replace: bool,
+    /// (kind of failure, chance per call, seed) for every call to the API.
+    faults: Vec<(u8, u8, u64)>,
+    /// When the second run starts after the first (ms).
+    second_after: u64,
+    /// When the first run is killed (SIGKILL) after its start (ms), if it is.
+    kill_first_after: Option<u64>,
+}
+
+fn fault_action(kind: u8) -> FaultAction {
+    match kind % 6 {
+        0 => status(500),
+        1 => status(503),
+        2 => status(409),
+        3 => status(429),
+        4 => FaultAction::Reset,
+        _ => FaultAction::Truncate { after_bytes: 7 },
+    }
+}
+
+/// Two runs of one export overlap under random faults (409s included), the first maybe killed
+/// with SIGKILL at a random moment; then a clean run. Between the runs the target holds nothing
+/// or the rows once (append), the old or the new rows (replace); at the end exactly the rows once.
+#[test]
+fn two_runs_of_one_export_under_random_faults_and_kills_write_exactly_once() {
+    use proptest::prelude::*;
+    let strategy = (
+        any::<bool>(),
+        proptest::collection::vec((0u8..6, 1u8..6, any::<u64>()), 1..4),
+        0u64..400,
+        proptest::option::of(50u64..1_500),
+    )
+        .prop_map(|(replace, faults, second_after, kill_first_after)| Trial {
+            replace,
+            faults,
+            second_after,
+            kill_first_after,
+        });
+    let fx = ExportFixture::new(8_000, 50);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 16,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&strategy, |trial| {
+        two_runs(&fx, &trial);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn two_runs(fx: &ExportFixture, trial: &Trial) {
+    let n = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mode = if trial.replace { "replace" } else { "append" };
+    let table = format!("prop_{n}_{mode}");
+    let context = format!("case {n}: {trial:?}");
+    let before = if trial.replace {
+        fill_with_old_rows(fx, &table, 30)
+    } else {
+        Vec::new()
+    };
+    for (kind, percent, seed) in &trial.faults {
+        let rule = FaultRule::new(None, "^/v3/", fault_action(*kind))
+            .with_probability(f64::from(*percent) / 100.0, *seed);
+        fx.td.server.faults().add(rule).expect("fault rule accepted");
+    }
+    let spec = fx.spec(mode, &table);
+    let mut first = start(fx, &spec, &format!("first_{n}.json"));
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(trial.second_after));
+    let second = start(fx, &spec, &format!("second_{n}.json"));
+    if let Some(after) = trial.kill_first_after {
+        let elapsed = started.elapsed().as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(after.saturating_sub(elapsed)));
+        let _ = first.kill();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for mut child in [first, second] {
+        loop {
+            if child.try_wait().expect("waiting on a run").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{context}: a run did not end in 120 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    fx.td.server.faults().clear();
+    // Anything still in flight (a killed run's held call) settles.
+    std::thread::sleep(Duration::from_millis(200));
+    let rows = fx.rows_of(&table);
+    if trial.replace {
+        assert!(
+            rows == before || rows == fx.expected,
+            "{context}: {} rows, neither old nor new",
+            rows.len()
+        );
+    } else {
+        assert!(
+            rows.is_empty() || rows == fx.expected,
+            "{context}: {} rows, neither none nor once",
+            rows.len()
+        );
+    }
+    let last = fx.run_spec(&spec);
+    last.expect_exit(0, &format!("{context}: the clean run"));
+    fx.assert_rows(&table, &fx.expected, &format!("{context}: the end"));
+    assert!(fx.temp_tables().is_empty(), "{context}: {:?}", fx.temp_tables());
+}

@@ -12,12 +12,13 @@ use crate::progress::{Display, Reporter};
 use crate::resolve::ExportPlan;
 use crate::retry::PollPolicy;
 use crate::source::result_schema;
+use crate::spec::OnSchemaConflict;
 use crate::status::{State, StatusDoc, StatusRecorder};
 use crate::td::{Job, TdClient};
-use crate::transfer::append::append;
-use crate::transfer::columns::{map_columns, td_schema, time_fill};
+use crate::transfer::append::{append, append_empty};
+use crate::transfer::columns::{map_columns, schema_conflicts, td_schema, time_fill};
 use crate::transfer::phase::PhaseCell;
-use crate::transfer::replace::{replace, ReplaceTarget};
+use crate::transfer::replace::{replace, replace_empty, ReplaceTarget};
 use crate::transfer::session::SessionRef;
 use crate::transfer::stream::{pipe, Moved, Progress};
 use crate::transfer::transcode::Transcoder;
@@ -62,6 +63,10 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
     recorder.mapping(&columns, time_source, &session);
     for c in columns.iter().filter(|c| c.source != c.target) {
         tracing::info!(source = %c.source, target = %c.target, "column renamed");
+    }
+
+    if connected.table.mode == Mode::Append && plan.target.on_schema_conflict == OnSchemaConflict::Stop {
+        refuse_schema_conflicts(target, &connected.table, &columns).await?;
     }
 
     let progress = Arc::new(Progress::default());
@@ -113,6 +118,36 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
     Ok(())
 }
 
+/// Before a row moves: an existing table whose columns would read this result's values as NULL
+/// stops the export (TD would store them and NULL them silently). A key that may not read the
+/// table (write-only, where TD refuses `table/show`) skips the check.
+async fn refuse_schema_conflicts(
+    client: &TdClient,
+    table: &TableRef,
+    columns: &[crate::transfer::columns::MappedColumn],
+) -> Result<(), TransferError> {
+    let existing = match client.table(&table.database, &table.table).await {
+        Ok(found) => found,
+        Err(e) if e.is_forbidden() => {
+            tracing::info!("this key may not read the target table: its column types are not checked");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let conflicts = existing
+        .and_then(|t| t.schema)
+        .map(|schema| schema_conflicts(columns, &schema))
+        .unwrap_or_default();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(TransferError::SchemaConflict {
+        database: table.database.clone(),
+        table: table.table.clone(),
+        conflicts,
+    })
+}
+
 /// Where and how the stream engine writes.
 struct Writing<'a> {
     table: &'a TableRef,
@@ -137,6 +172,7 @@ where
     F: std::future::Future<Output = Result<Moved, TransferError>>,
 {
     let (database, table) = (w.table.database.as_str(), w.table.table.as_str());
+    let empty = w.rows_expected == Some(0);
     match w.table.mode {
         Mode::Append => {
             let s = SessionRef {
@@ -150,6 +186,9 @@ where
                 made: w.made,
                 phase: w.phase,
             };
+            if empty {
+                return append_empty(&s, schema).await;
+            }
             append(&s, schema, upload).await
         }
         Mode::Replace => {
@@ -163,6 +202,9 @@ where
                 made: w.made,
                 phase: w.phase,
             };
+            if empty {
+                return replace_empty(&t, w.key, schema).await;
+            }
             replace(&t, w.key, schema, upload).await
         }
     }

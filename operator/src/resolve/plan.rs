@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use td_model::{ApiKey, Mode, TdUrl};
 
 use super::endpoint::Endpoint;
-use crate::spec::{Engine, Transfer, TransferChoice};
+use crate::spec::{Engine, OnSchemaConflict, Transfer, TransferChoice};
 
 /// An account: where its API is and the key to use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -86,6 +86,8 @@ pub struct Target {
     /// The result column every row's `time` is read from.
     pub time_column: Option<String>,
     pub legacy_mode: bool,
+    /// What an append does when a result column would read as NULL under the table's type.
+    pub on_schema_conflict: OnSchemaConflict,
     /// The td:// URL as written (key included, shown redacted), when the target was given as one.
     pub url: Option<TdUrl>,
     /// `result_settings` as written, for the server engine.

@@ -75,6 +75,7 @@ pub(super) fn resolve_target(
             .legacy_mode
             .or(url.and_then(|u| u.legacy))
             .unwrap_or(false),
+        on_schema_conflict: settings.on_schema_conflict.unwrap_or_default(),
         url: url.cloned(),
         settings: Settings(loaded.raw_settings.clone()),
         unknown_settings,

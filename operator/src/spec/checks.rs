@@ -308,7 +308,7 @@ fn url_settings_checks(
                 at,
                 &format!("result_settings.{key}"),
                 format!("`{key}` is also named by result_url"),
-                "With a td:// result_url, keep only mode, time, time_column and legacy_mode in result_settings (or use result_connection).",
+                "With a td:// result_url, keep only mode, time, time_column, legacy_mode and on_schema_conflict in result_settings (or use result_connection).",
             ));
         }
     }

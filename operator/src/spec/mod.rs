@@ -135,12 +135,26 @@ pub struct ResultSettings {
     pub time: Option<TimeSetting>,
     pub time_column: Option<String>,
     pub legacy_mode: Option<bool>,
+    pub on_schema_conflict: Option<OnSchemaConflict>,
     pub api_hostname: Option<String>,
     pub api_key: Option<ApiKey>,
 }
 
+/// `result_settings.on_schema_conflict`: what an append does when a column of the result would
+/// read as NULL under the existing table's type for it. TD itself stores such values and reads
+/// them as NULL without a word (docs/td-semantics.md, mistyped values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSchemaConflict {
+    /// Stop before any row moves (exit 2), naming each column.
+    #[default]
+    Stop,
+    /// Write anyway.
+    Write,
+}
+
 /// The `result_settings` keys this program reads (the stream engine honours all of them).
-pub const KNOWN_SETTINGS: [&str; 10] = [
+pub const KNOWN_SETTINGS: [&str; 11] = [
     "user_database_name",
     "database",
     "user_table_name",
@@ -149,6 +163,7 @@ pub const KNOWN_SETTINGS: [&str; 10] = [
     "time",
     "time_column",
     "legacy_mode",
+    "on_schema_conflict",
     "api_hostname",
     "api_key",
 ];

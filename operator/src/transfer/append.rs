@@ -33,6 +33,44 @@ where
     Ok(written(committed, Some(verification)))
 }
 
+/// An empty result (the source job's `num_records` is 0): no session — embulk-output-td skips
+/// perform and commit when it has no part (PR #63) — only the table, made if missing, with the
+/// result's columns added.
+pub async fn append_empty(s: &SessionRef<'_>, schema: &Value) -> Result<Written, TransferError> {
+    if s.client.table(s.database, s.table).await?.is_none() {
+        if !s.client.database_exists(s.database).await.unwrap_or(true) {
+            return Err(TransferError::DatabaseMissing {
+                database: s.database.to_string(),
+            });
+        }
+        match s.client.create_table(s.database, s.table).await {
+            Err(e) if e.is_forbidden() => {
+                return Err(TransferError::WriteOnlyCannotCreate {
+                    database: s.database.to_string(),
+                    table: s.table.to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+            Ok(created) => {
+                s.made
+                    .table
+                    .fetch_or(created, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+    s.client.append_schema(s.database, s.table, schema).await?;
+    Ok(nothing_to_write(None))
+}
+
+/// What an empty result wrote: nothing, on TD's word (the job's `num_records` is 0).
+pub(super) fn nothing_to_write(count: Option<(i64, Option<i64>)>) -> Written {
+    let empty = Committed::empty();
+    Written {
+        verification: Some(Verification::of(&empty, Some(0), None, count)),
+        ..written(empty, None)
+    }
+}
+
 /// What a committed session wrote.
 pub(super) fn written(c: Committed, verification: Option<Verification>) -> Written {
     Written {

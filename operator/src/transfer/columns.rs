@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 use td_model::name::unique_columns;
+use td_model::schema::parse_table_schema;
 use td_model::schema::ResultColumn;
-use td_model::types::{is_boolean_type, is_integer_type, td_type};
+use td_model::types::{is_boolean_type, is_integer_type, reads_as_null, td_type};
 
 use super::TransferError;
 use crate::source::job_start_time;
@@ -78,6 +79,50 @@ pub fn td_schema(columns: &[MappedColumn]) -> serde_json::Value {
         .iter()
         .filter(|c| c.target != "time")
         .map(|c| serde_json::json!([c.target, c.td_type]))
+        .collect()
+}
+
+/// A result column whose values would read as NULL under the existing table's type for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaConflict {
+    pub column: String,
+    /// The column's type in the table.
+    pub table_type: String,
+    /// What the result's values are (TD type, and the result's own type).
+    pub result_type: String,
+    pub source_type: String,
+}
+
+impl std::fmt::Display for SchemaConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` is {} in the table but {} ({}) in the result",
+            self.column, self.table_type, self.result_type, self.source_type
+        )
+    }
+}
+
+/// The columns of `columns` that an existing table (its schema as TD's JSON text, tuples
+/// `[key, type(, alias)]` matched by key) would read as NULL. A schema that cannot be read
+/// gives none: the check only ever stops an export on certain proof.
+pub fn schema_conflicts(columns: &[MappedColumn], table_schema: &str) -> Vec<SchemaConflict> {
+    let Ok(existing) = parse_table_schema(table_schema) else {
+        tracing::warn!("the target table's schema could not be read; its column types are not checked");
+        return Vec::new();
+    };
+    columns
+        .iter()
+        .filter(|c| c.target != "time")
+        .filter_map(|c| {
+            let have = existing.iter().find(|e| e.name == c.target)?;
+            reads_as_null(&c.td_type, &have.td_type).then(|| SchemaConflict {
+                column: c.target.clone(),
+                table_type: have.td_type.clone(),
+                result_type: c.td_type.clone(),
+                source_type: c.source_type.clone(),
+            })
+        })
         .collect()
 }
 

@@ -102,6 +102,19 @@ pub enum TransferError {
     #[error("target database '{database}' does not exist: create it first (`td db:create {database}`)")]
     DatabaseMissing { database: String },
     #[error(
+        "{database}.{table} has columns whose type differs from the result's, and TD would store \
+         these values and read them back as NULL: {}. Nothing was written. Cast each column in the \
+         query to the table's type (e.g. CAST(x AS BIGINT) for long, CAST(x AS DOUBLE), \
+         CAST(x AS VARCHAR) for string), or set result_settings.on_schema_conflict: write to \
+         write them anyway",
+        .conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    SchemaConflict {
+        database: String,
+        table: String,
+        conflicts: Vec<columns::SchemaConflict>,
+    },
+    #[error(
         "replace needs the target account's master API key: the key given is write-only \
          (TD answered 403 reading database '{database}'); use a master key, or mode: append"
     )]
@@ -141,6 +154,7 @@ impl Classify for TransferError {
             TransferError::WriteOnlyCannotCreate { .. } => Class::new("WriteOnlyCannotCreate", Exit::Invalid),
             TransferError::ReplaceNeedsMaster { .. } => Class::new("ReplaceNeedsMasterKey", Exit::Invalid),
             TransferError::DatabaseMissing { .. } => failed("DatabaseNotFound"),
+            TransferError::SchemaConflict { .. } => Class::new("SchemaConflict", Exit::Invalid),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::future::Future;
 
 use serde_json::Value;
 
-use super::append::written;
+use super::append::{nothing_to_write, written};
 use super::phase::{PhaseCell, Step};
 use super::session::{drive, SessionRef, Watch};
 use super::stream::Moved;
@@ -112,6 +112,22 @@ where
             }
         }
     }
+}
+
+/// An empty result (the source job's `num_records` is 0): no session. An empty temp table with
+/// the result's columns is renamed over the target, which a reader then sees empty at once.
+pub async fn replace_empty(
+    t: &ReplaceTarget<'_>,
+    idempotency_key: &str,
+    schema: &Value,
+) -> Result<Written, TransferError> {
+    let temp = temp_table_name(t.table, idempotency_key);
+    let fresh = t.client.create_table(t.database, &temp).await?;
+    t.made.table.fetch_or(fresh, std::sync::atomic::Ordering::Relaxed);
+    t.client.update_schema(t.database, &temp, schema).await?;
+    swap_in(t, &temp).await?;
+    let count = confirm_count(t.client, t.database, t.table, 0, t.poll).await;
+    Ok(nothing_to_write(count))
 }
 
 /// Makes the session (and the temp table it loads) unless one exists; a committed one is the

@@ -37,6 +37,20 @@ pub struct Committed {
     pub dropped: Option<String>,
 }
 
+impl Committed {
+    /// What this run "committed" of an empty result: nothing, with no session.
+    pub fn empty() -> Committed {
+        Committed {
+            rows: 0,
+            uploaded: Some(Moved::default()),
+            by_this_run: true,
+            count_before: None,
+            job_id: None,
+            dropped: None,
+        }
+    }
+}
+
 /// Session `name` loading `db.table`.
 pub struct SessionRef<'a> {
     pub client: &'a TdClient,
@@ -252,7 +266,7 @@ async fn perform(s: &SessionRef<'_>, conflicts: &mut u32) -> Result<bool, Transf
             tracing::info!(session = s.name, error = %e, "the perform's answer was lost or refused; reading the session");
             Ok(false)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(gone(s, e)),
         Ok(()) => {
             *conflicts = 0;
             Ok(true)
@@ -281,9 +295,9 @@ fn committable(s: &SessionRef<'_>, session: &Session, uploaded: Option<&Moved>) 
 /// parts but gives no sizes; the perform's record count checks their contents.
 async fn holds_our_parts(s: &SessionRef<'_>, written: u64) -> Result<(), TransferError> {
     let ours: Vec<String> = (0..written).map(super::stream::part_name).collect();
-    let mut found = s.client.parts(s.name).await?;
+    let mut found = s.client.parts(s.name).await.map_err(|e| gone(s, e))?;
     for part in found.iter().filter(|p| !ours.contains(p)) {
-        s.client.delete_part(s.name, part).await?;
+        s.client.delete_part(s.name, part).await.map_err(|e| gone(s, e))?;
     }
     found.retain(|p| ours.contains(p));
     if found.len() != ours.len() {
@@ -321,7 +335,26 @@ where
             tracing::info!(session = s.name, error = %e, "a part was refused; reading the session again");
             Ok(None)
         }
+        Err(TransferError::Stream(super::stream::StreamError::Upload { source, .. }))
+            if source.is_status(404) =>
+        {
+            Err(gone(s, source))
+        }
         Err(e) => Err(e),
+    }
+}
+
+/// A 404 on a call about this run's own session: it was deleted under the run (by hand, or by
+/// another run of the export cleaning up). Nothing of it was committed (a committed session is
+/// never deleted): transient, and a rerun starts over. Any other error is passed on.
+fn gone(s: &SessionRef<'_>, e: crate::td::TdError) -> TransferError {
+    if e.is_status(404) {
+        TransferError::SessionChanged {
+            session: s.name.to_string(),
+            detail: "it was deleted while this run worked on it".into(),
+        }
+    } else {
+        e.into()
     }
 }
 
@@ -388,7 +421,11 @@ impl<'a> Watch<'a> {
     /// for `stale_after` (a perform or commit in flight is TD working, not standing still).
     pub(super) async fn observe(&mut self, session: &Session) -> Result<bool, TransferError> {
         let parts = match session.status {
-            SessionStatus::Uploading => self.s.client.parts(self.s.name).await?.len(),
+            // A session deleted between the two reads: the next read of it shows it gone.
+            SessionStatus::Uploading => match self.s.client.parts(self.s.name).await {
+                Err(e) if e.is_status(404) => 0,
+                listed => listed?.len(),
+            },
             _ => 0,
         };
         let now = Fingerprint {
@@ -462,7 +499,7 @@ async fn transition(
             tracing::info!(session = s.name, ?action, error = %e, "the session moved on; reading its state again");
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(gone(s, e)),
         Ok(()) => {
             *conflicts = 0;
             Ok(())

@@ -23,6 +23,7 @@ use rusqlite::vtab::{
 use rusqlite::{ffi, Connection};
 use serde_json::value::RawValue;
 
+use crate::records::{ColumnRead, Kind, ReadAs};
 use crate::segments;
 
 /// The module's name in SQL.
@@ -32,9 +33,9 @@ pub const MODULE: &str = "td_local_rows";
 pub struct RowSource {
     /// Shared with the scans' reading threads (see [`ReadAhead`]).
     conn: Arc<Mutex<Connection>>,
-    /// The record keys of each table's columns (after `time`), by table id: set before the
-    /// table's virtual table is made.
-    columns: RefCell<BTreeMap<i64, Vec<String>>>,
+    /// The record key of each of a table's columns (after `time`) and how the column reads it,
+    /// by table id: set before the table's virtual table is made.
+    columns: RefCell<BTreeMap<i64, Vec<(String, ColumnRead)>>>,
 }
 
 impl RowSource {
@@ -53,8 +54,8 @@ impl RowSource {
     }
 
     /// The SQL making the virtual table `name` over table `table_id`'s rows, whose columns are
-    /// `time`, then `c0`, `c1`, … reading record keys `keys`.
-    pub fn create_sql(&self, name: &str, table_id: i64, keys: Vec<String>) -> String {
+    /// `time`, then `c0`, `c1`, … reading record keys `keys`, each as its [`ColumnRead`] reads it.
+    pub fn create_sql(&self, name: &str, table_id: i64, keys: Vec<(String, ColumnRead)>) -> String {
         self.columns.borrow_mut().insert(table_id, keys);
         format!("CREATE VIRTUAL TABLE temp.{name} USING {MODULE}({table_id})")
     }
@@ -69,19 +70,22 @@ struct RowsTab {
     columns: Arc<Columns>,
 }
 
-/// Which column each record key feeds, sorted by key for lookup while a record is read.
+/// Which column each record key feeds, sorted by key for lookup while a record is read, and
+/// how each column reads its values.
 struct Columns {
     by_key: Vec<(String, usize)>,
     count: usize,
+    reads: Vec<ColumnRead>,
 }
 
 impl Columns {
-    fn new(keys: &[String]) -> Columns {
-        let mut by_key: Vec<(String, usize)> = keys.iter().cloned().zip(0..).collect();
+    fn new(keys: &[(String, ColumnRead)]) -> Columns {
+        let mut by_key: Vec<(String, usize)> = keys.iter().map(|(key, _)| key.clone()).zip(0..).collect();
         by_key.sort();
         Columns {
             by_key,
             count: keys.len(),
+            reads: keys.iter().map(|(_, read)| *read).collect(),
         }
     }
 
@@ -242,7 +246,7 @@ impl ReadBlock {
             values.read_from(text, columns);
             self.cells
                 .extend(used.columns.iter().map(|&c| match &values.spans[c] {
-                    Some(span) => cell(&text[span.clone()], from + span.start),
+                    Some(span) => cell(&text[span.clone()], from + span.start, columns.reads[c]),
                     None => Cell::Value(Sql::Null),
                 }));
         }
@@ -659,6 +663,46 @@ impl<'de> serde::de::Visitor<'de> for SpanVisitor<'_> {
     }
 }
 
+/// One stored JSON value as its column reads it (`read`, its TD type: `records::ColumnRead`),
+/// `raw` lying at `at` in its block. A value of another type than its column's reads as NULL,
+/// an integer in a `double` column as a double, a number in a `string` column as its text.
+fn cell(raw: &[u8], at: usize, read: ColumnRead) -> Cell {
+    match read.reads(kind(raw)) {
+        ReadAs::Null => Cell::Value(Sql::Null),
+        ReadAs::Integer => match std::str::from_utf8(raw).ok().and_then(|r| r.parse::<i64>().ok()) {
+            Some(n) => Cell::Value(Sql::Integer(n)),
+            // Past i64: no `long`.
+            None => Cell::Value(Sql::Null),
+        },
+        ReadAs::Real => Cell::Value(Sql::Real(real(raw))),
+        ReadAs::NumberText => Cell::InBlock(at..at + raw.len()),
+        ReadAs::AsStored => stored_cell(raw, at),
+    }
+}
+
+/// The kind of the stored JSON value `raw` (`records::Kind::of` without parsing it).
+fn kind(raw: &[u8]) -> Kind {
+    match raw.first() {
+        None | Some(b'n') => Kind::Null,
+        Some(b't' | b'f') => Kind::Bool,
+        Some(b'"') => Kind::Text,
+        Some(b'{') if raw.starts_with(BINARY_PREFIX.as_bytes()) => {
+            Kind::of(&serde_json::from_slice(raw).unwrap_or_default())
+        }
+        Some(b'{') => Kind::Map,
+        Some(b'[') => Kind::Array,
+        Some(_) if raw.iter().all(|b| b.is_ascii_digit() || *b == b'-') => Kind::Integer,
+        Some(_) => Kind::Float,
+    }
+}
+
+fn real(raw: &[u8]) -> f64 {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// One stored JSON value as SQL reads it, as SQLite's `->>` would give it, but: a map or an
 /// array is its JSON text, a binary value's object its bytes, and a boolean the text `true` or
 /// `false` (its column is a `string` one, see `records::guess_type`), not SQLite's 1 or 0: TD
@@ -667,13 +711,7 @@ impl<'de> serde::de::Visitor<'de> for SpanVisitor<'_> {
 /// "True" ("False") will be stored as "true" ("false")":
 /// https://github.com/treasure-data/pytd/blob/master/pytd/writer.py), and td-client's CSV reader
 /// sends "true"/"false" cells as msgpack booleans. `raw` lies at `at` in its block.
-fn cell(raw: &[u8], at: usize) -> Cell {
-    let real = |raw: &[u8]| {
-        std::str::from_utf8(raw)
-            .ok()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
+fn stored_cell(raw: &[u8], at: usize) -> Cell {
     let in_block = at..at + raw.len();
     match raw.first() {
         None | Some(b'n') => Cell::Value(Sql::Null),
@@ -719,6 +757,29 @@ mod tests {
         assert_eq!(Used::new(u64::MAX, 70).columns.len(), 70);
     }
 
+    /// A value of another type than its column's reads NULL; an integer in a `double` column
+    /// reads as a double and a number in a `string` column as its text.
+    #[test]
+    fn a_value_of_another_type_than_its_column_reads_as_null() {
+        let read = |raw: &str, read: ColumnRead| resolved(raw.as_bytes(), cell(raw.as_bytes(), 0, read));
+        let text = |t: &str| Sql::Text(t.to_string());
+        assert_eq!(read("\"abc\"", ColumnRead::Long), Sql::Null);
+        assert_eq!(read("1.5", ColumnRead::Long), Sql::Null);
+        assert_eq!(read("true", ColumnRead::Long), Sql::Null);
+        assert_eq!(read("18446744073709551615", ColumnRead::Long), Sql::Null);
+        assert_eq!(read("-7", ColumnRead::Long), Sql::Integer(-7));
+        assert_eq!(read("3", ColumnRead::Double), Sql::Real(3.0));
+        assert_eq!(read("\"1.5\"", ColumnRead::Double), Sql::Null);
+        assert_eq!(read("3", ColumnRead::String), text("3"));
+        assert_eq!(read("1.5", ColumnRead::String), text("1.5"));
+        assert_eq!(read("[1]", ColumnRead::String), text("[1]"));
+        assert_eq!(read("\"x\"", ColumnRead::Array), Sql::Null);
+        assert_eq!(read("[1]", ColumnRead::Array), text("[1]"));
+        assert_eq!(read("[1]", ColumnRead::Map), Sql::Null);
+        assert_eq!(read("{\"k\":1}", ColumnRead::Map), text("{\"k\":1}"));
+        assert_eq!(read("null", ColumnRead::String), Sql::Null);
+    }
+
     #[test]
     fn the_binary_prefix_is_how_serde_json_writes_the_binary_key() {
         let text = serde_json::to_string(&crate::records::binary_value(b"ab")).unwrap();
@@ -744,12 +805,63 @@ mod tests {
         })
     }
 
+    /// `string` columns reading `keys`.
+    fn string_columns(keys: &[impl AsRef<str>]) -> Vec<(String, ColumnRead)> {
+        keys.iter()
+            .map(|k| (k.as_ref().to_string(), ColumnRead::String))
+            .collect()
+    }
+
     fn key() -> impl proptest::strategy::Strategy<Value = String> {
         "[ab\"\\\\é ]{0,3}"
     }
 
+    /// A cell as SQL gets it, `text` being the block it was read from.
+    fn resolved(text: &[u8], cell: Cell) -> Sql {
+        match cell {
+            Cell::Value(value) => value,
+            Cell::InBlock(span) => Sql::Text(String::from_utf8(text[span].to_vec()).unwrap()),
+            Cell::Word(word) => Sql::Text(word.to_string()),
+        }
+    }
+
+    fn column_read() -> impl proptest::strategy::Strategy<Value = ColumnRead> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(ColumnRead::Long),
+            Just(ColumnRead::Double),
+            Just(ColumnRead::String),
+            Just(ColumnRead::Array),
+            Just(ColumnRead::Map),
+        ]
+    }
+
+    fn stored_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            json_value(),
+            any::<u64>().prop_map(serde_json::Value::from),
+            proptest::collection::vec(any::<u8>(), 0..5).prop_map(|b| crate::records::binary_value(&b)),
+            Just(serde_json::json!({"\u{0}binary": "not base64!"})),
+        ]
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// A query reads a stored value as `tail` does (`ColumnRead::read`): the scan's reading
+        /// of the stored text is the plain reading of the value the column makes of it.
+        #[test]
+        fn a_query_reads_a_stored_value_as_its_column_type_reads_it(
+            value in stored_value(),
+            read in column_read(),
+        ) {
+            let text = serde_json::to_string(&value).unwrap();
+            let scanned = resolved(text.as_bytes(), cell(text.as_bytes(), 0, read));
+            let read_text = serde_json::to_string(&read.read(value)).unwrap();
+            let plain = resolved(read_text.as_bytes(), stored_cell(read_text.as_bytes(), 0));
+            proptest::prop_assert_eq!(scanned, plain, "{} in a {:?} column", text, read);
+        }
 
         /// The scan of a record as td-local writes it finds what serde_json finds, and a record
         /// written any other way (spaces, escaped keys) is read by serde_json itself.
@@ -765,7 +877,7 @@ mod tests {
             } else {
                 serde_json::to_string(&record).unwrap()
             };
-            let columns = Columns::new(&keys);
+            let columns = Columns::new(&string_columns(&keys));
             let (mut scanned, mut general) = (Values::default(), Values::default());
             scanned.read_from(text.as_bytes(), &columns);
             general.spans.resize(columns.count, None);
@@ -781,7 +893,7 @@ mod tests {
     /// JSON at all), just as it would have alone.
     #[test]
     fn a_record_not_written_compactly_is_read_by_serde_json() {
-        let columns = Columns::new(&["a".to_string(), "b".to_string()]);
+        let columns = Columns::new(&string_columns(&["a", "b"]));
         for text in [
             r#"{"a": 1,"b":2}"#,
             r#"{"a":1 ,"b":2}"#,
@@ -803,7 +915,7 @@ mod tests {
 
     #[test]
     fn text_that_is_not_a_json_map_has_no_values() {
-        let columns = Columns::new(&["a".to_string()]);
+        let columns = Columns::new(&string_columns(&["a"]));
         for text in [&b"[1]"[..], b"{\"a\":1", b"{\"a\":1}x", b"", b"{\"a\"1}", b"\xff"] {
             let mut values = Values::default();
             values.read_from(text, &columns);

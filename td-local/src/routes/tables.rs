@@ -63,6 +63,7 @@ fn table_json(t: &Table) -> Value {
     })
 }
 
+/// A database's tables; master key only (an import-only key is refused, treasure-data/td PR #38).
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -79,12 +80,16 @@ async fn list(
     Ok(Json(json!({ "database": db, "tables": items })))
 }
 
+/// One table. Allowed for write-only keys: embulk-output-td reads the target with `showTable`
+/// (PR #64, https://github.com/treasure-data/embulk-output-td/pull/64) and never handles a 403
+/// from it, and PR #65 (https://github.com/treasure-data/embulk-output-td/pull/65) reports a
+/// successful run with a write-only key. `table/list` stays master-only: an import-only key is
+/// refused it (treasure-data/td PR #38).
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path((db, table)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_master("showing a table")?;
     let account = caller.account_id();
     let shown = state
         .store
@@ -122,11 +127,27 @@ async fn create_log(
     create(state, caller, Path((db, table, LOG_TYPE.to_string()))).await
 }
 
+/// Creates a table; master key only, but a write-only key creating a table that exists gets
+/// the 409 a master key gets, not 403: embulk-output-td's `createTableIfNotExists` (run by
+/// default, `auto_create_table`) ignores only a 404 or a 409 from `createTable`, and a run with a
+/// write-only key succeeds against TD (PR #65,
+/// https://github.com/treasure-data/embulk-output-td/pull/65).
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path((db, table, kind)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
+    if caller.write_only {
+        let account = caller.account_id();
+        let names = (db.clone(), table.clone());
+        let exists = state
+            .store
+            .read_async(move |conn| catalog::table_exists(conn, account, &names.0, &names.1))
+            .await?;
+        if exists {
+            return Err(catalog::table_exists_error(&db, &table).into());
+        }
+    }
     caller.require_master("creating a table")?;
     table_write(&state, &caller, (db, table), move |tx, account, db, table| {
         catalog::create_table(tx, account, db, table, &kind)

@@ -191,3 +191,24 @@ async fn a_restart_on_the_same_data_dir_keeps_the_keys_and_the_data() {
     assert_eq!((status, &body["name"]), (200, &json!("restart_db")), "{body}");
     assert_eq!(second.stop("TERM").await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn count_lag_takes_seconds_from_0_to_a_day_and_refuses_anything_else_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["-1", "abc", "86401", "NaN"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_td-local"))
+            .arg("serve")
+            .arg("--data")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--count-lag", bad])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--count-lag {bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--count-lag") && stderr.contains("0 to 86400"),
+            "--count-lag {bad}: {stderr}"
+        );
+    }
+}

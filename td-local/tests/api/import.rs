@@ -363,3 +363,56 @@ async fn chunked_request_bodies_are_accepted() {
     assert_eq!(reply["md5_hex"], expected_md5.as_str());
     assert_eq!(row_count(&s, "imp_db", "events").await, 30);
 }
+
+/// TD is schema-on-read: an import stores a value whatever its column's type, and the type is
+/// applied when the column is read (queries, job results, tail): a value of another type reads
+/// NULL (assumed, the harsher reading), an integer in a `double` column as a double, a number in
+/// a `string` column as its text.
+#[tokio::test]
+async fn an_imported_value_whose_type_differs_from_its_column_is_stored_and_reads_as_null() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, "imp_db", "typed").await;
+    let schema = r#"[["n","long"],["d","double"],["s","string"]]"#;
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/table/update-schema/imp_db/typed",
+            &[("schema", schema)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rows = [
+        json!({"time": 1, "n": "abc", "d": 3, "s": 7}),
+        json!({"time": 2, "n": 4, "d": 0.5, "s": "t"}),
+    ];
+    import_rows(&s, &key, "imp_db", "typed", &rows).await;
+    let account = s.td.accounts()[0].id;
+    let stored: Vec<Value> =
+        s.td.inspect()
+            .rows(account, "imp_db", "typed")
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|r| Value::Object(r.record))
+            .collect();
+    assert_eq!(stored, rows, "stored as imported");
+
+    let (id, show) = crate::jobs::run(&s, "imp_db", "SELECT n, d, s FROM typed ORDER BY time").await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(
+        crate::jobs::schema(&show),
+        json!([["n", "bigint"], ["d", "double"], ["s", "varchar"]])
+    );
+    assert_eq!(
+        crate::jobs::result_rows(&s, &id).await,
+        [json!([null, 3.0, "7"]), json!([4, 0.5, "t"])]
+    );
+    assert_eq!(
+        tail(&s, "imp_db", "typed", 2).await,
+        [
+            json!({"time": 2, "n": 4, "d": 0.5, "s": "t"}),
+            json!({"time": 1, "n": null, "d": 3.0, "s": "7"}),
+        ]
+    );
+}

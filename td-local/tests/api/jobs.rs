@@ -42,7 +42,8 @@ async fn wait(s: &Server, id: &str) -> Value {
     }
 }
 
-async fn run(s: &Server, db: &str, query: &str) -> (String, Value) {
+/// Runs `query` on `db` with the master key of account 0: the job id and `show` once finished.
+pub(crate) async fn run(s: &Server, db: &str, query: &str) -> (String, Value) {
     let id = issue_ok(s, db, query).await;
     let show = wait(s, &id).await;
     (id, show)
@@ -80,13 +81,15 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn result_rows(s: &Server, id: &str) -> Vec<Value> {
+/// A finished job's result rows (msgpack.gz), as JSON arrays.
+pub(crate) async fn result_rows(s: &Server, id: &str) -> Vec<Value> {
     let (status, _, bytes) = get_raw(s, &format!("/v3/job/result/{id}?format=msgpack.gz"), None).await;
     assert_eq!(status, StatusCode::OK);
     msgpack_rows(&gunzip(&bytes))
 }
 
-fn schema(show: &Value) -> Value {
+/// A job's `hive_result_schema`, parsed.
+pub(crate) fn schema(show: &Value) -> Value {
     serde_json::from_str(show["hive_result_schema"].as_str().expect("schema is JSON text")).unwrap()
 }
 

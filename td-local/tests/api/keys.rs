@@ -1,5 +1,5 @@
-//! Who may call what: the write-only key's few calls (imports, every bulk-import call, append-schema),
-//! 403 for all the others, and the admin routes behind a master key.
+//! Who may call what: the write-only key's few calls (imports, every bulk-import call, append-schema,
+//! table/show), 403 for all the others, and the admin routes behind a master key.
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -21,7 +21,7 @@ async fn call(s: &Server, method: Method, path: &str, key: Option<&str>) -> (Sta
 }
 
 #[tokio::test]
-async fn a_write_only_key_gets_403_on_every_call_but_imports_bulk_imports_and_append_schema() {
+async fn a_write_only_key_gets_403_on_every_call_but_imports_bulk_imports_append_schema_and_table_show() {
     let s = Server::start().await;
     let account = s.td.accounts()[0].id;
     s.td.inspect().create_table(account, "keys_db", "keys_t").unwrap();
@@ -33,7 +33,6 @@ async fn a_write_only_key_gets_403_on_every_call_but_imports_bulk_imports_and_ap
         (Method::POST, "/v3/database/create/other_db".into()),
         (Method::POST, "/v3/database/delete/keys_db".into()),
         (Method::GET, "/v3/table/list/keys_db".into()),
-        (Method::GET, "/v3/table/show/keys_db/keys_t".into()),
         (Method::POST, "/v3/table/create/keys_db/new_t".into()),
         (Method::POST, "/v3/table/create/keys_db/new_t/log".into()),
         (Method::POST, "/v3/table/delete/keys_db/keys_t".into()),
@@ -81,6 +80,7 @@ async fn a_write_only_key_gets_403_on_every_call_but_imports_bulk_imports_and_ap
             Method::POST,
             r#"/v3/table/append-schema/keys_db/keys_t?schema=[["a","long"]]"#,
         ),
+        (Method::GET, "/v3/table/show/keys_db/keys_t"),
         (Method::POST, "/v3/bulk_import/create/keys_s/keys_db/keys_t"),
         (Method::GET, "/v3/bulk_import/show/keys_s"),
         (Method::GET, "/v3/bulk_import/list"),

@@ -636,9 +636,10 @@ async fn write_only_keys_are_refused_for_master_only_table_calls() {
         let (status, body) = s.post(&wo, path, form).await;
         assert_error(status, &body, 403, "write-only");
     }
+    // table/list stays master-only (an import-only key is refused it, treasure-data/td PR #38);
+    // table/show is not refused (see `a_write_only_key_reads_table_show`).
     for path in [
         "/v3/table/list/tbl_db",
-        "/v3/table/show/tbl_db/events",
         "/v3/table/tail/tbl_db/events?format=msgpack",
     ] {
         let (status, body) = s.get(&wo, path).await;
@@ -653,6 +654,56 @@ async fn write_only_keys_are_refused_for_master_only_table_calls() {
         (&shown["expire_days"], &shown["schema"]),
         (&Value::Null, &json!(r#"[["seq","long"],["tag","string"]]"#))
     );
+}
+
+/// embulk-output-td reads its target with `showTable` and never handles a 403 from it, and runs
+/// with a write-only key (PRs #64 and #65).
+#[tokio::test]
+async fn a_write_only_key_reads_table_show() {
+    let s = Server::start_with_count_lag(Duration::ZERO).await;
+    create_table(&s, "tbl_db", "events").await;
+    import_rows(&s, &s.master(0), "tbl_db", "events", &records(3, "kept")).await;
+    let path = "/v3/table/show/tbl_db/events";
+    let (status, shown) = s.get(&s.write_only(0), path).await;
+    assert_eq!(status, 200, "{shown}");
+    let (_, by_master) = s.get(&s.master(0), path).await;
+    assert_eq!(shown, by_master, "the same table object as the master key reads");
+    assert_eq!(
+        (&shown["name"], &shown["count"], &shown["schema"]),
+        (
+            &json!("events"),
+            &json!(3),
+            &json!(r#"[["seq","long"],["tag","string"]]"#)
+        )
+    );
+    let (status, body) = s.get(&s.write_only(0), "/v3/table/show/tbl_db/missing_t").await;
+    assert_error(status, &body, 404, "tbl_db.missing_t");
+    // Only the key's own account.
+    let (status, body) = s.get(&s.write_only(1), path).await;
+    assert_error(status, &body, 404, "tbl_db");
+}
+
+/// embulk-output-td's `createTableIfNotExists` ignores only 404 and 409 from `createTable`, and
+/// a run with a write-only key works against TD (PR #65): creating a table that exists answers
+/// 409 to a write-only key too. A new table is still refused (403).
+#[tokio::test]
+async fn a_write_only_key_creating_a_table_that_exists_gets_409() {
+    let s = Server::start().await;
+    create_table(&s, "tbl_db", "events").await;
+    let wo = s.write_only(0);
+    for path in [
+        "/v3/table/create/tbl_db/events",
+        "/v3/table/create/tbl_db/events/log",
+    ] {
+        let (status, body) = s.post(&wo, path, &[]).await;
+        assert_error(status, &body, 409, "already exists");
+    }
+    let (status, body) = s.post(&wo, "/v3/table/create/tbl_db/fresh_t/log", &[]).await;
+    assert_error(status, &body, 403, "write-only");
+    let (status, body) = s.post(&wo, "/v3/table/create/missing_db/events/log", &[]).await;
+    assert_error(status, &body, 403, "write-only");
+    let (_, listing) = s.get(&s.master(0), "/v3/table/list/tbl_db").await;
+    assert_eq!(listing["tables"].as_array().unwrap().len(), 1, "nothing created");
 }
 
 #[tokio::test]
@@ -709,4 +760,86 @@ async fn a_renamed_tables_count_lags_under_its_new_name_then_catches_up() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(renamed_at.elapsed() >= Duration::from_secs(2));
+}
+
+/// A schema tuple is `[key, type, alias]` (td-client-java `TDColumn.parseTuple`, whose live test
+/// `tableOperation` round-trips key "int_col_key_name" under the name "int_col"): SQL names the
+/// column by its alias and reads the values stored under its key; the schema is shown as given.
+#[tokio::test]
+async fn a_schema_column_reads_the_values_of_its_key_under_its_alias() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, "tbl_db", "aliased").await;
+    let schema = r#"[["int_col_key_name","long","int_col"],["s","string"]]"#;
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/table/update-schema/tbl_db/aliased",
+            &[("schema", schema)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let given = json!([["int_col_key_name", "long", "int_col"], ["s", "string"]]);
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/aliased").await;
+    assert_eq!(schema_of(&shown), given, "table/show");
+    assert_eq!(
+        schema_of(&listed(&s, "tbl_db", "aliased").await.unwrap()),
+        given,
+        "table/list"
+    );
+
+    // A row's value under the key is the column's; one under the alias is no column's, and
+    // neither adds a column (a new column named `int_col` would repeat the alias).
+    let rows = [json!({"time": 1, "int_col_key_name": 5, "int_col": 99, "s": "a"})];
+    import_rows(&s, &key, "tbl_db", "aliased", &rows).await;
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/aliased").await;
+    assert_eq!(schema_of(&shown), given, "the import added no column");
+    // A bulk import's commit likewise.
+    use crate::bulk_import::{perform, post_ok, upload};
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_alias/tbl_db/aliased").await;
+    let bulk = [json!({"time": 2, "int_col_key_name": 6, "int_col": 98, "s": "b"})];
+    upload(&s, &key, "sess_alias", "p1", &bulk).await;
+    perform(&s, &key, "sess_alias").await;
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_alias").await;
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/aliased").await;
+    assert_eq!(schema_of(&shown), given, "the commit added no column");
+    let (id, show) = crate::jobs::run(&s, "tbl_db", "SELECT int_col, s FROM aliased ORDER BY time").await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(
+        crate::jobs::schema(&show),
+        json!([["int_col", "bigint"], ["s", "varchar"]])
+    );
+    assert_eq!(
+        crate::jobs::result_rows(&s, &id).await,
+        [json!([5, "a"]), json!([6, "b"])]
+    );
+    let (_, show) = crate::jobs::run(&s, "tbl_db", "SELECT int_col_key_name FROM aliased").await;
+    assert_eq!(show["status"], "error", "the key is no SQL name: {show}");
+
+    // append-schema keeps a new tuple as given; an alias repeated in one schema is refused.
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/table/append-schema/tbl_db/aliased",
+            &[("schema", r#"[["raw_k","string","nice_k"]]"#)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/aliased").await;
+    assert_eq!(
+        schema_of(&shown),
+        json!([
+            ["int_col_key_name", "long", "int_col"],
+            ["s", "string"],
+            ["raw_k", "string", "nice_k"]
+        ])
+    );
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/table/update-schema/tbl_db/aliased",
+            &[("schema", r#"[["a","long","x"],["b","string","x"]]"#)],
+        )
+        .await;
+    assert_error(status, &body, 422, "'x' appears twice");
 }
