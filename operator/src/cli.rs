@@ -218,13 +218,19 @@ fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> R
     }
     let plan = prepared.plan;
     let options = Options::from_env(&std::env::vars().collect());
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
-        Error::Spec(td_result_export::SpecError::Usage {
-            arg: "run".into(),
-            problem: format!("cannot start the async runtime: {e}"),
-            fix: "Check the machine's thread and file limits.".into(),
-        })
-    })?;
+    // Never shut down: the process ends right after the export. Shutting a runtime down while
+    // a stage still runs (the blocking thread that reads the result through it, cut short by a
+    // signal) makes tokio panic ("a Tokio 1.x context was found, but it is being shutdown");
+    // exiting with it alive stops every thread at once, and every temporary file is unnamed.
+    let runtime = tokio::runtime::Runtime::new()
+        .map(std::mem::ManuallyDrop::new)
+        .map_err(|e| {
+            Error::Spec(td_result_export::SpecError::Usage {
+                arg: "run".into(),
+                problem: format!("cannot start the async runtime: {e}"),
+                fix: "Check the machine's thread and file limits.".into(),
+            })
+        })?;
     runtime.block_on(export::run(
         &plan,
         recorder,

@@ -200,6 +200,48 @@ pub struct StatusDoc {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub exit_code: Option<i32>,
+    /// The process that wrote the document, so that a rerun on the same machine can tell a run
+    /// that crashed (its process gone) from one still going.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
+}
+
+/// Which process on which machine (since its last boot) a run is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub host: String,
+    /// Linux's id of the machine's current boot: a pid means nothing across a reboot.
+    pub boot_id: String,
+}
+
+impl ProcessInfo {
+    /// This process.
+    pub fn current() -> ProcessInfo {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        ProcessInfo {
+            pid: std::process::id(),
+            host: read("/proc/sys/kernel/hostname"),
+            boot_id: read("/proc/sys/kernel/random/boot_id"),
+        }
+    }
+
+    /// Whether this is known to be a process of this machine's current boot that has ended
+    /// (its pid gone, or taken by a program that is not this one). Unknown: false.
+    pub fn has_ended_here(&self) -> bool {
+        let here = ProcessInfo::current();
+        if self.boot_id.is_empty() || self.host != here.host || self.boot_id != here.boot_id {
+            return false;
+        }
+        match std::fs::read(format!("/proc/{}/cmdline", self.pid)) {
+            Ok(cmdline) => !String::from_utf8_lossy(&cmdline).contains("td-result-export"),
+            Err(_) => true,
+        }
+    }
 }
 
 /// `export` is written as `null` while its target is unknown, as the schema says, and read back
@@ -239,6 +281,7 @@ impl StatusDoc {
             started_at: now_rfc3339(),
             finished_at: None,
             exit_code: None,
+            process: Some(ProcessInfo::current()),
         }
     }
 

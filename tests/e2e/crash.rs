@@ -357,3 +357,147 @@ fn wait_with_timeout(child: &mut Child, limit: Duration, context: &str) -> std::
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Where a signal lands: a call of `mode`'s run held by the server.
+const SIGNAL_POINTS: &[(&str, &str, &str, &str, u64)] = &[
+    ("query", "append", "GET", "^/v3/job/show/", 1),
+    ("download", "append", "GET", "^/v3/job/result/", 1),
+    ("upload", "append", "PUT", "^/v3/bulk_import/upload_part/", 2),
+    ("perform", "append", "POST", "^/v3/bulk_import/perform/", 1),
+    ("commit", "append", "POST", "^/v3/bulk_import/commit/", 1),
+    ("rename", "replace", "POST", "^/v3/table/rename/", 1),
+];
+
+/// SIGINT or SIGTERM at any point of a run (the query, the download, an upload, the perform,
+/// the commit, the rename) ends it with exit 3 and a valid status document, and never prints a
+/// panic: a Digdag log must not show a crash where a user pressed Ctrl-C.
+#[test]
+fn sigint_and_sigterm_at_every_point_of_a_run_exit_3_without_a_panic() {
+    let fx = ExportFixture::new(ROWS, 15);
+    for (point, mode, method, path, call) in SIGNAL_POINTS {
+        for signal in ["INT", "TERM"] {
+            let table = format!("signal_{point}_{signal}").to_lowercase();
+            let context = format!("SIG{signal} during the {point}");
+            let hold = FaultAction::Delay { millis: 800 };
+            let rule = FaultRule::new(Some(method), path, hold).on_calls(&[*call]);
+            let id = fx.td.server.faults().add(rule).expect("fault rule accepted");
+            let spec = if *point == "query" {
+                let name = format!("query-{table}.yml");
+                fx.td.sandbox.write(
+                    &name,
+                    &format!(
+                        "query: SELECT id, name, score, time FROM events\ndatabase: srcdb\n{}result_url: '{}'\n",
+                        fx.td.source_yaml(),
+                        fx.td
+                            .target_url(&format!("{TARGET_DB}/{table}?mode={mode}")),
+                    ),
+                );
+                name
+            } else {
+                fx.spec(mode, &table)
+            };
+            let mut child = fx
+                .command_for(&spec)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("the operator starts");
+            wait_until_fired(&fx, id, &context);
+            let sent = std::process::Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "{context}: signal not sent");
+            let status = wait_with_timeout(&mut child, Duration::from_secs(20), &context);
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            fx.td.server.faults().clear();
+            assert!(
+                !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+                "{context}: a panic was printed:\n{stderr}"
+            );
+            // The run may have finished the held call's step before it saw the signal.
+            let doc = fx.status();
+            assert_valid_status(&doc);
+            match status.code() {
+                Some(3) => assert_eq!(doc["error"]["class"], "Interrupted", "{context}: {doc:#}"),
+                Some(0) => assert_eq!(doc["state"], "success", "{context}"),
+                other => panic!("{context}: exit {other:?}\n{stderr}"),
+            }
+        }
+    }
+}
+
+/// SIGINT or SIGTERM while the result is read and parts are made (no call held: the stages
+/// run flat out), at spread moments: never a panic.
+#[test]
+fn signals_while_the_result_streams_print_no_panic() {
+    let fx = ExportFixture::new(150_000, 16);
+    let clean = clean_run_time(&fx, "append");
+    for (i, signal) in ["INT", "TERM", "INT", "TERM", "INT", "TERM"]
+        .into_iter()
+        .enumerate()
+    {
+        let table = format!("streaming_{i}");
+        let context = format!("SIG{signal} {i}/6 into a run of {clean:?}");
+        let mut child = fx
+            .command_for(&fx.spec("append", &table))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the operator starts");
+        std::thread::sleep(clean.mul_f64(0.15 + 0.12 * i as f64));
+        let _ = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
+        let status = wait_with_timeout(&mut child, Duration::from_secs(20), &context);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+            "{context}: a panic was printed:\n{stderr}"
+        );
+        assert!(
+            matches!(status.code(), Some(0 | 3)),
+            "{context}: {status:?}\n{stderr}"
+        );
+    }
+}
+
+/// A run killed outright (SIGKILL) leaves its status document `running`, with its process; a
+/// rerun on this machine with the same document finds that process gone and resumes the
+/// session at once instead of waiting for it to stand still.
+#[test]
+fn a_rerun_after_a_crash_on_this_machine_resumes_at_once() {
+    let fx = ExportFixture::new(ROWS, 17);
+    let table = "crashed_here";
+    let hold = FaultAction::Delay { millis: 2_000 };
+    let rule = FaultRule::new(Some("PUT"), "^/v3/bulk_import/upload_part/", hold).on_calls(&[2]);
+    let id = fx.td.server.faults().add(rule).expect("fault rule accepted");
+    let child = spawn(&fx, "append", table);
+    let pid = child.id();
+    wait_until_fired(&fx, id, "the first run");
+    kill(child);
+    fx.td.server.faults().clear();
+    let doc = fx.status();
+    assert_eq!(doc["state"], "running", "{doc:#}");
+    assert_eq!(doc["process"]["pid"], pid, "{doc:#}");
+
+    // Waits at a tenth of their length: a wait for the crashed run would last 12 s.
+    let started = Instant::now();
+    let mut rerun = fx.command_for(&fx.spec("append", table));
+    rerun.env("TDRE_TIME_SCALE", "0.1");
+    let out = fx.td.run_command(rerun);
+    out.expect_exit(0, "the rerun");
+    assert!(
+        !out.stderr.contains("another run of this export holds"),
+        "the rerun waited for a run that had crashed:\n{}",
+        out.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_done(&fx, "append", table, "after the rerun");
+}

@@ -23,9 +23,8 @@ struct PyTask {
     out: Value,
 }
 
-/// Runs `py>: td_result_export.digdag.export` with `params`, as Digdag would: the source key
-/// in `TD_API_KEY` (TD Workflow's `_env: {TD_API_KEY: ${secret:td.apikey}}`).
-fn py_task(td: &TdLocalRun, params: &Value) -> PyTask {
+/// The command Digdag's py> runner would run for a task with `params`.
+fn py_command(td: &TdLocalRun, params: &Value) -> std::process::Command {
     let sandbox = td.sandbox.path();
     std::fs::write(
         sandbox.join("params.json"),
@@ -51,7 +50,14 @@ fn py_task(td: &TdLocalRun, params: &Value) -> PyTask {
         cmd.env("PYTHONPATH", repo_root().join("operator/python"))
             .env("TD_RESULT_EXPORT_BIN", operator_bin());
     }
-    let output = cmd.output().expect("python runs");
+    cmd
+}
+
+/// Runs `py>: td_result_export.digdag.export` with `params`, as Digdag would: the source key
+/// in `TD_API_KEY` (TD Workflow's `_env: {TD_API_KEY: ${secret:td.apikey}}`).
+fn py_task(td: &TdLocalRun, params: &Value) -> PyTask {
+    let output = py_command(td, params).output().expect("python runs");
+    let sandbox = td.sandbox.path();
     let task = PyTask {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -166,8 +172,18 @@ fn the_py_entry_raises_a_retryable_error_on_a_transient_failure() {
             retry_after: None,
         },
     ));
-    let task = py_task(&td, &params(&td, &job, "py_transient", json!({})));
+    // Digdag's `_retry` is Digdag's: the entry point keeps it out of the spec, so the binary
+    // makes one attempt (its per-request retries only) and Digdag retries the task.
+    let task = py_task(&td, &params(&td, &job, "py_transient", json!({"_retry": 3})));
     assert_ne!(task.code, Some(0));
+    let polls = td.requests_to("GET", "/v3/job/show/").len();
+    let per_request = td_result_export::retry::RetryPolicy::default().max_retries as usize + 1;
+    // One attempt polls the job with its per-request retries (and reads it again cleaning up);
+    // four attempts (`_retry: 3` taken by the binary) would make four times as many calls.
+    assert!(
+        polls < 2 * per_request,
+        "{polls} job/show calls: the whole export was retried inside the task"
+    );
     let raised = task.stderr.lines().last().unwrap_or_default();
     assert!(
         raised.starts_with("td_result_export._runner.TransientExportError: ApiError:")
@@ -232,4 +248,119 @@ fn a_query_file_reads_digdags_variables_from_the_task_params() {
     );
     assert_eq!(task.code, Some(0), "{}\n{}", task.stdout, task.stderr);
     assert_eq!(td.rows(2, "dstdb", "py_vars").map(|r| r.len()), Some(2));
+}
+
+/// Processes whose command line mentions `needle` (the runner's temporary directory).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(needle) {
+                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// A py> task whose query is held by the server (its job/show delayed), started with its
+/// temporary files under `tmp`; returns the runner, once the binary waits on the query.
+fn py_task_waiting_on_its_query(td: &TdLocalRun, tmp: &std::path::Path) -> std::process::Child {
+    std::fs::create_dir_all(tmp).unwrap();
+    td.create_database(2, "dstdb");
+    let rule = FaultRule::new(
+        Some("GET"),
+        "^/v3/job/show/",
+        FaultAction::Delay { millis: 3_000 },
+    )
+    .on_calls(&[1]);
+    let id = td.fault(rule);
+    let params = json!({
+        "query": "SELECT id, name FROM events",
+        "database": "srcdb",
+        "td": {"endpoint": format!("http://{}", td.host())},
+        "result_url": format!("td://{}@{}/dstdb/py_cancelled?mode=append", td.master(2), td.host()),
+    });
+    let mut cmd = py_command(td, &params);
+    cmd.env("TMPDIR", tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("python runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !td
+        .server
+        .faults()
+        .rules()
+        .iter()
+        .any(|r| r.id == id && r.fired > 0)
+    {
+        assert!(std::time::Instant::now() < deadline, "the query was never polled");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
+/// Digdag cancels a task with SIGTERM to the runner: the entry point passes it on, the binary
+/// kills the query it issued and cleans up, the runner then ends as the signal meant, and no
+/// process or temporary directory is left.
+#[test]
+fn sigterm_to_the_py_runner_kills_the_query_and_leaves_no_process_or_temp_dir() {
+    let (td, _job) = with_events_job();
+    let tmp = td.sandbox.path().join("tmp");
+    let mut runner = py_task_waiting_on_its_query(&td, &tmp);
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &runner.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = runner.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut runner.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        td.requests_to("POST", "/v3/job/kill/").len(),
+        1,
+        "the query was killed:\n{stderr}"
+    );
+    let tmp_text = tmp.to_string_lossy().into_owned();
+    assert!(
+        processes_mentioning(&tmp_text).is_empty(),
+        "{:?}",
+        processes_mentioning(&tmp_text)
+    );
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_eq!(td.rows(2, "dstdb", "py_cancelled"), None);
+}
+
+/// A runner killed outright (SIGKILL: no handler runs) takes the binary with it: Linux sends
+/// the binary SIGTERM (`PR_SET_PDEATHSIG`), which stops it cleanly: no orphan runs on.
+#[test]
+fn a_py_runner_killed_outright_leaves_no_orphan_export() {
+    let (td, _job) = with_events_job();
+    let tmp = td.sandbox.path().join("tmp");
+    let mut runner = py_task_waiting_on_its_query(&td, &tmp);
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let tmp_text = tmp.to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !processes_mentioning(&tmp_text).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the export outlived its runner: {:?}",
+            processes_mentioning(&tmp_text)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        td.requests_to("POST", "/v3/job/kill/").len(),
+        1,
+        "the orphaned query was killed"
+    );
 }

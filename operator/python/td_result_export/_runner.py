@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -141,6 +142,54 @@ def externalize_secrets(spec):
     return walk(spec, ""), env
 
 
+def _child_setup(parent):
+    """Runs in the child between fork and exec: Linux sends it SIGTERM when this process dies,
+    even by SIGKILL (``PR_SET_PDEATHSIG``), so a killed runner leaves no export running alone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(3)
+
+
+class _Forwarding:
+    """While the child runs: SIGTERM and SIGINT to this process go to the child, which stops
+    cleanly (it kills the query it issued, cleans up, writes its status document); once it has
+    ended and the temporary directory is gone, the signal is delivered here again as it was meant."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, process):
+        self.process = process
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._forward)
+        return self
+
+    def _forward(self, signum, _frame):
+        self.received = signum
+        try:
+            self.process.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    def __exit__(self, *_exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+    def redeliver(self):
+        if self.received is not None:
+            os.kill(os.getpid(), self.received)
+
+
 def _forward(stream, out, secrets):
     for raw in iter(stream.readline, b""):
         out.write(scrub(raw.decode("utf-8", "replace"), secrets))
@@ -168,15 +217,24 @@ def run(spec, env=None, args=(), stdout=None, stderr=None):
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
         command = [binary(), "run", spec_path, "--status", status_path] + list(args)
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        pump = threading.Thread(target=_forward, args=(process.stdout, stdout, secrets), daemon=True)
-        pump.start()
-        _forward(process.stderr, stderr, secrets)
-        code = process.wait()
-        pump.join()
+        parent = os.getpid()
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: _child_setup(parent),
+        )
+        with _Forwarding(process) as forwarding:
+            pump = threading.Thread(target=_forward, args=(process.stdout, stdout, secrets), daemon=True)
+            pump.start()
+            _forward(process.stderr, stderr, secrets)
+            code = process.wait()
+            pump.join()
         status = _read_status(status_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    forwarding.redeliver()
     if code == 0 and status is not None:
         return status
     raise _failure(code, status, secrets)

@@ -30,13 +30,17 @@ def spec_from_params(params):
     issues gets Digdag's ``session_time`` as its scheduled time (``TD_SCHEDULED_TIME()``), as
     Digdag's own ``td>`` gives it, unless the task sets ``scheduled_time``.
 
-    Two things Digdag puts in the params are not the task's spec: what an earlier ``td>`` stored
+    Digdag's ``_``-keys (``_retry``, ``_env``, ``_export``, …) are Digdag's and never part of the
+    spec: under py> Digdag owns task retries. Two more things Digdag puts in the params are not
+    the task's spec: what an earlier ``td>`` stored
     under ``td`` (``td.last_job_id``, ``td.last_job``, ``td.last_results``) is left out of the
     ``td`` block, which keeps only its spec keys (``endpoint``, ``database``, …); and a relative
     ``query_file`` is made absolute against the working directory, the project directory where
     Digdag runs the task, since the spec itself is written elsewhere."""
     keys = spec_keys()
-    spec = {k: v for k, v in params.items() if k in keys}
+    # Digdag's ``_``-keys are Digdag's: ``_retry`` in particular is Digdag retrying the task, and
+    # passed on it would make the executable retry the whole export too (retries twice over).
+    spec = {k: v for k, v in params.items() if k in keys and not k.startswith("_")}
     if isinstance(spec.get("td"), dict):
         allowed = td_keys()
         spec["td"] = {k: v for k, v in spec["td"].items() if k in allowed}

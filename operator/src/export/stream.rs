@@ -96,8 +96,12 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
     };
     // A session an ended run of this export left is resumed at once; one whose run may still be
     // going (a crash, or a run beside this one) is waited on until it stands still.
-    let resume_now = previous
-        .is_some_and(|p| p.state != State::Running && p.export.session.as_deref() == Some(session.as_str()));
+    // So is one whose run crashed on this machine (its document says `running`, its process is
+    // gone): nothing can be filling the session any more.
+    let resume_now = previous.is_some_and(|p| {
+        p.export.session.as_deref() == Some(session.as_str())
+            && (p.state != State::Running || p.process.as_ref().is_some_and(|run| run.has_ended_here()))
+    });
     let writing = Writing {
         table: &connected.table,
         client: target,

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::append::{nothing_to_write, written};
 use super::phase::{PhaseCell, Step};
-use super::session::{drive, SessionRef, Watch};
+use super::session::{announce_wait, drive, SessionRef, Watch};
 use super::stream::Moved;
 use super::verify::{confirm_count, Verification};
 use super::{session_name, temp_table_name, Made, TransferError, Written};
@@ -201,7 +201,7 @@ async fn wait_for_owner(
     let s = t.session(session, temp, false);
     t.phase.set(Step::WaitForOtherRun, None);
     let mut watch = Watch::new(&s);
-    tracing::info!(session, status = %found.status, "another run is replacing this table; waiting for its outcome");
+    announce_wait(session, &found, t.poll);
     loop {
         if found.status == SessionStatus::Committed && t.client.table(t.database, temp).await?.is_none() {
             return resume(t, temp, found).await;

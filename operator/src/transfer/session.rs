@@ -372,7 +372,7 @@ enum Waited {
 /// `stale_after`. Waits `max_wait_for_owner` at most, then gives up: transient, run again later.
 async fn wait_for_owner(s: &SessionRef<'_>, mut session: Session) -> Result<Waited, TransferError> {
     let mut watch = Watch::new(s);
-    tracing::info!(session = s.name, status = %session.status, "another run owns this export's session; waiting for its outcome");
+    announce_wait(s.name, &session, s.poll);
     loop {
         if session.status == SessionStatus::Committed {
             return Ok(Waited::Committed(Committed {
@@ -396,6 +396,19 @@ async fn wait_for_owner(s: &SessionRef<'_>, mut session: Session) -> Result<Wait
             None => return Ok(Waited::Vanished),
         };
     }
+}
+
+/// Says, once, what a wait for another run is about and how long it lasts at most.
+pub(super) fn announce_wait(name: &str, session: &Session, poll: &PollPolicy) {
+    tracing::warn!(
+        "another run of this export holds bulk import session '{name}' ({}): waiting for it to \
+         finish; if the session stands still for {} s this run takes it over, and it gives up \
+         (exit 3) after {} s. A run that crashed on this machine with the same --status file is \
+         resumed at once.",
+        session.status,
+        poll.stale_after.as_secs(),
+        poll.max_wait_for_owner.as_secs()
+    );
 }
 
 /// A waiter's view of another run's session: whether it still moves.
