@@ -92,6 +92,9 @@ struct SpecArgs {
     /// A value for ${NAME} in the spec (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
+    /// A YAML or JSON map of values for ${NAME} (nested maps give dotted names); --param wins.
+    #[arg(long = "params", value_name = "FILE")]
+    params_file: Option<PathBuf>,
     /// YAML map of secrets for ${secret:NAME} (nested or dotted keys).
     #[arg(long, value_name = "FILE")]
     secrets: Option<PathBuf>,
@@ -122,7 +125,14 @@ struct RunArgs {
 impl SpecArgs {
     fn inputs(&self) -> Result<Inputs, Error> {
         Ok(Inputs {
-            params: Inputs::parse_params(&self.params)?,
+            params: {
+                let mut params = match &self.params_file {
+                    Some(path) => Inputs::params_from_file(path)?,
+                    None => Default::default(),
+                };
+                params.extend(Inputs::parse_params(&self.params)?);
+                params
+            },
             secrets_file: self.secrets.clone(),
             connections_file: self.connections.clone(),
             local_dir: self.local.clone(),
@@ -170,6 +180,19 @@ fn validate(cli: &Cli, args: &SpecArgs) -> Result<(), Error> {
 }
 
 fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
+    // Something other than a file there (a FIFO would hang the read of an earlier document, a
+    // link to a device would never end it) is refused before it is read.
+    if let Some(path) = &args.status {
+        if let Ok(meta) = std::fs::metadata(path) {
+            if !meta.is_file() {
+                return Err(Error::Spec(td_result_export::SpecError::Usage {
+                    arg: format!("--status {}", path.display()),
+                    problem: "it is not a regular file (a directory, a pipe or a device)".to_string(),
+                    fix: "Give the path of a regular file, or of one to create.".to_string(),
+                }));
+            }
+        }
+    }
     let recorder = StatusRecorder::new(StatusFile::new(args.status.clone()));
     // A document that cannot be written is found before anything is sent: a runner that reads
     // it must not be left with none, or an old one.

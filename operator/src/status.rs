@@ -327,6 +327,25 @@ impl Default for StatusDoc {
     }
 }
 
+/// The most of an earlier document read: one run writes a few kilobytes.
+const MAX_STATUS_BYTES: u64 = 16 << 20;
+
+/// An earlier document's text: only from a regular file, and only up to [`MAX_STATUS_BYTES`].
+fn read_previous(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_STATUS_BYTES {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_STATUS_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
 /// Where the document goes; `None` writes nothing.
 #[derive(Debug, Clone, Default)]
 pub struct StatusFile {
@@ -340,7 +359,7 @@ impl StatusFile {
     pub fn new(path: Option<PathBuf>) -> StatusFile {
         let previous = path
             .as_deref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(read_previous)
             .and_then(|text| serde_json::from_str(&text).ok())
             .map(Box::new);
         StatusFile { path, previous }

@@ -119,3 +119,96 @@ fn a_well_formed_key_passes_the_shape_check() {
     );
     td.run(&["validate", "spec.yml"]).expect_code(0);
 }
+
+/// A server that answers every request with `status` and a body that never ends (no
+/// Content-Length, closed only when the client goes); returns its `host:port`.
+fn endless_server(status: u16) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                );
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let block = vec![b'['; 64 * 1024];
+                while stream.write_all(&block).is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// An endpoint whose answers never end (a misconfigured proxy, a hostile server): the answer
+/// is read up to a bound and the run ends, in bounded time and memory, saying what it met.
+#[test]
+fn an_endless_answer_is_read_to_a_bound_and_the_run_ends() {
+    for (status, expected) in [(200, "longer than 64 MiB"), (500, "answered 500")] {
+        let host = endless_server(status);
+        let sandbox = crate::support::Sandbox::new();
+        sandbox.write(
+            "spec.yml",
+            &format!(
+                "job_id: '1'\ntd: {{endpoint: 'http://{host}', apikey: '{}'}}\nresult_url: 'td://{}@{host}/db_1/t_1'\n",
+                fake_key(1, 1),
+                fake_key(2, 2)
+            ),
+        );
+        let started = std::time::Instant::now();
+        let out = sandbox
+            .cmd()
+            .args(["run", "spec.yml", "--status", "status.json"])
+            .env(crate::support::FAST.0, crate::support::FAST.1)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(1 | 3)),
+            "{status}: {:?}\n{stderr}",
+            out.status
+        );
+        assert!(stderr.contains(expected), "{status}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{status}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// `--status` at something that is not a file (a FIFO, a link to a device, a directory) is
+/// refused at once with exit 2, without reading it or sending anything.
+#[test]
+fn a_status_path_that_is_not_a_regular_file_is_refused_at_once() {
+    let td = TdLocalRun::start();
+    let spec = td.job_spec("1", "dstdb/t_1?mode=append");
+    td.sandbox.write("spec.yml", &spec);
+    let fifo = td.sandbox.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::os::unix::fs::symlink("/dev/zero", td.sandbox.path().join("zero")).unwrap();
+    std::fs::create_dir(td.sandbox.path().join("dir")).unwrap();
+    for status in ["fifo", "zero", "dir"] {
+        td.clear_requests();
+        let started = std::time::Instant::now();
+        let out = td.run(&["run", "spec.yml", "--status", status]);
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains("it is not a regular file"),
+            "{status}: {}",
+            out.stderr
+        );
+        assert!(td.requests().is_empty(), "{status}: requests were sent");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+}

@@ -657,3 +657,58 @@ fn schema_prints_the_schema_files_exactly() {
     let out = sandbox.cmd().args(["schema", "bogus"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a usage error exits 2");
 }
+
+/// `--params FILE` gives `${…}` values from a YAML or JSON map (nested maps give dotted names),
+/// as a runner passes them without putting them on a command line; `--param` wins over it.
+#[test]
+fn params_come_from_a_file_as_well_as_the_command_line() {
+    let sandbox = Sandbox::new();
+    let key = key();
+    sandbox.write(
+        "spec.yml",
+        "job_id: ${td.last_job_id}\ntd: {apikey: '${secret:td.apikey}'}\n\
+         result_url: td://${secret:td.apikey}@api.treasuredata.co.jp/testdb/t_${suffix}\n",
+    );
+    sandbox.write("secrets.yml", &format!("td.apikey: '{key}'\n"));
+    sandbox.write("params.json", r#"{"td": {"last_job_id": 777}, "suffix": "abc"}"#);
+    let (_, plan, _) = accept(
+        &sandbox,
+        &["--secrets", "secrets.yml", "--params", "params.json"],
+        &[],
+    );
+    assert_eq!(plan["source"]["id"], "777");
+    assert_eq!(plan["target"]["table"], "t_abc");
+    let (_, plan, _) = accept(
+        &sandbox,
+        &[
+            "--secrets",
+            "secrets.yml",
+            "--params",
+            "params.json",
+            "--param",
+            "td.last_job_id=888",
+        ],
+        &[],
+    );
+    assert_eq!(plan["source"]["id"], "888", "--param wins over the file");
+
+    sandbox.write("params.json", "[1, 2]");
+    let out = sandbox
+        .cmd()
+        .args([
+            "validate",
+            "spec.yml",
+            "--secrets",
+            "secrets.yml",
+            "--params",
+            "params.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it is not a map of names to values"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -281,6 +281,8 @@ fn py_task_waiting_on_its_query(td: &TdLocalRun, tmp: &std::path::Path) -> std::
         "database": "srcdb",
         "td": {"endpoint": format!("http://{}", td.host())},
         "result_url": format!("td://{}@{}/dstdb/py_cancelled?mode=append", td.master(2), td.host()),
+        // A Digdag variable: it reaches the binary in a private file, not on its command line.
+        "session_uuid": "variable-never-on-a-command-line",
     });
     let mut cmd = py_command(td, &params);
     cmd.env("TMPDIR", tmp)
@@ -309,6 +311,15 @@ fn sigterm_to_the_py_runner_kills_the_query_and_leaves_no_process_or_temp_dir() 
     let (td, _job) = with_events_job();
     let tmp = td.sandbox.path().join("tmp");
     let mut runner = py_task_waiting_on_its_query(&td, &tmp);
+    assert!(
+        processes_mentioning("variable-never-on-a-command-line").is_empty(),
+        "a task variable is on a command line: {:?}",
+        processes_mentioning("variable-never-on-a-command-line")
+    );
+    assert!(
+        !processes_mentioning(&tmp.to_string_lossy()).is_empty(),
+        "the export runs"
+    );
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &runner.id().to_string()])
         .status()

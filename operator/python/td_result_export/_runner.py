@@ -196,10 +196,12 @@ def _forward(stream, out, secrets):
         out.flush()
 
 
-def run(spec, env=None, args=(), stdout=None, stderr=None):
+def run(spec, env=None, args=(), stdout=None, stderr=None, params=None):
     """Runs one export of ``spec`` (a dict of task spec keys); returns its status document.
 
-    The spec and the status document go to a private temporary directory that is removed after.
+    ``params`` (a map of names to text) are the values of ``${name}`` in the spec and its query
+    file. The spec, the params and the status document go to a private temporary directory (mode
+    0700, files 0600) that is removed after, so nothing of them shows on a command line.
     Output is passed on line by line with secrets masked. Raises :class:`ExportError` (or
     :class:`TransientExportError` for exit code 3) when the export fails.
     """
@@ -217,6 +219,12 @@ def run(spec, env=None, args=(), stdout=None, stderr=None):
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
         command = [binary(), "run", spec_path, "--status", status_path] + list(args)
+        if params:
+            params_path = os.path.join(work, "params.json")
+            fd = os.open(params_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(params, f)
+            command += ["--params", params_path]
         parent = os.getpid()
         process = subprocess.Popen(
             command,

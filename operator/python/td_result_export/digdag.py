@@ -57,9 +57,11 @@ def spec_from_params(params):
 
 def variables_from_params(params):
     """Digdag's variables in a task's params (``session_date``, ``last_session_time``, what a
-    ``td>`` stored as ``td.last_job_id``, a project's own ``_export`` values, …) as ``--param``
-    arguments, so that ``${…}`` in a ``query_file`` reads them as ``td>`` would. Task spec keys and
-    Digdag's ``_``-keys (``_env``, ``_retry``, …) are not variables; nested maps give dotted names."""
+    ``td>`` stored as ``td.last_job_id``, a project's own ``_export`` values, …) as a map of
+    dotted names to text, so that ``${…}`` in a ``query_file`` reads them as ``td>`` would. Task
+    spec keys and Digdag's ``_``-keys (``_env``, ``_retry``, …) are not variables. They reach the
+    executable in a private file (``--params``), never on its command line, which every local
+    user can read."""
     keys, allowed_td = spec_keys(), td_keys()
     found = {}
 
@@ -81,12 +83,12 @@ def variables_from_params(params):
                     walk(v, "td." + k, 1)
         elif name not in keys:
             walk(value, name, 0)
-    return [arg for name, value in sorted(found.items()) for arg in ("--param", "%s=%s" % (name, value))]
+    return dict(sorted(found.items()))
 
 
 def export(**params):
     """Runs one export from the task's params and stores what Digdag's next tasks read."""
-    status = run(spec_from_params(params), args=variables_from_params(params))
+    status = run(spec_from_params(params), params=variables_from_params(params))
     import digdag  # provided by Digdag's py> runner
 
     digdag.env.store(status.get("store_params") or {})

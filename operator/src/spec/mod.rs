@@ -387,6 +387,47 @@ impl Inputs {
             .collect()
     }
 
+    /// Values for `${name}` from a YAML or JSON map in a file (`--params FILE`): nested maps give
+    /// dotted names, scalars their text. A runner passes them so rather than on the command line,
+    /// where every local user reads them (`/proc/*/cmdline`).
+    pub fn params_from_file(path: &Path) -> Result<BTreeMap<String, String>, SpecError> {
+        let text = read_text(path, "params file", MAX_SPEC_BYTES)?;
+        let doc = parse_yaml(&text, &path.display().to_string())?;
+        let mut found = BTreeMap::new();
+        fn walk(value: &Value, name: String, depth: usize, found: &mut BTreeMap<String, String>) {
+            match value {
+                Value::String(s) => {
+                    found.insert(name, s.clone());
+                }
+                Value::Bool(_) | Value::Number(_) => {
+                    found.insert(name, value.to_string());
+                }
+                Value::Object(map) if depth < 8 => {
+                    for (k, v) in map {
+                        let child = if name.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{name}.{k}")
+                        };
+                        walk(v, child, depth + 1, found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        match &doc {
+            Value::Object(_) | Value::Null => walk(&doc, String::new(), 0, &mut found),
+            _ => {
+                return Err(SpecError::Usage {
+                    arg: format!("--params {}", path.display()),
+                    problem: "it is not a map of names to values".to_string(),
+                    fix: "Write a YAML or JSON map, e.g. {td: {last_job_id: 12345}}.".to_string(),
+                })
+            }
+        }
+        Ok(found)
+    }
+
     fn interpolator(&self) -> Result<Interpolator, SpecError> {
         let secrets = match &self.secrets_file {
             Some(path) => {

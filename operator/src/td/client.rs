@@ -101,6 +101,29 @@ pub(crate) enum Unread {
     Body(reqwest::Error),
     /// It is not what the API answers (JSON that does not parse as expected).
     Garbled(String),
+    /// It is longer than any answer of the API: read no further, never retried.
+    TooLarge(usize),
+}
+
+/// The most of an answer read into memory: TD's JSON answers (a job, a table list with schemas)
+/// and a session's rejected records stay far below it; an endless body stops here.
+pub(crate) const ANSWER_BYTES: usize = 64 << 20;
+/// The most of an error answer read: its message is all that is kept.
+const ERROR_BYTES: usize = 64 << 10;
+
+/// The body of `resp`, up to `cap` bytes.
+async fn read_capped(mut resp: Response, cap: usize) -> Result<Bytes, Unread> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(Unread::TooLarge(cap));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Unread::Body)? {
+        if body.len() + chunk.len() > cap {
+            return Err(Unread::TooLarge(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// A request to send, possibly several times.
@@ -159,11 +182,7 @@ impl TdClient {
     /// Sends `call` under the retry policy and reads the whole body. A body cut short counts as
     /// an ambiguous failure of the call (the server acted; its answer was lost), retried as such.
     async fn send_bytes(&self, call: &Call) -> TdResult<Bytes> {
-        self.retrying(
-            call,
-            |resp| async move { resp.bytes().await.map_err(Unread::Body) },
-        )
-        .await
+        self.retrying(call, |resp| read_capped(resp, ANSWER_BYTES)).await
     }
 
     /// The retry loop: one attempt is the request plus `finish` on a successful response.
@@ -207,6 +226,16 @@ impl TdClient {
                             detail,
                         },
                     ),
+                    Err(Unread::TooLarge(cap)) => {
+                        return Err(TdError::Protocol {
+                            call: call.label(),
+                            detail: format!(
+                                "the answer is longer than {} MiB, more than any answer of TD's API: \
+                                 is the endpoint a TD API server?",
+                                cap >> 20
+                            ),
+                        })
+                    }
                 },
                 Ok(resp) => {
                     let retry_after = retry_after(&resp);
@@ -256,7 +285,7 @@ impl TdClient {
     /// retried as a cut body (when the call may be repeated).
     async fn json<T: DeserializeOwned>(&self, call: Call) -> TdResult<T> {
         self.retrying(&call, |resp| async move {
-            let bytes = resp.bytes().await.map_err(Unread::Body)?;
+            let bytes = read_capped(resp, ANSWER_BYTES).await?;
             serde_json::from_slice(&bytes).map_err(|e| Unread::Garbled(e.to_string()))
         })
         .await
@@ -534,7 +563,8 @@ fn retry_after(resp: &Response) -> Option<Duration> {
 /// Reads a TD error body (`message`, else `error`, else `text`) into a `TdError::Api`.
 async fn api_error(call: String, resp: Response) -> TdError {
     let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
+    // Only the message is kept: an error body is read up to a small cap, the rest left unread.
+    let body = read_prefix(resp, ERROR_BYTES).await;
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let message = ["message", "error", "text"]
         .iter()
@@ -560,6 +590,18 @@ async fn api_error(call: String, resp: Response) -> TdError {
         conflicts_with,
         after_lost_answer: false,
     }
+}
+
+/// The first `cap` bytes of a body (what could be read of them).
+async fn read_prefix(mut resp: Response, cap: usize) -> Bytes {
+    let mut body = bytes::BytesMut::new();
+    while body.len() < cap {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            _ => break,
+        }
+    }
+    body.freeze()
 }
 
 fn transport_error(call: &Call, retry: u32, e: &reqwest::Error) -> TdError {
