@@ -11,6 +11,10 @@ use crate::td::Proxies;
 
 /// Parts are cut when their compressed size reaches this.
 pub const PART_BYTES: usize = 16 << 20;
+/// … or when their records (inflated) reach this: a sparse result (rows of NULLs deflate 100:1
+/// and more) would otherwise make a part that inflates past what a server takes of one part
+/// (td-local's limit is 1 GiB; TD's is not documented).
+pub const PART_RAW_BYTES: usize = 256 << 20;
 
 /// Scales every wait of the operator (retries, `Retry-After`, polling): `TDRE_TIME_SCALE=0.001`
 /// turns seconds into milliseconds, for tests.
@@ -28,6 +32,8 @@ const MAX_COMPRESS_THREADS: usize = 8;
 pub struct PartOptions {
     /// Compressed bytes at which a part is cut.
     pub bytes: usize,
+    /// Inflated bytes at which a part is cut (whichever comes first).
+    pub raw_bytes: usize,
     /// Threads deflating at once.
     pub threads: usize,
     /// Where finished parts wait for their upload (unnamed temporary files): `TMPDIR`, else `/tmp`.
@@ -38,6 +44,7 @@ impl Default for PartOptions {
     fn default() -> Self {
         PartOptions {
             bytes: PART_BYTES,
+            raw_bytes: PART_RAW_BYTES,
             threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(MAX_COMPRESS_THREADS),
@@ -91,6 +98,7 @@ impl Options {
         let defaults = Options::default();
         let parts = PartOptions {
             bytes: count(PART_BYTES_ENV).unwrap_or(defaults.parts.bytes),
+            raw_bytes: defaults.parts.raw_bytes,
             threads: count(COMPRESS_THREADS_ENV)
                 .map_or(defaults.parts.threads, |n| n.min(MAX_COMPRESS_THREADS)),
             dir: vars

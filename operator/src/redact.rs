@@ -25,12 +25,40 @@ where
     let mut secrets = SECRETS.write().unwrap_or_else(|p| p.into_inner());
     for value in values {
         let value = value.as_ref().trim();
-        if value.chars().count() >= SHORTEST && !secrets.iter().any(|s| s == value) {
-            secrets.push(value.to_string());
+        if value.chars().count() < SHORTEST {
+            continue;
+        }
+        for form in forms(value) {
+            if !secrets.contains(&form) {
+                secrets.push(form);
+            }
         }
     }
     // Longest first, so that a secret that contains another is masked whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// A secret as a server may echo it: as it is, URL-encoded, in base64 (standard and URL-safe,
+/// padded or not), and for a TD key (`<account id>/<40 hex>`) its secret part alone.
+fn forms(value: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let mut forms = vec![value.to_string()];
+    let encoded =
+        percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string();
+    forms.push(encoded.clone());
+    forms.push(encoded.to_lowercase());
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(value));
+    }
+    if let Some((_, secret)) = value.split_once('/') {
+        if secret.len() >= 32 && secret.chars().all(|c| c.is_ascii_hexdigit()) {
+            forms.push(secret.to_string());
+        }
+    }
+    forms.retain(|f| f.chars().count() >= SHORTEST);
+    forms.dedup();
+    forms
 }
 
 /// `text` with every known secret (and its JSON-escaped form), every key-shaped string and every
@@ -120,5 +148,29 @@ mod tests {
             w.write_all(b"value-1 line\nsecond").unwrap();
         }
         assert_eq!(String::from_utf8(out).unwrap(), "first *** line\nsecond");
+    }
+
+    #[test]
+    fn a_key_echoed_encoded_or_in_part_is_masked_too() {
+        use base64::Engine;
+        let key = format!("7311/{}", "a1b2c3d4e5".repeat(4));
+        remember([key.as_str()]);
+        let hex = key.split_once('/').unwrap().1;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&key);
+        let b64_url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key);
+        for (echoed, form) in [
+            (format!("invalid key part {hex} given"), "its 40-hex part"),
+            (format!("apikey=7311%2F{hex}"), "URL-encoded"),
+            (format!("apikey=7311%2f{hex}"), "URL-encoded, lowercase"),
+            (format!("auth {b64} refused"), "base64"),
+            (format!("auth {b64_url} refused"), "URL-safe base64"),
+        ] {
+            let shown = scrub(&echoed);
+            assert!(
+                !shown.contains(hex) && !shown.contains(&b64) && !shown.contains(&b64_url),
+                "{form}: {shown}"
+            );
+            assert!(shown.contains("***"), "{form}: {shown}");
+        }
     }
 }

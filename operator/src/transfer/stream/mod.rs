@@ -26,7 +26,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use super::transcode::{Input, TranscodeError, Transcoder};
 use crate::td::Payload;
 
-pub use crate::options::{PartOptions, PART_BYTES};
+pub use crate::options::{PartOptions, PART_BYTES, PART_RAW_BYTES};
 pub use parts::Part;
 
 /// Parts uploaded at once.
@@ -324,6 +324,7 @@ mod tests {
     fn part_options(bytes: usize, threads: usize, dir: &Path) -> PartOptions {
         PartOptions {
             bytes,
+            raw_bytes: PART_RAW_BYTES,
             threads,
             dir: dir.to_path_buf(),
         }
@@ -405,6 +406,31 @@ mod tests {
             assert_eq!(map[0], (Value::from("time"), Value::from(*time)));
             assert_eq!(map[1], (Value::from("payload"), Value::Binary(payload.clone())));
         }
+    }
+
+    #[tokio::test]
+    async fn a_sparse_result_is_cut_by_its_inflated_size_too() {
+        let dir = tempfile::tempdir().unwrap();
+        // Rows that deflate 100:1 and more: 6 MiB of zeros in 4 KiB payloads.
+        let rows: Vec<(i64, Vec<u8>)> = (0..1_536).map(|i| (1_700_000_000 + i, vec![0u8; 4096])).collect();
+        let options = PartOptions {
+            raw_bytes: 2 << 20,
+            ..part_options(16 << 20, 2, dir.path())
+        };
+        let (moved, parts) = run(result_body(&rows), &options).await;
+        assert_eq!(moved.unwrap().rows, rows.len() as u64);
+        assert!(parts.len() >= 3, "{} parts: cut by inflated size", parts.len());
+        for (name, part) in &parts {
+            let mut raw = Vec::new();
+            GzDecoder::new(&part[..]).read_to_end(&mut raw).unwrap();
+            // A part is cut at the first chunk (about 1 MiB) that reaches the bound.
+            assert!(
+                raw.len() <= (2 << 20) + (2 << 20),
+                "{name}: {} bytes inflated",
+                raw.len()
+            );
+        }
+        assert_eq!(decoded_rows(&parts).len(), rows.len());
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! Stage 3 (one thread): deflated chunks, taken from the workers in the order they were dealt,
 //! laid end to end into gzip parts in unnamed temporary files (gone when closed, even after a
-//! crash), cut once a part holds `part_bytes`. A part waits for its upload on disk, not in memory.
+//! crash), cut once a part holds `part_bytes` (or its records inflate to `raw_bytes`). A part waits for its upload on disk, not in memory.
 
 use std::fs::File;
 use std::io::Write;
@@ -52,7 +52,7 @@ pub(super) fn assemble(
                     None => building.insert(Building::start(&options.dir)?),
                 };
                 part.add(&deflated, &options.dir)?;
-                if part.len >= options.bytes as u64 {
+                if part.len >= options.bytes as u64 || part.raw_len >= options.raw_bytes as u64 {
                     send(building.take().expect("a part is being built"), &mut count)?;
                 }
             }
