@@ -117,7 +117,7 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
             options.retry.clone(),
         )
     };
-    let source = client(&plan.source_account);
+    let source = client(&plan.source_account).for_account("source", &plan.source_key_from);
     let looked = match &plan.target.account {
         TargetAccount::Known { account, .. } => Looked {
             account: Some(account.clone()),
@@ -145,8 +145,14 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
         Transfer::Stream => None,
     };
     let account = looked.account.filter(|_| transfer == Transfer::Stream);
+    let target_key_from = match &plan.target.account {
+        TargetAccount::Known { key_from, .. } => key_from.clone(),
+        TargetAccount::Connection { name, .. } => format!("the connection '{name}'"),
+    };
     Ok(Connected {
-        target: account.as_ref().map(client),
+        target: account
+            .as_ref()
+            .map(|a| client(a).for_account("target", &target_key_from)),
         target_endpoint: account
             .as_ref()
             .map_or_else(|| "connection".to_string(), |a| a.endpoint.to_string()),

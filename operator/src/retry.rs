@@ -52,6 +52,9 @@ pub struct RetryPolicy {
     pub retry_after_cap: Duration,
     /// Factor applied to a server's `Retry-After` (1 in production; tests shrink every wait).
     pub retry_after_scale: f64,
+    /// Retries of a call whose host name does not resolve, before it is a configuration error
+    /// (a resolver's passing hiccup is over by then; a typo is not).
+    pub max_unresolved_retries: u32,
 }
 
 impl Default for RetryPolicy {
@@ -63,6 +66,7 @@ impl Default for RetryPolicy {
             max_elapsed: Duration::from_secs(300),
             retry_after_cap: Duration::from_secs(60),
             retry_after_scale: 1.0,
+            max_unresolved_retries: 2,
         }
     }
 }

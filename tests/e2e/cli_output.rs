@@ -97,3 +97,64 @@ fn a_failed_run_says_what_to_fix_on_stderr() {
     assert!(out.stdout.is_empty(), "{}", out.stdout);
     cli_snapshots(&[]).bind(|| insta::assert_snapshot!("run_replace_with_write_only_key", out.stderr));
 }
+
+/// What a run prints when an account's boundary refuses it: which side (source or target), the
+/// host, where the key came from, and the fix — pinned per case.
+#[test]
+fn errors_at_the_boundary_name_the_side_the_host_where_the_key_came_from_and_the_fix() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let wrong = crate::support::fake_key(1, 9);
+    let cases = [
+        (
+            "boundary_source_key_refused",
+            format!(
+                "job_id: '{job}'\ntd: {{endpoint: 'http://{}'}}\nresult_url: '{}'\n",
+                td.host(),
+                td.target_url("dstdb/t_401?mode=append")
+            ),
+            vec![("TD_API_KEY", wrong.clone())],
+        ),
+        (
+            "boundary_target_key_refused",
+            format!(
+                "job_id: '{job}'\n{}result_url: 'td://${{secret:wrong_key}}@{}/dstdb/t_401?mode=append'\n",
+                td.source_yaml(),
+                td.host()
+            ),
+            vec![("WRONG_KEY", wrong.clone())],
+        ),
+        (
+            "boundary_nothing_listens",
+            format!(
+                "job_id: '{job}'\ntd: {{endpoint: 'http://127.0.0.1:{closed_port}', apikey: '${{secret:source_key}}'}}\nresult_url: '{}'\n",
+                td.target_url("dstdb/t_refused?mode=append")
+            ),
+            vec![],
+        ),
+        (
+            "boundary_host_does_not_resolve",
+            format!(
+                "job_id: '{job}'\ntd: {{endpoint: 'http://no-such-host.invalid', apikey: '${{secret:source_key}}'}}\nresult_url: '{}'\n",
+                td.target_url("dstdb/t_dns?mode=append")
+            ),
+            vec![],
+        ),
+    ];
+    for (name, spec, env) in cases {
+        td.sandbox.write("boundary.yml", &spec);
+        let mut cmd = td.command(&["run", "boundary.yml"]);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(matches!(out.status.code(), Some(1..=3)), "{name}: {stderr}");
+        assert!(!stderr.contains(&wrong), "{name}: a key was printed");
+        cli_snapshots(&[(&format!("127.0.0.1:{closed_port}"), "127.0.0.1:[CLOSED]")])
+            .bind(|| insta::assert_snapshot!(name, format!("exit {:?}\n{stderr}", out.status.code())));
+    }
+}

@@ -34,7 +34,7 @@ use crate::spec::{self, Inputs, LoadedSpec, RetrySpec};
 pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<Warning>), SpecError> {
     let force_local = inputs.local_dir.is_some();
     let source = resolve_source(loaded)?;
-    let source_account = resolve_source_account(loaded, force_local)?;
+    let (source_account, source_key_from) = resolve_source_account(loaded, force_local)?;
     let target = target::resolve_target(loaded, &source_account, force_local)?;
     let spec = &loaded.spec;
     let transfer = spec.transfer.unwrap_or_default();
@@ -49,6 +49,7 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<
         retry: resolve_retry(spec.retry.as_ref()),
         idempotency_key: spec.idempotency_key.clone(),
         local_dir: None,
+        source_key_from,
     };
     if plan.uses_local() {
         plan.local_dir = Some(loaded.interpolator.local_dir().to_path_buf());
@@ -142,7 +143,7 @@ fn read_query_file(loaded: &LoadedSpec, file: &str) -> Result<String, SpecError>
         .map_err(|u| spec::unresolved_error(u, at))
 }
 
-fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<Account, SpecError> {
+fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<(Account, String), SpecError> {
     let td = &loaded.spec.td;
     // As Digdag reads td.*: the spec's value, else the secret of the same name.
     let use_ssl = match td.use_ssl {
@@ -177,13 +178,16 @@ fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<Acco
             None => Endpoint::default_us(),
         }
     };
-    let api_key = match td.apikey.clone().filter(|k| !k.expose().trim().is_empty()) {
-        Some(key) => key,
-        None if endpoint == Endpoint::Local => local_key(loaded, 1, &SpecPath::parse("td.apikey"))?,
+    let (api_key, key_from) = match td.apikey.clone().filter(|k| !k.expose().trim().is_empty()) {
+        Some(key) => (key, "td.apikey in the spec".to_string()),
+        None if endpoint == Endpoint::Local => (
+            local_key(loaded, 1, &SpecPath::parse("td.apikey"))?,
+            "td-local's account 1".to_string(),
+        ),
         None => loaded
             .interpolator
-            .secret("td.apikey")
-            .map(ApiKey::new)
+            .secret_found("td.apikey")
+            .map(|(key, found)| (ApiKey::new(key), format!("secret td.apikey, found in {found}")))
             .map_err(|tried| SpecError::Invalid {
                 at: loaded.at(&SpecPath::parse("td")),
                 problem: format!(
@@ -194,7 +198,7 @@ fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<Acco
                     .to_string(),
             })?,
     };
-    Ok(Account { endpoint, api_key })
+    Ok((Account { endpoint, api_key }, key_from))
 }
 
 fn parse_bool(text: &str) -> Option<bool> {

@@ -211,6 +211,9 @@ pub struct ExportPlan {
     pub idempotency_key: Option<String>,
     /// Data directory of the embedded td-local, when any endpoint is [`Endpoint::Local`].
     pub local_dir: Option<PathBuf>,
+    /// Where the source account's key came from.
+    #[serde(skip)]
+    pub source_key_from: String,
 }
 
 impl ExportPlan {

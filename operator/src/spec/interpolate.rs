@@ -252,10 +252,16 @@ impl Interpolator {
 
     /// A secret's value, or the list of places that were tried.
     pub fn secret(&self, name: &str) -> Result<String, Vec<String>> {
+        self.secret_found(name).map(|(value, _)| value)
+    }
+
+    /// A secret's value and where it was found (`--secrets FILE`, `env NAME`, `~/.td/td.conf`),
+    /// or the list of places that were tried.
+    pub fn secret_found(&self, name: &str) -> Result<(String, String), Vec<String>> {
         let mut tried = Vec::new();
         if let Some((path, doc)) = &self.secrets {
             if let Some(value) = lookup_dotted(doc, name) {
-                return Ok(value);
+                return Ok((value, format!("--secrets {}", path.display())));
             }
             tried.push(format!("--secrets {}", path.display()));
         } else {
@@ -263,7 +269,7 @@ impl Interpolator {
         }
         let var = env_var_name(name);
         if let Some(value) = self.env.var(&var) {
-            return Ok(value.to_string());
+            return Ok((value.to_string(), format!("env {var}")));
         }
         tried.push(format!("env {var}"));
         let (conf_key, conf_env) = match name {
@@ -272,11 +278,11 @@ impl Interpolator {
             _ => return Err(tried),
         };
         if let Some(value) = self.env.var(conf_env) {
-            return Ok(value.to_string());
+            return Ok((value.to_string(), format!("env {conf_env}")));
         }
         tried.push(format!("env {conf_env}"));
         if let Some(value) = self.td_conf().get(conf_key).filter(|v| !v.is_empty()) {
-            return Ok(value.clone());
+            return Ok((value.clone(), "~/.td/td.conf".to_string()));
         }
         tried.push("~/.td/td.conf".to_string());
         Err(tried)

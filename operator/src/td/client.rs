@@ -30,6 +30,8 @@ pub struct TdClient {
     base: String,
     authorization: String,
     policy: RetryPolicy,
+    /// The account this client calls, named in its errors.
+    origin: Option<std::sync::Arc<super::error::Origin>>,
 }
 
 impl std::fmt::Debug for TdClient {
@@ -161,6 +163,24 @@ impl TdClient {
             base: base_url.trim_end_matches('/').to_string(),
             authorization: format!("TD1 {apikey}"),
             policy,
+            origin: None,
+        }
+    }
+
+    /// This client, naming `side`'s account (its host, where its key came from) in its errors.
+    pub fn for_account(self, side: &'static str, key_from: &str) -> TdClient {
+        let host = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, rest)| rest)
+            .to_string();
+        TdClient {
+            origin: Some(std::sync::Arc::new(super::error::Origin {
+                side,
+                host,
+                key_from: key_from.to_string(),
+            })),
+            ..self
         }
     }
 
@@ -259,6 +279,7 @@ impl TdClient {
                     message,
                     conflicts_with,
                     after_lost_answer: lost,
+                    at: None,
                 },
                 other => other,
             };
@@ -267,16 +288,32 @@ impl TdClient {
                 Failure::Status { code, .. } => RetryPolicy::is_ambiguous_status(code),
                 Failure::Connect => false,
             };
-            match self
-                .policy
-                .next_wait(retry, started.elapsed(), failure, call.safety)
-            {
+            // A host name that does not resolve is tried a few times only: then it is the spec's.
+            let unresolved =
+                matches!(&error, TdError::Transport { reason, .. } if super::error::is_unresolved(reason));
+            let wait = match unresolved && retry >= self.policy.max_unresolved_retries {
+                true => None,
+                false => self
+                    .policy
+                    .next_wait(retry, started.elapsed(), failure, call.safety),
+            };
+            match wait {
                 Some(wait) => {
-                    tracing::warn!(call = %call.label(), error = %error, wait_ms = wait.as_millis() as u64, "retrying");
+                    // One line says a call is being retried; each retry after it only with -v.
+                    if retry == 0 {
+                        tracing::warn!(
+                            "{}: {}; retrying it, at most {} times (-v shows each retry)",
+                            call.label(),
+                            error.cause(),
+                            self.policy.max_retries
+                        );
+                    } else {
+                        tracing::info!(call = %call.label(), error = %error, retry, wait_ms = wait.as_millis() as u64, "retrying");
+                    }
                     tokio::time::sleep(wait).await;
                     retry += 1;
                 }
-                None => return Err(with_attempts(error, retry + 1)),
+                None => return Err(with_attempts(error, retry + 1).placed(&self.origin)),
             }
         }
     }
@@ -589,6 +626,7 @@ async fn api_error(call: String, resp: Response) -> TdError {
         message,
         conflicts_with,
         after_lost_answer: false,
+        at: None,
     }
 }
 
@@ -610,6 +648,7 @@ fn transport_error(call: &Call, retry: u32, e: &reqwest::Error) -> TdError {
         attempts: retry + 1,
         reason: error_chain(e),
         connect: e.is_connect(),
+        at: None,
     }
 }
 
@@ -619,12 +658,14 @@ fn with_attempts(error: TdError, attempts: u32) -> TdError {
             call,
             reason,
             connect,
+            at,
             ..
         } => TdError::Transport {
             call,
             attempts,
             reason,
             connect,
+            at,
         },
         other => other,
     }

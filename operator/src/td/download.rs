@@ -78,6 +78,7 @@ impl Download {
                         attempts: self.failures + 1,
                         reason: error_chain(&e),
                         connect: false,
+                        at: None,
                     };
                     if self.failures == 0 {
                         self.since = Instant::now();

@@ -4,10 +4,23 @@
 use crate::error::{Class, Classify, Exit};
 use crate::retry::{Failure, RetryPolicy, Safety};
 
-/// A failed call to TD. Messages name the call (method and path: never a key).
+/// Which account a client calls, where, and where its key came from: what an error at the
+/// boundary names, so that a user knows which side to fix and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `source` or `target`.
+    pub side: &'static str,
+    /// `host[:port]` of the API.
+    pub host: String,
+    /// Where the key came from (a spec field, a secret, an environment variable …).
+    pub key_from: String,
+}
+
+/// A failed call to TD. Messages name the call (method and path: never a key) and, once the
+/// client knows it, the account, its host and where its key came from, with the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TdError {
-    #[error("{call} answered {status}: {message}")]
+    #[error("{}", describe_api(at.as_deref(), call, *status, message))]
     Api {
         call: String,
         status: u16,
@@ -16,13 +29,15 @@ pub enum TdError {
         /// An earlier attempt of this call was sent and its answer lost: a 409 now may be that
         /// attempt's own doing (the session it created, the commit it made).
         after_lost_answer: bool,
+        at: Option<std::sync::Arc<Origin>>,
     },
-    #[error("{call} failed after {attempts} attempt(s): {reason}")]
+    #[error("{}", describe_transport(at.as_deref(), call, *attempts, reason, *connect))]
     Transport {
         call: String,
         attempts: u32,
         reason: String,
         connect: bool,
+        at: Option<std::sync::Arc<Origin>>,
     },
     #[error("{call} returned an unexpected response: {detail}")]
     Protocol { call: String, detail: String },
@@ -79,20 +94,109 @@ impl TdError {
                 },
                 Safety::Repeatable,
             ),
-            TdError::Transport { .. } => true,
+            TdError::Transport { reason, .. } => !is_unresolved(reason),
             TdError::Protocol { .. } => false,
+        }
+    }
+
+    /// What went wrong, without the call: `answered 503: …`, or the transport's reason.
+    pub(crate) fn cause(&self) -> String {
+        match self {
+            TdError::Api { status, message, .. } => format!("answered {status}: {message}"),
+            TdError::Transport { reason, .. } => reason.clone(),
+            TdError::Protocol { detail, .. } => detail.clone(),
+        }
+    }
+
+    /// This error as a client for `at` reports it.
+    pub(crate) fn placed(self, origin: &Option<std::sync::Arc<Origin>>) -> TdError {
+        match self {
+            TdError::Api {
+                call,
+                status,
+                message,
+                conflicts_with,
+                after_lost_answer,
+                ..
+            } => TdError::Api {
+                call,
+                status,
+                message,
+                conflicts_with,
+                after_lost_answer,
+                at: origin.clone(),
+            },
+            TdError::Transport {
+                call,
+                attempts,
+                reason,
+                connect,
+                ..
+            } => TdError::Transport {
+                call,
+                attempts,
+                reason,
+                connect,
+                at: origin.clone(),
+            },
+            other => other,
         }
     }
 }
 
 pub type TdResult<T> = Result<T, TdError>;
 
+fn describe_api(at: Option<&Origin>, call: &str, status: u16, message: &str) -> String {
+    let answer = format!("{call} answered {status}: {message}");
+    let Some(at) = at else { return answer };
+    let (side, host, from) = (at.side, &at.host, &at.key_from);
+    match status {
+        401 => format!(
+            "the {side} account at {host} refused its API key (from {from}): {answer}. Give a key of \
+             that account, for that host: a key of another account or region, or one cut short, is refused"
+        ),
+        403 => format!(
+            "the {side} account's key (from {from}) may not do this at {host}: {answer}. A write-only \
+             key may only import; use the account's master key"
+        ),
+        _ => format!("the {side} account at {host}: {answer}"),
+    }
+}
+
+fn describe_transport(at: Option<&Origin>, call: &str, attempts: u32, reason: &str, connect: bool) -> String {
+    let failed = format!("{call} failed after {attempts} attempt(s): {reason}");
+    let Some(at) = at else { return failed };
+    let (side, host) = (at.side, &at.host);
+    let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    if connect && loopback && reason.contains("refused") {
+        return format!(
+            "nothing answers at {host}, the {side} account's API host: {failed}. Is td-local running \
+             there? Start it with `td-local serve --listen {host}`, or use endpoint: local for the \
+             embedded one"
+        );
+    }
+    if is_unresolved(reason) {
+        return format!(
+            "the {side} account's API host {host} does not resolve: {failed}. Check the host name in \
+             the spec (td.endpoint, the td:// URL or the connection's api_hostname)"
+        );
+    }
+    format!("could not reach the {side} account's API host {host}: {failed}. Check the host, the network and any proxy")
+}
+
+/// Whether a transport failure is a host name that does not resolve (a configuration error,
+/// not a passing one).
+pub(crate) fn is_unresolved(reason: &str) -> bool {
+    reason.contains("dns error") || reason.contains("failed to lookup address")
+}
+
 impl Classify for TdError {
     fn class(&self) -> Class {
-        let exit = if self.is_transient() {
-            Exit::Transient
-        } else {
-            Exit::Failed
+        let exit = match self {
+            // A host name that does not resolve is the spec's to fix (checked a few times first).
+            TdError::Transport { reason, .. } if is_unresolved(reason) => Exit::Invalid,
+            _ if self.is_transient() => Exit::Transient,
+            _ => Exit::Failed,
         };
         let name = match self {
             TdError::Api { status: 401, .. } => "AuthError",
@@ -103,6 +207,7 @@ impl Classify for TdError {
                 status: 400 | 422, ..
             } => "BadRequestError",
             TdError::Api { .. } => "ApiError",
+            TdError::Transport { reason, .. } if is_unresolved(reason) => "HostNotFound",
             TdError::Transport { .. } => "NetworkError",
             TdError::Protocol { .. } => "ProtocolError",
         };
@@ -133,6 +238,7 @@ mod tests {
             message: "no".into(),
             conflicts_with: None,
             after_lost_answer: false,
+            at: None,
         }
     }
 

@@ -244,6 +244,7 @@ mod tests {
             message: "gone".into(),
             conflicts_with: None,
             after_lost_answer: false,
+            at: None,
         };
         assert!(!transcode(Error::other(refused)).class().is_transient());
     }
