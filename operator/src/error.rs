@@ -162,6 +162,10 @@ pub enum SpecError {
         problem: String,
         fix: String,
     },
+    /// Several problems of one spec, all reported at once: unknown keys first (a typo explains
+    /// what follows it), then the rest in file order.
+    #[error("{} problems in the spec:\n{}", errors.len(), errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Several { errors: Vec<SpecError> },
 }
 
 impl SpecError {
@@ -172,6 +176,7 @@ impl SpecError {
             | SpecError::Invalid { at, .. }
             | SpecError::UnknownVariable { at, .. }
             | SpecError::UnknownSecret { at, .. } => Some(at),
+            SpecError::Several { errors } => errors.first().and_then(SpecError::at),
             _ => None,
         }
     }

@@ -44,6 +44,9 @@ pub enum FaultAction {
     /// Handle the call, then send only the first `after_bytes` bytes of the body (the
     /// `Content-Length` still announces the whole body). No effect on a body that is not longer.
     Truncate { after_bytes: usize },
+    /// Handle the call, then send the body `bytes` at a time, `millis` apart: a slow network,
+    /// so that a client is waiting on the body when something else happens.
+    Throttle { bytes: usize, millis: u64 },
 }
 
 impl std::fmt::Display for FaultAction {
@@ -57,6 +60,7 @@ impl std::fmt::Display for FaultAction {
             FaultAction::Reset => f.write_str("reset"),
             FaultAction::Delay { millis } => write!(f, "delay {millis} ms"),
             FaultAction::Truncate { after_bytes } => write!(f, "truncate after {after_bytes} bytes"),
+            FaultAction::Throttle { bytes, millis } => write!(f, "throttle to {bytes} bytes per {millis} ms"),
         }
     }
 }

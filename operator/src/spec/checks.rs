@@ -7,8 +7,8 @@ use td_model::key::{is_key_name, looks_like_api_key};
 use td_model::time::TimeError;
 use td_model::TdUrl;
 
-use super::schema::{self, Ranked, RANK_STRUCTURE};
-use super::{PrioritySpec, ResultUrl, TaskSpec, TimeSetting};
+use super::schema::{self, did_you_mean, Ranked, RANK_STRUCTURE, RANK_UNKNOWN_KEY};
+use super::{PrioritySpec, ResultUrl, TaskSpec, TimeSetting, KNOWN_SETTINGS};
 use crate::error::{shown, At, SpecError, SpecPath, Warning};
 
 /// Warns about API keys written literally (before interpolation) instead of `${secret:…}`.
@@ -164,9 +164,35 @@ pub(super) fn structure_errors(doc: &Map<String, Value>, at: &dyn Fn(&SpecPath) 
             }
         }
     }
-    errors
+    let mut ranked: Vec<Ranked> = errors
         .into_iter()
         .map(|e| (RANK_STRUCTURE, e.at().and_then(|a| a.line), e))
+        .collect();
+    ranked.extend(misspelt_settings(doc, at));
+    ranked
+}
+
+/// `result_settings` keys that are a typo of a key this program reads (`user_databse_name`):
+/// unknown keys, with the key meant. A key like no known one stays: the server engine forwards
+/// keys it does not know to TD's connector, which has more.
+fn misspelt_settings(doc: &Map<String, Value>, at: &dyn Fn(&SpecPath) -> At) -> Vec<Ranked> {
+    let Some(Value::Object(settings)) = doc.get("result_settings") else {
+        return Vec::new();
+    };
+    let known: Vec<String> = KNOWN_SETTINGS.iter().map(|k| k.to_string()).collect();
+    settings
+        .keys()
+        .filter(|key| !KNOWN_SETTINGS.contains(&key.as_str()))
+        .filter_map(|key| {
+            let suggestion = did_you_mean(key, KNOWN_SETTINGS)?;
+            let err = SpecError::UnknownKey {
+                at: at(&SpecPath::parse("result_settings").key(key)),
+                key: key.clone(),
+                suggestion: Some(suggestion),
+                allowed: known.clone().into_boxed_slice(),
+            };
+            Some((RANK_UNKNOWN_KEY, err.at().and_then(|a| a.line), err))
+        })
         .collect()
 }
 

@@ -9,7 +9,7 @@ use super::interpolate::Interpolator;
 use super::locate::Locator;
 use super::schema::Schema;
 use super::{
-    first_error, interpolate_tree, parse_yaml, read_text, refuse_shape, ConnectionSpec, MAX_SPEC_BYTES,
+    all_errors, interpolate_tree, parse_yaml, read_text, refuse_shape, ConnectionSpec, MAX_SPEC_BYTES,
 };
 use crate::error::{At, SpecError, SpecPath};
 
@@ -53,7 +53,7 @@ pub fn load(path: &Path, interpolator: &Interpolator) -> Result<ConnectionsFile,
     };
     let at = |p: &SpecPath| loaded.at(p);
     interpolate_tree(interpolator, &mut doc, &SpecPath::root(), &at)?;
-    if let Some((_, _, err)) = first_error(Schema::connections_file().check(&doc, &at)) {
+    if let Some(err) = all_errors(Schema::connections_file().check(&doc, &at)) {
         return Err(err);
     }
     let connections = serde_json::from_value(doc).map_err(|e| SpecError::Invalid {

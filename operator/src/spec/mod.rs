@@ -559,7 +559,7 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
     settings_from_json_text(&mut doc, &at)?;
     let mut ranked = Schema::task().check(&doc, &at);
     ranked.extend(structure_errors(doc.as_object().expect("checked above"), &at));
-    if let Some((_, _, err)) = first_error(ranked) {
+    if let Some(err) = all_errors(ranked) {
         return Err(err);
     }
     value_checks(&doc, &at)?;
@@ -639,10 +639,40 @@ pub fn parse_yaml(text: &str, file: &str) -> Result<Value, SpecError> {
     })
 }
 
-/// The most urgent error: lowest rank, then earliest line.
-pub fn first_error(mut ranked: Vec<Ranked>) -> Option<Ranked> {
-    ranked.sort_by_key(|(rank, line, _)| (*rank, line.unwrap_or(usize::MAX)));
-    ranked.into_iter().next()
+/// Every error, as one: unknown keys first (a typo explains what follows it: the key meant is
+/// then "missing"), then the others, each group in file order.
+pub fn all_errors(mut ranked: Vec<Ranked>) -> Option<SpecError> {
+    // The schema's own summary of the top level ("not valid under any of the schemas") says
+    // less than the structure errors that come with it.
+    if ranked.iter().any(|(rank, _, _)| *rank == schema::RANK_STRUCTURE) {
+        ranked.retain(|(rank, _, e)| {
+            !(*rank == schema::RANK_VALUE && e.at().is_some_and(|a| a.path == SpecPath::root()))
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    ranked.retain(|(_, _, e)| seen.insert(e.to_string()));
+    // "`x` is missing" when another error already asks for `x` says it twice.
+    let texts: Vec<String> = ranked.iter().map(|(_, _, e)| e.to_string()).collect();
+    ranked.retain(|(_, _, e)| match e {
+        SpecError::Invalid { problem, .. } if problem.ends_with("` is missing") => {
+            let named = problem.trim_end_matches(" is missing");
+            let own = e.to_string();
+            !texts.iter().any(|t| *t != own && t.contains(named))
+        }
+        _ => true,
+    });
+    ranked.sort_by_key(|(rank, line, _)| {
+        (
+            u8::from(*rank != schema::RANK_UNKNOWN_KEY),
+            line.unwrap_or(usize::MAX),
+        )
+    });
+    let mut errors: Vec<SpecError> = ranked.into_iter().map(|(_, _, e)| e).collect();
+    match errors.len() {
+        0 => None,
+        1 => errors.pop(),
+        _ => Some(SpecError::Several { errors }),
+    }
 }
 
 /// Replaces `${…}` in every string of `value` (keys are left alone).
@@ -752,9 +782,30 @@ mod tests {
         );
         let err = error("job_id: '1'\nreslt_url: td://@/db1/t_1\n");
         assert!(
-            err.starts_with("t.yml:2: reslt_url: unknown key `reslt_url` (did you mean `result_url`?)"),
+            err.starts_with(
+                "2 problems in the spec:\n  t.yml:2: reslt_url: unknown key `reslt_url` (did you mean `result_url`?)"
+            ),
             "{err}"
         );
+        assert!(err.ends_with("  t.yml: (top level): no target is given. Add result_url: td://@/DATABASE/TABLE, or result_connection: NAME with result_settings:."), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_named_before_the_missing_one_and_every_problem_is_shown_in_file_order() {
+        let err = error(
+            "job_id: '1'\nresult_connection: c\nresult_settings:\n  user_databse_name: db_1\n  user_table_name: t_1\n  mode: upsert\ntransfer: fast\n",
+        );
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines[0], "3 problems in the spec:", "{err}");
+        assert!(
+            lines[1].starts_with("  t.yml:4: result_settings.user_databse_name: unknown key `user_databse_name` (did you mean `user_database_name`?)"),
+            "{err}"
+        );
+        assert!(
+            lines[2].starts_with("  t.yml:6: result_settings.mode: `upsert`"),
+            "{err}"
+        );
+        assert!(lines[3].starts_with("  t.yml:7: transfer:"), "{err}");
     }
 
     #[test]

@@ -68,7 +68,29 @@ async fn apply(fired: &Fired, req: Request, next: Next) -> Response {
             next.run(req).await
         }
         FaultAction::Truncate { after_bytes } => truncate(next.run(req).await, after_bytes).await,
+        FaultAction::Throttle { bytes, millis } => throttle(next.run(req).await, bytes, millis),
     }
+}
+
+/// Sends the body `bytes` at a time, `millis` apart (headers at once).
+fn throttle(response: Response, bytes: usize, millis: u64) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = bytes.max(1);
+    let pieces = body.into_data_stream().flat_map(move |chunk| {
+        let pieces: Vec<Result<Bytes, axum::Error>> = match chunk {
+            Ok(chunk) => (0..chunk.len())
+                .step_by(bytes)
+                .map(|at| Ok(chunk.slice(at..(at + bytes).min(chunk.len()))))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(pieces)
+    });
+    let paced = pieces.then(move |piece| async move {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        piece
+    });
+    Response::from_parts(parts, Body::from_stream(paced))
 }
 
 fn injected_status(rule: u64, status: u16, retry_after: Option<u64>) -> Response {
