@@ -139,3 +139,98 @@ impl Drop for Reporter {
         self.finish();
     }
 }
+
+/// While the source job runs (on TD, often minutes): its id, engine and time so far, and its page
+/// in TD's console on TD's own hosts — a spinner on a terminal, a line every [`LINE_EVERY`]
+/// otherwise, the first as soon as the job is seen running.
+pub struct JobWatch {
+    display: Display,
+    console: Option<String>,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    last_line: Option<Instant>,
+}
+
+impl JobWatch {
+    /// `api_base` is the source account's API URL (it gives the console's host).
+    pub fn new(display: Display, api_base: &str) -> JobWatch {
+        JobWatch {
+            display,
+            console: console_base(api_base),
+            bar: None,
+            started: Instant::now(),
+            last_line: None,
+        }
+    }
+
+    pub fn update(&mut self, job: &crate::td::Job) {
+        let engine = job.job_type.as_deref().unwrap_or("query");
+        let secs = self.started.elapsed().as_secs();
+        let page = self
+            .console
+            .as_ref()
+            .map(|c| format!(" — {c}/app/jobs/{}", job.job_id))
+            .unwrap_or_default();
+        let text = format!(
+            "source job {} ({engine}) {}, {secs} s so far{page}",
+            job.job_id, job.status
+        );
+        match self.display {
+            Display::Bar => {
+                let bar = self.bar.get_or_insert_with(|| {
+                    let bar = ProgressBar::new_spinner();
+                    bar.set_style(spinner_style());
+                    bar
+                });
+                bar.set_message(text);
+                bar.tick();
+            }
+            Display::Lines if self.last_line.is_none_or(|at| at.elapsed() >= LINE_EVERY) => {
+                self.last_line = Some(Instant::now());
+                eprintln!("progress: {text}");
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for JobWatch {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// TD's console for an API host of TD's (`api.treasuredata.com` → `console.treasuredata.com`,
+/// `api.eu01.treasuredata.com` → `console.eu01.treasuredata.com`); none for any other host.
+fn console_base(api_base: &str) -> Option<String> {
+    let host = api_base.split_once("://").map_or(api_base, |(_, h)| h);
+    let host = host.split([':', '/']).next()?;
+    let region = host.strip_prefix("api")?;
+    let td = region.ends_with(".treasuredata.com") || region.ends_with(".treasuredata.co.jp");
+    td.then(|| format!("https://console{region}"))
+}
+
+#[cfg(test)]
+mod job_watch_tests {
+    use super::console_base;
+
+    #[test]
+    fn the_console_is_known_for_tds_hosts_only() {
+        assert_eq!(
+            console_base("https://api.treasuredata.com").as_deref(),
+            Some("https://console.treasuredata.com")
+        );
+        assert_eq!(
+            console_base("https://api.treasuredata.co.jp").as_deref(),
+            Some("https://console.treasuredata.co.jp")
+        );
+        assert_eq!(
+            console_base("https://api.eu01.treasuredata.com/").as_deref(),
+            Some("https://console.eu01.treasuredata.com")
+        );
+        assert_eq!(console_base("http://127.0.0.1:8950"), None);
+        assert_eq!(console_base("https://api.example.com"), None);
+    }
+}

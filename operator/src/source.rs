@@ -63,9 +63,20 @@ pub async fn finished_job(
 
 /// Waits until job `id` finishes; an error or killed job is a `JobFailed` with what it said.
 pub async fn wait_for_job(client: &TdClient, id: &str, poll: &PollPolicy) -> Result<Job, SourceError> {
+    wait_for_job_watched(client, id, poll, |_| {}).await
+}
+
+/// As [`wait_for_job`], with `on_wait` seeing the job each time it is found still running.
+pub async fn wait_for_job_watched(
+    client: &TdClient,
+    id: &str,
+    poll: &PollPolicy,
+    mut on_wait: impl FnMut(&Job),
+) -> Result<Job, SourceError> {
     let started = Instant::now();
     let job = finished_job(client, id, poll, |job| {
         tracing::info!(job_id = %job.job_id, status = %job.status, waited_s = started.elapsed().as_secs(), "waiting for the source job");
+        on_wait(job);
     })
     .await?;
     if job.status == JobStatus::Success {
@@ -80,7 +91,8 @@ pub async fn wait_for_job(client: &TdClient, id: &str, poll: &PollPolicy) -> Res
 
 /// The finished source job: the one named, or the query's. `recorded` is the query job an
 /// unfinished earlier run left; it is reused when it ran the same query and has not failed.
-/// `on_issued` hears of a job issued now, before it is waited for.
+/// `on_issued` hears of a job issued now, before it is waited for; `on_wait` sees the job while
+/// it runs.
 pub async fn source_job(
     client: &TdClient,
     source: &Source,
@@ -88,6 +100,7 @@ pub async fn source_job(
     recorded: Option<&str>,
     poll: &PollPolicy,
     on_issued: impl FnOnce(&str),
+    on_wait: impl FnMut(&Job),
 ) -> Result<Job, SourceError> {
     let id = match source {
         Source::Job { id } => id.clone(),
@@ -118,7 +131,7 @@ pub async fn source_job(
             }
         }
     };
-    wait_for_job(client, &id, poll).await
+    wait_for_job_watched(client, &id, poll, on_wait).await
 }
 
 /// A query to issue.

@@ -158,3 +158,44 @@ fn errors_at_the_boundary_name_the_side_the_host_where_the_key_came_from_and_the
             .bind(|| insta::assert_snapshot!(name, format!("exit {:?}\n{stderr}", out.status.code())));
     }
 }
+
+/// While the source job runs (on TD, often minutes) the run says so at once: the job's id, its
+/// engine, its state and the time so far (a line every few seconds when stderr is not a
+/// terminal); for TD's own hosts, the job's page in the console too.
+#[test]
+fn a_run_shows_the_source_job_while_it_runs() {
+    use std::io::BufRead;
+    let (td, _job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let queued = td.server.inspect().queued_job(1, "srcdb").unwrap().to_string();
+    td.sandbox.write(
+        "waiting.yml",
+        &td.job_spec(&queued, "dstdb/t_waiting?mode=append"),
+    );
+    let mut child = td
+        .command(&["run", "waiting.yml"])
+        .env("TDRE_TIME_SCALE", "0.01")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Should the line never come, the run is ended after a while (the job never finishes).
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+    });
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("source job"))
+        .expect("a line about the source job");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        line,
+        format!("progress: source job {queued} (presto) queued, 0 s so far"),
+        "shown as soon as the job is seen running"
+    );
+}

@@ -14,7 +14,7 @@ use td_model::Mode;
 use crate::connect::{connect, ConnectError, Connected};
 use crate::error::{Class, Classify, Exit};
 use crate::options::Options;
-use crate::progress::Display;
+use crate::progress::{Display, JobWatch};
 use crate::resolve::{ExportPlan, Source};
 use crate::source::{source_job, SourceError};
 use crate::spec::Transfer;
@@ -159,6 +159,7 @@ async fn stages(
     );
     prepare_target(connected).await?;
     let unfinished = previous.filter(|p| p.state != State::Success);
+    let mut watch = JobWatch::new(display, connected.source.base_url());
     let job = source_job(
         &connected.source,
         &plan.source,
@@ -166,8 +167,10 @@ async fn stages(
         unfinished.and_then(|p| p.export.source_job_id.as_deref()),
         &options.poll,
         |id| recorder.issued(id),
+        |job| watch.update(job),
     )
     .await?;
+    drop(watch);
     recorder.source_job(&job);
     let key = idempotency_key(plan, connected, &job);
     recorder.key(&key);

@@ -82,6 +82,9 @@ pub struct Job {
     #[serde(deserialize_with = "id_string")]
     pub job_id: String,
     pub status: JobStatus,
+    /// The engine (`presto`, `hive`, …) or kind of job.
+    #[serde(default, rename = "type")]
+    pub job_type: Option<String>,
     #[serde(default)]
     pub database: Option<String>,
     /// The SQL the job ran.
