@@ -563,3 +563,69 @@ fn every_treasure_box_carries_the_same_py_function() {
         );
     }
 }
+
+/// The boxes install the release of this workspace when nothing else is given: their pin moves
+/// with the version.
+#[test]
+fn every_treasure_box_pins_the_workspace_version() {
+    let pin = format!("PACKAGE = \"td-result-export=={}\"", env!("CARGO_PKG_VERSION"));
+    for dir in boxes() {
+        let text = std::fs::read_to_string(dir.join("scripts/export.py")).unwrap();
+        assert!(text.contains(&pin), "{}: no `{pin}`", name(&dir));
+    }
+}
+
+/// A user with only the repository: the wheel put in a project's `wheels/` folder is what the
+/// box installs, with no network (every package index unreachable), into a fresh Python. Needs
+/// the built wheel: run by `.ci/run` after it builds one (TDRE_PY_VENV set).
+#[test]
+fn a_box_installs_the_wheel_in_its_project_with_no_network() {
+    if std::env::var_os("TDRE_PY_VENV").is_none() {
+        eprintln!("skipped: needs the wheel .ci/run builds (TDRE_PY_VENV)");
+        return;
+    }
+    let wheel = std::fs::read_dir(repo_root().join("target/wheels"))
+        .expect("target/wheels: the wheel is built")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .expect("a wheel in target/wheels");
+    let project = tempfile::tempdir().unwrap();
+    let the_box = boxes().into_iter().next().unwrap();
+    std::fs::create_dir_all(project.path().join("scripts")).unwrap();
+    std::fs::copy(
+        the_box.join("scripts/export.py"),
+        project.path().join("scripts/export.py"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(project.path().join("wheels")).unwrap();
+    std::fs::copy(
+        &wheel,
+        project.path().join("wheels").join(wheel.file_name().unwrap()),
+    )
+    .unwrap();
+    let venv = project.path().join("venv");
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = std::process::Command::new(venv.join("bin/python"))
+        .args(["-c", "import sys; sys.path.insert(0, 'scripts'); import export; export.install({}); import td_result_export.digdag; print('installed')"])
+        .current_dir(project.path())
+        // No package index answers: only the project's wheel can be installed.
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        .env("PIP_NO_CACHE_DIR", "1")
+        .env_remove("PYTHONPATH")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("installed"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let binary = venv.join("bin/td-result-export");
+    assert!(binary.is_file(), "the wheel's executable is installed");
+}
