@@ -104,6 +104,9 @@ struct SpecArgs {
     /// Use the embedded td-local for every endpoint, with its data in DIR.
     #[arg(long, value_name = "DIR")]
     local: Option<PathBuf>,
+    /// Who runs this program (the py> entry point passes `py`: messages then name task params).
+    #[arg(long, value_enum, default_value = "cli", hide = true)]
+    runner: td_result_export::spec::Runner,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +141,7 @@ impl SpecArgs {
             local_dir: self.local.clone(),
             env: Environment::from_process(),
             local_accounts: td_result_export::embedded_local_accounts(),
+            runner: self.runner,
         })
     }
 }
@@ -212,7 +216,9 @@ fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
     };
     if let (Ok(Some(preview)), false) = (&result, cli.quiet) {
         println!("{}", redact::scrub(&outcome_line(&doc, started.elapsed())));
-        if let Some(path) = recorder.file().path() {
+        // Under py> the document is the entry point's, in a directory gone once the task ends.
+        if let (Some(path), td_result_export::spec::Runner::Cli) = (recorder.file().path(), args.spec.runner)
+        {
             println!("status document: {}", path.display());
         }
         match preview {

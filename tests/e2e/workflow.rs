@@ -153,11 +153,56 @@ fn the_py_entry_raises_naming_the_field_of_an_invalid_spec() {
     assert!(task.out.is_null(), "nothing is stored");
     let raised = task.stderr.lines().last().unwrap_or_default();
     assert!(
-        raised.starts_with("td_result_export._runner.ExportError: InvalidSpec:")
-            && raised.contains("result_settings.mode: `upsert` is not one of append, replace"),
+        raised.starts_with(
+            "td_result_export._runner.ExportError: InvalidSpec: py> task param: result_settings.mode: \
+             `upsert` is not one of append, replace"
+        ),
         "{}",
         task.stderr
     );
+    assert!(
+        !task.stderr.contains("spec.json"),
+        "a temporary file is named:\n{}",
+        task.stderr
+    );
+}
+
+/// Digdag leaves `${secret:…}` inside an ordinary param as text: the binary then looks for it in
+/// the environment. What it says names the task param, gives the `_env` line to add (the hint's
+/// placeholder unmasked), and names no temporary file and no command-line flag.
+#[test]
+fn a_py_task_missing_a_secret_is_told_the_env_line_to_add() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let task = py_task(
+        &td,
+        &params(
+            &td,
+            &job,
+            "py_secret",
+            json!({"result_url": format!("td://${{secret:target.apikey}}@{}/dstdb/py_secret", td.host())}),
+        ),
+    );
+    assert_ne!(task.code, Some(0));
+    let raised = task.stderr.lines().last().unwrap_or_default();
+    for needle in [
+        "InvalidSpec: py> task param: result_url: `${secret:target.apikey}` is not set for this task",
+        "`_env: {TARGET_APIKEY: ${secret:target.apikey}}`",
+    ] {
+        assert!(
+            raised.contains(needle),
+            "{needle:?} missing from:\n{}",
+            task.stderr
+        );
+    }
+    for absent in ["spec.json", "--secrets", "status document:"] {
+        assert!(
+            !task.stderr.contains(absent) && !task.stdout.contains(absent),
+            "{absent:?} in:\n{}\n{}",
+            task.stdout,
+            task.stderr
+        );
+    }
 }
 
 #[test]

@@ -18,7 +18,9 @@ BINARY_ENV = "TD_RESULT_EXPORT_BIN"
 # Keys whose values are secrets wherever they appear, and the shapes of a TD API key in a text.
 _KEY_NAMES = ("apikey", "api_key", "master_key", "write_only_key", "password")
 _KEY_SHAPE = re.compile(r"\b\d+/[0-9a-fA-F]{40}\b")
-_URL_USER = re.compile(r"://[^\s?#]+@")
+_URL_USER = re.compile(r"://([^\s?#]+)@")
+# A URL's user part that stands for a key in a hint (`${secret:NAME}`, `APIKEY`), and is none.
+_PLACEHOLDER = re.compile(r"^(\$\{[^${}]*\}|[A-Z_]+)$")
 
 
 class ExportError(RuntimeError):
@@ -92,10 +94,10 @@ def secrets_of(spec, env=None):
             for v in value:
                 walk(v, name)
         elif isinstance(value, str) and value:
-            if name.lower() in _KEY_NAMES:
+            if name.lower() in _KEY_NAMES and not _PLACEHOLDER.match(value):
                 found.add(value)
             for url in re.finditer(r"td://([^\s?#]*)@", value):
-                if url.group(1):
+                if url.group(1) and not _PLACEHOLDER.match(url.group(1)):
                     found.add(url.group(1))
 
     walk(spec, "")
@@ -110,7 +112,7 @@ def scrub(text, secrets):
     for secret in secrets:
         text = text.replace(secret, "***")
     text = _KEY_SHAPE.sub("***", text)
-    return _URL_USER.sub("://***@", text)
+    return _URL_USER.sub(lambda m: m.group(0) if _PLACEHOLDER.match(m.group(1)) else "://***@", text)
 
 
 def externalize_secrets(spec):
@@ -218,7 +220,7 @@ def run(spec, env=None, args=(), stdout=None, stderr=None, params=None):
         fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
-        command = [binary(), "run", spec_path, "--status", status_path] + list(args)
+        command = [binary(), "run", spec_path, "--status", status_path, "--runner", "py"] + list(args)
         if params:
             params_path = os.path.join(work, "params.json")
             fd = os.open(params_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

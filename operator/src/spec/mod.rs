@@ -362,6 +362,17 @@ pub struct Inputs {
     pub env: Environment,
     /// Where `${local:…}` and a local source's default key come from.
     pub local_accounts: LocalAccounts,
+    /// Who runs this program, for messages that say what to fix where the user writes it.
+    pub runner: Runner,
+}
+
+/// Who runs this program: a person or a script on the command line, or the py> entry point
+/// (whose spec is a task's params, written to a temporary file the user never sees).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runner {
+    #[default]
+    Cli,
+    Py,
 }
 
 /// Data directory of the embedded td-local when `--local` is not given.
@@ -530,7 +541,29 @@ pub(crate) fn read_text(path: &Path, what: &'static str, max: u64) -> Result<Str
 pub fn load(path: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
     let text = read_text(path, "spec file", MAX_SPEC_BYTES)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    load_str(&text, &path.display().to_string(), &base_dir, inputs)
+    match inputs.runner {
+        Runner::Cli => load_str(&text, &path.display().to_string(), &base_dir, inputs),
+        // The spec is the task's params in a temporary file: name the params, not the file.
+        Runner::Py => load_str(&text, "py> task param", &base_dir, inputs).map_err(for_py_task),
+    }
+}
+
+/// An error as a py> task's author fixes it: a secret comes from the task's `_env`.
+fn for_py_task(e: SpecError) -> SpecError {
+    match e {
+        SpecError::UnknownSecret { at, name, .. } => SpecError::Invalid {
+            problem: format!("`${{secret:{name}}}` is not set for this task"),
+            fix: format!(
+                "Add it to the task's environment: `_env: {{{}: ${{secret:{name}}}}}` (and `td wf secrets --set {name}` on TD Workflow).",
+                crate::error::env_var_name(&name)
+            ),
+            at,
+        },
+        SpecError::Several { errors } => SpecError::Several {
+            errors: errors.into_iter().map(for_py_task).collect(),
+        },
+        other => other,
+    }
 }
 
 /// Loads and validates spec text; `file` names it in messages.
@@ -540,7 +573,8 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
     let file_name: std::sync::Arc<str> = file.into();
     let at = |p: &SpecPath| At {
         file: file_name.clone(),
-        line: locator.line(p),
+        // A py> task's spec is JSON written on one line: its lines mean nothing to the user.
+        line: (inputs.runner == Runner::Cli).then(|| locator.line(p)).flatten(),
         path: p.clone(),
     };
     refuse_shape(&shape, file)?;
