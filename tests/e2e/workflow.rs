@@ -203,6 +203,25 @@ fn a_py_task_missing_a_secret_is_told_the_env_line_to_add() {
             task.stderr
         );
     }
+
+    // With the line added, as Digdag sets `_env` (the secret's value in it), the export runs.
+    let task = py_task(
+        &td,
+        &params(
+            &td,
+            &job,
+            "py_secret",
+            json!({
+                "result_url": format!("td://${{secret:target.apikey}}@{}/dstdb/py_secret", td.host()),
+                "_env": {"TARGET_APIKEY": td.master(2)},
+            }),
+        ),
+    );
+    assert_eq!(task.code, Some(0), "{}\n{}", task.stdout, task.stderr);
+    assert_eq!(
+        td.rows(2, "dstdb", "py_secret").map(|r| r.len()),
+        Some(events().len())
+    );
 }
 
 #[test]
@@ -261,7 +280,7 @@ fn the_py_entry_takes_the_params_digdag_passes_after_a_td_task() {
             "result_url": format!("td://{}@{}/dstdb/py_after_td?mode=append", td.master(2), td.host()),
             "session_time": "2026-12-01T00:00:00+00:00",
             "_retry": 1,
-            "_env": {"TD_API_KEY": "(as Digdag passes it)"},
+            "_env": {"TD_API_KEY": td.master(1)},
             "docker": {"image": "digdag/digdag-python:3.9"},
         }),
     );

@@ -3,7 +3,8 @@ own runner (digdag-standards' py/runner.py) does, without a Digdag server.
 
     python digdag_runner.py MODULE.FUNCTION IN_FILE OUT_FILE
 
-IN_FILE is JSON ``{"params": {...}}`` (the task's params, already interpolated). A module named
+IN_FILE is JSON ``{"params": {...}}`` (the task's params, already interpolated; ``_env`` becomes
+environment variables, as Digdag sets them). A module named
 ``digdag`` is put in ``sys.modules`` with ``env.params``, ``env.store``, ``env.export`` and
 ``env.set_state``; the function is imported by its dotted name and called with the params it names
 (all of them when it takes ``**kwargs``); what it stored is written to OUT_FILE as
@@ -60,6 +61,10 @@ def arguments(function, params):
 def main(command, in_file, out_file):
     with open(in_file) as f:
         params = json.load(f)["params"]
+    # Digdag sets a task's `_env` as environment variables of the process it runs (and leaves a
+    # `${secret:…}` inside an ordinary param as it is: only `_env` values get secrets).
+    for name, value in (params.get("_env") or {}).items():
+        os.environ[name] = str(value)
     env = Env(params)
     module = types.ModuleType("digdag")
     module.env = env

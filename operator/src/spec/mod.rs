@@ -488,6 +488,8 @@ pub struct LoadedSpec {
     /// Directory that relative paths in the spec (query_file) are relative to.
     pub base_dir: PathBuf,
     locator: Locator,
+    /// Who runs this program (a py> task's spec has no lines worth naming).
+    runner: Runner,
     pub(crate) interpolator: Interpolator,
 }
 
@@ -501,7 +503,9 @@ impl LoadedSpec {
     pub fn at(&self, path: &SpecPath) -> At {
         At {
             file: self.file.as_str().into(),
-            line: self.locator.line(path),
+            line: (self.runner == Runner::Cli)
+                .then(|| self.locator.line(path))
+                .flatten(),
             path: path.clone(),
         }
     }
@@ -624,6 +628,7 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
         file: file.to_string(),
         base_dir: base_dir.to_path_buf(),
         locator,
+        runner: inputs.runner,
         interpolator,
     })
 }
