@@ -86,7 +86,7 @@ pub struct Connected {
     pub transfer_reason: String,
     /// For the server engine.
     pub destination: Option<Destination>,
-    _local: Option<td_local::TdLocal>,
+    _local: Option<td_local::Embedded>,
 }
 
 /// What a lookup on the source account found of a target known only by name.
@@ -182,8 +182,10 @@ fn proxies(plan: &ExportPlan, options: &Options) -> Proxies {
     }
 }
 
-async fn start_local(dir: &std::path::Path) -> Result<td_local::TdLocal, ConnectError> {
-    td_local::TdLocal::start(td_local::Config::new(dir))
+/// The td-local of `endpoint: local`: one already serving the directory (`td-local serve`) is
+/// used; another run's embedded one is waited for (one server per directory); else its own.
+async fn start_local(dir: &std::path::Path) -> Result<td_local::Embedded, ConnectError> {
+    td_local::TdLocal::embedded(td_local::Config::new(dir))
         .await
         .map_err(|e| ConnectError::Local {
             dir: dir.display().to_string(),

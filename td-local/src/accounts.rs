@@ -36,13 +36,16 @@ fn new_key(account_id: i64) -> String {
 pub fn load_or_create(dir: &Path) -> Result<Vec<Account>> {
     let path = dir.join(ACCOUNTS_FILE);
     let unreadable = |why: String| Error::internal(format!("{}: {why}", path.display()));
-    if path.exists() {
+    let load = || -> Result<Vec<Account>> {
         let text = std::fs::read_to_string(&path)?;
         let file: AccountsFile = serde_yaml_ng::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
         if file.accounts.is_empty() {
             return Err(unreadable("no accounts".into()));
         }
-        return Ok(file.accounts);
+        Ok(file.accounts)
+    };
+    if path.exists() {
+        return load();
     }
     let accounts: Vec<Account> = (1..=DEFAULT_ACCOUNTS)
         .map(|id| Account {
@@ -59,10 +62,17 @@ pub fn load_or_create(dir: &Path) -> Result<Vec<Account>> {
         })
         .map_err(|e| unreadable(e.to_string()))?
     );
-    let tmp = path.with_extension("yml.tmp");
+    // Several processes may make a new directory's accounts at once: the first file linked in
+    // place wins (a link never replaces a file), and every other process reads that one.
+    let tmp = path.with_extension(format!("yml.tmp.{}", std::process::id()));
     write_private(&tmp, text.as_bytes())?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(accounts)
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(accounts),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load(),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes a file only its owner can read or write (mode 0600 from its creation, so the keys are

@@ -51,4 +51,4 @@ pub use faults::{FaultAction, FaultRule, Faults, LoggedRequest, Trigger};
 pub use inspect::{Inspect, SessionInfo};
 pub use lag::CountLag;
 pub use limits::Limits;
-pub use server::{Config, TdLocal};
+pub use server::{Config, Embedded, TdLocal};

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::accounts::{self, Account, Accounts};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::faults::{self, Faults};
 use crate::inspect::Inspect;
 use crate::lag::CountLag;
@@ -38,6 +38,98 @@ pub struct Config {
     pub limits: Limits,
     /// How long table counts lag a commit, rename or swap (`crate::lag`): TD's default reading.
     pub count_lag: CountLag,
+    /// Whether this server lives only for one run of the operator (`endpoint: local`): another
+    /// run that finds it serving the directory waits for it to stop, where it uses a lasting one
+    /// (`td-local serve`, a test's server) at once.
+    pub embedded: bool,
+}
+
+/// The server an embedded start found or made: its own, or one already serving the directory.
+pub enum Embedded {
+    Started(Box<TdLocal>),
+    /// A lasting server (`td-local serve`) already serves the directory, at this base URL.
+    Running(String),
+}
+
+impl Embedded {
+    pub fn base_url(&self) -> String {
+        match self {
+            Embedded::Started(td) => td.base_url(),
+            Embedded::Running(url) => url.clone(),
+        }
+    }
+}
+
+/// One data directory, one server: a second server on it would take the first one's running
+/// jobs for leftovers of a crash and fail them (`Runner::recover`), and both would run them.
+const LOCK_FILE: &str = "server.lock";
+/// How often a server waiting for the data directory tries it again.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What the lock file says about the server holding it: `lasting URL` or `embedded URL`.
+fn holder(dir: &Path) -> Option<(bool, String)> {
+    let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+    let (kind, url) = text.trim().split_once(' ')?;
+    Some((kind == "lasting", url.to_string()))
+}
+
+/// How taking the data directory ended.
+enum Locked {
+    /// This process holds it (until the file is closed, whatever ends the process).
+    Held(std::fs::File),
+    /// A lasting server holds it, at this URL.
+    Lasting(String),
+}
+
+/// Takes the data directory for this server. Another server holding it is refused
+/// (`wait` false), or — for an embedded start — used when it lasts and waited for when it is
+/// another run's embedded one.
+async fn lock_data_dir(dir: &Path, wait: bool) -> Result<Locked> {
+    use rustix::fs::{flock, FlockOperation};
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    let mut announced = false;
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Locked::Held(file)),
+            Err(rustix::io::Errno::WOULDBLOCK) if wait => {
+                if let Some((true, url)) = holder(dir) {
+                    tracing::info!(%url, "td-local already serves {}: using it", dir.display());
+                    return Ok(Locked::Lasting(url));
+                }
+                if !announced {
+                    tracing::warn!(
+                        "another run's td-local serves {}: waiting for that run to end",
+                        dir.display()
+                    );
+                    announced = true;
+                }
+                tokio::time::sleep(LOCK_RETRY).await;
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(Error::conflict(format!(
+                    "another td-local already serves {}: stop it, or give another --data directory",
+                    dir.display()
+                )))
+            }
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
+    }
+}
+
+/// Says in the lock file which server holds the directory, and where.
+fn announce(lock: &std::fs::File, embedded: bool, url: &str) -> Result<()> {
+    use std::io::{Seek, Write};
+    let mut lock = lock;
+    lock.set_len(0)?;
+    lock.seek(std::io::SeekFrom::Start(0))?;
+    let kind = if embedded { "embedded" } else { "lasting" };
+    writeln!(lock, "{kind} {url}")?;
+    Ok(())
 }
 
 impl Config {
@@ -48,6 +140,7 @@ impl Config {
             admin: false,
             limits: Limits::default(),
             count_lag: CountLag::default(),
+            embedded: false,
         }
     }
 }
@@ -58,14 +151,39 @@ pub struct TdLocal {
     state: AppState,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// This server's hold on its data directory.
+    _lock: std::fs::File,
 }
 
 impl TdLocal {
     /// Opens (or creates) the data directory, binds, and serves in the background.
     pub async fn start(config: Config) -> Result<TdLocal> {
+        match lock_data_dir(&config.data_dir, false).await? {
+            Locked::Held(lock) => TdLocal::serve_locked(config, lock).await,
+            Locked::Lasting(_) => unreachable!("a start that does not wait never uses another server"),
+        }
+    }
+
+    /// For one run of the operator (`endpoint: local`): a lasting server already serving the
+    /// directory is used; another run's embedded one is waited for; else this one starts.
+    pub async fn embedded(config: Config) -> Result<Embedded> {
+        let config = Config {
+            embedded: true,
+            ..config
+        };
+        match lock_data_dir(&config.data_dir, true).await? {
+            Locked::Held(lock) => Ok(Embedded::Started(Box::new(
+                TdLocal::serve_locked(config, lock).await?,
+            ))),
+            Locked::Lasting(url) => Ok(Embedded::Running(url)),
+        }
+    }
+
+    async fn serve_locked(config: Config, lock: std::fs::File) -> Result<TdLocal> {
         let state = open_state(&config.data_dir, config.limits, config.count_lag)?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        announce(&lock, config.embedded, &format!("http://{addr}"))?;
         let app = router(state.clone(), config.admin);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, app, stopped));
@@ -75,6 +193,7 @@ impl TdLocal {
             state,
             stop,
             task,
+            _lock: lock,
         })
     }
 

@@ -616,3 +616,38 @@ fn the_quickstart_replaces_account_2s_table_with_account_1s_code_counts() {
         );
     }
 }
+
+/// Three quickstarts at once on one data directory: one embedded td-local serves it at a time
+/// (a second would take the first one's running jobs for a crash's leftovers and fail them);
+/// the others wait for it, and every run succeeds.
+#[test]
+fn quickstarts_run_at_once_on_one_data_directory_all_succeed() {
+    let sandbox = Sandbox::new();
+    let quickstart = repo_root().join("examples/quickstart.yml");
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            std::process::Command::new(crate::support::operator_bin())
+                .env_clear()
+                .env("HOME", sandbox.path())
+                .current_dir(sandbox.path())
+                .env(FAST.0, FAST.1)
+                .arg("run")
+                .arg(&quickstart)
+                .args(["--local", "data", "--status", &format!("status_{i}.json")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "run {i}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -212,3 +212,22 @@ async fn count_lag_takes_seconds_from_0_to_a_day_and_refuses_anything_else_namin
         );
     }
 }
+
+/// One data directory, one server: a second `serve` on it is refused at once, naming it.
+#[tokio::test]
+async fn a_second_server_on_one_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Binary::start(dir.path(), false).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_td-local"))
+        .arg("serve")
+        .arg("--data")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another td-local already serves"), "{stderr}");
+    assert_eq!(first.stop("TERM").await.code(), Some(0));
+}
