@@ -199,3 +199,47 @@ fn a_run_shows_the_source_job_while_it_runs() {
         "shown as soon as the job is seen running"
     );
 }
+
+/// `-v` shows every call to TD: method, path, status and time (never a key).
+#[test]
+fn verbose_shows_each_api_call_with_its_status_and_time() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let out = td.export(&td.job_spec(&job, "dstdb/t_verbose?mode=append"), &["-v"]);
+    out.expect_code(0);
+    let calls: Vec<&str> = out.stderr.lines().filter(|l| l.contains(" → ")).collect();
+    let shape = regex::Regex::new(r"(GET|POST|PUT) /v3/\S+ → \d{3} in \d+ ms$").unwrap();
+    assert!(calls.len() > 5, "{}", out.stderr);
+    assert!(calls.iter().all(|l| shape.is_match(l)), "{calls:#?}");
+    assert!(
+        calls
+            .iter()
+            .any(|l| l.contains(&format!("GET /v3/job/show/{job} → 200"))),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.iter().any(|l| l.contains("POST /v3/bulk_import/commit/")),
+        "{calls:#?}"
+    );
+}
+
+/// A server-engine append with no status document cannot be recognised as done by a rerun:
+/// the run says so while it runs.
+#[test]
+fn a_server_append_without_a_status_file_warns_that_a_rerun_cannot_know_it_was_done() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let spec = format!(
+        "{}transfer: server\n",
+        td.job_spec(&job, "dstdb/t_server?mode=append")
+    );
+    td.sandbox.write("server.yml", &spec);
+    let out = td.run(&["run", "server.yml"]);
+    out.expect_code(0);
+    assert!(
+        out.stderr
+            .contains("no --status file records it: a rerun cannot tell it was done"),
+        "{}",
+        out.stderr
+    );
+}

@@ -19,8 +19,17 @@ pub(super) async fn server_export(
         .destination
         .as_ref()
         .expect("server exports have a destination");
-    // TD's export has no idempotency key: the status document is the record. One that says this
-    // very export (same key) succeeded means it is done; a second export would append twice.
+    // TD's export has no idempotency key: the status document is the record. Without one, a
+    // rerun of an append cannot know this run's export happened.
+    if recorder.file().path().is_none() && connected.table.mode == td_model::Mode::Append {
+        tracing::warn!(
+            "this append is TD's own export (transfer: server) and no --status file records it: a \
+             rerun cannot tell it was done and would append the rows again. Pass --status FILE \
+             (the same file on every rerun), or use transfer: stream"
+        );
+    }
+    // One that says this very export (same key) succeeded means it is done; a second export
+    // would append twice.
     if let Some(done) =
         previous.filter(|p| p.state == State::Success && p.export.idempotency_key.as_deref() == Some(key))
     {

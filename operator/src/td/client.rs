@@ -233,7 +233,23 @@ impl TdClient {
             if let Some(from) = call.range_from {
                 req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
             }
-            let (failure, error) = match req.send().await {
+            let sent = Instant::now();
+            let answer = req.send().await;
+            // `-v`: every call, its answer and its time (the path holds no key; the key is a header).
+            match &answer {
+                Ok(resp) => tracing::info!(
+                    "{} → {} in {} ms",
+                    call.label(),
+                    resp.status().as_u16(),
+                    sent.elapsed().as_millis()
+                ),
+                Err(e) => tracing::info!(
+                    "{} → no answer after {} ms: {e}",
+                    call.label(),
+                    sent.elapsed().as_millis()
+                ),
+            }
+            let (failure, error) = match answer {
                 Ok(resp) if resp.status().is_success() => match finish(resp).await {
                     Ok(done) => return Ok(done),
                     Err(Unread::Body(e)) => (Failure::Ambiguous, transport_error(call, retry, &e)),
