@@ -712,3 +712,48 @@ fn params_come_from_a_file_as_well_as_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A host that looks meant for TD but is none of its API hosts (the console's host, a typo) gets
+/// a warning naming TD's API hosts, with the one meant; any other host passes quietly.
+#[test]
+fn validate_warns_about_a_host_that_is_not_one_of_tds_api_hosts() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "spec.yml",
+        "job_id: '1'\ntd: {endpoint: console.treasuredata.co.jp, apikey: '${secret:k}'}\n\
+         result_url: 'td://${secret:k}@api.treasuredata.jp/db_1/t_1'\n",
+    );
+    let out = sandbox
+        .cmd()
+        .args(["validate", "spec.yml"])
+        .env("K", key())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("td.endpoint: `console.treasuredata.co.jp` is not one of TD's API hosts"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("result_url: `api.treasuredata.jp` is not one of TD's API hosts")
+            && stderr.contains("Did you mean `api.treasuredata.co.jp`?"),
+        "{stderr}"
+    );
+    sandbox.write(
+        "spec.yml",
+        "job_id: '1'\ntd: {endpoint: api.eu01.treasuredata.com, apikey: '${secret:k}'}\n\
+         result_url: 'td://${secret:k}@proxy.example.internal/db_1/t_1'\n",
+    );
+    let out = sandbox
+        .cmd()
+        .args(["validate", "spec.yml"])
+        .env("K", key())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no warning for TD's hosts or others"
+    );
+}

@@ -38,7 +38,17 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<
     let target = target::resolve_target(loaded, &source_account, force_local)?;
     let spec = &loaded.spec;
     let transfer = spec.transfer.unwrap_or_default();
-    let (engine, warnings) = target::choose_engine(transfer, &target)?;
+    let (engine, mut warnings) = target::choose_engine(transfer, &target)?;
+    warnings.extend(unknown_td_host(
+        &source_account.endpoint,
+        loaded.at(&SpecPath::parse("td.endpoint")),
+    ));
+    if let TargetAccount::Known { account, .. } = &target.account {
+        warnings.extend(unknown_td_host(
+            &account.endpoint,
+            loaded.at(&SpecPath::parse("result_url")),
+        ));
+    }
     let mut plan = ExportPlan {
         source,
         source_account,
@@ -56,6 +66,39 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<
     }
     check_keys(&plan, loaded)?;
     Ok((plan, warnings))
+}
+
+/// TD's API hosts, one per region, as TD's API description lists its servers
+/// (https://td-public.redocly.app/apis/td-api).
+pub const TD_API_HOSTS: [&str; 4] = [
+    "api.treasuredata.com",
+    "api.treasuredata.co.jp",
+    "api.ap02.treasuredata.com",
+    "api.eu01.treasuredata.com",
+];
+
+/// A warning for a host that looks meant for TD but is none of its API hosts (a console host, a
+/// typo): every call would fail there. Loopback, td-local and other hosts (a proxy, a test
+/// server) pass.
+fn unknown_td_host(endpoint: &Endpoint, at: At) -> Option<Warning> {
+    let host = endpoint.url()?.host_str()?.to_ascii_lowercase();
+    if TD_API_HOSTS.contains(&host.as_str()) {
+        return None;
+    }
+    let suggestion = td_model::did_you_mean(&host, TD_API_HOSTS);
+    if !host.contains("treasuredata") && suggestion.is_none() {
+        return None;
+    }
+    let meant = suggestion
+        .map(|s| format!(" Did you mean `{s}`?"))
+        .unwrap_or_default();
+    Some(Warning {
+        at,
+        message: format!(
+            "`{host}` is not one of TD's API hosts ({}).{meant}",
+            TD_API_HOSTS.join(", ")
+        ),
+    })
 }
 
 /// Every key the plan would send has the shape of a TD API key: a key cut short, or with a
