@@ -330,9 +330,14 @@ fn outcome_line(doc: &StatusDoc, took: Duration) -> String {
     });
     let job = e.source_job_id.as_deref().unwrap_or("?");
     if e.already_done {
+        // What shows the earlier run did it: its session, else TD's export job.
+        let record = match (e.session.as_deref(), e.export_job_id.as_deref()) {
+            (Some(session), _) => format!(" (session {session})"),
+            (None, Some(id)) => format!(" (export job {id})"),
+            (None, None) => String::new(),
+        };
         return format!(
-            "already done: job {job} was exported to {target} by an earlier run (session {}); nothing written",
-            e.session.as_deref().unwrap_or("?")
+            "already done: job {job} was exported to {target} by an earlier run{record}; nothing written"
         );
     }
     format!(

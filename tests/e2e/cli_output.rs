@@ -243,3 +243,26 @@ fn a_server_append_without_a_status_file_warns_that_a_rerun_cannot_know_it_was_d
         out.stderr
     );
 }
+
+/// "Already done" names what shows it: the session for the stream engine, TD's export job for
+/// the server engine (never a `?`).
+#[test]
+fn already_done_names_the_record_that_shows_it() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let spec = format!(
+        "{}transfer: server\n",
+        td.job_spec(&job, "dstdb/t_done?mode=append")
+    );
+    td.export(&spec, &[]).expect_code(0);
+    let again = td.export(&spec, &[]);
+    again.expect_code(0);
+    let line = again.stdout.lines().next().unwrap_or_default();
+    assert!(line.starts_with("already done: "), "{}", again.stdout);
+    assert!(!line.contains('?'), "{line}");
+    let export_job = again.status["export"]["export_job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(line.contains(&format!("(export job {export_job})")), "{line}");
+}

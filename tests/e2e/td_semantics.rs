@@ -606,6 +606,11 @@ fn a_schema_conflict_stops_an_append_with_exit_2_before_any_upload() {
         "long into double reads fine: {message}"
     );
     assert_eq!(fx.status()["error"]["class"], "SchemaConflict");
+    let left = &fx.status()["export"]["left"];
+    assert!(
+        left.is_null() || left["note"] == "nothing of this run is left on the target",
+        "no session was made, so none is another run's: {left:#}"
+    );
     assert_eq!(
         calls(&fx, "PUT", "/v3/bulk_import/upload_part/"),
         0,

@@ -107,7 +107,18 @@ async fn leave(
         &t.table,
         doc.export.idempotency_key.as_deref().unwrap_or_default(),
     );
-    let committed = match client.session(&session).await {
+    let found = client.session(&session).await;
+    // No session at all (the run stopped before making one): nothing of it is on the target.
+    if matches!(found, Ok(None)) && !made.session() {
+        recorder.left(Left {
+            session: None,
+            temp_table: None,
+            resumable: false,
+            note: "nothing of this run is left on the target".to_string(),
+        });
+        return;
+    }
+    let committed = match found {
         Ok(found) => found.is_some_and(|s| s.status.has_committed()),
         // Unknown: keep it, as if committed (deleting a commit's record is the one thing
         // clean-up must never do).
