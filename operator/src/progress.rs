@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressStyle};
 
 use crate::transfer::phase::{Phase, Step};
 
@@ -38,8 +38,9 @@ impl Reporter {
         let bar = (display == Display::Bar).then(|| {
             let bar = ProgressBar::new(bytes_total.unwrap_or(0));
             bar.set_style(match bytes_total {
+                // 80 columns hold it with a 10M-row message: 1 + 11 + bar + 5 + 9 + 45.
                 Some(_) => ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta} {msg}",
+                    "{spinner} [{elapsed_precise}] {bar:8} {percent:>3}% ETA {eta} {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 None => spinner_style(),
@@ -86,20 +87,18 @@ impl Reporter {
 
     fn moving(&mut self, rows: u64, bytes_in: u64, bytes_out: u64) {
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = rows as f64 / elapsed;
-        let rows_text = match self.rows_total {
-            Some(total) => format!("{rows}/{total} rows"),
-            None => format!("{rows} rows"),
-        };
+        let rate = (rows as f64 / elapsed) as u64;
+        let counted = rows_text(rows, self.rows_total, rate);
         let text = format!(
-            "{rows_text}, {} in, {} out, {rate:.0} rows/s",
+            "{counted}, {} in, {} out",
             HumanBytes(bytes_in),
             HumanBytes(bytes_out)
         );
         match (self.display, &self.bar) {
             (Display::Bar, Some(bar)) => {
                 bar.set_position(bytes_in.min(self.bytes_total.unwrap_or(u64::MAX)));
-                bar.set_message(text);
+                // On a terminal the line stays within 80 columns: rows and rate only.
+                bar.set_message(counted);
                 bar.tick();
             }
             (Display::Lines, _) if self.last_line.elapsed() >= LINE_EVERY => {
@@ -127,6 +126,16 @@ impl Reporter {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Rows so far (of the total, when known) and the rate, digits grouped: `1,234,567/10,000,000
+/// rows, 812,345 rows/s`.
+fn rows_text(rows: u64, total: Option<u64>, rate: u64) -> String {
+    let rows = match total {
+        Some(total) => format!("{}/{} rows", HumanCount(rows), HumanCount(total)),
+        None => format!("{} rows", HumanCount(rows)),
+    };
+    format!("{rows}, {} rows/s", HumanCount(rate))
 }
 
 fn spinner_style() -> ProgressStyle {
@@ -214,7 +223,21 @@ fn console_base(api_base: &str) -> Option<String> {
 
 #[cfg(test)]
 mod job_watch_tests {
-    use super::console_base;
+    use super::{console_base, rows_text};
+
+    #[test]
+    fn the_terminal_line_groups_digits_and_fits_80_columns() {
+        let text = rows_text(1_234_567, Some(10_000_000), 812_345);
+        assert_eq!(text, "1,234,567/10,000,000 rows, 812,345 rows/s");
+        // The bar's template around the message: spinner, [hh:mm:ss], an 8-cell bar, "100%",
+        // "ETA 59m" and the separating spaces.
+        let around = 1 + 1 + 10 + 1 + 8 + 1 + 4 + 1 + 7 + 1;
+        assert!(
+            around + text.chars().count() <= 80,
+            "{}",
+            around + text.chars().count()
+        );
+    }
 
     #[test]
     fn the_console_is_known_for_tds_hosts_only() {
