@@ -50,15 +50,28 @@ pub struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]
     log_format: LogFormat,
-    /// More log output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    /// More log output: -v every call to TD (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet", help_heading = "Global options")]
     verbose: u8,
     /// Only errors on stderr.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     quiet: bool,
 }
+
+/// What `run --help` adds: the environment the command reads.
+const RUN_AFTER_HELP: &str = "\
+Environment:
+  TD_API_KEY, TD_API_SERVER   the source account's key and host when the spec gives none
+                              (then ~/.td/td.conf)
+  NAME (upper-cased)          the value of ${secret:NAME} when --secrets does not have it
+  HTTPS_PROXY, HTTP_PROXY,    proxies for the calls to TD (td.proxy in the spec wins)
+  NO_PROXY
+  TMPDIR                      where parts wait for their upload (at most about 70 MB)
+  TDRE_PART_BYTES             compressed size a part is cut at (default 16 MiB)
+  TDRE_COMPRESS_THREADS       deflate threads (default: the cores, at most 8)
+  TDRE_LOG                    a tracing filter for the log, e.g. td_result_export=debug";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
@@ -69,6 +82,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the export described by a task spec.
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Check a task spec (schema, names, URLs, variables, secrets) without sending anything.
     Validate(SpecArgs),
