@@ -73,12 +73,7 @@ pub fn shown_count(conn: &Connection, id: i64) -> Result<i64> {
         )
         .optional()?
         .unwrap_or((None, None));
-    let real: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(rows), 0) FROM segments WHERE table_id = ?1",
-        params![id],
-        |r| r.get(0),
-    )?;
-    Ok(shown(real, lag_count, lag_until))
+    Ok(shown(crate::records::row_count(conn, id)?, lag_count, lag_until))
 }
 
 /// Before a change of table `id`'s rows: it keeps showing the count it shows now, for the lag.

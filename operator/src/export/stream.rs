@@ -19,7 +19,7 @@ use crate::transfer::append::{append, append_empty};
 use crate::transfer::columns::{map_columns, schema_conflicts, td_schema, time_fill};
 use crate::transfer::phase::PhaseCell;
 use crate::transfer::replace::{replace, replace_empty, ReplaceTarget};
-use crate::transfer::session::SessionRef;
+use crate::transfer::session::{readable_table, SessionRef};
 use crate::transfer::stream::{pipe, Moved, Progress};
 use crate::transfer::transcode::Transcoder;
 use crate::transfer::{session_name, Made, TransferError, Written};
@@ -130,14 +130,7 @@ async fn refuse_schema_conflicts(
     table: &TableRef,
     columns: &[crate::transfer::columns::MappedColumn],
 ) -> Result<(), TransferError> {
-    let existing = match client.table(&table.database, &table.table).await {
-        Ok(found) => found,
-        Err(e) if e.is_forbidden() => {
-            tracing::info!("this key may not read the target table: its column types are not checked");
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let existing = readable_table(client, &table.database, &table.table).await?;
     let conflicts = existing
         .and_then(|t| t.schema)
         .map(|schema| schema_conflicts(columns, &schema))

@@ -18,7 +18,7 @@ mod target;
 
 use td_model::ApiKey;
 
-pub use endpoint::{Endpoint, DEFAULT_ENDPOINT};
+pub use endpoint::{is_loopback, Endpoint, DEFAULT_ENDPOINT};
 pub use plan::{
     Account, EngineChoice, ExportPlan, ProxyPlan, QueryOptions, Settings, Source, Target, TargetAccount,
     TaskRetry, UnknownSetting,

@@ -375,6 +375,17 @@ pub enum Runner {
     Py,
 }
 
+impl Runner {
+    /// The spec line of `path` worth naming: none for a py> task, whose spec is JSON written on
+    /// one line the user never sees.
+    fn line(self, locator: &Locator, path: &SpecPath) -> Option<usize> {
+        match self {
+            Runner::Cli => locator.line(path),
+            Runner::Py => None,
+        }
+    }
+}
+
 /// Data directory of the embedded td-local when `--local` is not given.
 pub const DEFAULT_LOCAL_DIR: &str = ".td-local";
 
@@ -503,9 +514,7 @@ impl LoadedSpec {
     pub fn at(&self, path: &SpecPath) -> At {
         At {
             file: self.file.as_str().into(),
-            line: (self.runner == Runner::Cli)
-                .then(|| self.locator.line(path))
-                .flatten(),
+            line: self.runner.line(&self.locator, path),
             path: path.clone(),
         }
     }
@@ -577,8 +586,7 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
     let file_name: std::sync::Arc<str> = file.into();
     let at = |p: &SpecPath| At {
         file: file_name.clone(),
-        // A py> task's spec is JSON written on one line: its lines mean nothing to the user.
-        line: (inputs.runner == Runner::Cli).then(|| locator.line(p)).flatten(),
+        line: inputs.runner.line(&locator, p),
         path: p.clone(),
     };
     refuse_shape(&shape, file)?;

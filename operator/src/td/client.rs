@@ -174,11 +174,13 @@ impl TdClient {
             .split_once("://")
             .map_or(self.base.as_str(), |(_, rest)| rest)
             .to_string();
+        let loopback = url::Url::parse(&self.base).is_ok_and(|u| crate::resolve::is_loopback(&u));
         TdClient {
             origin: Some(std::sync::Arc::new(super::error::Origin {
                 side,
                 host,
                 key_from: key_from.to_string(),
+                loopback,
             })),
             ..self
         }
@@ -249,7 +251,7 @@ impl TdClient {
                     sent.elapsed().as_millis()
                 ),
             }
-            let (failure, error) = match answer {
+            let (failure, mut error) = match answer {
                 Ok(resp) if resp.status().is_success() => match finish(resp).await {
                     Ok(done) => return Ok(done),
                     Err(Unread::Body(e)) => (Failure::Ambiguous, transport_error(call, retry, &e)),
@@ -282,23 +284,12 @@ impl TdClient {
                 Err(e) if e.is_connect() => (Failure::Connect, transport_error(call, retry, &e)),
                 Err(e) => (Failure::Ambiguous, transport_error(call, retry, &e)),
             };
-            let error = match error {
-                TdError::Api {
-                    call,
-                    status,
-                    message,
-                    conflicts_with,
-                    ..
-                } => TdError::Api {
-                    call,
-                    status,
-                    message,
-                    conflicts_with,
-                    after_lost_answer: lost,
-                    at: None,
-                },
-                other => other,
-            };
+            if let TdError::Api {
+                after_lost_answer, ..
+            } = &mut error
+            {
+                *after_lost_answer = lost;
+            }
             lost |= match failure {
                 Failure::Ambiguous => true,
                 Failure::Status { code, .. } => RetryPolicy::is_ambiguous_status(code),
@@ -668,23 +659,11 @@ fn transport_error(call: &Call, retry: u32, e: &reqwest::Error) -> TdError {
     }
 }
 
-fn with_attempts(error: TdError, attempts: u32) -> TdError {
-    match error {
-        TdError::Transport {
-            call,
-            reason,
-            connect,
-            at,
-            ..
-        } => TdError::Transport {
-            call,
-            attempts,
-            reason,
-            connect,
-            at,
-        },
-        other => other,
+fn with_attempts(mut error: TdError, attempts: u32) -> TdError {
+    if let TdError::Transport { attempts: made, .. } = &mut error {
+        *made = attempts;
     }
+    error
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub struct Origin {
     pub host: String,
     /// Where the key came from (a spec field, a secret, an environment variable …).
     pub key_from: String,
+    /// Whether the host is this machine (where td-local may be expected to run).
+    pub loopback: bool,
 }
 
 /// A failed call to TD. Messages name the call (method and path: never a key) and, once the
@@ -109,38 +111,11 @@ impl TdError {
     }
 
     /// This error as a client for `at` reports it.
-    pub(crate) fn placed(self, origin: &Option<std::sync::Arc<Origin>>) -> TdError {
-        match self {
-            TdError::Api {
-                call,
-                status,
-                message,
-                conflicts_with,
-                after_lost_answer,
-                ..
-            } => TdError::Api {
-                call,
-                status,
-                message,
-                conflicts_with,
-                after_lost_answer,
-                at: origin.clone(),
-            },
-            TdError::Transport {
-                call,
-                attempts,
-                reason,
-                connect,
-                ..
-            } => TdError::Transport {
-                call,
-                attempts,
-                reason,
-                connect,
-                at: origin.clone(),
-            },
-            other => other,
+    pub(crate) fn placed(mut self, origin: &Option<std::sync::Arc<Origin>>) -> TdError {
+        if let TdError::Api { at, .. } | TdError::Transport { at, .. } = &mut self {
+            at.clone_from(origin);
         }
+        self
     }
 }
 
@@ -167,8 +142,7 @@ fn describe_transport(at: Option<&Origin>, call: &str, attempts: u32, reason: &s
     let failed = format!("{call} failed after {attempts} attempt(s): {reason}");
     let Some(at) = at else { return failed };
     let (side, host) = (at.side, &at.host);
-    let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
-    if connect && loopback && reason.contains("refused") {
+    if connect && at.loopback && reason.contains("refused") {
         return format!(
             "nothing answers at {host}, the {side} account's API host: {failed}. Is td-local running \
              there? Start it with `td-local serve --listen {host}`, or use endpoint: local for the \

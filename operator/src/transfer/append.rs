@@ -5,7 +5,7 @@ use std::future::Future;
 
 use serde_json::Value;
 
-use super::session::{drive, Committed, SessionRef};
+use super::session::{drive, make_table, Committed, SessionRef};
 use super::stream::Moved;
 use super::verify::{confirm_count, Verification};
 use super::{TransferError, Written};
@@ -38,25 +38,7 @@ where
 /// result's columns added.
 pub async fn append_empty(s: &SessionRef<'_>, schema: &Value) -> Result<Written, TransferError> {
     if s.client.table(s.database, s.table).await?.is_none() {
-        if !s.client.database_exists(s.database).await.unwrap_or(true) {
-            return Err(TransferError::DatabaseMissing {
-                database: s.database.to_string(),
-            });
-        }
-        match s.client.create_table(s.database, s.table).await {
-            Err(e) if e.is_forbidden() => {
-                return Err(TransferError::WriteOnlyCannotCreate {
-                    database: s.database.to_string(),
-                    table: s.table.to_string(),
-                })
-            }
-            Err(e) => return Err(e.into()),
-            Ok(created) => {
-                s.made
-                    .table
-                    .fetch_or(created, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        make_table(s).await?;
     }
     s.client.append_schema(s.database, s.table, schema).await?;
     Ok(nothing_to_write(None))

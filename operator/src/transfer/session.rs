@@ -17,7 +17,7 @@ use super::phase::{PhaseCell, Step};
 use super::stream::Moved;
 use super::{Made, TransferError};
 use crate::retry::PollPolicy;
-use crate::td::{Session, SessionAction, SessionStatus, TdClient};
+use crate::td::{Session, SessionAction, SessionStatus, Table, TdClient, TdError};
 
 /// How a session reached `committed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -541,36 +541,52 @@ async fn create(s: &SessionRef<'_>) -> Result<Created, TransferError> {
     };
     match s.client.create_session(s.name, s.database, s.table).await {
         Err(e) if e.is_status(404) => {
-            if !s.client.database_exists(s.database).await.unwrap_or(true) {
-                return Err(TransferError::DatabaseMissing {
-                    database: s.database.to_string(),
-                });
-            }
-            match s.client.create_table(s.database, s.table).await {
-                Err(e) if e.is_forbidden() => Err(TransferError::WriteOnlyCannotCreate {
-                    database: s.database.to_string(),
-                    table: s.table.to_string(),
-                }),
-                Err(e) => Err(e.into()),
-                Ok(created) => {
-                    s.made
-                        .table
-                        .fetch_or(created, std::sync::atomic::Ordering::Relaxed);
-                    Ok(made(s.client.create_session(s.name, s.database, s.table).await?))
-                }
-            }
+            make_table(s).await?;
+            Ok(made(s.client.create_session(s.name, s.database, s.table).await?))
         }
         other => Ok(made(other?)),
     }
 }
 
+/// Creates the session's table, in a database that must exist (a write-only key cannot).
+pub(super) async fn make_table(s: &SessionRef<'_>) -> Result<(), TransferError> {
+    if !s.client.database_exists(s.database).await.unwrap_or(true) {
+        return Err(TransferError::DatabaseMissing {
+            database: s.database.to_string(),
+        });
+    }
+    match s.client.create_table(s.database, s.table).await {
+        Err(e) if e.is_forbidden() => Err(TransferError::WriteOnlyCannotCreate {
+            database: s.database.to_string(),
+            table: s.table.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+        Ok(created) => {
+            s.made
+                .table
+                .fetch_or(created, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+/// `db.table`, or None when it does not exist or this key may not read it (write-only).
+pub(crate) async fn readable_table(
+    client: &TdClient,
+    db: &str,
+    table: &str,
+) -> Result<Option<Table>, TdError> {
+    match client.table(db, table).await {
+        Err(e) if e.is_forbidden() => Ok(None),
+        found => found,
+    }
+}
+
 /// The table's row count, or None when this key may not read it (write-only).
 async fn table_count(s: &SessionRef<'_>) -> Result<Option<i64>, TransferError> {
-    match s.client.table(s.database, s.table).await {
-        Ok(t) => Ok(t.map(|t| t.count)),
-        Err(e) if e.is_forbidden() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(readable_table(s.client, s.database, s.table)
+        .await?
+        .map(|t| t.count))
 }
 
 /// The stderr of a perform job that failed (None while it runs, or if it cannot be read).
