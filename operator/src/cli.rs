@@ -1,5 +1,6 @@
 //! Command line: `run`, `validate`, `schema`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -137,6 +138,10 @@ struct RunArgs {
     /// query on the target account). Always done when the target is the embedded td-local.
     #[arg(long)]
     show: bool,
+    /// The py> entry's private directory for this run (spec, params, status document): removed
+    /// at exit when the entry has died meanwhile (SIGKILL), as nobody is left to remove it.
+    #[arg(long, value_name = "DIR", hide = true)]
+    entry_dir: Option<PathBuf>,
 }
 
 impl SpecArgs {
@@ -163,9 +168,11 @@ impl SpecArgs {
 /// Runs a command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     init_logging(&cli);
+    let parent = rustix::process::getppid();
     let outcome = match &cli.command {
         Command::Schema { which } => {
-            print!(
+            let _ = write!(
+                std::io::stdout(),
                 "{}",
                 match which {
                     SchemaKind::Task => TASK_SCHEMA,
@@ -177,19 +184,29 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate(args) => validate(&cli, args),
         Command::Run(args) => run_export(&cli, args),
     };
-    match outcome {
+    let code = match outcome {
         Ok(()) => Exit::Success.code(),
         Err(error) => {
             report_error(&cli, &error);
             error.class().exit.code()
         }
+    };
+    if let Command::Run(RunArgs {
+        entry_dir: Some(dir), ..
+    }) = &cli.command
+    {
+        // Reparented: the entry that made the directory is gone and will not read it.
+        if rustix::process::getppid() != parent {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+    code
 }
 
 fn validate(cli: &Cli, args: &SpecArgs) -> Result<(), Error> {
     let prepared = td_result_export::prepare(&args.spec, &args.inputs()?)?;
     report_warnings(cli, &prepared.warnings);
-    println!(
+    td_result_export::outln!(
         "valid: {}: {}",
         args.spec.display(),
         redact::scrub(&summary(&prepared.plan))
@@ -229,15 +246,17 @@ fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
         Err(e) => recorder.finish(e.class().exit, Some(ErrorInfo::of(e))),
     };
     if let (Ok(Some(preview)), false) = (&result, cli.quiet) {
-        println!("{}", redact::scrub(&outcome_line(&doc, started.elapsed())));
+        td_result_export::outln!("{}", redact::scrub(&outcome_line(&doc, started.elapsed())));
         // Under py> the document is the entry point's, in a directory gone once the task ends.
         if let (Some(path), td_result_export::spec::Runner::Cli) = (recorder.file().path(), args.spec.runner)
         {
-            println!("status document: {}", path.display());
+            td_result_export::outln!("status document: {}", path.display());
         }
         match preview {
-            Some(Ok(preview)) => print!("\n{}", redact::scrub(&preview.to_string())),
-            Some(Err(e)) => eprintln!(
+            Some(Ok(preview)) => {
+                let _ = write!(std::io::stdout(), "\n{}", redact::scrub(&preview.to_string()));
+            }
+            Some(Err(e)) => td_result_export::errln!(
                 "note: no preview of the target: {}",
                 redact::scrub(&e.to_string())
             ),
@@ -256,7 +275,7 @@ fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> R
     report_warnings(cli, &prepared.warnings);
     if args.dry_run {
         let json = serde_json::to_string_pretty(&prepared.plan).expect("a plan serializes");
-        println!("{}", redact::scrub(&json));
+        td_result_export::outln!("{}", redact::scrub(&json));
         return Ok(None);
     }
     let plan = prepared.plan;
@@ -317,6 +336,23 @@ fn progress_display(cli: &Cli) -> Display {
         (true, _) | (_, LogFormat::Json) => Display::Off,
         _ if std::io::stderr().is_terminal() => Display::Bar,
         _ => Display::Lines,
+    }
+}
+
+/// A log line nobody can read any more (the pipe of a killed py> runner) is dropped: the
+/// subscriber would report the failed write with `eprint!`, which panics on a closed pipe and
+/// skips the exit's clean-up.
+struct Lossy<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Lossy<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
     }
 }
 
@@ -409,7 +445,7 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(|| redact::Scrubbed::new(std::io::stderr()));
+        .with_writer(|| redact::Scrubbed::new(Lossy(std::io::stderr())));
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.without_time().with_target(false).try_init(),
@@ -420,7 +456,9 @@ fn report_warnings(cli: &Cli, warnings: &[Warning]) {
     for warning in warnings {
         match cli.log_format {
             LogFormat::Json => tracing::warn!(at = %warning.at, "{}", warning.message),
-            LogFormat::Text if !cli.quiet => eprintln!("warning: {}", redact::scrub(&warning.to_string())),
+            LogFormat::Text if !cli.quiet => {
+                td_result_export::errln!("warning: {}", redact::scrub(&warning.to_string()))
+            }
             LogFormat::Text => {}
         }
     }
@@ -433,6 +471,6 @@ fn report_error(cli: &Cli, error: &Error) {
             "{}",
             redact::scrub(&error.to_string())
         ),
-        LogFormat::Text => eprintln!("error: {}", redact::scrub(&error.to_string())),
+        LogFormat::Text => td_result_export::errln!("error: {}", redact::scrub(&error.to_string())),
     }
 }

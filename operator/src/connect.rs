@@ -76,9 +76,12 @@ pub struct Connected {
     /// The target account's client; `None` when only TD knows the target's key (a connection the
     /// server engine exports to by id).
     pub target: Option<TdClient>,
-    /// The target endpoint as configured ("local", not this run's port), for the status document
-    /// and the idempotency key, which must be the same on every rerun.
+    /// The target endpoint as configured ("local", not this run's port) when this run writes it,
+    /// else "connection": a part of the idempotency key, which must be the same on every rerun.
     pub target_endpoint: String,
+    /// Where the target is, as the status document and the messages name it: its endpoint when
+    /// known here (a legacy td:// target the server engine writes too), else the connection.
+    pub target_shown: String,
     pub target_is_local: bool,
     pub table: TableRef,
     /// The engine that moves the rows, and why it was chosen.
@@ -144,6 +147,11 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
         Transfer::Server => Some(destination(plan, &source, looked.account.as_ref(), &table).await?),
         Transfer::Stream => None,
     };
+    let target_shown = match (&looked.account, &plan.target.account) {
+        (Some(account), _) => account.endpoint.to_string(),
+        (None, TargetAccount::Connection { name, .. }) => format!("connection {name}"),
+        (None, TargetAccount::Known { account, .. }) => account.endpoint.to_string(),
+    };
     let account = looked.account.filter(|_| transfer == Transfer::Stream);
     let target_key_from = match &plan.target.account {
         TargetAccount::Known { key_from, .. } => key_from.clone(),
@@ -156,6 +164,7 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
         target_endpoint: account
             .as_ref()
             .map_or_else(|| "connection".to_string(), |a| a.endpoint.to_string()),
+        target_shown,
         target_is_local: account.as_ref().is_some_and(|a| a.endpoint == Endpoint::Local),
         table,
         transfer,

@@ -9,6 +9,26 @@
 //! run stages; [`td`] is the API client they share, under [`retry`]'s policies and [`options`].
 //! TD's own rules (URLs, names, times, types) live in the `td-model` crate, shared with td-local.
 
+/// `println!` and `eprintln!` that never panic: a reader gone (the pipe of a killed py> runner)
+/// must not turn an orderly exit into a crash, and the exit's clean-up must still run.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod connect;
 pub mod error;
 pub mod export;

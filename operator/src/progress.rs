@@ -80,7 +80,7 @@ impl Reporter {
             bar.tick();
         } else if self.display == Display::Lines && (new_step || self.last_line.elapsed() >= LINE_EVERY) {
             self.last_line = Instant::now();
-            eprintln!("progress: {text}");
+            crate::errln!("progress: {text}");
         }
         self.shown = step;
     }
@@ -107,7 +107,7 @@ impl Reporter {
                     .eta(bytes_in)
                     .map(|s| format!(", ETA {s:.0} s"))
                     .unwrap_or_default();
-                eprintln!("progress: {text}{eta}");
+                crate::errln!("progress: {text}{eta}");
             }
             _ => {}
         }
@@ -196,7 +196,7 @@ impl JobWatch {
             }
             Display::Lines if self.last_line.is_none_or(|at| at.elapsed() >= LINE_EVERY) => {
                 self.last_line = Some(Instant::now());
-                eprintln!("progress: {text}");
+                crate::errln!("progress: {text}");
             }
             _ => {}
         }

@@ -20,7 +20,7 @@ use crate::transfer::verify::{Verification, Verified};
 use crate::transfer::Written;
 
 /// JSON Schema (draft 2020-12) of the status document; `schema/` holds the source.
-pub const STATUS_SCHEMA: &str = include_str!("../../schema/status.schema.json");
+pub const STATUS_SCHEMA: &str = include_str!("../schema/status.schema.json");
 
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -41,6 +41,17 @@ fn the_server_engine_in_legacy_mode_exports_through_a_td_url() {
     assert_eq!(td.job(1, export_job).status.as_str(), "success");
     assert_eq!(out.status["export"]["transfer"], "server");
     assert_eq!(out.status["export"]["rows"], 4);
+    assert_eq!(
+        out.status["export"]["target"]["endpoint"],
+        format!("http://{}", td.host()),
+        "a td:// target is named by its host, not as a connection"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("→ http://{} dstdb.events_copy", td.host())),
+        "{}",
+        out.stdout
+    );
     // Digdag's meaning: ${td.last_job_id} is the result-export job, which wrote the rows.
     assert_eq!(out.status["store_params"]["td"]["last_job_id"], export_job);
     assert_eq!(out.status["store_params"]["td"]["last_job"]["num_records"], 4);

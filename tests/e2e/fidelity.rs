@@ -25,7 +25,7 @@ fn auto_streams_when_the_target_key_is_known_here() {
     assert_eq!(out.status["export"]["transfer"], "stream");
     let reason = out.status["export"]["transfer_reason"].as_str().unwrap();
     assert!(
-        reason.contains("the target account's key is known here (result_url's key)"),
+        reason.contains("the target account's key is known here (result_url's key: secret target_key, found in env TARGET_KEY)"),
         "{reason}"
     );
     assert_eq!(td.rows(2, "dstdb", "auto_known"), Some(sorted(events())));

@@ -81,7 +81,14 @@ fn every_hostile_spec_exits_2_having_sent_nothing() {
             case.name,
             td.requests()
         );
-        let first_line = out.stderr.lines().next().unwrap_or_default().to_string();
+        // The first problem (after the count, when there are several).
+        let mut lines = out.stderr.lines();
+        let first_line = match lines.next().unwrap_or_default() {
+            count if count.ends_with("problems in the spec:") => {
+                format!("error: {}", lines.next().unwrap_or_default().trim())
+            }
+            line => line.to_string(),
+        };
         let first_line: String = first_line.chars().take(400).collect();
         let sandbox = td.sandbox.path().display().to_string();
         cli_snapshots(&[(&sandbox, "[SANDBOX]")]).bind(|| {

@@ -300,6 +300,13 @@ const CASES: &[Case] = &[
         env: NO,
     },
     Case {
+        name: "problems found while resolving are all named in file order",
+        spec: "td:\n  endpoint: 'http://bad host'\n  apikey: '{KEY}'\nquery_file: queries/missing.sql\ndatabase: sample_datasets\nresult_url: td://@/testdb/output_table\n",
+        files: NO,
+        args: &[],
+        env: NO,
+    },
+    Case {
         name: "missing spec file",
         spec: "",
         files: NO,

@@ -328,27 +328,17 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
-/// A py> task whose query is held by the server (its job/show delayed), started with its
-/// temporary files under `tmp`; returns the runner, once the binary waits on the query.
-fn py_task_waiting_on_its_query(td: &TdLocalRun, tmp: &std::path::Path) -> std::process::Child {
+/// Starts a py> task with its temporary files under `tmp`, its stderr piped; returns the runner
+/// once the server has held a call by `rule` (the task is then inside that call).
+fn spawn_py_held_at(
+    td: &TdLocalRun,
+    params: &Value,
+    tmp: &std::path::Path,
+    rule: FaultRule,
+) -> std::process::Child {
     std::fs::create_dir_all(tmp).unwrap();
-    td.create_database(2, "dstdb");
-    let rule = FaultRule::new(
-        Some("GET"),
-        "^/v3/job/show/",
-        FaultAction::Delay { millis: 3_000 },
-    )
-    .on_calls(&[1]);
     let id = td.fault(rule);
-    let params = json!({
-        "query": "SELECT id, name FROM events",
-        "database": "srcdb",
-        "td": {"endpoint": format!("http://{}", td.host())},
-        "result_url": format!("td://{}@{}/dstdb/py_cancelled?mode=append", td.master(2), td.host()),
-        // A Digdag variable: it reaches the binary in a private file, not on its command line.
-        "session_uuid": "variable-never-on-a-command-line",
-    });
-    let mut cmd = py_command(td, &params);
+    let mut cmd = py_command(td, params);
     cmd.env("TMPDIR", tmp)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -361,10 +351,30 @@ fn py_task_waiting_on_its_query(td: &TdLocalRun, tmp: &std::path::Path) -> std::
         .iter()
         .any(|r| r.id == id && r.fired > 0)
     {
-        assert!(std::time::Instant::now() < deadline, "the query was never polled");
+        assert!(std::time::Instant::now() < deadline, "the held call never came");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child
+}
+
+/// A py> task whose query is held by the server (its job/show delayed), started with its
+/// temporary files under `tmp`; returns the runner, once the binary waits on the query.
+fn py_task_waiting_on_its_query(td: &TdLocalRun, tmp: &std::path::Path) -> std::process::Child {
+    td.create_database(2, "dstdb");
+    let params = json!({
+        "query": "SELECT id, name FROM events",
+        "database": "srcdb",
+        "td": {"endpoint": format!("http://{}", td.host())},
+        "result_url": format!("td://{}@{}/dstdb/py_cancelled?mode=append", td.master(2), td.host()),
+        // A Digdag variable: it reaches the binary in a private file, not on its command line.
+        "session_uuid": "variable-never-on-a-command-line",
+    });
+    let held = FaultRule::new(
+        Some("GET"),
+        "^/v3/job/show/",
+        FaultAction::Delay { millis: 3_000 },
+    );
+    spawn_py_held_at(td, &params, tmp, held.on_calls(&[1]))
 }
 
 /// Digdag cancels a task with SIGTERM to the runner: the entry point passes it on, the binary
@@ -405,13 +415,17 @@ fn sigterm_to_the_py_runner_kills_the_query_and_leaves_no_process_or_temp_dir() 
         "{:?}",
         processes_mentioning(&tmp_text)
     );
-    let left: Vec<_> = std::fs::read_dir(&tmp)
+    assert_nothing_left_in(&tmp);
+    assert_eq!(td.rows(2, "dstdb", "py_cancelled"), None);
+}
+
+fn assert_nothing_left_in(tmp: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(tmp)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
-    assert_eq!(td.rows(2, "dstdb", "py_cancelled"), None);
 }
 
 /// A runner killed outright (SIGKILL: no handler runs) takes the binary with it: Linux sends
@@ -438,4 +452,60 @@ fn a_py_runner_killed_outright_leaves_no_orphan_export() {
         1,
         "the orphaned query was killed"
     );
+    // Nobody is left to read the status document: the export removed the entry's directory.
+    assert_nothing_left_in(&tmp);
+}
+
+/// A py> task killed outright together with its export (a worker's whole process group, the
+/// OOM killer) leaves its session half filled and no status document (py> keeps it in a
+/// temporary directory). The rerun on this machine finds the crashed run's claim unheld and
+/// resumes the session at once, without waiting for it to stand still, and writes every row once.
+#[test]
+fn a_py_rerun_after_the_runner_and_export_are_killed_resumes_without_the_stale_wait() {
+    let (td, job) = with_events_job();
+    td.create_database(2, "dstdb");
+    let tmp = td.sandbox.path().join("tmp");
+    let task = params(&td, &job, "py_crashed", json!({}));
+    let held = FaultRule::new(
+        Some("PUT"),
+        "^/v3/bulk_import/upload_part/",
+        FaultAction::Delay { millis: 5_000 },
+    );
+    let mut runner = spawn_py_held_at(&td, &task, &tmp, held.on_calls(&[1]));
+    // The export first (no handler runs: its session stays `uploading`), then the runner.
+    let tmp_text = tmp.to_string_lossy().into_owned();
+    for line in processes_mentioning(&tmp_text) {
+        let pid = line.split(':').next().unwrap();
+        std::process::Command::new("kill")
+            .args(["-KILL", pid])
+            .status()
+            .unwrap();
+    }
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    td.server.faults().clear();
+    assert_eq!(
+        td.rows(2, "dstdb", "py_crashed").unwrap_or_default(),
+        Vec::<Value>::new(),
+        "nothing committed yet"
+    );
+
+    let mut rerun = py_command(&td, &task);
+    rerun.env("TMPDIR", &tmp);
+    let output = rerun.output().expect("python runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("another run of this export holds"),
+        "the rerun waited for a run that had crashed:\n{stderr}"
+    );
+    assert!(stderr.contains("resuming its session at once"), "{stderr}");
+    assert_eq!(
+        td.rows(2, "dstdb", "py_crashed"),
+        Some(sorted(events())),
+        "every row once"
+    );
+    // The rerun let go of its claim (the killed runner's own directory is all that is left).
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&tmp).unwrap());
+    assert!(!tmp.join(format!("td-result-export-{uid}")).exists());
 }

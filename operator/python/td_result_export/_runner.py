@@ -220,7 +220,7 @@ def run(spec, env=None, args=(), stdout=None, stderr=None, params=None):
         fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
-        command = [binary(), "run", spec_path, "--status", status_path, "--runner", "py"] + list(args)
+        command = [binary(), "run", spec_path, "--status", status_path, "--runner", "py", "--entry-dir", work] + list(args)
         if params:
             params_path = os.path.join(work, "params.json")
             fd = os.open(params_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

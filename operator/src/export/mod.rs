@@ -151,7 +151,7 @@ async fn stages(
         connected.transfer,
         &connected.transfer_reason,
         TargetInfo {
-            endpoint: connected.target_endpoint.clone(),
+            endpoint: connected.target_shown.clone(),
             database: table.database.clone(),
             table: table.table.clone(),
             mode: table.mode,

@@ -16,6 +16,7 @@ use crate::spec::OnSchemaConflict;
 use crate::status::{State, StatusDoc, StatusRecorder};
 use crate::td::{Job, TdClient};
 use crate::transfer::append::{append, append_empty};
+use crate::transfer::claim::{claim, Claimed};
 use crate::transfer::columns::{map_columns, schema_conflicts, td_schema, time_fill};
 use crate::transfer::phase::PhaseCell;
 use crate::transfer::replace::{replace, replace_empty, ReplaceTarget};
@@ -98,10 +99,35 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
     // going (a crash, or a run beside this one) is waited on until it stands still.
     // So is one whose run crashed on this machine (its document says `running`, its process is
     // gone): nothing can be filling the session any more.
-    let resume_now = previous.is_some_and(|p| {
-        p.export.session.as_deref() == Some(session.as_str())
-            && (p.state != State::Running || p.process.as_ref().is_some_and(|run| run.has_ended_here()))
-    });
+    // A run whose claim on this machine is left unheld (see `claim`) crashed here too, with or
+    // without a status document: py> keeps none between runs.
+    let claimed = claim(&session);
+    let crashed_here = match &claimed {
+        Claimed::Crashed(_, pid) => {
+            tracing::warn!(
+                session = %session,
+                pid = ?pid,
+                "the run of this export that made the session ended on this machine without \
+                 finishing: resuming its session at once"
+            );
+            true
+        }
+        Claimed::Held { pid } => {
+            tracing::info!(
+                session = %session,
+                pid = ?pid,
+                "another run of this export on this machine is writing the session"
+            );
+            false
+        }
+        Claimed::Fresh(_) | Claimed::Unknown => false,
+    };
+    let resume_now = crashed_here
+        || previous.is_some_and(|p| {
+            p.export.session.as_deref() == Some(session.as_str())
+                && (p.state != State::Running || p.process.as_ref().is_some_and(|run| run.has_ended_here()))
+        });
+    let _claim = claimed.into_claim();
     let writing = Writing {
         table: &connected.table,
         client: target,

@@ -33,9 +33,30 @@ use crate::spec::{self, Inputs, LoadedSpec, RetrySpec};
 /// locally unchanged.
 pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<Warning>), SpecError> {
     let force_local = inputs.local_dir.is_some();
-    let source = resolve_source(loaded)?;
-    let (source_account, source_key_from) = resolve_source_account(loaded, force_local)?;
-    let target = target::resolve_target(loaded, &source_account, force_local)?;
+    // The parts that do not depend on each other are all resolved, so that one run names every
+    // problem of the spec, in file order.
+    let source = resolve_source(loaded);
+    let account = resolve_source_account(loaded, force_local);
+    let target = account
+        .as_ref()
+        .ok()
+        .map(|(account, _)| target::resolve_target(loaded, account, force_local));
+    let proxy = resolve_proxy(loaded);
+    let (source, (source_account, source_key_from), target, proxy) = match (source, account, target, proxy) {
+        (Ok(source), Ok(account), Some(Ok(target)), Ok(proxy)) => (source, account, target, proxy),
+        (source, account, target, proxy) => {
+            return Err(in_file_order(
+                [
+                    source.err(),
+                    account.err(),
+                    target.and_then(Result::err),
+                    proxy.err(),
+                ]
+                .into_iter()
+                .flatten(),
+            ))
+        }
+    };
     let spec = &loaded.spec;
     let transfer = spec.transfer.unwrap_or_default();
     let (engine, mut warnings) = target::choose_engine(transfer, &target)?;
@@ -55,7 +76,7 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<
         target,
         transfer,
         engine,
-        proxy: resolve_proxy(loaded)?,
+        proxy,
         retry: resolve_retry(spec.retry.as_ref()),
         idempotency_key: spec.idempotency_key.clone(),
         local_dir: None,
@@ -66,6 +87,21 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<
     }
     check_keys(&plan, loaded)?;
     Ok((plan, warnings))
+}
+
+/// Several errors as one, in the order of their lines in the file (those without a line last).
+fn in_file_order(errors: impl Iterator<Item = SpecError>) -> SpecError {
+    let mut all: Vec<SpecError> = errors
+        .flat_map(|e| match e {
+            SpecError::Several { errors } => errors,
+            e => vec![e],
+        })
+        .collect();
+    all.sort_by_key(|e| e.at().and_then(|at| at.line).unwrap_or(usize::MAX));
+    match <[SpecError; 1]>::try_from(all) {
+        Ok([one]) => one,
+        Err(all) => SpecError::Several { errors: all },
+    }
 }
 
 /// TD's API hosts, one per region, as TD's API description lists its servers

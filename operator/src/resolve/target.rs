@@ -150,16 +150,22 @@ fn url_account(
         (None, false) => source.endpoint.clone(),
     };
     let (api_key, key_from) = match &url.api_key {
-        Some(key) => (key.clone(), "result_url's key"),
+        Some(key) => (
+            key.clone(),
+            match loaded.interpolator.origin_of(key.expose()) {
+                Some(origin) => format!("result_url's key: {origin}"),
+                None => "result_url's key".to_string(),
+            },
+        ),
         None => (
             source.api_key.clone(),
-            "the source account's, as result_url's key is empty",
+            "the source account's, as result_url's key is empty".to_string(),
         ),
     };
     Ok(TargetAccount::Known {
         account: Account { endpoint, api_key },
         connection: None,
-        key_from: key_from.to_string(),
+        key_from,
     })
 }
 

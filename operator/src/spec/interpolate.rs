@@ -137,6 +137,9 @@ pub struct Interpolator {
     local: LocalAccounts,
     td_conf: OnceLock<BTreeMap<String, String>>,
     local_accounts: OnceLock<Result<Vec<LocalAccount>, String>>,
+    /// Each secret value put in the spec, with where it came from: an error about a key says
+    /// which secret (and which variable) to fix, not only which field it landed in.
+    origins: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\$\{([^}]*)\}").expect("valid regex"));
@@ -162,6 +165,7 @@ impl Interpolator {
             local,
             td_conf: OnceLock::new(),
             local_accounts: OnceLock::new(),
+            origins: Default::default(),
         }
     }
 
@@ -224,16 +228,18 @@ impl Interpolator {
         // whatever field it lands in (crate::redact).
         if let Some(name) = inside.strip_prefix("secret:") {
             let name = name.trim();
-            let value = self.secret(name).map_err(|tried| Unresolved::Secret {
+            let (value, found) = self.secret_found(name).map_err(|tried| Unresolved::Secret {
                 name: name.to_string(),
                 tried,
             })?;
             crate::redact::remember([&value]);
+            self.note_origin(&value, format!("secret {name}, found in {found}"));
             return Ok(value);
         }
         if let Some(reference) = inside.strip_prefix("local:") {
             let value = self.local_key(reference.trim())?;
             crate::redact::remember([&value]);
+            self.note_origin(&value, format!("td-local's {}", reference.trim()));
             return Ok(value);
         }
         if !NAME.is_match(inside) {
@@ -248,6 +254,22 @@ impl Interpolator {
                 name: inside.to_string(),
                 tried: vec!["--param".to_string()],
             })
+    }
+
+    fn note_origin(&self, value: &str, origin: String) {
+        if let Ok(mut origins) = self.origins.lock() {
+            origins.push((value.to_string(), origin));
+        }
+    }
+
+    /// Where a value the spec got from a secret or td-local came from, if it did
+    /// (`secret target.apikey, found in env TARGET_APIKEY`).
+    pub fn origin_of(&self, value: &str) -> Option<String> {
+        let origins = self.origins.lock().ok()?;
+        origins
+            .iter()
+            .find(|(v, _)| v == value)
+            .map(|(_, origin)| origin.clone())
     }
 
     /// A secret's value, or the list of places that were tried.

@@ -11,7 +11,7 @@ use td_model::name::NAME_PATTERN;
 use crate::error::{shown, At, Seg, SpecError, SpecPath};
 
 /// JSON Schema (draft 2020-12) of the task spec; `schema/` holds the source.
-pub const TASK_SCHEMA: &str = include_str!("../../../schema/td_result_export.schema.json");
+pub const TASK_SCHEMA: &str = include_str!("../../schema/td_result_export.schema.json");
 
 /// A compiled schema plus its JSON (walked to find allowed keys and descriptions).
 pub struct Schema {

@@ -4,6 +4,7 @@
 //! engine ([`server`]) asks TD to do it.
 
 pub mod append;
+pub mod claim;
 pub mod columns;
 pub mod phase;
 pub mod replace;

@@ -403,8 +403,8 @@ pub(super) fn announce_wait(name: &str, session: &Session, poll: &PollPolicy) {
     tracing::warn!(
         "another run of this export holds bulk import session '{name}' ({}): waiting for it to \
          finish; if the session stands still for {} s this run takes it over, and it gives up \
-         (exit 3) after {} s. A run that crashed on this machine with the same --status file is \
-         resumed at once.",
+         (exit 3) after {} s. A run of this export that crashed on this machine is resumed at once, \
+         without this wait.",
         session.status,
         poll.stale_after.as_secs(),
         poll.max_wait_for_owner.as_secs()
