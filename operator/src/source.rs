@@ -9,7 +9,7 @@ use td_model::time::parse_td_timestamp;
 use crate::error::{Class, Classify, Exit};
 use crate::resolve::{QueryOptions, Source};
 use crate::retry::PollPolicy;
-use crate::td::{Job, JobStatus, TdClient, TdError};
+use crate::td::{nth_domain_key, Job, JobStatus, TdClient, TdError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -172,10 +172,7 @@ async fn issue(
     };
     let mut attempt = 0;
     loop {
-        let key = match attempt {
-            0 => key.to_string(),
-            n => format!("{key}-{n}"),
-        };
+        let key = nth_domain_key(key, attempt);
         let id = client
             .issue_query(q.engine, q.database, q.sql, Some(&key), &q.options)
             .await?;

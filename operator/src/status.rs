@@ -523,11 +523,13 @@ impl StatusRecorder {
         });
     }
 
-    /// What the server engine's export job wrote.
-    pub fn exported(&self, job_id: &str, rows: u64) {
+    /// What the server engine's export job wrote; `by_earlier_submit` when another submit of this
+    /// export made that job (this run found it by its domain key): then this run wrote nothing.
+    pub fn exported(&self, job_id: &str, rows: u64, by_earlier_submit: bool) {
         self.update(|d| {
             d.export.rows = rows;
             d.export.writer_job_id = Some(job_id.to_string());
+            d.export.already_done = by_earlier_submit;
         });
     }
 

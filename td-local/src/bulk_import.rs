@@ -173,14 +173,19 @@ pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &
     Ok(())
 }
 
-/// Part names: not empty, no `/`, at most one `.` (what the official clients enforce).
+/// Part names: not empty, no `/`, at most one `.` (what the official clients enforce). TD's
+/// router answers a name with two dots 404, as a path it does not know (the API description's
+/// finding, https://td-public.redocly.app/apis/td-api: the part is a path segment whose one `.`
+/// is a format suffix); td-local does the same.
 pub fn check_part_name(part: &str) -> Result<()> {
     let problem = if part.is_empty() {
         Some("must not be empty")
     } else if part.contains('/') {
         Some("must not contain '/'")
     } else if part.matches('.').count() > 1 {
-        Some("must not contain more than one '.'")
+        return Err(Error::not_found(format!(
+            "no such path: part name '{part}' has more than one '.'"
+        )));
     } else {
         None
     };

@@ -218,15 +218,52 @@ pub fn show_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> 
 
 /// Creates a `log` table: Invalid for another type or a bad name, NotFound without the
 /// database, Conflict if it exists.
-pub fn create_table(conn: &Connection, account_id: i64, db: &str, table: &str, kind: &str) -> Result<()> {
+/// What `table/create` may set besides the name (TD's API description, createTable).
+#[derive(Debug, Clone, Default)]
+pub struct NewTable {
+    pub schema: Option<Vec<TableColumn>>,
+    pub settings: TableSettings,
+    /// Makes the call repeatable: a create of an existing table made with the same key answers
+    /// as the first did (td-client-java's live test `createTableWithIdempotentKey` creates twice
+    /// and expects no error; without a key the second create fails).
+    pub idempotent_key: Option<String>,
+}
+
+pub fn create_table(
+    conn: &Connection,
+    account_id: i64,
+    db: &str,
+    table: &str,
+    kind: &str,
+    new: &NewTable,
+) -> Result<()> {
     if kind != LOG_TYPE {
         return Err(Error::invalid(format!(
             "table type '{kind}' is not supported: only 'log' tables exist"
         )));
     }
     check_name("table", table)?;
+    new.settings.check_values()?;
     if !insert_table(conn, account_id, db, table)? {
-        return Err(table_exists_error(db, table));
+        let id = table_id(conn, account_id, db, table)?;
+        let made_with: Option<String> = conn.query_row(
+            "SELECT idempotent_key FROM tables WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        return match (&new.idempotent_key, made_with) {
+            (Some(key), Some(first)) if *key == first => Ok(()),
+            _ => Err(table_exists_error(db, table)),
+        };
+    }
+    let id = table_id(conn, account_id, db, table)?;
+    conn.execute(
+        "UPDATE tables SET idempotent_key = ?1 WHERE id = ?2",
+        params![new.idempotent_key, id],
+    )?;
+    new.settings.apply(conn, id)?;
+    if let Some(columns) = &new.schema {
+        set_table_schema(conn, id, columns)?;
     }
     Ok(())
 }
@@ -327,41 +364,56 @@ pub struct TableSettings {
 }
 
 impl TableSettings {
-    fn check(&self) -> Result<()> {
-        if let Some(days) = self.expire_days.filter(|d| *d < 1) {
+    /// `expire_days` 0 is "expiration disabled" (the toolbelt's `td table:expire DB TABLE 0`: "Set
+    /// to 0 to disable the expiration", treasure-data/td `lib/td/command/list.rb`); below 0 is
+    /// refused.
+    fn check_values(&self) -> Result<()> {
+        if let Some(days) = self.expire_days.filter(|d| *d < 0) {
             return Err(Error::invalid(format!(
-                "expire_days must be a positive number of days, got {days}"
+                "expire_days must be a number of days (0: never expire), got {days}"
             )));
         }
-        if self.expire_days.is_none() && self.include_v.is_none() && self.description.is_none() {
-            return Err(Error::bad_request(
-                "nothing to update: give expire_days, include_v or description",
-            ));
-        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.expire_days.is_none() && self.include_v.is_none() && self.description.is_none()
+    }
+
+    /// Sets what is given; the rest stays.
+    fn apply(&self, conn: &Connection, id: i64) -> Result<()> {
+        conn.execute(
+            "UPDATE tables SET \
+             expire_days = CASE WHEN ?1 IS NULL THEN expire_days WHEN ?1 = 0 THEN NULL ELSE ?1 END, \
+             include_v = COALESCE(?2, include_v), description = COALESCE(?3, description), \
+             updated_at = ?4 WHERE id = ?5",
+            params![self.expire_days, self.include_v, self.description, now(), id],
+        )?;
         Ok(())
     }
 }
 
+/// `table/update`: the settings given, and with `detect_schema` the columns of the table's rows
+/// added to its schema. Nothing at all to do is refused.
 pub fn update_table(
     conn: &Connection,
     account_id: i64,
     db: &str,
     table: &str,
     settings: &TableSettings,
+    detect_schema: bool,
 ) -> Result<()> {
-    settings.check()?;
+    settings.check_values()?;
+    if settings.is_empty() && !detect_schema {
+        return Err(Error::bad_request(
+            "nothing to update: give expire_days, include_v, description or detect_schema",
+        ));
+    }
     let id = table_id(conn, account_id, db, table)?;
-    conn.execute(
-        "UPDATE tables SET expire_days = COALESCE(?1, expire_days), include_v = COALESCE(?2, include_v), \
-         description = COALESCE(?3, description), updated_at = ?4 WHERE id = ?5",
-        params![
-            settings.expire_days,
-            settings.include_v,
-            settings.description,
-            now(),
-            id
-        ],
-    )?;
+    settings.apply(conn, id)?;
+    if detect_schema {
+        crate::records::detect_schema(conn, id)?;
+    }
     Ok(())
 }
 
@@ -420,15 +472,22 @@ pub fn has_column_for(schema: &[TableColumn], key: &str) -> bool {
 
 /// Reads a schema a caller sends (`update-schema`, `append-schema`); a column name (alias) given
 /// twice is refused.
-pub fn parse_schema_param(text: &str) -> Result<Vec<TableColumn>> {
-    let columns = parse_table_schema(text)?;
-    for (i, column) in columns.iter().enumerate() {
-        if columns[..i].iter().any(|c| column_name(c) == column_name(column)) {
+/// A `schema` parameter. A column named twice is refused, or with `ignore_duplicates`
+/// (`ignore_duplicate_schema`, on `update-schema` in TD's API description) its later mentions
+/// are dropped: td-local's reading of the flag, which no public source spells out.
+pub fn parse_schema_param(text: &str, ignore_duplicates: bool) -> Result<Vec<TableColumn>> {
+    let mut columns = Vec::new();
+    for column in parse_table_schema(text)? {
+        if columns.iter().any(|c| column_name(c) == column_name(&column)) {
+            if ignore_duplicates {
+                continue;
+            }
             return Err(Error::invalid(format!(
                 "column '{}' appears twice in the schema",
-                column_name(column)
+                column_name(&column)
             )));
         }
+        columns.push(column);
     }
     Ok(columns)
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
+use crate::results::ResultRequest;
 use crate::store::{now, text_enum, Store};
 
 text_enum! {
@@ -44,6 +45,21 @@ pub struct NewJob {
     /// Unix seconds: what `TD_SCHEDULED_TIME()` returns.
     pub scheduled_time: Option<i64>,
     pub domain_key: Option<String>,
+    /// A saved result's id and the settings that override its parts: the other way TD takes a
+    /// job's output (td-client-java `TDJobRequest`, digdag's `td>` with `result_connection:`).
+    pub result_connection_id: Option<String>,
+    pub result_connection_settings: Option<String>,
+}
+
+impl NewJob {
+    /// Where the job's result goes, as it was asked.
+    pub fn output(&self) -> ResultRequest {
+        ResultRequest::new(
+            &self.result_url,
+            &self.result_connection_id,
+            &self.result_connection_settings,
+        )
+    }
 }
 
 /// What a successful job produced.
@@ -68,6 +84,8 @@ pub struct Job {
     pub query: String,
     /// As given (with its key) for a query job; masked for an export job.
     pub result_url: String,
+    pub result_connection_id: Option<String>,
+    pub result_connection_settings: Option<String>,
     pub priority: i64,
     pub retry_limit: i64,
     pub pool_name: Option<String>,
@@ -96,6 +114,15 @@ impl Job {
         self.scheduled_time.unwrap_or(self.created_at)
     }
 
+    /// Where the job's result goes, as it was asked.
+    pub fn output(&self) -> ResultRequest {
+        ResultRequest::new(
+            &self.result_url,
+            &self.result_connection_id,
+            &self.result_connection_settings,
+        )
+    }
+
     /// Seconds the job has run (so far, while it runs).
     pub fn duration(&self) -> Option<i64> {
         self.start_at.map(|s| self.end_at.unwrap_or_else(now) - s)
@@ -104,7 +131,8 @@ impl Job {
 
 const JOB_COLUMNS: &str = "id, account_id, type, database_name, status, query, result_url, priority, \
     retry_limit, pool_name, engine_version, scheduled_time, num_records, result_size, hive_result_schema, cpu_time, cmdout, stderr, \
-    linked_result_export_job_id, result_export_target_job_id, created_at, updated_at, start_at, end_at";
+    linked_result_export_job_id, result_export_target_job_id, created_at, updated_at, start_at, end_at, \
+    result_connection_id, result_connection_settings";
 
 fn job_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
     Ok(Job {
@@ -132,6 +160,8 @@ fn job_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
         updated_at: r.get(21)?,
         start_at: r.get(22)?,
         end_at: r.get(23)?,
+        result_connection_id: r.get(24)?,
+        result_connection_settings: r.get(25)?,
     })
 }
 
@@ -200,8 +230,9 @@ pub fn count(conn: &Connection) -> Result<i64> {
 pub fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
     conn.execute(
         "INSERT INTO jobs (account_id, type, database_name, status, query, result_url, priority, retry_limit, \
-         pool_name, engine_version, scheduled_time, domain_key, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+         pool_name, engine_version, scheduled_time, domain_key, created_at, updated_at, \
+         result_connection_id, result_connection_settings) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
         params![
             job.account_id,
             job.job_type,
@@ -215,7 +246,9 @@ pub fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
             job.engine_version,
             job.scheduled_time,
             job.domain_key,
-            now()
+            now(),
+            job.result_connection_id,
+            job.result_connection_settings,
         ],
     )?;
     Ok(conn.last_insert_rowid())

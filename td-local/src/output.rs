@@ -22,7 +22,7 @@ use crate::catalog::{self, database_id, ensure_table};
 use crate::error::{Error, Result};
 use crate::jobs;
 use crate::records::{self, Row};
-use crate::results::{self, URL_FORM};
+use crate::results::{self, ResultRequest, URL_FORM};
 use crate::store::Store;
 
 /// Where a job's rows go and how.
@@ -173,27 +173,25 @@ pub fn apply_settings(destination: &mut Destination, settings: &str) -> Result<(
     Ok(())
 }
 
-/// Validates a `result=` value when a job is issued and resolves its target: a td:// URL, or
-/// `NAME[:TABLE]` naming one of the caller's saved results.
-pub fn parse_result_url(
+/// Where the rows of a job (`job/issue`) or an export (`job/result_export`) of `account_id` go:
+/// one path for both, as TD's connector is one.
+pub fn target(
     conn: &Connection,
     accounts: &Accounts,
-    caller_account_id: i64,
-    url: &str,
+    account_id: i64,
+    request: &ResultRequest,
 ) -> Result<OutputTarget> {
-    let destination = results::destination(conn, caller_account_id, url)?;
-    resolve(&destination.into(), accounts, caller_account_id)
+    resolve(&destination(conn, account_id, request)?, accounts, account_id)
 }
 
-/// The destination of an export: `result` (a td:// URL or a saved result's `NAME[:TABLE]`), or
+/// The destination asked for: `result` (a td:// URL or a saved result's `NAME[:TABLE]`), or
 /// `result_connection_id` (a saved result) with `result_connection_settings` overriding its parts.
-pub fn export_destination(
-    conn: &Connection,
-    account_id: i64,
-    result: Option<&str>,
-    connection_id: Option<&str>,
-    settings: Option<&str>,
-) -> Result<Destination> {
+pub fn destination(conn: &Connection, account_id: i64, request: &ResultRequest) -> Result<Destination> {
+    let (result, connection_id, settings) = (
+        request.result.as_deref(),
+        request.connection_id.as_deref(),
+        request.settings.as_deref(),
+    );
     if let Some(url) = result {
         return Ok(results::destination(conn, account_id, url)?.into());
     }

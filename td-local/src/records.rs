@@ -582,6 +582,19 @@ pub fn extend_schema_by<'k>(
     }
 }
 
+/// `detect_schema`: adds to the table's schema a column for every key of its rows it lacks, typed
+/// from the values (as a perform or an import would have).
+pub fn detect_schema(conn: &Connection, table_id: i64) -> Result<()> {
+    let mut columns = table_schema(conn, table_id)?;
+    segments::for_each_row(conn, table_id, |_, _, text| {
+        let record: Map<String, Value> = serde_json::from_str(text)
+            .map_err(|e| Error::internal(format!("a stored record is not a JSON map: {e}")))?;
+        extend_schema(&mut columns, &record);
+        Ok(())
+    })?;
+    set_table_schema(conn, table_id, &columns)
+}
+
 /// A table's rows in the order they were stored.
 pub fn table_rows(conn: &Connection, table_id: i64) -> Result<Vec<Row>> {
     let mut rows = Vec::new();

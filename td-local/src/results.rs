@@ -16,6 +16,42 @@ use crate::error::{Error, Result};
 /// The form of a td:// result URL, for messages.
 pub const URL_FORM: &str = "td://[APIKEY]@[HOST]/DATABASE/TABLE[?mode=append|replace]";
 
+/// Where a job's or an export's rows are to go, as TD takes it: `result` (a td:// URL or a saved
+/// result's `NAME[:TABLE]`), or `result_connection_id` (a saved result or console connection)
+/// with `result_connection_settings` (JSON text) overriding its parts. `job/issue` and
+/// `job/result_export` take the same three (td-client-java `TDJobRequest` and
+/// `TDExportResultJobRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultRequest {
+    pub result: Option<String>,
+    pub connection_id: Option<String>,
+    pub settings: Option<String>,
+}
+
+impl ResultRequest {
+    /// From a job's stored columns (`result_url` is "" when none was given).
+    pub fn new(result: &str, connection_id: &Option<String>, settings: &Option<String>) -> ResultRequest {
+        ResultRequest {
+            result: Some(result.to_string()).filter(|r| !r.is_empty()),
+            connection_id: connection_id.clone().filter(|c| !c.is_empty()),
+            settings: settings.clone().filter(|s| !s.is_empty()),
+        }
+    }
+
+    /// No output asked for: the result stays with the job.
+    pub fn is_empty(&self) -> bool {
+        self.result.is_none() && self.connection_id.is_none()
+    }
+
+    /// The scheme of a `result` URL that is not td:// (`s3`, `mysql`, …): TD takes such a job and
+    /// its output fails when it runs; td-local writes only to TD.
+    pub fn foreign_scheme(&self) -> Option<&str> {
+        let result = self.result.as_deref()?;
+        let (scheme, _) = result.split_once("://")?;
+        (scheme != "td").then_some(scheme)
+    }
+}
+
 /// A saved result as stored; `url` holds its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedResult {

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS tables (
     include_v INTEGER NOT NULL DEFAULT 1,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
+    idempotent_key TEXT,
     UNIQUE (database_id, name)
 );
 CREATE TABLE IF NOT EXISTS import_ids (
@@ -102,7 +103,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
     start_at INTEGER,
-    end_at INTEGER
+    end_at INTEGER,
+    result_connection_id TEXT,
+    result_connection_settings TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_domain_key ON jobs (account_id, domain_key) WHERE domain_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS saved_results (
@@ -160,10 +163,14 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "engine_version", "TEXT"),
     ("jobs", "scheduled_time", "INTEGER"),
     ("saved_results", "console", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "result_connection_id", "TEXT"),
+    ("jobs", "result_connection_settings", "TEXT"),
     // The count a table shows while a change of its rows lags (`crate::lag`), and until when
     // (Unix milliseconds).
     ("tables", "lag_count", "INTEGER"),
     ("tables", "lag_until", "INTEGER"),
+    // The idempotent_key a table was created with (`table/create`).
+    ("tables", "idempotent_key", "TEXT"),
 ];
 
 /// Adds the [`ADDED_COLUMNS`] a database lacks.

@@ -145,6 +145,24 @@ def check_tables():
     td.delete_database(db)
 
 
+def check_table_create_settings_and_expiry():
+    """What `table/create` and `table/update` take as TD's API description lists them, through
+    the client's own calls: create with settings (its `_create_table` params), an idempotent
+    create repeated, `update_expire` with 0 ("expiration disabled")."""
+    td = client()
+    db = fresh_database(td, "compat_table_settings")
+    params = {"schema": json.dumps([["code", "long"]]), "expire_days": 30, "description": "made here"}
+    assert td.api._create_table(db, "made", "log", params) is True
+    table = td.table(db, "made")
+    assert (table.expire_days, table.schema[0][:2]) == (30, ["code", "long"]), (table.expire_days, table.schema)
+    for _ in range(2):
+        assert td.api._create_table(db, "idem", "log", {"idempotent_key": "once"}) is True
+    expect_error(errors.AlreadyExistsError, td.create_log_table, db, "idem")
+    assert td.update_expire(db, "made", 0) is True
+    assert td.table(db, "made").expire_days is None
+    td.delete_database(db)
+
+
 def check_import_data():
     td = client()
     db = fresh_database(td, "compat_import")
@@ -283,6 +301,36 @@ def check_query_with_result_url():
     td.delete_database(db)
 
 
+def check_query_into_a_saved_result_or_a_connection():
+    """The two other ways TD takes a job's output: `--result NAME:TABLE` (the toolbelt's form for
+    a saved result) and `result_connection_id` with `result_connection_settings`, as digdag's td>
+    sends them for `result_connection:` + `result_settings:` (td-client-java TDJobRequest)."""
+    td = client()
+    db = fresh_database(td, "compat_connection")
+    name = unique("compat_saved")
+    assert td.create_result(name, f"td://@/{db}/unused") is True
+    expected = sorted(map(tuple, td.job_result(run_query(td, GROUP_BY_CODE).id)))
+
+    run_query(td, GROUP_BY_CODE, result_url=f"{name}:by_name")
+    written = sorted((r["code"], r["cnt"]) for r in td.tail(db, "by_name", 1000))
+    assert written == expected, (written, expected)
+
+    connection_id = get_json(td, "/v3/connections/lookup", params={"name": name})["id"]
+    settings = {"user_database_name": db, "user_table_name": "by_connection", "mode": "append"}
+    for _ in range(2):
+        run_query(
+            td,
+            GROUP_BY_CODE,
+            result_connection_id=connection_id,
+            result_connection_settings=json.dumps(settings),
+        )
+    written = sorted((r["code"], r["cnt"]) for r in td.tail(db, "by_connection", 1000))
+    assert written == sorted(expected * 2), (written, expected)
+    assert "unused" not in [t.name for t in td.tables(db)], "the settings named the table"
+    td.delete_result(name)
+    td.delete_database(db)
+
+
 def check_saved_results():
     td = client()
     name = unique("compat_dest")
@@ -388,12 +436,14 @@ def check_pytd_bulk_import_append_overwrite_and_hive_query():
 CHECKS = [
     check_databases,
     check_tables,
+    check_table_create_settings_and_expiry,
     check_import_data,
     check_bulk_import,
     check_schema_tuples_and_mistyped_values,
     check_query_results,
     check_download_job_result,
     check_query_with_result_url,
+    check_query_into_a_saved_result_or_a_connection,
     check_saved_results,
     check_result_export,
     check_error_classes,

@@ -165,3 +165,49 @@ fn a_server_append_run_twice_with_one_status_file_writes_once() {
     assert_eq!(again.status["store_params"]["td"], first["store_params"]["td"]);
     assert!(fx.td.rows(2, TARGET_DB, table).is_some());
 }
+
+/// Server-engine appends started together, each with a status document of its own: the export
+/// goes under a domain key, so one export job writes and the others wait for it (td-local
+/// honours the key on `result_export`; TD lists it there, unconfirmed whether it honours it).
+#[test]
+fn three_server_appends_at_the_same_instant_write_once() {
+    let fx = ExportFixture::new(3_000, 34);
+    let table = "overlap_server_appends";
+    let spec = fx.spec_with("append", table, "transfer: server\n");
+    let children: Vec<(Child, String)> = (0..3)
+        .map(|i| {
+            let status = format!("status-server-{i}.json");
+            (start(&fx, &spec, &status, Duration::ZERO), status)
+        })
+        .collect();
+    let runs = finish(children, &fx);
+    for (code, doc, stderr) in &runs {
+        assert_eq!(*code, 0, "{stderr}\n{doc:#}");
+    }
+    fx.assert_rows(table, &fx.expected, "three server appends at once");
+    assert_one_claims_the_write(&runs, "three server appends at once");
+    let exports: std::collections::BTreeSet<_> = runs
+        .iter()
+        .map(|(_, doc, _)| doc["export"]["export_job_id"].to_string())
+        .collect();
+    assert_eq!(exports.len(), 1, "one export job: {exports:?}");
+}
+
+/// A server-engine append rerun without its status document (a py> task, a lost file) finds
+/// the export by its domain key instead of appending the rows again.
+#[test]
+fn a_server_append_rerun_without_its_status_file_writes_nothing_more() {
+    let fx = ExportFixture::new(3_000, 35);
+    let table = "server_rerun_no_status";
+    let spec = fx.spec_with("append", table, "transfer: server\n");
+    fx.run_spec(&spec).expect_exit(0, "first run");
+    std::fs::remove_file(fx.td.sandbox.path().join("status.json")).unwrap();
+    let again = fx.run_spec(&spec);
+    again.expect_exit(0, "rerun");
+    assert_eq!(again.status["export"]["already_done"], true);
+    fx.assert_rows(
+        table,
+        &fx.expected,
+        "a server append rerun without its status file",
+    );
+}

@@ -247,7 +247,7 @@ fn a_rerun_after_a_crash_during_submission_adopts_the_export_td_started() {
         &format!("/v3/job/result_export/{job}"),
         &[("result", &key_url)],
     );
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(code, 201, "{body}");
     let started_export = body["job_id"].as_str().expect("export job id").to_string();
     td.clear_requests();
 

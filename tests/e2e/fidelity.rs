@@ -298,7 +298,7 @@ fn query_options_are_sent_as_td_query_sends_them() {
     let out = td.export(
         &format!(
             "query: SELECT code, COUNT(1) AS cnt FROM www_access GROUP BY code\ndatabase: sample_datasets\n\
-             priority: HIGH\nretry_limit: 1\npool_name: batch\nengine_version: stable\n\
+             engine: hive\npriority: HIGH\nretry_limit: 1\npool_name: batch\nengine_version: stable\n\
              scheduled_time: 2024-01-31 00:00:00\n{}result_url: {}\n",
             td.source_yaml(),
             td.target_url("dstdb/codes")
@@ -309,6 +309,25 @@ fn query_options_are_sent_as_td_query_sends_them() {
     let shown = td.job_json(1, out.status["export"]["source_job_id"].as_str().unwrap());
     assert_eq!(shown["priority"], 1, "{shown:#}");
     assert_eq!(shown["retry_limit"], 1, "{shown:#}");
+    assert_eq!(shown["pool_name"], "batch", "{shown:#}");
+
+    // A Presto pool TD does not have is refused when the query is issued (td-local has none),
+    // and the run says TD's words.
+    let out = td.export(
+        &format!(
+            "query: SELECT 1 AS one\ndatabase: sample_datasets\npool_name: no_such_pool\n{}result_url: {}\n",
+            td.source_yaml(),
+            td.target_url("dstdb/codes_pool")
+        ),
+        &[],
+    );
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("Presto resource pool with name 'no_such_pool' does not exist"),
+        "{}",
+        out.stderr
+    );
 }
 
 // ---- 7. the td: block as Digdag reads it ----

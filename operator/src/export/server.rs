@@ -19,12 +19,13 @@ pub(super) async fn server_export(
         .destination
         .as_ref()
         .expect("server exports have a destination");
-    // TD's export has no idempotency key: the status document is the record. Without one, a
-    // rerun of an append cannot know this run's export happened.
+    // The export goes under a domain key that td-local honours; whether TD honours it on
+    // result_export is unconfirmed, so on TD the status document is the sure record.
     if recorder.file().path().is_none() && connected.table.mode == td_model::Mode::Append {
         tracing::warn!(
-            "this append is TD's own export (transfer: server) and no --status file records it: a \
-             rerun cannot tell it was done and would append the rows again. Pass --status FILE \
+            "this append is TD's own export (transfer: server) and no --status file records it: \
+             it is submitted under a domain key, which td-local honours but TD may not \
+             (unconfirmed), so a rerun against TD may append the rows again. Pass --status FILE \
              (the same file on every rerun), or use transfer: stream"
         );
     }
@@ -59,13 +60,20 @@ pub(super) async fn server_export(
         job,
         destination,
         recorded,
+        &export_domain_key(key),
         &options.poll,
         |id| recorder.export_job(id),
     )
     .await?;
     recorder.exported(
-        &exported.job_id,
-        exported.num_records.unwrap_or_default().max(0) as u64,
+        &exported.job.job_id,
+        exported.job.num_records.unwrap_or_default().max(0) as u64,
+        exported.by_earlier_submit,
     );
     Ok(())
+}
+
+/// The `domain_key` TD's export of this export (its idempotency key) is submitted under.
+fn export_domain_key(key: &str) -> String {
+    format!("tdre-x-{}", &crate::transfer::key_hash(key)[..32])
 }

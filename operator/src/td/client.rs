@@ -23,6 +23,14 @@ pub(crate) fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
+/// A submitted export job: `earlier` when its domain key was used before and the job named is
+/// the first submit's (another run's, or an earlier one of this export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub job_id: String,
+    pub earlier: bool,
+}
+
 /// One TD account on one endpoint.
 #[derive(Clone)]
 pub struct TdClient {
@@ -478,15 +486,35 @@ impl TdClient {
             .former_status)
     }
 
-    /// Asks TD to write a job's result to a destination; returns the export job's id.
-    pub async fn result_export(&self, job_id: &str, form: Vec<(&'static str, String)>) -> TdResult<String> {
+    /// Asks TD to write a job's result to a destination; returns the export job's id. A
+    /// `domain_key` in `form` already used answers 409 naming the first export: its id is returned.
+    /// Never repeated blindly: where the key is not honoured, a repeat exports twice.
+    pub async fn result_export(
+        &self,
+        job_id: &str,
+        form: Vec<(&'static str, String)>,
+    ) -> TdResult<Submitted> {
         #[derive(Deserialize)]
         struct Exported {
             #[serde(deserialize_with = "id_string")]
             job_id: String,
         }
         let path = format!("/v3/job/result_export/{}", seg(job_id));
-        Ok(self.post::<Exported>(path, form, Safety::Once).await?.job_id)
+        match self.post::<Exported>(path, form, Safety::Once).await {
+            Ok(exported) => Ok(Submitted {
+                job_id: exported.job_id,
+                earlier: false,
+            }),
+            Err(TdError::Api {
+                status: 409,
+                conflicts_with: Some(id),
+                ..
+            }) => Ok(Submitted {
+                job_id: id,
+                earlier: true,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// The id of a saved connection (result destination) of this account.

@@ -182,7 +182,8 @@ async fn perform(
         .perform(caller.account_id(), name.clone(), options)
         .await?;
     Ok(Json(
-        json!({ "name": name, "bulk_import": name, "job_id": job_id.to_string() }),
+        // An integer here, where job ids are strings elsewhere (TD's API description).
+        json!({ "name": name, "bulk_import": name, "job_id": job_id }),
     ))
 }
 

@@ -52,6 +52,8 @@ async fn issue(
         engine_version: params.get("engine_version").map(str::to_owned),
         scheduled_time: params.int("scheduled_time")?,
         domain_key: params.get("domain_key").map(str::to_owned),
+        result_connection_id: params.get("result_connection_id").map(str::to_owned),
+        result_connection_settings: params.get("result_connection_settings").map(str::to_owned),
     };
     let id = state.runner.issue_query(job).await?;
     Ok(Json(
@@ -74,7 +76,7 @@ fn status_json(job: &Job) -> Value {
     })
 }
 
-fn show_json(job: &Job, user_name: &str, base_url: &str) -> Value {
+pub(crate) fn show_json(job: &Job, user_name: &str, base_url: &str) -> Value {
     let mut v = status_json(job);
     let fields = json!({
         "type": job.job_type,
@@ -97,8 +99,9 @@ fn show_json(job: &Job, user_name: &str, base_url: &str) -> Value {
         "result": mask_keys(&job.result_url),
         // td-client-python and -ruby read null or "" as "no schema yet".
         "hive_result_schema": job.hive_result_schema,
-        "linked_result_export_job_id": job.linked_result_export_job_id.map(|i| i.to_string()),
-        "result_export_target_job_id": job.result_export_target_job_id.map(|i| i.to_string()),
+        // Integers, where `job_id` is a string (TD's API description, the Job object).
+        "linked_result_export_job_id": job.linked_result_export_job_id,
+        "result_export_target_job_id": job.result_export_target_job_id,
         "debug": { "cmdout": job.cmdout, "stderr": job.stderr },
     });
     if let (Value::Object(into), Value::Object(from)) = (&mut v, fields) {
@@ -121,7 +124,7 @@ async fn load_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Job>
 }
 
 /// `http://host:port` as the client reached us, for the job's `url`.
-fn base_url(headers: &HeaderMap) -> String {
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())

@@ -18,6 +18,16 @@ impl Params {
         self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
     }
 
+    /// Where a job's or an export's rows go: `result`, or `result_connection_id` with
+    /// `result_connection_settings`.
+    pub fn result_request(&self) -> crate::results::ResultRequest {
+        crate::results::ResultRequest {
+            result: self.get("result").map(str::to_owned),
+            connection_id: self.get("result_connection_id").map(str::to_owned),
+            settings: self.get("result_connection_settings").map(str::to_owned),
+        }
+    }
+
     /// A boolean as the clients spell it: `true`, `True`, `1` (td-api.md §1).
     pub fn flag(&self, key: &str) -> bool {
         self.get(key)

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use td_model::time::td_timestamp;
 
 use crate::accounts::Caller;
-use crate::catalog::{self, Table, TableSettings, LOG_TYPE, MAX_TAIL_COUNT};
+use crate::catalog::{self, NewTable, Table, TableSettings, LOG_TYPE, MAX_TAIL_COUNT};
 use crate::error::Error;
 use crate::records::json_to_msgpack;
 use crate::routes::error::ApiResult;
@@ -123,8 +123,18 @@ async fn create_log(
     state: State<AppState>,
     caller: Caller,
     Path((db, table)): Path<(String, String)>,
+    params: Params,
 ) -> ApiResult<Json<Value>> {
-    create(state, caller, Path((db, table, LOG_TYPE.to_string()))).await
+    create(state, caller, Path((db, table, LOG_TYPE.to_string())), params).await
+}
+
+/// The settings `table/create` and `table/update` take.
+fn settings_param(params: &Params) -> ApiResult<TableSettings> {
+    Ok(TableSettings {
+        expire_days: params.int("expire_days")?,
+        include_v: params.strict_bool("include_v")?,
+        description: params.get("description").map(str::to_owned),
+    })
 }
 
 /// Creates a table; master key only, but a write-only key creating a table that exists gets
@@ -132,10 +142,14 @@ async fn create_log(
 /// default, `auto_create_table`) ignores only a 404 or a 409 from `createTable`, and a run with a
 /// write-only key succeeds against TD (PR #65,
 /// https://github.com/treasure-data/embulk-output-td/pull/65).
+///
+/// It takes `schema`, `expire_days`, `include_v`, `description` and `idempotent_key` (TD's API
+/// description, createTable).
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path((db, table, kind)): Path<(String, String, String)>,
+    params: Params,
 ) -> ApiResult<Json<Value>> {
     if caller.write_only {
         let account = caller.account_id();
@@ -149,8 +163,16 @@ async fn create(
         }
     }
     caller.require_master("creating a table")?;
+    let new = NewTable {
+        schema: match params.get("schema") {
+            Some(text) => Some(catalog::parse_schema_param(text, false)?),
+            None => None,
+        },
+        settings: settings_param(&params)?,
+        idempotent_key: params.get("idempotent_key").map(str::to_owned),
+    };
     table_write(&state, &caller, (db, table), move |tx, account, db, table| {
-        catalog::create_table(tx, account, db, table, &kind)
+        catalog::create_table(tx, account, db, table, &kind, &new)
     })
     .await
 }
@@ -205,21 +227,20 @@ async fn update(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     caller.require_master("updating a table")?;
-    let settings = TableSettings {
-        expire_days: params.int("expire_days")?,
-        include_v: params.strict_bool("include_v")?,
-        description: params.get("description").map(str::to_owned),
-    };
+    let settings = settings_param(&params)?;
+    let detect_schema = params.strict_bool("detect_schema")?.unwrap_or(false);
     table_write(&state, &caller, names, move |tx, account, db, table| {
-        catalog::update_table(tx, account, db, table, &settings)
+        catalog::update_table(tx, account, db, table, &settings, detect_schema)
     })
     .await
 }
 
-/// The `schema` parameter, parsed.
+/// The `schema` parameter, parsed; `ignore_duplicate_schema` drops a column named again.
 fn schema_param(params: &Params) -> ApiResult<Vec<td_model::schema::TableColumn>> {
+    let ignore_duplicates = params.strict_bool("ignore_duplicate_schema")?.unwrap_or(false);
     Ok(catalog::parse_schema_param(
         params.required("schema", Error::BadRequest)?,
+        ignore_duplicates,
     )?)
 }
 

@@ -823,7 +823,6 @@ async fn query_options_are_stored_shown_and_td_scheduled_time_returns_the_schedu
             ("query", query),
             ("priority", "1"),
             ("retry_limit", "2"),
-            ("pool_name", "batch"),
             ("engine_version", "stable"),
             ("scheduled_time", &scheduled),
         ],
@@ -836,7 +835,6 @@ async fn query_options_are_stored_shown_and_td_scheduled_time_returns_the_schedu
     for (field, expected) in [
         ("priority", json!(1)),
         ("retry_limit", json!(2)),
-        ("pool_name", json!("batch")),
         ("engine_version", json!("stable")),
         ("scheduled_at", json!("2013-05-09 06:14:14 UTC")),
     ] {
@@ -880,11 +878,7 @@ async fn query_options_are_stored_shown_and_td_scheduled_time_returns_the_schedu
             &listed["engine_version"],
             &listed["scheduled_at"]
         ),
-        (
-            &json!("batch"),
-            &json!("stable"),
-            &json!("2013-05-09 06:14:14 UTC")
-        )
+        (&Value::Null, &json!("stable"), &json!("2013-05-09 06:14:14 UTC"))
     );
 
     // Without a scheduled time, TD_SCHEDULED_TIME() is the time the job was issued.
@@ -916,7 +910,15 @@ async fn bad_query_options_are_refused_before_a_job_is_recorded() {
         ),
         ("scheduled_time", "999999999999999", 422, "out of range"),
         ("priority", "3", 422, "between -2 and 2"),
-        ("retry_limit", "-1", 422, "must not be negative"),
+        ("retry_limit", "-1", 422, "between 0 and 32"),
+        ("retry_limit", "33", 422, "between 0 and 32"),
+        // td-client-java's tests against the real API (TestTDClient).
+        (
+            "pool_name",
+            "no_such_pool",
+            400,
+            "Presto resource pool with name 'no_such_pool' does not exist",
+        ),
     ] {
         let (status, body) = issue(
             &s,
@@ -1078,4 +1080,35 @@ async fn result_columns_with_no_values_are_typed_from_the_query() {
             "no value tells the type: {rows:?}"
         );
     }
+}
+
+/// A Hive job takes any pool name and shows it; a Presto one is refused a pool TD does not have
+/// (td-local has none): td-client-java's `submitJobWithPoolName` and
+/// `submitPrestoJobWithInvalidPoolName` against the real API.
+#[tokio::test]
+async fn a_hive_job_keeps_its_pool_name_and_a_presto_job_is_refused_an_unknown_pool() {
+    let s = Server::start().await;
+    let (status, body) = s
+        .post(
+            &s.master(0),
+            "/v3/job/issue/hive/sample_datasets",
+            &[("query", "SELECT 1"), ("pool_name", "hadoop2")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let show = wait(&s, body["job_id"].as_str().unwrap()).await;
+    assert_eq!(show["pool_name"], "hadoop2", "{show}");
+    let (status, body) = issue(
+        &s,
+        &s.master(0),
+        "sample_datasets",
+        &[("query", "SELECT 1"), ("pool_name", "hadoop2")],
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "Presto resource pool with name 'hadoop2' does not exist",
+    );
 }

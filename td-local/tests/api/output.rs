@@ -114,7 +114,9 @@ async fn export(s: &Server, job: i64, form: &[(&str, &str)]) -> i64 {
     let (status, body) = s
         .post(&s.master(0), &format!("/v3/job/result_export/{job}"), form)
         .await;
-    assert_eq!(status, 200, "{body}");
+    // 201 (td-client-ruby#120, citing TD's controller), with the new job (TD's API description).
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["type"], "result_export", "{body}");
     assert_no_keys(s, &body.to_string());
     body["job_id"]
         .as_str()
@@ -505,7 +507,8 @@ async fn saved_results_crud_and_connection_lookup() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["results"],
-        json!([{"id": body["results"][0]["id"], "name": "my_dest",
+        // `{name, url, organization}`: no id (TD's API description, getConnections).
+        json!([{"name": "my_dest",
                 "url": "td://***@api.treasuredata.com/target_db/t_out", "organization": null}])
     );
     assert_no_keys(&s, &body.to_string());
@@ -515,11 +518,8 @@ async fn saved_results_crud_and_connection_lookup() {
     let (status, body) = s.get(&key, "/v3/connections/lookup?name=my_dest").await;
     assert_eq!(status, 200, "{body}");
     assert!(body["id"].is_i64(), "the id is a number: {body}");
-    let (_, list) = s.get(&key, "/v3/result/list").await;
-    assert_eq!(
-        body["id"], list["results"][0]["id"],
-        "the connection is the saved result"
-    );
+    // The listing shows no id (TD's); the id is the connection's, used by result_connection_id
+    // (result_export_through_a_saved_connection_with_settings).
     let (status, body) = s.get(&key, "/v3/connections/lookup?name=nope").await;
     assert_error(status, &body, 404, "'nope'");
     let (status, body) = s.get(&key, "/v3/connections/lookup").await;
@@ -860,4 +860,85 @@ async fn a_time_column_value_that_is_no_time_fails_the_export_and_writes_nothing
             "nothing of it is visible"
         );
     }
+}
+
+/// `domain_key` on `result_export` (listed on the call in TD's API description) is honoured as on
+/// `job/issue`: a repeat answers 409 naming the first export job and starts no second export.
+#[tokio::test]
+async fn a_result_export_repeated_with_its_domain_key_is_409_naming_the_first_export() {
+    let s = Server::start().await;
+    create_database(&s, 1, "target_db").await;
+    let job = code_count_job(&s, 0);
+    let url = format!("td://{}@api.treasuredata.com/target_db/once", s.master(1));
+    let form = [("result", url.as_str()), ("domain_key", "export-once")];
+    let first = export_ok(&s, job, &form).await;
+    assert_eq!(first.status, "success");
+    let (status, body) = s
+        .post(&s.master(0), &format!("/v3/job/result_export/{job}"), &form)
+        .await;
+    assert_error(
+        status,
+        &body,
+        409,
+        "domain_key 'export-once' was already used by job",
+    );
+    let first_id = job_row(&s, job).linked_result_export_job_id.unwrap();
+    assert_eq!(
+        body["details"]["conflicts_with"],
+        first_id.to_string().as_str(),
+        "{body}"
+    );
+    assert_eq!(table_rows(&s, 1, "target_db", "once").len(), 3, "written once");
+    // The source job shows its export link as an integer (TD's API description, Job).
+    let (_, shown) = s.get(&s.master(0), &format!("/v3/job/show/{job}")).await;
+    assert_eq!(shown["linked_result_export_job_id"], json!(first_id), "{shown}");
+}
+
+/// `result/create` answers `{name, result}` (TD's API description, createConnection), and a
+/// query job writes into a saved result through `result_connection_id` with
+/// `result_connection_settings`, as digdag's `td>` sends them for `result_connection:`.
+#[tokio::test]
+async fn a_query_job_writes_through_a_connection_id_with_settings() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_database(&s, 1, "target_db").await;
+    let saved = format!("td://{}@api.treasuredata.com/target_db/unused", s.master(1));
+    let (status, body) = s.post(&key, "/v3/result/create/conn", &[("url", &saved)]).await;
+    assert_eq!(
+        (status.as_u16(), body),
+        (200, json!({"name": "conn", "result": "conn"}))
+    );
+    let (_, found) = s.get(&key, "/v3/connections/lookup?name=conn").await;
+    let connection = found["id"].as_i64().unwrap().to_string();
+    let settings = r#"{"user_database_name":"target_db","user_table_name":"by_conn","mode":"replace"}"#;
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/job/issue/presto/sample_datasets",
+            &[
+                (
+                    "query",
+                    "SELECT code, COUNT(1) AS cnt FROM www_access GROUP BY code",
+                ),
+                ("result_connection_id", &connection),
+                ("result_connection_settings", settings),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id: i64 = body["job_id"].as_str().unwrap().parse().unwrap();
+    let row = finished(&s, id).await;
+    assert_eq!(row.status, "success", "{row:?}");
+    assert!(!table_rows(&s, 1, "target_db", "by_conn").is_empty());
+    assert!(table_rows(&s, 1, "target_db", "unused").is_empty());
+
+    // An unknown connection is refused when the job is issued.
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/job/issue/presto/sample_datasets",
+            &[("query", "SELECT 1"), ("result_connection_id", "999999")],
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
 }

@@ -105,7 +105,7 @@ async fn a_query_reads_one_snapshot_while_the_table_is_renamed_over_and_replaced
                     &[("result", "td://@/snap_db/snap_t?mode=replace")],
                 )
                 .await;
-            assert_eq!(status, 200, "{body}");
+            assert_eq!(status, 201, "{body}");
             let export: i64 = body["job_id"].as_str().unwrap().parse().unwrap();
             assert_eq!(finished(&s, export).await, "success");
         }

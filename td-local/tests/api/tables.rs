@@ -460,6 +460,11 @@ async fn update_changes_expiry_include_v_and_description() {
     assert_error(status, &body, 400, "include_v");
     let (status, body) = s.post(&key, path, &[]).await;
     assert_error(status, &body, 400, "nothing to update");
+    // 0 is "expiration disabled" (the toolbelt's `td table:expire DB TABLE 0`).
+    let (status, body) = s.post(&key, path, &[("expire_days", "0")]).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/events").await;
+    assert_eq!(shown["expire_days"], Value::Null);
     let (status, body) = s
         .post(&key, "/v3/table/update/tbl_db/missing_t", &[("expire_days", "1")])
         .await;
@@ -842,4 +847,102 @@ async fn a_schema_column_reads_the_values_of_its_key_under_its_alias() {
         )
         .await;
     assert_error(status, &body, 422, "'x' appears twice");
+}
+
+/// `table/create` takes what TD's API description lists (schema, expire_days, include_v,
+/// description) and shows it back.
+#[tokio::test]
+async fn create_takes_a_schema_expiry_include_v_and_description() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, "tbl_db", "first").await;
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/table/create/tbl_db/made/log",
+            &[
+                ("schema", r#"[["code","long"],["name","string","label"]]"#),
+                ("expire_days", "30"),
+                ("include_v", "false"),
+                ("description", "made with settings"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/made").await;
+    assert_eq!(
+        schema_of(&shown),
+        json!([["code", "long"], ["name", "string", "label"]])
+    );
+    assert_eq!(
+        (&shown["expire_days"], &shown["include_v"], &shown["description"]),
+        (&json!(30), &json!(false), &json!("made with settings"))
+    );
+    let (status, body) = s
+        .post(
+            &key,
+            "/v3/table/create/tbl_db/bad_expiry",
+            &[("expire_days", "-3")],
+        )
+        .await;
+    assert_error(status, &body, 422, "expire_days");
+}
+
+/// A create repeated with its `idempotent_key` answers as the first did; without it, or with
+/// another key, it is the usual 409 (td-client-java's live tests `createTableWithIdempotentKey`
+/// and `createTableWithoutIdempotentKey`).
+#[tokio::test]
+async fn a_create_repeated_with_its_idempotent_key_succeeds() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, "tbl_db", "first").await;
+    let path = "/v3/table/create/tbl_db/idem?idempotent_key=k1";
+    for _ in 0..2 {
+        let (status, body) = s.post(&key, path, &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = s.post(&key, "/v3/table/create/tbl_db/idem", &[]).await;
+    assert_error(status, &body, 409, "already exists");
+    let (status, body) = s
+        .post(&key, "/v3/table/create/tbl_db/idem", &[("idempotent_key", "k2")])
+        .await;
+    assert_error(status, &body, 409, "already exists");
+}
+
+/// `table/update` with `detect_schema` alone adds the columns of the table's rows; and
+/// `update-schema` with `ignore_duplicate_schema` keeps the first of a column named twice.
+#[tokio::test]
+async fn detect_schema_and_ignore_duplicate_schema_are_taken() {
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, "tbl_db", "rows").await;
+    import_rows(&s, &key, "tbl_db", "rows", &records(3, "x")).await;
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/rows").await;
+    let before = schema_of(&shown);
+    assert_eq!(before.as_array().map(Vec::len), Some(2), "seq and tag: {before}");
+    let (status, _) = s
+        .post(&key, "/v3/table/update-schema/tbl_db/rows", &[("schema", "[]")])
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = s
+        .post(&key, "/v3/table/update/tbl_db/rows", &[("detect_schema", "true")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/rows").await;
+    assert_eq!(schema_of(&shown), before, "the rows' columns are detected again");
+
+    let twice = r#"[["a","long"],["a","string"],["b","double"]]"#;
+    let path = "/v3/table/update-schema/tbl_db/rows";
+    let (status, body) = s.post(&key, path, &[("schema", twice)]).await;
+    assert_error(status, &body, 422, "appears twice");
+    let (status, body) = s
+        .post(
+            &key,
+            path,
+            &[("schema", twice), ("ignore_duplicate_schema", "true")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = s.get(&key, "/v3/table/show/tbl_db/rows").await;
+    assert_eq!(schema_of(&shown), json!([["a", "long"], ["b", "double"]]));
 }
