@@ -49,6 +49,8 @@ pub struct NewJob {
     /// job's output (td-client-java `TDJobRequest`, digdag's `td>` with `result_connection:`).
     pub result_connection_id: Option<String>,
     pub result_connection_settings: Option<String>,
+    /// The schedule this job is a run of.
+    pub schedule_id: Option<i64>,
 }
 
 impl NewJob {
@@ -231,8 +233,8 @@ pub fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
     conn.execute(
         "INSERT INTO jobs (account_id, type, database_name, status, query, result_url, priority, retry_limit, \
          pool_name, engine_version, scheduled_time, domain_key, created_at, updated_at, \
-         result_connection_id, result_connection_settings) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
+         result_connection_id, result_connection_settings, schedule_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16)",
         params![
             job.account_id,
             job.job_type,
@@ -249,6 +251,7 @@ pub fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
             now(),
             job.result_connection_id,
             job.result_connection_settings,
+            job.schedule_id,
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -414,4 +417,21 @@ pub fn recover(conn: &Connection) -> Result<()> {
 /// Where a job's msgpack.gz result lives.
 pub fn result_path(data_dir: &Path, id: i64) -> PathBuf {
     data_dir.join("results").join(format!("{id}.msgpack.gz"))
+}
+
+/// The runs of a schedule, newest first: the `from`-th to the `to`-th (from 0), and how many
+/// there are.
+pub fn of_schedule(conn: &Connection, schedule_id: i64, from: i64, to: i64) -> Result<(i64, Vec<Job>)> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM jobs WHERE schedule_id = ?1",
+        params![schedule_id],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE schedule_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+    ))?;
+    let jobs = stmt
+        .query_map(params![schedule_id, (to - from).max(0), from.max(0)], job_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((count, jobs))
 }

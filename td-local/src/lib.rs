@@ -40,6 +40,7 @@ pub mod results;
 mod routes;
 pub mod runner;
 pub mod sample;
+pub mod schedules;
 pub mod segments;
 mod server;
 pub mod state;

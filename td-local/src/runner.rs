@@ -18,6 +18,7 @@ use crate::lag::CountLag;
 use crate::limits::Limits;
 use crate::output::{self, OutputTarget};
 use crate::query::{Engine, QueryError};
+use crate::schedules::{self, Schedule};
 use crate::store::{blocking, Store};
 
 /// The job types a query can be issued as.
@@ -83,6 +84,35 @@ impl Runner {
         })
         .await?;
         Ok(id)
+    }
+
+    /// Issues one run of a schedule: its query as a job whose `TD_SCHEDULED_TIME()` is the
+    /// scheduled time, its result written where the schedule's `result` says.
+    pub async fn issue_scheduled(&self, schedule: &Schedule, scheduled_time: i64) -> Result<i64> {
+        self.issue_query(schedule.job(Some(scheduled_time))).await
+    }
+
+    /// Issues the schedules' runs due at `at` (Unix seconds); returns their job ids. A run that
+    /// cannot be issued (its database deleted since, say) is logged and skipped, as TD moves on
+    /// to the next time.
+    pub async fn fire_schedules(&self, at: i64) -> Result<Vec<i64>> {
+        let due = self
+            .store
+            .write_async(move |tx| schedules::take_due(tx, at))
+            .await?;
+        let mut issued = Vec::new();
+        for run in due {
+            match self.issue_scheduled(&run.schedule, run.scheduled_time).await {
+                Ok(id) => issued.push(id),
+                Err(e) => tracing::warn!(
+                    schedule = %run.schedule.name,
+                    scheduled_time = run.scheduled_time,
+                    error = %e,
+                    "a scheduled run could not be issued"
+                ),
+            }
+        }
+        Ok(issued)
     }
 
     /// queued → running → success | error. Every failure ends in `error` with its reason.
@@ -241,7 +271,7 @@ impl Runner {
 /// The most automatic retries a job may ask for.
 pub const MAX_RETRY_LIMIT: i64 = 32;
 
-fn check_query(job: &NewJob) -> Result<()> {
+pub(crate) fn check_query(job: &NewJob) -> Result<()> {
     if !QUERY_TYPES.contains(&job.job_type.as_str()) {
         return Err(Error::invalid(format!(
             "unsupported job type '{}': use presto, trino or hive",

@@ -186,6 +186,7 @@ impl TdLocal {
         announce(&lock, config.embedded, &format!("http://{addr}"))?;
         let app = router(state.clone(), config.admin);
         let (stop, stopped) = watch::channel(false);
+        tokio::spawn(fire_schedules(state.runner.clone(), stopped.clone()));
         let task = tokio::spawn(serve(listener, app, stopped));
         tracing::info!(%addr, data = %config.data_dir.display(), "td-local listening");
         Ok(TdLocal {
@@ -229,6 +230,12 @@ impl TdLocal {
         &self.state.faults
     }
 
+    /// Issues the scheduled runs due at `at` (Unix seconds) now, as the server's own tick would
+    /// once that time has come; returns their job ids. For tests that cannot wait for a cron.
+    pub async fn fire_schedules_at(&self, at: i64) -> Result<Vec<i64>> {
+        self.state.runner.fire_schedules(at).await
+    }
+
     /// Stops accepting, lets requests in flight finish, and returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -265,6 +272,25 @@ fn router(state: AppState, admin: bool) -> Router {
             routes::admin::middleware,
         ))
         .with_state(state)
+}
+
+/// How often the server looks for scheduled runs that are due.
+const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Issues every scheduled run as its time (plus the schedule's delay) comes, until the server
+/// stops.
+async fn fire_schedules(runner: crate::runner::Runner, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SCHEDULE_TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = runner.fire_schedules(crate::store::now()).await {
+                    tracing::warn!(error = %e, "scheduled runs could not be read");
+                }
+            }
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 /// Serves connections until `stopped` turns true. A fault that resets the connection makes the

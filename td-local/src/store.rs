@@ -105,7 +105,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     start_at INTEGER,
     end_at INTEGER,
     result_connection_id TEXT,
-    result_connection_settings TEXT
+    result_connection_settings TEXT,
+    schedule_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    cron TEXT,
+    timezone TEXT NOT NULL DEFAULT 'UTC',
+    delay INTEGER NOT NULL DEFAULT 0,
+    query TEXT NOT NULL,
+    database_name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    retry_limit INTEGER NOT NULL DEFAULT 0,
+    engine_version TEXT,
+    pool_name TEXT,
+    result TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    next_time INTEGER,
+    UNIQUE (account_id, name)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_domain_key ON jobs (account_id, domain_key) WHERE domain_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS saved_results (
@@ -165,6 +185,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("saved_results", "console", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "result_connection_id", "TEXT"),
     ("jobs", "result_connection_settings", "TEXT"),
+    // The schedule a job ran for (`crate::schedules`).
+    ("jobs", "schedule_id", "INTEGER"),
     // The count a table shows while a change of its rows lags (`crate::lag`), and until when
     // (Unix milliseconds).
     ("tables", "lag_count", "INTEGER"),

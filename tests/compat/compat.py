@@ -331,6 +331,37 @@ def check_query_into_a_saved_result_or_a_connection():
     td.delete_database(db)
 
 
+def check_scheduled_query_with_a_result():
+    """The seed's scheduled flow (`td sched:create NAME CRON SQL -d DB --result URL`) through the
+    client's schedule calls: create (its `start`), list, run for chosen times, history, update,
+    delete. Each run is a job that writes where `result` says, with TD_SCHEDULED_TIME() set."""
+    td = client()
+    db = fresh_database(td, "compat_sched")
+    name = unique("compat_sched")
+    query = "SELECT TD_SCHEDULED_TIME() AS scheduled, COUNT(1) AS cnt FROM www_access"
+    start = td.create_schedule(name, {
+        "cron": "@daily", "timezone": "UTC", "delay": 60, "query": query, "type": "presto",
+        "database": "sample_datasets", "result": f"td://@/{db}/daily?mode=append",
+    })
+    assert start is not None and start.hour == 0 and start.minute == 0, start
+    listed = {sched.name: sched for sched in td.schedules()}
+    assert listed[name].cron == "@daily" and listed[name].delay == 60, vars(listed[name])
+    jobs = td.run_schedule(name, 1_700_000_000, 2)
+    assert len(jobs) == 2, jobs
+    for job in jobs:
+        job.wait(**WAIT)
+        assert job.success(), f"job {job.id} ended {job.status()}"
+    written = sorted(r["scheduled"] for r in td.tail(db, "daily", 10))
+    assert written == [1_700_000_000, 1_700_006_400], written
+    history = td.history(name, 0, 20)
+    assert sorted(str(h.job_id) for h in history) == sorted(str(j.job_id) for j in jobs), history
+    td.update_schedule(name, {"cron": "10 * * * *"})
+    assert [sched.cron for sched in td.schedules() if sched.name == name] == ["10 * * * *"]
+    assert td.delete_schedule(name) == ("10 * * * *", query)
+    expect_error(errors.NotFoundError, td.delete_schedule, name)
+    td.delete_database(db)
+
+
 def check_saved_results():
     td = client()
     name = unique("compat_dest")
@@ -444,6 +475,7 @@ CHECKS = [
     check_download_job_result,
     check_query_with_result_url,
     check_query_into_a_saved_result_or_a_connection,
+    check_scheduled_query_with_a_result,
     check_saved_results,
     check_result_export,
     check_error_classes,

@@ -54,6 +54,7 @@ async fn issue(
         domain_key: params.get("domain_key").map(str::to_owned),
         result_connection_id: params.get("result_connection_id").map(str::to_owned),
         result_connection_settings: params.get("result_connection_settings").map(str::to_owned),
+        schedule_id: None,
     };
     let id = state.runner.issue_query(job).await?;
     Ok(Json(

@@ -11,6 +11,7 @@ mod import;
 mod jobs;
 pub mod params;
 mod results;
+mod schedules;
 mod tables;
 
 use axum::extract::FromRequestParts;
@@ -31,6 +32,7 @@ pub fn api() -> Router<AppState> {
         .merge(bulk_import::routes())
         .merge(jobs::routes())
         .merge(results::routes())
+        .merge(schedules::routes())
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {

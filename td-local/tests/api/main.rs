@@ -11,6 +11,7 @@ mod keys;
 mod output;
 mod query_command;
 mod routing;
+mod schedules;
 mod snapshot;
 mod state_machine;
 mod tables;
