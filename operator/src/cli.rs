@@ -92,6 +92,12 @@ enum Command {
         #[arg(value_enum, default_value_t = SchemaKind::Task)]
         which: SchemaKind,
     },
+    /// td-local's commands, for trying a workflow with no TD account: serve, query, env,
+    /// db:create, table:create, table:import, job:issue, result:create, connection:create.
+    Local {
+        #[command(subcommand)]
+        command: td_local::cli::Command,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -183,6 +189,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Validate(args) => validate(&cli, args),
         Command::Run(args) => run_export(&cli, args),
+        Command::Local { command } => return run_local(command.clone()),
     };
     let code = match outcome {
         Ok(()) => Exit::Success.code(),
@@ -201,6 +208,23 @@ pub fn run(cli: Cli) -> i32 {
         }
     }
     code
+}
+
+/// A td-local command, as the `td-local` program runs it (its errors and exit code too).
+fn run_local(command: td_local::cli::Command) -> i32 {
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(td_local::cli::run(command))
+                .map_err(|e| e.to_string())
+        });
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            td_result_export::errln!("Error: {e}");
+            1
+        }
+    }
 }
 
 fn validate(cli: &Cli, args: &SpecArgs) -> Result<(), Error> {

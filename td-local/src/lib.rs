@@ -22,6 +22,7 @@
 pub mod accounts;
 pub mod bulk_import;
 pub mod catalog;
+pub mod cli;
 pub mod error;
 pub mod faults;
 pub mod flat;
@@ -43,6 +44,7 @@ pub mod sample;
 pub mod schedules;
 pub mod segments;
 mod server;
+pub mod setup;
 pub mod state;
 pub mod store;
 

@@ -76,13 +76,20 @@ pub fn www_access_rows() -> Vec<Row> {
 /// The schema TD's sample table has (time is implicit).
 pub const WWW_ACCESS_SCHEMA: &str = r#"[["host","string"],["path","string"],["method","string"],["referer","string"],["code","long"],["agent","string"],["user","string"],["size","long"]]"#;
 
-/// Gives every account its sample database on first start.
+/// The empty database every account starts with besides the sample: the one TD's page on its
+/// Treasure Data connector writes into in every example (`td://@/testdb/output_table`), so those
+/// and the quickstart run as written. Any other target database must be made first, as on TD
+/// ("Database name: the name of an existing database"), with `db:create`.
+pub const STARTER_DATABASE: &str = "testdb";
+
+/// Gives every account its sample database and [`STARTER_DATABASE`] on first start.
 pub fn ensure_sample_datasets(store: &Store, accounts: &[std::sync::Arc<Account>]) -> Result<()> {
     for account in accounts {
         store.write(|tx| {
             if find_database(tx, account.id, SAMPLE_DATABASE)?.is_some() {
                 return Ok(());
             }
+            ensure_database(tx, account.id, STARTER_DATABASE)?;
             ensure_database(tx, account.id, SAMPLE_DATABASE)?;
             let table_id = ensure_table(tx, account.id, SAMPLE_DATABASE, SAMPLE_TABLE)?;
             set_table_schema(tx, table_id, &parse_table_schema(WWW_ACCESS_SCHEMA)?)?;

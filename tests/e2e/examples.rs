@@ -565,7 +565,7 @@ fn run_quickstart(sandbox: &Sandbox, example: &Path) -> RunOutcome {
 }
 
 /// Rows of `db.table` in `account` of the td-local data in `dir` (opened after the runs ended).
-fn rows_in(dir: &Path, account: i64, db: &str, table: &str) -> Vec<Value> {
+pub(crate) fn rows_in(dir: &Path, account: i64, db: &str, table: &str) -> Vec<Value> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let td = rt
         .block_on(td_local::TdLocal::start(td_local::Config::new(dir)))

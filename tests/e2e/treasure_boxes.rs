@@ -629,3 +629,85 @@ fn a_box_installs_the_wheel_in_its_project_with_no_network() {
     let binary = venv.join("bin/td-result-export");
     assert!(binary.is_file(), "the wheel's executable is installed");
 }
+
+/// The `$ ` lines of a box README's "How to Run locally" section, continuation lines joined.
+fn local_recipe(readme: &str) -> Vec<String> {
+    let start = readme
+        .find("# How to Run locally")
+        .expect("the README has a How to Run locally section");
+    let section = &readme[start..];
+    let section = &section[..section[1..].find("\n# ").map_or(section.len(), |i| i + 1)];
+    let mut commands: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in section.lines() {
+        if let Some(command) = line.strip_prefix("    $ ") {
+            commands.push(command.to_string());
+        } else if continued {
+            let last = commands.last_mut().unwrap();
+            last.push('\n');
+            last.push_str(line);
+        } else {
+            continue;
+        }
+        continued = line.trim_end().ends_with('\\');
+    }
+    commands
+}
+
+/// Each box runs locally with exactly the commands its README gives, from a copy of its folder,
+/// with the installed command on PATH (here: this build's) and nothing else in the environment:
+/// its own query, into its own table, in a database the recipe makes (the export never makes
+/// one, as TD's connector never does).
+#[test]
+fn every_treasure_box_runs_locally_with_the_commands_its_readme_gives() {
+    let bin_dir = operator_bin().parent().unwrap().to_path_buf();
+    for dir in boxes() {
+        let the_box = BoxTest::load(&dir);
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let commands = local_recipe(&readme);
+        assert!(
+            commands.iter().any(|c| c.contains("td-result-export run")),
+            "{}: no run command in {commands:?}",
+            dir.display()
+        );
+        let work = tempfile::tempdir().unwrap();
+        crate::digdag::copy_dir(&dir, work.path());
+        let script = format!("set -euo pipefail\n{}\n", commands.join("\n"));
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(work.path())
+            .env_clear()
+            .env("HOME", work.path())
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin_dir.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{}: the README's commands failed:\n{script}\n{stderr}",
+            dir.display()
+        );
+        // The recipe's target: the first of the box's targets whose database it made.
+        let data = work.path().join(".td-local");
+        let written = the_box.header.expect.iter().find_map(|e| match e {
+            Expect::Rows {
+                account, db, table, ..
+            } if script.contains(&format!("--account {account} {db}")) => Some((
+                db.clone(),
+                table.clone(),
+                crate::examples::rows_in(&data, *account, db, table),
+            )),
+            _ => None,
+        });
+        let (db, table, rows) = written.unwrap_or_else(|| panic!("{}: no target written", dir.display()));
+        assert!(!rows.is_empty(), "{}: {db}.{table} is empty", dir.display());
+    }
+}

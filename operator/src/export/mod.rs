@@ -193,15 +193,13 @@ async fn stages(
     Ok(())
 }
 
-/// Before waiting on the source: a local target gets its database; a replace refuses a
-/// write-only key before any data moves.
+/// Before waiting on the source: a replace refuses a write-only key before any data moves. A
+/// missing target database is never made here (TD's connector refuses one, and so does
+/// td-local: `td-result-export local db:create` makes it).
 async fn prepare_target(connected: &Connected) -> Result<(), TransferError> {
     let Some(target) = &connected.target else {
         return Ok(());
     };
-    if connected.target_is_local {
-        target.create_database(&connected.table.database).await?;
-    }
     if connected.table.mode == Mode::Replace && connected.transfer == Transfer::Stream {
         preflight(target, &connected.table.database).await?;
     }

@@ -100,7 +100,10 @@ pub enum TransferError {
          create the table first, or use the target account's master API key"
     )]
     WriteOnlyCannotCreate { database: String, table: String },
-    #[error("target database '{database}' does not exist: create it first (`td db:create {database}`)")]
+    #[error(
+        "target database '{database}' does not exist: create it first (`td db:create {database}`; \
+         on td-local: `td-result-export local db:create --account N {database}`)"
+    )]
     DatabaseMissing { database: String },
     #[error(
         "{database}.{table} has columns whose type differs from the result's, and TD would store \

@@ -8,7 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -17,6 +17,7 @@ use crate::accounts::{Account, Caller};
 use crate::error::Error;
 use crate::faults::{FaultAction, FaultRule, Fired, LoggedRequest, ResetConnection};
 use crate::routes::error::{ApiError, ApiResult};
+use crate::routes::params::Params;
 use crate::state::AppState;
 
 /// Paths under this prefix are the admin routes: never logged, never faulted.
@@ -151,6 +152,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/_td_local/faults/{id}", delete(remove_rule))
         .route("/_td_local/requests", get(list_requests).delete(clear_requests))
         .route("/_td_local/accounts", get(list_accounts))
+        .route("/_td_local/connections/{name}", post(create_connection))
         .route_layer(axum::middleware::from_fn_with_state(state, require_master_key))
 }
 
@@ -200,4 +202,21 @@ async fn clear_requests(State(state): State<AppState>) -> Json<Value> {
 async fn list_accounts(State(state): State<AppState>) -> Json<Value> {
     let accounts: Vec<&Account> = state.accounts.all().iter().map(|a| a.as_ref()).collect();
     Json(json!({ "accounts": accounts }))
+}
+
+/// Makes a connection as TD's console makes one (its key held by the server, not shown by
+/// `result/list`) in the caller's account: form `url` is its td:// URL. Answers its id.
+async fn create_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let url = params.required("url", Error::Invalid)?.to_string();
+    let account = caller.account_id();
+    let id = state
+        .store
+        .write_async(move |tx| crate::results::create_console_connection(tx, account, &name, &url))
+        .await?;
+    Ok(Json(json!({ "id": id })))
 }

@@ -3,7 +3,7 @@ use serde_json::Value;
 use crate::{assert_error, Server};
 
 #[tokio::test]
-async fn every_account_starts_with_sample_datasets() {
+async fn every_account_starts_with_sample_datasets_and_an_empty_testdb() {
     let s = Server::start().await;
     for n in 0..2 {
         let (status, body) = s.get(&s.master(n), "/v3/database/list").await;
@@ -14,9 +14,11 @@ async fn every_account_starts_with_sample_datasets() {
             .iter()
             .filter_map(|d| d["name"].as_str())
             .collect();
-        assert_eq!(names, ["sample_datasets"]);
+        // The sample, and the empty database TD's connector page writes into in its examples.
+        assert_eq!(names, ["sample_datasets", "testdb"]);
         assert_eq!(body["databases"][0]["count"], 5000);
         assert_eq!(body["databases"][0]["organization"], Value::Null);
+        assert_eq!(body["databases"][1]["count"], 0);
     }
 }
 
@@ -24,23 +26,20 @@ async fn every_account_starts_with_sample_datasets() {
 async fn database_create_show_delete() {
     let s = Server::start().await;
     let key = s.master(0);
-    let (status, body) = s.post(&key, "/v3/database/create/testdb", &[]).await;
-    assert_eq!(
-        (status.as_u16(), body["database"].as_str()),
-        (200, Some("testdb"))
-    );
-    let (status, body) = s.post(&key, "/v3/database/create/testdb", &[]).await;
+    let (status, body) = s.post(&key, "/v3/database/create/mydb", &[]).await;
+    assert_eq!((status.as_u16(), body["database"].as_str()), (200, Some("mydb")));
+    let (status, body) = s.post(&key, "/v3/database/create/mydb", &[]).await;
     assert_error(status, &body, 409, "already exists");
-    let (status, body) = s.get(&key, "/v3/database/show/testdb.json").await;
+    let (status, body) = s.get(&key, "/v3/database/show/mydb.json").await;
     assert_eq!(status, 200, "{body}");
     assert!(body["id"].is_string(), "id is a string: {body}");
     // the other account does not see it
-    let (status, body) = s.get(&s.master(1), "/v3/database/show/testdb").await;
-    assert_error(status, &body, 404, "testdb");
-    let (status, _) = s.post(&key, "/v3/database/delete/testdb", &[]).await;
+    let (status, body) = s.get(&s.master(1), "/v3/database/show/mydb").await;
+    assert_error(status, &body, 404, "mydb");
+    let (status, _) = s.post(&key, "/v3/database/delete/mydb", &[]).await;
     assert_eq!(status, 200);
-    let (status, body) = s.get(&key, "/v3/database/show/testdb").await;
-    assert_error(status, &body, 404, "testdb");
+    let (status, body) = s.get(&key, "/v3/database/show/mydb").await;
+    assert_error(status, &body, 404, "mydb");
 }
 
 #[tokio::test]
@@ -109,8 +108,8 @@ async fn accounts_and_data_survive_a_restart() {
         .unwrap();
     assert_eq!(
         dbs["databases"].as_array().unwrap().len(),
-        2,
-        "sample not seeded twice: {dbs}"
+        3,
+        "sample and testdb not seeded twice: {dbs}"
     );
 }
 

@@ -12,6 +12,7 @@ mod output;
 mod query_command;
 mod routing;
 mod schedules;
+mod setup_commands;
 mod snapshot;
 mod state_machine;
 mod tables;
