@@ -96,6 +96,14 @@ impl Runner {
     /// cannot be issued (its database deleted since, say) is logged and skipped, as TD moves on
     /// to the next time.
     pub async fn fire_schedules(&self, at: i64) -> Result<Vec<i64>> {
+        // A read first: the writer (a bulk import's batches, say) is taken only when a run is due.
+        if !self
+            .store
+            .read_async(move |conn| schedules::any_due(conn, at))
+            .await?
+        {
+            return Ok(Vec::new());
+        }
         let due = self
             .store
             .write_async(move |tx| schedules::take_due(tx, at))

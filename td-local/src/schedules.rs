@@ -398,6 +398,15 @@ pub struct DueRun {
     pub scheduled_time: i64,
 }
 
+/// Whether any schedule has a run due at `at`.
+pub fn any_due(conn: &Connection, at: i64) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM schedules WHERE next_time IS NOT NULL AND next_time + delay <= ?1)",
+        params![at],
+        |r| r.get(0),
+    )?)
+}
+
 /// Takes the runs due at `at` and moves each schedule to its next time after `at` (runs missed
 /// while td-local was stopped are not made up: one run, the latest due, is issued).
 pub fn take_due(conn: &Connection, at: i64) -> Result<Vec<DueRun>> {
