@@ -1,7 +1,7 @@
 //! The connect stage: start the embedded td-local when an endpoint is `local`, build a client per
 //! account, and settle what the spec left to run time — a target known only by name on the
 //! source account (a connection, a saved result), the engine that moves the rows when the spec
-//! left the choice (`transfer: auto`, design.md §9), and what the server engine asks TD to write.
+//! left the choice (`transfer: auto`, docs/architecture.md §6), and what the server engine asks TD to write.
 
 use serde_json::{Map, Value};
 use td_model::{ApiKey, Mode, TdUrl};

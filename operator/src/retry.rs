@@ -1,6 +1,6 @@
 //! The one retry policy for every call to TD (which failures are retried, how long to wait) and the
 //! one poll policy for everything the operator waits on. All the numbers live here, in the two
-//! `Default`s (design.md §4.7); [`crate::options`] scales them for tests.
+//! `Default`s (docs/architecture.md §2); [`crate::options`] scales them for tests.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The status document (design.md §5): a superset of Digdag `py>`'s output.json, written
+//! The status document (docs/architecture.md §3): a superset of Digdag `py>`'s output.json, written
 //! atomically on every exit path and while running, so a runner can watch it. One
 //! [`StatusRecorder`] owns the document and its file for a run; the stages tell it what happened.
 

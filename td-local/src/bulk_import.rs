@@ -1,4 +1,4 @@
-//! Bulk-import sessions (td-api.md §5): gzip'd msgpack parts are uploaded into a session, a
+//! Bulk-import sessions (docs/td-api.md §5): gzip'd msgpack parts are uploaded into a session, a
 //! perform job validates them into staged rows (keeping rejected records aside), and a commit
 //! hands the staged rows to the target table in one transaction, moving none. The HTTP side lives in
 //! `routes::bulk_import`.

@@ -1,4 +1,4 @@
-//! Databases and tables of each account (td-api.md §3): names, settings, schemas, and the calls
+//! Databases and tables of each account (docs/td-api.md §3): names, settings, schemas, and the calls
 //! that change them. A table's rows are found through its id (`segments`), so a swap or a rename is a
 //! catalog update inside one write transaction, and readers see it all or nothing.
 
@@ -294,7 +294,7 @@ fn set_table_name(conn: &Connection, id: i64, name: &str) -> Result<()> {
 }
 
 /// Exchanges two tables' names, so each name now holds the other's rows and schema. Not
-/// idempotent: a retried swap swaps back (td-api.md §3).
+/// idempotent: a retried swap swaps back (docs/td-api.md §3).
 pub fn swap_tables(
     conn: &Connection,
     account_id: i64,

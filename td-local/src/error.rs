@@ -1,5 +1,5 @@
 //! What can go wrong in td-local, by kind. The domain modules say what happened; only `routes`
-//! turns a kind into an HTTP status and TD's error body (td-api.md §2).
+//! turns a kind into an HTTP status and TD's error body (docs/td-api.md §2).
 
 use td_model::name::NameError;
 use td_model::schema::SchemaError;

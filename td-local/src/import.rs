@@ -1,4 +1,4 @@
-//! Streaming import (td-api.md §4): a gzip'd msgpack body into a table.
+//! Streaming import (docs/td-api.md §4): a gzip'd msgpack body into a table.
 //!
 //! A body's rows go in with the import id in one transaction, decoded and stored a batch at a
 //! time: the first bad record rolls the whole body back (all or nothing), a repeated

@@ -11,7 +11,7 @@ use crate::results::ResultRequest;
 use crate::store::{now, text_enum, Store};
 
 text_enum! {
-    /// Where a job is in its life (td-api.md §6).
+    /// Where a job is in its life (docs/td-api.md §6).
     pub enum JobStatus ("job status") {
         Queued = "queued",
         Running = "running",

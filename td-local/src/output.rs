@@ -104,7 +104,7 @@ pub fn resolve(
 
 /// Applies a result connection's settings (JSON object text) to its URL: `user_database_name`
 /// (or `database`), `user_table_name` (or `table`), `mode`, `time` and `time_column`, what TD's
-/// td connector reads (td-api.md §7; `time_column` as digdag's `result_settings` passes it on,
+/// td connector reads (docs/td-api.md §7; `time_column` as digdag's `result_settings` passes it on,
 /// its support by TD's connector unconfirmed). Other keys belong to other connectors' settings
 /// and are ignored, as TD's open settings object allows.
 ///

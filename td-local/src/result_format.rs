@@ -1,4 +1,4 @@
-//! A job's result in the formats `job/result` serves (td-api.md §6): the stored msgpack.gz as
+//! A job's result in the formats `job/result` serves (docs/td-api.md §6): the stored msgpack.gz as
 //! it is (whole or one byte range), msgpack arrays, or one line a row of JSON, CSV or TSV with an
 //! optional header of column names.
 

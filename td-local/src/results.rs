@@ -1,4 +1,4 @@
-//! Saved result destinations (td-api.md §7): `td result:create NAME URL`, listed, deleted, looked
+//! Saved result destinations (docs/td-api.md §7): `td result:create NAME URL`, listed, deleted, looked
 //! up by name as a connection, and named by a job's `result=NAME[:TABLE]` or an export's
 //! `result_connection_id`. A saved result is also the connection its id names.
 //!

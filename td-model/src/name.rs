@@ -1,5 +1,5 @@
 //! Names: databases and tables `^[a-z0-9_]{3,128}$` (sources say 128, 255 or 256: stay within
-//! 128), columns `^[a-z_][a-z0-9_]*$` with `time` and `v` reserved (td-api.md §3).
+//! 128), columns `^[a-z_][a-z0-9_]*$` with `time` and `v` reserved (docs/td-api.md §3).
 
 /// The longest database or table name.
 pub const MAX_NAME: usize = 128;

@@ -1,5 +1,5 @@
-//! Column types: what a query result's (Presto/Hive) types become in a TD table (design.md §6),
-//! and which TD column types a table schema may name (td-api.md §3).
+//! Column types: what a query result's (Presto/Hive) types become in a TD table (docs/architecture.md §4),
+//! and which TD column types a table schema may name (docs/td-api.md §3).
 
 /// Maps a Presto/Hive result type to a TD column type: integers and booleans → `long`,
 /// floating point → `double`, `array(T)`/`array<T>` → `array<T'>`, `map(K,V)`/`map<K,V>` →

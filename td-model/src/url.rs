@@ -1,5 +1,5 @@
 //! `td://[APIKEY]@[HOST[:PORT]]/DATABASE/TABLE[?mode=append|replace&time=T&legacy=true&apikey=K]`,
-//! the URL of TD's own result connector (td-api.md §7, the seed page of the connector).
+//! the URL of TD's own result connector (docs/td-api.md §7, the seed page of the connector).
 //!
 //! - An empty key and host (`td://@/db/t`) mean the account and region that run the job.
 //! - Keys contain `/` (`123/abc…`) and may contain `@`: the user part runs up to the **last** `@`.

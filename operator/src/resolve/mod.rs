@@ -2,7 +2,7 @@
 //! source, both accounts (base URL + key), the target table and how to write it. Reads only the
 //! query file and what the spec stage loaded; sends nothing.
 //!
-//! Rules decided here (design.md leaves them open):
+//! Rules decided here (the stage of docs/architecture.md §1 that owns them):
 //! - A blank target host (td:// URL or connection) means the source account's endpoint, as an empty
 //!   td:// host does; so a spec on `td: {endpoint: local}` stays local throughout.
 //! - `--local DIR` sends every endpoint, source and target, to the embedded td-local: a production

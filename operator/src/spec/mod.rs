@@ -72,7 +72,7 @@ pub enum Transfer {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransferChoice {
-    /// Stream when the target account's key is known here, else server (design.md §9).
+    /// Stream when the target account's key is known here, else server (docs/architecture.md §6).
     #[default]
     Auto,
     Stream,

@@ -1,5 +1,5 @@
 //! A typed client for the TD REST API v3: auth, the retry policy, the calls the export needs.
-//! Every path and shape follows td-api.md.
+//! Every path and shape follows docs/td-api.md.
 
 use std::time::{Duration, Instant};
 

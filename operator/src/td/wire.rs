@@ -1,5 +1,5 @@
 //! What TD answers, typed: jobs, sessions, tables and saved results as the API describes them
-//! (td-api.md §3–7), with their states as enums.
+//! (docs/td-api.md §3–7), with their states as enums.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -183,7 +183,7 @@ pub struct Session {
 }
 
 wire_state! {
-    /// A session's life (td-api.md §5): `uploading` (frozen or not) → `performing` → `ready` →
+    /// A session's life (docs/td-api.md §5): `uploading` (frozen or not) → `performing` → `ready` →
     /// `committing` → `committed`.
     SessionStatus {
         Uploading = "uploading",

@@ -1,4 +1,4 @@
-//! From the result's schema to the target table's: TD types and TD column names (design.md §6),
+//! From the result's schema to the target table's: TD types and TD column names (docs/architecture.md §4),
 //! by TD's rules in td-model.
 
 use serde::Serialize;

@@ -2,7 +2,7 @@
 //! the result's schema, then one `rename(temp → target, overwrite=true)`, so a reader sees the
 //! old rows or the new rows, never a mix or an empty table.
 //!
-//! The session is the lock between overlapping runs of one replace (design.md §10) and, once
+//! The session is the lock between overlapping runs of one replace (docs/architecture.md §8) and, once
 //! committed, the record that the replace happened: it is never deleted, so a rerun finds it
 //! committed with its temp table renamed away and is done, or committed with the temp table
 //! still there and renames it. A run that finds the session made by another waits for that

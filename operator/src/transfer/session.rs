@@ -3,7 +3,7 @@
 //! committed) and a committed session means "already done".
 //!
 //! The session, named after the export's idempotency key, is also the lock between runs that
-//! overlap (design.md §10): the run whose create made it owns the load. A run that finds it made
+//! overlap (docs/architecture.md §8): the run whose create made it owns the load. A run that finds it made
 //! by another waits, polling, for that run's outcome — committed means "already done" — and takes
 //! the load over only when the session stops moving for [`PollPolicy::stale_after`] (its run is
 //! gone), or at once when it knows the run that made it has ended (`resume_now`).
@@ -106,7 +106,7 @@ struct Progress {
 /// Brings the session to `committed`. `upload` fills the session it is given (deterministic part
 /// names, so a second upload overwrites); `schema` is appended to the table before commit.
 ///
-/// Nothing is committed on anything but proof (design.md §11): the upload read every row the
+/// Nothing is committed on anything but proof (docs/architecture.md §8): the upload read every row the
 /// source job has, the session holds exactly this export's parts, and the perform counted
 /// every row with none rejected.
 pub async fn drive<U, F>(

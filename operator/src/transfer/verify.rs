@@ -1,5 +1,5 @@
 //! What an export can say it verified, from TD's own numbers first. A commit is decided on the
-//! session's counts (design.md §11); the table's row count is eventually consistent on TD
+//! session's counts (docs/architecture.md §8); the table's row count is eventually consistent on TD
 //! (td-client-java's test against the real API, `TestTDClient.testBulkImport`, waits up to five
 //! minutes after `committed` for `table.count` to move), so it is read afterwards, for a bounded
 //! time, as a confirmation that never fails an export whose rows were committed.

@@ -1,4 +1,4 @@
-//! `/v3/bulk_import/*` (td-api.md §5). Every call is allowed for write-only keys; sessions
+//! `/v3/bulk_import/*` (docs/td-api.md §5). Every call is allowed for write-only keys; sessions
 //! belong to the caller's account. The session logic lives in `crate::bulk_import`.
 
 use axum::body::Body;

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::error::Error;
 
-/// An API error answered as `{"error","message","text","severity","status_code"}` (td-api.md §2).
+/// An API error answered as `{"error","message","text","severity","status_code"}` (docs/td-api.md §2).
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -1,4 +1,4 @@
-//! Streaming import (td-api.md §4): `PUT /v3/table/import[_with_id]/…/msgpack.gz`. The body is
+//! Streaming import (docs/td-api.md §4): `PUT /v3/table/import[_with_id]/…/msgpack.gz`. The body is
 //! received here under the server's limits (`crate::limits`, `routes::body`); decoding and
 //! storing it is `crate::import`.
 

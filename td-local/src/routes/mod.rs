@@ -1,4 +1,4 @@
-//! The HTTP routes of `/v3/`, one module per group of td-api.md. A handler reads the request
+//! The HTTP routes of `/v3/`, one module per group of docs/td-api.md. A handler reads the request
 //! (path, parameters, key), calls the domain, and renders its answer as TD's JSON; domain errors
 //! become HTTP statuses here and nowhere else ([`error`]).
 
@@ -62,7 +62,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The path a route is matched on: repeated slashes merged, then the optional `.json` suffix
-/// stripped (td-api.md §1). td-client-python joins an endpoint given without a trailing slash
+/// stripped (docs/td-api.md §1). td-client-python joins an endpoint given without a trailing slash
 /// into `//v3/...`; TD's front proxy merges the slashes, so the client works either way and must
 /// here too. Paths that end in a user-chosen name with a dot (import formats, part names) keep it.
 pub fn normalize_uri(uri: &Uri) -> Option<Uri> {

@@ -28,7 +28,7 @@ impl Params {
         }
     }
 
-    /// A boolean as the clients spell it: `true`, `True`, `1` (td-api.md §1).
+    /// A boolean as the clients spell it: `true`, `True`, `1` (docs/td-api.md §1).
     pub fn flag(&self, key: &str) -> bool {
         self.get(key)
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")

@@ -1,4 +1,4 @@
-//! Result destinations (td-api.md §6 "Result export", §7): `POST /v3/job/result_export/:id`,
+//! Result destinations (docs/td-api.md §6 "Result export", §7): `POST /v3/job/result_export/:id`,
 //! saved results (`/v3/result/*`) and `GET /v3/connections/lookup`. Master key only for all of them.
 
 use axum::extract::{Path, State};

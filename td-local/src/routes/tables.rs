@@ -1,4 +1,4 @@
-//! `/v3/table/*` (td-api.md §3): list, show, create, delete, swap, rename, update, schema, tail.
+//! `/v3/table/*` (docs/td-api.md §3): list, show, create, delete, swap, rename, update, schema, tail.
 
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
@@ -43,7 +43,7 @@ fn iso_time(secs: i64) -> String {
         .to_string()
 }
 
-/// The Table object of td-api.md §3; `schema` stays the JSON text it is stored as.
+/// The Table object of docs/td-api.md §3; `schema` stays the JSON text it is stored as.
 fn table_json(t: &Table) -> Value {
     json!({
         "id": t.id,
@@ -186,7 +186,7 @@ async fn delete(
     table_write(&state, &caller, names, catalog::delete_table).await
 }
 
-/// Exchanges two tables' names. Not idempotent: a retried swap swaps back (td-api.md §3).
+/// Exchanges two tables' names. Not idempotent: a retried swap swaps back (docs/td-api.md §3).
 async fn swap(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,4 +1,4 @@
-//! Bulk-import sessions (td-api.md §5) over HTTP; stored rows are read back through the library
+//! Bulk-import sessions (docs/td-api.md §5) over HTTP; stored rows are read back through the library
 //! (`TdLocal::inspect`).
 
 use std::io::Read;

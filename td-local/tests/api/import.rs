@@ -1,4 +1,4 @@
-//! Streaming import: `PUT /v3/table/import[_with_id]/…/msgpack.gz` (td-api.md §4).
+//! Streaming import: `PUT /v3/table/import[_with_id]/…/msgpack.gz` (docs/td-api.md §4).
 
 use md5::{Digest, Md5};
 use reqwest::StatusCode;

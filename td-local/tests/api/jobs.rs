@@ -1,4 +1,4 @@
-//! td-api.md §6: query jobs on SQLite, their lifecycle, and results in every format.
+//! docs/td-api.md §6: query jobs on SQLite, their lifecycle, and results in every format.
 
 use std::collections::BTreeMap;
 use std::io::Read;

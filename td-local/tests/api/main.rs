@@ -1,4 +1,4 @@
-//! td-local over real HTTP on loopback: one test binary, one module per group of td-api.md.
+//! td-local over real HTTP on loopback: one test binary, one module per group of docs/td-api.md.
 
 mod abuse;
 mod bulk_import;

@@ -1,4 +1,4 @@
-//! `/v3/table/*` (td-api.md §3), including the atomicity of rename-with-overwrite and swap as a
+//! `/v3/table/*` (docs/td-api.md §3), including the atomicity of rename-with-overwrite and swap as a
 //! concurrent reader sees it.
 
 use std::collections::BTreeSet;
@@ -549,7 +549,7 @@ async fn append_schema_adds_columns_and_keeps_existing_types() {
         &[json!({"time": 1, "code": 200})],
     )
     .await;
-    // Allowed with the write-only key (td-api.md §3).
+    // Allowed with the write-only key (docs/td-api.md §3).
     let (status, body) = s
         .post(
             &s.write_only(0),
