@@ -189,6 +189,8 @@ pub struct PollPolicy {
     pub stale_after: Duration,
     /// How long a run waits for another run's load to end before it gives up (exit 3).
     pub max_wait_for_owner: Duration,
+    /// How often a run waiting for another run's load says where the wait stands.
+    pub wait_report_every: Duration,
     /// Perform trials one run starts on a session (a first one, and new trials after perform
     /// jobs that failed or were killed) before it gives up with the session named.
     pub max_trials: u32,
@@ -227,6 +229,7 @@ impl Default for PollPolicy {
             max_reissues: 10,
             stale_after: Duration::from_secs(120),
             max_wait_for_owner: Duration::from_secs(3600),
+            wait_report_every: Duration::from_secs(30),
             max_trials: 3,
             max_perform: Duration::from_secs(6 * 3600),
             count_settle: Duration::from_secs(30),
@@ -246,6 +249,7 @@ impl PollPolicy {
             settle: self.settle.mul_f64(factor),
             stale_after: self.stale_after.mul_f64(factor),
             max_wait_for_owner: self.max_wait_for_owner.mul_f64(factor),
+            wait_report_every: self.wait_report_every.mul_f64(factor),
             max_perform: self.max_perform.mul_f64(factor),
             count_settle: self.count_settle.mul_f64(factor),
             ..self

@@ -515,3 +515,50 @@ fn a_rerun_after_a_crash_on_this_machine_resumes_at_once() {
     );
     assert_done(&fx, "append", table, "after the rerun");
 }
+
+/// A session left by a run this machine cannot see (another machine's: no claim here, no status
+/// document) is waited on: the wait says which session, how long it has stood still and how
+/// long the wait lasts at most, then takes the load over where it stands; the rows land once.
+#[test]
+fn a_session_left_by_a_run_elsewhere_is_waited_on_with_reports_then_taken_over() {
+    let fx = ExportFixture::new(ROWS, 18);
+    let table = "left_elsewhere";
+    let (tmp_a, tmp_b) = (
+        fx.td.sandbox.path().join("tmp-a"),
+        fx.td.sandbox.path().join("tmp-b"),
+    );
+    std::fs::create_dir_all(&tmp_a).unwrap();
+    std::fs::create_dir_all(&tmp_b).unwrap();
+    let hold = FaultAction::Delay { millis: 2_000 };
+    let rule = FaultRule::new(Some("PUT"), "^/v3/bulk_import/upload_part/", hold).on_calls(&[2]);
+    let id = fx.td.server.faults().add(rule).expect("fault rule accepted");
+    let child = fx
+        .command_for(&fx.spec("append", table))
+        .env("TMPDIR", &tmp_a)
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the operator starts");
+    wait_until_fired(&fx, id, "the first run");
+    kill(child);
+    fx.td.server.faults().clear();
+    std::fs::remove_file(fx.td.sandbox.path().join("status.json")).unwrap();
+
+    // Waits at a hundredth of their length: standing still 1.2 s, a report every 0.3 s.
+    let mut rerun = fx.command_for(&fx.spec("append", table));
+    rerun
+        .env("TDRE_TIME_SCALE", "0.01")
+        .env("TMPDIR", &tmp_b)
+        .env_remove("XDG_RUNTIME_DIR");
+    let out = fx.td.run_command(rerun);
+    out.expect_exit(0, "the rerun");
+    for said in [
+        "another run of this export holds bulk import session",
+        "still waiting for bulk import session",
+        "taking its load over",
+    ] {
+        assert!(out.stderr.contains(said), "`{said}` not said:\n{}", out.stderr);
+    }
+    assert_done(&fx, "append", table, "after the rerun");
+}

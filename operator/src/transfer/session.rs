@@ -416,6 +416,8 @@ pub(super) struct Watch<'a> {
     s: &'a SessionRef<'a>,
     started: tokio::time::Instant,
     still_since: tokio::time::Instant,
+    /// When the wait last said where it stands.
+    reported: tokio::time::Instant,
     last: Option<Fingerprint>,
 }
 
@@ -426,6 +428,7 @@ impl<'a> Watch<'a> {
             s,
             started: now,
             still_since: now,
+            reported: now,
             last: None,
         }
     }
@@ -453,6 +456,19 @@ impl<'a> Watch<'a> {
             self.last = Some(now);
         } else if self.still_since.elapsed() >= self.s.poll.stale_after {
             return Ok(true);
+        }
+        if self.reported.elapsed() >= self.s.poll.wait_report_every {
+            self.reported = tokio::time::Instant::now();
+            tracing::warn!(
+                "still waiting for bulk import session '{}' ({}): unchanged for {} s (taken over \
+                 at {} s), waited {} s of at most {} s",
+                self.s.name,
+                session.status,
+                self.still_since.elapsed().as_secs(),
+                self.s.poll.stale_after.as_secs(),
+                self.started.elapsed().as_secs(),
+                self.s.poll.max_wait_for_owner.as_secs()
+            );
         }
         if self.started.elapsed() >= self.s.poll.max_wait_for_owner {
             return Err(TransferError::OwnedElsewhere {
