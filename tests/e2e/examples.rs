@@ -651,3 +651,43 @@ fn quickstarts_run_at_once_on_one_data_directory_all_succeed() {
         );
     }
 }
+
+/// Each example runs on td-local with exactly the commands its header gives, from a fresh
+/// directory holding only a link to `examples/`, with the installed command on PATH (here: this
+/// build's) and nothing else in the environment; the target it expects gets rows.
+#[test]
+fn every_example_runs_locally_with_the_commands_its_header_gives() {
+    for path in example_files().iter().filter(|p| is_task_spec(p)) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let header_lines = text.lines().take_while(|l| l.starts_with('#'));
+        let commands = crate::support::recipe_commands(header_lines, "#   $ ", "#");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            commands
+                .last()
+                .is_some_and(|c| c.starts_with(&format!("td-result-export run examples/{name}"))),
+            "{name}: the header's commands end with no run of it: {commands:?}"
+        );
+        let work = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(repo_root().join("examples"), work.path().join("examples")).unwrap();
+        let (script, out) = crate::support::run_recipe(&commands, work.path());
+        assert!(
+            out.status.success(),
+            "{name}: the header's commands failed:\n{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let header = header(&text);
+        let (account, db, table) = header
+            .expect
+            .iter()
+            .find_map(|e| match e {
+                Expect::Rows {
+                    account, db, table, ..
+                } => Some((*account, db.clone(), table.clone())),
+                _ => None,
+            })
+            .unwrap();
+        let rows = rows_in(&work.path().join(".td-local"), account, &db, &table);
+        assert!(!rows.is_empty(), "{name}: {db}.{table} is empty");
+    }
+}

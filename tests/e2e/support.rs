@@ -737,3 +737,52 @@ impl RunOutcome {
         self
     }
 }
+
+/// The commands of a how-to: the lines that start with `prefix` (the prefix dropped), each joined
+/// with the continuation lines that follow a line ending in `\` (`continuation` dropped from them).
+pub fn recipe_commands<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    prefix: &str,
+    continuation: &str,
+) -> Vec<String> {
+    let mut commands: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in lines {
+        if let Some(command) = line.strip_prefix(prefix) {
+            commands.push(command.to_string());
+        } else if continued {
+            let last = commands.last_mut().unwrap();
+            last.push('\n');
+            last.push_str(line.strip_prefix(continuation).unwrap_or(line));
+        } else {
+            continue;
+        }
+        continued = line.trim_end().ends_with('\\');
+    }
+    commands
+}
+
+/// Runs a how-to's commands with bash in `dir`, as a user would with the package installed: this
+/// build's binaries first on PATH, HOME at `dir`, nothing else in the environment. Returns the
+/// script and what it did.
+pub fn run_recipe(commands: &[String], dir: &Path) -> (String, std::process::Output) {
+    let bin_dir = operator_bin().parent().unwrap().to_path_buf();
+    let script = format!("set -euo pipefail\n{}\n", commands.join("\n"));
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir)
+        .env_clear()
+        .env("HOME", dir)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    (script, out)
+}

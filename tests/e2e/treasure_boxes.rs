@@ -637,21 +637,7 @@ fn local_recipe(readme: &str) -> Vec<String> {
         .expect("the README has a How to Run locally section");
     let section = &readme[start..];
     let section = &section[..section[1..].find("\n# ").map_or(section.len(), |i| i + 1)];
-    let mut commands: Vec<String> = Vec::new();
-    let mut continued = false;
-    for line in section.lines() {
-        if let Some(command) = line.strip_prefix("    $ ") {
-            commands.push(command.to_string());
-        } else if continued {
-            let last = commands.last_mut().unwrap();
-            last.push('\n');
-            last.push_str(line);
-        } else {
-            continue;
-        }
-        continued = line.trim_end().ends_with('\\');
-    }
-    commands
+    crate::support::recipe_commands(section.lines(), "    $ ", "")
 }
 
 /// Each box runs locally with exactly the commands its README gives, from a copy of its folder,
@@ -660,7 +646,6 @@ fn local_recipe(readme: &str) -> Vec<String> {
 /// one, as TD's connector never does).
 #[test]
 fn every_treasure_box_runs_locally_with_the_commands_its_readme_gives() {
-    let bin_dir = operator_bin().parent().unwrap().to_path_buf();
     for dir in boxes() {
         let the_box = BoxTest::load(&dir);
         let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
@@ -672,23 +657,7 @@ fn every_treasure_box_runs_locally_with_the_commands_its_readme_gives() {
         );
         let work = tempfile::tempdir().unwrap();
         crate::digdag::copy_dir(&dir, work.path());
-        let script = format!("set -euo pipefail\n{}\n", commands.join("\n"));
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .current_dir(work.path())
-            .env_clear()
-            .env("HOME", work.path())
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin_dir.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .output()
-            .unwrap();
+        let (script, out) = crate::support::run_recipe(&commands, work.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
