@@ -87,3 +87,25 @@ fn the_reference_reaches_nested_settings_connections_and_retry() {
         assert!(made.contains(key), "{key} missing:\n{made}");
     }
 }
+
+/// The README's td-local setup commands run as written, from an empty directory.
+#[test]
+fn the_readmes_td_local_setup_commands_run_as_written() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme
+        .find("**Setting it up from the command line**")
+        .expect("the README's setup section");
+    let block = &readme[start..];
+    let block = &block[block.find("```sh\n").expect("its command block") + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    let commands: Vec<String> = block.lines().map(|l| l.trim().to_string()).collect();
+    let work = tempfile::tempdir().unwrap();
+    let (script, out) = crate::support::run_recipe(&commands, work.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("350.5") && stdout.contains("1200"), "{stdout}");
+}
