@@ -204,7 +204,13 @@ pub fn run(cli: Cli) -> i32 {
     {
         // Reparented: the entry that made the directory is gone and will not read it.
         if rustix::process::getppid() != parent {
-            let _ = std::fs::remove_dir_all(dir);
+            // A few tries: a file appearing while the tree is removed makes one fail.
+            for _ in 0..3 {
+                if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
     code

@@ -452,7 +452,13 @@ fn a_py_runner_killed_outright_leaves_no_orphan_export() {
         1,
         "the orphaned query was killed"
     );
-    // Nobody is left to read the status document: the export removed the entry's directory.
+    // Nobody is left to read the status document: the export removes the entry's directory as
+    // it ends (waited for: under load the process can leave the listing above a moment before
+    // its last step is seen).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&tmp).unwrap().next().is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_nothing_left_in(&tmp);
 }
 
