@@ -82,7 +82,6 @@ pub struct Connected {
     /// Where the target is, as the status document and the messages name it: its endpoint when
     /// known here (a legacy td:// target the server engine writes too), else the connection.
     pub target_shown: String,
-    pub target_is_local: bool,
     pub table: TableRef,
     /// The engine that moves the rows, and why it was chosen.
     pub transfer: Transfer,
@@ -148,9 +147,8 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
         Transfer::Stream => None,
     };
     let target_shown = match (&looked.account, &plan.target.account) {
-        (Some(account), _) => account.endpoint.to_string(),
+        (Some(account), _) | (None, TargetAccount::Known { account, .. }) => account.endpoint.to_string(),
         (None, TargetAccount::Connection { name, .. }) => format!("connection {name}"),
-        (None, TargetAccount::Known { account, .. }) => account.endpoint.to_string(),
     };
     let account = looked.account.filter(|_| transfer == Transfer::Stream);
     let target_key_from = match &plan.target.account {
@@ -165,7 +163,6 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
             .as_ref()
             .map_or_else(|| "connection".to_string(), |a| a.endpoint.to_string()),
         target_shown,
-        target_is_local: account.as_ref().is_some_and(|a| a.endpoint == Endpoint::Local),
         table,
         transfer,
         transfer_reason,

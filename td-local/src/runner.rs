@@ -65,25 +65,30 @@ impl Runner {
 
     /// Issues a query job: checks it, records it as queued and runs it in the background.
     pub async fn issue_query(&self, job: NewJob) -> Result<i64> {
-        check_query(&job)?;
         let runner = self.clone();
         let id = blocking(move || {
-            // Another scheme fails when the job runs, as TD's output would.
-            let request = job.output();
-            if !request.is_empty() && request.foreign_scheme().is_none() {
-                runner
-                    .store
-                    .read(|conn| output::target(conn, &runner.accounts, job.account_id, &request))?;
-            }
-            runner
-                .store
-                .read(|conn| database_id(conn, job.account_id, &job.database))?;
+            runner.check_issuable(&job)?;
             let id = runner.store.write(|tx| jobs::insert_unique(tx, &job))?;
             tokio::task::spawn_blocking(move || runner.run_query_job(id));
             Ok(id)
         })
         .await?;
         Ok(id)
+    }
+
+    /// What `job/issue` refuses before a job is recorded: its options, its output (a td:// URL
+    /// or a saved result that does not resolve; another scheme fails when the job runs, as TD's
+    /// output would) and a database the account lacks. Blocking: it reads the store.
+    pub fn check_issuable(&self, job: &NewJob) -> Result<()> {
+        check_query(job)?;
+        let request = job.output();
+        if !request.is_empty() && request.foreign_scheme().is_none() {
+            self.store
+                .read(|conn| output::target(conn, &self.accounts, job.account_id, &request))?;
+        }
+        self.store
+            .read(|conn| database_id(conn, job.account_id, &job.database))
+            .map(drop)
     }
 
     /// Issues one run of a schedule: its query as a job whose `TD_SCHEDULED_TIME()` is the
@@ -279,7 +284,7 @@ impl Runner {
 /// The most automatic retries a job may ask for.
 pub const MAX_RETRY_LIMIT: i64 = 32;
 
-pub(crate) fn check_query(job: &NewJob) -> Result<()> {
+fn check_query(job: &NewJob) -> Result<()> {
     if !QUERY_TYPES.contains(&job.job_type.as_str()) {
         return Err(Error::invalid(format!(
             "unsupported job type '{}': use presto, trino or hive",

@@ -131,6 +131,15 @@ impl ScheduleChange {
     }
 }
 
+/// An IANA time zone by name.
+fn zone(timezone: &str) -> Result<chrono_tz::Tz> {
+    chrono_tz::Tz::from_str(timezone).map_err(|_| {
+        Error::invalid(format!(
+            "timezone '{timezone}' is not a time zone: give a name such as UTC or Asia/Tokyo"
+        ))
+    })
+}
+
 /// A cron expression in a time zone: when a schedule's runs fall.
 pub struct When {
     cron: croner::Cron,
@@ -150,12 +159,10 @@ impl When {
         }
         let cron = croner::Cron::from_str(text)
             .map_err(|e| Error::invalid(format!("cron '{text}' is not a schedule: {e}")))?;
-        let tz = chrono_tz::Tz::from_str(timezone).map_err(|_| {
-            Error::invalid(format!(
-                "timezone '{timezone}' is not a time zone: give a name such as UTC or Asia/Tokyo"
-            ))
-        })?;
-        Ok(When { cron, tz })
+        Ok(When {
+            cron,
+            tz: zone(timezone)?,
+        })
     }
 
     /// The first scheduled time strictly after `after` (Unix seconds).
@@ -191,18 +198,18 @@ impl Schedule {
 }
 
 impl ScheduleSettings {
+    /// When its runs fall (`None` without a cron), the time zone checked in either case.
+    fn when(&self) -> Result<Option<When>> {
+        zone(&self.timezone)?;
+        self.cron
+            .as_deref()
+            .map(|cron| When::parse(cron, &self.timezone))
+            .transpose()
+    }
+
     /// The cron's next time after `after`, checking the cron and the time zone.
     fn next_after(&self, after: i64) -> Result<Option<i64>> {
-        if chrono_tz::Tz::from_str(&self.timezone).is_err() {
-            return Err(Error::invalid(format!(
-                "timezone '{}' is not a time zone: give a name such as UTC or Asia/Tokyo",
-                self.timezone
-            )));
-        }
-        match &self.cron {
-            None => Ok(None),
-            Some(cron) => Ok(When::parse(cron, &self.timezone)?.next_after(after)),
-        }
+        Ok(self.when()?.and_then(|when| when.next_after(after)))
     }
 
     fn check(&self, conn: &Connection, account_id: i64) -> Result<()> {
@@ -375,10 +382,11 @@ pub fn run_times(schedule: &Schedule, time: i64, num: i64) -> Result<Vec<i64>> {
             "num must be from 1 to {MAX_RUNS_AT_ONCE}, got {num}"
         )));
     }
+    let when = schedule.settings.when()?;
     let mut times = vec![time];
     while (times.len() as i64) < num {
         let last = *times.last().unwrap_or(&time);
-        match schedule.settings.next_after(last)? {
+        match when.as_ref().and_then(|w| w.next_after(last)) {
             Some(next) => times.push(next),
             None => {
                 return Err(Error::invalid(format!(
@@ -422,11 +430,13 @@ pub fn take_due(conn: &Connection, at: i64) -> Result<Vec<DueRun>> {
             continue;
         };
         // The latest scheduled time whose run is due.
+        let when = schedule.settings.when()?;
+        let next_after = |t: i64| when.as_ref().and_then(|w| w.next_after(t));
         let mut latest = first;
-        let mut next = schedule.settings.next_after(first)?;
+        let mut next = next_after(first);
         while let Some(t) = next.filter(|t| t + schedule.settings.delay <= at) {
             latest = t;
-            next = schedule.settings.next_after(t)?;
+            next = next_after(t);
         }
         conn.execute(
             "UPDATE schedules SET next_time = ?1 WHERE id = ?2",

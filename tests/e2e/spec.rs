@@ -725,19 +725,28 @@ fn params_come_from_a_file_as_well_as_the_command_line() {
 #[test]
 fn validate_warns_about_a_host_that_is_not_one_of_tds_api_hosts() {
     let sandbox = Sandbox::new();
-    sandbox.write(
-        "spec.yml",
-        "job_id: '1'\ntd: {endpoint: console.treasuredata.co.jp, apikey: '${secret:k}'}\n\
-         result_url: 'td://${secret:k}@api.treasuredata.jp/db_1/t_1'\n",
-    );
-    let out = sandbox
-        .cmd()
-        .args(["validate", "spec.yml"])
-        .env("K", key())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // `validate` on a spec with these two hosts: (exit code, stderr).
+    let validate = |source_host: &str, target_host: &str| {
+        sandbox.write(
+            "spec.yml",
+            &format!(
+                "job_id: '1'\ntd: {{endpoint: {source_host}, apikey: '${{secret:k}}'}}\n\
+                 result_url: 'td://${{secret:k}}@{target_host}/db_1/t_1'\n"
+            ),
+        );
+        let out = sandbox
+            .cmd()
+            .args(["validate", "spec.yml"])
+            .env("K", key())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = validate("console.treasuredata.co.jp", "api.treasuredata.jp");
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("td.endpoint: `console.treasuredata.co.jp` is not one of TD's API hosts"),
         "{stderr}"
@@ -747,20 +756,6 @@ fn validate_warns_about_a_host_that_is_not_one_of_tds_api_hosts() {
             && stderr.contains("Did you mean `api.treasuredata.co.jp`?"),
         "{stderr}"
     );
-    sandbox.write(
-        "spec.yml",
-        "job_id: '1'\ntd: {endpoint: api.eu01.treasuredata.com, apikey: '${secret:k}'}\n\
-         result_url: 'td://${secret:k}@proxy.example.internal/db_1/t_1'\n",
-    );
-    let out = sandbox
-        .cmd()
-        .args(["validate", "spec.yml"])
-        .env("K", key())
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "",
-        "no warning for TD's hosts or others"
-    );
+    let (_, stderr) = validate("api.eu01.treasuredata.com", "proxy.example.internal");
+    assert_eq!(stderr, "", "no warning for TD's hosts or others");
 }

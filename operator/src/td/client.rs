@@ -367,12 +367,6 @@ impl TdClient {
             .map(|db| db.is_some())
     }
 
-    /// Creates a database; one that already exists counts as created.
-    pub async fn create_database(&self, db: &str) -> TdResult<()> {
-        let path = format!("/v3/database/create/{}", seg(db));
-        done_if_conflict(self.post::<Value>(path, vec![], Safety::Repeatable).await)
-    }
-
     pub async fn table(&self, db: &str, table: &str) -> TdResult<Option<Table>> {
         none_if_missing(
             self.get::<Table>(format!("/v3/table/show/{}/{}", seg(db), seg(table)))
@@ -606,10 +600,6 @@ fn none_if_missing<T>(r: TdResult<T>) -> TdResult<Option<T>> {
         Err(e) if e.is_status(404) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-fn done_if_conflict(r: TdResult<Value>) -> TdResult<()> {
-    created_unless_conflict(r).map(drop)
 }
 
 /// `true` for a create that made the thing, `false` for a 409 (it existed). A 409 to the retry

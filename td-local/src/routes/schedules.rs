@@ -15,13 +15,12 @@ use td_model::time::td_timestamp;
 use crate::accounts::Caller;
 use crate::error::Error;
 use crate::jobs;
-use crate::output;
 use crate::routes::error::ApiResult;
 use crate::routes::jobs::{base_url, show_json};
 use crate::routes::params::Params;
-use crate::runner::check_query;
 use crate::schedules::{self, Schedule, ScheduleChange};
 use crate::state::AppState;
+use crate::store::blocking;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -83,20 +82,10 @@ fn change_from(params: &Params, name: Option<&str>) -> ApiResult<ScheduleChange>
     })
 }
 
-/// A schedule's query as the job it issues would be, checked as `job/issue` checks one, and its
-/// `result` resolved as the job's output would be.
+/// A schedule's query as the job it issues would be, checked as `job/issue` checks one.
 async fn check_as_job(state: &AppState, schedule: &Schedule) -> ApiResult<()> {
-    let job = schedule.job(None);
-    check_query(&job)?;
-    let request = job.output();
-    if !request.is_empty() && request.foreign_scheme().is_none() {
-        let (accounts, account) = (state.accounts.clone(), schedule.account_id);
-        state
-            .store
-            .read_async(move |conn| output::target(conn, &accounts, account, &request).map(drop))
-            .await?;
-    }
-    Ok(())
+    let (runner, job) = (state.runner.clone(), schedule.job(None));
+    Ok(blocking(move || runner.check_issuable(&job)).await?)
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
