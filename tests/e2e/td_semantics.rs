@@ -472,6 +472,15 @@ fn start(fx: &ExportFixture, spec: &str, status_doc: &str) -> Child {
     cmd.spawn().expect("the operator starts")
 }
 
+/// A run whose stderr nobody reads as it goes: it is read away, so that a run saying a lot
+/// (retries, a long wait's reports) never blocks on a full pipe.
+fn drained(mut child: Child) -> Child {
+    if let Some(mut stderr) = child.stderr.take() {
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    }
+    child
+}
+
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -818,10 +827,10 @@ fn two_runs(fx: &ExportFixture, trial: &Trial) {
         fx.td.server.faults().add(rule).expect("fault rule accepted");
     }
     let spec = fx.spec(mode, &table);
-    let mut first = start(fx, &spec, &format!("first_{n}.json"));
+    let mut first = drained(start(fx, &spec, &format!("first_{n}.json")));
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(trial.second_after));
-    let second = start(fx, &spec, &format!("second_{n}.json"));
+    let second = drained(start(fx, &spec, &format!("second_{n}.json")));
     if let Some(after) = trial.kill_first_after {
         let elapsed = started.elapsed().as_millis() as u64;
         std::thread::sleep(Duration::from_millis(after.saturating_sub(elapsed)));
