@@ -146,11 +146,17 @@ impl Engine {
         let names = presto_column_names(&sqlite_names);
         let declared = self.declared_types(&sql, names.len());
         let hints = sql::column_hints(&sql);
-        let by_name: Vec<Option<&'static str>> = sqlite_names
+        let by_name: Vec<Option<String>> = sqlite_names
             .iter()
             .map(|name| self.view_column_type(&views, name))
             .collect();
-        let mut types = vec![ColumnType::default(); names.len()];
+        let mut types: Vec<ColumnType> = by_name
+            .iter()
+            .map(|ty| ColumnType {
+                composite: ty.as_deref().is_some_and(is_composite),
+                ..ColumnType::default()
+            })
+            .collect();
         let mut writer = ResultWriter::create(result_path)?;
         let count = match stream_rows(&mut stmt, &mut writer, &mut types) {
             Ok(count) => count,
@@ -165,10 +171,12 @@ impl Engine {
             .zip(&types)
             .enumerate()
             .map(|(i, (n, seen))| {
-                let presto = declared[i]
+                let composite = by_name[i].as_deref().filter(|_| seen.composite && !seen.text);
+                let presto = composite
+                    .or(declared[i])
                     .or_else(|| seen.presto_name())
                     .or_else(|| hints.get(i).copied().flatten())
-                    .or(by_name[i])
+                    .or(by_name[i].as_deref())
                     .unwrap_or("varchar");
                 [n.as_str(), presto]
             })
@@ -256,12 +264,12 @@ impl Engine {
 
     /// The Presto type of the TD column `name` of the views the query reads (`time` is bigint),
     /// when every one of them that has it agrees.
-    fn view_column_type(&self, views: &Views, name: &str) -> Option<&'static str> {
+    fn view_column_type(&self, views: &Views, name: &str) -> Option<String> {
         let name = name.to_lowercase();
         let mut found = None;
         for table in views.values() {
             let ty = if name == "time" {
-                Some("bigint")
+                Some("bigint".to_string())
             } else {
                 table
                     .columns
@@ -269,10 +277,10 @@ impl Engine {
                     .find(|c| column_name(c).eq_ignore_ascii_case(&name))
                     .map(|c| presto_of_td_type(&c.td_type))
             };
-            match (found, ty) {
+            match (&found, ty) {
                 (_, None) => {}
                 (None, Some(t)) => found = Some(t),
-                (Some(f), Some(t)) if f == t => {}
+                (Some(f), Some(t)) if *f == t => {}
                 _ => return None,
             }
         }
@@ -345,12 +353,28 @@ fn stream_rows(
         writer.start_row(types.len())?;
         for (i, ty) in types.iter_mut().enumerate() {
             let value = row.get_ref(i)?;
-            ty.observe(&value);
-            writer.value(value)?;
+            match composite_value(ty, &value) {
+                Some(parsed) => writer.composite(&parsed)?,
+                None => {
+                    ty.observe(&value);
+                    writer.value(value)?;
+                }
+            }
         }
         count += 1;
     }
     Ok(count)
+}
+
+/// The array or map a text value of a composite column stands for (its JSON text, as the rows'
+/// virtual table reads an array or map column).
+fn composite_value(ty: &ColumnType, value: &ValueRef<'_>) -> Option<serde_json::Value> {
+    match value {
+        ValueRef::Text(text) if ty.composite => serde_json::from_slice::<serde_json::Value>(text)
+            .ok()
+            .filter(|v| v.is_array() || v.is_object()),
+        _ => None,
+    }
 }
 
 /// `file:` URI opening the store read-only (the query connection never writes it).
@@ -417,13 +441,43 @@ fn authorize(ctx: &AuthContext<'_>, probing: bool) -> Authorization {
 /// The table a query's probe of declared types is made in (temp, dropped at once).
 const PROBE_TABLE: &str = "td_local_declared_types";
 
-/// The Presto type a TD column type reads as.
-fn presto_of_td_type(td_type: &str) -> &'static str {
-    match td_type.trim() {
+/// The Presto type a TD column type reads as: `array<T>` as `array(T')` and `map<K,V>` as
+/// `map(K',V')`, as Presto names them (https://prestodb.io/docs/current/language/types.html).
+fn presto_of_td_type(td_type: &str) -> String {
+    let ty = td_type.trim();
+    let inner = |prefix: &str| ty.strip_prefix(prefix).and_then(|t| t.strip_suffix('>'));
+    if let Some(item) = inner("array<") {
+        return format!("array({})", presto_of_td_type(item));
+    }
+    if let Some((key, value)) = inner("map<").and_then(split_top_level) {
+        return format!("map({},{})", presto_of_td_type(key), presto_of_td_type(value));
+    }
+    match ty {
         "long" | "int" => "bigint",
         "double" | "float" => "double",
         _ => "varchar",
     }
+    .to_string()
+}
+
+/// Splits `K,V` at its first comma outside brackets.
+fn split_top_level(s: &str) -> Option<(&str, &str)> {
+    let mut depth = 0i32;
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth == 0 => return Some((&s[..i], &s[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether a Presto type is an array or a map: SQLite has neither, so such a column's rows
+/// carry the value's JSON text, which the result writes back as a msgpack array or map.
+fn is_composite(presto: &str) -> bool {
+    presto.starts_with("array(") || presto.starts_with("map(")
 }
 
 /// Presto names unnamed expressions `_col<position>`; SQLite names them after their text.
@@ -444,6 +498,9 @@ fn presto_column_names(names: &[&str]) -> Vec<String> {
 /// What the values of one result column have been so far.
 #[derive(Debug, Clone, Copy, Default)]
 struct ColumnType {
+    /// The column is named after an array or map column of the tables read: its JSON text
+    /// values are written as the arrays and maps they are.
+    composite: bool,
     integer: bool,
     real: bool,
     text: bool,
@@ -574,6 +631,12 @@ impl ResultWriter {
             ValueRef::Blob(bytes) => rmp::encode::write_bin(w, bytes)?,
         }
         Ok(())
+    }
+
+    /// An array or map, from its stored JSON (bytes as bytes).
+    fn composite(&mut self, value: &serde_json::Value) -> std::io::Result<()> {
+        rmpv::encode::write_value(&mut self.rows, &crate::records::json_to_msgpack(value))
+            .map_err(std::io::Error::other)
     }
 
     /// Completes the gzip stream, moves it over `path` and returns its exact size.

@@ -460,9 +460,9 @@ pub enum ColumnRead {
     /// `string`: text, and every other value as td-local shows it (a number as its text, a
     /// boolean as "true"/"false", an array or map as its JSON, bytes as bytes).
     String,
-    /// `array<…>`: arrays (as their JSON text).
+    /// `array<…>`: arrays (their JSON text, which a query result writes back as an array).
     Array,
-    /// `map<…>`: maps (as their JSON text).
+    /// `map<…>`: maps (their JSON text, which a query result writes back as a map).
     Map,
 }
 

@@ -227,7 +227,8 @@ def check_bulk_import():
 def check_schema_tuples_and_mistyped_values():
     """A schema tuple is [key, type, alias] (td-client-python's update_schema docstring): SQL knows
     the column by its alias and reads the values stored under its key. TD is schema-on-read: a
-    bulk import counts a value of another type than its column's as valid, and it reads NULL."""
+    bulk import counts a value of another type than its column's as valid, and it reads NULL; an
+    array or map column reads as a list or dict."""
     td = client()
     db = fresh_database(td, "compat_schema")
     td.create_log_table(db, "typed")
@@ -253,6 +254,16 @@ def check_schema_tuples_and_mistyped_values():
     assert job.success(), f"job {job.id} ended {job.status()}: {job.debug}"
     assert td.job_result(job.id) == [[5, 3.0, "7"], [None, None, "t"]], td.job_result(job.id)
     assert session.delete() is True
+
+    # Array and map columns read back as lists and dicts, typed as Presto types them.
+    body = gzip_msgpack([{"time": 1700000000, "a": ["x", "y"], "m": {"k": "v"}}])
+    td.create_log_table(db, "nested")
+    td.import_data(db, "nested", "msgpack.gz", body, len(body))
+    job = td.query(db, "SELECT a, m FROM nested", type="presto")
+    job.wait(**WAIT)
+    assert job.success(), f"job {job.id} ended {job.status()}: {job.debug}"
+    assert td.job_result(job.id) == [[["x", "y"], {"k": "v"}]], td.job_result(job.id)
+    assert [list(c) for c in job.result_schema] == [["a", "array(varchar)"], ["m", "map(varchar,varchar)"]], job.result_schema
     td.delete_database(db)
 
 

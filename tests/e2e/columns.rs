@@ -188,3 +188,48 @@ fn mixed_case_and_punctuated_column_names_are_normalized_and_reported() {
         ]))
     );
 }
+
+/// TD's Presto returns an `array<…>` or `map<…>` column as an array or map (Presto's types,
+/// https://prestodb.io/docs/current/language/types.html), so the export must carry them as such
+/// into columns typed `array<…>`/`map<…>`, not as their JSON text in a `string` column.
+#[test]
+fn array_and_map_columns_arrive_as_arrays_and_maps_in_columns_of_their_types() {
+    let td = TdLocalRun::start();
+    td.insert(
+        1,
+        "srcdb",
+        "tagged",
+        &[
+            json!({"id": 1, "tags": ["a", "b"], "attrs": {"k": "v"}, "time": 1_650_000_000}),
+            json!({"id": 2, "tags": [], "attrs": {}, "time": 1_650_000_100}),
+        ],
+    );
+    td.create_database(2, "dstdb");
+    let job = td.successful_job(1, "srcdb", "SELECT id, tags, attrs, time FROM tagged");
+    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    out.expect_code(0);
+    assert_eq!(
+        columns(&out.status),
+        triples(&[
+            ("id", "id", "long"),
+            ("tags", "tags", "array<string>"),
+            ("attrs", "attrs", "map<string,string>"),
+            ("time", "time", "long"),
+        ])
+    );
+    assert_eq!(
+        td.rows(2, "dstdb", "out"),
+        Some(sorted(vec![
+            json!({"id": 1, "tags": ["a", "b"], "attrs": {"k": "v"}, "time": 1_650_000_000}),
+            json!({"id": 2, "tags": [], "attrs": {}, "time": 1_650_000_100}),
+        ]))
+    );
+    assert_eq!(
+        td.schema(2, "dstdb", "out"),
+        json!([
+            ["id", "long"],
+            ["tags", "array<string>"],
+            ["attrs", "map<string,string>"]
+        ])
+    );
+}

@@ -646,6 +646,24 @@ mod tests {
         assert_eq!(&got[..values.len()], &values[..]);
     }
 
+    /// TD's Presto keeps NaN and ±Infinity in a `double` (td-local's SQLite cannot, so no
+    /// end-to-end run shows them): the export copies them bit for bit.
+    #[test]
+    fn nan_and_infinities_are_copied_bit_for_bit() {
+        let values = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0];
+        let cols = columns(&[("a", "double"), ("b", "double"), ("c", "double"), ("d", "double")]);
+        let input = encode(&[Value::Array(values.iter().map(|f| Value::F64(*f)).collect())]);
+        let out = transcode_all(&mut Transcoder::new(&cols, TimeFill::Fixed(7)), &input).unwrap();
+        let got: Vec<u64> = out[0].as_map().unwrap()[..4]
+            .iter()
+            .map(|(_, v)| match v {
+                Value::F64(f) => f.to_bits(),
+                other => panic!("not a double: {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, values.map(f64::to_bits));
+    }
+
     /// The table of scalar lengths is a shortcut: for every first byte, and every cut of the
     /// bytes after it, it must step exactly as far as walking the value header by header does.
     #[test]

@@ -978,7 +978,7 @@ fn gzip_parts(rows: usize, part_bytes: usize) -> Vec<Vec<u8>> {
 /// TD is schema-on-read: a perform takes a value whatever its column's type (no error record),
 /// the value is stored as it came, and the column's type is applied when it is read: a value of
 /// another type reads NULL (assumed, the harsher reading), an integer in a `double` column as a
-/// double, a number in a `string` column as its text.
+/// double, a number in a `string` column as its text, an array or map as the array or map it is.
 #[tokio::test]
 async fn a_value_whose_type_differs_from_its_column_is_a_valid_record_stored_and_read_as_null() {
     let s = Server::start().await;
@@ -1029,13 +1029,26 @@ async fn a_value_whose_type_differs_from_its_column_is_a_valid_record_stored_and
     assert_eq!(
         crate::jobs::result_rows(&s, &id).await,
         [
-            json!([1, 5, 1.5, "x", "[\"y\"]", "{\"z\":1}", null]),
+            json!([1, 5, 1.5, "x", ["y"], {"z": 1}, null]),
             json!([2, null, 2.0, "3", null, null, "new column"]),
             json!([3, null, null, "1.5", null, null, null]),
             json!([4, null, null, "true", null, null, null]),
             json!([5, null, null, null, null, null, null]),
             json!([6, null, null, null, null, null, null]),
         ]
+    );
+    // Array and map columns come back as arrays and maps, typed as Presto types them.
+    assert_eq!(
+        crate::jobs::schema(&show),
+        json!([
+            ["time", "bigint"],
+            ["n", "bigint"],
+            ["d", "double"],
+            ["s", "varchar"],
+            ["a", "array(varchar)"],
+            ["m", "map(varchar,bigint)"],
+            ["other", "varchar"]
+        ])
     );
     // The table's tail reads each value as its column does too.
     let tail = crate::import::tail(&s, "bulk_db", "typed", 10).await;

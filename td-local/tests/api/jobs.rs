@@ -220,8 +220,8 @@ async fn a_query_reads_every_segment_of_a_table_in_the_order_its_rows_were_writt
         result_rows(&s, &id).await,
         vec![
             json!([1, "a", 1.5, null, null]),
-            json!([2, "b\"q\\", null, "[1,2]", null]),
-            json!([3, "c", null, null, "{\"k\":\"v\"}"]),
+            json!([2, "b\"q\\", null, [1, 2], null]),
+            json!([3, "c", null, null, {"k": "v"}]),
             json!([4, null, null, null, null]),
             json!([5, null, null, null, null]),
         ]
