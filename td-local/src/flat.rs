@@ -15,7 +15,6 @@ use crate::records::{self, Kind};
 /// One value of a flat record.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Scalar<'a> {
-    /// nil, and a float that is not finite (JSON has no NaN).
     Nil,
     Bool(bool),
     Int(i64),
@@ -201,7 +200,12 @@ fn write_json_value(out: &mut String, value: Scalar) {
         Scalar::Int(n) => out.push_str(itoa::Buffer::new().format(n)),
         Scalar::UInt(n) => out.push_str(itoa::Buffer::new().format(n)),
         // As serde_json writes it, which is what the general path stores.
-        Scalar::Float(f) => out.push_str(&serde_json::to_string(&f).expect("a float serializes")),
+        Scalar::Float(f) if f.is_finite() => {
+            out.push_str(&serde_json::to_string(&f).expect("a float serializes"))
+        }
+        Scalar::Float(f) => {
+            out.push_str(&serde_json::to_string(&records::double_value(f)).expect("a JSON map serializes"))
+        }
         Scalar::Str(s) => write_json_str(out, s),
         Scalar::Bin(bytes) => out
             .push_str(&serde_json::to_string(&records::binary_value(bytes)).expect("a JSON map serializes")),
@@ -249,14 +253,6 @@ fn integer(n: u64) -> Scalar<'static> {
     i64::try_from(n).map_or(Scalar::UInt(n), Scalar::Int)
 }
 
-fn float(f: f64) -> Scalar<'static> {
-    if f.is_finite() {
-        Scalar::Float(f)
-    } else {
-        Scalar::Nil
-    }
-}
-
 fn text(bytes: &[u8]) -> Scalar<'_> {
     std::str::from_utf8(bytes).map_or(Scalar::Bin(bytes), Scalar::Str)
 }
@@ -283,8 +279,8 @@ fn scalar<'a>(buf: &mut &'a [u8]) -> Option<Scalar<'a>> {
         Marker::I16 => Scalar::Int(i64::from(i16::from_be_bytes(take_array(buf)?))),
         Marker::I32 => Scalar::Int(i64::from(i32::from_be_bytes(take_array(buf)?))),
         Marker::I64 => Scalar::Int(i64::from_be_bytes(take_array(buf)?)),
-        Marker::F32 => float(f64::from(f32::from_be_bytes(take_array(buf)?))),
-        Marker::F64 => float(f64::from_be_bytes(take_array(buf)?)),
+        Marker::F32 => Scalar::Float(f64::from(f32::from_be_bytes(take_array(buf)?))),
+        Marker::F64 => Scalar::Float(f64::from_be_bytes(take_array(buf)?)),
         Marker::FixStr(n) => text(take_slice(buf, usize::from(n))?),
         Marker::Str8 => text(sized::<1>(buf)?),
         Marker::Str16 => text(sized::<2>(buf)?),

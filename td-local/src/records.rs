@@ -53,20 +53,64 @@ pub fn as_binary(value: &Value) -> Option<Vec<u8>> {
     BASE64.decode(map.get(BINARY_KEY)?.as_str()?).ok()
 }
 
+/// The key of the one-key object that stands for a NaN or an infinity in stored JSON (JSON has
+/// neither; TD's `double` keeps them).
+pub const NON_FINITE_KEY: &str = "\u{0}double";
+
+/// A NaN or an infinity as stored JSON holds it; a finite `f` as the number it is.
+pub fn double_value(f: f64) -> Value {
+    match Number::from_f64(f) {
+        Some(n) => Value::Number(n),
+        None => {
+            let mut map = Map::with_capacity(1);
+            map.insert(
+                NON_FINITE_KEY.to_string(),
+                Value::String(non_finite_text(f).to_string()),
+            );
+            Value::Object(map)
+        }
+    }
+}
+
+/// How a NaN or an infinity is written as text: as Presto's `CAST(x AS varchar)` and Trino's
+/// client protocol write it.
+pub fn non_finite_text(f: f64) -> &'static str {
+    if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    }
+}
+
+/// The NaN or infinity a stored JSON value stands for, if it is one of [`double_value`]'s objects.
+pub fn as_non_finite(value: &Value) -> Option<f64> {
+    let map = value.as_object().filter(|m| m.len() == 1)?;
+    match map.get(NON_FINITE_KEY)?.as_str()? {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
 /// Converts one msgpack value to JSON as it is stored: binary as [`binary_value`], NaN and
-/// extensions null.
+/// infinities as [`double_value`], extensions null.
 pub fn msgpack_to_json(v: rmpv::Value) -> Value {
-    convert(v, &binary_value)
+    convert(v, &binary_value, &double_value)
 }
 
 /// Converts one msgpack value to JSON for showing (a `json`, `csv` or `tsv` result): binary as
-/// base64 text. What TD shows for binary in those formats is unconfirmed; base64 is how Trino's
-/// own client protocol writes `varbinary` in JSON.
+/// base64 text, NaN and infinities as their text. What TD shows for either in those formats is
+/// unconfirmed; both are how Trino's own client protocol writes them in JSON.
 pub fn msgpack_to_display(v: rmpv::Value) -> Value {
-    convert(v, &|bytes| Value::String(BASE64.encode(bytes)))
+    convert(v, &|bytes| Value::String(BASE64.encode(bytes)), &|f| {
+        Number::from_f64(f).map_or_else(|| Value::String(non_finite_text(f).into()), Value::Number)
+    })
 }
 
-fn convert(v: rmpv::Value, binary: &dyn Fn(&[u8]) -> Value) -> Value {
+fn convert(v: rmpv::Value, binary: &dyn Fn(&[u8]) -> Value, double: &dyn Fn(f64) -> Value) -> Value {
     use rmpv::Value as M;
     match v {
         M::Nil => Value::Null,
@@ -76,13 +120,13 @@ fn convert(v: rmpv::Value, binary: &dyn Fn(&[u8]) -> Value) -> Value {
             (None, Some(n)) => Value::from(n),
             _ => Value::Null,
         },
-        M::F32(f) => Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number),
-        M::F64(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
+        M::F32(f) => double(f64::from(f)),
+        M::F64(f) => double(f),
         // Text that is not UTF-8 is kept as the bytes it is.
         M::String(s) if s.is_str() => Value::String(s.into_str().unwrap_or_default()),
         M::String(s) => binary(&s.into_bytes()),
         M::Binary(b) => binary(&b),
-        M::Array(items) => Value::Array(items.into_iter().map(|i| convert(i, binary)).collect()),
+        M::Array(items) => Value::Array(items.into_iter().map(|i| convert(i, binary, double)).collect()),
         M::Map(entries) => Value::Object(
             entries
                 .into_iter()
@@ -91,7 +135,7 @@ fn convert(v: rmpv::Value, binary: &dyn Fn(&[u8]) -> Value) -> Value {
                         M::String(s) => s.into_str().unwrap_or_default(),
                         other => other.to_string(),
                     };
-                    (key, convert(v, binary))
+                    (key, convert(v, binary, double))
                 })
                 .collect(),
         ),
@@ -105,6 +149,9 @@ pub fn json_to_msgpack(v: &Value) -> rmpv::Value {
     use rmpv::Value as M;
     if let Some(bytes) = as_binary(v) {
         return M::Binary(bytes);
+    }
+    if let Some(f) = as_non_finite(v) {
+        return M::F64(f);
     }
     match v {
         Value::Null => M::Nil,
@@ -422,6 +469,7 @@ impl Kind {
             Value::String(_) => Kind::Text,
             Value::Array(_) => Kind::Array,
             Value::Object(_) if as_binary(value).is_some() => Kind::Binary,
+            Value::Object(_) if as_non_finite(value).is_some() => Kind::Float,
             Value::Object(_) => Kind::Map,
         }
     }
@@ -513,11 +561,14 @@ impl ColumnRead {
         match self.reads(Kind::of(&value)) {
             ReadAs::Null => Value::Null,
             ReadAs::Integer => value.as_i64().map_or(Value::Null, Value::from),
-            ReadAs::Real => value
-                .as_f64()
-                .and_then(Number::from_f64)
-                .map_or(Value::Null, Value::Number),
-            ReadAs::NumberText => Value::String(value.to_string()),
+            ReadAs::Real => match as_non_finite(&value) {
+                Some(_) => value,
+                None => value.as_f64().map_or(Value::Null, double_value),
+            },
+            ReadAs::NumberText => match as_non_finite(&value) {
+                Some(f) => Value::String(non_finite_text(f).to_string()),
+                None => Value::String(value.to_string()),
+            },
             ReadAs::AsStored => value,
         }
     }

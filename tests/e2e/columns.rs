@@ -233,3 +233,32 @@ fn array_and_map_columns_arrive_as_arrays_and_maps_in_columns_of_their_types() {
         ])
     );
 }
+
+/// TD's `double` keeps ±Infinity (and NaN, which td-local's SQLite cannot return from a query):
+/// the export carries them into the target as they came, where td-local keeps them too.
+#[test]
+fn infinities_arrive_as_infinities() {
+    let (td, _) = target_with_job("SELECT 1");
+    let job = td.successful_job(
+        1,
+        "srcdb",
+        "SELECT 1e999 AS up, -1e999 AS down, time FROM readings",
+    );
+    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    out.expect_code(0);
+    let (up, down) = (
+        td_local::records::double_value(f64::INFINITY),
+        td_local::records::double_value(f64::NEG_INFINITY),
+    );
+    assert_eq!(
+        td.rows(2, "dstdb", "out"),
+        Some(sorted(vec![
+            json!({"up": up, "down": down, "time": 1_650_000_000}),
+            json!({"up": up, "down": down, "time": 1_650_000_100}),
+        ]))
+    );
+    assert_eq!(
+        td.schema(2, "dstdb", "out"),
+        json!([["up", "double"], ["down", "double"]])
+    );
+}

@@ -674,7 +674,11 @@ fn cell(raw: &[u8], at: usize, read: ColumnRead) -> Cell {
             // Past i64: no `long`.
             None => Cell::Value(Sql::Null),
         },
+        // SQLite keeps an infinity; a NaN it turns into NULL, which no virtual table can avoid.
         ReadAs::Real => Cell::Value(Sql::Real(real(raw))),
+        ReadAs::NumberText if raw.starts_with(NON_FINITE_PREFIX.as_bytes()) => {
+            Cell::Value(Sql::Text(crate::records::non_finite_text(real(raw)).to_string()))
+        }
         ReadAs::NumberText => Cell::InBlock(at..at + raw.len()),
         ReadAs::AsStored => stored_cell(raw, at),
     }
@@ -689,6 +693,9 @@ fn kind(raw: &[u8]) -> Kind {
         Some(b'{') if raw.starts_with(BINARY_PREFIX.as_bytes()) => {
             Kind::of(&serde_json::from_slice(raw).unwrap_or_default())
         }
+        Some(b'{') if raw.starts_with(NON_FINITE_PREFIX.as_bytes()) => {
+            Kind::of(&serde_json::from_slice(raw).unwrap_or_default())
+        }
         Some(b'{') => Kind::Map,
         Some(b'[') => Kind::Array,
         Some(_) if raw.iter().all(|b| b.is_ascii_digit() || *b == b'-') => Kind::Integer,
@@ -696,7 +703,12 @@ fn kind(raw: &[u8]) -> Kind {
     }
 }
 
+/// A stored number, or the NaN or infinity of a `records::double_value` object.
 fn real(raw: &[u8]) -> f64 {
+    if raw.starts_with(NON_FINITE_PREFIX.as_bytes()) {
+        let value = serde_json::from_slice(raw).unwrap_or_default();
+        return crate::records::as_non_finite(&value).unwrap_or(f64::NAN);
+    }
     std::str::from_utf8(raw)
         .ok()
         .and_then(|r| r.parse().ok())
@@ -740,6 +752,9 @@ fn stored_cell(raw: &[u8], at: usize) -> Cell {
 
 /// How a stored binary value's JSON text starts (`records::binary_value`).
 const BINARY_PREFIX: &str = "{\"\\u0000binary\"";
+
+/// How a stored NaN or infinity's JSON text starts (`records::double_value`).
+const NON_FINITE_PREFIX: &str = "{\"\\u0000double\"";
 
 #[cfg(test)]
 mod tests {
@@ -785,6 +800,35 @@ mod tests {
         let text = serde_json::to_string(&crate::records::binary_value(b"ab")).unwrap();
         assert!(text.starts_with(BINARY_PREFIX), "{text}");
         assert!(crate::records::BINARY_KEY.starts_with('\u{0}'));
+    }
+
+    #[test]
+    fn the_non_finite_prefix_is_how_serde_json_writes_the_double_key() {
+        let text = serde_json::to_string(&crate::records::double_value(f64::NAN)).unwrap();
+        assert!(text.starts_with(NON_FINITE_PREFIX), "{text}");
+        assert!(crate::records::NON_FINITE_KEY.starts_with('\u{0}'));
+    }
+
+    /// An infinity reads as one in a `double` column and as its text in a `string` one; a NaN
+    /// reads as NaN here, which SQLite then turns into NULL.
+    #[test]
+    fn nan_and_infinities_read_as_doubles_or_as_their_text() {
+        let stored = |f: f64| serde_json::to_string(&crate::records::double_value(f)).unwrap();
+        let read = |raw: &str, read: ColumnRead| resolved(raw.as_bytes(), cell(raw.as_bytes(), 0, read));
+        assert_eq!(
+            read(&stored(f64::INFINITY), ColumnRead::Double),
+            Sql::Real(f64::INFINITY)
+        );
+        assert_eq!(
+            read(&stored(f64::NEG_INFINITY), ColumnRead::Double),
+            Sql::Real(f64::NEG_INFINITY)
+        );
+        assert!(matches!(read(&stored(f64::NAN), ColumnRead::Double), Sql::Real(f) if f.is_nan()));
+        assert_eq!(
+            read(&stored(f64::NEG_INFINITY), ColumnRead::String),
+            Sql::Text("-Infinity".into())
+        );
+        assert_eq!(read(&stored(f64::NAN), ColumnRead::Long), Sql::Null);
     }
     fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
         use proptest::prelude::*;

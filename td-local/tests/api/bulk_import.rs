@@ -1063,3 +1063,44 @@ async fn a_value_whose_type_differs_from_its_column_is_a_valid_record_stored_and
         json!({"time": 6, "n": null, "d": null, "a": null, "m": null})
     );
 }
+
+/// TD's `double` keeps NaN and ±Infinity, and Presto returns them
+/// (https://prestodb.io/docs/current/language/types.html): td-local stores them as they came
+/// (a `records::double_value` object in its JSON), a query returns an infinity as one and a NaN
+/// as NULL (SQLite has no NaN), a `string` column reads them as their text.
+#[tokio::test]
+async fn nan_and_infinities_are_stored_as_they_came_and_an_infinity_is_queried_as_one() {
+    use td_local::records::double_value;
+    let s = Server::start().await;
+    let key = s.master(0);
+    create_table(&s, 0, "bulk_db", "floats");
+    let records = [
+        json!({"time": 1, "d": double_value(f64::INFINITY), "s": "x"}),
+        json!({"time": 2, "d": double_value(f64::NEG_INFINITY)}),
+        json!({"time": 3, "d": double_value(f64::NAN)}),
+        json!({"time": 4, "d": 1.5, "s": double_value(f64::INFINITY)}),
+    ];
+    post_ok(&s, &key, "/v3/bulk_import/create/sess_floats/bulk_db/floats").await;
+    upload(&s, &key, "sess_floats", "p1", &records).await;
+    let (shown, _) = perform(&s, &key, "sess_floats").await;
+    assert_eq!(shown["valid_records"], json!(4), "{shown}");
+    post_ok(&s, &key, "/v3/bulk_import/commit/sess_floats").await;
+    assert_eq!(stored_rows(&s, 0, "bulk_db", "floats"), records);
+    assert_eq!(
+        table_schema(&s, 0, "bulk_db", "floats"),
+        json!([["d", "double"], ["s", "string"]])
+    );
+
+    let (id, show) = crate::jobs::run(&s, "bulk_db", "SELECT time, d, s FROM floats ORDER BY time").await;
+    assert_eq!(show["status"], "success", "{show}");
+    assert_eq!(
+        crate::jobs::result_rows(&s, &id).await,
+        [
+            json!([1, double_value(f64::INFINITY), "x"]),
+            json!([2, double_value(f64::NEG_INFINITY), null]),
+            json!([3, null, null]),
+            json!([4, 1.5, "Infinity"]),
+        ]
+    );
+    assert_eq!(crate::jobs::schema(&show)[1], json!(["d", "double"]));
+}
