@@ -355,7 +355,7 @@ async fn show(plan: &ExportPlan, options: &Options, expected: Option<i64>, asked
         Ok(c) => c,
         Err(e) => return Some(Err(e.into())),
     };
-    let client = connected.target.as_ref()?;
+    let client = connected.target()?;
     Some(preview(client, &connected.table, expected, &options.poll).await)
 }
 

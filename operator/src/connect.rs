@@ -8,7 +8,10 @@ use td_model::{ApiKey, Mode, TdUrl};
 
 use crate::error::{Class, Classify, Exit, SpecError};
 use crate::options::Options;
-use crate::resolve::{forwarded_setting, unknown_setting, Account, Endpoint, ExportPlan, TargetAccount};
+use crate::resolve::{
+    choose_engine, forwarded_setting, unknown_setting, Account, Endpoint, EngineChoice, ExportPlan, KeyFrom,
+    TargetAccount, TargetKey,
+};
 use crate::spec::Transfer;
 use crate::td::{http_client, Proxies, SavedResult, TdClient, TdError};
 
@@ -70,31 +73,61 @@ pub struct TableRef {
     pub mode: Mode,
 }
 
+/// The engine that moves the rows, with what only it needs.
+pub enum Engine {
+    /// This program streams the rows into the target account, through its own client.
+    Stream {
+        target: TdClient,
+        /// The target endpoint as configured ("local", not this run's port).
+        endpoint: Endpoint,
+    },
+    /// TD exports them (`result_export`), to where `destination` says.
+    Server { destination: Destination },
+}
+
 /// The accounts, connected.
 pub struct Connected {
     pub source: TdClient,
-    /// The target account's client; `None` when only TD knows the target's key (a connection the
-    /// server engine exports to by id).
-    pub target: Option<TdClient>,
-    /// The target endpoint as configured ("local", not this run's port) when this run writes it,
-    /// else "connection": a part of the idempotency key, which must be the same on every rerun.
-    pub target_endpoint: String,
+    pub table: TableRef,
+    pub engine: Engine,
+    /// Why the engine was chosen (the status document).
+    pub engine_reason: String,
     /// Where the target is, as the status document and the messages name it: its endpoint when
     /// known here (a legacy td:// target the server engine writes too), else the connection.
     pub target_shown: String,
-    pub table: TableRef,
-    /// The engine that moves the rows, and why it was chosen.
-    pub transfer: Transfer,
-    pub transfer_reason: String,
-    /// For the server engine.
-    pub destination: Option<Destination>,
     _local: Option<td_local::Embedded>,
+}
+
+impl Connected {
+    pub fn transfer(&self) -> Transfer {
+        match self.engine {
+            Engine::Stream { .. } => Transfer::Stream,
+            Engine::Server { .. } => Transfer::Server,
+        }
+    }
+
+    /// The target account's client, when this run writes the target itself.
+    pub fn target(&self) -> Option<&TdClient> {
+        match &self.engine {
+            Engine::Stream { target, .. } => Some(target),
+            Engine::Server { .. } => None,
+        }
+    }
+
+    /// The target's part of the idempotency key, the same on every rerun: the endpoint as
+    /// configured when this run writes it, else `connection` (TD writes it).
+    pub fn target_key_part(&self) -> String {
+        match &self.engine {
+            Engine::Stream { endpoint, .. } => endpoint.to_string(),
+            Engine::Server { .. } => "connection".to_string(),
+        }
+    }
 }
 
 /// What a lookup on the source account found of a target known only by name.
 struct Looked {
-    /// The target account, when its key is usable here.
-    account: Option<Account>,
+    /// The target account and where its key came from, when the key is usable here.
+    account: Option<(Account, KeyFrom)>,
     /// The saved result's URL (its database and mode complete the table).
     saved: Option<TdUrl>,
 }
@@ -105,24 +138,32 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
         true => Some(start_local(plan.local_dir.as_deref().unwrap_or(DEFAULT_LOCAL_DIR.as_ref())).await?),
         false => None,
     };
-    let local_url = local.as_ref().map(|l| l.base_url());
     let http = http_client(&proxies(plan, options))?;
-    let client = |account: &Account| {
-        let base = match &account.endpoint {
-            Endpoint::Url(u) => u.as_str().trim_end_matches('/').to_string(),
-            Endpoint::Local => local_url.clone().expect("td-local started for a local endpoint"),
+    let client = |account: &Account, side: &'static str, key_from: &KeyFrom| {
+        let base = match (&account.endpoint, &local) {
+            (Endpoint::Url(u), _) => u.as_str().trim_end_matches('/').to_string(),
+            (Endpoint::Local, Some(local)) => local.base_url(),
+            (Endpoint::Local, None) => {
+                return Err(ConnectError::Local {
+                    dir: String::new(),
+                    message: "td-local was not started for a local endpoint".to_string(),
+                })
+            }
         };
-        TdClient::new(
+        Ok(TdClient::new(
             http.clone(),
             &base,
             account.api_key.expose(),
             options.retry.clone(),
         )
+        .for_account(side, &key_from.to_string()))
     };
-    let source = client(&plan.source_account).for_account("source", &plan.source_key_from);
+    let source = client(&plan.source_account, "source", &plan.source_key_from)?;
     let looked = match &plan.target.account {
-        TargetAccount::Known { account, .. } => Looked {
-            account: Some(account.clone()),
+        TargetAccount::Known {
+            account, key_from, ..
+        } => Looked {
+            account: Some((account.clone(), key_from.clone())),
             saved: None,
         },
         TargetAccount::Connection {
@@ -141,33 +182,34 @@ pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, 
         }
     };
     let table = complete_table(plan, looked.saved.as_ref())?;
-    let (transfer, transfer_reason) = choose(plan, looked.account.as_ref())?;
-    let destination = match transfer {
-        Transfer::Server => Some(destination(plan, &source, looked.account.as_ref(), &table).await?),
-        Transfer::Stream => None,
-    };
+    let chosen = choose(plan, looked.account.as_ref().map(|(_, from)| from))?;
     let target_shown = match (&looked.account, &plan.target.account) {
-        (Some(account), _) | (None, TargetAccount::Known { account, .. }) => account.endpoint.to_string(),
+        (Some((account, _)), _) | (None, TargetAccount::Known { account, .. }) => {
+            account.endpoint.to_string()
+        }
         (None, TargetAccount::Connection { name, .. }) => format!("connection {name}"),
     };
-    let account = looked.account.filter(|_| transfer == Transfer::Stream);
-    let target_key_from = match &plan.target.account {
-        TargetAccount::Known { key_from, .. } => key_from.clone(),
-        TargetAccount::Connection { name, .. } => format!("the connection '{name}'"),
+    let engine = match (chosen.transfer, looked.account) {
+        (Transfer::Stream, Some((account, key_from))) => Engine::Stream {
+            target: client(&account, "target", &key_from)?,
+            endpoint: account.endpoint,
+        },
+        // `choose` refuses a stream without the key; kept an error, not a panic.
+        (Transfer::Stream, None) => {
+            return Err(ConnectError::Unusable(
+                "transfer: stream needs the target account's key".to_string(),
+            ))
+        }
+        (Transfer::Server, account) => Engine::Server {
+            destination: destination(plan, &source, account.as_ref().map(|(a, _)| a), &table).await?,
+        },
     };
     Ok(Connected {
-        target: account
-            .as_ref()
-            .map(|a| client(a).for_account("target", &target_key_from)),
-        target_endpoint: account
-            .as_ref()
-            .map_or_else(|| "connection".to_string(), |a| a.endpoint.to_string()),
-        target_shown,
-        table,
-        transfer,
-        transfer_reason,
-        destination,
         source,
+        table,
+        engine,
+        engine_reason: chosen.reason,
+        target_shown,
         _local: local,
     })
 }
@@ -219,11 +261,17 @@ async fn look_up(
         Some(found) => Some(TdUrl::parse(&found.url).map_err(|e| problem(e.to_string()))?),
         None => None,
     };
+    let saved_key = |empty| KeyFrom::SavedResult {
+        name: name.to_string(),
+        empty,
+    };
     let key = match (&api_key, url.as_ref().map(|u| &u.api_key)) {
-        (Some(key), _) => Some(key.clone()),
+        (Some(key), _) => Some((key.clone(), KeyFrom::SettingsApiKey)),
         // TD masks keys in listings: a masked key is one only TD holds.
-        (None, Some(Some(key))) => Some(key.clone()).filter(|k| !k.expose().contains('*')),
-        (None, Some(None)) => Some(source_account.api_key.clone()),
+        (None, Some(Some(key))) => {
+            Some((key.clone(), saved_key(false))).filter(|(k, _)| !k.expose().contains('*'))
+        }
+        (None, Some(None)) => Some((source_account.api_key.clone(), saved_key(true))),
         (None, None) => None,
     };
     let endpoint = match (endpoint, url.as_ref().and_then(|u| u.host.clone())) {
@@ -241,7 +289,7 @@ async fn look_up(
         ));
     }
     Ok(Looked {
-        account: key.map(|api_key| Account { endpoint, api_key }),
+        account: key.map(|(api_key, from)| (Account { endpoint, api_key }, from)),
         saved: url,
     })
 }
@@ -267,38 +315,25 @@ fn complete_table(plan: &ExportPlan, saved: Option<&TdUrl>) -> Result<TableRef, 
     })
 }
 
-/// The engine: the spec's choice, or (auto) stream when the target's key is usable here and
-/// server when only TD holds it. Keys of `result_settings` the stream engine does not honour
-/// are refused when it is chosen here, and sent to TD as written by the server engine.
-fn choose(plan: &ExportPlan, account: Option<&Account>) -> Result<(Transfer, String), ConnectError> {
+/// The engine, by the one rule (`resolve::choose_engine`) with the target looked up. Keys of
+/// `result_settings` the stream engine does not honour are refused when the engine is chosen
+/// only here, and sent to TD as written by the server engine; the resolve stage judged them when
+/// the spec decided it.
+fn choose(plan: &ExportPlan, key: Option<&KeyFrom>) -> Result<EngineChoice, ConnectError> {
     let name = match &plan.target.account {
         TargetAccount::Connection { name, .. } => name.as_str(),
         TargetAccount::Known { .. } => "",
     };
-    let decided = plan.engine.as_ref().map(|e| (e.transfer, e.reason.clone()));
-    let chosen = match (decided, account) {
-        (Some((Transfer::Stream, _)), None) => {
-            return Err(ConnectError::Unusable(format!(
-                "transfer: stream needs the target account's key, and only TD holds the key of `{name}` (a \
-                 connection made in the TD console, or a saved result whose key TD masks): set \
-                 result_settings.api_key, define `{name}` in --connections, or drop `transfer: stream` so \
-                 that TD exports it (transfer: auto)"
-            )))
-        }
-        (Some(decided), _) => return Ok(decided),
-        (None, Some(_)) => (
-            Transfer::Stream,
-            format!("the key of `{name}` is known here (result_settings.api_key or the saved result's URL)"),
-        ),
-        (None, None) => (
-            Transfer::Server,
-            format!("only TD holds the key of `{name}`: TD exports it by connection"),
-        ),
-    };
-    for unknown in &plan.target.unknown_settings {
-        match chosen.0 {
-            Transfer::Stream => return Err(ConnectError::Setting(Box::new(unknown_setting(unknown)))),
-            Transfer::Server => tracing::warn!("{}", forwarded_setting(unknown)),
+    let key = key.map_or(TargetKey::OnlyTd { name }, TargetKey::Here);
+    let chosen = choose_engine(plan.transfer, plan.target.legacy_mode, key)
+        .map_err(ConnectError::Unusable)?
+        .ok_or_else(|| ConnectError::Unusable(format!("no engine could be chosen for `{name}`")))?;
+    if plan.engine.is_none() {
+        for unknown in &plan.target.unknown_settings {
+            match chosen.transfer {
+                Transfer::Stream => return Err(ConnectError::Setting(Box::new(unknown_setting(unknown)))),
+                Transfer::Server => tracing::warn!("{}", forwarded_setting(unknown)),
+            }
         }
     }
     Ok(chosen)

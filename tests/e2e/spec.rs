@@ -445,7 +445,7 @@ fn a_job_export_with_secrets_from_a_file_resolves_both_accounts() {
     assert_eq!(plan["target"]["time"], 1706659200);
     assert_eq!(
         plan["retry"],
-        serde_json::json!({"limit": 3, "interval_secs": 10, "exponential": true, "max_interval_secs": null})
+        serde_json::json!({"limit": 3, "interval_secs": 10, "interval_type": "exponential", "max_interval_secs": null})
     );
 }
 

@@ -11,13 +11,12 @@ use std::pin::Pin;
 
 use td_model::Mode;
 
-use crate::connect::{connect, ConnectError, Connected};
+use crate::connect::{connect, ConnectError, Connected, Engine};
 use crate::error::{Class, Classify, Exit};
 use crate::options::Options;
 use crate::progress::{Display, JobWatch};
 use crate::resolve::{ExportPlan, Source};
 use crate::source::{source_job, SourceError};
-use crate::spec::Transfer;
 use crate::status::{now_rfc3339, Attempt, State, StatusDoc, StatusRecorder, TargetInfo};
 use crate::td::Job;
 use crate::transfer::replace::preflight;
@@ -148,8 +147,8 @@ async fn stages(
 ) -> Result<(), ExportError> {
     let table = &connected.table;
     recorder.target(
-        connected.transfer,
-        &connected.transfer_reason,
+        connected.transfer(),
+        &connected.engine_reason,
         TargetInfo {
             endpoint: connected.target_shown.clone(),
             database: table.database.clone(),
@@ -174,11 +173,12 @@ async fn stages(
     recorder.source_job(&job);
     let key = idempotency_key(plan, connected, &job);
     recorder.key(&key);
-    match connected.transfer {
-        Transfer::Stream => {
+    match &connected.engine {
+        Engine::Stream { target, .. } => {
             let run = stream::StreamRun {
                 plan,
                 connected,
+                target,
                 job: &job,
                 key: &key,
                 recorder,
@@ -188,7 +188,9 @@ async fn stages(
             };
             stream::stream_export(&run, display).await?
         }
-        Transfer::Server => server::server_export(connected, &job, &key, recorder, previous, options).await?,
+        Engine::Server { destination } => {
+            server::server_export(connected, destination, &job, &key, recorder, previous, options).await?
+        }
     }
     Ok(())
 }
@@ -197,10 +199,7 @@ async fn stages(
 /// missing target database is never made here (TD's connector refuses one, and so does
 /// td-local: `td-result-export local db:create` makes it).
 async fn prepare_target(connected: &Connected) -> Result<(), TransferError> {
-    let Some(target) = &connected.target else {
-        return Ok(());
-    };
-    if connected.table.mode == Mode::Replace && connected.transfer == Transfer::Stream {
+    if let (Engine::Stream { target, .. }, Mode::Replace) = (&connected.engine, connected.table.mode) {
         preflight(target, &connected.table.database).await?;
     }
     Ok(())
@@ -226,6 +225,9 @@ fn idempotency_key(plan: &ExportPlan, connected: &Connected, job: &Job) -> Strin
     let t = &connected.table;
     format!(
         "{name}|{}|{}|{}|{}",
-        connected.target_endpoint, t.database, t.table, t.mode
+        connected.target_key_part(),
+        t.database,
+        t.table,
+        t.mode
     )
 }

@@ -1,7 +1,7 @@
 //! The server engine's run: ask TD to export (once: a rerun adopts the export an earlier run
 //! submitted, or finds it done), and wait for TD's export job.
 
-use crate::connect::Connected;
+use crate::connect::{Connected, Destination};
 use crate::options::Options;
 use crate::status::{State, StatusDoc, StatusRecorder};
 use crate::td::Job;
@@ -9,16 +9,13 @@ use crate::transfer::{server, TransferError};
 
 pub(super) async fn server_export(
     connected: &Connected,
+    destination: &Destination,
     job: &Job,
     key: &str,
     recorder: &StatusRecorder,
     previous: Option<&StatusDoc>,
     options: &Options,
 ) -> Result<(), TransferError> {
-    let destination = connected
-        .destination
-        .as_ref()
-        .expect("server exports have a destination");
     // The export goes under a domain key that td-local honours; whether TD honours it on
     // result_export is unconfirmed, so on TD the status document is the sure record.
     if recorder.file().path().is_none() && connected.table.mode == td_model::Mode::Append {

@@ -77,7 +77,7 @@ pub(super) async fn clean_up(
     poll: &PollPolicy,
     e: &ExportError,
 ) {
-    if connected.transfer != Transfer::Stream || matches!(e, ExportError::Interrupted { .. }) {
+    if connected.transfer() != Transfer::Stream || matches!(e, ExportError::Interrupted { .. }) {
         return;
     }
     let resumable =
@@ -99,7 +99,7 @@ async fn leave(
     resumable: bool,
 ) {
     let doc = recorder.snapshot();
-    let (Some(client), Some(session)) = (&connected.target, doc.export.session.clone()) else {
+    let (Some(client), Some(session)) = (connected.target(), doc.export.session.clone()) else {
         return;
     };
     let t = &connected.table;

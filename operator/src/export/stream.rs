@@ -29,6 +29,8 @@ use crate::transfer::{session_name, Made, TransferError, Written};
 pub(super) struct StreamRun<'a> {
     pub plan: &'a ExportPlan,
     pub connected: &'a Connected,
+    /// The target account's client.
+    pub target: &'a TdClient,
     pub job: &'a Job,
     pub key: &'a str,
     pub recorder: &'a StatusRecorder,
@@ -41,6 +43,7 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
     let StreamRun {
         plan,
         connected,
+        target,
         job,
         key,
         recorder,
@@ -48,10 +51,6 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
         options,
         made,
     } = *run;
-    let target = connected
-        .target
-        .as_ref()
-        .expect("stream targets are resolved to an account");
     let columns = map_columns(&result_schema(job)?);
     let (fill, time_source) = time_fill(
         &columns,

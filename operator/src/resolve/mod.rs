@@ -20,13 +20,13 @@ use td_model::ApiKey;
 
 pub use endpoint::{is_loopback, Endpoint, DEFAULT_ENDPOINT};
 pub use plan::{
-    Account, EngineChoice, ExportPlan, ProxyPlan, QueryOptions, Settings, Source, Target, TargetAccount,
-    TaskRetry, UnknownSetting,
+    Account, EngineChoice, ExportPlan, KeyFrom, ProxyPlan, QueryOptions, Settings, Source, Target,
+    TargetAccount, TaskRetry, UnknownSetting,
 };
-pub use target::{forwarded_setting, unknown_setting};
+pub use target::{choose_engine, forwarded_setting, unknown_setting, TargetKey};
 
 use crate::error::{shown, At, SpecError, SpecPath, Warning};
-use crate::spec::{self, Inputs, LoadedSpec, RetrySpec};
+use crate::spec::{self, Inputs, LoadedSpec, QueryText, RetrySpec, SourceSpec};
 
 /// Resolves a loaded spec into the plan and the warnings it gives. With `inputs.local_dir` set
 /// (`--local DIR`), every endpoint becomes the embedded td-local, so a production spec can be tried
@@ -59,7 +59,7 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<
     };
     let spec = &loaded.spec;
     let transfer = spec.transfer.unwrap_or_default();
-    let (engine, mut warnings) = target::choose_engine(transfer, &target)?;
+    let (engine, mut warnings) = target::engine_of_spec(transfer, &target)?;
     warnings.extend(unknown_td_host(
         &source_account.endpoint,
         loaded.at(&SpecPath::parse("td.endpoint")),
@@ -143,20 +143,17 @@ fn check_keys(plan: &ExportPlan, loaded: &LoadedSpec) -> Result<(), SpecError> {
     let target = match &plan.target.account {
         TargetAccount::Known {
             account, key_from, ..
-        } => Some((&account.api_key, key_from.as_str())),
-        TargetAccount::Connection { api_key, .. } => api_key.as_ref().map(|k| (k, "result_settings.api_key")),
+        } => Some((&account.api_key, key_from.clone())),
+        TargetAccount::Connection { api_key, .. } => api_key.as_ref().map(|k| (k, KeyFrom::SettingsApiKey)),
     };
-    let keys = [Some((&plan.source_account.api_key, "td.apikey")), target];
+    let keys = [
+        Some((&plan.source_account.api_key, plan.source_key_from.clone())),
+        target,
+    ];
     for (key, from) in keys.into_iter().flatten() {
         if !td_model::key::is_api_key(key.expose()) {
-            let path = match from {
-                "td.apikey" => "td.apikey",
-                "result_settings.api_key" => "result_settings.api_key",
-                f if f.starts_with("result_url") || f.starts_with("the source") => "result_url",
-                _ => "result_connection",
-            };
             return Err(SpecError::Invalid {
-                at: loaded.at(&SpecPath::parse(path)),
+                at: loaded.at(&SpecPath::parse(from.spec_path())),
                 problem: format!("the API key ({from}) is not shaped like a TD API key"),
                 fix: "A TD API key is <user id>/<40 hex characters>, e.g. 1234/0123…cdef: check it was copied whole."
                     .to_string(),
@@ -168,37 +165,25 @@ fn check_keys(plan: &ExportPlan, loaded: &LoadedSpec) -> Result<(), SpecError> {
 
 fn resolve_source(loaded: &LoadedSpec) -> Result<Source, SpecError> {
     let spec = &loaded.spec;
-    if let Some(id) = &spec.job_id {
-        return Ok(Source::Job { id: id.clone() });
-    }
-    let database = spec
-        .database
-        .clone()
-        .or(spec.td.database.clone())
-        .expect("the spec stage guarantees a database with a query");
-    let engine = spec.engine.unwrap_or_default();
-    let sql = match (&spec.query, &spec.query_file) {
-        (Some(sql), _) => sql.clone(),
-        (None, Some(file)) => read_query_file(loaded, file)?,
-        (None, None) => unreachable!("the spec stage guarantees one source"),
+    let (text, database) = match &loaded.source {
+        SourceSpec::Job { id } => return Ok(Source::Job { id: id.clone() }),
+        SourceSpec::Query { text, database } => (text, database.clone()),
+    };
+    let sql = match text {
+        QueryText::Inline(sql) => sql.clone(),
+        QueryText::File(file) => read_query_file(loaded, file)?,
     };
     let options = QueryOptions {
-        priority: spec
-            .priority
-            .as_ref()
-            .map(|p| p.to_number().expect("checked by the spec stage")),
+        priority: spec.priority.map(|p| p.0),
         retry_limit: spec.retry_limit,
         pool_name: spec.pool_name.clone(),
         engine_version: spec.engine_version.clone(),
-        scheduled_time: spec
-            .scheduled_time
-            .as_ref()
-            .map(|t| t.to_seconds().expect("checked by the spec stage")),
+        scheduled_time: spec.scheduled_time.map(|t| t.0),
     };
     Ok(Source::Query {
         sql,
         database,
-        engine,
+        engine: spec.engine.unwrap_or_default(),
         options,
     })
 }
@@ -222,7 +207,7 @@ fn read_query_file(loaded: &LoadedSpec, file: &str) -> Result<String, SpecError>
         .map_err(|u| spec::unresolved_error(u, at))
 }
 
-fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<(Account, String), SpecError> {
+fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<(Account, KeyFrom), SpecError> {
     let td = &loaded.spec.td;
     // As Digdag reads td.*: the spec's value, else the secret of the same name.
     let use_ssl = match td.use_ssl {
@@ -258,15 +243,22 @@ fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<(Acc
         }
     };
     let (api_key, key_from) = match td.apikey.clone().filter(|k| !k.expose().trim().is_empty()) {
-        Some(key) => (key, "td.apikey in the spec".to_string()),
+        Some(key) => (key, KeyFrom::SpecApikey),
         None if endpoint == Endpoint::Local => (
             local_key(loaded, 1, &SpecPath::parse("td.apikey"))?,
-            "td-local's account 1".to_string(),
+            KeyFrom::LocalAccount(1),
         ),
         None => loaded
             .interpolator
             .secret_found("td.apikey")
-            .map(|(key, found)| (ApiKey::new(key), format!("secret td.apikey, found in {found}")))
+            .map(|(key, found)| {
+                (
+                    ApiKey::new(key),
+                    KeyFrom::Secret {
+                        found: found.to_string(),
+                    },
+                )
+            })
             .map_err(|tried| SpecError::Invalid {
                 at: loaded.at(&SpecPath::parse("td")),
                 problem: format!(
@@ -374,7 +366,7 @@ fn resolve_retry(retry: Option<&RetrySpec>) -> TaskRetry {
         }) => TaskRetry {
             limit: *limit,
             interval_secs: interval.unwrap_or(0),
-            exponential: interval_type.as_deref() == Some("exponential"),
+            interval_type: interval_type.unwrap_or_default(),
             max_interval_secs: *max_interval,
         },
     }

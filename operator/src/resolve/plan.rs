@@ -8,13 +8,78 @@ use serde_json::{Map, Value};
 use td_model::{ApiKey, Mode, TdUrl};
 
 use super::endpoint::Endpoint;
-use crate::spec::{Engine, OnSchemaConflict, Transfer, TransferChoice};
+use crate::spec::{Engine, IntervalType, OnSchemaConflict, Transfer, TransferChoice};
 
 /// An account: where its API is and the key to use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Account {
     pub endpoint: Endpoint,
     pub api_key: ApiKey,
+}
+
+/// Where an account's key came from: named when TD refuses it, and the spec path a key of the
+/// wrong shape is blamed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    /// `td.apikey` written in the spec.
+    SpecApikey,
+    /// The master key of td-local's account N (`endpoint: local` with no `td.apikey`).
+    LocalAccount(i64),
+    /// The secret `td.apikey`, and where it was found (a secrets file, an environment variable).
+    Secret { found: String },
+    /// The key part of a td:// `result_url`, and the secret it came from, when one.
+    UrlKey { origin: Option<String> },
+    /// The source account's: `result_url` left its key empty.
+    SourceAccount,
+    /// `result_settings.api_key`.
+    SettingsApiKey,
+    /// A connection defined here (`--connections` or the spec's `connections:`).
+    Connection { name: String, defined_in: &'static str },
+    /// The URL of a result saved on the source account (an empty key there: the source account's).
+    SavedResult { name: String, empty: bool },
+    /// A connection looked up on the source account: only TD holds its key.
+    LookedUp { name: String },
+}
+
+impl KeyFrom {
+    /// The spec key a key of the wrong shape is blamed on.
+    pub fn spec_path(&self) -> &'static str {
+        match self {
+            KeyFrom::SpecApikey | KeyFrom::LocalAccount(_) | KeyFrom::Secret { .. } => "td.apikey",
+            KeyFrom::UrlKey { .. } | KeyFrom::SourceAccount | KeyFrom::SavedResult { .. } => "result_url",
+            KeyFrom::SettingsApiKey => "result_settings.api_key",
+            KeyFrom::Connection { .. } | KeyFrom::LookedUp { .. } => "result_connection",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyFrom::SpecApikey => write!(f, "td.apikey in the spec"),
+            KeyFrom::LocalAccount(id) => write!(f, "td-local's account {id}"),
+            KeyFrom::Secret { found } => write!(f, "secret td.apikey, found in {found}"),
+            KeyFrom::UrlKey { origin: Some(origin) } => write!(f, "result_url's key: {origin}"),
+            KeyFrom::UrlKey { origin: None } => write!(f, "result_url's key"),
+            KeyFrom::SourceAccount => write!(f, "the source account's, as result_url's key is empty"),
+            KeyFrom::SettingsApiKey => write!(f, "result_settings.api_key"),
+            KeyFrom::Connection { name, defined_in } => write!(f, "connection `{name}` in {defined_in}"),
+            KeyFrom::SavedResult { name, empty: false } => write!(f, "saved result `{name}`'s URL"),
+            KeyFrom::SavedResult { name, empty: true } => {
+                write!(
+                    f,
+                    "the source account's, as saved result `{name}`'s URL has no key"
+                )
+            }
+            KeyFrom::LookedUp { name } => write!(f, "the connection '{name}'"),
+        }
+    }
+}
+
+impl Serialize for KeyFrom {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// What to export.
@@ -60,7 +125,7 @@ pub enum TargetAccount {
         /// The connection's name, when it came from one.
         connection: Option<String>,
         /// Where the key came from, for the status document's account of the engine chosen.
-        key_from: String,
+        key_from: KeyFrom,
     },
     /// A `result_connection` defined nowhere locally, or a saved result (`result_url: NAME:TABLE`):
     /// looked up on the source account at run time (`/v3/result/list`, `/v3/connections/lookup`).
@@ -161,8 +226,8 @@ pub struct TaskRetry {
     pub limit: u32,
     /// Seconds before the first retry.
     pub interval_secs: u64,
-    /// Double the interval after each retry.
-    pub exponential: bool,
+    /// Constant, or doubled after each retry.
+    pub interval_type: IntervalType,
     /// Cap of an exponential interval, in seconds.
     pub max_interval_secs: Option<u64>,
 }
@@ -171,7 +236,7 @@ impl TaskRetry {
     pub const NONE: TaskRetry = TaskRetry {
         limit: 0,
         interval_secs: 0,
-        exponential: false,
+        interval_type: IntervalType::Constant,
         max_interval_secs: None,
     };
 
@@ -180,7 +245,7 @@ impl TaskRetry {
 
     /// Wait before retry number `n` (1-based).
     pub fn interval_before(&self, n: u32) -> std::time::Duration {
-        let secs = if self.exponential {
+        let secs = if self.interval_type == IntervalType::Exponential {
             let grown = self
                 .interval_secs
                 .saturating_mul(1u64 << n.saturating_sub(1).min(32));
@@ -213,7 +278,7 @@ pub struct ExportPlan {
     pub local_dir: Option<PathBuf>,
     /// Where the source account's key came from.
     #[serde(skip)]
-    pub source_key_from: String,
+    pub source_key_from: KeyFrom,
 }
 
 impl ExportPlan {
@@ -235,13 +300,13 @@ mod tests {
         let retry = TaskRetry {
             limit: 5,
             interval_secs: 2,
-            exponential: true,
+            interval_type: IntervalType::Exponential,
             max_interval_secs: Some(10),
         };
         let secs: Vec<u64> = (1..=4).map(|n| retry.interval_before(n).as_secs()).collect();
         assert_eq!(secs, [2, 4, 8, 10]);
         let constant = TaskRetry {
-            exponential: false,
+            interval_type: IntervalType::Constant,
             ..retry
         };
         assert_eq!(constant.interval_before(3).as_secs(), 2);

@@ -3,12 +3,12 @@
 
 use td_model::{did_you_mean, TdUrl};
 
-use super::plan::{Account, EngineChoice, Settings, Target, TargetAccount, UnknownSetting};
+use super::plan::{Account, EngineChoice, KeyFrom, Settings, Target, TargetAccount, UnknownSetting};
 use super::{invalid_host, Endpoint};
 use crate::error::{At, SpecError, SpecPath, Warning};
 use crate::spec::{
-    ConnectionSpec, ConnectionsFile, LoadedSpec, ResultSettings, ResultUrl, Transfer, TransferChoice,
-    KNOWN_SETTINGS,
+    ConnectionSpec, ConnectionsFile, LoadedSpec, ResultSettings, ResultUrl, TargetSpec, Transfer,
+    TransferChoice, KNOWN_SETTINGS,
 };
 
 /// The target: a td:// URL, a saved result (`NAME:TABLE`) or a `result_connection`, with the
@@ -18,34 +18,25 @@ pub(super) fn resolve_target(
     source: &Account,
     force_local: bool,
 ) -> Result<Target, SpecError> {
-    let spec = &loaded.spec;
-    let settings = spec.result_settings.clone().unwrap_or_default();
-    let time = settings
-        .time
-        .as_ref()
-        .map(|t| t.to_seconds().expect("checked by the spec stage"));
-    let (account, database, table, url) = match &spec.result_url {
-        Some(ResultUrl::Td(url)) => (
+    let settings = loaded.spec.result_settings.clone().unwrap_or_default();
+    let time = settings.time.map(|t| t.0);
+    let (account, database, table, url) = match &loaded.target {
+        TargetSpec::Url(ResultUrl::Td { url, table }) => (
             url_account(loaded, url, source, force_local)?,
             url.database.clone(),
-            url.table
-                .clone()
-                .expect("the spec stage checked the URL names a table"),
+            table.clone(),
             Some(url),
         ),
-        Some(ResultUrl::Saved { name, table }) => (
+        TargetSpec::Url(ResultUrl::Saved { name, table }) => (
             online_account(name, &settings, loaded, force_local)?,
             settings.user_database_name.clone(),
             table.clone(),
             None,
         ),
-        None => (
-            connection_account(loaded, &settings, source, force_local)?,
+        TargetSpec::Connection { name, table } => (
+            connection_account(loaded, name, &settings, source, force_local)?,
             settings.user_database_name.clone(),
-            settings
-                .user_table_name
-                .clone()
-                .expect("checked by the spec stage"),
+            table.clone(),
             None,
         ),
     };
@@ -82,27 +73,64 @@ pub(super) fn resolve_target(
     })
 }
 
-/// Which engine runs, when the spec decides it: the one asked for; or, for `auto`, `server` in
-/// legacy mode and `stream` when the target account's key is known here. Otherwise the connect
-/// stage decides, once it has looked the target up. Keys of `result_settings` this program does
-/// not know are an error for the stream engine and a warning for the server engine.
-pub(super) fn choose_engine(
+/// What is known of the target account's key when the engine is chosen.
+#[derive(Debug, Clone, Copy)]
+pub enum TargetKey<'a> {
+    /// Usable here, from there.
+    Here(&'a KeyFrom),
+    /// Held only by TD: a connection made in TD's console, or a saved result whose key TD masks.
+    OnlyTd { name: &'a str },
+    /// Not known before the target, known only by name, is looked up (the resolve stage).
+    NotLookedUp,
+}
+
+/// Which engine runs, and why: the one asked for; else, for `auto`, `server` in legacy mode,
+/// `stream` when the target account's key is usable here and `server` when only TD holds it.
+/// `None` while the target's key is not looked up yet. The resolve stage calls it with what the
+/// spec says, the connect stage again once it has looked the target up: one rule for both.
+pub fn choose_engine(
     choice: TransferChoice,
-    target: &Target,
-) -> Result<(Option<EngineChoice>, Vec<Warning>), SpecError> {
-    let decided = |transfer, reason: String| Some(EngineChoice { transfer, reason });
-    let engine = match (choice.fixed(), &target.account) {
+    legacy_mode: bool,
+    key: TargetKey<'_>,
+) -> Result<Option<EngineChoice>, String> {
+    let decided = |transfer, reason: String| Ok(Some(EngineChoice { transfer, reason }));
+    match (choice.fixed(), key) {
+        (Some(Transfer::Stream), TargetKey::OnlyTd { name }) => Err(format!(
+            "transfer: stream needs the target account's key, and only TD holds the key of `{name}` (a \
+             connection made in the TD console, or a saved result whose key TD masks): set \
+             result_settings.api_key, define `{name}` in --connections, or drop `transfer: stream` so \
+             that TD exports it (transfer: auto)"
+        )),
         (Some(fixed), _) => decided(fixed, format!("transfer: {fixed} was asked for")),
-        (None, _) if target.legacy_mode => decided(
+        (None, _) if legacy_mode => decided(
             Transfer::Server,
             "legacy_mode asks for TD's server-side connector".to_string(),
         ),
-        (None, TargetAccount::Known { key_from, .. }) => decided(
+        (None, TargetKey::Here(from)) => decided(
             Transfer::Stream,
-            format!("the target account's key is known here ({key_from})"),
+            format!("the target account's key is known here ({from})"),
         ),
-        (None, TargetAccount::Connection { .. }) => None,
+        (None, TargetKey::OnlyTd { name }) => decided(
+            Transfer::Server,
+            format!("only TD holds the key of `{name}`: TD exports it by connection"),
+        ),
+        (None, TargetKey::NotLookedUp) => Ok(None),
+    }
+}
+
+/// What the spec decides of the engine ([`choose_engine`] before any lookup), with the
+/// `result_settings` keys this program does not know: an error for the stream engine, a
+/// warning for the server engine.
+pub(super) fn engine_of_spec(
+    choice: TransferChoice,
+    target: &Target,
+) -> Result<(Option<EngineChoice>, Vec<Warning>), SpecError> {
+    let key = match &target.account {
+        TargetAccount::Known { key_from, .. } => TargetKey::Here(key_from),
+        TargetAccount::Connection { .. } => TargetKey::NotLookedUp,
     };
+    // A stream with an unknown key is decided only after the lookup.
+    let engine = choose_engine(choice, target.legacy_mode, key).unwrap_or(None);
     let mut warnings = Vec::new();
     for unknown in &target.unknown_settings {
         match engine.as_ref().map(|e| e.transfer) {
@@ -152,15 +180,11 @@ fn url_account(
     let (api_key, key_from) = match &url.api_key {
         Some(key) => (
             key.clone(),
-            match loaded.interpolator.origin_of(key.expose()) {
-                Some(origin) => format!("result_url's key: {origin}"),
-                None => "result_url's key".to_string(),
+            KeyFrom::UrlKey {
+                origin: loaded.interpolator.origin_of(key.expose()),
             },
         ),
-        None => (
-            source.api_key.clone(),
-            "the source account's, as result_url's key is empty".to_string(),
-        ),
+        None => (source.api_key.clone(), KeyFrom::SourceAccount),
     };
     Ok(TargetAccount::Known {
         account: Account { endpoint, api_key },
@@ -173,15 +197,12 @@ fn url_account(
 /// (`result_settings.api_key`/`api_hostname` override it), else looked up at run time.
 fn connection_account(
     loaded: &LoadedSpec,
+    name: &str,
     settings: &ResultSettings,
     source: &Account,
     force_local: bool,
 ) -> Result<TargetAccount, SpecError> {
-    let name = loaded
-        .spec
-        .result_connection
-        .clone()
-        .expect("the spec stage guarantees one target");
+    let name = name.to_string();
     let host_override = match settings.api_hostname.as_deref() {
         Some(host) => {
             let path = "result_settings.api_hostname";
@@ -217,8 +238,14 @@ fn connection_account(
         (false, None, None) => source.endpoint.clone(),
     };
     let (api_key, key_from) = match (&settings.api_key, &found.spec.api_key) {
-        (Some(key), _) => (key.clone(), "result_settings.api_key".to_string()),
-        (None, Some(key)) => (key.clone(), format!("connection `{name}` in {}", found.origin())),
+        (Some(key), _) => (key.clone(), KeyFrom::SettingsApiKey),
+        (None, Some(key)) => (
+            key.clone(),
+            KeyFrom::Connection {
+                name: name.clone(),
+                defined_in: found.origin(),
+            },
+        ),
         (None, None) => {
             return Err(SpecError::Invalid {
                 at: found.at(&found.path),

@@ -253,7 +253,7 @@ pub(super) fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<
         })?),
         None => None,
     };
-    if let Some(ResultUrl::Td(url)) = &url {
+    if let Some(ResultUrl::Td { url, .. }) = &url {
         url_settings_checks(url, &settings, at)?;
     }
     if doc.get("result_connection").is_some() {
@@ -281,7 +281,7 @@ pub(super) fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<
         .get("legacy_mode")
         .and_then(Value::as_bool)
         .or(match &url {
-            Some(ResultUrl::Td(u)) => u.legacy,
+            Some(ResultUrl::Td { url, .. }) => url.legacy,
             _ => None,
         })
         .unwrap_or(false);

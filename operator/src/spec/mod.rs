@@ -105,7 +105,20 @@ impl fmt::Display for Transfer {
     }
 }
 
-/// `time:` of the result settings: Unix seconds or a timestamp text.
+/// A time the spec gives (`result_settings.time`, `scheduled_time`), read: Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TimeSetting")]
+pub struct UnixTime(pub i64);
+
+impl TryFrom<TimeSetting> for UnixTime {
+    type Error = TimeError;
+
+    fn try_from(setting: TimeSetting) -> Result<UnixTime, TimeError> {
+        setting.to_seconds().map(UnixTime)
+    }
+}
+
+/// A time as written: Unix seconds or a timestamp text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TimeSetting {
@@ -132,7 +145,7 @@ pub struct ResultSettings {
     #[serde(alias = "table")]
     pub user_table_name: Option<String>,
     pub mode: Option<Mode>,
-    pub time: Option<TimeSetting>,
+    pub time: Option<UnixTime>,
     pub time_column: Option<String>,
     pub legacy_mode: Option<bool>,
     pub on_schema_conflict: Option<OnSchemaConflict>,
@@ -209,6 +222,19 @@ pub const PRIORITIES: [(&str, i8); 5] = [
     ("VERY HIGH", 2),
 ];
 
+/// A query's priority, -2 (VERY LOW) to 2 (VERY HIGH): `priority:` read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PrioritySpec")]
+pub struct Priority(pub i8);
+
+impl TryFrom<PrioritySpec> for Priority {
+    type Error = String;
+
+    fn try_from(spec: PrioritySpec) -> Result<Priority, String> {
+        spec.to_number().map(Priority)
+    }
+}
+
 impl PrioritySpec {
     /// -2 to 2, or why not.
     pub fn to_number(&self) -> Result<i8, String> {
@@ -249,15 +275,24 @@ pub enum RetrySpec {
     Full {
         limit: u32,
         interval: Option<u64>,
-        interval_type: Option<String>,
+        interval_type: Option<IntervalType>,
         max_interval: Option<u64>,
     },
 }
 
-/// The validated, interpolated task spec (one field per top-level key of the schema).
-/// Guarantees after [`load`]: exactly one of `job_id`/`query`/`query_file`; `database` with a
-/// query; exactly one of `result_url`/`result_connection`; with a connection, `result_settings`
-/// holds the database and table; `time` parses; `legacy_mode: true` only with `transfer: server`.
+/// `_retry.interval_type`: how the wait between attempts grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntervalType {
+    #[default]
+    Constant,
+    /// Doubles after each attempt (up to `max_interval`).
+    Exponential,
+}
+
+/// The validated, interpolated task spec (one field per top-level key of the schema), its times
+/// and priority read. Its source and target, which take several keys together, are typed in
+/// [`LoadedSpec::source`] and [`LoadedSpec::target`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
@@ -269,11 +304,11 @@ pub struct TaskSpec {
     pub query_file: Option<String>,
     pub database: Option<String>,
     pub engine: Option<Engine>,
-    pub priority: Option<PrioritySpec>,
+    pub priority: Option<Priority>,
     pub retry_limit: Option<u32>,
     pub pool_name: Option<String>,
     pub engine_version: Option<String>,
-    pub scheduled_time: Option<TimeSetting>,
+    pub scheduled_time: Option<UnixTime>,
     #[serde(default, deserialize_with = "result_url")]
     pub result_url: Option<ResultUrl>,
     pub result_connection: Option<String>,
@@ -305,21 +340,22 @@ fn job_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum ResultUrl {
-    Td(TdUrl),
+    /// A td:// URL and the table it names.
+    Td { url: TdUrl, table: String },
     /// `NAME:TABLE` (`td result:create NAME td://…/DATABASE` + `--result NAME:TABLE`).
-    Saved {
-        name: String,
-        table: String,
-    },
+    Saved { name: String, table: String },
 }
 
 impl ResultUrl {
-    /// Reads a `result_url` value (the spec stage has checked it, with better messages, before).
+    /// Reads a `result_url` value.
     pub fn parse(text: &str) -> Result<ResultUrl, String> {
         if text.starts_with("td://") {
-            return TdUrl::parse_table(text)
-                .map(ResultUrl::Td)
-                .map_err(|e| e.to_string());
+            let url = TdUrl::parse_table(text).map_err(|e| e.to_string())?;
+            let table = url
+                .table
+                .clone()
+                .ok_or_else(|| "names no table: td://APIKEY@HOST/DATABASE/TABLE".to_string())?;
+            return Ok(ResultUrl::Td { url, table });
         }
         let (name, table) = text
             .split_once(':')
@@ -484,10 +520,89 @@ impl Inputs {
     }
 }
 
+/// What the spec exports: exactly one of `job_id`, `query`, `query_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Job {
+        id: String,
+    },
+    /// A query (its text, or the file holding it) and the database it runs in (`database:`, else
+    /// `td.database`).
+    Query {
+        text: QueryText,
+        database: String,
+    },
+}
+
+/// Where a query's text is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryText {
+    Inline(String),
+    /// `query_file:`, relative to the spec's directory.
+    File(String),
+}
+
+/// Where the spec writes: exactly one of `result_url` (a td:// URL or a saved result) and
+/// `result_connection` (with its table in `result_settings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    Url(ResultUrl),
+    Connection { name: String, table: String },
+}
+
+impl SourceSpec {
+    /// The source of a spec whose structure has been checked (`checks::structure_errors`); an
+    /// error (not a panic) should a spec ever get here without one.
+    fn of(spec: &TaskSpec, at: &dyn Fn(&SpecPath) -> At) -> Result<SourceSpec, SpecError> {
+        let database = spec.database.clone().or(spec.td.database.clone());
+        match (&spec.job_id, &spec.query, &spec.query_file, database) {
+            (Some(id), None, None, _) => Ok(SourceSpec::Job { id: id.clone() }),
+            (None, Some(sql), None, Some(database)) => Ok(SourceSpec::Query {
+                text: QueryText::Inline(sql.clone()),
+                database,
+            }),
+            (None, None, Some(file), Some(database)) => Ok(SourceSpec::Query {
+                text: QueryText::File(file.clone()),
+                database,
+            }),
+            _ => Err(SpecError::Invalid {
+                at: at(&SpecPath::root()),
+                problem: "the spec needs exactly one source, and a database with a query".to_string(),
+                fix: "Give job_id, or query (or query_file) with database.".to_string(),
+            }),
+        }
+    }
+}
+
+impl TargetSpec {
+    /// The target of a spec whose structure has been checked, as [`SourceSpec::of`].
+    fn of(spec: &TaskSpec, at: &dyn Fn(&SpecPath) -> At) -> Result<TargetSpec, SpecError> {
+        let table = spec
+            .result_settings
+            .as_ref()
+            .and_then(|s| s.user_table_name.clone());
+        match (&spec.result_url, &spec.result_connection, table) {
+            (Some(url), None, _) => Ok(TargetSpec::Url(url.clone())),
+            (None, Some(name), Some(table)) => Ok(TargetSpec::Connection {
+                name: name.clone(),
+                table,
+            }),
+            _ => Err(SpecError::Invalid {
+                at: at(&SpecPath::root()),
+                problem: "the spec needs exactly one target, and a table with result_connection".to_string(),
+                fix: "Give result_url, or result_connection with result_settings.user_table_name."
+                    .to_string(),
+            }),
+        }
+    }
+}
+
 /// A spec that passed the spec stage, with what the resolve stage needs to locate later errors.
 #[derive(Debug)]
 pub struct LoadedSpec {
     pub spec: TaskSpec,
+    pub source: SourceSpec,
+    pub target: TargetSpec,
     /// `result_settings` as written (interpolated, JSON text read): what the server engine sends.
     pub raw_settings: Map<String, Value>,
     /// The `--connections` file, read and checked (its entries win over `connections:`).
@@ -623,6 +738,7 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
                 .to_string(),
         }
     })?;
+    let (source, target) = (SourceSpec::of(&spec, &at)?, TargetSpec::of(&spec, &at)?);
     warnings.extend(ignored_key_warnings(&spec, &at));
     let connections_file = match &inputs.connections_file {
         Some(path) => Some(connections::load(path, &interpolator)?),
@@ -630,6 +746,8 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Res
     };
     Ok(LoadedSpec {
         spec,
+        source,
+        target,
         raw_settings,
         connections_file,
         warnings,
@@ -799,7 +917,7 @@ mod tests {
         let spec =
             load("td_result_export>:\njob_id: 12345\nresult_url: td://@/testdb/output_table\n").unwrap();
         assert_eq!(spec.spec.job_id.as_deref(), Some("12345"));
-        let Some(ResultUrl::Td(url)) = &spec.spec.result_url else {
+        let Some(ResultUrl::Td { url, .. }) = &spec.spec.result_url else {
             panic!("a td:// URL")
         };
         assert_eq!(url.table.as_deref(), Some("output_table"));
@@ -812,7 +930,7 @@ mod tests {
         let settings = load(text).unwrap().spec.result_settings.unwrap();
         assert_eq!(settings.user_database_name.as_deref(), Some("testdb"));
         assert_eq!(settings.mode, Some(Mode::Replace));
-        assert_eq!(settings.time.unwrap().to_seconds(), Ok(1704067200));
+        assert_eq!(settings.time, Some(UnixTime(1704067200)));
         let bad = error("job_id: '1'\nresult_connection: c\nresult_settings: '{\"mode\": \"appendd\"'\n");
         assert!(
             bad.starts_with("t.yml:3: not valid JSON in result_settings"),
@@ -863,7 +981,7 @@ mod tests {
             "{err}"
         );
         let ok = load("job_id: ${day}\nresult_url: td://@/db_${day}/t_1\n").unwrap();
-        let Some(ResultUrl::Td(url)) = ok.spec.result_url else {
+        let Some(ResultUrl::Td { url, .. }) = ok.spec.result_url else {
             panic!("a td:// URL")
         };
         assert_eq!(url.database.as_deref(), Some("db_20240101"));
@@ -926,8 +1044,8 @@ mod tests {
         )
         .unwrap()
         .spec;
-        assert_eq!(spec.priority.unwrap().to_number(), Ok(2));
-        assert_eq!(spec.scheduled_time.unwrap().to_seconds(), Ok(1706659200));
+        assert_eq!(spec.priority, Some(Priority(2)));
+        assert_eq!(spec.scheduled_time, Some(UnixTime(1706659200)));
         for (bad, needle) in [
             ("priority: 3", "is not between -2 and 2"),
             ("priority: URGENT", "is not a priority"),
