@@ -94,9 +94,17 @@ enum Command {
     },
     /// td-local's commands, for trying a workflow with no TD account: serve, query, env,
     /// db:create, table:create, table:import, job:issue, result:create, connection:create.
+    #[cfg(feature = "local")]
     Local {
         #[command(subcommand)]
         command: td_local::cli::Command,
+    },
+    /// td-local's commands: not in this build (built without the `local` feature).
+    #[cfg(not(feature = "local"))]
+    #[command(disable_help_flag = true)]
+    Local {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
     },
 }
 
@@ -189,7 +197,17 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Validate(args) => validate(&cli, args),
         Command::Run(args) => run_export(&cli, args),
+        #[cfg(feature = "local")]
         Command::Local { command } => return run_local(command.clone()),
+        #[cfg(not(feature = "local"))]
+        Command::Local { .. } => {
+            td_result_export::errln!(
+                "error: {}. Fix: install the wheel (pip install td-result-export), or build with \
+                 `cargo build -p td-result-export` (the `local` feature is on by default).",
+                td_result_export::NO_LOCAL
+            );
+            return 2;
+        }
     };
     let code = match outcome {
         Ok(()) => Exit::Success.code(),
@@ -217,6 +235,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// A td-local command, as the `td-local` program runs it (its errors and exit code too).
+#[cfg(feature = "local")]
 fn run_local(command: td_local::cli::Command) -> i32 {
     let outcome = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())

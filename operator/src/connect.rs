@@ -95,7 +95,7 @@ pub struct Connected {
     /// Where the target is, as the status document and the messages name it: its endpoint when
     /// known here (a legacy td:// target the server engine writes too), else the connection.
     pub target_shown: String,
-    _local: Option<td_local::Embedded>,
+    _local: Option<Embedded>,
 }
 
 impl Connected {
@@ -232,13 +232,36 @@ fn proxies(plan: &ExportPlan, options: &Options) -> Proxies {
 
 /// The td-local of `endpoint: local`: one already serving the directory (`td-local serve`) is
 /// used; another run's embedded one is waited for (one server per directory); else its own.
-async fn start_local(dir: &std::path::Path) -> Result<td_local::Embedded, ConnectError> {
+#[cfg(feature = "local")]
+async fn start_local(dir: &std::path::Path) -> Result<Embedded, ConnectError> {
     td_local::TdLocal::embedded(td_local::Config::new(dir))
         .await
         .map_err(|e| ConnectError::Local {
             dir: dir.display().to_string(),
             message: e.to_string(),
         })
+}
+
+#[cfg(feature = "local")]
+type Embedded = td_local::Embedded;
+
+/// A build without td-local has none to start (the resolve stage refuses such a plan first).
+#[cfg(not(feature = "local"))]
+async fn start_local(dir: &std::path::Path) -> Result<Embedded, ConnectError> {
+    Err(ConnectError::Local {
+        dir: dir.display().to_string(),
+        message: crate::NO_LOCAL.to_string(),
+    })
+}
+
+#[cfg(not(feature = "local"))]
+enum Embedded {}
+
+#[cfg(not(feature = "local"))]
+impl Embedded {
+    fn base_url(&self) -> String {
+        match *self {}
+    }
 }
 
 /// Finds a target known only by name among the source account's saved results. Its key is

@@ -117,8 +117,21 @@ fn remember_secrets(plan: &ExportPlan, loaded: &LoadedSpec) {
     redact::remember(keys);
 }
 
+/// Why a build without the `local` feature refuses the embedded td-local.
+pub const NO_LOCAL: &str =
+    "this build of td-result-export has no embedded td-local (it was built without the \
+     `local` feature)";
+
 /// The embedded td-local's accounts in a data directory, created (with fresh keys) the first time,
 /// as starting td-local would: what `${local:…}` reads.
+#[cfg(not(feature = "local"))]
+pub fn embedded_local_accounts() -> LocalAccounts {
+    LocalAccounts::new(|_| Err(NO_LOCAL.to_string()))
+}
+
+/// The embedded td-local's accounts in a data directory, created (with fresh keys) the first time,
+/// as starting td-local would: what `${local:…}` reads.
+#[cfg(feature = "local")]
 pub fn embedded_local_accounts() -> LocalAccounts {
     LocalAccounts::new(|dir| {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;

@@ -83,6 +83,9 @@ pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<
         source_key_from,
     };
     if plan.uses_local() {
+        if !cfg!(feature = "local") {
+            return Err(no_local(loaded, force_local));
+        }
         plan.local_dir = Some(loaded.interpolator.local_dir().to_path_buf());
     }
     check_keys(&plan, loaded)?;
@@ -242,6 +245,9 @@ fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<(Acc
             None => Endpoint::default_us(),
         }
     };
+    if endpoint == Endpoint::Local && !cfg!(feature = "local") {
+        return Err(no_local(loaded, force_local));
+    }
     let (api_key, key_from) = match td.apikey.clone().filter(|k| !k.expose().trim().is_empty()) {
         Some(key) => (key, KeyFrom::SpecApikey),
         None if endpoint == Endpoint::Local => (
@@ -270,6 +276,18 @@ fn resolve_source_account(loaded: &LoadedSpec, force_local: bool) -> Result<(Acc
             })?,
     };
     Ok((Account { endpoint, api_key }, key_from))
+}
+
+/// `endpoint: local` or `--local` in a build without td-local.
+fn no_local(loaded: &LoadedSpec, force_local: bool) -> SpecError {
+    let path = if force_local { "--local" } else { "td.endpoint" };
+    SpecError::Invalid {
+        at: loaded.at(&SpecPath::parse(path)),
+        problem: format!("`local` names the embedded td-local, and {}", crate::NO_LOCAL),
+        fix: "Give a TD API host (api.treasuredata.com), a running td-local's URL (http://127.0.0.1:8950), \
+              or use a build with td-local (the wheel, or a default cargo build)."
+            .to_string(),
+    }
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
