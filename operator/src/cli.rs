@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use std::time::{Duration, Instant};
 
-use td_result_export::connect;
+use td_result_export::connect::Connected;
 use td_result_export::export;
 use td_result_export::options::Options;
 use td_result_export::preview::{preview, Preview, PreviewError};
@@ -342,7 +342,7 @@ fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> R
                 fix: "Check the machine's thread and file limits.".into(),
             })
         })?;
-    runtime.block_on(export::run(
+    let connected = runtime.block_on(export::run(
         &plan,
         recorder,
         &options,
@@ -357,6 +357,7 @@ fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> R
         .map(|c| c.expected);
     Ok(Some(runtime.block_on(show(
         &plan,
+        &connected,
         &options,
         expected,
         args.show && !cli.quiet,
@@ -364,16 +365,19 @@ fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> R
 }
 
 /// The target after the export: asked for with `--show`, and always for the embedded td-local
-/// (the quickstart), where it costs nothing.
-async fn show(plan: &ExportPlan, options: &Options, expected: Option<i64>, asked: bool) -> Shown {
+/// (the quickstart), where it costs nothing. Read through the run's own connection: no second
+/// lookup, no second embedded td-local.
+async fn show(
+    plan: &ExportPlan,
+    connected: &Connected,
+    options: &Options,
+    expected: Option<i64>,
+    asked: bool,
+) -> Shown {
     let local = matches!(&plan.target.account, TargetAccount::Known { account, .. } if account.endpoint == Endpoint::Local);
     if !(asked || local) {
         return None;
     }
-    let connected = match connect::connect(plan, options).await {
-        Ok(c) => c,
-        Err(e) => return Some(Err(e.into())),
-    };
     let client = connected.target()?;
     Some(preview(client, &connected.table, expected, &options.poll).await)
 }

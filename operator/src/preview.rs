@@ -7,7 +7,7 @@ use std::fmt;
 use futures::TryStreamExt;
 use serde_json::Value;
 
-use crate::connect::{ConnectError, TableRef};
+use crate::connect::TableRef;
 use crate::retry::PollPolicy;
 use crate::source::{result_schema, wait_for_job, SourceError};
 use crate::td::{TdClient, TdError};
@@ -21,8 +21,6 @@ const RESULT_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
     #[error(transparent)]
     Td(#[from] TdError),
     #[error(transparent)]

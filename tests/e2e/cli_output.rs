@@ -63,6 +63,34 @@ fn show_prints_the_targets_count_and_first_rows_after_the_export() {
     settings.bind(|| insta::assert_snapshot!("run_show", out.stdout));
 }
 
+/// `--show` reads the target through the run's own connection: a target known by name (a saved
+/// result) is looked up once, not again for the preview.
+#[test]
+fn show_reads_the_target_through_the_runs_connection() {
+    let td = TdLocalRun::start_with_count_lag(td_local::CountLag::none());
+    td.insert(1, "srcdb", "events", &crate::export::events());
+    let job = td.successful_job(1, "srcdb", "SELECT id, name, score, time FROM events");
+    td.create_database(2, "dstdb");
+    td.save_result(
+        1,
+        "partner",
+        &format!("td://{}@{}/dstdb", td.master(2), td.host()),
+    );
+    td.clear_requests();
+    let spec = format!(
+        "job_id: '{job}'\n{}result_url: partner:events_copy\n",
+        td.source_yaml()
+    );
+    let out = td.export(&spec, &["--show"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("dstdb.events_copy"), "{}", out.stdout);
+    assert_eq!(
+        td.requests_to("GET", "/v3/result/list").len(),
+        1,
+        "the saved result is looked up once"
+    );
+}
+
 #[test]
 fn run_summaries_say_what_was_written_where_and_when_it_was_already_done() {
     let (td, job) = with_events_job();

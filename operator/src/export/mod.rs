@@ -63,7 +63,7 @@ pub async fn run(
     options: &Options,
     display: Display,
     cancel: impl Future<Output = &'static str>,
-) -> Result<(), ExportError> {
+) -> Result<Connected, ExportError> {
     tokio::pin!(cancel);
     let mut previous = recorder.file().previous();
     let mut attempt = 0u32;
@@ -79,7 +79,7 @@ pub async fn run(
         )
         .await;
         let (outcome, message) = match &result {
-            Ok(()) => ("success".to_string(), None),
+            Ok(_) => ("success".to_string(), None),
             Err(e) => (e.class().name.to_string(), Some(e.to_string())),
         };
         recorder.attempt(Attempt { at, outcome, message });
@@ -110,7 +110,8 @@ fn retryable(e: &ExportError) -> bool {
     e.class().is_transient() && !matches!(e, ExportError::Interrupted { .. })
 }
 
-/// One attempt. `previous` is what an earlier run (or attempt) recorded.
+/// One attempt. `previous` is what an earlier run (or attempt) recorded. A successful one hands
+/// back its connected accounts (what `--show` then reads the target through).
 async fn run_once<C: Future<Output = &'static str>>(
     plan: &ExportPlan,
     recorder: &StatusRecorder,
@@ -118,7 +119,7 @@ async fn run_once<C: Future<Output = &'static str>>(
     options: &Options,
     display: Display,
     mut cancel: Pin<&mut C>,
-) -> Result<(), ExportError> {
+) -> Result<Connected, ExportError> {
     let connected = tokio::select! {
         connected = connect(plan, options) => connected?,
         signal = cancel.as_mut() => return Err(ExportError::Interrupted { signal, killed: None }),
@@ -132,7 +133,8 @@ async fn run_once<C: Future<Output = &'static str>>(
             done
         }
         signal = cancel.as_mut() => Err(stop::interrupted(plan, &connected, recorder, options, signal, &made).await),
-    }
+    }?;
+    Ok(connected)
 }
 
 /// The run stages on connected accounts: source → transfer, each reporting to `recorder`.

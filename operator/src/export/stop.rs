@@ -118,10 +118,10 @@ async fn leave(
         });
         return;
     }
-    let committed = match found {
-        Ok(found) => found.is_some_and(|s| s.status.has_committed()),
-        // Unknown: keep it, as if committed (deleting a commit's record is the one thing
-        // clean-up must never do).
+    // Unknown (the session could not be read): kept, as if committed, since deleting a commit's
+    // record is the one thing clean-up must never do.
+    let committed = match &found {
+        Ok(found) => found.as_ref().is_some_and(|s| s.status.has_committed()),
         Err(_) => true,
     };
     if committed {
@@ -130,10 +130,17 @@ async fn leave(
             session: Some(session.clone()),
             temp_table: renamed_later.then(|| temp.clone()),
             resumable: true,
-            note: if renamed_later {
-                format!("bulk import {session} committed the rows into {temp}: a rerun renames it over the target")
-            } else {
-                format!("bulk import {session} committed the rows: it is kept as the record, and a rerun reports them done")
+            note: match (&found, renamed_later) {
+                (Err(e), _) => format!(
+                    "bulk import {session} could not be read ({e}): it is kept in case it committed, \
+                     and a rerun finds out"
+                ),
+                (Ok(_), true) => {
+                    format!("bulk import {session} committed the rows into {temp}: a rerun renames it over the target")
+                }
+                (Ok(_), false) => format!(
+                    "bulk import {session} committed the rows: it is kept as the record, and a rerun reports them done"
+                ),
             },
         });
         return;
