@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use td_result_export::transfer::stream::{PART_BYTES, PART_LEVEL};
+use td_result_export::internals::{PART_BYTES, PART_LEVEL};
 
 use api::Api;
 

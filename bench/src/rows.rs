@@ -8,10 +8,10 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use td_local::sample::{AGENTS, FIRST_TIME, PATHS};
+use td_local::internals::{AGENTS, FIRST_TIME, PATHS};
 
 /// The table schema of `www_access` (`time` is implicit), as td-local's sample declares it.
-pub const SCHEMA: &str = td_local::sample::WWW_ACCESS_SCHEMA;
+pub const SCHEMA: &str = td_local::internals::WWW_ACCESS_SCHEMA;
 
 /// Deterministic rows: the same `rows` give the same bytes on every machine.
 pub struct RowWriter {

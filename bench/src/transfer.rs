@@ -46,15 +46,15 @@ pub async fn operator_transfer(
     session: &str,
     threads: Option<usize>,
 ) -> anyhow::Result<Transferred> {
-    use td_result_export::retry::RetryPolicy;
-    use td_result_export::source::result_schema;
-    use td_result_export::td::{http_client, Proxies, TdClient};
-    use td_result_export::transfer::columns::{map_columns, time_fill};
-    use td_result_export::transfer::stream::{pipe, PartOptions, Progress};
-    use td_result_export::transfer::transcode::Transcoder;
+    use td_result_export::internals::result_schema;
+    use td_result_export::internals::RetryPolicy;
+    use td_result_export::internals::Transcoder;
+    use td_result_export::internals::{http_client, Proxies, TdClient};
+    use td_result_export::internals::{map_columns, time_fill};
+    use td_result_export::internals::{pipe, PartOptions, Progress};
 
     // As the operator makes them: TMPDIR, TDRE_PART_BYTES and TDRE_COMPRESS_THREADS apply.
-    let defaults = td_result_export::options::Options::from_env(&std::env::vars().collect()).parts;
+    let defaults = td_result_export::Options::from_env(&std::env::vars().collect()).parts;
     let options = PartOptions {
         threads: threads.unwrap_or(defaults.threads),
         ..defaults
@@ -102,11 +102,11 @@ pub async fn operator_records(
     out: &std::path::Path,
 ) -> anyhow::Result<u64> {
     use std::io::Write;
-    use td_result_export::retry::RetryPolicy;
-    use td_result_export::source::result_schema;
-    use td_result_export::td::{http_client, Proxies, TdClient};
-    use td_result_export::transfer::columns::{map_columns, time_fill};
-    use td_result_export::transfer::transcode::{Input, Transcoder};
+    use td_result_export::internals::result_schema;
+    use td_result_export::internals::RetryPolicy;
+    use td_result_export::internals::{http_client, Proxies, TdClient};
+    use td_result_export::internals::{map_columns, time_fill};
+    use td_result_export::internals::{Input, Transcoder};
 
     let source = TdClient::new(
         http_client(&Proxies::default())?,

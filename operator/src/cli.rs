@@ -7,16 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use std::time::{Duration, Instant};
 
-use td_result_export::connect::Connected;
-use td_result_export::export;
-use td_result_export::options::Options;
-use td_result_export::preview::{preview, Preview, PreviewError};
-use td_result_export::progress::Display;
-use td_result_export::redact;
-use td_result_export::resolve::{Endpoint, Source, TargetAccount};
-use td_result_export::spec::{Environment, Inputs};
-use td_result_export::status::{ErrorInfo, StatusDoc, StatusFile, StatusRecorder};
-use td_result_export::{Classify, Error, Exit, ExportPlan, Warning, STATUS_SCHEMA, TASK_SCHEMA};
+use td_result_export::{
+    preview, scrub, Classify, Connected, Display, Endpoint, Environment, Error, ErrorInfo, Exit, ExportPlan,
+    Inputs, Options, Preview, PreviewError, Runner, Source, StatusDoc, StatusFile, StatusRecorder,
+    TargetAccount, Warning, STATUS_SCHEMA, TASK_SCHEMA,
+};
 
 const AFTER_HELP: &str = "\
 Example spec (quickstart.yml):
@@ -135,7 +130,7 @@ struct SpecArgs {
     local: Option<PathBuf>,
     /// Who runs this program (the py> entry point passes `py`: messages then name task params).
     #[arg(long, value_enum, default_value = "cli", hide = true)]
-    runner: td_result_export::spec::Runner,
+    runner: Runner,
 }
 
 #[derive(Debug, Args)]
@@ -258,7 +253,7 @@ fn validate(cli: &Cli, args: &SpecArgs) -> Result<(), Error> {
     td_result_export::outln!(
         "valid: {}: {}",
         args.spec.display(),
-        redact::scrub(&summary(&prepared.plan))
+        scrub(&summary(&prepared.plan))
     );
     Ok(())
 }
@@ -295,20 +290,18 @@ fn run_export(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
         Err(e) => recorder.finish(e.class().exit, Some(ErrorInfo::of(e))),
     };
     if let (Ok(Some(preview)), false) = (&result, cli.quiet) {
-        td_result_export::outln!("{}", redact::scrub(&outcome_line(&doc, started.elapsed())));
+        td_result_export::outln!("{}", scrub(&outcome_line(&doc, started.elapsed())));
         // Under py> the document is the entry point's, in a directory gone once the task ends.
-        if let (Some(path), td_result_export::spec::Runner::Cli) = (recorder.file().path(), args.spec.runner)
-        {
+        if let (Some(path), Runner::Cli) = (recorder.file().path(), args.spec.runner) {
             td_result_export::outln!("status document: {}", path.display());
         }
         match preview {
             Some(Ok(preview)) => {
-                let _ = write!(std::io::stdout(), "\n{}", redact::scrub(&preview.to_string()));
+                let _ = write!(std::io::stdout(), "\n{}", scrub(&preview.to_string()));
             }
-            Some(Err(e)) => td_result_export::errln!(
-                "note: no preview of the target: {}",
-                redact::scrub(&e.to_string())
-            ),
+            Some(Err(e)) => {
+                td_result_export::errln!("note: no preview of the target: {}", scrub(&e.to_string()))
+            }
             None => {}
         }
     }
@@ -324,7 +317,7 @@ fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> R
     report_warnings(cli, &prepared.warnings);
     if args.dry_run {
         let json = serde_json::to_string_pretty(&prepared.plan).expect("a plan serializes");
-        td_result_export::outln!("{}", redact::scrub(&json));
+        td_result_export::outln!("{}", scrub(&json));
         return Ok(None);
     }
     let plan = prepared.plan;
@@ -342,7 +335,7 @@ fn prepare_and_export(cli: &Cli, args: &RunArgs, recorder: &StatusRecorder) -> R
                 fix: "Check the machine's thread and file limits.".into(),
             })
         })?;
-    let connected = runtime.block_on(export::run(
+    let connected = runtime.block_on(td_result_export::run_export(
         &plan,
         recorder,
         &options,
@@ -498,7 +491,7 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(|| redact::Scrubbed::new(Lossy(std::io::stderr())));
+        .with_writer(|| td_result_export::Scrubbed::new(Lossy(std::io::stderr())));
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.without_time().with_target(false).try_init(),
@@ -510,7 +503,7 @@ fn report_warnings(cli: &Cli, warnings: &[Warning]) {
         match cli.log_format {
             LogFormat::Json => tracing::warn!(at = %warning.at, "{}", warning.message),
             LogFormat::Text if !cli.quiet => {
-                td_result_export::errln!("warning: {}", redact::scrub(&warning.to_string()))
+                td_result_export::errln!("warning: {}", scrub(&warning.to_string()))
             }
             LogFormat::Text => {}
         }
@@ -522,8 +515,8 @@ fn report_error(cli: &Cli, error: &Error) {
         LogFormat::Json => tracing::error!(
             exit_code = error.class().exit.code(),
             "{}",
-            redact::scrub(&error.to_string())
+            scrub(&error.to_string())
         ),
-        LogFormat::Text => td_result_export::errln!("error: {}", redact::scrub(&error.to_string())),
+        LogFormat::Text => td_result_export::errln!("error: {}", scrub(&error.to_string())),
     }
 }

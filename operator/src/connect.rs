@@ -16,7 +16,7 @@ use crate::spec::Transfer;
 use crate::td::{http_client, Proxies, SavedResult, TdClient, TdError};
 
 /// Where the embedded td-local keeps its data when no directory is named.
-pub const DEFAULT_LOCAL_DIR: &str = ".td-local";
+pub(crate) const DEFAULT_LOCAL_DIR: &str = ".td-local";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -133,7 +133,7 @@ struct Looked {
 }
 
 /// Connects the plan's accounts and settles the target.
-pub async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, ConnectError> {
+pub(crate) async fn connect(plan: &ExportPlan, options: &Options) -> Result<Connected, ConnectError> {
     let local = match plan.uses_local() {
         true => Some(start_local(plan.local_dir.as_deref().unwrap_or(DEFAULT_LOCAL_DIR.as_ref())).await?),
         false => None,

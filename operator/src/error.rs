@@ -184,7 +184,7 @@ impl SpecError {
 
 /// The environment variable that holds secret `NAME`: upper-cased, every other character `_`
 /// (`target.apikey` → `TARGET_APIKEY`).
-pub fn env_var_name(secret: &str) -> String {
+pub(crate) fn env_var_name(secret: &str) -> String {
     secret
         .chars()
         .map(|c| {
@@ -217,7 +217,7 @@ impl fmt::Display for Warning {
 
 /// A value as it may appear in a message: `***` under a key-named path, key-shaped substrings
 /// and the user part of URLs masked, long values cut.
-pub fn shown(path: &SpecPath, value: &str) -> String {
+pub(crate) fn shown(path: &SpecPath, value: &str) -> String {
     if path.last_key().is_some_and(is_key_name) {
         return "`***`".to_string();
     }

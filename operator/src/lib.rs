@@ -9,6 +9,8 @@
 //! run stages; [`td`] is the API client they share, under [`retry`]'s policies and [`options`].
 //! TD's own rules (URLs, names, times, types) live in the `td-model` crate, shared with td-local.
 
+#![warn(unreachable_pub)]
+
 /// `println!` and `eprintln!` that never panic: a reader gone (the pipe of a killed py> runner)
 /// must not turn an orderly exit into a crash, and the exit's clean-up must still run.
 #[doc(hidden)]
@@ -29,30 +31,50 @@ macro_rules! errln {
     }};
 }
 
-pub mod connect;
-pub mod error;
-pub mod export;
-pub mod options;
-pub mod preview;
-pub mod progress;
-pub mod redact;
-pub mod resolve;
-pub mod retry;
-pub mod source;
-pub mod spec;
-pub mod status;
-pub mod td;
-pub mod transfer;
+mod connect;
+mod error;
+mod export;
+mod options;
+mod preview;
+mod progress;
+mod redact;
+mod resolve;
+mod retry;
+mod source;
+mod spec;
+mod status;
+mod td;
+mod transfer;
 
 use std::path::Path;
 
+// What the binary runs: prepare a spec, run its export, report it.
+pub use connect::Connected;
 pub use error::{At, Class, Classify, Exit, SpecError, SpecPath, Warning};
-pub use export::ExportError;
+pub use export::{run as run_export, ExportError};
+pub use options::Options;
+pub use preview::{preview, Preview, PreviewError};
+pub use progress::Display;
+pub use redact::{scrub, Scrubbed};
 pub use resolve::{Endpoint, ExportPlan, Source, Target, TargetAccount};
 pub use spec::schema::TASK_SCHEMA;
-pub use spec::{Inputs, LoadedSpec, LocalAccount, LocalAccounts, TaskSpec};
-pub use status::STATUS_SCHEMA;
+pub use spec::{Environment, Inputs, LoadedSpec, LocalAccount, LocalAccounts, Runner, TaskSpec};
+pub use status::{ErrorInfo, StatusDoc, StatusFile, StatusRecorder, STATUS_SCHEMA};
 pub use td_model::{ApiKey, TdUrl};
+
+/// Pieces the benchmarks and the end-to-end tests drive directly. Not an API: no promise holds
+/// from one version to the next.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::retry::{PollPolicy, RetryPolicy};
+    pub use crate::source::{job_start_time, result_schema};
+    pub use crate::td::{http_client, Job, Payload, Proxies, Session, SessionAction, TdClient};
+    pub use crate::transfer::columns::{map_columns, time_fill};
+    pub use crate::transfer::session::{drive, SessionRef};
+    pub use crate::transfer::stream::{pipe, PartOptions, Progress, PART_BYTES, PART_LEVEL};
+    pub use crate::transfer::transcode::{Input, Transcoder};
+    pub use crate::transfer::TransferError;
+}
 
 /// Any failure of the operator.
 #[derive(Debug, thiserror::Error)]

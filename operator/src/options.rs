@@ -14,16 +14,16 @@ pub const PART_BYTES: usize = 16 << 20;
 /// … or when their records (inflated) reach this: a sparse result (rows of NULLs deflate 100:1
 /// and more) would otherwise make a part that inflates past what a server takes of one part
 /// (td-local's limit is 1 GiB; TD's is not documented).
-pub const PART_RAW_BYTES: usize = 256 << 20;
+pub(crate) const PART_RAW_BYTES: usize = 256 << 20;
 
 /// Scales every wait of the operator (retries, `Retry-After`, polling): `TDRE_TIME_SCALE=0.001`
 /// turns seconds into milliseconds, for tests.
-pub const TIME_SCALE_ENV: &str = "TDRE_TIME_SCALE";
+pub(crate) const TIME_SCALE_ENV: &str = "TDRE_TIME_SCALE";
 /// Cuts parts at this many compressed bytes instead of [`PART_BYTES`]: `TDRE_PART_BYTES=50000`
 /// spreads a small result over several parts (the fault and crash tests use it).
-pub const PART_BYTES_ENV: &str = "TDRE_PART_BYTES";
+pub(crate) const PART_BYTES_ENV: &str = "TDRE_PART_BYTES";
 /// Deflates on this many threads instead of one per core (the benchmark compares 1 with the default).
-pub const COMPRESS_THREADS_ENV: &str = "TDRE_COMPRESS_THREADS";
+pub(crate) const COMPRESS_THREADS_ENV: &str = "TDRE_COMPRESS_THREADS";
 /// More deflate threads than this buy nothing: the cutter feeding them is one thread.
 const MAX_COMPRESS_THREADS: usize = 8;
 

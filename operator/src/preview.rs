@@ -13,7 +13,7 @@ use crate::source::{result_schema, wait_for_job, SourceError};
 use crate::td::{TdClient, TdError};
 
 /// Rows a preview shows.
-pub const PREVIEW_ROWS: usize = 5;
+pub(crate) const PREVIEW_ROWS: usize = 5;
 /// A cell longer than this is cut (with `…`), so that a wide row stays readable.
 const CELL_CHARS: usize = 40;
 /// The most of the preview's result that is read.

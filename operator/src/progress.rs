@@ -18,10 +18,10 @@ pub enum Display {
 }
 
 /// Plain progress lines are this far apart.
-pub const LINE_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const LINE_EVERY: Duration = Duration::from_secs(5);
 
 /// One transfer's progress display.
-pub struct Reporter {
+pub(crate) struct Reporter {
     display: Display,
     bar: Option<ProgressBar>,
     started: Instant,
@@ -34,7 +34,7 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(display: Display, bytes_total: Option<u64>, rows_total: Option<u64>) -> Reporter {
+    pub(crate) fn new(display: Display, bytes_total: Option<u64>, rows_total: Option<u64>) -> Reporter {
         let bar = (display == Display::Bar).then(|| {
             let bar = ProgressBar::new(bytes_total.unwrap_or(0));
             bar.set_style(match bytes_total {
@@ -60,7 +60,7 @@ impl Reporter {
     }
 
     /// Shows the counters as they are now, or, once the rows are sent, what TD is doing.
-    pub fn update(&mut self, rows: u64, bytes_in: u64, bytes_out: u64, phase: Option<&Phase>) {
+    pub(crate) fn update(&mut self, rows: u64, bytes_in: u64, bytes_out: u64, phase: Option<&Phase>) {
         match phase.filter(|p| p.step != Step::Upload) {
             Some(phase) => self.waiting(rows, phase),
             None => self.moving(rows, bytes_in, bytes_out),
@@ -121,7 +121,7 @@ impl Reporter {
     }
 
     /// Removes the bar.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -152,7 +152,7 @@ impl Drop for Reporter {
 /// While the source job runs (on TD, often minutes): its id, engine and time so far, and its page
 /// in TD's console on TD's own hosts — a spinner on a terminal, a line every [`LINE_EVERY`]
 /// otherwise, the first as soon as the job is seen running.
-pub struct JobWatch {
+pub(crate) struct JobWatch {
     display: Display,
     console: Option<String>,
     bar: Option<ProgressBar>,
@@ -162,7 +162,7 @@ pub struct JobWatch {
 
 impl JobWatch {
     /// `api_base` is the source account's API URL (it gives the console's host).
-    pub fn new(display: Display, api_base: &str) -> JobWatch {
+    pub(crate) fn new(display: Display, api_base: &str) -> JobWatch {
         JobWatch {
             display,
             console: console_base(api_base),
@@ -172,7 +172,7 @@ impl JobWatch {
         }
     }
 
-    pub fn update(&mut self, job: &crate::td::Job) {
+    pub(crate) fn update(&mut self, job: &crate::td::Job) {
         let engine = job.job_type.as_deref().unwrap_or("query");
         let secs = self.started.elapsed().as_secs();
         let page = self

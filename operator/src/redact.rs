@@ -17,7 +17,7 @@ const SHORTEST: usize = 6;
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// Adds values to mask from now on.
-pub fn remember<I, S>(values: I)
+pub(crate) fn remember<I, S>(values: I)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,

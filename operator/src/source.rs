@@ -44,7 +44,7 @@ impl Classify for SourceError {
 }
 
 /// Waits until job `id` has finished, whatever its end; `on_wait` sees it while it runs.
-pub async fn finished_job(
+pub(crate) async fn finished_job(
     client: &TdClient,
     id: &str,
     poll: &PollPolicy,
@@ -62,12 +62,12 @@ pub async fn finished_job(
 }
 
 /// Waits until job `id` finishes; an error or killed job is a `JobFailed` with what it said.
-pub async fn wait_for_job(client: &TdClient, id: &str, poll: &PollPolicy) -> Result<Job, SourceError> {
+pub(crate) async fn wait_for_job(client: &TdClient, id: &str, poll: &PollPolicy) -> Result<Job, SourceError> {
     wait_for_job_watched(client, id, poll, |_| {}).await
 }
 
 /// As [`wait_for_job`], with `on_wait` seeing the job each time it is found still running.
-pub async fn wait_for_job_watched(
+pub(crate) async fn wait_for_job_watched(
     client: &TdClient,
     id: &str,
     poll: &PollPolicy,
@@ -93,7 +93,7 @@ pub async fn wait_for_job_watched(
 /// unfinished earlier run left; it is reused when it ran the same query and has not failed.
 /// `on_issued` hears of a job issued now, before it is waited for; `on_wait` sees the job while
 /// it runs.
-pub async fn source_job(
+pub(crate) async fn source_job(
     client: &TdClient,
     source: &Source,
     domain_key: Option<&str>,

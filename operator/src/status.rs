@@ -14,7 +14,7 @@ use crate::error::{Classify, Exit};
 use crate::spec::Transfer;
 use crate::td::Job;
 use crate::transfer::columns::MappedColumn;
-pub use crate::transfer::columns::TimeSource;
+pub(crate) use crate::transfer::columns::TimeSource;
 use crate::transfer::phase::{Phase, Step};
 use crate::transfer::verify::{Verification, Verified};
 use crate::transfer::Written;
@@ -22,7 +22,7 @@ use crate::transfer::Written;
 /// JSON Schema (draft 2020-12) of the status document; `schema/` holds the source.
 pub const STATUS_SCHEMA: &str = include_str!("../schema/status.schema.json");
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,19 +250,19 @@ mod export_or_null {
     use super::ExportInfo;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(export: &ExportInfo, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(export: &ExportInfo, s: S) -> Result<S::Ok, S::Error> {
         match export.target {
             Some(_) => export.serialize(s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ExportInfo, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ExportInfo, D::Error> {
         Ok(Option::<ExportInfo>::deserialize(d)?.unwrap_or_default())
     }
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 

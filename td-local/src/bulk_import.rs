@@ -121,7 +121,7 @@ impl Session {
 }
 
 /// An account's session by name, or 404.
-pub fn load(conn: &Connection, account_id: i64, name: &str) -> Result<Session> {
+pub(crate) fn load(conn: &Connection, account_id: i64, name: &str) -> Result<Session> {
     conn.query_row(
         &format!("SELECT {SESSION_COLUMNS} FROM bulk_imports WHERE account_id = ?1 AND name = ?2"),
         params![account_id, name],
@@ -132,7 +132,7 @@ pub fn load(conn: &Connection, account_id: i64, name: &str) -> Result<Session> {
 }
 
 /// An account's sessions, by name.
-pub fn list(conn: &Connection, account_id: i64) -> Result<Vec<Session>> {
+pub(crate) fn list(conn: &Connection, account_id: i64) -> Result<Vec<Session>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {SESSION_COLUMNS} FROM bulk_imports WHERE account_id = ?1 ORDER BY name"
     ))?;
@@ -156,7 +156,7 @@ fn check_session_name(name: &str) -> Result<()> {
 }
 
 /// Creates a session importing into `db.table`: 422 bad name, 404 missing target, 409 exists.
-pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &str) -> Result<()> {
+pub(crate) fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &str) -> Result<()> {
     check_session_name(name)?;
     catalog::table_id(conn, account_id, db, table)?;
     let t = now();
@@ -177,7 +177,7 @@ pub fn create(conn: &Connection, account_id: i64, name: &str, db: &str, table: &
 /// router answers a name with two dots 404, as a path it does not know (the API description's
 /// finding, https://td-public.redocly.app/apis/td-api: the part is a path segment whose one `.`
 /// is a format suffix); td-local does the same.
-pub fn check_part_name(part: &str) -> Result<()> {
+pub(crate) fn check_part_name(part: &str) -> Result<()> {
     let problem = if part.is_empty() {
         Some("must not be empty")
     } else if part.contains('/') {
@@ -196,7 +196,13 @@ pub fn check_part_name(part: &str) -> Result<()> {
 }
 
 /// Stores a part; uploading a part name again replaces its data.
-pub fn upload_part(conn: &Connection, account_id: i64, name: &str, part: &str, data: &[u8]) -> Result<()> {
+pub(crate) fn upload_part(
+    conn: &Connection,
+    account_id: i64,
+    name: &str,
+    part: &str,
+    data: &[u8],
+) -> Result<()> {
     check_part_name(part)?;
     let session = load(conn, account_id, name)?;
     session.require_open_for_upload("upload a part to")?;
@@ -207,7 +213,7 @@ pub fn upload_part(conn: &Connection, account_id: i64, name: &str, part: &str, d
     touch(conn, session.id)
 }
 
-pub fn delete_part(conn: &Connection, account_id: i64, name: &str, part: &str) -> Result<()> {
+pub(crate) fn delete_part(conn: &Connection, account_id: i64, name: &str, part: &str) -> Result<()> {
     check_part_name(part)?;
     let session = load(conn, account_id, name)?;
     session.require_open_for_upload("delete a part of")?;
@@ -224,7 +230,7 @@ pub fn delete_part(conn: &Connection, account_id: i64, name: &str, part: &str) -
 }
 
 /// The session and its part names, in name order (the order perform reads them).
-pub fn list_parts(conn: &Connection, account_id: i64, name: &str) -> Result<(Session, Vec<String>)> {
+pub(crate) fn list_parts(conn: &Connection, account_id: i64, name: &str) -> Result<(Session, Vec<String>)> {
     let session = load(conn, account_id, name)?;
     let parts = part_names(conn, session.id)?;
     Ok((session, parts))
@@ -237,7 +243,7 @@ fn part_names(conn: &Connection, session_id: i64) -> Result<Vec<String>> {
 }
 
 /// Freezes or unfreezes uploads; repeating either is harmless. Only while uploading.
-pub fn set_frozen(conn: &Connection, account_id: i64, name: &str, frozen: bool) -> Result<()> {
+pub(crate) fn set_frozen(conn: &Connection, account_id: i64, name: &str, frozen: bool) -> Result<()> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Uploading], if frozen { "freeze" } else { "unfreeze" })?;
     conn.execute(
@@ -258,7 +264,7 @@ pub struct PerformOptions {
 /// for [`run_perform`]. Allowed while uploading (frozen or not), and — as a new trial that
 /// replaces the last one's staged rows, which TD takes (the toolbelt's `import:perform -f`,
 /// treasure-data/td lib/td/command/bulk_import.rb) — when `performing` or `ready`.
-pub fn start_perform(
+pub(crate) fn start_perform(
     conn: &Connection,
     account_id: i64,
     name: &str,
@@ -294,7 +300,7 @@ pub fn start_perform(
 /// killed perform job leaves the session's status unchanged, and the `td` toolbelt's
 /// `import:perform` answers a `performing` session with "Add '-f' option to force start" (a
 /// new trial). That a failed (not killed) perform does the same is assumed: the harsher reading.
-pub fn run_perform(store: &Store, limits: &Limits, session_id: i64, job_id: i64) {
+pub(crate) fn run_perform(store: &Store, limits: &Limits, session_id: i64, job_id: i64) {
     let outcome = jobs::mark_running(store, job_id).and_then(|()| perform(store, limits, session_id, job_id));
     if let Err(e) = outcome {
         tracing::warn!(session_id, job_id, error = %e, "bulk import perform failed");
@@ -728,7 +734,7 @@ pub(crate) fn force_performing(
 }
 
 /// The rows a session keeps beside the table: its parts, staged rows and rejected records.
-pub fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
+pub(crate) fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
     let parts_and_errors: i64 = conn.query_row(
         "SELECT (SELECT COUNT(*) FROM bulk_import_parts WHERE session_id = ?1) \
          + (SELECT COUNT(*) FROM bulk_import_errors WHERE session_id = ?1)",
@@ -741,7 +747,7 @@ pub fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
 /// Gives the staged rows to the target table and extends its schema, all in the caller's
 /// transaction: readers see every row of the commit or none. Only from `ready`. No row is
 /// copied: the session's segments become the table's.
-pub fn commit(conn: &Connection, account_id: i64, name: &str, lag: CountLag) -> Result<()> {
+pub(crate) fn commit(conn: &Connection, account_id: i64, name: &str, lag: CountLag) -> Result<()> {
     let session = load(conn, account_id, name)?;
     session.require(&[Status::Ready], "commit")?;
     let table_id = catalog::table_id(conn, account_id, &session.database, &session.table)?;
@@ -762,7 +768,7 @@ pub fn commit(conn: &Connection, account_id: i64, name: &str, lag: CountLag) -> 
 
 /// Deletes a session with its parts, staged rows and error records, in any state (a perform
 /// still running notices and stops).
-pub fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
+pub(crate) fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
     let session = load(conn, account_id, name)?;
     clear_staging(conn, session.id)?;
     conn.execute(
@@ -774,7 +780,7 @@ pub fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
 }
 
 /// The rejected records of the last perform as one gzip'd msgpack stream; empty when none.
-pub fn error_records(conn: &Connection, account_id: i64, name: &str) -> Result<Vec<u8>> {
+pub(crate) fn error_records(conn: &Connection, account_id: i64, name: &str) -> Result<Vec<u8>> {
     let session = load(conn, account_id, name)?;
     let mut stmt =
         conn.prepare("SELECT record FROM bulk_import_errors WHERE session_id = ?1 ORDER BY rowid")?;
@@ -802,7 +808,7 @@ fn touch(conn: &Connection, session_id: i64) -> Result<()> {
 /// At startup: a perform that was running when the server stopped died with it (its job is
 /// marked failed by `jobs::recover`); its session stays `performing`, as TD leaves one whose
 /// perform job died (see [`run_perform`]), and its staged rows are dropped.
-pub fn recover(conn: &Connection) -> Result<()> {
+pub(crate) fn recover(conn: &Connection) -> Result<()> {
     segments::delete_session_rows_except(
         conn,
         "SELECT id FROM bulk_imports WHERE status = ?1",

@@ -13,13 +13,13 @@ use crate::segments;
 use crate::store::now;
 
 /// The only table type TD still creates.
-pub const LOG_TYPE: &str = "log";
+pub(crate) const LOG_TYPE: &str = "log";
 /// The most rows one `tail` returns.
-pub const MAX_TAIL_COUNT: i64 = 10_000;
+pub(crate) const MAX_TAIL_COUNT: i64 = 10_000;
 
 /// A database as `database/list` and `database/show` answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Database {
+pub(crate) struct Database {
     pub id: i64,
     pub name: String,
     /// Rows in all its tables.
@@ -42,7 +42,7 @@ fn database_row(row: &rusqlite::Row) -> rusqlite::Result<Database> {
 }
 
 /// The id of an account's database, if it exists.
-pub fn find_database(conn: &Connection, account_id: i64, db: &str) -> Result<Option<i64>> {
+pub(crate) fn find_database(conn: &Connection, account_id: i64, db: &str) -> Result<Option<i64>> {
     Ok(conn
         .query_row(
             "SELECT id FROM databases WHERE account_id = ?1 AND name = ?2",
@@ -53,7 +53,7 @@ pub fn find_database(conn: &Connection, account_id: i64, db: &str) -> Result<Opt
 }
 
 /// The id of an account's database, or NotFound.
-pub fn database_id(conn: &Connection, account_id: i64, db: &str) -> Result<i64> {
+pub(crate) fn database_id(conn: &Connection, account_id: i64, db: &str) -> Result<i64> {
     find_database(conn, account_id, db)?
         .ok_or_else(|| Error::not_found(format!("database '{db}' does not exist")))
 }
@@ -71,13 +71,13 @@ fn find_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Resu
 }
 
 /// The id of a table, or NotFound naming whichever of database or table is missing.
-pub fn table_id(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<i64> {
+pub(crate) fn table_id(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<i64> {
     find_table(conn, account_id, db, table)?
         .ok_or_else(|| Error::not_found(format!("table '{db}.{table}' does not exist")))
 }
 
 /// Whether `db.table` exists (false when the database does not).
-pub fn table_exists(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<bool> {
+pub(crate) fn table_exists(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<bool> {
     if find_database(conn, account_id, db)?.is_none() {
         return Ok(false);
     }
@@ -85,7 +85,7 @@ pub fn table_exists(conn: &Connection, account_id: i64, db: &str, table: &str) -
 }
 
 /// Creates a database if it does not exist; returns its id.
-pub fn ensure_database(conn: &Connection, account_id: i64, db: &str) -> Result<i64> {
+pub(crate) fn ensure_database(conn: &Connection, account_id: i64, db: &str) -> Result<i64> {
     insert_database(conn, account_id, db)?;
     database_id(conn, account_id, db)
 }
@@ -100,7 +100,7 @@ fn insert_database(conn: &Connection, account_id: i64, db: &str) -> Result<bool>
 }
 
 /// Creates a table if it does not exist (the database must exist); returns its id.
-pub fn ensure_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<i64> {
+pub(crate) fn ensure_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<i64> {
     insert_table(conn, account_id, db, table)?;
     table_id(conn, account_id, db, table)
 }
@@ -116,7 +116,7 @@ fn insert_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Re
 }
 
 /// The account's databases, by name.
-pub fn list_databases(conn: &Connection, account_id: i64) -> Result<Vec<Database>> {
+pub(crate) fn list_databases(conn: &Connection, account_id: i64) -> Result<Vec<Database>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {DATABASE_COLUMNS} FROM databases d WHERE d.account_id = ?1 ORDER BY d.name"
     ))?;
@@ -124,7 +124,7 @@ pub fn list_databases(conn: &Connection, account_id: i64) -> Result<Vec<Database
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn show_database(conn: &Connection, account_id: i64, db: &str) -> Result<Database> {
+pub(crate) fn show_database(conn: &Connection, account_id: i64, db: &str) -> Result<Database> {
     let id = database_id(conn, account_id, db)?;
     Ok(conn.query_row(
         &format!("SELECT {DATABASE_COLUMNS} FROM databases d WHERE d.id = ?1"),
@@ -134,7 +134,7 @@ pub fn show_database(conn: &Connection, account_id: i64, db: &str) -> Result<Dat
 }
 
 /// Creates a database: Invalid for a bad name, Conflict if it exists.
-pub fn create_database(conn: &Connection, account_id: i64, db: &str) -> Result<()> {
+pub(crate) fn create_database(conn: &Connection, account_id: i64, db: &str) -> Result<()> {
     check_name("database", db)?;
     if !insert_database(conn, account_id, db)? {
         return Err(Error::conflict(format!("database '{db}' already exists")));
@@ -143,7 +143,7 @@ pub fn create_database(conn: &Connection, account_id: i64, db: &str) -> Result<(
 }
 
 /// Deletes a database with its tables, their rows and import ids.
-pub fn delete_database(conn: &Connection, account_id: i64, db: &str) -> Result<()> {
+pub(crate) fn delete_database(conn: &Connection, account_id: i64, db: &str) -> Result<()> {
     let id = database_id(conn, account_id, db)?;
     segments::delete_table_rows(conn, "SELECT id FROM tables WHERE database_id = ?1", id)?;
     conn.execute(
@@ -157,7 +157,7 @@ pub fn delete_database(conn: &Connection, account_id: i64, db: &str) -> Result<(
 
 /// A table as `table/list` and `table/show` answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Table {
+pub(crate) struct Table {
     pub id: i64,
     pub name: String,
     /// The schema JSON text, as stored and as TD sends it.
@@ -198,7 +198,7 @@ fn table_row(row: &rusqlite::Row) -> rusqlite::Result<Table> {
 }
 
 /// The tables of a database, by name.
-pub fn list_tables(conn: &Connection, account_id: i64, db: &str) -> Result<Vec<Table>> {
+pub(crate) fn list_tables(conn: &Connection, account_id: i64, db: &str) -> Result<Vec<Table>> {
     let db_id = database_id(conn, account_id, db)?;
     let mut stmt = conn.prepare(&format!(
         "SELECT {TABLE_COLUMNS} FROM tables t WHERE t.database_id = ?1 ORDER BY t.name"
@@ -207,7 +207,7 @@ pub fn list_tables(conn: &Connection, account_id: i64, db: &str) -> Result<Vec<T
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn show_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<Table> {
+pub(crate) fn show_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<Table> {
     let id = table_id(conn, account_id, db, table)?;
     Ok(conn.query_row(
         &format!("SELECT {TABLE_COLUMNS} FROM tables t WHERE t.id = ?1"),
@@ -220,7 +220,7 @@ pub fn show_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> 
 /// database, Conflict if it exists.
 /// What `table/create` may set besides the name (TD's API description, createTable).
 #[derive(Debug, Clone, Default)]
-pub struct NewTable {
+pub(crate) struct NewTable {
     pub schema: Option<Vec<TableColumn>>,
     pub settings: TableSettings,
     /// Makes the call repeatable: a create of an existing table made with the same key answers
@@ -229,7 +229,7 @@ pub struct NewTable {
     pub idempotent_key: Option<String>,
 }
 
-pub fn create_table(
+pub(crate) fn create_table(
     conn: &Connection,
     account_id: i64,
     db: &str,
@@ -269,7 +269,7 @@ pub fn create_table(
 }
 
 /// The Conflict a create of an existing table answers.
-pub fn table_exists_error(db: &str, table: &str) -> Error {
+pub(crate) fn table_exists_error(db: &str, table: &str) -> Error {
     Error::conflict(format!("table '{db}.{table}' already exists"))
 }
 
@@ -281,7 +281,7 @@ fn drop_table(conn: &Connection, id: i64) -> Result<()> {
     Ok(())
 }
 
-pub fn delete_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<()> {
+pub(crate) fn delete_table(conn: &Connection, account_id: i64, db: &str, table: &str) -> Result<()> {
     drop_table(conn, table_id(conn, account_id, db, table)?)
 }
 
@@ -295,7 +295,7 @@ fn set_table_name(conn: &Connection, id: i64, name: &str) -> Result<()> {
 
 /// Exchanges two tables' names, so each name now holds the other's rows and schema. Not
 /// idempotent: a retried swap swaps back (docs/td-api.md §3).
-pub fn swap_tables(
+pub(crate) fn swap_tables(
     conn: &Connection,
     account_id: i64,
     db: &str,
@@ -326,7 +326,7 @@ pub fn swap_tables(
 
 /// Renames a table; with `overwrite` an existing target is dropped in the same transaction, so
 /// readers of the target see its old rows or the new ones, never neither.
-pub fn rename_table(
+pub(crate) fn rename_table(
     conn: &Connection,
     account_id: i64,
     db: &str,
@@ -357,7 +357,7 @@ pub fn rename_table(
 
 /// The table settings `update` can change; absent ones stay as they are.
 #[derive(Debug, Clone, Default)]
-pub struct TableSettings {
+pub(crate) struct TableSettings {
     pub expire_days: Option<i64>,
     pub include_v: Option<bool>,
     pub description: Option<String>,
@@ -395,7 +395,7 @@ impl TableSettings {
 
 /// `table/update`: the settings given, and with `detect_schema` the columns of the table's rows
 /// added to its schema. Nothing at all to do is refused.
-pub fn update_table(
+pub(crate) fn update_table(
     conn: &Connection,
     account_id: i64,
     db: &str,
@@ -418,7 +418,7 @@ pub fn update_table(
 }
 
 /// A table's schema JSON text, as stored.
-pub fn stored_schema(conn: &Connection, table_id: i64) -> Result<String> {
+pub(crate) fn stored_schema(conn: &Connection, table_id: i64) -> Result<String> {
     conn.query_row(
         "SELECT schema FROM tables WHERE id = ?1",
         params![table_id],
@@ -429,12 +429,12 @@ pub fn stored_schema(conn: &Connection, table_id: i64) -> Result<String> {
 }
 
 /// A table's schema.
-pub fn table_schema(conn: &Connection, table_id: i64) -> Result<Vec<TableColumn>> {
+pub(crate) fn table_schema(conn: &Connection, table_id: i64) -> Result<Vec<TableColumn>> {
     Ok(parse_table_schema(&stored_schema(conn, table_id)?)?)
 }
 
 /// Stores a table's schema.
-pub fn set_table_schema(conn: &Connection, table_id: i64, columns: &[TableColumn]) -> Result<()> {
+pub(crate) fn set_table_schema(conn: &Connection, table_id: i64, columns: &[TableColumn]) -> Result<()> {
     conn.execute(
         "UPDATE tables SET schema = ?1, updated_at = ?2 WHERE id = ?3",
         params![table_schema_json(columns), now(), table_id],
@@ -451,20 +451,20 @@ pub fn set_table_schema(conn: &Connection, table_id: i64, columns: &[TableColumn
 /// round-trips key "int_col_key_name" under the column name "int_col"; td-client-python's
 /// `table_api.update_schema` documents `'[["sep_len", "long", "sep_len"], ...]'`. A 2-element
 /// `[key, type]` is its own alias.
-pub fn column_key(column: &TableColumn) -> &str {
+pub(crate) fn column_key(column: &TableColumn) -> &str {
     &column.name
 }
 
 /// The name SQL knows a schema column by: element 2 of its `[key, type, alias]` tuple (td-model's
 /// `TableColumn::alias`), else its key. See [`column_key`].
-pub fn column_name(column: &TableColumn) -> &str {
+pub(crate) fn column_name(column: &TableColumn) -> &str {
     column.alias.as_deref().unwrap_or(&column.name)
 }
 
 /// Whether `schema` already has a column for the record key `key`: one reading it, or one SQL
 /// knows by that name (a column added for the key would repeat that name). Keys that have one
 /// add no column when rows bring them.
-pub fn has_column_for(schema: &[TableColumn], key: &str) -> bool {
+pub(crate) fn has_column_for(schema: &[TableColumn], key: &str) -> bool {
     schema
         .iter()
         .any(|c| column_key(c) == key || column_name(c) == key)
@@ -475,7 +475,7 @@ pub fn has_column_for(schema: &[TableColumn], key: &str) -> bool {
 /// A `schema` parameter. A column named twice is refused, or with `ignore_duplicates`
 /// (`ignore_duplicate_schema`, on `update-schema` in TD's API description) its later mentions
 /// are dropped: td-local's reading of the flag, which no public source spells out.
-pub fn parse_schema_param(text: &str, ignore_duplicates: bool) -> Result<Vec<TableColumn>> {
+pub(crate) fn parse_schema_param(text: &str, ignore_duplicates: bool) -> Result<Vec<TableColumn>> {
     let mut columns = Vec::new();
     for column in parse_table_schema(text)? {
         if columns.iter().any(|c| column_name(c) == column_name(&column)) {
@@ -493,7 +493,7 @@ pub fn parse_schema_param(text: &str, ignore_duplicates: bool) -> Result<Vec<Tab
 }
 
 /// Replaces a table's schema (`update-schema`).
-pub fn replace_schema(
+pub(crate) fn replace_schema(
     conn: &Connection,
     account_id: i64,
     db: &str,
@@ -504,7 +504,7 @@ pub fn replace_schema(
 }
 
 /// Adds the columns the table lacks; existing ones keep their type (`append-schema`).
-pub fn append_schema(
+pub(crate) fn append_schema(
     conn: &Connection,
     account_id: i64,
     db: &str,
@@ -519,7 +519,7 @@ pub fn append_schema(
 
 /// Appends to `schema` the columns of `new` it lacks, keeping existing columns' types: a column
 /// is there when one has its name or reads its key (the key's values already have a column).
-pub fn merge_columns(schema: &mut Vec<TableColumn>, new: impl IntoIterator<Item = TableColumn>) {
+pub(crate) fn merge_columns(schema: &mut Vec<TableColumn>, new: impl IntoIterator<Item = TableColumn>) {
     for column in new {
         let there = schema
             .iter()
@@ -533,7 +533,13 @@ pub fn merge_columns(schema: &mut Vec<TableColumn>, new: impl IntoIterator<Item 
 /// The newest `count` records (JSON text), newest first: by `time`, then the latest written,
 /// each value a schema column reads as the column reads it (`records::read_by_schema`: TD applies
 /// a column's type when it is read). Every row is looked at; `count` of them are held.
-pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i64) -> Result<Vec<String>> {
+pub(crate) fn tail(
+    conn: &Connection,
+    account_id: i64,
+    db: &str,
+    table: &str,
+    count: i64,
+) -> Result<Vec<String>> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let id = table_id(conn, account_id, db, table)?;
@@ -571,7 +577,7 @@ pub fn tail(conn: &Connection, account_id: i64, db: &str, table: &str, count: i6
 }
 
 /// The names of a database's tables, sorted.
-pub fn table_names(conn: &Connection, account_id: i64, db: &str) -> Result<Vec<String>> {
+pub(crate) fn table_names(conn: &Connection, account_id: i64, db: &str) -> Result<Vec<String>> {
     let db_id = database_id(conn, account_id, db)?;
     let mut stmt = conn.prepare("SELECT name FROM tables WHERE database_id = ?1 ORDER BY name")?;
     let rows = stmt.query_map(params![db_id], |r| r.get(0))?;

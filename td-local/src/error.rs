@@ -5,7 +5,7 @@ use td_model::name::NameError;
 use td_model::schema::SchemaError;
 use td_model::UrlError;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

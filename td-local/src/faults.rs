@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// Marks a response whose connection must be closed without answering.
 #[derive(Debug, Clone, Copy)]
-pub struct ResetConnection;
+pub(crate) struct ResetConnection;
 
 impl std::fmt::Display for ResetConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -14,7 +14,7 @@ use crate::records::{self, Kind};
 
 /// One value of a flat record.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     Nil,
     Bool(bool),
     Int(i64),
@@ -54,14 +54,14 @@ impl Scalar<'_> {
 
 /// A flat record read from its msgpack bytes: its entries in the order they came.
 #[derive(Debug)]
-pub struct FlatRecord<'a> {
+pub(crate) struct FlatRecord<'a> {
     entries: Vec<(&'a str, Scalar<'a>)>,
 }
 
 impl<'a> FlatRecord<'a> {
     /// Reads `raw`, the bytes of exactly one msgpack value; None when it is not a map of text
     /// keys to scalars.
-    pub fn parse(raw: &'a [u8]) -> Option<FlatRecord<'a>> {
+    pub(crate) fn parse(raw: &'a [u8]) -> Option<FlatRecord<'a>> {
         let mut buf = raw;
         let len = match Marker::from_u8(take_byte(&mut buf)?) {
             Marker::FixMap(n) => usize::from(n),
@@ -146,7 +146,7 @@ impl Shape {
 
 /// The shapes seen lately, newest first: records of an import nearly always share a few.
 #[derive(Debug, Default)]
-pub struct Shapes {
+pub(crate) struct Shapes {
     seen: Vec<Shape>,
 }
 
@@ -157,7 +157,7 @@ impl Shapes {
     /// Appends `record`'s stored JSON text to `out` and returns its `time`, adding the columns
     /// its shape brings to `columns`. None, with nothing written, when the general path must
     /// decide.
-    pub fn stage(
+    pub(crate) fn stage(
         &mut self,
         record: &FlatRecord,
         columns: &mut Vec<TableColumn>,

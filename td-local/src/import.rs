@@ -17,11 +17,11 @@ use crate::records::{decode_record, insert_rows, read_records, to_row};
 use crate::store::Store;
 
 /// The one import format TD's clients send.
-pub const IMPORT_FORMAT: &str = "msgpack.gz";
+pub(crate) const IMPORT_FORMAT: &str = "msgpack.gz";
 
 /// Where an import goes, and its id if the caller gave one.
 #[derive(Debug, Clone)]
-pub struct ImportTarget {
+pub(crate) struct ImportTarget {
     pub db: String,
     pub table: String,
     pub unique_id: Option<String>,
@@ -29,7 +29,7 @@ pub struct ImportTarget {
 
 /// What an import did.
 #[derive(Debug, Clone)]
-pub struct Imported {
+pub(crate) struct Imported {
     /// md5 of the body as received (the Go client checks it).
     pub md5_hex: String,
     pub rows: usize,
@@ -38,7 +38,7 @@ pub struct Imported {
 }
 
 /// Refuses any format but msgpack.gz (before the body is read).
-pub fn check_format(format: &str) -> Result<()> {
+pub(crate) fn check_format(format: &str) -> Result<()> {
     if format == IMPORT_FORMAT {
         Ok(())
     } else {
@@ -51,7 +51,7 @@ pub fn check_format(format: &str) -> Result<()> {
 /// Decodes `body` and stores its rows in the target (blocking: call it from a blocking task).
 /// A record over the limits is 413 (TooLarge), one that is not a map with an integer `time`
 /// 400; either stores nothing.
-pub fn import(
+pub(crate) fn import(
     store: &Store,
     limits: &Limits,
     account_id: i64,

@@ -7,25 +7,25 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 /// What a capped inflater fails with once more than its limit has come out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("inflates to more than {limit} bytes")]
-pub struct Overflow {
+pub(crate) struct Overflow {
     pub limit: usize,
 }
 
 /// Whether an I/O error is an [`Overflow`] (however deep a decoder passed it on).
-pub fn overflow(e: &io::Error) -> Option<Overflow> {
+pub(crate) fn overflow(e: &io::Error) -> Option<Overflow> {
     e.get_ref()?.downcast_ref::<Overflow>().copied()
 }
 
 /// Counts what is written to it and fails once more than `limit` bytes were: the sink of an
 /// inflater that only measures (`flate2::write::MultiGzDecoder<Measure>`).
 #[derive(Debug)]
-pub struct Measure {
+pub(crate) struct Measure {
     limit: usize,
     written: usize,
 }
 
 impl Measure {
-    pub fn new(limit: usize) -> Measure {
+    pub(crate) fn new(limit: usize) -> Measure {
         Measure { limit, written: 0 }
     }
 }
@@ -46,14 +46,14 @@ impl Write for Measure {
 
 /// A reader (an inflater) that fails once more than `limit` bytes have been read from it.
 #[derive(Debug)]
-pub struct Capped<R> {
+pub(crate) struct Capped<R> {
     inner: R,
     limit: usize,
     read: usize,
 }
 
 impl<R: Read> Capped<R> {
-    pub fn new(inner: R, limit: usize) -> Capped<R> {
+    pub(crate) fn new(inner: R, limit: usize) -> Capped<R> {
         Capped {
             inner,
             limit,
@@ -86,7 +86,7 @@ enum Handoff {
 
 /// The reading end of a hand-off: what [`Producer::pump`] read, in order, then its end or its
 /// error. A producer that stops without either is an error here, never a clean end.
-pub struct Handed {
+pub(crate) struct Handed {
     from: Receiver<Handoff>,
     free: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
@@ -96,14 +96,14 @@ pub struct Handed {
 }
 
 /// The writing end of a hand-off (see [`handoff`]).
-pub struct Producer {
+pub(crate) struct Producer {
     to: SyncSender<Handoff>,
     free: Receiver<Vec<u8>>,
 }
 
 /// A pipe from one thread's reads to another's: two chunks wait at most, and chunks go back
 /// to the producer to be filled again, so memory holds a few chunks however much is read.
-pub fn handoff() -> (Producer, Handed) {
+pub(crate) fn handoff() -> (Producer, Handed) {
     let (to, from) = mpsc::sync_channel(2);
     let (give_back, free) = mpsc::sync_channel(3);
     let producer = Producer { to, free };
@@ -121,7 +121,7 @@ pub fn handoff() -> (Producer, Handed) {
 impl Producer {
     /// Reads `source` to its end (or its first error) into the hand-off; stops early once the
     /// reading end is gone.
-    pub fn pump(self, mut source: impl Read) {
+    pub(crate) fn pump(self, mut source: impl Read) {
         loop {
             let mut chunk = self.free.try_recv().unwrap_or_default();
             chunk.resize(HANDOFF_CHUNK, 0);

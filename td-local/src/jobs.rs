@@ -66,7 +66,7 @@ impl NewJob {
 
 /// What a successful job produced.
 #[derive(Debug, Clone, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub num_records: i64,
     /// Bytes of the msgpack.gz result (0 when the job has no result).
     pub result_size: i64,
@@ -168,7 +168,7 @@ fn job_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
 }
 
 /// Any account's job by id.
-pub fn get(conn: &Connection, id: i64) -> Result<Job> {
+pub(crate) fn get(conn: &Connection, id: i64) -> Result<Job> {
     conn.query_row(
         &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
         params![id],
@@ -179,14 +179,14 @@ pub fn get(conn: &Connection, id: i64) -> Result<Job> {
 }
 
 /// A job's status (None: no such job).
-pub fn status_of(conn: &Connection, id: i64) -> Result<Option<JobStatus>> {
+pub(crate) fn status_of(conn: &Connection, id: i64) -> Result<Option<JobStatus>> {
     Ok(conn
         .query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
         .optional()?)
 }
 
 /// An account's job by id; another account's job does not exist for it.
-pub fn load(conn: &Connection, account_id: i64, id: i64) -> Result<Job> {
+pub(crate) fn load(conn: &Connection, account_id: i64, id: i64) -> Result<Job> {
     get(conn, id)
         .ok()
         .filter(|job| job.account_id == account_id)
@@ -194,7 +194,7 @@ pub fn load(conn: &Connection, account_id: i64, id: i64) -> Result<Job> {
 }
 
 /// The account's job with this `domain_key`.
-pub fn by_domain_key(conn: &Connection, account_id: i64, key: &str) -> Result<Job> {
+pub(crate) fn by_domain_key(conn: &Connection, account_id: i64, key: &str) -> Result<Job> {
     conn.query_row(
         &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = ?1 AND domain_key = ?2"),
         params![account_id, key],
@@ -207,13 +207,13 @@ pub fn by_domain_key(conn: &Connection, account_id: i64, key: &str) -> Result<Jo
 /// Which jobs `job/list` shows: positions `from..=to` of the newest-first list, optionally of
 /// one status.
 #[derive(Debug, Clone, Default)]
-pub struct ListRange {
+pub(crate) struct ListRange {
     pub from: i64,
     pub to: i64,
     pub status: Option<String>,
 }
 
-pub fn list(conn: &Connection, account_id: i64, range: &ListRange) -> Result<Vec<Job>> {
+pub(crate) fn list(conn: &Connection, account_id: i64, range: &ListRange) -> Result<Vec<Job>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = ?1 AND (?2 IS NULL OR status = ?2) \
          ORDER BY id DESC LIMIT ?3 OFFSET ?4"
@@ -224,12 +224,12 @@ pub fn list(conn: &Connection, account_id: i64, range: &ListRange) -> Result<Vec
 }
 
 /// How many jobs the server holds, of every account.
-pub fn count(conn: &Connection) -> Result<i64> {
+pub(crate) fn count(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?)
 }
 
 /// Inserts a queued job and returns its id.
-pub fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
+pub(crate) fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
     conn.execute(
         "INSERT INTO jobs (account_id, type, database_name, status, query, result_url, priority, retry_limit, \
          pool_name, engine_version, scheduled_time, domain_key, created_at, updated_at, \
@@ -259,7 +259,7 @@ pub fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
 
 /// Records a queued job, refusing a `domain_key` the account already used (Conflict naming the
 /// first job).
-pub fn insert_unique(conn: &Connection, job: &NewJob) -> Result<i64> {
+pub(crate) fn insert_unique(conn: &Connection, job: &NewJob) -> Result<i64> {
     if let Some(key) = &job.domain_key {
         let existing: Option<i64> = conn
             .query_row(
@@ -279,17 +279,17 @@ pub fn insert_unique(conn: &Connection, job: &NewJob) -> Result<i64> {
 }
 
 /// A job's current status.
-pub fn status(store: &Store, id: i64) -> Result<JobStatus> {
+pub(crate) fn status(store: &Store, id: i64) -> Result<JobStatus> {
     store.read(|conn| Ok(conn.query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?))
 }
 
 /// `queued` → `running`.
-pub fn mark_running(store: &Store, id: i64) -> Result<()> {
+pub(crate) fn mark_running(store: &Store, id: i64) -> Result<()> {
     store.write(|tx| mark_running_since(tx, id, now()))
 }
 
 /// `queued` → `running`, started at `start_at`.
-pub fn mark_running_since(conn: &Connection, id: i64, start_at: i64) -> Result<()> {
+pub(crate) fn mark_running_since(conn: &Connection, id: i64, start_at: i64) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET status = ?1, start_at = ?2, updated_at = ?2 WHERE id = ?3 AND status = ?4",
         params![JobStatus::Running, start_at, id, JobStatus::Queued],
@@ -298,7 +298,7 @@ pub fn mark_running_since(conn: &Connection, id: i64, start_at: i64) -> Result<(
 }
 
 /// Replaces a job's `hive_result_schema`.
-pub fn set_result_schema(conn: &Connection, id: i64, schema: &str) -> Result<()> {
+pub(crate) fn set_result_schema(conn: &Connection, id: i64, schema: &str) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET hive_result_schema = ?1 WHERE id = ?2",
         params![schema, id],
@@ -307,7 +307,7 @@ pub fn set_result_schema(conn: &Connection, id: i64, schema: &str) -> Result<()>
 }
 
 /// Stores what a running job produced without finishing it.
-pub fn record_outcome(conn: &Connection, id: i64, outcome: &Outcome) -> Result<()> {
+pub(crate) fn record_outcome(conn: &Connection, id: i64, outcome: &Outcome) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET num_records = ?1, result_size = ?2, hive_result_schema = ?3, cmdout = ?4, \
          updated_at = ?5 WHERE id = ?6",
@@ -324,7 +324,7 @@ pub fn record_outcome(conn: &Connection, id: i64, outcome: &Outcome) -> Result<(
 }
 
 /// `running` → `success` (unless killed meanwhile).
-pub fn mark_success(conn: &Connection, id: i64, outcome: &Outcome) -> Result<()> {
+pub(crate) fn mark_success(conn: &Connection, id: i64, outcome: &Outcome) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET status = ?1, num_records = ?2, result_size = ?3, hive_result_schema = ?4, \
          cmdout = ?5, end_at = ?6, updated_at = ?6, cpu_time = 0 WHERE id = ?7 AND status IN (?8, ?9)",
@@ -344,7 +344,7 @@ pub fn mark_success(conn: &Connection, id: i64, outcome: &Outcome) -> Result<()>
 }
 
 /// `running` → `error`, with the reason in `debug.stderr`.
-pub fn mark_error(store: &Store, id: i64, stderr: &str) -> Result<()> {
+pub(crate) fn mark_error(store: &Store, id: i64, stderr: &str) -> Result<()> {
     store.write(|tx| {
         tx.execute(
             "UPDATE jobs SET status = ?1, stderr = ?2, end_at = ?3, updated_at = ?3 \
@@ -364,7 +364,7 @@ pub fn mark_error(store: &Store, id: i64, stderr: &str) -> Result<()> {
 
 /// Marks a queued or running job of `account_id` killed; returns its former status. A finished
 /// job is left as it is and its status returned.
-pub fn kill(conn: &Connection, account_id: i64, id: i64) -> Result<JobStatus> {
+pub(crate) fn kill(conn: &Connection, account_id: i64, id: i64) -> Result<JobStatus> {
     let status = load(conn, account_id, id)?.status;
     if status.is_active() {
         conn.execute(
@@ -376,7 +376,7 @@ pub fn kill(conn: &Connection, account_id: i64, id: i64) -> Result<JobStatus> {
 }
 
 /// Checks that an account's job has a result an export can read.
-pub fn check_exportable(conn: &Connection, account_id: i64, id: i64) -> Result<()> {
+pub(crate) fn check_exportable(conn: &Connection, account_id: i64, id: i64) -> Result<()> {
     let job = load(conn, account_id, id)?;
     if job.status != JobStatus::Success {
         return Err(Error::invalid(format!(
@@ -391,7 +391,7 @@ pub fn check_exportable(conn: &Connection, account_id: i64, id: i64) -> Result<(
 }
 
 /// Links an export job with the job whose result it exports.
-pub fn link_export(conn: &Connection, source_id: i64, export_id: i64) -> Result<()> {
+pub(crate) fn link_export(conn: &Connection, source_id: i64, export_id: i64) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET result_export_target_job_id = ?1 WHERE id = ?2",
         params![source_id, export_id],
@@ -405,7 +405,7 @@ pub fn link_export(conn: &Connection, source_id: i64, export_id: i64) -> Result<
 
 /// Marks jobs that were queued or running when the server stopped as failed: their work died
 /// with the process.
-pub fn recover(conn: &Connection) -> Result<()> {
+pub(crate) fn recover(conn: &Connection) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET status = ?1, stderr = 'td-local stopped while the job ran', end_at = ?2, \
          updated_at = ?2 WHERE status IN (?3, ?4)",
@@ -421,7 +421,12 @@ pub fn result_path(data_dir: &Path, id: i64) -> PathBuf {
 
 /// The runs of a schedule, newest first: the `from`-th to the `to`-th (from 0), and how many
 /// there are.
-pub fn of_schedule(conn: &Connection, schedule_id: i64, from: i64, to: i64) -> Result<(i64, Vec<Job>)> {
+pub(crate) fn of_schedule(
+    conn: &Connection,
+    schedule_id: i64,
+    from: i64,
+    to: i64,
+) -> Result<(i64, Vec<Job>)> {
     let count: i64 = conn.query_row(
         "SELECT COUNT(*) FROM jobs WHERE schedule_id = ?1",
         params![schedule_id],

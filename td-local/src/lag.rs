@@ -56,7 +56,7 @@ fn now_ms() -> i64 {
 }
 
 /// The count a table shows: its rows, or what it showed before a change still lagging.
-pub fn shown(real: i64, lag_count: Option<i64>, lag_until: Option<i64>) -> i64 {
+pub(crate) fn shown(real: i64, lag_count: Option<i64>, lag_until: Option<i64>) -> i64 {
     match (lag_count, lag_until) {
         (Some(count), Some(until)) if until > now_ms() => count,
         _ => real,
@@ -64,7 +64,7 @@ pub fn shown(real: i64, lag_count: Option<i64>, lag_until: Option<i64>) -> i64 {
 }
 
 /// The count table `id` shows now.
-pub fn shown_count(conn: &Connection, id: i64) -> Result<i64> {
+pub(crate) fn shown_count(conn: &Connection, id: i64) -> Result<i64> {
     let (lag_count, lag_until): (Option<i64>, Option<i64>) = conn
         .query_row(
             "SELECT lag_count, lag_until FROM tables WHERE id = ?1",
@@ -77,7 +77,7 @@ pub fn shown_count(conn: &Connection, id: i64) -> Result<i64> {
 }
 
 /// Before a change of table `id`'s rows: it keeps showing the count it shows now, for the lag.
-pub fn hold(conn: &Connection, id: i64, lag: CountLag) -> Result<()> {
+pub(crate) fn hold(conn: &Connection, id: i64, lag: CountLag) -> Result<()> {
     if lag.draw_ms().is_none() {
         return Ok(());
     }
@@ -86,7 +86,7 @@ pub fn hold(conn: &Connection, id: i64, lag: CountLag) -> Result<()> {
 }
 
 /// Table `id` shows `count` for the lag (a renamed table shows the count its name had).
-pub fn show_as(conn: &Connection, id: i64, count: i64, lag: CountLag) -> Result<()> {
+pub(crate) fn show_as(conn: &Connection, id: i64, count: i64, lag: CountLag) -> Result<()> {
     let Some(ms) = lag.draw_ms() else {
         return Ok(());
     };

@@ -19,34 +19,36 @@
 //!   (`td-local query`); `inspect`: the data, read and set up for tests;
 //! - `state`, `routes`: the HTTP side; `server`: the running server ([`TdLocal`]).
 
+#![warn(unreachable_pub)]
+
 pub mod accounts;
-pub mod bulk_import;
-pub mod catalog;
+mod bulk_import;
+mod catalog;
 pub mod cli;
-pub mod error;
-pub mod faults;
-pub mod flat;
-pub mod import;
-pub mod inflate;
-pub mod inspect;
-pub mod jobs;
-pub mod lag;
+mod error;
+mod faults;
+mod flat;
+mod import;
+mod inflate;
+mod inspect;
+mod jobs;
+mod lag;
 pub mod limits;
-pub mod local_query;
-pub mod output;
-pub mod query;
-pub mod records;
-pub mod result_format;
-pub mod results;
+mod local_query;
+mod output;
+mod query;
+mod records;
+mod result_format;
+mod results;
 mod routes;
-pub mod runner;
-pub mod sample;
-pub mod schedules;
-pub mod segments;
+mod runner;
+mod sample;
+mod schedules;
+mod segments;
 mod server;
-pub mod setup;
-pub mod state;
-pub mod store;
+mod setup;
+mod state;
+mod store;
 
 pub use accounts::Account;
 pub use error::Error;
@@ -55,3 +57,14 @@ pub use inspect::{Inspect, SessionInfo};
 pub use lag::CountLag;
 pub use limits::Limits;
 pub use server::{Config, Embedded, TdLocal};
+
+/// Pieces the tests and benchmarks build data with. Not an API: no promise holds from one
+/// version to the next.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::jobs::result_path;
+    pub use crate::records::{
+        binary_value, double_value, gzip_msgpack, json_to_msgpack, msgpack_to_json, read_msgpack_values,
+    };
+    pub use crate::sample::{www_access_rows, AGENTS, FIRST_TIME, PATHS, WWW_ACCESS_SCHEMA};
+}

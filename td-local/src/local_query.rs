@@ -22,7 +22,7 @@ use crate::store::{self, Store, DB_FILE};
 
 /// Why `td-local query` could not show a result.
 #[derive(Debug, thiserror::Error)]
-pub enum LocalQueryError {
+pub(crate) enum LocalQueryError {
     #[error(
         "{} holds no td-local data (no {DB_FILE} or {ACCOUNTS_FILE}); pass the --data directory \
          a `td-local serve` uses",
@@ -47,7 +47,7 @@ pub enum LocalQueryError {
 
 /// A query's result in a file of its own (msgpack.gz arrays, as a job's), removed on drop.
 #[derive(Debug)]
-pub struct Ran {
+pub(crate) struct Ran {
     path: PathBuf,
     pub outcome: Outcome,
 }
@@ -60,12 +60,12 @@ impl Drop for Ran {
 
 impl Ran {
     /// The result's column names.
-    pub fn columns(&self) -> Vec<String> {
+    pub(crate) fn columns(&self) -> Vec<String> {
         result_format::column_names(self.outcome.hive_result_schema.as_deref())
     }
 
     /// Calls `each` with every row (a msgpack array) in order until it returns false.
-    pub fn rows(&self, mut each: impl FnMut(rmpv::Value) -> bool) -> crate::error::Result<()> {
+    pub(crate) fn rows(&self, mut each: impl FnMut(rmpv::Value) -> bool) -> crate::error::Result<()> {
         let file = File::open(&self.path)?;
         let mut more = true;
         records::read_msgpack_values(MultiGzDecoder::new(file), |row| {
@@ -78,7 +78,7 @@ impl Ran {
 
     /// Writes the result in `format` (json, csv or tsv: a first line of column names, then one
     /// line a row, as `job/result` serves them with a header).
-    pub fn write(&self, format: Format, out: &mut dyn Write) -> io::Result<()> {
+    pub(crate) fn write(&self, format: Format, out: &mut dyn Write) -> io::Result<()> {
         let file = File::open(&self.path)?;
         result_format::convert(file, format, Some(&self.columns()), out)
     }
@@ -86,7 +86,7 @@ impl Ran {
 
 /// Runs `sql` as a query job of `account` on `database` would (`TD_SCHEDULED_TIME()` is now),
 /// its result in a file under `data_dir/tmp`.
-pub fn run(
+pub(crate) fn run(
     store: &Store,
     data_dir: &Path,
     account: i64,
@@ -105,7 +105,7 @@ pub fn run(
 
 /// What `td-local query` was asked.
 #[derive(Debug, Clone)]
-pub struct LocalQuery {
+pub(crate) struct LocalQuery {
     pub data_dir: PathBuf,
     /// Tables named without a database are looked up here; without one, name them `db.table`.
     pub database: Option<String>,
@@ -116,7 +116,7 @@ pub struct LocalQuery {
 
 impl LocalQuery {
     /// Opens the data directory (never creating one) and runs the query.
-    pub fn run(&self) -> Result<Ran, LocalQueryError> {
+    pub(crate) fn run(&self) -> Result<Ran, LocalQueryError> {
         let dir = &self.data_dir;
         if !dir.join(DB_FILE).is_file() || !dir.join(ACCOUNTS_FILE).is_file() {
             return Err(LocalQueryError::NoData(dir.clone()));
@@ -161,7 +161,7 @@ fn pick_account(accounts: &[Account], wanted: Option<i64>) -> Result<i64, LocalQ
 /// The result as an aligned text table: a header of column names, a rule, at most `max_rows`
 /// rows (numbers right-aligned, NULL for null, arrays and maps as JSON), and a closing line
 /// counting the rows, saying so when some were left out.
-pub fn text_table(ran: &Ran, max_rows: usize) -> crate::error::Result<String> {
+pub(crate) fn text_table(ran: &Ran, max_rows: usize) -> crate::error::Result<String> {
     let columns = ran.columns();
     let mut rows: Vec<Vec<Cell>> = Vec::new();
     ran.rows(|row| {

@@ -55,7 +55,7 @@ impl OutputTarget {
 
 /// Where an export goes: a td:// URL (saved or given) with what the export's settings add.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
+pub(crate) struct Destination {
     pub url: TdUrl,
     /// `result_connection_settings.time_column`.
     pub time_column: Option<String>,
@@ -71,7 +71,7 @@ impl From<TdUrl> for Destination {
 }
 
 /// Resolves the URL's key to an account and checks that it names a table.
-pub fn resolve(
+pub(crate) fn resolve(
     destination: &Destination,
     accounts: &Accounts,
     caller_account_id: i64,
@@ -112,7 +112,7 @@ pub fn resolve(
 /// the account of the connection's key. Whether TD lets a key in the settings override the
 /// connection's is unconfirmed; ignoring it means a settings object can never redirect writes
 /// into another account than the connection names.
-pub fn apply_settings(destination: &mut Destination, settings: &str) -> Result<()> {
+pub(crate) fn apply_settings(destination: &mut Destination, settings: &str) -> Result<()> {
     let url = &mut destination.url;
     let what = "result_connection_settings";
     let value: Value = serde_json::from_str(settings)
@@ -175,7 +175,7 @@ pub fn apply_settings(destination: &mut Destination, settings: &str) -> Result<(
 
 /// Where the rows of a job (`job/issue`) or an export (`job/result_export`) of `account_id` go:
 /// one path for both, as TD's connector is one.
-pub fn target(
+pub(crate) fn target(
     conn: &Connection,
     accounts: &Accounts,
     account_id: i64,
@@ -186,7 +186,11 @@ pub fn target(
 
 /// The destination asked for: `result` (a td:// URL or a saved result's `NAME[:TABLE]`), or
 /// `result_connection_id` (a saved result) with `result_connection_settings` overriding its parts.
-pub fn destination(conn: &Connection, account_id: i64, request: &ResultRequest) -> Result<Destination> {
+pub(crate) fn destination(
+    conn: &Connection,
+    account_id: i64,
+    request: &ResultRequest,
+) -> Result<Destination> {
     let (result, connection_id, settings) = (
         request.result.as_deref(),
         request.connection_id.as_deref(),
@@ -362,7 +366,7 @@ const BATCH_ROWS: usize = 5_000;
 ///
 /// Both modes run in one write transaction, streaming the result in batches: readers see the
 /// table before or after the whole output (replace: old rows or new rows, never a mix).
-pub fn write_job_result(
+pub(crate) fn write_job_result(
     store: &Store,
     data_dir: &Path,
     source_job_id: i64,

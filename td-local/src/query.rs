@@ -16,7 +16,7 @@
 
 mod rows;
 mod sql;
-pub mod time;
+pub(crate) mod time;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -40,14 +40,14 @@ use crate::jobs::Outcome;
 use crate::records::ColumnRead;
 use crate::store::Store;
 
-pub use sql::is_plain_identifier;
+pub(crate) use sql::is_plain_identifier;
 
 /// Schema name of the attached store inside a query connection.
 const STORE_SCHEMA: &str = "td_store";
 
 /// Why a query failed. The message is what the job shows in `debug.stderr`.
 #[derive(Debug, thiserror::Error)]
-pub enum QueryError {
+pub(crate) enum QueryError {
     #[error("{0}")]
     Sql(#[from] rusqlite::Error),
     #[error("no such table: {0}")]
@@ -74,7 +74,7 @@ type Catalog = BTreeMap<(String, String), TdTable>;
 type Views = BTreeMap<String, TdTable>;
 
 /// A SQLite connection prepared to run one account's queries against one database.
-pub struct Engine {
+pub(crate) struct Engine {
     conn: Connection,
     rows: Rc<rows::RowSource>,
     catalog: Catalog,
@@ -86,7 +86,7 @@ pub struct Engine {
 impl Engine {
     /// Opens a query connection on the store for `account_id`, database `database`;
     /// `TD_SCHEDULED_TIME()` returns `scheduled_time` (Unix seconds).
-    pub fn open(
+    pub(crate) fn open(
         store: &Store,
         account_id: i64,
         database: &str,
@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// Lets another thread stop a running query (a killed job).
-    pub fn interrupt_handle(&self) -> InterruptHandle {
+    pub(crate) fn interrupt_handle(&self) -> InterruptHandle {
         self.conn.get_interrupt_handle()
     }
 
@@ -140,7 +140,7 @@ impl Engine {
     /// time functions: `sql::column_hints`), else the type of the TD column it is named after,
     /// else `varchar`. So a result with no rows, or only NULLs, is typed from the query as TD
     /// types it, not taken for varchar.
-    pub fn run(self, query: &str, result_path: &Path) -> Result<Outcome, QueryError> {
+    pub(crate) fn run(self, query: &str, result_path: &Path) -> Result<Outcome, QueryError> {
         let (mut stmt, sql, views) = self.prepare(query)?;
         let sqlite_names = stmt.column_names();
         let names = presto_column_names(&sqlite_names);

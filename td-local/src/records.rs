@@ -30,7 +30,7 @@ pub struct Row {
 
 /// Why one record of an import cannot be stored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     #[error("record {index} is not a map (msgpack records must be maps)")]
     NotAMap { index: usize },
     #[error("record {index} has no integer 'time' column")]
@@ -38,7 +38,7 @@ pub enum RecordError {
 }
 
 /// The key of the one-key object that stands for bytes in stored JSON.
-pub const BINARY_KEY: &str = "\u{0}binary";
+pub(crate) const BINARY_KEY: &str = "\u{0}binary";
 
 /// Bytes as stored JSON holds them.
 pub fn binary_value(bytes: &[u8]) -> Value {
@@ -48,14 +48,14 @@ pub fn binary_value(bytes: &[u8]) -> Value {
 }
 
 /// The bytes a stored JSON value stands for, if it is one of [`binary_value`]'s objects.
-pub fn as_binary(value: &Value) -> Option<Vec<u8>> {
+pub(crate) fn as_binary(value: &Value) -> Option<Vec<u8>> {
     let map = value.as_object().filter(|m| m.len() == 1)?;
     BASE64.decode(map.get(BINARY_KEY)?.as_str()?).ok()
 }
 
 /// The key of the one-key object that stands for a NaN or an infinity in stored JSON (JSON has
 /// neither; TD's `double` keeps them).
-pub const NON_FINITE_KEY: &str = "\u{0}double";
+pub(crate) const NON_FINITE_KEY: &str = "\u{0}double";
 
 /// A NaN or an infinity as stored JSON holds it; a finite `f` as the number it is.
 pub fn double_value(f: f64) -> Value {
@@ -74,7 +74,7 @@ pub fn double_value(f: f64) -> Value {
 
 /// How a NaN or an infinity is written as text: as Presto's `CAST(x AS varchar)` and Trino's
 /// client protocol write it.
-pub fn non_finite_text(f: f64) -> &'static str {
+pub(crate) fn non_finite_text(f: f64) -> &'static str {
     if f.is_nan() {
         "NaN"
     } else if f > 0.0 {
@@ -85,7 +85,7 @@ pub fn non_finite_text(f: f64) -> &'static str {
 }
 
 /// The NaN or infinity a stored JSON value stands for, if it is one of [`double_value`]'s objects.
-pub fn as_non_finite(value: &Value) -> Option<f64> {
+pub(crate) fn as_non_finite(value: &Value) -> Option<f64> {
     let map = value.as_object().filter(|m| m.len() == 1)?;
     match map.get(NON_FINITE_KEY)?.as_str()? {
         "NaN" => Some(f64::NAN),
@@ -104,7 +104,7 @@ pub fn msgpack_to_json(v: rmpv::Value) -> Value {
 /// Converts one msgpack value to JSON for showing (a `json`, `csv` or `tsv` result): binary as
 /// base64 text, NaN and infinities as their text. What TD shows for either in those formats is
 /// unconfirmed; both are how Trino's own client protocol writes them in JSON.
-pub fn msgpack_to_display(v: rmpv::Value) -> Value {
+pub(crate) fn msgpack_to_display(v: rmpv::Value) -> Value {
     convert(v, &|bytes| Value::String(BASE64.encode(bytes)), &|f| {
         Number::from_f64(f).map_or_else(|| Value::String(non_finite_text(f).into()), Value::Number)
     })
@@ -219,7 +219,7 @@ fn read_error(e: std::io::Error) -> Error {
 /// decoding it: a declared length or count is checked before anything is read or allocated for
 /// it, so memory stays within the limit. `each` gets the record's index and its bytes (one whole
 /// msgpack value; [`decode_record`] decodes it).
-pub fn read_records<R: Read>(
+pub(crate) fn read_records<R: Read>(
     reader: R,
     limits: RecordLimits,
     mut each: impl FnMut(usize, &[u8]) -> Result<()>,
@@ -252,7 +252,7 @@ pub fn read_records<R: Read>(
 }
 
 /// Decodes record `index`, the bytes [`read_records`] handed over.
-pub fn decode_record(index: usize, raw: &[u8]) -> Result<rmpv::Value> {
+pub(crate) fn decode_record(index: usize, raw: &[u8]) -> Result<rmpv::Value> {
     rmpv::decode::read_value(&mut &raw[..])
         .map_err(|e| Error::bad_request(format!("invalid msgpack data in record {index}: {e}")))
 }
@@ -432,7 +432,7 @@ fn copy_exact<'a>(
 }
 
 /// Turns one decoded value into a row, checking it is a map with an integer `time`.
-pub fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
+pub(crate) fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
     let Value::Object(record) = msgpack_to_json(value) else {
         return Err(RecordError::NotAMap { index });
     };
@@ -447,7 +447,7 @@ pub fn to_row(index: usize, value: rmpv::Value) -> Result<Row, RecordError> {
 /// type a new column gets, how a column reads a value), so that decoded JSON values, flat records
 /// (`flat`) and stored JSON text (`query::rows`) are held to the same rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Null,
     Bool,
     Integer,
@@ -460,7 +460,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn of(value: &Value) -> Kind {
+    pub(crate) fn of(value: &Value) -> Kind {
         match value {
             Value::Null => Kind::Null,
             Value::Bool(_) => Kind::Bool,
@@ -500,7 +500,7 @@ impl Kind {
 /// integers fit doubles), and a number in a `string` column as its text (3 as "3", 1.5 as "1.5":
 /// the number as imported, written as JSON writes it), as a varchar column shows a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnRead {
+pub(crate) enum ColumnRead {
     /// `long`, `int`: integers in i64's range.
     Long,
     /// `double`, `float`: numbers.
@@ -516,7 +516,7 @@ pub enum ColumnRead {
 
 /// What a column makes of one stored value (see [`ColumnRead::reads`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadAs {
+pub(crate) enum ReadAs {
     Null,
     /// An integer (NULL past i64).
     Integer,
@@ -531,7 +531,7 @@ pub enum ReadAs {
 impl ColumnRead {
     /// How a column of TD type `td_type` reads its values (`string` for a type td-model does not
     /// know, which a stored schema never has).
-    pub fn of(td_type: &str) -> ColumnRead {
+    pub(crate) fn of(td_type: &str) -> ColumnRead {
         let ty = td_type.trim();
         match ty {
             "long" | "int" => ColumnRead::Long,
@@ -543,7 +543,7 @@ impl ColumnRead {
     }
 
     /// What this column makes of a stored value of kind `kind`.
-    pub fn reads(self, kind: Kind) -> ReadAs {
+    pub(crate) fn reads(self, kind: Kind) -> ReadAs {
         match (self, kind) {
             (_, Kind::Null) => ReadAs::Null,
             (ColumnRead::Long, Kind::Integer) => ReadAs::Integer,
@@ -557,7 +557,7 @@ impl ColumnRead {
 
     /// `value`, a stored JSON value, as this column reads it (for `tail`; queries read the stored
     /// text directly, `query::rows`, under the same [`ColumnRead::reads`]).
-    pub fn read(self, value: Value) -> Value {
+    pub(crate) fn read(self, value: Value) -> Value {
         match self.reads(Kind::of(&value)) {
             ReadAs::Null => Value::Null,
             ReadAs::Integer => value.as_i64().map_or(Value::Null, Value::from),
@@ -576,7 +576,7 @@ impl ColumnRead {
 
 /// `record`, a stored row, with each value a schema column reads as that column reads it (the
 /// first column reading a key decides); keys no column reads are left as they are.
-pub fn read_by_schema(mut record: Map<String, Value>, schema: &[TableColumn]) -> Map<String, Value> {
+pub(crate) fn read_by_schema(mut record: Map<String, Value>, schema: &[TableColumn]) -> Map<String, Value> {
     for (key, value) in record.iter_mut() {
         if let Some(column) = schema.iter().find(|c| column_key(c) == key) {
             *value = ColumnRead::of(&column.td_type).read(std::mem::take(value));
@@ -587,7 +587,7 @@ pub fn read_by_schema(mut record: Map<String, Value>, schema: &[TableColumn]) ->
 
 /// Appends rows to a table and extends its schema with columns seen for the first time, as TD
 /// does on import. Runs inside the caller's transaction.
-pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> Result<()> {
+pub(crate) fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> Result<()> {
     let mut schema = table_schema(conn, table_id)?;
     let before = schema.len();
     if !rows.is_empty() {
@@ -611,7 +611,7 @@ pub fn insert_rows(conn: &Connection, table_id: i64, rows: &[Row]) -> Result<()>
 }
 
 /// Adds to `schema` the columns of `record` it does not have yet (never `time` or `v`).
-pub fn extend_schema(schema: &mut Vec<TableColumn>, record: &Map<String, Value>) {
+pub(crate) fn extend_schema(schema: &mut Vec<TableColumn>, record: &Map<String, Value>) {
     extend_schema_by(
         schema,
         record.iter().map(|(key, value)| (key.as_str(), Kind::of(value))),
@@ -619,7 +619,7 @@ pub fn extend_schema(schema: &mut Vec<TableColumn>, record: &Map<String, Value>)
 }
 
 /// [`extend_schema`] for a record read some other way, as its keys and the kinds of their values.
-pub fn extend_schema_by<'k>(
+pub(crate) fn extend_schema_by<'k>(
     schema: &mut Vec<TableColumn>,
     entries: impl IntoIterator<Item = (&'k str, Kind)>,
 ) {
@@ -635,7 +635,7 @@ pub fn extend_schema_by<'k>(
 
 /// `detect_schema`: adds to the table's schema a column for every key of its rows it lacks, typed
 /// from the values (as a perform or an import would have).
-pub fn detect_schema(conn: &Connection, table_id: i64) -> Result<()> {
+pub(crate) fn detect_schema(conn: &Connection, table_id: i64) -> Result<()> {
     let mut columns = table_schema(conn, table_id)?;
     segments::for_each_row(conn, table_id, |_, _, text| {
         let record: Map<String, Value> = serde_json::from_str(text)
@@ -647,7 +647,7 @@ pub fn detect_schema(conn: &Connection, table_id: i64) -> Result<()> {
 }
 
 /// A table's rows in the order they were stored.
-pub fn table_rows(conn: &Connection, table_id: i64) -> Result<Vec<Row>> {
+pub(crate) fn table_rows(conn: &Connection, table_id: i64) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     segments::for_each_row(conn, table_id, |_, time, text| {
         let record = serde_json::from_str(text)
@@ -659,7 +659,7 @@ pub fn table_rows(conn: &Connection, table_id: i64) -> Result<Vec<Row>> {
 }
 
 /// How many rows a table holds.
-pub fn row_count(conn: &Connection, table_id: i64) -> Result<i64> {
+pub(crate) fn row_count(conn: &Connection, table_id: i64) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COALESCE(SUM(rows), 0) FROM segments WHERE table_id = ?1",
         params![table_id],

@@ -14,7 +14,7 @@ use crate::records::{msgpack_to_display, read_msgpack_values};
 
 /// The formats a result can be read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     MsgpackGz,
     Msgpack,
     Json,
@@ -23,7 +23,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(text: &str) -> Result<Format> {
+    pub(crate) fn parse(text: &str) -> Result<Format> {
         Ok(match text {
             "msgpack.gz" => Format::MsgpackGz,
             "msgpack" => Format::Msgpack,
@@ -38,7 +38,7 @@ impl Format {
         })
     }
 
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::MsgpackGz => "application/octet-stream",
             Format::Msgpack => "application/x-msgpack",
@@ -50,20 +50,20 @@ impl Format {
 }
 
 /// The ETag of a stored result: a result never changes once written.
-pub fn etag(job_id: i64, len: u64) -> String {
+pub(crate) fn etag(job_id: i64, len: u64) -> String {
     format!("\"td-local-result-{job_id}-{len}\"")
 }
 
 /// A `Range` header against a body of known length; `end` is exclusive.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RangeRequest {
+pub(crate) enum RangeRequest {
     Satisfiable(u64, u64),
     Unsatisfiable,
     /// Not a single byte range we serve (several ranges, other units): send the whole body.
     Ignored,
 }
 
-pub fn parse_range(header: &str, len: u64) -> RangeRequest {
+pub(crate) fn parse_range(header: &str, len: u64) -> RangeRequest {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return RangeRequest::Ignored;
     };
@@ -105,7 +105,7 @@ pub fn parse_range(header: &str, len: u64) -> RangeRequest {
 }
 
 /// Column names from `hive_result_schema` (`[[name, type], …]`); none when it cannot be read.
-pub fn column_names(schema: Option<&str>) -> Vec<String> {
+pub(crate) fn column_names(schema: Option<&str>) -> Vec<String> {
     schema
         .and_then(|s| parse_result_schema(s).ok())
         .unwrap_or_default()
@@ -115,7 +115,12 @@ pub fn column_names(schema: Option<&str>) -> Vec<String> {
 }
 
 /// Writes the stored result in `format` (anything but msgpack.gz).
-pub fn convert(file: File, format: Format, header: Option<&[String]>, out: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn convert(
+    file: File,
+    format: Format,
+    header: Option<&[String]>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut rows = MultiGzDecoder::new(io::BufReader::new(file));
     if format == Format::Msgpack {
         io::copy(&mut rows, out)?;

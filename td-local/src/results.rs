@@ -14,7 +14,7 @@ use td_model::TdUrl;
 use crate::error::{Error, Result};
 
 /// The form of a td:// result URL, for messages.
-pub const URL_FORM: &str = "td://[APIKEY]@[HOST]/DATABASE/TABLE[?mode=append|replace]";
+pub(crate) const URL_FORM: &str = "td://[APIKEY]@[HOST]/DATABASE/TABLE[?mode=append|replace]";
 
 /// Where a job's or an export's rows are to go, as TD takes it: `result` (a td:// URL or a saved
 /// result's `NAME[:TABLE]`), or `result_connection_id` (a saved result or console connection)
@@ -54,7 +54,7 @@ impl ResultRequest {
 
 /// A saved result as stored; `url` holds its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SavedResult {
+pub(crate) struct SavedResult {
     pub id: i64,
     pub name: String,
     pub url: String,
@@ -91,14 +91,19 @@ fn check_saved_url(url: &str) -> Result<()> {
 }
 
 /// Saves a destination: Invalid for a bad name or URL, Conflict if the name is taken.
-pub fn create(conn: &Connection, account_id: i64, name: &str, url: &str) -> Result<()> {
+pub(crate) fn create(conn: &Connection, account_id: i64, name: &str, url: &str) -> Result<()> {
     check_saved_url(url)?;
     insert(conn, account_id, name, url, false).map(drop)
 }
 
 /// Records a connection as TD's console makes one: a td:// URL whose key picks the account the
 /// rows go to (its database and table may be left to the export's settings). Returns its id.
-pub fn create_console_connection(conn: &Connection, account_id: i64, name: &str, url: &str) -> Result<i64> {
+pub(crate) fn create_console_connection(
+    conn: &Connection,
+    account_id: i64,
+    name: &str,
+    url: &str,
+) -> Result<i64> {
     TdUrl::parse(url)?;
     insert(conn, account_id, name, url, true)
 }
@@ -117,7 +122,7 @@ fn insert(conn: &Connection, account_id: i64, name: &str, url: &str, console: bo
 }
 
 /// The account's saved results, by name (console connections are not among them).
-pub fn list(conn: &Connection, account_id: i64) -> Result<Vec<SavedResult>> {
+pub(crate) fn list(conn: &Connection, account_id: i64) -> Result<Vec<SavedResult>> {
     let mut stmt = conn.prepare(
         "SELECT id, name, url FROM saved_results WHERE account_id = ?1 AND console = 0 ORDER BY name",
     )?;
@@ -134,7 +139,7 @@ fn saved_row(r: &rusqlite::Row) -> rusqlite::Result<SavedResult> {
 }
 
 /// Deletes a saved result (a console connection is not one).
-pub fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
+pub(crate) fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<()> {
     let deleted = conn.execute(
         "DELETE FROM saved_results WHERE account_id = ?1 AND name = ?2 AND console = 0",
         params![account_id, name],
@@ -156,14 +161,14 @@ fn by_name(conn: &Connection, account_id: i64, name: &str) -> Result<Option<Save
 }
 
 /// The id of the connection named `name` (`connections/lookup`).
-pub fn connection_id(conn: &Connection, account_id: i64, name: &str) -> Result<i64> {
+pub(crate) fn connection_id(conn: &Connection, account_id: i64, name: &str) -> Result<i64> {
     by_name(conn, account_id, name)?
         .map(|saved| saved.id)
         .ok_or_else(|| Error::not_found(format!("connection '{name}' does not exist")))
 }
 
 /// The URL of the connection with this id (`result_connection_id`).
-pub fn connection_url(conn: &Connection, account_id: i64, id: i64) -> Result<TdUrl> {
+pub(crate) fn connection_url(conn: &Connection, account_id: i64, id: i64) -> Result<TdUrl> {
     let url: String = conn
         .query_row(
             "SELECT url FROM saved_results WHERE id = ?1 AND account_id = ?2",
@@ -177,7 +182,7 @@ pub fn connection_url(conn: &Connection, account_id: i64, id: i64) -> Result<TdU
 
 /// A `result=` value as a [`TdUrl`]: a URL, or a saved result's `NAME[:TABLE]` (`td result:create`
 /// + `--result NAME:TABLE` means table TABLE in the saved destination's database).
-pub fn destination(conn: &Connection, account_id: i64, value: &str) -> Result<TdUrl> {
+pub(crate) fn destination(conn: &Connection, account_id: i64, value: &str) -> Result<TdUrl> {
     if value.contains("://") {
         return Ok(TdUrl::parse(value)?);
     }

@@ -22,7 +22,7 @@ use crate::schedules::{self, Schedule};
 use crate::store::{blocking, Store};
 
 /// The job types a query can be issued as.
-pub const QUERY_TYPES: &[&str] = &["presto", "trino", "hive"];
+pub(crate) const QUERY_TYPES: &[&str] = &["presto", "trino", "hive"];
 
 /// What runs jobs: the store, the data directory of their results, and the accounts a result
 /// URL's key may name.
@@ -282,7 +282,7 @@ impl Runner {
 
 /// The checks TD makes of an issued query before it is queued.
 /// The most automatic retries a job may ask for.
-pub const MAX_RETRY_LIMIT: i64 = 32;
+pub(crate) const MAX_RETRY_LIMIT: i64 = 32;
 
 fn check_query(job: &NewJob) -> Result<()> {
     if !QUERY_TYPES.contains(&job.job_type.as_str()) {

@@ -12,9 +12,9 @@ use crate::error::Result;
 use crate::records::{insert_rows, Row};
 use crate::store::Store;
 
-pub const SAMPLE_DATABASE: &str = "sample_datasets";
-pub const SAMPLE_TABLE: &str = "www_access";
-pub const SAMPLE_ROWS: usize = 5_000;
+pub(crate) const SAMPLE_DATABASE: &str = "sample_datasets";
+pub(crate) const SAMPLE_TABLE: &str = "www_access";
+pub(crate) const SAMPLE_ROWS: usize = 5_000;
 /// 2014-10-03 07:20:45 UTC, where TD's sample starts.
 pub const FIRST_TIME: i64 = 1_412_320_845;
 
@@ -80,10 +80,10 @@ pub const WWW_ACCESS_SCHEMA: &str = r#"[["host","string"],["path","string"],["me
 /// Treasure Data connector writes into in every example (`td://@/testdb/output_table`), so those
 /// and the quickstart run as written. Any other target database must be made first, as on TD
 /// ("Database name: the name of an existing database"), with `db:create`.
-pub const STARTER_DATABASE: &str = "testdb";
+pub(crate) const STARTER_DATABASE: &str = "testdb";
 
 /// Gives every account its sample database and [`STARTER_DATABASE`] on first start.
-pub fn ensure_sample_datasets(store: &Store, accounts: &[std::sync::Arc<Account>]) -> Result<()> {
+pub(crate) fn ensure_sample_datasets(store: &Store, accounts: &[std::sync::Arc<Account>]) -> Result<()> {
     for account in accounts {
         store.write(|tx| {
             if find_database(tx, account.id, SAMPLE_DATABASE)?.is_some() {

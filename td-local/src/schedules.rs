@@ -22,7 +22,7 @@ use crate::jobs::NewJob;
 use crate::store::now;
 
 /// `run/:name/:time` runs at most this many jobs (TD's API description, runSchedule).
-pub const MAX_RUNS_AT_ONCE: i64 = 10;
+pub(crate) const MAX_RUNS_AT_ONCE: i64 = 10;
 
 /// A schedule as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub struct ScheduleSettings {
 
 /// A change of a schedule: what is given replaces what was there.
 #[derive(Debug, Clone, Default)]
-pub struct ScheduleChange {
+pub(crate) struct ScheduleChange {
     pub name: Option<String>,
     /// `Some("")` clears the cron.
     pub cron: Option<String>,
@@ -77,7 +77,7 @@ pub struct ScheduleChange {
 impl ScheduleChange {
     /// The settings of a new schedule: `query` and `database` are required; `type` defaults to
     /// `hive` (td-client-python sends it so), the time zone to UTC.
-    pub fn into_new(self) -> Result<(String, ScheduleSettings)> {
+    pub(crate) fn into_new(self) -> Result<(String, ScheduleSettings)> {
         let required = |value: Option<String>, what: &str| {
             value
                 .filter(|v| !v.is_empty())
@@ -101,7 +101,7 @@ impl ScheduleChange {
     }
 
     /// `to` with this change made.
-    pub fn apply(self, to: &mut Schedule) {
+    pub(crate) fn apply(self, to: &mut Schedule) {
         let s = &mut to.settings;
         if let Some(name) = self.name.filter(|n| !n.is_empty()) {
             to.name = name;
@@ -141,14 +141,14 @@ fn zone(timezone: &str) -> Result<chrono_tz::Tz> {
 }
 
 /// A cron expression in a time zone: when a schedule's runs fall.
-pub struct When {
+pub(crate) struct When {
     cron: croner::Cron,
     tz: chrono_tz::Tz,
 }
 
 impl When {
     /// TD's forms only: five fields, or one of the `@` names (no seconds field).
-    pub fn parse(cron: &str, timezone: &str) -> Result<When> {
+    pub(crate) fn parse(cron: &str, timezone: &str) -> Result<When> {
         let text = cron.trim();
         let named = ["@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually"];
         if !(named.contains(&text) || text.split_whitespace().count() == 5) {
@@ -166,7 +166,7 @@ impl When {
     }
 
     /// The first scheduled time strictly after `after` (Unix seconds).
-    pub fn next_after(&self, after: i64) -> Option<i64> {
+    pub(crate) fn next_after(&self, after: i64) -> Option<i64> {
         let from = self.tz.timestamp_opt(after, 0).single()?;
         self.cron
             .find_next_occurrence(&from, false)
@@ -262,7 +262,7 @@ fn schedule_row(r: &rusqlite::Row) -> rusqlite::Result<Schedule> {
 }
 
 /// Records a schedule under a free name; returns it.
-pub fn create(
+pub(crate) fn create(
     conn: &Connection,
     account_id: i64,
     name: &str,
@@ -326,7 +326,7 @@ fn write_row(conn: &Connection, schedule: &Schedule) -> Result<()> {
 }
 
 /// The account's schedule of that name.
-pub fn get(conn: &Connection, account_id: i64, name: &str) -> Result<Schedule> {
+pub(crate) fn get(conn: &Connection, account_id: i64, name: &str) -> Result<Schedule> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM schedules WHERE account_id = ?1 AND name = ?2"),
         params![account_id, name],
@@ -337,7 +337,7 @@ pub fn get(conn: &Connection, account_id: i64, name: &str) -> Result<Schedule> {
 }
 
 /// The account's schedules, by name.
-pub fn list(conn: &Connection, account_id: i64) -> Result<Vec<Schedule>> {
+pub(crate) fn list(conn: &Connection, account_id: i64) -> Result<Vec<Schedule>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM schedules WHERE account_id = ?1 ORDER BY name"
     ))?;
@@ -347,7 +347,12 @@ pub fn list(conn: &Connection, account_id: i64) -> Result<Vec<Schedule>> {
 
 /// Stores `changed` (the schedule `name` with a [`ScheduleChange`] applied); a new cron or time
 /// zone sets its next time afresh. Returns it as stored.
-pub fn update(conn: &Connection, account_id: i64, name: &str, mut changed: Schedule) -> Result<Schedule> {
+pub(crate) fn update(
+    conn: &Connection,
+    account_id: i64,
+    name: &str,
+    mut changed: Schedule,
+) -> Result<Schedule> {
     let stored = get(conn, account_id, name)?;
     check_schedule_name(&changed.name)?;
     let s = &changed.settings;
@@ -369,14 +374,14 @@ pub fn update(conn: &Connection, account_id: i64, name: &str, mut changed: Sched
 }
 
 /// Removes a schedule (its jobs stay); returns it as it was.
-pub fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<Schedule> {
+pub(crate) fn delete(conn: &Connection, account_id: i64, name: &str) -> Result<Schedule> {
     let schedule = get(conn, account_id, name)?;
     conn.execute("DELETE FROM schedules WHERE id = ?1", params![schedule.id])?;
     Ok(schedule)
 }
 
 /// The scheduled times of `run/:name/:time`: `time` itself, then the cron's next ones.
-pub fn run_times(schedule: &Schedule, time: i64, num: i64) -> Result<Vec<i64>> {
+pub(crate) fn run_times(schedule: &Schedule, time: i64, num: i64) -> Result<Vec<i64>> {
     if !(1..=MAX_RUNS_AT_ONCE).contains(&num) {
         return Err(Error::invalid(format!(
             "num must be from 1 to {MAX_RUNS_AT_ONCE}, got {num}"
@@ -401,13 +406,13 @@ pub fn run_times(schedule: &Schedule, time: i64, num: i64) -> Result<Vec<i64>> {
 
 /// A schedule's run that is due at `at`: its scheduled time, plus `delay`, has come.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueRun {
+pub(crate) struct DueRun {
     pub schedule: Schedule,
     pub scheduled_time: i64,
 }
 
 /// Whether any schedule has a run due at `at`.
-pub fn any_due(conn: &Connection, at: i64) -> Result<bool> {
+pub(crate) fn any_due(conn: &Connection, at: i64) -> Result<bool> {
     Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM schedules WHERE next_time IS NOT NULL AND next_time + delay <= ?1)",
         params![at],
@@ -417,7 +422,7 @@ pub fn any_due(conn: &Connection, at: i64) -> Result<bool> {
 
 /// Takes the runs due at `at` and moves each schedule to its next time after `at` (runs missed
 /// while td-local was stopped are not made up: one run, the latest due, is issued).
-pub fn take_due(conn: &Connection, at: i64) -> Result<Vec<DueRun>> {
+pub(crate) fn take_due(conn: &Connection, at: i64) -> Result<Vec<DueRun>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM schedules WHERE next_time IS NOT NULL AND next_time + delay <= ?1"
     ))?;

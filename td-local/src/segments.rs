@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// JSON text a block holds before it is stored: past this, the next record starts a new block.
 /// A block is read into memory whole (beside its compressed copy), so this (or one record, if
 /// larger) is about what a reader holds.
-pub const BLOCK_BYTES: usize = 64 << 10;
+pub(crate) const BLOCK_BYTES: usize = 64 << 10;
 
 /// A block as written, little-endian: the record count `n` (u32), then `n` × (`time` i64, text
 /// length u32), then the records' JSON texts back to back. It is stored LZ4-compressed, behind
@@ -91,7 +91,7 @@ fn damaged() -> Error {
 /// A block as written, from its bytes as stored (see [`BlockWriter`]), into `into` (replacing
 /// what it held). A block stored as written is swapped in, not copied: `stored` is then left
 /// holding what `into` held.
-pub fn unpack(stored: &mut Vec<u8>, into: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn unpack(stored: &mut Vec<u8>, into: &mut Vec<u8>) -> Result<()> {
     let Some(packed) = stored.strip_prefix(&PACKED) else {
         std::mem::swap(stored, into);
         return Ok(());
@@ -114,7 +114,7 @@ pub fn unpack(stored: &mut Vec<u8>, into: &mut Vec<u8>) -> Result<()> {
 
 /// The rows of a stored block, `(time, record JSON bytes)`, in the order they were pushed.
 /// A block that does not parse (the database was changed behind td-local's back) is an error.
-pub fn block_rows(block: &[u8]) -> Result<BlockRows<'_>> {
+pub(crate) fn block_rows(block: &[u8]) -> Result<BlockRows<'_>> {
     let count = block
         .get(..COUNT_BYTES)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
@@ -140,7 +140,7 @@ pub fn block_rows(block: &[u8]) -> Result<BlockRows<'_>> {
 }
 
 /// See [`block_rows`].
-pub struct BlockRows<'a> {
+pub(crate) struct BlockRows<'a> {
     heads: std::slice::ChunksExact<'a, u8>,
     text: &'a [u8],
     /// Where `text` starts in the block.
@@ -149,7 +149,7 @@ pub struct BlockRows<'a> {
 
 impl<'a> BlockRows<'a> {
     /// The rows as `(time, where the record's text starts in the block, the text)`.
-    pub fn placed(self) -> impl Iterator<Item = (i64, usize, &'a [u8])> {
+    pub(crate) fn placed(self) -> impl Iterator<Item = (i64, usize, &'a [u8])> {
         let mut at = self.text_start;
         self.map(move |(time, text)| {
             let from = at;
@@ -178,7 +178,7 @@ impl<'a> Iterator for BlockRows<'a> {
 
 /// Who a new segment's rows belong to.
 #[derive(Debug, Clone, Copy)]
-pub enum Owner {
+pub(crate) enum Owner {
     Table(i64),
     /// A bulk-import session, until its commit gives them to the table.
     Session(i64),
@@ -187,7 +187,7 @@ pub enum Owner {
 /// Writes rows into a new segment and keeps its counts; [`Segment::finish`] stores them. Runs
 /// inside the caller's transaction, so dropped unfinished it leaves nothing once that
 /// transaction (or savepoint) is rolled back.
-pub struct Segment<'c> {
+pub(crate) struct Segment<'c> {
     conn: &'c Connection,
     insert: rusqlite::CachedStatement<'c>,
     id: i64,
@@ -200,7 +200,7 @@ pub struct Segment<'c> {
 }
 
 impl<'c> Segment<'c> {
-    pub fn create(conn: &'c Connection, owner: Owner) -> Result<Segment<'c>> {
+    pub(crate) fn create(conn: &'c Connection, owner: Owner) -> Result<Segment<'c>> {
         let (table_id, session_id) = match owner {
             Owner::Table(id) => (Some(id), None),
             Owner::Session(id) => (None, Some(id)),
@@ -225,7 +225,7 @@ impl<'c> Segment<'c> {
     }
 
     /// Adds a row: its `time` and its record's JSON text.
-    pub fn push(&mut self, time: i64, json: &str) -> Result<()> {
+    pub(crate) fn push(&mut self, time: i64, json: &str) -> Result<()> {
         self.block.push(time, json)?;
         self.rows += 1;
         self.bytes += json.len() as i64;
@@ -237,7 +237,7 @@ impl<'c> Segment<'c> {
     }
 
     /// Adds rows `(time, record JSON)`, in order.
-    pub fn push_all<'r>(&mut self, rows: impl IntoIterator<Item = (i64, &'r str)>) -> Result<()> {
+    pub(crate) fn push_all<'r>(&mut self, rows: impl IntoIterator<Item = (i64, &'r str)>) -> Result<()> {
         rows.into_iter()
             .try_for_each(|(time, json)| self.push(time, json))
     }
@@ -253,7 +253,7 @@ impl<'c> Segment<'c> {
     }
 
     /// Stores the last block and the segment's counts; returns its id.
-    pub fn finish(mut self) -> Result<i64> {
+    pub(crate) fn finish(mut self) -> Result<i64> {
         if !self.block.heads.is_empty() {
             self.store_block()?;
         }
@@ -267,7 +267,7 @@ impl<'c> Segment<'c> {
 
 /// A segment's blocks, as a reader walks them: `first ..= last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Blocks {
+pub(crate) struct Blocks {
     pub segment: i64,
     pub first: i64,
     pub last: i64,
@@ -292,14 +292,14 @@ fn blocks(conn: &Connection, which: &str, param: impl rusqlite::Params) -> Resul
 }
 
 /// The blocks of table `table_id`, in the order they were written.
-pub fn table_blocks(conn: &Connection, table_id: i64) -> Result<Vec<Blocks>> {
+pub(crate) fn table_blocks(conn: &Connection, table_id: i64) -> Result<Vec<Blocks>> {
     blocks(conn, "table_id = ?1", [table_id])
 }
 
 /// Reads block `id` as stored into `stored` (replacing what it held): [`unpack`] makes it the
 /// block as written. Apart, so that a reader sharing a connection holds it only for the copy.
 /// A segment's block that is not there is an error.
-pub fn read_stored(conn: &Connection, id: i64, stored: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn read_stored(conn: &Connection, id: i64, stored: &mut Vec<u8>) -> Result<()> {
     let mut stmt = conn.prepare_cached("SELECT data FROM blocks WHERE rowid = ?1")?;
     stmt.query_row([id], |r| {
         stored.clear();
@@ -312,7 +312,7 @@ pub fn read_stored(conn: &Connection, id: i64, stored: &mut Vec<u8>) -> Result<(
 
 /// Calls `each` with every row of table `table_id` in the order they were written: its
 /// segment's id, `time` and record JSON. One block is held at a time.
-pub fn for_each_row(
+pub(crate) fn for_each_row(
     conn: &Connection,
     table_id: i64,
     mut each: impl FnMut(i64, i64, &str) -> Result<()>,
@@ -343,23 +343,27 @@ fn delete_segments(conn: &Connection, which: &str, param: impl rusqlite::Params 
     Ok(())
 }
 /// Deletes the rows of the tables `tables` selects (SQL yielding table ids, `?1` = `param`).
-pub fn delete_table_rows(conn: &Connection, tables: &str, param: i64) -> Result<()> {
+pub(crate) fn delete_table_rows(conn: &Connection, tables: &str, param: i64) -> Result<()> {
     delete_segments(conn, &format!("table_id IN ({tables})"), [param])
 }
 
 /// Drops one segment and its rows.
-pub fn delete_segment(conn: &Connection, id: i64) -> Result<()> {
+pub(crate) fn delete_segment(conn: &Connection, id: i64) -> Result<()> {
     delete_segments(conn, "id = ?1", [id])
 }
 
 /// Drops the rows a bulk-import session has staged.
-pub fn delete_session_rows(conn: &Connection, session_id: i64) -> Result<()> {
+pub(crate) fn delete_session_rows(conn: &Connection, session_id: i64) -> Result<()> {
     delete_segments(conn, "session_id = ?1", [session_id])
 }
 
 /// Drops the staged rows of every session but those `keep` selects (SQL yielding session ids,
 /// `?1` = `param`), and of sessions that are gone.
-pub fn delete_session_rows_except(conn: &Connection, keep: &str, param: impl rusqlite::ToSql) -> Result<()> {
+pub(crate) fn delete_session_rows_except(
+    conn: &Connection,
+    keep: &str,
+    param: impl rusqlite::ToSql,
+) -> Result<()> {
     delete_segments(
         conn,
         &format!("session_id IS NOT NULL AND session_id NOT IN ({keep})"),
@@ -368,7 +372,7 @@ pub fn delete_session_rows_except(conn: &Connection, keep: &str, param: impl rus
 }
 
 /// The rows a session has staged.
-pub fn session_rows(conn: &Connection, session_id: i64) -> Result<i64> {
+pub(crate) fn session_rows(conn: &Connection, session_id: i64) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COALESCE(SUM(rows), 0) FROM segments WHERE session_id = ?1",
         params![session_id],
@@ -377,7 +381,7 @@ pub fn session_rows(conn: &Connection, session_id: i64) -> Result<i64> {
 }
 
 /// Gives a session's staged segments to a table (a commit): no row moves.
-pub fn give_to_table(conn: &Connection, session_id: i64, table_id: i64) -> Result<()> {
+pub(crate) fn give_to_table(conn: &Connection, session_id: i64, table_id: i64) -> Result<()> {
     conn.execute(
         "UPDATE segments SET table_id = ?1, session_id = NULL WHERE session_id = ?2",
         params![table_id, session_id],
@@ -407,14 +411,14 @@ CREATE INDEX IF NOT EXISTS segments_by_session ON segments (session_id);
 "#;
 
 /// Makes the tables of stored rows (none is changed if it exists).
-pub fn create_tables(conn: &Connection) -> Result<()> {
+pub(crate) fn create_tables(conn: &Connection) -> Result<()> {
     Ok(conn.execute_batch(TABLES)?)
 }
 
 /// A data directory from before blocks keeps one `records` row per row, and segments name
 /// their runs of rowids (`first_row`): each segment's rows are packed into blocks, in a new
 /// segment with the same owner, counts and order. One transaction, at open.
-pub fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
+pub(crate) fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "DROP INDEX IF EXISTS segments_by_table;
@@ -450,7 +454,7 @@ pub fn pack_rows_into_blocks(conn: &Connection) -> Result<()> {
 
 /// Every row of table `table`, `(time, record JSON)`, for tests.
 #[cfg(test)]
-pub fn rows_of(conn: &Connection, table: i64) -> Vec<(i64, String)> {
+pub(crate) fn rows_of(conn: &Connection, table: i64) -> Vec<(i64, String)> {
     let mut rows = Vec::new();
     for_each_row(conn, table, |_, time, text| {
         rows.push((time, text.to_string()));
@@ -463,7 +467,7 @@ pub fn rows_of(conn: &Connection, table: i64) -> Vec<(i64, String)> {
 /// Every segment, in order: `(table_id, session_id, rows, bytes, max_time)`, for tests.
 #[cfg(test)]
 #[allow(clippy::type_complexity)]
-pub fn segment_rows(conn: &Connection) -> Vec<(Option<i64>, Option<i64>, i64, i64, Option<i64>)> {
+pub(crate) fn segment_rows(conn: &Connection) -> Vec<(Option<i64>, Option<i64>, i64, i64, Option<i64>)> {
     let mut stmt = conn
         .prepare("SELECT table_id, session_id, rows, bytes, max_time FROM segments ORDER BY id")
         .unwrap();

@@ -44,7 +44,7 @@ impl RowFormat {
 }
 
 /// A td-local's data directory, reached through TD's API as one of its accounts.
-pub struct Local {
+pub(crate) struct Local {
     /// The server this step started (none when one already serves the directory).
     _started: Option<Box<TdLocal>>,
     base_url: String,
@@ -53,7 +53,7 @@ pub struct Local {
 }
 
 /// The account `id` of `dir`'s accounts.yml (made, with fresh keys, the first time).
-pub fn account(dir: &Path, id: i64) -> Result<Account> {
+pub(crate) fn account(dir: &Path, id: i64) -> Result<Account> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::invalid(format!("cannot make the data directory {}: {e}", dir.display())))?;
     let all = accounts::load_or_create(dir)?;
@@ -70,7 +70,7 @@ pub fn account(dir: &Path, id: i64) -> Result<Account> {
 /// The `export` lines that give a spec its keys: the source account's master key as
 /// `TD_API_KEY` (what `td.apikey` falls back to) and the target's as `target_var` (by default
 /// `TARGET_APIKEY`, what `${secret:target.apikey}` reads).
-pub fn env_lines(
+pub(crate) fn env_lines(
     dir: &Path,
     source: i64,
     target: i64,
@@ -100,7 +100,7 @@ pub fn env_lines(
 
 impl Local {
     /// Reaches `dir` as account `id`: through the server serving it, else one started here.
-    pub async fn open(dir: &Path, id: i64) -> Result<Local> {
+    pub(crate) async fn open(dir: &Path, id: i64) -> Result<Local> {
         let account = account(dir, id)?;
         let embedded = TdLocal::embedded(Config {
             admin: true,
@@ -160,14 +160,14 @@ impl Local {
         self.call(reqwest::Method::POST, path, Body::Form(form)).await
     }
 
-    pub async fn create_database(&self, db: &str) -> Result<()> {
+    pub(crate) async fn create_database(&self, db: &str) -> Result<()> {
         self.post(&format!("/v3/database/create/{}", seg(db)), vec![])
             .await
             .map(drop)
     }
 
     /// A log table, with its schema when given (`[[name, type], …]` as JSON text).
-    pub async fn create_table(&self, db: &str, table: &str, schema: Option<&str>) -> Result<()> {
+    pub(crate) async fn create_table(&self, db: &str, table: &str, schema: Option<&str>) -> Result<()> {
         let form = schema
             .map(|s| vec![("schema", s.to_string())])
             .unwrap_or_default();
@@ -177,7 +177,7 @@ impl Local {
     }
 
     /// Imports `rows` (each given `time` when it has none); returns how many.
-    pub async fn load(&self, db: &str, table: &str, mut rows: Vec<Value>, time: i64) -> Result<usize> {
+    pub(crate) async fn load(&self, db: &str, table: &str, mut rows: Vec<Value>, time: i64) -> Result<usize> {
         for row in &mut rows {
             let Value::Object(map) = row else {
                 return Err(Error::invalid(format!("a row is not a map of columns: {row}")));
@@ -191,7 +191,13 @@ impl Local {
     }
 
     /// Issues `sql` on `db` and waits for the job: its id once it succeeded, else its error.
-    pub async fn issue(&self, engine: &str, db: &str, sql: &str, result: Option<&str>) -> Result<String> {
+    pub(crate) async fn issue(
+        &self,
+        engine: &str,
+        db: &str,
+        sql: &str,
+        result: Option<&str>,
+    ) -> Result<String> {
         let mut form = vec![("query", sql.to_string())];
         form.extend(result.map(|r| ("result", r.to_string())));
         let issued = self
@@ -216,7 +222,7 @@ impl Local {
     }
 
     /// A saved result (`td result:create NAME URL`).
-    pub async fn create_result(&self, name: &str, url: &str) -> Result<()> {
+    pub(crate) async fn create_result(&self, name: &str, url: &str) -> Result<()> {
         self.post(
             &format!("/v3/result/create/{}", seg(name)),
             vec![("url", url.to_string())],
@@ -226,7 +232,7 @@ impl Local {
     }
 
     /// A connection as TD's console makes one: its key held by td-local. Returns its id.
-    pub async fn create_connection(&self, name: &str, url: &str) -> Result<i64> {
+    pub(crate) async fn create_connection(&self, name: &str, url: &str) -> Result<i64> {
         let made = self
             .post(
                 &format!("/_td_local/connections/{}", seg(name)),
@@ -256,7 +262,7 @@ fn seg(text: &str) -> String {
 }
 
 /// The rows of a file in `format`.
-pub fn read_rows(path: &Path, format: RowFormat) -> Result<Vec<Value>> {
+pub(crate) fn read_rows(path: &Path, format: RowFormat) -> Result<Vec<Value>> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))?;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {

@@ -17,7 +17,7 @@ use rusqlite::{Connection, Transaction};
 
 use crate::error::{Error, Result};
 
-pub const DB_FILE: &str = "td-local.sqlite3";
+pub(crate) const DB_FILE: &str = "td-local.sqlite3";
 
 /// The writer connection's page cache, in KiB (readers keep SQLite's 2 MiB).
 const WRITER_CACHE_KIB: i64 = 16 << 10;
@@ -340,7 +340,7 @@ impl Store {
 }
 
 /// Runs blocking work (SQLite, files) on the blocking pool.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::internal(format!("task failed: {e}")))?
@@ -408,7 +408,7 @@ macro_rules! text_enum {
 pub(crate) use text_enum;
 
 /// Seconds since the Unix epoch.
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 

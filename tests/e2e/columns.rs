@@ -247,8 +247,8 @@ fn infinities_arrive_as_infinities() {
     let out = td.export(&spec(&td, &job, "out", ""), &[]);
     out.expect_code(0);
     let (up, down) = (
-        td_local::records::double_value(f64::INFINITY),
-        td_local::records::double_value(f64::NEG_INFINITY),
+        td_local::internals::double_value(f64::INFINITY),
+        td_local::internals::double_value(f64::NEG_INFINITY),
     );
     assert_eq!(
         td.rows(2, "dstdb", "out"),

@@ -312,9 +312,9 @@ fn one_idempotency_key_shared_by_two_targets_exports_to_each() {
 
 #[test]
 fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
-    use td_result_export::td::SessionAction;
-    use td_result_export::transfer::session::{drive, SessionRef};
-    use td_result_export::transfer::TransferError;
+    use td_result_export::internals::SessionAction;
+    use td_result_export::internals::TransferError;
+    use td_result_export::internals::{drive, SessionRef};
 
     let td = TdLocalRun::start();
     td.create_database(2, "dstdb");
@@ -342,7 +342,7 @@ fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
             name: "tdre_unreadable",
             database: "dstdb",
             table: "loaded",
-            poll: &td_result_export::retry::PollPolicy::default().scaled(0.001),
+            poll: &td_result_export::internals::PollPolicy::default().scaled(0.001),
             resume_now: true,
             rows_expected: None,
             made: &Default::default(),

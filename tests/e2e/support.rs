@@ -279,12 +279,12 @@ impl TdLocalRun {
     }
 
     /// A client of the operator's library for `account`'s master key (test setup only).
-    pub fn client(&self, account: i64) -> td_result_export::td::TdClient {
-        td_result_export::td::TdClient::new(
-            td_result_export::td::http_client(&Default::default()).expect("a client"),
+    pub fn client(&self, account: i64) -> td_result_export::internals::TdClient {
+        td_result_export::internals::TdClient::new(
+            td_result_export::internals::http_client(&Default::default()).expect("a client"),
             &self.server.base_url(),
             &self.master(account),
-            td_result_export::retry::RetryPolicy::default(),
+            td_result_export::internals::RetryPolicy::default(),
         )
     }
 
@@ -314,7 +314,7 @@ impl TdLocalRun {
     }
 
     /// The job as TD shows it.
-    pub fn job(&self, account: i64, id: &str) -> td_result_export::td::Job {
+    pub fn job(&self, account: i64, id: &str) -> td_result_export::internals::Job {
         let client = self.client(account);
         self.rt.block_on(client.job(id)).expect("job shown")
     }
@@ -503,7 +503,7 @@ impl TdLocalRun {
     /// sorted as [`TdLocalRun::rows`] sorts them.
     pub fn exported_rows(&self, account: i64, id: &str, time: &RowTime) -> Vec<serde_json::Value> {
         let start =
-            td_result_export::source::job_start_time(&self.job(account, id)).expect("the job started");
+            td_result_export::internals::job_start_time(&self.job(account, id)).expect("the job started");
         let rows = self.result_records(account, id).into_iter().map(|mut record| {
             let own = record.get("time").and_then(serde_json::Value::as_i64);
             let t = match (time, own) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use td_local::{CountLag, FaultAction, FaultRule};
 
-use td_result_export::td::{Payload, SessionAction};
+use td_result_export::internals::{Payload, SessionAction};
 
 use crate::support::{read_status, sorted, source_records, ExportFixture, TdLocalRun, TARGET_DB};
 
@@ -24,7 +24,7 @@ fn status(code: u16) -> FaultAction {
 }
 
 /// The bulk-import session `name` of the target account, as TD shows it.
-fn session(fx: &ExportFixture, name: &str) -> Option<td_result_export::td::Session> {
+fn session(fx: &ExportFixture, name: &str) -> Option<td_result_export::internals::Session> {
     let client = fx.td.client(2);
     fx.td.rt.block_on(client.session(name)).expect("bulk_import/show")
 }
@@ -358,9 +358,9 @@ fn r7_a_result_cut_at_a_gzip_member_boundary_is_never_committed() {
     let job = inspect
         .finished_job(1, "srcdb", &columns, &rows, 1_700_000_000)
         .expect("job recorded");
-    let path = td_local::jobs::result_path(td.server.data_dir(), job);
+    let path = td_local::internals::result_path(td.server.data_dir(), job);
     let whole = std::fs::read(&path).unwrap();
-    let half = td_local::records::gzip_msgpack(&rows[..1_000]).unwrap();
+    let half = td_local::internals::gzip_msgpack(&rows[..1_000]).unwrap();
     std::fs::write(&path, &half).unwrap();
     td.create_database(2, TARGET_DB);
     let fx = ExportFixture::with_job(td, job.to_string(), sorted(records));
@@ -409,7 +409,7 @@ fn r14_a_session_left_with_rejected_records_is_dropped_and_the_export_starts_ove
     // An earlier run's session under that name, performed with a rejected record.
     fx.td.server.inspect().create_table(2, TARGET_DB, "rejected").ok();
     let client = fx.td.client(2);
-    let bad = td_local::records::gzip_msgpack(&[serde_json::json!("not a record")]).unwrap();
+    let bad = td_local::internals::gzip_msgpack(&[serde_json::json!("not a record")]).unwrap();
     fx.td.rt.block_on(async {
         client.create_session(&name, TARGET_DB, "rejected").await.unwrap();
         client

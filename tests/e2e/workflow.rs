@@ -241,7 +241,7 @@ fn the_py_entry_raises_a_retryable_error_on_a_transient_failure() {
     let task = py_task(&td, &params(&td, &job, "py_transient", json!({"_retry": 3})));
     assert_ne!(task.code, Some(0));
     let polls = td.requests_to("GET", "/v3/job/show/").len();
-    let per_request = td_result_export::retry::RetryPolicy::default().max_retries as usize + 1;
+    let per_request = td_result_export::internals::RetryPolicy::default().max_retries as usize + 1;
     // One attempt polls the job with its per-request retries (and reads it again cleaning up);
     // four attempts (`_retry: 3` taken by the binary) would make four times as many calls.
     assert!(

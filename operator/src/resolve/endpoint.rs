@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 use url::Url;
 
 /// The US region's API, used when nothing names a host.
-pub const DEFAULT_ENDPOINT: &str = "https://api.treasuredata.com";
+pub(crate) const DEFAULT_ENDPOINT: &str = "https://api.treasuredata.com";
 
 /// Where an account's API is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ fn base_url(url: Url) -> Result<Url, String> {
 }
 
 /// Whether `url`'s host is this machine: 127.0.0.0/8, ::1 or localhost.
-pub fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),

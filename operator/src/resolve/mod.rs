@@ -18,12 +18,11 @@ mod target;
 
 use td_model::ApiKey;
 
-pub use endpoint::{is_loopback, Endpoint, DEFAULT_ENDPOINT};
-pub use plan::{
-    Account, EngineChoice, ExportPlan, KeyFrom, ProxyPlan, QueryOptions, Settings, Source, Target,
-    TargetAccount, TaskRetry, UnknownSetting,
-};
-pub use target::{choose_engine, forwarded_setting, unknown_setting, TargetKey};
+pub(crate) use endpoint::is_loopback;
+pub use endpoint::Endpoint;
+pub(crate) use plan::{Account, EngineChoice, KeyFrom, ProxyPlan, QueryOptions, TaskRetry};
+pub use plan::{ExportPlan, Source, Target, TargetAccount};
+pub(crate) use target::{choose_engine, forwarded_setting, unknown_setting, TargetKey};
 
 use crate::error::{shown, At, SpecError, SpecPath, Warning};
 use crate::spec::{self, Inputs, LoadedSpec, QueryText, RetrySpec, SourceSpec};
@@ -31,7 +30,7 @@ use crate::spec::{self, Inputs, LoadedSpec, QueryText, RetrySpec, SourceSpec};
 /// Resolves a loaded spec into the plan and the warnings it gives. With `inputs.local_dir` set
 /// (`--local DIR`), every endpoint becomes the embedded td-local, so a production spec can be tried
 /// locally unchanged.
-pub fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<Warning>), SpecError> {
+pub(crate) fn resolve(loaded: &LoadedSpec, inputs: &Inputs) -> Result<(ExportPlan, Vec<Warning>), SpecError> {
     let force_local = inputs.local_dir.is_some();
     // The parts that do not depend on each other are all resolved, so that one run names every
     // problem of the spec, in file order.
@@ -109,7 +108,7 @@ fn in_file_order(errors: impl Iterator<Item = SpecError>) -> SpecError {
 
 /// TD's API hosts, one per region, as TD's API description lists its servers
 /// (https://td-public.redocly.app/apis/td-api).
-pub const TD_API_HOSTS: [&str; 4] = [
+pub(crate) const TD_API_HOSTS: [&str; 4] = [
     "api.treasuredata.com",
     "api.treasuredata.co.jp",
     "api.ap02.treasuredata.com",

@@ -75,7 +75,7 @@ pub(super) fn resolve_target(
 
 /// What is known of the target account's key when the engine is chosen.
 #[derive(Debug, Clone, Copy)]
-pub enum TargetKey<'a> {
+pub(crate) enum TargetKey<'a> {
     /// Usable here, from there.
     Here(&'a KeyFrom),
     /// Held only by TD: a connection made in TD's console, or a saved result whose key TD masks.
@@ -88,7 +88,7 @@ pub enum TargetKey<'a> {
 /// `stream` when the target account's key is usable here and `server` when only TD holds it.
 /// `None` while the target's key is not looked up yet. The resolve stage calls it with what the
 /// spec says, the connect stage again once it has looked the target up: one rule for both.
-pub fn choose_engine(
+pub(crate) fn choose_engine(
     choice: TransferChoice,
     legacy_mode: bool,
     key: TargetKey<'_>,
@@ -143,7 +143,7 @@ pub(super) fn engine_of_spec(
 }
 
 /// A `result_settings` key the stream engine does not honour: an error (with a "did you mean").
-pub fn unknown_setting(unknown: &UnknownSetting) -> SpecError {
+pub(crate) fn unknown_setting(unknown: &UnknownSetting) -> SpecError {
     SpecError::UnknownKey {
         at: unknown.at.clone(),
         key: unknown.key.clone(),
@@ -153,7 +153,7 @@ pub fn unknown_setting(unknown: &UnknownSetting) -> SpecError {
 }
 
 /// A `result_settings` key the server engine sends to TD as written: a warning.
-pub fn forwarded_setting(unknown: &UnknownSetting) -> Warning {
+pub(crate) fn forwarded_setting(unknown: &UnknownSetting) -> Warning {
     Warning {
         at: unknown.at.clone(),
         message: format!(

@@ -37,7 +37,7 @@ impl ConnectionsFile {
 }
 
 /// Reads, interpolates and validates a connections file.
-pub fn load(path: &Path, interpolator: &Interpolator) -> Result<ConnectionsFile, SpecError> {
+pub(crate) fn load(path: &Path, interpolator: &Interpolator) -> Result<ConnectionsFile, SpecError> {
     let file: Arc<str> = path.display().to_string().into();
     let text = read_text(path, "connections file", MAX_SPEC_BYTES)?;
     let (locator, shape) = Locator::scan(&text);

@@ -16,7 +16,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 
 use regex::Regex;
 
-pub use crate::error::env_var_name;
+pub(crate) use crate::error::env_var_name;
 use serde_json::Value;
 
 /// The process environment as the spec stage sees it (injectable for tests).
@@ -98,7 +98,7 @@ impl std::fmt::Debug for LocalAccounts {
 
 /// Why a `${…}` could not be replaced (the caller adds the location).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unresolved {
+pub(crate) enum Unresolved {
     Variable {
         name: String,
         tried: Vec<String>,
@@ -129,7 +129,7 @@ pub enum Unresolved {
 
 /// The sources of `${…}` values.
 #[derive(Debug)]
-pub struct Interpolator {
+pub(crate) struct Interpolator {
     params: BTreeMap<String, String>,
     secrets: Option<(PathBuf, serde_json::Value)>,
     env: Environment,
@@ -150,7 +150,7 @@ static LOCAL_REF: LazyLock<Regex> =
 
 impl Interpolator {
     /// `secrets` is the parsed `--secrets` file (its path, for messages) when one was given.
-    pub fn new(
+    pub(crate) fn new(
         params: BTreeMap<String, String>,
         secrets: Option<(PathBuf, Value)>,
         env: Environment,
@@ -170,7 +170,7 @@ impl Interpolator {
     }
 
     /// Replaces every `${…}` in `text`.
-    pub fn interpolate(&self, text: &str) -> Result<String, Unresolved> {
+    pub(crate) fn interpolate(&self, text: &str) -> Result<String, Unresolved> {
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
         for caps in PLACEHOLDER.captures_iter(text) {
@@ -186,7 +186,7 @@ impl Interpolator {
     /// Replaces every `${…}` in a td:// URL template, refusing a value that would change the URL's
     /// structure: in the user part (the key, before the template's last `@`) `?`, `#` and white
     /// space; in the host, the path and the parameters also `/`, `@`, `&` and `=`.
-    pub fn interpolate_url(&self, text: &str) -> Result<String, Unresolved> {
+    pub(crate) fn interpolate_url(&self, text: &str) -> Result<String, Unresolved> {
         let query = text.find('?').unwrap_or(text.len());
         let user_end = text[..query].rfind('@').unwrap_or(0);
         let mut out = String::with_capacity(text.len());
@@ -264,7 +264,7 @@ impl Interpolator {
 
     /// Where a value the spec got from a secret or td-local came from, if it did
     /// (`secret target.apikey, found in env TARGET_APIKEY`).
-    pub fn origin_of(&self, value: &str) -> Option<String> {
+    pub(crate) fn origin_of(&self, value: &str) -> Option<String> {
         let origins = self.origins.lock().ok()?;
         origins
             .iter()
@@ -273,13 +273,13 @@ impl Interpolator {
     }
 
     /// A secret's value, or the list of places that were tried.
-    pub fn secret(&self, name: &str) -> Result<String, Vec<String>> {
+    pub(crate) fn secret(&self, name: &str) -> Result<String, Vec<String>> {
         self.secret_found(name).map(|(value, _)| value)
     }
 
     /// A secret's value and where it was found (`--secrets FILE`, `env NAME`, `~/.td/td.conf`),
     /// or the list of places that were tried.
-    pub fn secret_found(&self, name: &str) -> Result<(String, String), Vec<String>> {
+    pub(crate) fn secret_found(&self, name: &str) -> Result<(String, String), Vec<String>> {
         let mut tried = Vec::new();
         if let Some((path, doc)) = &self.secrets {
             if let Some(value) = lookup_dotted(doc, name) {
@@ -316,7 +316,7 @@ impl Interpolator {
     }
 
     /// The embedded td-local's accounts (read, or created the first time).
-    pub fn local_accounts(&self) -> Result<&[LocalAccount], String> {
+    pub(crate) fn local_accounts(&self) -> Result<&[LocalAccount], String> {
         let loaded = self.local_accounts.get_or_init(|| {
             self.local.load(&self.local_dir).map_err(|e| {
                 format!(
@@ -329,7 +329,7 @@ impl Interpolator {
     }
 
     /// The data directory of the embedded td-local.
-    pub fn local_dir(&self) -> &Path {
+    pub(crate) fn local_dir(&self) -> &Path {
         &self.local_dir
     }
 

@@ -11,17 +11,17 @@ use yaml_rust2::scanner::Marker;
 use crate::error::SpecPath;
 
 /// The deepest nesting of maps and lists a spec may have (a task spec needs 4).
-pub const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// Line (1-based) of every key and list item of a YAML document.
 #[derive(Debug, Default, Clone)]
-pub struct Locator {
+pub(crate) struct Locator {
     lines: HashMap<SpecPath, usize>,
 }
 
 /// What the walk found that a spec may not hold.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// A key given twice in one map: its path, the first line and the line that repeats it.
     pub duplicate: Option<(SpecPath, usize, usize)>,
     /// Nesting went deeper than [`MAX_DEPTH`] at this line.
@@ -33,12 +33,13 @@ pub struct Shape {
 impl Locator {
     /// Indexes `text`; text that does not parse yields an empty locator (its syntax error is
     /// reported by the real parser).
-    pub fn new(text: &str) -> Locator {
+    #[cfg(test)]
+    pub(crate) fn new(text: &str) -> Locator {
         Locator::scan(text).0
     }
 
     /// Indexes `text` and reports its [`Shape`].
-    pub fn scan(text: &str) -> (Locator, Shape) {
+    pub(crate) fn scan(text: &str) -> (Locator, Shape) {
         // Deep flow nesting (`[[[[…`) is found by a linear pass first: YAML parsers take time
         // that grows faster than the text on it.
         if let Some(line) = too_deep_flow(text) {
@@ -59,7 +60,7 @@ impl Locator {
     }
 
     /// The line of `path`, or of its nearest ancestor that has one (a key inside JSON text, say).
-    pub fn line(&self, path: &SpecPath) -> Option<usize> {
+    pub(crate) fn line(&self, path: &SpecPath) -> Option<usize> {
         let mut path = path.clone();
         loop {
             if let Some(line) = self.lines.get(&path) {
@@ -70,7 +71,8 @@ impl Locator {
     }
 
     /// The line of exactly `path`.
-    pub fn exact_line(&self, path: &SpecPath) -> Option<usize> {
+    #[cfg(test)]
+    pub(crate) fn exact_line(&self, path: &SpecPath) -> Option<usize> {
         self.lines.get(path).copied()
     }
 }

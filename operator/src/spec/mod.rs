@@ -7,10 +7,10 @@
 //! then checks the schema cannot express (td:// URL, time value, legacy_mode needs transfer: server).
 
 mod checks;
-pub mod connections;
-pub mod interpolate;
-pub mod locate;
-pub mod schema;
+pub(crate) mod connections;
+pub(crate) mod interpolate;
+pub(crate) mod locate;
+pub(crate) mod schema;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,14 +20,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use td_model::time::{check_seconds, parse_time, TimeError};
-pub use td_model::{ApiKey, Mode, TdUrl};
+pub(crate) use td_model::{ApiKey, Mode, TdUrl};
 
 use crate::error::{shown, At, SpecError, SpecPath, Warning};
 use checks::{
     ignored_key_warnings, literal_key_warnings, settings_from_json_text, structure_errors, value_checks,
 };
-pub use connections::ConnectionsFile;
-pub use interpolate::{Environment, Interpolator, LocalAccount, LocalAccounts, Unresolved};
+pub(crate) use connections::ConnectionsFile;
+pub use interpolate::{Environment, LocalAccount, LocalAccounts};
+pub(crate) use interpolate::{Interpolator, Unresolved};
 use locate::Locator;
 use schema::{Ranked, Schema};
 
@@ -167,7 +168,7 @@ pub enum OnSchemaConflict {
 }
 
 /// The `result_settings` keys this program reads (the stream engine honours all of them).
-pub const KNOWN_SETTINGS: [&str; 11] = [
+pub(crate) const KNOWN_SETTINGS: [&str; 11] = [
     "user_database_name",
     "database",
     "user_table_name",
@@ -214,7 +215,7 @@ pub enum PrioritySpec {
 }
 
 /// Priority names and their numbers.
-pub const PRIORITIES: [(&str, i8); 5] = [
+pub(crate) const PRIORITIES: [(&str, i8); 5] = [
     ("VERY LOW", -2),
     ("LOW", -1),
     ("NORMAL", 0),
@@ -423,7 +424,7 @@ impl Runner {
 }
 
 /// Data directory of the embedded td-local when `--local` is not given.
-pub const DEFAULT_LOCAL_DIR: &str = ".td-local";
+pub(crate) const DEFAULT_LOCAL_DIR: &str = ".td-local";
 
 impl Inputs {
     /// Parses `--param` arguments (`name=value`; the value may contain `=`).
@@ -636,9 +637,9 @@ impl LoadedSpec {
 }
 
 /// The largest spec, secrets or connections file read (a task spec takes a few hundred bytes).
-pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_SPEC_BYTES: u64 = 1 << 20;
 /// The largest query text: Presto's default `query.max-length` (TD's own limit is unconfirmed).
-pub const MAX_QUERY_BYTES: u64 = 1_000_000;
+pub(crate) const MAX_QUERY_BYTES: u64 = 1_000_000;
 
 /// Reads a file named on the command line or in the spec: a regular file (not a device, a pipe
 /// or a directory) of at most `max` bytes.
@@ -666,7 +667,7 @@ pub(crate) fn read_text(path: &Path, what: &'static str, max: u64) -> Result<Str
 }
 
 /// Loads and validates a spec file.
-pub fn load(path: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
+pub(crate) fn load(path: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
     let text = read_text(path, "spec file", MAX_SPEC_BYTES)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     match inputs.runner {
@@ -695,7 +696,12 @@ fn for_py_task(e: SpecError) -> SpecError {
 }
 
 /// Loads and validates spec text; `file` names it in messages.
-pub fn load_str(text: &str, file: &str, base_dir: &Path, inputs: &Inputs) -> Result<LoadedSpec, SpecError> {
+pub(crate) fn load_str(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    inputs: &Inputs,
+) -> Result<LoadedSpec, SpecError> {
     let interpolator = inputs.interpolator()?;
     let (locator, shape) = Locator::scan(text);
     let file_name: std::sync::Arc<str> = file.into();
@@ -795,7 +801,7 @@ pub(crate) fn refuse_shape(shape: &locate::Shape, file: &str) -> Result<(), Spec
 }
 
 /// YAML text → JSON value (an empty document is `null`).
-pub fn parse_yaml(text: &str, file: &str) -> Result<Value, SpecError> {
+pub(crate) fn parse_yaml(text: &str, file: &str) -> Result<Value, SpecError> {
     serde_yaml_ng::from_str::<Value>(text).map_err(|e| SpecError::Syntax {
         file: file.to_string(),
         line: e.location().map(|l| l.line()),
@@ -806,7 +812,7 @@ pub fn parse_yaml(text: &str, file: &str) -> Result<Value, SpecError> {
 
 /// Every error, as one: unknown keys first (a typo explains what follows it: the key meant is
 /// then "missing"), then the others, each group in file order.
-pub fn all_errors(mut ranked: Vec<Ranked>) -> Option<SpecError> {
+pub(crate) fn all_errors(mut ranked: Vec<Ranked>) -> Option<SpecError> {
     // The schema's own summary of the top level ("not valid under any of the schemas") says
     // less than the structure errors that come with it.
     if ranked.iter().any(|(rank, _, _)| *rank == schema::RANK_STRUCTURE) {
@@ -841,7 +847,7 @@ pub fn all_errors(mut ranked: Vec<Ranked>) -> Option<SpecError> {
 }
 
 /// Replaces `${…}` in every string of `value` (keys are left alone).
-pub fn interpolate_tree(
+pub(crate) fn interpolate_tree(
     interpolator: &Interpolator,
     value: &mut Value,
     path: &SpecPath,
@@ -872,7 +878,7 @@ pub fn interpolate_tree(
 }
 
 /// The error for a `${…}` that could not be replaced at `at`.
-pub fn unresolved_error(unresolved: Unresolved, at: At) -> SpecError {
+pub(crate) fn unresolved_error(unresolved: Unresolved, at: At) -> SpecError {
     match unresolved {
         Unresolved::Variable { name, tried } => SpecError::UnknownVariable { at, name, tried },
         Unresolved::Secret { name, tried } => SpecError::UnknownSecret { at, name, tried },

@@ -5,7 +5,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
-pub use td_model::did_you_mean;
+pub(crate) use td_model::did_you_mean;
 use td_model::name::NAME_PATTERN;
 
 use crate::error::{shown, At, Seg, SpecError, SpecPath};
@@ -14,31 +14,31 @@ use crate::error::{shown, At, Seg, SpecError, SpecPath};
 pub const TASK_SCHEMA: &str = include_str!("../../schema/td_result_export.schema.json");
 
 /// A compiled schema plus its JSON (walked to find allowed keys and descriptions).
-pub struct Schema {
+pub(crate) struct Schema {
     json: Value,
     validator: Validator,
 }
 
 /// How urgent an error is: unknown keys first (a typo explains everything after it), then the
 /// spec's structure (one source, one target), then everything else in line order.
-pub type Ranked = (u8, Option<usize>, SpecError);
-pub const RANK_UNKNOWN_KEY: u8 = 0;
-pub const RANK_STRUCTURE: u8 = 1;
-pub const RANK_VALUE: u8 = 2;
+pub(crate) type Ranked = (u8, Option<usize>, SpecError);
+pub(crate) const RANK_UNKNOWN_KEY: u8 = 0;
+pub(crate) const RANK_STRUCTURE: u8 = 1;
+pub(crate) const RANK_VALUE: u8 = 2;
 
 impl Schema {
-    pub fn compile(json: Value) -> Schema {
+    pub(crate) fn compile(json: Value) -> Schema {
         let validator = jsonschema::draft202012::new(&json).expect("the embedded schema compiles");
         Schema { json, validator }
     }
 
     /// The task spec schema, as embedded in the binary.
-    pub fn task() -> Schema {
+    pub(crate) fn task() -> Schema {
         Schema::compile(serde_json::from_str(TASK_SCHEMA).expect("the embedded schema is JSON"))
     }
 
     /// A `--connections` file: a map of name → the task schema's `connection`.
-    pub fn connections_file() -> Schema {
+    pub(crate) fn connections_file() -> Schema {
         let task: Value = serde_json::from_str(TASK_SCHEMA).expect("the embedded schema is JSON");
         Schema::compile(serde_json::json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -50,7 +50,7 @@ impl Schema {
     }
 
     /// Every problem with `doc`, ranked; `at` locates a path.
-    pub fn check(&self, doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Vec<Ranked> {
+    pub(crate) fn check(&self, doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Vec<Ranked> {
         let mut out = Vec::new();
         for error in self.validator.iter_errors(doc) {
             self.convert(&error, at, &mut out);
@@ -222,7 +222,7 @@ impl Schema {
     }
 
     /// Keys a map at `path` may hold.
-    pub fn allowed_keys(&self, path: &SpecPath) -> Vec<String> {
+    pub(crate) fn allowed_keys(&self, path: &SpecPath) -> Vec<String> {
         self.node_at(path)
             .map(|n| self.expand(n))
             .and_then(|n| n.get("properties"))
@@ -232,7 +232,7 @@ impl Schema {
     }
 
     /// The schema's description of the value at `path`.
-    pub fn description(&self, path: &SpecPath) -> Option<String> {
+    pub(crate) fn description(&self, path: &SpecPath) -> Option<String> {
         let node = self.node_at(path)?;
         node.get("description")
             .or_else(|| self.expand(node).get("description"))
@@ -249,7 +249,7 @@ impl Schema {
 }
 
 /// `/result_settings/mode` → `result_settings.mode`.
-pub fn pointer_to_path(pointer: &str) -> SpecPath {
+pub(crate) fn pointer_to_path(pointer: &str) -> SpecPath {
     SpecPath(
         pointer
             .split('/')
@@ -266,7 +266,7 @@ pub fn pointer_to_path(pointer: &str) -> SpecPath {
 }
 
 /// A value as shown in messages (redacted; strings without JSON quotes).
-pub fn shown_value(path: &SpecPath, value: &Value) -> String {
+pub(crate) fn shown_value(path: &SpecPath, value: &Value) -> String {
     match value {
         Value::String(s) => shown(path, s),
         Value::Object(_) | Value::Array(_) => format!("the {}", type_name(value)),
@@ -288,7 +288,7 @@ fn json_type_name(name: &str) -> &'static str {
     }
 }
 
-pub fn type_name(value: &Value) -> &'static str {
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "empty",
         Value::Bool(_) => "a boolean",

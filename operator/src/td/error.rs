@@ -119,7 +119,7 @@ impl TdError {
     }
 }
 
-pub type TdResult<T> = Result<T, TdError>;
+pub(crate) type TdResult<T> = Result<T, TdError>;
 
 fn describe_api(at: Option<&Origin>, call: &str, status: u16, message: &str) -> String {
     let answer = format!("{call} answered {status}: {message}");

@@ -6,17 +6,19 @@ mod client;
 mod download;
 mod error;
 mod payload;
-pub mod wire;
+pub(crate) mod wire;
 
-pub use client::{http_client, Proxies, Submitted, TdClient};
-pub use error::{TdError, TdResult};
+pub(crate) use client::Submitted;
+pub use client::{http_client, Proxies, TdClient};
+pub(crate) use error::TdError;
 pub use payload::Payload;
-pub use wire::{Job, JobDebug, JobStatus, SavedResult, Session, SessionAction, SessionStatus, Table};
+pub use wire::{Job, Session, SessionAction};
+pub(crate) use wire::{JobStatus, SavedResult, SessionStatus, Table};
 
 /// The domain key of a call's `attempt`-th reissue (0: the key itself): when the job a domain key
 /// names failed, the call is made again under the next key, so that a rerun still gets a job that
 /// can succeed while a repeat of a live one still finds it.
-pub fn nth_domain_key(key: &str, attempt: u32) -> String {
+pub(crate) fn nth_domain_key(key: &str, attempt: u32) -> String {
     match attempt {
         0 => key.to_string(),
         n => format!("{key}-{n}"),

@@ -12,7 +12,11 @@ use super::{TransferError, Written};
 
 /// Brings the session `s` (loading the target) to `committed`, then reads the target's count
 /// for a while to confirm it (TD's counts lag: a count that has not caught up is no failure).
-pub async fn append<U, F>(s: &SessionRef<'_>, schema: &Value, upload: U) -> Result<Written, TransferError>
+pub(crate) async fn append<U, F>(
+    s: &SessionRef<'_>,
+    schema: &Value,
+    upload: U,
+) -> Result<Written, TransferError>
 where
     U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
@@ -36,7 +40,7 @@ where
 /// An empty result (the source job's `num_records` is 0): no session — embulk-output-td skips
 /// perform and commit when it has no part (PR #63) — only the table, made if missing, with the
 /// result's columns added.
-pub async fn append_empty(s: &SessionRef<'_>, schema: &Value) -> Result<Written, TransferError> {
+pub(crate) async fn append_empty(s: &SessionRef<'_>, schema: &Value) -> Result<Written, TransferError> {
     if s.client.table(s.database, s.table).await?.is_none() {
         make_table(s).await?;
     }

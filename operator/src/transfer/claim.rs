@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{flock, FlockOperation};
 
 /// What this run learned when it claimed its session.
-pub enum Claimed {
+pub(crate) enum Claimed {
     /// No run of this export on this machine left a claim.
     Fresh(Claim),
     /// A run of this export on this machine ended without letting go (its process is gone):
@@ -32,7 +32,7 @@ pub enum Claimed {
 
 impl Claimed {
     /// The claim to hold while the session is written, if this run got one.
-    pub fn into_claim(self) -> Option<Claim> {
+    pub(crate) fn into_claim(self) -> Option<Claim> {
         match self {
             Claimed::Fresh(c) | Claimed::Crashed(c, _) => Some(c),
             Claimed::Held { .. } | Claimed::Unknown => None,
@@ -41,7 +41,7 @@ impl Claimed {
 }
 
 /// A held claim. Dropping it removes the file, then lets go of the lock.
-pub struct Claim {
+pub(crate) struct Claim {
     file: File,
     path: PathBuf,
 }
@@ -58,7 +58,7 @@ impl Drop for Claim {
 }
 
 /// Claims `session` in this user's run directory.
-pub fn claim(session: &str) -> Claimed {
+pub(crate) fn claim(session: &str) -> Claimed {
     match run_dir().and_then(|dir| claim_in(&dir, session)) {
         Ok(claimed) => claimed,
         Err(e) => {

@@ -74,7 +74,7 @@ pub fn map_columns(schema: &[ResultColumn]) -> Vec<MappedColumn> {
 }
 
 /// The TD schema (`[[name, type], …]`) for the mapped columns, without `time` (it is implicit).
-pub fn td_schema(columns: &[MappedColumn]) -> serde_json::Value {
+pub(crate) fn td_schema(columns: &[MappedColumn]) -> serde_json::Value {
     columns
         .iter()
         .filter(|c| c.target != "time")
@@ -106,7 +106,7 @@ impl std::fmt::Display for SchemaConflict {
 /// The columns of `columns` that an existing table (its schema as TD's JSON text, tuples
 /// `[key, type(, alias)]` matched by key) would read as NULL. A schema that cannot be read
 /// gives none: the check only ever stops an export on certain proof.
-pub fn schema_conflicts(columns: &[MappedColumn], table_schema: &str) -> Vec<SchemaConflict> {
+pub(crate) fn schema_conflicts(columns: &[MappedColumn], table_schema: &str) -> Vec<SchemaConflict> {
     let Ok(existing) = parse_table_schema(table_schema) else {
         tracing::warn!("the target table's schema could not be read; its column types are not checked");
         return Vec::new();

@@ -3,16 +3,16 @@
 //! ([`session`]) and writes the target by the [`append`] or [`replace`] protocol; the `server`
 //! engine ([`server`]) asks TD to do it.
 
-pub mod append;
-pub mod claim;
-pub mod columns;
-pub mod phase;
-pub mod replace;
-pub mod server;
-pub mod session;
-pub mod stream;
-pub mod transcode;
-pub mod verify;
+pub(crate) mod append;
+pub(crate) mod claim;
+pub(crate) mod columns;
+pub(crate) mod phase;
+pub(crate) mod replace;
+pub(crate) mod server;
+pub(crate) mod session;
+pub(crate) mod stream;
+pub(crate) mod transcode;
+pub(crate) mod verify;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -174,17 +174,17 @@ fn io_class(e: &std::io::Error) -> Class {
 }
 
 /// Names derived from the idempotency key: equal keys give equal names, on every machine.
-pub fn key_hash(idempotency_key: &str) -> String {
+pub(crate) fn key_hash(idempotency_key: &str) -> String {
     hex::encode(Sha256::digest(idempotency_key.as_bytes()))
 }
 
 /// The bulk-import session for an idempotency key: `tdre_<16 hex>`.
-pub fn session_name(idempotency_key: &str) -> String {
+pub(crate) fn session_name(idempotency_key: &str) -> String {
     format!("tdre_{}", &key_hash(idempotency_key)[..16])
 }
 
 /// The temp table of a replace: `<table>_tdre_<8 hex>`, the base cut so the whole is ≤ 128.
-pub fn temp_table_name(table: &str, idempotency_key: &str) -> String {
+pub(crate) fn temp_table_name(table: &str, idempotency_key: &str) -> String {
     let suffix = format!("_tdre_{}", &key_hash(idempotency_key)[..8]);
     let keep = table.len().min(td_model::name::MAX_NAME - suffix.len());
     format!("{}{suffix}", &table[..keep])

@@ -24,7 +24,7 @@ use crate::retry::PollPolicy;
 use crate::td::{Session, SessionAction, SessionStatus, TdClient};
 
 /// The table a replace writes, and how it waits.
-pub struct ReplaceTarget<'a> {
+pub(crate) struct ReplaceTarget<'a> {
     pub client: &'a TdClient,
     pub database: &'a str,
     pub table: &'a str,
@@ -68,7 +68,7 @@ enum Claim {
 
 /// Checks, before any data moves, that a replace can run: the key must read the database
 /// (a write-only key cannot) and the database must exist.
-pub async fn preflight(client: &TdClient, database: &str) -> Result<(), TransferError> {
+pub(crate) async fn preflight(client: &TdClient, database: &str) -> Result<(), TransferError> {
     match client.database_exists(database).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(TransferError::DatabaseMissing {
@@ -83,7 +83,7 @@ pub async fn preflight(client: &TdClient, database: &str) -> Result<(), Transfer
 
 /// Replaces the target's rows with what `upload` loads. The temp table is dropped on failure
 /// (best effort) by the run that owns it, unless its session committed: then a rerun renames it.
-pub async fn replace<U, F>(
+pub(crate) async fn replace<U, F>(
     t: &ReplaceTarget<'_>,
     idempotency_key: &str,
     schema: &Value,
@@ -116,7 +116,7 @@ where
 
 /// An empty result (the source job's `num_records` is 0): no session. An empty temp table with
 /// the result's columns is renamed over the target, which a reader then sees empty at once.
-pub async fn replace_empty(
+pub(crate) async fn replace_empty(
     t: &ReplaceTarget<'_>,
     idempotency_key: &str,
     schema: &Value,
@@ -266,7 +266,7 @@ async fn discard(t: &ReplaceTarget<'_>, temp: &str, session: &str) -> Result<(),
 /// Drops a replace's session (waiting out a perform in flight) and its temp table, unless the
 /// session reached `committing` or `committed`: that is the record of the load, kept with its
 /// temp table for a rerun to rename. Returns whether they were dropped.
-pub async fn drop_temp(
+pub(crate) async fn drop_temp(
     client: &TdClient,
     database: &str,
     temp: &str,

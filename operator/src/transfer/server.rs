@@ -13,7 +13,7 @@ use crate::td::{nth_domain_key, Job, JobStatus, Submitted, TdClient};
 /// rerun without the status document) answers 409 naming the first export job, which is then
 /// waited for instead of exporting twice. td-local honours it; TD lists it on the call, but
 /// whether it honours it there is unconfirmed (docs/td-semantics.md).
-pub async fn export(
+pub(crate) async fn export(
     source: &TdClient,
     job: &Job,
     destination: &Destination,
@@ -49,7 +49,7 @@ pub async fn export(
 }
 
 /// TD's finished export job, and whether another submit of this export (not this run) made it.
-pub struct Exported {
+pub(crate) struct Exported {
     pub job: Job,
     pub by_earlier_submit: bool,
 }

@@ -90,7 +90,7 @@ impl Verification {
 /// Reads the table's count until it is `expected` or `poll.count_settle` has gone by; returns
 /// `(expected, last count read)`. A count that cannot be read ends the wait: it is a
 /// confirmation, never a failure.
-pub async fn confirm_count(
+pub(crate) async fn confirm_count(
     client: &TdClient,
     database: &str,
     table: &str,

@@ -27,10 +27,10 @@ use crate::records::{ColumnRead, Kind, ReadAs};
 use crate::segments;
 
 /// The module's name in SQL.
-pub const MODULE: &str = "td_local_rows";
+pub(super) const MODULE: &str = "td_local_rows";
 
 /// The store's rows as the query connection's virtual tables read them.
-pub struct RowSource {
+pub(super) struct RowSource {
     /// Shared with the scans' reading threads (see [`ReadAhead`]).
     conn: Arc<Mutex<Connection>>,
     /// The record key of each of a table's columns (after `time`) and how the column reads it,
@@ -41,7 +41,7 @@ pub struct RowSource {
 impl RowSource {
     /// `conn` is a read-only connection to the store, already in the read transaction the whole
     /// query reads in.
-    pub fn new(conn: Connection) -> RowSource {
+    pub(super) fn new(conn: Connection) -> RowSource {
         RowSource {
             conn: Arc::new(Mutex::new(conn)),
             columns: RefCell::default(),
@@ -49,13 +49,13 @@ impl RowSource {
     }
 
     /// Registers `source` on `query` as [`MODULE`].
-    pub fn register(source: &Rc<RowSource>, query: &Connection) -> rusqlite::Result<()> {
+    pub(super) fn register(source: &Rc<RowSource>, query: &Connection) -> rusqlite::Result<()> {
         query.create_module(MODULE, read_only_module::<RowsTab>(), Some(source.clone()))
     }
 
     /// The SQL making the virtual table `name` over table `table_id`'s rows, whose columns are
     /// `time`, then `c0`, `c1`, … reading record keys `keys`, each as its [`ColumnRead`] reads it.
-    pub fn create_sql(&self, name: &str, table_id: i64, keys: Vec<(String, ColumnRead)>) -> String {
+    pub(super) fn create_sql(&self, name: &str, table_id: i64, keys: Vec<(String, ColumnRead)>) -> String {
         self.columns.borrow_mut().insert(table_id, keys);
         format!("CREATE VIRTUAL TABLE temp.{name} USING {MODULE}({table_id})")
     }

@@ -99,7 +99,7 @@ fn tokenize(sql: &str) -> Vec<Token> {
 
 /// A query with its qualified table references replaced, and the tables it may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+pub(super) struct Resolved {
     pub sql: String,
     /// `(database, table)` pairs referenced as `db.table`: views named `"db.table"`.
     pub qualified: BTreeSet<(String, String)>,
@@ -108,17 +108,17 @@ pub struct Resolved {
 }
 
 /// The view name that stands for `db.table`.
-pub fn qualified_view_name(db: &str, table: &str) -> String {
+pub(super) fn qualified_view_name(db: &str, table: &str) -> String {
     format!("{db}.{table}")
 }
 
 /// `"name"` with inner quotes doubled.
-pub fn quote_ident(name: &str) -> String {
+pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Rewrites `db.table` references for which `is_table(db, table)` holds.
-pub fn resolve(sql: &str, is_table: impl Fn(&str, &str) -> bool) -> Resolved {
+pub(super) fn resolve(sql: &str, is_table: impl Fn(&str, &str) -> bool) -> Resolved {
     let tokens = tokenize(sql);
     let significant: Vec<&Token> = tokens.iter().filter(|t| t.kind != Kind::Trivia).collect();
     let mut out = String::with_capacity(sql.len());
@@ -167,7 +167,7 @@ pub fn resolve(sql: &str, is_table: impl Fn(&str, &str) -> bool) -> Resolved {
 /// `TRUE` boolean), a `CAST(… AS T)`, or a call of a function whose type is fixed (`COUNT`, TD's time functions).
 /// Only the outermost SELECT's list is read (the first one of a UNION); `None` for everything
 /// else, and an empty list when the list cannot be found.
-pub fn column_hints(sql: &str) -> Vec<Option<&'static str>> {
+pub(super) fn column_hints(sql: &str) -> Vec<Option<&'static str>> {
     let tokens: Vec<Token> = tokenize(sql)
         .into_iter()
         .filter(|t| t.kind != Kind::Trivia)
@@ -316,7 +316,7 @@ fn function_type(name: &str) -> Option<&'static str> {
 
 /// Whether SQLite's name for a result column is a plain identifier (a column or an alias)
 /// rather than the text of an unnamed expression such as `COUNT(1)`.
-pub fn is_plain_identifier(name: &str) -> bool {
+pub(crate) fn is_plain_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')

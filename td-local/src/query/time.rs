@@ -18,7 +18,7 @@ use td_model::time::{gmt_name, parse_duration, parse_time_in, truncate, TruncUni
 /// Reads a time argument: integer seconds, or text as td-model reads it (digits, `YYYY-MM-DD`,
 /// `YYYY-MM-DD HH:MM:SS` or with `T`, optionally followed by a zone); `None` for NULL. Text
 /// without a zone is read in `zone`.
-pub fn parse_time(value: ValueRef<'_>, zone: &Zone) -> Result<Option<i64>, String> {
+pub(crate) fn parse_time(value: ValueRef<'_>, zone: &Zone) -> Result<Option<i64>, String> {
     match value {
         ValueRef::Null => Ok(None),
         ValueRef::Integer(i) => Ok(Some(i)),
@@ -34,7 +34,7 @@ pub fn parse_time(value: ValueRef<'_>, zone: &Zone) -> Result<Option<i64>, Strin
 }
 
 /// `start <= time < end`; a NULL bound is open. NULL time gives NULL.
-pub fn time_range(time: Option<i64>, start: Option<i64>, end: Option<i64>) -> Option<bool> {
+pub(crate) fn time_range(time: Option<i64>, start: Option<i64>, end: Option<i64>) -> Option<bool> {
     let t = time?;
     Some(start.is_none_or(|s| s <= t) && end.is_none_or(|e| t < e))
 }
@@ -64,7 +64,7 @@ const WEEKDAYS: [&str; 7] = [
 ];
 
 /// Formats `seconds` in `zone` with a Java `SimpleDateFormat` pattern.
-pub fn format_time(seconds: i64, pattern: &str, zone: &Zone) -> Result<String, String> {
+pub(crate) fn format_time(seconds: i64, pattern: &str, zone: &Zone) -> Result<String, String> {
     let t = zone
         .offset
         .timestamp_opt(seconds, 0)
@@ -224,7 +224,7 @@ fn date_trunc(unit: Option<&str>, time: Option<i64>, zone: &Zone) -> Result<Opti
 
 /// Registers TD's time functions (names are case-insensitive in SQLite); `TD_SCHEDULED_TIME()`
 /// returns `scheduled_time`.
-pub fn register(conn: &Connection, scheduled_time: i64) -> rusqlite::Result<()> {
+pub(crate) fn register(conn: &Connection, scheduled_time: i64) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("TD_SCHEDULED_TIME", 0, flags, move |_| Ok(scheduled_time))?;
     conn.create_scalar_function("TD_TIME_ADD", -1, flags, |ctx| {

@@ -21,10 +21,10 @@ use crate::routes::params::Params;
 use crate::state::AppState;
 
 /// Paths under this prefix are the admin routes: never logged, never faulted.
-pub const ADMIN_PREFIX: &str = "/_td_local/";
+pub(crate) const ADMIN_PREFIX: &str = "/_td_local/";
 
 /// Logs each request; applies the fault rules. Admin routes pass straight through.
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if path.starts_with(ADMIN_PREFIX) {
         return next.run(req).await;
@@ -143,7 +143,7 @@ async fn truncate(response: Response, after_bytes: usize) -> Response {
 /// The `/_td_local/` admin routes. Each needs `Authorization: TD1 <master key>` of any account
 /// of this server: they read every account's keys and change what every caller sees. A
 /// write-only key is refused (403), a missing or unknown key is 401.
-pub fn routes(state: AppState) -> Router<AppState> {
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route(
             "/_td_local/faults",

@@ -16,7 +16,7 @@ use crate::routes::error::{ApiError, ApiResult};
 
 /// How much of a gzip'd body is taken.
 #[derive(Debug, Clone, Copy)]
-pub struct GzipLimits {
+pub(super) struct GzipLimits {
     /// Bytes on the wire.
     pub bytes: usize,
     /// Bytes they may inflate to.
@@ -38,7 +38,7 @@ fn inflates_too_far(what: &str, over: Overflow) -> ApiError {
 /// Reads a body whole (with `Content-Length` or chunked). A declared length over the limit is
 /// refused before any of the body is read. Data that is not gzip is received as it is: the
 /// decoder that reads it later says so (a bulk-import part is then an error part, as TD's are).
-pub async fn read_gzip_body(
+pub(super) async fn read_gzip_body(
     headers: &HeaderMap,
     body: Body,
     limits: GzipLimits,

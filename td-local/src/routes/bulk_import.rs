@@ -18,7 +18,7 @@ use crate::routes::error::ApiResult;
 use crate::routes::params::Params;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/bulk_import/create/{name}/{db}/{table}", post(create))
         .route("/v3/bulk_import/show/{name}", get(show))

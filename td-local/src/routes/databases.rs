@@ -11,7 +11,7 @@ use crate::catalog::{self, Database};
 use crate::routes::error::ApiResult;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/database/list", get(list))
         .route("/v3/database/show/{db}", get(show))

@@ -18,7 +18,7 @@ use crate::routes::error::ApiResult;
 use crate::state::AppState;
 use crate::store::blocking;
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/table/import/{db}/{table}/{format}", put(import))
         .route(

@@ -22,7 +22,7 @@ use crate::routes::error::{ApiError, ApiResult};
 use crate::routes::params::Params;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/job/issue/{type}/{db}", post(issue))
         .route("/v3/job/show/{id}", get(show))

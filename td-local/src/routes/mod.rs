@@ -2,14 +2,14 @@
 //! (path, parameters, key), calls the domain, and renders its answer as TD's JSON; domain errors
 //! become HTTP statuses here and nowhere else ([`error`]).
 
-pub mod admin;
+pub(crate) mod admin;
 mod body;
 mod bulk_import;
 mod databases;
-pub mod error;
+pub(crate) mod error;
 mod import;
 mod jobs;
-pub mod params;
+pub(crate) mod params;
 mod results;
 mod schedules;
 mod tables;
@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::state::AppState;
 use error::ApiError;
 
-pub fn api() -> Router<AppState> {
+pub(crate) fn api() -> Router<AppState> {
     Router::new()
         .merge(databases::routes())
         .merge(tables::routes())
@@ -35,7 +35,7 @@ pub fn api() -> Router<AppState> {
         .merge(schedules::routes())
 }
 
-pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
     Error::not_found(format!("no such API call: {method} {}", uri.path())).into()
 }
 
@@ -65,7 +65,7 @@ impl FromRequestParts<AppState> for Caller {
 /// stripped (docs/td-api.md §1). td-client-python joins an endpoint given without a trailing slash
 /// into `//v3/...`; TD's front proxy merges the slashes, so the client works either way and must
 /// here too. Paths that end in a user-chosen name with a dot (import formats, part names) keep it.
-pub fn normalize_uri(uri: &Uri) -> Option<Uri> {
+pub(crate) fn normalize_uri(uri: &Uri) -> Option<Uri> {
     let original = uri.path();
     let mut path = String::with_capacity(original.len());
     for c in original.chars() {

@@ -11,16 +11,16 @@ use crate::routes::error::ApiError;
 
 /// All scalar parameters of a request, the body's winning over the query string's.
 #[derive(Debug, Default, Clone)]
-pub struct Params(pub HashMap<String, String>);
+pub(crate) struct Params(pub HashMap<String, String>);
 
 impl Params {
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
     }
 
     /// Where a job's or an export's rows go: `result`, or `result_connection_id` with
     /// `result_connection_settings`.
-    pub fn result_request(&self) -> crate::results::ResultRequest {
+    pub(crate) fn result_request(&self) -> crate::results::ResultRequest {
         crate::results::ResultRequest {
             result: self.get("result").map(str::to_owned),
             connection_id: self.get("result_connection_id").map(str::to_owned),
@@ -29,12 +29,12 @@ impl Params {
     }
 
     /// A boolean as the clients spell it: `true`, `True`, `1` (docs/td-api.md §1).
-    pub fn flag(&self, key: &str) -> bool {
+    pub(crate) fn flag(&self, key: &str) -> bool {
         self.get(key)
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
     }
 
-    pub fn int(&self, key: &str) -> Result<Option<i64>, Error> {
+    pub(crate) fn int(&self, key: &str) -> Result<Option<i64>, Error> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => {
@@ -46,7 +46,7 @@ impl Params {
     }
 
     /// A boolean that must be spelled as one (`true`/`false`/`1`/`0`, any case).
-    pub fn strict_bool(&self, key: &str) -> Result<Option<bool>, Error> {
+    pub(crate) fn strict_bool(&self, key: &str) -> Result<Option<bool>, Error> {
         match self.get(key) {
             None => Ok(None),
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(Some(true)),
@@ -59,7 +59,7 @@ impl Params {
 
     /// A parameter the call cannot do without; `missing` is the kind of error its absence is
     /// (TD answers 400 for some calls, 422 for others).
-    pub fn required(&self, key: &str, missing: fn(String) -> Error) -> Result<&str, Error> {
+    pub(crate) fn required(&self, key: &str, missing: fn(String) -> Error) -> Result<&str, Error> {
         self.get(key)
             .ok_or_else(|| missing(format!("parameter '{key}' is required")))
     }

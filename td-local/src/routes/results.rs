@@ -18,7 +18,7 @@ use crate::routes::params::Params;
 use crate::state::AppState;
 use crate::store::blocking;
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/job/result_export/{job_id}", post(result_export))
         .route("/v3/result/list", get(list))

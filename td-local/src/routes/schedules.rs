@@ -22,7 +22,7 @@ use crate::schedules::{self, Schedule, ScheduleChange};
 use crate::state::AppState;
 use crate::store::blocking;
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/schedule/list", get(list))
         .route("/v3/schedule/create/{name}", post(create))

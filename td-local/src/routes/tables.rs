@@ -20,7 +20,7 @@ use crate::state::AppState;
 /// `tail` returns this many rows unless `count` says otherwise.
 const DEFAULT_TAIL_COUNT: i64 = 10;
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/table/list/{db}", get(list))
         .route("/v3/table/show/{db}/{table}", get(show))

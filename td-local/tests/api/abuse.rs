@@ -22,7 +22,7 @@ fn gzip_bomb(inflated: usize) -> Vec<u8> {
     let mut records = Vec::new();
     while records.len() < 1 << 20 {
         let row = json!({"time": 1_700_000_000, "v": "bomb"});
-        rmpv::encode::write_value(&mut records, &td_local::records::json_to_msgpack(&row)).unwrap();
+        rmpv::encode::write_value(&mut records, &td_local::internals::json_to_msgpack(&row)).unwrap();
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&records).unwrap();
@@ -280,7 +280,7 @@ async fn perform_keeps_at_most_the_kept_error_records_and_counts_them_all() {
     let (status, bytes) = get_bytes(&s, &key, "/v3/bulk_import/error_records/errs").await;
     assert_eq!(status, 200);
     let mut kept = 0;
-    td_local::records::read_msgpack_values(flate2::read::MultiGzDecoder::new(&bytes[..]), |_| {
+    td_local::internals::read_msgpack_values(flate2::read::MultiGzDecoder::new(&bytes[..]), |_| {
         kept += 1;
         Ok(())
     })

@@ -167,7 +167,7 @@ fn gunzip_msgpack(body: &[u8]) -> Vec<Value> {
     let mut values = Vec::new();
     while (cursor.position() as usize) < cursor.get_ref().len() {
         let value = rmpv::decode::read_value(&mut cursor).unwrap();
-        values.push(td_local::records::msgpack_to_json(value));
+        values.push(td_local::internals::msgpack_to_json(value));
     }
     values
 }
@@ -961,7 +961,7 @@ fn gzip_parts(rows: usize, part_bytes: usize) -> Vec<Vec<u8>> {
     // msgpack is gathered in 1 MiB batches: many tiny writes make the gzip encoder crawl.
     let mut batch = Vec::with_capacity(1 << 20);
     for i in 0..rows {
-        rmpv::encode::write_value(&mut batch, &td_local::records::json_to_msgpack(&www_access(i))).unwrap();
+        rmpv::encode::write_value(&mut batch, &td_local::internals::json_to_msgpack(&www_access(i))).unwrap();
         if batch.len() >= 1 << 20 {
             gz.write_all(&batch).unwrap();
             batch.clear();
@@ -1070,7 +1070,7 @@ async fn a_value_whose_type_differs_from_its_column_is_a_valid_record_stored_and
 /// as NULL (SQLite has no NaN), a `string` column reads them as their text.
 #[tokio::test]
 async fn nan_and_infinities_are_stored_as_they_came_and_an_infinity_is_queried_as_one() {
-    use td_local::records::double_value;
+    use td_local::internals::double_value;
     let s = Server::start().await;
     let key = s.master(0);
     create_table(&s, 0, "bulk_db", "floats");

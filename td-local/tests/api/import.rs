@@ -58,8 +58,8 @@ pub async fn tail(s: &Server, db: &str, table: &str, count: usize) -> Vec<Value>
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.unwrap();
     let mut rows = Vec::new();
-    td_local::records::read_msgpack_values(&bytes[..], |v| {
-        rows.push(td_local::records::msgpack_to_json(v));
+    td_local::internals::read_msgpack_values(&bytes[..], |v| {
+        rows.push(td_local::internals::msgpack_to_json(v));
         Ok(())
     })
     .unwrap();
@@ -300,7 +300,7 @@ async fn bodies_over_axums_2_mb_default_are_accepted() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     for i in 0..3000i64 {
         let row = json!({"time": 1_700_000_000 + i, "filler": filler});
-        rmpv::encode::write_value(&mut gz, &td_local::records::json_to_msgpack(&row)).unwrap();
+        rmpv::encode::write_value(&mut gz, &td_local::internals::json_to_msgpack(&row)).unwrap();
     }
     let body = gz.finish().unwrap();
     assert!(body.len() > 2 << 20, "body is {} bytes", body.len());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use td_local::sample::www_access_rows;
+use td_local::internals::www_access_rows;
 
 use crate::{assert_error, Server};
 
@@ -68,7 +68,7 @@ fn msgpack_rows(bytes: &[u8]) -> Vec<Value> {
     while !reader.is_empty() {
         let value = rmpv::decode::read_value(&mut reader).expect("msgpack value");
         assert!(value.is_array(), "result rows are msgpack arrays: {value}");
-        rows.push(td_local::records::msgpack_to_json(value));
+        rows.push(td_local::internals::msgpack_to_json(value));
     }
     rows
 }
@@ -978,7 +978,7 @@ async fn binary_survives_import_queries_result_output_and_tail_as_msgpack_bin() 
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let bytes = rmpv::Value::Binary(vec![0x00, 0xff, 0x10]);
-    let stored = td_local::records::binary_value(&[0x00, 0xff, 0x10]);
+    let stored = td_local::internals::binary_value(&[0x00, 0xff, 0x10]);
     assert_eq!(
         crate::import::tail(&s, "bin_db", "bin_t", 1).await[0]["b"],
         stored

@@ -146,5 +146,5 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: u16, needle: &st
 
 /// gzip of msgpack maps written back to back: an import body.
 pub fn gzip_msgpack(records: &[Value]) -> Vec<u8> {
-    td_local::records::gzip_msgpack(records).unwrap()
+    td_local::internals::gzip_msgpack(records).unwrap()
 }

@@ -26,11 +26,11 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use super::transcode::{Input, TranscodeError, Transcoder};
 use crate::td::Payload;
 
-pub use crate::options::{PartOptions, PART_BYTES, PART_RAW_BYTES};
-pub use parts::Part;
+pub use crate::options::{PartOptions, PART_BYTES};
+pub(crate) use parts::Part;
 
 /// Parts uploaded at once.
-pub const PARALLEL_UPLOADS: usize = 2;
+pub(crate) const PARALLEL_UPLOADS: usize = 2;
 /// The parts' gzip level: fast to write; the importer decompresses whatever level it gets.
 pub const PART_LEVEL: u32 = 3;
 /// Raw (transcoded) bytes deflated as one piece: large enough that restarting the compressor costs
@@ -113,7 +113,7 @@ impl From<TranscodeError> for Halt {
 }
 
 /// The deterministic name of the `index`-th part (0-based): a rerun overwrites the same parts.
-pub fn part_name(index: u64) -> String {
+pub(crate) fn part_name(index: u64) -> String {
     format!("part_{index:06}")
 }
 
@@ -270,6 +270,7 @@ fn flatten_join<E: std::error::Error + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use crate::options::PART_RAW_BYTES;
     use std::io::Read;
     use std::sync::Mutex;
 

@@ -20,7 +20,7 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 
 /// A finished part, named by its place in the export.
-pub struct Part {
+pub(crate) struct Part {
     pub name: String,
     pub payload: Payload,
 }
