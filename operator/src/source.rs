@@ -10,6 +10,7 @@ use crate::error::{Class, Classify, Exit};
 use crate::resolve::{QueryOptions, Source};
 use crate::retry::PollPolicy;
 use crate::td::{nth_domain_key, Job, JobStatus, TdClient, TdError};
+use td_model::states::JobState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -79,7 +80,7 @@ pub(crate) async fn wait_for_job_watched(
         on_wait(job);
     })
     .await?;
-    if job.status == JobStatus::Success {
+    if job.status.is(JobState::Success) {
         return Ok(job);
     }
     Err(SourceError::JobFailed {

@@ -25,18 +25,9 @@ use crate::lag::{self, CountLag};
 use crate::limits::{Limits, BATCH_BYTES, BATCH_ROWS};
 use crate::records;
 use crate::segments::{self, Owner, Segment};
-use crate::store::{now, text_enum, Store};
+use crate::store::{now, Store};
 
-text_enum! {
-    /// Where a session is in its life.
-    pub enum Status ("bulk import status") {
-        Uploading = "uploading",
-        Performing = "performing",
-        Ready = "ready",
-        Committing = "committing",
-        Committed = "committed",
-    }
-}
+pub(crate) use td_model::states::SessionState;
 
 /// One session as stored.
 #[derive(Debug, Clone)]
@@ -45,7 +36,7 @@ pub struct Session {
     pub name: String,
     pub database: String,
     pub table: String,
-    pub status: Status,
+    pub status: SessionState,
     pub upload_frozen: bool,
     pub job_id: Option<i64>,
     pub valid_records: Option<i64>,
@@ -94,7 +85,7 @@ impl Session {
     }
 
     /// Refuses `action` unless the session is in one of `allowed`.
-    fn require(&self, allowed: &[Status], action: &str) -> Result<()> {
+    fn require(&self, allowed: &[SessionState], action: &str) -> Result<()> {
         if allowed.contains(&self.status) {
             return Ok(());
         }
@@ -109,7 +100,7 @@ impl Session {
 
     /// Parts can change only while uploading and not frozen.
     fn require_open_for_upload(&self, action: &str) -> Result<()> {
-        self.require(&[Status::Uploading], action)?;
+        self.require(&[SessionState::Uploading], action)?;
         if self.upload_frozen {
             return Err(Error::conflict(format!(
                 "cannot {action} bulk import session '{}': it is uploading but frozen; unfreeze it first",
@@ -162,8 +153,8 @@ pub(crate) fn create(conn: &Connection, account_id: i64, name: &str, db: &str, t
     let t = now();
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO bulk_imports (account_id, name, database_name, table_name, status, \
-         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'uploading', ?5, ?5)",
-        params![account_id, name, db, table, t],
+         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        params![account_id, name, db, table, SessionState::Uploading, t],
     )?;
     if inserted == 0 {
         return Err(Error::conflict(format!(
@@ -245,7 +236,10 @@ fn part_names(conn: &Connection, session_id: i64) -> Result<Vec<String>> {
 /// Freezes or unfreezes uploads; repeating either is harmless. Only while uploading.
 pub(crate) fn set_frozen(conn: &Connection, account_id: i64, name: &str, frozen: bool) -> Result<()> {
     let session = load(conn, account_id, name)?;
-    session.require(&[Status::Uploading], if frozen { "freeze" } else { "unfreeze" })?;
+    session.require(
+        &[SessionState::Uploading],
+        if frozen { "freeze" } else { "unfreeze" },
+    )?;
     conn.execute(
         "UPDATE bulk_imports SET upload_frozen = ?1, updated_at = ?2 WHERE id = ?3",
         params![frozen, now(), session.id],
@@ -271,7 +265,14 @@ pub(crate) fn start_perform(
     options: &PerformOptions,
 ) -> Result<(i64, i64)> {
     let session = load(conn, account_id, name)?;
-    session.require(&[Status::Uploading, Status::Performing, Status::Ready], "perform")?;
+    session.require(
+        &[
+            SessionState::Uploading,
+            SessionState::Performing,
+            SessionState::Ready,
+        ],
+        "perform",
+    )?;
     let job_id = jobs::insert(
         conn,
         &NewJob {
@@ -284,10 +285,10 @@ pub(crate) fn start_perform(
         },
     )?;
     conn.execute(
-        "UPDATE bulk_imports SET status = 'performing', job_id = ?1, valid_records = NULL, \
-         error_records = NULL, valid_parts = NULL, error_parts = NULL, new_columns = NULL, updated_at = ?2 \
-         WHERE id = ?3",
-        params![job_id, now(), session.id],
+        "UPDATE bulk_imports SET status = ?1, job_id = ?2, valid_records = NULL, \
+         error_records = NULL, valid_parts = NULL, error_parts = NULL, new_columns = NULL, updated_at = ?3 \
+         WHERE id = ?4",
+        params![SessionState::Performing, job_id, now(), session.id],
     )?;
     Ok((session.id, job_id))
 }
@@ -436,7 +437,7 @@ fn stage_parts(
 /// The session becomes `ready` with its counts, and the job `success`, in one transaction.
 fn finish_perform(tx: &Connection, session_id: i64, job_id: i64, tally: &Tally) -> Result<()> {
     tx.execute(
-        "UPDATE bulk_imports SET status = 'ready', valid_records = ?1, error_records = ?2, valid_parts = ?3, \
+        "UPDATE bulk_imports SET status = ?8, valid_records = ?1, error_records = ?2, valid_parts = ?3, \
          error_parts = ?4, new_columns = ?5, updated_at = ?6 WHERE id = ?7",
         params![
             tally.valid_records,
@@ -445,7 +446,8 @@ fn finish_perform(tx: &Connection, session_id: i64, job_id: i64, tally: &Tally) 
             tally.error_parts,
             table_schema_json(&tally.new_columns),
             now(),
-            session_id
+            session_id,
+            SessionState::Ready
         ],
     )?;
     let cmdout = format!(
@@ -462,14 +464,14 @@ fn finish_perform(tx: &Connection, session_id: i64, job_id: i64, tally: &Tally) 
 
 /// Whether the session is `performing` under `job_id`.
 fn is_under(conn: &Connection, session_id: i64, job_id: i64) -> Result<bool> {
-    let current: Option<(Status, Option<i64>)> = conn
+    let current: Option<(SessionState, Option<i64>)> = conn
         .query_row(
             "SELECT status, job_id FROM bulk_imports WHERE id = ?1",
             params![session_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    Ok(current.is_some_and(|(status, job)| status == Status::Performing && job == Some(job_id)))
+    Ok(current.is_some_and(|(status, job)| status == SessionState::Performing && job == Some(job_id)))
 }
 
 /// Stops a perform whose session was deleted or performed again (a new trial), or whose job
@@ -728,7 +730,7 @@ pub(crate) fn force_performing(
     let session = load(conn, account_id, name)?;
     conn.execute(
         "UPDATE bulk_imports SET status = ?1, job_id = COALESCE(?2, job_id), updated_at = ?3 WHERE id = ?4",
-        params![Status::Performing, job_id, now(), session.id],
+        params![SessionState::Performing, job_id, now(), session.id],
     )?;
     Ok(())
 }
@@ -749,7 +751,7 @@ pub(crate) fn side_rows(conn: &Connection, session_id: i64) -> Result<i64> {
 /// copied: the session's segments become the table's.
 pub(crate) fn commit(conn: &Connection, account_id: i64, name: &str, lag: CountLag) -> Result<()> {
     let session = load(conn, account_id, name)?;
-    session.require(&[Status::Ready], "commit")?;
+    session.require(&[SessionState::Ready], "commit")?;
     let table_id = catalog::table_id(conn, account_id, &session.database, &session.table)?;
     lag::hold(conn, table_id, lag)?;
     segments::give_to_table(conn, session.id, table_id)?;
@@ -760,8 +762,8 @@ pub(crate) fn commit(conn: &Connection, account_id: i64, name: &str, lag: CountL
     );
     catalog::set_table_schema(conn, table_id, &schema)?;
     conn.execute(
-        "UPDATE bulk_imports SET status = 'committed', updated_at = ?1 WHERE id = ?2",
-        params![now(), session.id],
+        "UPDATE bulk_imports SET status = ?1, updated_at = ?2 WHERE id = ?3",
+        params![SessionState::Committed, now(), session.id],
     )?;
     Ok(())
 }
@@ -812,11 +814,11 @@ pub(crate) fn recover(conn: &Connection) -> Result<()> {
     segments::delete_session_rows_except(
         conn,
         "SELECT id FROM bulk_imports WHERE status = ?1",
-        Status::Ready,
+        SessionState::Ready,
     )?;
     conn.execute(
-        "DELETE FROM bulk_import_errors WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = 'performing')",
-        [],
+        "DELETE FROM bulk_import_errors WHERE session_id IN (SELECT id FROM bulk_imports WHERE status = ?1)",
+        params![SessionState::Performing],
     )?;
     Ok(())
 }

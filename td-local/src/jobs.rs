@@ -8,25 +8,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 use crate::results::ResultRequest;
-use crate::store::{now, text_enum, Store};
+use crate::store::{now, Store};
 
-text_enum! {
-    /// Where a job is in its life (docs/td-api.md §6).
-    pub enum JobStatus ("job status") {
-        Queued = "queued",
-        Running = "running",
-        Success = "success",
-        Error = "error",
-        Killed = "killed",
-    }
-}
-
-impl JobStatus {
-    /// Whether the job still has work to do (and can be killed).
-    pub fn is_active(self) -> bool {
-        matches!(self, JobStatus::Queued | JobStatus::Running)
-    }
-}
+pub(crate) use td_model::states::JobState;
 
 /// A job to be recorded as `queued`.
 #[derive(Debug, Clone, Default)]
@@ -82,7 +66,7 @@ pub struct Job {
     pub account_id: i64,
     pub job_type: String,
     pub database: String,
-    pub status: JobStatus,
+    pub status: JobState,
     pub query: String,
     /// As given (with its key) for a query job; masked for an export job.
     pub result_url: String,
@@ -179,7 +163,7 @@ pub(crate) fn get(conn: &Connection, id: i64) -> Result<Job> {
 }
 
 /// A job's status (None: no such job).
-pub(crate) fn status_of(conn: &Connection, id: i64) -> Result<Option<JobStatus>> {
+pub(crate) fn status_of(conn: &Connection, id: i64) -> Result<Option<JobState>> {
     Ok(conn
         .query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
         .optional()?)
@@ -239,7 +223,7 @@ pub(crate) fn insert(conn: &Connection, job: &NewJob) -> Result<i64> {
             job.account_id,
             job.job_type,
             job.database,
-            JobStatus::Queued,
+            JobState::Queued,
             job.query,
             job.result_url,
             job.priority,
@@ -279,7 +263,7 @@ pub(crate) fn insert_unique(conn: &Connection, job: &NewJob) -> Result<i64> {
 }
 
 /// A job's current status.
-pub(crate) fn status(store: &Store, id: i64) -> Result<JobStatus> {
+pub(crate) fn status(store: &Store, id: i64) -> Result<JobState> {
     store.read(|conn| Ok(conn.query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?))
 }
 
@@ -292,7 +276,7 @@ pub(crate) fn mark_running(store: &Store, id: i64) -> Result<()> {
 pub(crate) fn mark_running_since(conn: &Connection, id: i64, start_at: i64) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET status = ?1, start_at = ?2, updated_at = ?2 WHERE id = ?3 AND status = ?4",
-        params![JobStatus::Running, start_at, id, JobStatus::Queued],
+        params![JobState::Running, start_at, id, JobState::Queued],
     )?;
     Ok(())
 }
@@ -329,15 +313,15 @@ pub(crate) fn mark_success(conn: &Connection, id: i64, outcome: &Outcome) -> Res
         "UPDATE jobs SET status = ?1, num_records = ?2, result_size = ?3, hive_result_schema = ?4, \
          cmdout = ?5, end_at = ?6, updated_at = ?6, cpu_time = 0 WHERE id = ?7 AND status IN (?8, ?9)",
         params![
-            JobStatus::Success,
+            JobState::Success,
             outcome.num_records,
             outcome.result_size,
             outcome.hive_result_schema,
             outcome.cmdout,
             now(),
             id,
-            JobStatus::Queued,
-            JobStatus::Running
+            JobState::Queued,
+            JobState::Running
         ],
     )?;
     Ok(())
@@ -350,12 +334,12 @@ pub(crate) fn mark_error(store: &Store, id: i64, stderr: &str) -> Result<()> {
             "UPDATE jobs SET status = ?1, stderr = ?2, end_at = ?3, updated_at = ?3 \
              WHERE id = ?4 AND status IN (?5, ?6)",
             params![
-                JobStatus::Error,
+                JobState::Error,
                 stderr,
                 now(),
                 id,
-                JobStatus::Queued,
-                JobStatus::Running
+                JobState::Queued,
+                JobState::Running
             ],
         )?;
         Ok(())
@@ -364,12 +348,12 @@ pub(crate) fn mark_error(store: &Store, id: i64, stderr: &str) -> Result<()> {
 
 /// Marks a queued or running job of `account_id` killed; returns its former status. A finished
 /// job is left as it is and its status returned.
-pub(crate) fn kill(conn: &Connection, account_id: i64, id: i64) -> Result<JobStatus> {
+pub(crate) fn kill(conn: &Connection, account_id: i64, id: i64) -> Result<JobState> {
     let status = load(conn, account_id, id)?.status;
     if status.is_active() {
         conn.execute(
             "UPDATE jobs SET status = ?1, end_at = ?2, updated_at = ?2 WHERE id = ?3",
-            params![JobStatus::Killed, now(), id],
+            params![JobState::Killed, now(), id],
         )?;
     }
     Ok(status)
@@ -378,7 +362,7 @@ pub(crate) fn kill(conn: &Connection, account_id: i64, id: i64) -> Result<JobSta
 /// Checks that an account's job has a result an export can read.
 pub(crate) fn check_exportable(conn: &Connection, account_id: i64, id: i64) -> Result<()> {
     let job = load(conn, account_id, id)?;
-    if job.status != JobStatus::Success {
+    if job.status != JobState::Success {
         return Err(Error::invalid(format!(
             "job {id} has no result to export: its status is '{}', not 'success'",
             job.status
@@ -409,7 +393,7 @@ pub(crate) fn recover(conn: &Connection) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET status = ?1, stderr = 'td-local stopped while the job ran', end_at = ?2, \
          updated_at = ?2 WHERE status IN (?3, ?4)",
-        params![JobStatus::Error, now(), JobStatus::Queued, JobStatus::Running],
+        params![JobState::Error, now(), JobState::Queued, JobState::Running],
     )?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::accounts::Accounts;
 use crate::bulk_import::{self, PerformOptions};
 use crate::catalog::database_id;
 use crate::error::{Error, Result};
-use crate::jobs::{self, JobStatus, NewJob, Outcome};
+use crate::jobs::{self, JobState, NewJob, Outcome};
 use crate::lag::CountLag;
 use crate::limits::Limits;
 use crate::output::{self, OutputTarget};
@@ -145,7 +145,7 @@ impl Runner {
             .read(|conn| jobs::get(conn, id))
             .map_err(|e| e.to_string())?;
         jobs::mark_running(&self.store, id).map_err(|e| e.to_string())?;
-        if jobs::status(&self.store, id).map_err(|e| e.to_string())? != JobStatus::Running {
+        if jobs::status(&self.store, id).map_err(|e| e.to_string())? != JobState::Running {
             return Ok(());
         }
         let path = jobs::result_path(&self.data_dir, id);
@@ -160,7 +160,7 @@ impl Runner {
         self.store
             .write(|tx| jobs::mark_success(tx, id, &outcome))
             .map_err(|e| e.to_string())?;
-        if jobs::status(&self.store, id).map_err(|e| e.to_string())? != JobStatus::Success {
+        if jobs::status(&self.store, id).map_err(|e| e.to_string())? != JobState::Success {
             let _ = std::fs::remove_file(&path);
         }
         Ok(())
@@ -195,7 +195,7 @@ impl Runner {
     }
 
     /// Kills a queued or running job of `account_id`; returns its former status.
-    pub fn kill(&self, account_id: i64, id: i64) -> Result<JobStatus> {
+    pub fn kill(&self, account_id: i64, id: i64) -> Result<JobState> {
         let former = self.store.write(|tx| jobs::kill(tx, account_id, id))?;
         let key = (self.data_dir.to_path_buf(), id);
         if let Some(handle) = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {

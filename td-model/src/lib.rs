@@ -6,11 +6,13 @@
 //! - [`time`]: the time values TD reads (seconds, timestamps, zones) and the timestamps it writes;
 //! - [`types`]: result (Presto/Hive) types → TD column types;
 //! - [`schema`]: `hive_result_schema` and table schemas;
-//! - [`key`]: API keys that never print, and masking of keys in any text.
+//! - [`key`]: API keys that never print, and masking of keys in any text;
+//! - [`states`]: the words for a job's and a bulk-import session's states.
 
 pub mod key;
 pub mod name;
 pub mod schema;
+pub mod states;
 pub mod time;
 pub mod types;
 pub mod url;

@@ -4,47 +4,12 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-/// A state TD names with a string: the states this client knows, and `Other` for any it does
-/// not (TD may add some), so an answer never fails to parse for its state alone.
-macro_rules! wire_state {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub enum $name {
-            $($variant,)+
-            /// A state this client does not know.
-            Other(String),
-        }
+pub(crate) use td_model::states::{JobState, Reported, SessionState};
 
-        impl $name {
-            pub fn parse(text: &str) -> $name {
-                match text {
-                    $($text => $name::$variant,)+
-                    other => $name::Other(other.to_string()),
-                }
-            }
-
-            pub fn as_str(&self) -> &str {
-                match self {
-                    $($name::$variant => $text,)+
-                    $name::Other(text) => text,
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
-                Ok($name::parse(&String::deserialize(d)?))
-            }
-        }
-    };
-}
+/// A job's status as TD reports it (one it may add later is kept as written).
+pub(crate) type JobStatus = Reported<JobState>;
+/// A session's status as TD reports it.
+pub(crate) type SessionStatus = Reported<SessionState>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionAction {
@@ -138,28 +103,6 @@ impl Job {
     }
 }
 
-wire_state! {
-    /// A job's life: `queued` → `booting` → `running` → `success` | `error` | `killed`.
-    JobStatus {
-        Queued = "queued",
-        Booting = "booting",
-        Running = "running",
-        Success = "success",
-        Error = "error",
-        Killed = "killed",
-    }
-}
-
-impl JobStatus {
-    pub fn has_failed(&self) -> bool {
-        matches!(self, JobStatus::Error | JobStatus::Killed)
-    }
-
-    pub fn is_finished(&self) -> bool {
-        matches!(self, JobStatus::Success | JobStatus::Error | JobStatus::Killed)
-    }
-}
-
 /// A bulk-import session as `bulk_import/show` describes it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Session {
@@ -180,31 +123,6 @@ pub struct Session {
     /// Parts the perform could not read at all (their rows are in neither count).
     #[serde(default)]
     pub error_parts: Option<i64>,
-}
-
-wire_state! {
-    /// A session's life (docs/td-api.md §5): `uploading` (frozen or not) → `performing` → `ready` →
-    /// `committing` → `committed`.
-    SessionStatus {
-        Uploading = "uploading",
-        Performing = "performing",
-        Ready = "ready",
-        Committing = "committing",
-        Committed = "committed",
-    }
-}
-
-impl SessionStatus {
-    /// TD is working on the session (a perform or a commit in flight).
-    pub fn is_busy(&self) -> bool {
-        matches!(self, SessionStatus::Performing | SessionStatus::Committing)
-    }
-
-    /// A commit was asked for and TD took it: the session is the record of rows that are (or
-    /// are about to be) in the table, and nothing may delete it.
-    pub fn has_committed(&self) -> bool {
-        matches!(self, SessionStatus::Committing | SessionStatus::Committed)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,11 +154,10 @@ mod tests {
 
     #[test]
     fn states_parse_with_a_fallback_for_unknown_ones() {
-        assert_eq!(JobStatus::parse("killed"), JobStatus::Killed);
-        assert!(JobStatus::Killed.has_failed() && JobStatus::Success.is_finished());
+        assert_eq!(JobStatus::parse("killed"), Reported::Known(JobState::Killed));
         let later: JobStatus = serde_json::from_str("\"paused\"").unwrap();
-        assert_eq!(later, JobStatus::Other("paused".into()));
-        assert!(!later.is_finished());
+        assert_eq!(later, Reported::Other("paused".into()));
+        assert!(!later.is_finished() && !later.has_failed());
         assert_eq!(later.to_string(), "paused");
         assert!(SessionStatus::parse("committing").is_busy());
     }
@@ -259,6 +176,9 @@ mod tests {
         let quiet: Job =
             serde_json::from_value(serde_json::json!({"job_id": 8, "status": "killed"})).unwrap();
         assert_eq!(quiet.failure_output(), None);
-        assert_eq!(SessionStatus::Committed.as_str(), "committed");
+        assert_eq!(
+            SessionStatus::Known(SessionState::Committed).as_str(),
+            "committed"
+        );
     }
 }

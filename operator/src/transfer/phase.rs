@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::td::SessionStatus;
+use td_model::states::{Reported, SessionState};
 
 /// A step of the stream engine's write, as the status document names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,10 +31,12 @@ impl Step {
     /// The step a session in `status` is at, from this run's side.
     pub fn of_session(status: &SessionStatus) -> Option<Step> {
         match status {
-            SessionStatus::Uploading => Some(Step::Upload),
-            SessionStatus::Performing => Some(Step::Perform),
-            SessionStatus::Ready | SessionStatus::Committing => Some(Step::Commit),
-            SessionStatus::Committed | SessionStatus::Other(_) => None,
+            Reported::Known(SessionState::Uploading) => Some(Step::Upload),
+            Reported::Known(SessionState::Performing) => Some(Step::Perform),
+            Reported::Known(SessionState::Ready) | Reported::Known(SessionState::Committing) => {
+                Some(Step::Commit)
+            }
+            Reported::Known(SessionState::Committed) | Reported::Other(_) => None,
         }
     }
 

@@ -21,7 +21,8 @@ use super::stream::Moved;
 use super::verify::{confirm_count, Verification};
 use super::{session_name, temp_table_name, Made, TransferError, Written};
 use crate::retry::PollPolicy;
-use crate::td::{Session, SessionAction, SessionStatus, TdClient};
+use crate::td::{Session, SessionAction, TdClient};
+use td_model::states::{Reported, SessionState};
 
 /// The table a replace writes, and how it waits.
 pub(crate) struct ReplaceTarget<'a> {
@@ -104,7 +105,7 @@ where
                 if started.elapsed() >= t.poll.max_wait_for_owner {
                     return Err(TransferError::OwnedElsewhere {
                         session,
-                        status: SessionStatus::Other("gone and made again".into()),
+                        status: Reported::Other("gone and made again".into()),
                         waited_s: started.elapsed().as_secs(),
                     });
                 }
@@ -166,7 +167,7 @@ async fn claim(
             status: format!("loading {}", found.table.unwrap_or_default()),
         });
     }
-    if found.status == SessionStatus::Committed || t.resume_now {
+    if found.status.is(SessionState::Committed) || t.resume_now {
         return resume(t, temp, found).await;
     }
     wait_for_owner(t, temp, session, found).await
@@ -175,7 +176,7 @@ async fn claim(
 /// A session this run takes on: committed and renamed away is done; anything else this run
 /// moves on from where it stands (the parts follow from the key: nothing is discarded).
 async fn resume(t: &ReplaceTarget<'_>, temp: &str, found: Session) -> Result<Claim, TransferError> {
-    if found.status == SessionStatus::Committed && t.client.table(t.database, temp).await?.is_none() {
+    if found.status.is(SessionState::Committed) && t.client.table(t.database, temp).await?.is_none() {
         return Ok(Claim::DoneElsewhere(Written {
             rows: found.valid_records.unwrap_or(0).max(0) as u64,
             moved: Moved::default(),
@@ -203,7 +204,7 @@ async fn wait_for_owner(
     let mut watch = Watch::new(&s);
     announce_wait(session, &found, t.poll);
     loop {
-        if found.status == SessionStatus::Committed && t.client.table(t.database, temp).await?.is_none() {
+        if found.status.is(SessionState::Committed) && t.client.table(t.database, temp).await?.is_none() {
             return resume(t, temp, found).await;
         }
         if watch.observe(&found).await? {

@@ -6,7 +6,8 @@ use super::TransferError;
 use crate::connect::Destination;
 use crate::retry::PollPolicy;
 use crate::source::finished_job;
-use crate::td::{nth_domain_key, Job, JobStatus, Submitted, TdClient};
+use crate::td::{nth_domain_key, Job, Submitted, TdClient};
+use td_model::states::JobState;
 
 /// Submits the export (unless `recorded` names one already submitted) and waits for it.
 /// `domain_key` names this export to TD: a second submit of it (another run beside this one, a
@@ -35,7 +36,7 @@ pub(crate) async fn export(
     }
     on_submitted(&submitted.job_id);
     let done = finished_job(source, &submitted.job_id, poll, |_| {}).await?;
-    if done.status != JobStatus::Success {
+    if !done.status.is(JobState::Success) {
         return Err(TransferError::ExportJobFailed {
             id: submitted.job_id,
             output: done.failure_output(),

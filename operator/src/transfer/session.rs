@@ -18,6 +18,7 @@ use super::stream::Moved;
 use super::{Made, TransferError};
 use crate::retry::PollPolicy;
 use crate::td::{Session, SessionAction, SessionStatus, Table, TdClient, TdError};
+use td_model::states::{Reported, SessionState};
 
 /// How a session reached `committed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +147,7 @@ where
             s.phase.set(step, session.job_id.as_deref());
         }
         match (&session.status, session.upload_frozen) {
-            (SessionStatus::Uploading, false) => {
+            (Reported::Known(SessionState::Uploading), false) => {
                 if done.uploaded.is_none() {
                     match upload_parts(s, &mut upload).await? {
                         Some(moved) => done.uploaded = Some(moved),
@@ -161,7 +162,7 @@ where
                 }
                 transition(s, SessionAction::Freeze, &mut conflicts).await?;
             }
-            (SessionStatus::Uploading, true) => {
+            (Reported::Known(SessionState::Uploading), true) => {
                 if done.trials >= s.poll.max_trials {
                     return Err(TransferError::PerformStuck {
                         session: s.name.to_string(),
@@ -172,7 +173,7 @@ where
                 done.trials += u32::from(perform(s, &mut conflicts).await?);
                 since = Instant::now();
             }
-            (SessionStatus::Ready, _) => {
+            (Reported::Known(SessionState::Ready), _) => {
                 if let Err(e) = committable(s, &session, done.uploaded.as_ref()) {
                     // A session this run did not perform, found uncommittable, is an earlier
                     // run's failure: it is dropped (nothing of it was ever committed) and the
@@ -193,7 +194,7 @@ where
                 done.committed_here = true;
                 since = Instant::now();
             }
-            (SessionStatus::Committed, _) => {
+            (Reported::Known(SessionState::Committed), _) => {
                 return Ok(Committed {
                     rows: session.valid_records.unwrap_or(0).max(0) as u64,
                     uploaded: done.uploaded,
@@ -203,7 +204,7 @@ where
                     dropped: done.dropped,
                 });
             }
-            (SessionStatus::Performing, _) => {
+            (Reported::Known(SessionState::Performing), _) => {
                 if let Some(failed) = failed_perform(client, session.job_id.as_deref()).await {
                     // TD leaves a session `performing` when its perform job died; a new
                     // trial (perform again) is how it is moved on.
@@ -221,16 +222,16 @@ where
                 if since.elapsed() >= s.poll.max_perform {
                     return Err(TransferError::SessionBusy {
                         session: s.name.to_string(),
-                        status: SessionStatus::Performing,
+                        status: Reported::Known(SessionState::Performing),
                         waited_s: since.elapsed().as_secs(),
                     });
                 }
                 tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
             }
-            (SessionStatus::Committing, _) => {
+            (Reported::Known(SessionState::Committing), _) => {
                 tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
             }
-            (SessionStatus::Other(other), _) => {
+            (Reported::Other(other), _) => {
                 return Err(TransferError::UnexpectedSession {
                     session: s.name.to_string(),
                     status: other.clone(),
@@ -374,7 +375,7 @@ async fn wait_for_owner(s: &SessionRef<'_>, mut session: Session) -> Result<Wait
     let mut watch = Watch::new(s);
     announce_wait(s.name, &session, s.poll);
     loop {
-        if session.status == SessionStatus::Committed {
+        if session.status.is(SessionState::Committed) {
             return Ok(Waited::Committed(Committed {
                 rows: session.valid_records.unwrap_or(0).max(0) as u64,
                 uploaded: None,
@@ -438,7 +439,7 @@ impl<'a> Watch<'a> {
     pub(super) async fn observe(&mut self, session: &Session) -> Result<bool, TransferError> {
         let parts = match session.status {
             // A session deleted between the two reads: the next read of it shows it gone.
-            SessionStatus::Uploading => match self.s.client.parts(self.s.name).await {
+            Reported::Known(SessionState::Uploading) => match self.s.client.parts(self.s.name).await {
                 Err(e) if e.is_status(404) => 0,
                 listed => listed?.len(),
             },

@@ -16,7 +16,7 @@ use td_model::time::td_timestamp;
 
 use crate::accounts::Caller;
 use crate::error::Error;
-use crate::jobs::{self, Job, JobStatus, ListRange, NewJob};
+use crate::jobs::{self, Job, JobState, ListRange, NewJob};
 use crate::result_format::{self, Format, RangeRequest};
 use crate::routes::error::{ApiError, ApiResult};
 use crate::routes::params::Params;
@@ -222,7 +222,7 @@ async fn result(
     caller.require_master("reading a job result")?;
     let format = Format::parse(params.get("format").unwrap_or("tsv"))?;
     let job = load_job(&state, &caller, &id).await?;
-    if job.status != JobStatus::Success {
+    if job.status != JobState::Success {
         return Err(Error::not_found(format!(
             "job {} has no result: its status is '{}'",
             job.id, job.status
