@@ -70,10 +70,13 @@ pub mod internals {
     pub use crate::source::{job_start_time, result_schema};
     pub use crate::td::{http_client, Job, Payload, Proxies, Session, SessionAction, TdClient};
     pub use crate::transfer::columns::{map_columns, time_fill};
+    pub use crate::transfer::phase::PhaseCell;
+    pub use crate::transfer::replace::{replace, ReplaceTarget};
     pub use crate::transfer::session::{drive, SessionRef};
+    pub use crate::transfer::stream::Moved;
     pub use crate::transfer::stream::{pipe, PartOptions, Progress, PART_BYTES, PART_LEVEL};
     pub use crate::transfer::transcode::{Input, Transcoder};
-    pub use crate::transfer::TransferError;
+    pub use crate::transfer::{Made, TransferError, Written};
 }
 
 /// Any failure of the operator.

@@ -14,6 +14,7 @@ mod export;
 mod faults;
 mod fidelity;
 mod hostile;
+mod library;
 mod proxy;
 mod secrets;
 mod source;

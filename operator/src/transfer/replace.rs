@@ -25,7 +25,7 @@ use crate::td::{Session, SessionAction, TdClient};
 use td_model::states::{Reported, SessionState};
 
 /// The table a replace writes, and how it waits.
-pub(crate) struct ReplaceTarget<'a> {
+pub struct ReplaceTarget<'a> {
     pub client: &'a TdClient,
     pub database: &'a str,
     pub table: &'a str,
@@ -84,7 +84,7 @@ pub(crate) async fn preflight(client: &TdClient, database: &str) -> Result<(), T
 
 /// Replaces the target's rows with what `upload` loads. The temp table is dropped on failure
 /// (best effort) by the run that owns it, unless its session committed: then a rerun renames it.
-pub(crate) async fn replace<U, F>(
+pub async fn replace<U, F>(
     t: &ReplaceTarget<'_>,
     idempotency_key: &str,
     schema: &Value,
