@@ -13,8 +13,8 @@ use rusqlite::Connection;
 use serde_json::{Map, Value};
 use td_model::name::{check_name, is_reserved_column};
 use td_model::schema::{parse_result_schema, ResultColumn, TableColumn};
-use td_model::time::parse_time;
-use td_model::types::{is_boolean_type, is_integer_type, td_type};
+use td_model::time::{parse_time, row_time, RowTime, TimeCandidate};
+use td_model::types::{is_boolean_type, td_type};
 use td_model::{Mode, TdUrl};
 
 use crate::accounts::Accounts;
@@ -258,19 +258,18 @@ struct RowMapper {
 impl RowMapper {
     fn new(columns: &[ResultColumn], fallback_time: i64, time_column: Option<&str>) -> Result<RowMapper> {
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-        let time = match time_column {
-            Some(column) => TimeFrom::Parsed(names.iter().position(|n| n == column).ok_or_else(|| {
-                Error::invalid(format!(
-                    "time_column `{column}` is not a column of the result ({})",
-                    names.join(", ")
-                ))
-            })?),
-            None => columns
-                .iter()
-                .position(|c| c.name == "time" && is_integer_type(&c.result_type))
-                .map_or(TimeFrom::Fixed(fallback_time), |i| {
-                    TimeFrom::TimeColumn(i, fallback_time)
-                }),
+        let candidates: Vec<TimeCandidate<'_>> = columns
+            .iter()
+            .map(|c| TimeCandidate {
+                name: &c.name,
+                target: &c.name,
+                result_type: &c.result_type,
+            })
+            .collect();
+        let time = match row_time(&candidates, time_column).map_err(|e| Error::invalid(e.to_string()))? {
+            RowTime::Parsed(i) => TimeFrom::Parsed(i),
+            RowTime::Column(i) => TimeFrom::TimeColumn(i, fallback_time),
+            RowTime::Fallback => TimeFrom::Fixed(fallback_time),
         };
         Ok(RowMapper {
             booleans: columns.iter().map(|c| is_boolean_type(&c.result_type)).collect(),

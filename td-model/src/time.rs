@@ -390,3 +390,120 @@ mod tests {
         assert_eq!(parse_td_timestamp("yesterday"), None);
     }
 }
+
+/// Where each row's `time` comes from when a job's result is written into a table: one rule for
+/// the operator's transcoder and td-local's result output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowTime {
+    /// The result's own `time` column (its index), of an integer type.
+    Column(usize),
+    /// The column `time_column` names (its index): seconds or a timestamp in each row.
+    Parsed(usize),
+    /// No column gives it: the `time` setting, else the source job's start.
+    Fallback,
+}
+
+/// Why a result's rows cannot get their `time`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowTimeError {
+    #[error("time_column `{name}` is not a column of the result ({columns})")]
+    NoSuchColumn { name: String, columns: String },
+    #[error(
+        "the result has a `time` column of its own and time_column names `{name}`: rename one in the query"
+    )]
+    TwoTimes { name: String },
+    #[error(
+        "the result's `{column}` column is {result_type}, but TD's `time` must be integer unix seconds: \
+         cast it (CAST(... AS BIGINT) or TD_TIME_PARSE(...)) or rename it in the query"
+    )]
+    NotInteger { column: String, result_type: String },
+}
+
+/// One result column as the `time` rule sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeCandidate<'a> {
+    /// Its name in the result.
+    pub name: &'a str,
+    /// Its name in the target table (`time` is the one TD reads).
+    pub target: &'a str,
+    pub result_type: &'a str,
+}
+
+/// Where the rows' `time` comes from: the `time_column` setting's column when set (no other
+/// column may then be `time`), else the result's `time` column, which must be an integer, else
+/// the fallback.
+pub fn row_time(columns: &[TimeCandidate<'_>], time_column: Option<&str>) -> Result<RowTime, RowTimeError> {
+    if let Some(name) = time_column {
+        let i = columns
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| RowTimeError::NoSuchColumn {
+                name: name.to_string(),
+                columns: columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
+            })?;
+        if columns
+            .iter()
+            .enumerate()
+            .any(|(j, c)| j != i && c.target == "time")
+        {
+            return Err(RowTimeError::TwoTimes {
+                name: name.to_string(),
+            });
+        }
+        return Ok(RowTime::Parsed(i));
+    }
+    match columns.iter().position(|c| c.target == "time") {
+        Some(i) if crate::types::is_integer_type(columns[i].result_type) => Ok(RowTime::Column(i)),
+        Some(i) => Err(RowTimeError::NotInteger {
+            column: columns[i].name.to_string(),
+            result_type: columns[i].result_type.to_string(),
+        }),
+        None => Ok(RowTime::Fallback),
+    }
+}
+
+#[cfg(test)]
+mod row_time_tests {
+    use super::*;
+
+    fn cols<'a>(list: &[(&'a str, &'a str)]) -> Vec<TimeCandidate<'a>> {
+        list.iter()
+            .map(|(name, result_type)| TimeCandidate {
+                name,
+                target: name,
+                result_type,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_time_column_setting_wins_then_an_integer_time_column_then_the_fallback() {
+        let both = cols(&[("created", "varchar"), ("n", "bigint")]);
+        assert_eq!(row_time(&both, Some("created")), Ok(RowTime::Parsed(0)));
+        assert_eq!(
+            row_time(&cols(&[("x", "double"), ("time", "bigint")]), None),
+            Ok(RowTime::Column(1))
+        );
+        assert_eq!(row_time(&cols(&[("x", "double")]), None), Ok(RowTime::Fallback));
+    }
+
+    #[test]
+    fn a_time_column_that_is_not_an_integer_or_a_second_time_is_refused() {
+        let text_time = cols(&[("time", "varchar")]);
+        assert!(matches!(
+            row_time(&text_time, None),
+            Err(RowTimeError::NotInteger { .. })
+        ));
+        let two = cols(&[("time", "bigint"), ("created", "varchar")]);
+        assert_eq!(
+            row_time(&two, Some("created")),
+            Err(RowTimeError::TwoTimes {
+                name: "created".into()
+            })
+        );
+        assert!(matches!(
+            row_time(&two, Some("nope")),
+            Err(RowTimeError::NoSuchColumn { .. })
+        ));
+    }
+}

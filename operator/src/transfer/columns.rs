@@ -5,7 +5,8 @@ use serde::Serialize;
 use td_model::name::unique_columns;
 use td_model::schema::parse_table_schema;
 use td_model::schema::ResultColumn;
-use td_model::types::{is_boolean_type, is_integer_type, reads_as_null, td_type};
+use td_model::time::{row_time, RowTime, TimeCandidate};
+use td_model::types::{is_boolean_type, reads_as_null, td_type};
 
 use super::TransferError;
 use crate::source::job_start_time;
@@ -134,44 +135,21 @@ pub fn time_fill(
     time_column: Option<&str>,
     job: &Job,
 ) -> Result<(TimeFill, TimeSource), TransferError> {
-    let not_exportable = |message: String| TransferError::NotExportable { message };
-    let names = || {
-        columns
-            .iter()
-            .map(|c| c.source.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(name) = time_column {
-        let i = columns.iter().position(|c| c.source == name).ok_or_else(|| {
-            not_exportable(format!(
-                "time_column `{name}` is not a column of the result ({})",
-                names()
-            ))
-        })?;
-        if columns
-            .iter()
-            .enumerate()
-            .any(|(j, c)| j != i && c.target == "time")
-        {
-            return Err(not_exportable(format!(
-                "the result has a `time` column of its own and time_column names `{name}`: rename one in the query"
-            )));
-        }
-        return Ok((TimeFill::Parsed(i), TimeSource::TimeColumn));
-    }
-    if let Some(i) = columns.iter().position(|c| c.target == "time") {
-        let c = &columns[i];
-        if !is_integer_type(&c.source_type) {
-            return Err(TransferError::NotExportable {
-                message: format!(
-                    "the result's `{}` column is {}, but TD's `time` must be integer unix seconds: \
-                     cast it (CAST(... AS BIGINT) or TD_TIME_PARSE(...)) or rename it in the query",
-                    c.source, c.source_type
-                ),
-            });
-        }
-        return Ok((TimeFill::Column(i), TimeSource::Column));
+    let candidates: Vec<TimeCandidate<'_>> = columns
+        .iter()
+        .map(|c| TimeCandidate {
+            name: &c.source,
+            target: &c.target,
+            result_type: &c.source_type,
+        })
+        .collect();
+    let rule = row_time(&candidates, time_column).map_err(|e| TransferError::NotExportable {
+        message: e.to_string(),
+    })?;
+    match rule {
+        RowTime::Parsed(i) => return Ok((TimeFill::Parsed(i), TimeSource::TimeColumn)),
+        RowTime::Column(i) => return Ok((TimeFill::Column(i), TimeSource::Column)),
+        RowTime::Fallback => {}
     }
     if let Some(t) = setting {
         return Ok((TimeFill::Fixed(t), TimeSource::Setting));

@@ -370,15 +370,23 @@ async fn time_comes_from_the_time_column_else_the_setting_else_the_job_start() {
         }
     }
 
-    // a time column that is not an integer does not time the rows
+    // A `time` column that is not an integer fails the export, as the operator's stream engine
+    // refuses it (one rule: td-model `time::row_time`), and nothing is written.
     let text_time = source_job(
         &s,
         0,
         &[("time", "varchar"), ("x", "bigint")],
         &[json!(["noon", 1])],
     );
-    export_ok(&s, text_time, &[("result", "td://@/mydb/text_time?time=42")]).await;
-    assert_eq!(table_rows(&s, 0, "mydb", "text_time")[0].0, 42);
+    let id = export(&s, text_time, &[("result", "td://@/mydb/text_time?time=42")]).await;
+    let row = finished(&s, id).await;
+    assert_eq!(row.status, "error", "{row:?}");
+    assert!(
+        row.stderr.contains("TD's `time` must be integer unix seconds"),
+        "{}",
+        row.stderr
+    );
+    assert_eq!(table_schema(&s, 0, "mydb", "text_time"), None, "nothing written");
 }
 
 #[tokio::test]
