@@ -4,7 +4,7 @@
 //! left the choice (`transfer: auto`, docs/architecture.md §6), and what the server engine asks TD to write.
 
 use serde_json::{Map, Value};
-use td_model::{ApiKey, Mode, TdUrl};
+use td_model::{settings, ApiKey, Mode, TdUrl};
 
 use crate::error::{Class, Classify, Exit, SpecError};
 use crate::options::Options;
@@ -419,18 +419,15 @@ async fn destination(
 fn connector_settings(written: &Map<String, Value>, table: &TableRef) -> Map<String, Value> {
     let mut out = Map::new();
     for (key, value) in written {
-        let key = match key.as_str() {
-            "database" => "user_database_name",
-            "table" => "user_table_name",
-            // This program's own setting, not the connector's.
-            "on_schema_conflict" => continue,
-            other => other,
-        };
-        out.insert(key.to_string(), value.clone());
+        // This program's own setting, not the connector's.
+        if key == "on_schema_conflict" {
+            continue;
+        }
+        out.insert(settings::canonical(key).to_string(), value.clone());
     }
-    out.entry("user_database_name")
+    out.entry(settings::DATABASE)
         .or_insert_with(|| table.database.clone().into());
-    out.entry("user_table_name")
+    out.entry(settings::TABLE)
         .or_insert_with(|| table.table.clone().into());
     out
 }

@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use serde_json::{Map, Value};
 use td_model::name::{check_name, is_reserved_column};
 use td_model::schema::{parse_result_schema, ResultColumn, TableColumn};
+use td_model::settings;
 use td_model::time::{parse_time, row_time, RowTime, TimeCandidate};
 use td_model::types::{is_boolean_type, td_type};
 use td_model::{Mode, TdUrl};
@@ -136,11 +137,11 @@ pub(crate) fn apply_settings(destination: &mut Destination, settings: &str) -> R
         }
         Ok(None)
     };
-    if let Some(db) = text(&["user_database_name", "database"])? {
+    if let Some(db) = text(&settings::spellings(settings::DATABASE))? {
         check_name("database", &db)?;
         url.database = Some(db);
     }
-    if let Some(table) = text(&["user_table_name", "table"])? {
+    if let Some(table) = text(&settings::spellings(settings::TABLE))? {
         check_name("table", &table)?;
         url.table = Some(table);
     }

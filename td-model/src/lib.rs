@@ -7,11 +7,13 @@
 //! - [`types`]: result (Presto/Hive) types → TD column types;
 //! - [`schema`]: `hive_result_schema` and table schemas;
 //! - [`key`]: API keys that never print, and masking of keys in any text;
-//! - [`states`]: the words for a job's and a bulk-import session's states.
+//! - [`states`]: the words for a job's and a bulk-import session's states;
+//! - [`settings`]: the TD connector's settings keys and their aliases.
 
 pub mod key;
 pub mod name;
 pub mod schema;
+pub mod settings;
 pub mod states;
 pub mod time;
 pub mod types;

@@ -154,7 +154,7 @@ pub(super) fn structure_errors(doc: &Map<String, Value>, at: &dyn Fn(&SpecPath) 
         errors.push(invalid(path, problem, fix));
     }
     if let Some(Value::Object(settings)) = doc.get("result_settings") {
-        for (name, alias) in [("user_database_name", "database"), ("user_table_name", "table")] {
+        for (alias, name) in td_model::settings::ALIASES {
             if settings.contains_key(name) && settings.contains_key(alias) {
                 errors.push(invalid(
                     SpecPath::parse("result_settings").key(alias),
@@ -257,7 +257,7 @@ pub(super) fn value_checks(doc: &Value, at: &dyn Fn(&SpecPath) -> At) -> Result<
         url_settings_checks(url, &settings, at)?;
     }
     if doc.get("result_connection").is_some() {
-        for (name, alias) in [("user_database_name", "database"), ("user_table_name", "table")] {
+        for (alias, name) in td_model::settings::ALIASES {
             if !settings.contains_key(name) && !settings.contains_key(alias) {
                 return Err(invalid(
                     at,
@@ -321,14 +321,10 @@ fn url_settings_checks(
     settings: &Map<String, Value>,
     at: &dyn Fn(&SpecPath) -> At,
 ) -> Result<(), SpecError> {
-    for key in [
-        "user_database_name",
-        "database",
-        "user_table_name",
-        "table",
-        "api_key",
-        "api_hostname",
-    ] {
+    let target_keys = td_model::settings::ALIASES
+        .iter()
+        .flat_map(|(alias, name)| [*name, *alias]);
+    for key in target_keys.chain(["api_key", "api_hostname"]) {
         if settings.contains_key(key) {
             return Err(invalid(
                 at,
