@@ -2,9 +2,9 @@
 //! chosen engine ([`stream`] or [`server`]) → record what happened, under the task's own retries
 //! (`_retry`); a run that stops early cleans up after itself ([`stop`]).
 
-mod server;
+mod server_run;
 mod stop;
-mod stream;
+mod stream_run;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -177,7 +177,7 @@ async fn stages(
     recorder.key(&key);
     match &connected.engine {
         Engine::Stream { target, .. } => {
-            let run = stream::StreamRun {
+            let run = stream_run::StreamRun {
                 plan,
                 connected,
                 target,
@@ -188,10 +188,10 @@ async fn stages(
                 options,
                 made,
             };
-            stream::stream_export(&run, display).await?
+            stream_run::stream_export(&run, display).await?
         }
         Engine::Server { destination } => {
-            server::server_export(connected, destination, &job, &key, recorder, previous, options).await?
+            server_run::server_export(connected, destination, &job, &key, recorder, previous, options).await?
         }
     }
     Ok(())

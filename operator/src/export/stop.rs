@@ -5,14 +5,15 @@
 use td_model::Mode;
 
 use super::ExportError;
-use crate::connect::{Connected, TableRef};
+use crate::connect::Connected;
 use crate::error::Classify;
 use crate::options::Options;
 use crate::resolve::{ExportPlan, Source};
 use crate::retry::PollPolicy;
 use crate::spec::Transfer;
 use crate::status::{Left, StatusRecorder};
-use crate::td::{JobStatus, SessionAction, TdClient, TdError};
+use crate::td::JobStatus;
+use crate::transfer::append::drop_append;
 use crate::transfer::replace::drop_temp;
 use crate::transfer::{Made, TransferError};
 
@@ -160,7 +161,7 @@ async fn leave(
     if !keep {
         let gone = match t.mode {
             Mode::Replace => drop_temp(client, &t.database, &temp, &session, poll).await,
-            Mode::Append => drop_append(client, t, &session, made).await,
+            Mode::Append => drop_append(client, &t.database, &t.table, &session, made).await,
         };
         match gone {
             Ok(true) => {}
@@ -181,45 +182,4 @@ async fn leave(
     }
     left.note = note;
     recorder.left(left);
-}
-
-/// Drops an append's session unless it committed meanwhile, and the target table when this
-/// run made it and it is empty. Returns whether the session is gone.
-async fn drop_append(
-    client: &TdClient,
-    t: &TableRef,
-    session: &str,
-    made: &Made,
-) -> Result<bool, TransferError> {
-    if client
-        .session(session)
-        .await?
-        .is_some_and(|s| s.status.has_committed())
-    {
-        return Ok(false);
-    }
-    client
-        .session_action(session, SessionAction::Delete)
-        .await
-        .or_else(gone_is_fine)?;
-    // Rows reach the table only by a commit, and this run committed nothing: an empty table
-    // it made is dropped, whatever its (lagging) count says of other writers.
-    if made.table()
-        && client
-            .table(&t.database, &t.table)
-            .await?
-            .is_some_and(|table| table.count == 0)
-    {
-        client.delete_table(&t.database, &t.table).await?;
-    }
-    Ok(true)
-}
-
-/// A delete whose thing is already gone has done its job.
-fn gone_is_fine(e: TdError) -> Result<(), TdError> {
-    if e.is_status(404) {
-        Ok(())
-    } else {
-        Err(e)
-    }
 }

@@ -8,7 +8,9 @@ use serde_json::Value;
 use super::session::{drive, make_table, Committed, SessionRef};
 use super::stream::Moved;
 use super::verify::{confirm_count, Verification};
+use super::Made;
 use super::{TransferError, Written};
+use crate::td::{SessionAction, TdClient, TdError};
 
 /// Brings the session `s` (loading the target) to `committed`, then reads the target's count
 /// for a while to confirm it (TD's counts lag: a count that has not caught up is no failure).
@@ -66,5 +68,47 @@ pub(super) fn written(c: Committed, verification: Option<Verification>) -> Writt
         verification,
         job_id: c.job_id,
         dropped: c.dropped,
+    }
+}
+
+/// Drops an append's session unless it committed meanwhile, and the target table when this
+/// run made it and it is empty. Returns whether the session is gone.
+pub(crate) async fn drop_append(
+    client: &TdClient,
+    database: &str,
+    table: &str,
+    session: &str,
+    made: &Made,
+) -> Result<bool, TransferError> {
+    if client
+        .session(session)
+        .await?
+        .is_some_and(|s| s.status.has_committed())
+    {
+        return Ok(false);
+    }
+    client
+        .session_action(session, SessionAction::Delete)
+        .await
+        .or_else(gone_is_fine)?;
+    // Rows reach the table only by a commit, and this run committed nothing: an empty table
+    // it made is dropped, whatever its (lagging) count says of other writers.
+    if made.table()
+        && client
+            .table(database, table)
+            .await?
+            .is_some_and(|table| table.count == 0)
+    {
+        client.delete_table(database, table).await?;
+    }
+    Ok(true)
+}
+
+/// A delete whose thing is already gone has done its job.
+fn gone_is_fine(e: TdError) -> Result<(), TdError> {
+    if e.is_status(404) {
+        Ok(())
+    } else {
+        Err(e)
     }
 }
