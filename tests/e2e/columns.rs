@@ -3,14 +3,13 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{sorted, TdLocalRun};
+use crate::support::{sorted, Spec, TdLocalRun};
 
-fn spec(td: &TdLocalRun, job: &str, table: &str, settings: &str) -> String {
-    format!(
-        "job_id: '{job}'\n{}result_url: {}\n{settings}",
-        td.source_yaml(),
-        td.target_url(&format!("dstdb/{table}?mode=append"))
-    )
+fn spec(td: &TdLocalRun, job: &str, table: &str, settings: Option<Value>) -> String {
+    let spec = Spec::on(td)
+        .job(job)
+        .into_table(td, &format!("dstdb/{table}?mode=append"));
+    settings.map_or(spec.clone(), |s| spec.settings(s)).yaml()
 }
 
 fn target_with_job(sql: &str) -> (TdLocalRun, String) {
@@ -32,7 +31,7 @@ fn target_with_job(sql: &str) -> (TdLocalRun, String) {
 #[test]
 fn time_comes_from_the_results_time_column() {
     let (td, job) = target_with_job("SELECT sensor, value, time FROM readings");
-    let out = td.export(&spec(&td, &job, "out", "result_settings: {time: 1}\n"), &[]);
+    let out = td.export(&spec(&td, &job, "out", Some(json!({"time": 1}))), &[]);
     out.expect_code(0);
     assert_eq!(out.status["export"]["time_source"], "column");
     assert_eq!(
@@ -49,12 +48,7 @@ fn time_comes_from_the_results_time_column() {
 fn time_comes_from_the_time_setting_when_the_result_has_none() {
     let (td, job) = target_with_job("SELECT sensor, value FROM readings");
     let out = td.export(
-        &spec(
-            &td,
-            &job,
-            "out",
-            "result_settings: {time: '2024-01-31 00:00:00 UTC'}\n",
-        ),
+        &spec(&td, &job, "out", Some(json!({"time": "2024-01-31 00:00:00 UTC"}))),
         &[],
     );
     out.expect_code(0);
@@ -73,7 +67,7 @@ fn time_comes_from_the_source_jobs_start_when_nothing_else_gives_it() {
     let (td, job) = target_with_job("SELECT sensor, value FROM readings");
     let start_at = td.job(1, &job).start_at.expect("a started job has start_at");
     let start = td_model::time::parse_td_timestamp(&start_at).expect("TD time");
-    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    let out = td.export(&spec(&td, &job, "out", None), &[]);
     out.expect_code(0);
     assert_eq!(out.status["export"]["time_source"], "job_start");
     assert_eq!(
@@ -90,7 +84,7 @@ fn time_comes_from_the_source_jobs_start_when_nothing_else_gives_it() {
 fn a_time_column_that_is_not_an_integer_exits_1_asking_for_a_cast() {
     let (td, job) =
         target_with_job("SELECT sensor, TD_TIME_FORMAT(time, 'yyyy-MM-dd') AS time FROM readings");
-    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    let out = td.export(&spec(&td, &job, "out", None), &[]);
     out.expect_code(1);
     for text in [out.stderr.as_str(), out.error_message()] {
         assert!(
@@ -128,7 +122,7 @@ fn unnamed_reserved_and_repeated_result_columns_get_td_names() {
     let (td, job) = target_with_job(
         "SELECT sensor, COUNT(1), MAX(value) AS v, sensor, 1600000000 AS time FROM readings GROUP BY sensor",
     );
-    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    let out = td.export(&spec(&td, &job, "out", None), &[]);
     out.expect_code(0);
     assert_eq!(
         columns(&out.status),
@@ -168,7 +162,7 @@ fn mixed_case_and_punctuated_column_names_are_normalized_and_reported() {
         .inspect()
         .set_result_schema(job.parse().unwrap(), schema)
         .unwrap();
-    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    let out = td.export(&spec(&td, &job, "out", None), &[]);
     out.expect_code(0);
     assert_eq!(
         columns(&out.status),
@@ -206,7 +200,7 @@ fn array_and_map_columns_arrive_as_arrays_and_maps_in_columns_of_their_types() {
     );
     td.create_database(2, "dstdb");
     let job = td.successful_job(1, "srcdb", "SELECT id, tags, attrs, time FROM tagged");
-    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    let out = td.export(&spec(&td, &job, "out", None), &[]);
     out.expect_code(0);
     assert_eq!(
         columns(&out.status),
@@ -244,7 +238,7 @@ fn infinities_arrive_as_infinities() {
         "srcdb",
         "SELECT 1e999 AS up, -1e999 AS down, time FROM readings",
     );
-    let out = td.export(&spec(&td, &job, "out", ""), &[]);
+    let out = td.export(&spec(&td, &job, "out", None), &[]);
     out.expect_code(0);
     let (up, down) = (
         td_local::internals::double_value(f64::INFINITY),

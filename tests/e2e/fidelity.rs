@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::export::{events, with_events_job};
-use crate::support::{sorted, TdLocalRun};
+use crate::support::{sorted, Spec, TdLocalRun};
 
 // ---- 1. transfer: auto ----
 
@@ -14,11 +14,7 @@ fn auto_streams_when_the_target_key_is_known_here() {
     let (td, job) = with_events_job();
     td.create_database(2, "dstdb");
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_url: {}\n",
-            td.source_yaml(),
-            td.target_url("dstdb/auto_known")
-        ),
+        &Spec::on(&td).job(&job).into_table(&td, "dstdb/auto_known").yaml(),
         &[],
     );
     out.expect_code(0);
@@ -42,11 +38,13 @@ fn auto_lets_td_export_to_a_connection_whose_key_only_td_holds() {
         &format!("td://{}@{}/dstdb", td.master(2), td.host()),
     );
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_connection: other_account\n\
-             result_settings: {{user_database_name: dstdb, user_table_name: auto_console, mode: append}}\n",
-            td.source_yaml()
-        ),
+        &Spec::on(&td)
+            .job(&job)
+            .connection("other_account")
+            .settings(
+                json!({"user_database_name": "dstdb", "user_table_name": "auto_console", "mode": "append"}),
+            )
+            .yaml(),
         &[],
     );
     out.expect_code(0);
@@ -69,11 +67,11 @@ fn auto_streams_to_a_saved_result_whose_key_is_the_source_accounts() {
     td.create_database(1, "dstdb");
     td.save_result(1, "same_account", "td://@/dstdb");
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_connection: same_account\n\
-             result_settings: {{user_database_name: dstdb, user_table_name: auto_same}}\n",
-            td.source_yaml()
-        ),
+        &Spec::on(&td)
+            .job(&job)
+            .connection("same_account")
+            .settings(json!({"user_database_name": "dstdb", "user_table_name": "auto_same"}))
+            .yaml(),
         &[],
     );
     out.expect_code(0);
@@ -88,11 +86,11 @@ fn settings_the_stream_engine_does_not_honour_are_refused_naming_them() {
     let (td, job) = with_events_job();
     td.clear_requests();
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_url: {}\nresult_settings: {{mode: append, tabel_name: x}}\n",
-            td.source_yaml(),
-            td.target_url("dstdb/unknown_stream")
-        ),
+        &Spec::on(&td)
+            .job(&job)
+            .into_table(&td, "dstdb/unknown_stream")
+            .settings(json!({"mode": "append", "tabel_name": "x"}))
+            .yaml(),
         &[],
     );
     out.expect_code(2);
@@ -115,12 +113,15 @@ fn settings_the_server_engine_does_not_know_are_forwarded_with_a_warning() {
         &format!("td://{}@{}/dstdb", td.master(2), td.host()),
     );
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_connection: other_account\ntransfer: server\n\
-             result_settings: {{user_database_name: dstdb, user_table_name: forwarded, time: 1600000000, \
-             column_options: {{id: {{type: long}}}}}}\n",
-            td.source_yaml()
-        ),
+        &Spec::on(&td)
+            .job(&job)
+            .connection("other_account")
+            .with("transfer", "server")
+            .settings(json!({
+                "user_database_name": "dstdb", "user_table_name": "forwarded", "time": 1_600_000_000,
+                "column_options": {"id": {"type": "long"}},
+            }))
+            .yaml(),
         &[],
     );
     out.expect_code(0);
@@ -151,11 +152,11 @@ fn time_column_gives_each_row_its_time_from_seconds_or_a_timestamp() {
     td.create_database(2, "dstdb");
     let job = td.successful_job(1, "srcdb", "SELECT id, created_at FROM orders");
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_url: {}\nresult_settings: {{time_column: created_at}}\n",
-            td.source_yaml(),
-            td.target_url("dstdb/orders_copy")
-        ),
+        &Spec::on(&td)
+            .job(&job)
+            .into_table(&td, "dstdb/orders_copy")
+            .settings(json!({"time_column": "created_at"}))
+            .yaml(),
         &[],
     );
     out.expect_code(0);
@@ -184,11 +185,11 @@ fn a_time_column_value_that_is_not_a_time_fails_before_anything_is_visible() {
     td.create_database(2, "dstdb");
     let job = td.successful_job(1, "srcdb", "SELECT id, created_at FROM orders ORDER BY id");
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_url: {}\nresult_settings: {{time_column: created_at}}\n",
-            td.source_yaml(),
-            td.target_url("dstdb/orders_bad")
-        ),
+        &Spec::on(&td)
+            .job(&job)
+            .into_table(&td, "dstdb/orders_bad")
+            .settings(json!({"time_column": "created_at"}))
+            .yaml(),
         &[],
     );
     out.expect_code(1);
@@ -211,23 +212,14 @@ fn a_saved_result_and_a_table_name_the_target_as_td_query_result_does() {
     td.create_database(1, "testdb");
     // td result:create mydb td://@/testdb ; td query --result mydb:output_table
     td.save_result(1, "mydb", "td://@/testdb");
-    let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_url: mydb:output_table\n",
-            td.source_yaml()
-        ),
-        &[],
-    );
+    let out = td.export(&Spec::on(&td).job(&job).url("mydb:output_table").yaml(), &[]);
     out.expect_code(0);
     assert_eq!(td.rows(1, "testdb", "output_table"), Some(sorted(events())));
     assert_eq!(out.status["export"]["target"]["database"], "testdb");
     // The saved result's mode applies when the settings give none.
     td.save_result(1, "mydb_replace", "td://@/testdb/ignored?mode=replace");
     let again = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_url: mydb_replace:output_table\n",
-            td.source_yaml()
-        ),
+        &Spec::on(&td).job(&job).url("mydb_replace:output_table").yaml(),
         &[],
     );
     again.expect_code(0);
@@ -253,11 +245,13 @@ fn td_url_time_and_apikey_parameters_are_read_as_settings_and_the_key() {
     td.create_database(2, "dstdb");
     let job = td.successful_job(1, "srcdb", "SELECT id FROM plain");
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_url: 'td://@{}/dstdb/params?mode=append&time=2024-01-31&apikey=${{secret:target_key}}'\n",
-            td.source_yaml(),
-            td.host()
-        ),
+        &Spec::on(&td)
+            .job(&job)
+            .url(format!(
+                "td://@{}/dstdb/params?mode=append&time=2024-01-31&apikey=${{secret:target_key}}",
+                td.host()
+            ))
+            .yaml(),
         &[],
     );
     out.expect_code(0);
@@ -273,11 +267,10 @@ fn td_url_legacy_parameter_chooses_tds_legacy_connector() {
     let (td, job) = with_events_job();
     td.create_database(2, "dstdb");
     let out = td.export(
-        &format!(
-            "job_id: '{job}'\n{}result_url: '{}'\n",
-            td.source_yaml(),
-            td.target_url("dstdb/legacy_param?legacy=true")
-        ),
+        &Spec::on(&td)
+            .job(&job)
+            .into_table(&td, "dstdb/legacy_param?legacy=true")
+            .yaml(),
         &[],
     );
     out.expect_code(0);
@@ -296,13 +289,20 @@ fn query_options_are_sent_as_td_query_sends_them() {
     let td = TdLocalRun::start();
     td.create_database(2, "dstdb");
     let out = td.export(
-        &format!(
-            "query: SELECT code, COUNT(1) AS cnt FROM www_access GROUP BY code\ndatabase: sample_datasets\n\
-             engine: hive\npriority: HIGH\nretry_limit: 1\npool_name: batch\nengine_version: stable\n\
-             scheduled_time: 2024-01-31 00:00:00\n{}result_url: {}\n",
-            td.source_yaml(),
-            td.target_url("dstdb/codes")
-        ),
+        &Spec::on(&td)
+            .with(
+                "query",
+                "SELECT code, COUNT(1) AS cnt FROM www_access GROUP BY code",
+            )
+            .with("database", "sample_datasets")
+            .with("engine", "hive")
+            .with("priority", "HIGH")
+            .with("retry_limit", 1)
+            .with("pool_name", "batch")
+            .with("engine_version", "stable")
+            .with("scheduled_time", "2024-01-31 00:00:00")
+            .into_table(&td, "dstdb/codes")
+            .yaml(),
         &[],
     );
     out.expect_code(0);
@@ -314,11 +314,12 @@ fn query_options_are_sent_as_td_query_sends_them() {
     // A Presto pool TD does not have is refused when the query is issued (td-local has none),
     // and the run says TD's words.
     let out = td.export(
-        &format!(
-            "query: SELECT 1 AS one\ndatabase: sample_datasets\npool_name: no_such_pool\n{}result_url: {}\n",
-            td.source_yaml(),
-            td.target_url("dstdb/codes_pool")
-        ),
+        &Spec::on(&td)
+            .with("query", "SELECT 1 AS one")
+            .with("database", "sample_datasets")
+            .with("pool_name", "no_such_pool")
+            .into_table(&td, "dstdb/codes_pool")
+            .yaml(),
         &[],
     );
     out.expect_code(1);

@@ -271,11 +271,7 @@ impl TdLocalRun {
 
     /// The spec exporting account 1's job `job` into account 2's `db/table?query`.
     pub fn job_spec(&self, job: &str, db_table_query: &str) -> String {
-        format!(
-            "job_id: '{job}'\n{}result_url: {}\n",
-            self.source_yaml(),
-            self.target_url(db_table_query)
-        )
+        Spec::on(self).job(job).into_table(self, db_table_query).yaml()
     }
 
     /// A client of the operator's library for `account`'s master key (test setup only).
@@ -665,16 +661,22 @@ impl ExportFixture {
     /// The spec with `extra` YAML lines added (e.g. `transfer: server\n`).
     pub fn spec_with(&self, mode: &str, table: &str, extra: &str) -> String {
         let name = format!("export-{mode}-{table}.yml");
-        self.td.sandbox.write(
-            &name,
-            &format!(
-                "td_result_export>:\njob_id: '{}'\n{}result_url: '{}'\n{extra}",
-                self.job_id,
-                self.td.source_yaml(),
-                self.td.target_url(&format!("{TARGET_DB}/{table}?mode={mode}")),
-            ),
-        );
+        self.td
+            .sandbox
+            .write(&name, &self.spec_of(mode, table, extra).yaml());
         name
+    }
+
+    /// The spec [`ExportFixture::spec_with`] writes: `extra` is YAML of more top-level keys.
+    pub fn spec_of(&self, mode: &str, table: &str, extra: &str) -> Spec {
+        let extra: serde_json::Map<String, serde_json::Value> = match extra.trim() {
+            "" => serde_json::Map::new(),
+            text => serde_yaml_ng::from_str(text).expect("extra spec lines are a YAML map"),
+        };
+        let spec = Spec::on(&self.td)
+            .job(&self.job_id)
+            .into_table(&self.td, &format!("{TARGET_DB}/{table}?mode={mode}"));
+        extra.into_iter().fold(spec, |spec, (k, v)| spec.with(&k, v))
     }
 
     /// The operator, ready to run `spec` with millisecond waits and small parts.
@@ -785,4 +787,58 @@ pub fn run_recipe(commands: &[String], dir: &Path) -> (String, std::process::Out
         .output()
         .unwrap();
     (script, out)
+}
+
+/// A task spec built by key and written out as YAML by serde: a test says what its spec holds,
+/// not how YAML spells it (quoting, escapes and nesting are the serializer's).
+#[derive(Debug, Clone)]
+pub struct Spec(serde_json::Map<String, serde_json::Value>);
+
+impl Spec {
+    /// `td_result_export>:` reading from account 1 of `td`, its key from the secret `source_key`.
+    pub fn on(td: &TdLocalRun) -> Spec {
+        Spec(serde_json::Map::new())
+            .with("td_result_export>", serde_json::Value::Null)
+            .with(
+                "td",
+                serde_json::json!({"endpoint": format!("http://{}", td.host()), "apikey": "${secret:source_key}"}),
+            )
+    }
+
+    /// Any top-level key.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Spec {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Exports the finished job `id`.
+    pub fn job(self, id: &str) -> Spec {
+        self.with("job_id", id)
+    }
+
+    /// Writes to `result_url`.
+    pub fn url(self, url: impl Into<String>) -> Spec {
+        self.with("result_url", url.into())
+    }
+
+    /// Writes into account 2 of `td`: `db/table?query`, as [`TdLocalRun::target_url`].
+    pub fn into_table(self, td: &TdLocalRun, db_table_query: &str) -> Spec {
+        let url = td.target_url(db_table_query);
+        self.url(url)
+    }
+
+    /// Writes through the connection `name`.
+    pub fn connection(self, name: &str) -> Spec {
+        self.with("result_connection", name)
+    }
+
+    /// `result_settings`, a JSON map.
+    pub fn settings(self, settings: serde_json::Value) -> Spec {
+        self.with("result_settings", settings)
+    }
+
+    /// The spec as YAML text.
+    pub fn yaml(&self) -> String {
+        serde_yaml_ng::to_string(&self.0).expect("a spec serializes")
+    }
 }
