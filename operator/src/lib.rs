@@ -76,7 +76,7 @@ pub mod internals {
     pub use crate::transfer::stream::Moved;
     pub use crate::transfer::stream::{pipe, PartOptions, Progress, PART_BYTES, PART_LEVEL};
     pub use crate::transfer::transcode::{Input, Transcoder};
-    pub use crate::transfer::{Made, TransferError, Written};
+    pub use crate::transfer::{ExportId, Made, TransferError, Written};
 }
 
 /// Any failure of the operator.

@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 use td_result_export::internals::{
-    drive, replace, Made, Moved, Payload, PhaseCell, PollPolicy, ReplaceTarget, SessionAction, SessionRef,
-    TdClient, TransferError,
+    drive, replace, ExportId, Made, Moved, Payload, PhaseCell, PollPolicy, ReplaceTarget, SessionAction,
+    SessionRef, TdClient, TransferError,
 };
 
 use crate::support::{sorted, TdLocalRun};
@@ -175,9 +175,12 @@ fn replace_swaps_the_loaded_rows_in_and_leaves_no_temp_table() {
     fx.td.insert(2, "dstdb", "loaded", &records("old", 5));
     let rows = records("new", 3);
     let written = fx.td.rt.block_on(async {
-        replace(&replace_target(&fx), "library-replace", &schema(), |name| {
-            upload(&fx.client, name, &rows)
-        })
+        replace(
+            &replace_target(&fx),
+            &ExportId::new("library-replace".into(), "loaded"),
+            &schema(),
+            |name| upload(&fx.client, name, &rows),
+        )
         .await
     });
     let written = written.expect("the replace succeeds");
@@ -193,12 +196,11 @@ fn a_replace_called_again_with_its_key_finds_it_done_and_writes_nothing() {
     let rows = records("new", 3);
     let again = fx.td.rt.block_on(async {
         let t = replace_target(&fx);
-        replace(&t, "library-once", &schema(), |name| {
-            upload(&fx.client, name, &rows)
-        })
-        .await
-        .expect("the first replace succeeds");
-        replace(&t, "library-once", &schema(), |_| async {
+        let id = ExportId::new("library-once".into(), "loaded");
+        replace(&t, &id, &schema(), |name| upload(&fx.client, name, &rows))
+            .await
+            .expect("the first replace succeeds");
+        replace(&t, &id, &schema(), |_| async {
             unreachable!("a replace done is not loaded again")
         })
         .await

@@ -20,7 +20,7 @@ use crate::source::{source_job, SourceError};
 use crate::status::{now_rfc3339, Attempt, State, StatusDoc, StatusRecorder, TargetInfo};
 use crate::td::Job;
 use crate::transfer::replace::preflight;
-use crate::transfer::{key_hash, Made, TransferError};
+use crate::transfer::{key_hash, ExportId, Made, TransferError};
 
 /// Why an export failed: the stage that failed, with its own classification.
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +173,8 @@ async fn stages(
     .await?;
     drop(watch);
     recorder.source_job(&job);
-    let key = idempotency_key(plan, connected, &job);
-    recorder.key(&key);
+    let id = ExportId::new(idempotency_key(plan, connected, &job), &connected.table.table);
+    recorder.key(&id.key);
     match &connected.engine {
         Engine::Stream { target, .. } => {
             let run = stream_run::StreamRun {
@@ -182,7 +182,7 @@ async fn stages(
                 connected,
                 target,
                 job: &job,
-                key: &key,
+                id: &id,
                 recorder,
                 previous,
                 options,
@@ -191,7 +191,7 @@ async fn stages(
             stream_run::stream_export(&run, display).await?
         }
         Engine::Server { destination } => {
-            server_run::server_export(connected, destination, &job, &key, recorder, previous, options).await?
+            server_run::server_export(connected, destination, &job, &id, recorder, previous, options).await?
         }
     }
     Ok(())

@@ -5,13 +5,13 @@ use crate::connect::{Connected, Destination};
 use crate::options::Options;
 use crate::status::{State, StatusDoc, StatusRecorder};
 use crate::td::Job;
-use crate::transfer::{server, TransferError};
+use crate::transfer::{server, ExportId, TransferError};
 
 pub(super) async fn server_export(
     connected: &Connected,
     destination: &Destination,
     job: &Job,
-    key: &str,
+    id: &ExportId,
     recorder: &StatusRecorder,
     previous: Option<&StatusDoc>,
     options: &Options,
@@ -28,8 +28,8 @@ pub(super) async fn server_export(
     }
     // One that says this very export (same key) succeeded means it is done; a second export
     // would append twice.
-    if let Some(done) =
-        previous.filter(|p| p.state == State::Success && p.export.idempotency_key.as_deref() == Some(key))
+    if let Some(done) = previous
+        .filter(|p| p.state == State::Success && p.export.idempotency_key.as_deref() == Some(id.key.as_str()))
     {
         tracing::info!(export_job_id = ?done.export.export_job_id, "this export was done by an earlier run");
         recorder.already_exported(&done.export);
@@ -57,7 +57,7 @@ pub(super) async fn server_export(
         job,
         destination,
         recorded,
-        &export_domain_key(key),
+        &id.export_domain_key,
         &options.poll,
         |id| recorder.export_job(id),
     )
@@ -68,9 +68,4 @@ pub(super) async fn server_export(
         exported.by_earlier_submit,
     );
     Ok(())
-}
-
-/// The `domain_key` TD's export of this export (its idempotency key) is submitted under.
-fn export_domain_key(key: &str) -> String {
-    format!("tdre-x-{}", &crate::transfer::key_hash(key)[..32])
 }

@@ -32,7 +32,7 @@ pub(super) async fn interrupted(
         .await
         .is_err()
     {
-        let session = recorder.snapshot().export.session;
+        let session = made.writing.get().map(|id| id.session.clone());
         recorder.left(Left {
             note: format!(
                 "no time was left to clean up: bulk import {} may be left",
@@ -43,6 +43,7 @@ pub(super) async fn interrupted(
             resumable: false,
         });
     }
+    // The status document is the record of the query job the run issued, in any attempt.
     let issued = matches!(plan.source, Source::Query { .. })
         .then(|| recorder.snapshot().export.source_job_id)
         .flatten();
@@ -99,15 +100,11 @@ async fn leave(
     poll: &PollPolicy,
     resumable: bool,
 ) {
-    let doc = recorder.snapshot();
-    let (Some(client), Some(session)) = (connected.target(), doc.export.session.clone()) else {
+    let (Some(client), Some(id)) = (connected.target(), made.writing.get()) else {
         return;
     };
     let t = &connected.table;
-    let temp = crate::transfer::temp_table_name(
-        &t.table,
-        doc.export.idempotency_key.as_deref().unwrap_or_default(),
-    );
+    let (session, temp) = (id.session.clone(), id.temp_table.clone());
     let found = client.session(&session).await;
     // No session at all (the run stopped before making one): nothing of it is on the target.
     if matches!(found, Ok(None)) && !made.session() {

@@ -23,7 +23,7 @@ use crate::transfer::replace::{replace, replace_empty, ReplaceTarget};
 use crate::transfer::session::{readable_table, SessionRef};
 use crate::transfer::stream::{pipe, Moved, Progress};
 use crate::transfer::transcode::Transcoder;
-use crate::transfer::{session_name, Made, TransferError, Written};
+use crate::transfer::{ExportId, Made, TransferError, Written};
 
 /// Everything the stream engine's run works with.
 pub(super) struct StreamRun<'a> {
@@ -32,7 +32,7 @@ pub(super) struct StreamRun<'a> {
     /// The target account's client.
     pub target: &'a TdClient,
     pub job: &'a Job,
-    pub key: &'a str,
+    pub id: &'a ExportId,
     pub recorder: &'a StatusRecorder,
     pub previous: Option<&'a StatusDoc>,
     pub options: &'a Options,
@@ -45,7 +45,7 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
         connected,
         target,
         job,
-        key,
+        id,
         recorder,
         previous,
         options,
@@ -59,8 +59,9 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
         job,
     )?;
     let schema = td_schema(&columns);
-    let session = session_name(key);
+    let session = id.session.clone();
     recorder.mapping(&columns, time_source, &session);
+    let _ = made.writing.set(id.clone());
     for c in columns.iter().filter(|c| c.source != c.target) {
         tracing::info!(source = %c.source, target = %c.target, "column renamed");
     }
@@ -131,7 +132,7 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
         table: &connected.table,
         client: target,
         session: &session,
-        key,
+        id,
         poll: &options.poll,
         resume_now,
         rows_expected: job.num_records.map(|n| n.max(0) as u64),
@@ -175,7 +176,7 @@ struct Writing<'a> {
     table: &'a TableRef,
     client: &'a TdClient,
     session: &'a str,
-    key: &'a str,
+    id: &'a ExportId,
     poll: &'a PollPolicy,
     resume_now: bool,
     rows_expected: Option<u64>,
@@ -225,9 +226,9 @@ where
                 phase: w.phase,
             };
             if empty {
-                return replace_empty(&t, w.key, schema).await;
+                return replace_empty(&t, w.id, schema).await;
             }
-            replace(&t, w.key, schema, upload).await
+            replace(&t, w.id, schema, upload).await
         }
     }
 }

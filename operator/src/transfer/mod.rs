@@ -178,26 +178,45 @@ pub(crate) fn key_hash(idempotency_key: &str) -> String {
     hex::encode(Sha256::digest(idempotency_key.as_bytes()))
 }
 
-/// The bulk-import session for an idempotency key: `tdre_<16 hex>`.
-pub(crate) fn session_name(idempotency_key: &str) -> String {
-    format!("tdre_{}", &key_hash(idempotency_key)[..16])
+/// One export's names, each derived once from its idempotency key: the same on every rerun, on
+/// every machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportId {
+    /// The task's `idempotency_key` (else the source job) and the target.
+    pub key: String,
+    /// The bulk-import session that loads the rows: `tdre_<16 hex>`.
+    pub session: String,
+    /// A replace's temp table: `<table>_tdre_<8 hex>`, the base cut so the whole is ≤ 128.
+    pub temp_table: String,
+    /// The `domain_key` the server engine's export is submitted under: `tdre-x-<32 hex>`.
+    pub export_domain_key: String,
 }
 
-/// The temp table of a replace: `<table>_tdre_<8 hex>`, the base cut so the whole is ≤ 128.
-pub(crate) fn temp_table_name(table: &str, idempotency_key: &str) -> String {
-    let suffix = format!("_tdre_{}", &key_hash(idempotency_key)[..8]);
-    let keep = table.len().min(td_model::name::MAX_NAME - suffix.len());
-    format!("{}{suffix}", &table[..keep])
+impl ExportId {
+    pub fn new(key: String, table: &str) -> ExportId {
+        let hash = key_hash(&key);
+        let suffix = format!("_tdre_{}", &hash[..8]);
+        let keep = table.len().min(td_model::name::MAX_NAME - suffix.len());
+        ExportId {
+            session: format!("tdre_{}", &hash[..16]),
+            temp_table: format!("{}{suffix}", &table[..keep]),
+            export_domain_key: format!("tdre-x-{}", &hash[..32]),
+            key,
+        }
+    }
 }
 
-/// What this run made on the target, so that a failed or interrupted run can remove what it made
-/// and say what it left (shared with the stages: a run stopped mid-way still knows).
+/// What this run made on the target, and the names it wrote under, so that a failed or
+/// interrupted run can remove what it made and say what it left (shared with the stages: a run
+/// stopped mid-way still knows), without reading them back from the status document.
 #[derive(Debug, Default)]
 pub struct Made {
     /// This run created the session (it owns the load).
     pub session: AtomicBool,
     /// This run created the target table.
     pub table: AtomicBool,
+    /// The export's names, once the stream engine writes under them.
+    pub(crate) writing: std::sync::OnceLock<ExportId>,
 }
 
 impl Made {
@@ -256,20 +275,22 @@ mod tests {
     #[test]
     fn temp_table_names_stay_within_128_characters() {
         let long = "t".repeat(128);
-        let name = temp_table_name(&long, "key");
+        let name = ExportId::new("key".into(), &long).temp_table;
         assert_eq!(name.len(), 128);
         assert!(name.ends_with(&format!("_tdre_{}", &key_hash("key")[..8])));
         assert_eq!(
-            temp_table_name("output_table", "key"),
+            ExportId::new("key".into(), "output_table").temp_table,
             format!("output_table_tdre_{}", &key_hash("key")[..8])
         );
     }
 
     #[test]
-    fn session_names_are_deterministic_and_valid() {
-        let a = session_name("job 1 → testdb.t append");
-        assert_eq!(a, session_name("job 1 → testdb.t append"));
-        assert_ne!(a, session_name("job 2 → testdb.t append"));
-        assert!(td_model::name::is_td_name(&a));
+    fn an_exports_names_are_deterministic_and_valid() {
+        let id = |key: &str| ExportId::new(key.into(), "t");
+        let a = id("job 1 → testdb.t append");
+        assert_eq!(a, id("job 1 → testdb.t append"));
+        assert_ne!(a.session, id("job 2 → testdb.t append").session);
+        assert!(td_model::name::is_td_name(&a.session));
+        assert!(a.export_domain_key.starts_with("tdre-x-") && a.export_domain_key.len() == 39);
     }
 }

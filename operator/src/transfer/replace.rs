@@ -19,7 +19,7 @@ use super::phase::{PhaseCell, Step};
 use super::session::{announce_wait, drive, SessionRef, Watch};
 use super::stream::Moved;
 use super::verify::{confirm_count, Verification};
-use super::{session_name, temp_table_name, Made, TransferError, Written};
+use super::{ExportId, Made, TransferError, Written};
 use crate::retry::PollPolicy;
 use crate::td::{Session, SessionAction, TdClient};
 use td_model::states::{Reported, SessionState};
@@ -86,7 +86,7 @@ pub(crate) async fn preflight(client: &TdClient, database: &str) -> Result<(), T
 /// (best effort) by the run that owns it, unless its session committed: then a rerun renames it.
 pub async fn replace<U, F>(
     t: &ReplaceTarget<'_>,
-    idempotency_key: &str,
+    id: &ExportId,
     schema: &Value,
     upload: U,
 ) -> Result<Written, TransferError>
@@ -94,12 +94,11 @@ where
     U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
-    let temp = temp_table_name(t.table, idempotency_key);
-    let session = session_name(idempotency_key);
+    let (temp, session) = (id.temp_table.as_str(), id.session.clone());
     let started = tokio::time::Instant::now();
     loop {
-        match claim(t, &temp, &session, schema).await? {
-            Claim::Owner => return own(t, &temp, &session, schema, upload).await,
+        match claim(t, temp, &session, schema).await? {
+            Claim::Owner => return own(t, temp, &session, schema, upload).await,
             Claim::DoneElsewhere(written) => return Ok(written),
             Claim::Again => {
                 if started.elapsed() >= t.poll.max_wait_for_owner {
@@ -119,14 +118,14 @@ where
 /// the result's columns is renamed over the target, which a reader then sees empty at once.
 pub(crate) async fn replace_empty(
     t: &ReplaceTarget<'_>,
-    idempotency_key: &str,
+    id: &ExportId,
     schema: &Value,
 ) -> Result<Written, TransferError> {
-    let temp = temp_table_name(t.table, idempotency_key);
-    let fresh = t.client.create_table(t.database, &temp).await?;
+    let temp = id.temp_table.as_str();
+    let fresh = t.client.create_table(t.database, temp).await?;
     t.made.table.fetch_or(fresh, std::sync::atomic::Ordering::Relaxed);
-    t.client.update_schema(t.database, &temp, schema).await?;
-    swap_in(t, &temp).await?;
+    t.client.update_schema(t.database, temp, schema).await?;
+    swap_in(t, temp).await?;
     let count = confirm_count(t.client, t.database, t.table, 0, t.poll).await;
     Ok(nothing_to_write(count))
 }
