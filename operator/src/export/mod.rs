@@ -2,6 +2,7 @@
 //! chosen engine ([`stream`] or [`server`]) → record what happened, under the task's own retries
 //! (`_retry`); a run that stops early cleans up after itself ([`stop`]).
 
+mod resume;
 mod server_run;
 mod stop;
 mod stream_run;
@@ -21,6 +22,7 @@ use crate::status::{now_rfc3339, Attempt, State, StatusDoc, StatusRecorder, Targ
 use crate::td::Job;
 use crate::transfer::replace::preflight;
 use crate::transfer::{key_hash, ExportId, Made, TransferError};
+use resume::Resume;
 
 /// Why an export failed: the stage that failed, with its own classification.
 #[derive(Debug, thiserror::Error)]
@@ -159,13 +161,13 @@ async fn stages(
         },
     );
     prepare_target(connected).await?;
-    let unfinished = previous.filter(|p| p.state != State::Success);
+    let resume = Resume::new(previous);
     let mut watch = JobWatch::new(display, connected.source.base_url());
     let job = source_job(
         &connected.source,
         &plan.source,
         domain_key(plan).as_deref(),
-        unfinished.and_then(|p| p.export.source_job_id.as_deref()),
+        resume.source_job(),
         &options.poll,
         |id| recorder.issued(id),
         |job| watch.update(job),
@@ -184,14 +186,14 @@ async fn stages(
                 job: &job,
                 id: &id,
                 recorder,
-                previous,
+                resume,
                 options,
                 made,
             };
             stream_run::stream_export(&run, display).await?
         }
         Engine::Server { destination } => {
-            server_run::server_export(connected, destination, &job, &id, recorder, previous, options).await?
+            server_run::server_export(connected, destination, &job, &id, recorder, resume, options).await?
         }
     }
     Ok(())

@@ -1,9 +1,10 @@
 //! The server engine's run: ask TD to export (once: a rerun adopts the export an earlier run
 //! submitted, or finds it done), and wait for TD's export job.
 
+use super::resume::Resume;
 use crate::connect::{Connected, Destination};
 use crate::options::Options;
-use crate::status::{State, StatusDoc, StatusRecorder};
+use crate::status::StatusRecorder;
 use crate::td::Job;
 use crate::transfer::{server, ExportId, TransferError};
 
@@ -13,7 +14,7 @@ pub(super) async fn server_export(
     job: &Job,
     id: &ExportId,
     recorder: &StatusRecorder,
-    previous: Option<&StatusDoc>,
+    resume: Resume<'_>,
     options: &Options,
 ) -> Result<(), TransferError> {
     // The export goes under a domain key that td-local honours; whether TD honours it on
@@ -26,28 +27,12 @@ pub(super) async fn server_export(
              (the same file on every rerun), or use transfer: stream"
         );
     }
-    // One that says this very export (same key) succeeded means it is done; a second export
-    // would append twice.
-    if let Some(done) = previous
-        .filter(|p| p.state == State::Success && p.export.idempotency_key.as_deref() == Some(id.key.as_str()))
-    {
-        tracing::info!(export_job_id = ?done.export.export_job_id, "this export was done by an earlier run");
-        recorder.already_exported(&done.export);
+    if let Some(done) = resume.server_done(&id.key) {
+        tracing::info!(export_job_id = ?done.export_job_id, "this export was done by an earlier run");
+        recorder.already_exported(done);
         return Ok(());
     }
-    let unfinished = previous.filter(|p| p.state != State::Success);
-    // An earlier run of the same source job that did not finish: poll the export it recorded,
-    // or, if it died while submitting, the export TD has linked to the job since.
-    let recorded = unfinished
-        .filter(|p| p.export.source_job_id.as_deref() == Some(job.job_id.as_str()))
-        .and_then(|p| {
-            p.export.export_job_id.clone().or_else(|| {
-                let before = p.export.submitting.as_ref()?.linked_before.as_ref();
-                job.linked_result_export_job_id
-                    .clone()
-                    .filter(|now| Some(now) != before)
-            })
-        });
+    let recorded = resume.server_export(job);
     match &recorded {
         Some(id) => tracing::info!(export_job_id = %id, "resuming the export job an earlier run submitted"),
         None => recorder.submitting(job.linked_result_export_job_id.clone()),

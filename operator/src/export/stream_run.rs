@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use td_model::Mode;
 
+use super::resume::Resume;
 use crate::connect::{Connected, TableRef};
 use crate::options::Options;
 use crate::progress::{Display, Reporter};
@@ -13,7 +14,7 @@ use crate::resolve::ExportPlan;
 use crate::retry::PollPolicy;
 use crate::source::result_schema;
 use crate::spec::OnSchemaConflict;
-use crate::status::{State, StatusDoc, StatusRecorder};
+use crate::status::StatusRecorder;
 use crate::td::{Job, TdClient};
 use crate::transfer::append::{append, append_empty};
 use crate::transfer::claim::{claim, Claimed};
@@ -34,7 +35,7 @@ pub(super) struct StreamRun<'a> {
     pub job: &'a Job,
     pub id: &'a ExportId,
     pub recorder: &'a StatusRecorder,
-    pub previous: Option<&'a StatusDoc>,
+    pub resume: Resume<'a>,
     pub options: &'a Options,
     pub made: &'a Made,
 }
@@ -47,7 +48,7 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
         job,
         id,
         recorder,
-        previous,
+        resume,
         options,
         made,
     } = *run;
@@ -122,11 +123,7 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
         }
         Claimed::Fresh(_) | Claimed::Unknown => false,
     };
-    let resume_now = crashed_here
-        || previous.is_some_and(|p| {
-            p.export.session.as_deref() == Some(session.as_str())
-                && (p.state != State::Running || p.process.as_ref().is_some_and(|run| run.has_ended_here()))
-        });
+    let resume_now = crashed_here || resume.session_ended(&session);
     let _claim = claimed.into_claim();
     let writing = Writing {
         table: &connected.table,
