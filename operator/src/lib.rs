@@ -71,8 +71,8 @@ pub mod internals {
     pub use crate::td::{http_client, Job, Payload, Proxies, Session, SessionAction, TdClient};
     pub use crate::transfer::columns::{map_columns, time_fill};
     pub use crate::transfer::phase::PhaseCell;
-    pub use crate::transfer::replace::{replace, ReplaceTarget};
-    pub use crate::transfer::session::{drive, SessionRef};
+    pub use crate::transfer::replace::replace;
+    pub use crate::transfer::session::{drive, Load, SessionRef};
     pub use crate::transfer::stream::Moved;
     pub use crate::transfer::stream::{pipe, PartOptions, Progress, PART_BYTES, PART_LEVEL};
     pub use crate::transfer::transcode::{Input, Transcoder};

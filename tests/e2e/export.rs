@@ -314,7 +314,7 @@ fn one_idempotency_key_shared_by_two_targets_exports_to_each() {
 fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
     use td_result_export::internals::SessionAction;
     use td_result_export::internals::TransferError;
-    use td_result_export::internals::{drive, SessionRef};
+    use td_result_export::internals::{drive, Load, SessionRef};
 
     let td = TdLocalRun::start();
     td.create_database(2, "dstdb");
@@ -338,15 +338,17 @@ fn a_part_the_perform_could_not_read_fails_the_load_before_commit() {
             .await
             .unwrap();
         let s = SessionRef {
-            client: &client,
+            load: Load {
+                client: &client,
+                database: "dstdb",
+                table: "loaded",
+                poll: &td_result_export::internals::PollPolicy::default().scaled(0.001),
+                resume_now: true,
+                rows_expected: None,
+                made: &Default::default(),
+                phase: &Default::default(),
+            },
             name: "tdre_unreadable",
-            database: "dstdb",
-            table: "loaded",
-            poll: &td_result_export::internals::PollPolicy::default().scaled(0.001),
-            resume_now: true,
-            rows_expected: None,
-            made: &Default::default(),
-            phase: &Default::default(),
         };
         drive(
             &s,

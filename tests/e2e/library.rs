@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 use td_result_export::internals::{
-    drive, replace, ExportId, Made, Moved, Payload, PhaseCell, PollPolicy, ReplaceTarget, SessionAction,
-    SessionRef, TdClient, TransferError,
+    drive, replace, ExportId, Load, Made, Moved, Payload, PhaseCell, PollPolicy, SessionAction, SessionRef,
+    TdClient, TransferError,
 };
 
 use crate::support::{sorted, TdLocalRun};
@@ -64,10 +64,10 @@ impl Fixture {
         }
     }
 
-    fn session<'a>(&'a self, name: &'a str, resume_now: bool, rows: Option<u64>) -> SessionRef<'a> {
-        SessionRef {
+    /// Loading `dstdb.loaded`.
+    fn load(&self, resume_now: bool, rows: Option<u64>) -> Load<'_> {
+        Load {
             client: &self.client,
-            name,
             database: "dstdb",
             table: "loaded",
             poll: &self.poll,
@@ -75,6 +75,13 @@ impl Fixture {
             rows_expected: rows,
             made: &self.made,
             phase: &self.phase,
+        }
+    }
+
+    fn session<'a>(&'a self, name: &'a str, resume_now: bool, rows: Option<u64>) -> SessionRef<'a> {
+        SessionRef {
+            load: self.load(resume_now, rows),
+            name,
         }
     }
 }
@@ -156,19 +163,6 @@ fn the_session_driver_reports_a_committed_session_as_done_and_writes_nothing() {
     );
 }
 
-fn replace_target(fx: &Fixture) -> ReplaceTarget<'_> {
-    ReplaceTarget {
-        client: &fx.client,
-        database: "dstdb",
-        table: "loaded",
-        poll: &fx.poll,
-        resume_now: false,
-        rows_expected: Some(3),
-        made: &fx.made,
-        phase: &fx.phase,
-    }
-}
-
 #[test]
 fn replace_swaps_the_loaded_rows_in_and_leaves_no_temp_table() {
     let fx = Fixture::new();
@@ -176,7 +170,7 @@ fn replace_swaps_the_loaded_rows_in_and_leaves_no_temp_table() {
     let rows = records("new", 3);
     let written = fx.td.rt.block_on(async {
         replace(
-            &replace_target(&fx),
+            &fx.load(false, Some(3)),
             &ExportId::new("library-replace".into(), "loaded"),
             &schema(),
             |name| upload(&fx.client, name, &rows),
@@ -195,7 +189,7 @@ fn a_replace_called_again_with_its_key_finds_it_done_and_writes_nothing() {
     fx.td.insert(2, "dstdb", "loaded", &records("old", 5));
     let rows = records("new", 3);
     let again = fx.td.rt.block_on(async {
-        let t = replace_target(&fx);
+        let t = fx.load(false, Some(3));
         let id = ExportId::new("library-once".into(), "loaded");
         replace(&t, &id, &schema(), |name| upload(&fx.client, name, &rows))
             .await

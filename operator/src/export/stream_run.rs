@@ -11,7 +11,6 @@ use crate::connect::{Connected, TableRef};
 use crate::options::Options;
 use crate::progress::{Display, Reporter};
 use crate::resolve::ExportPlan;
-use crate::retry::PollPolicy;
 use crate::source::result_schema;
 use crate::spec::OnSchemaConflict;
 use crate::status::StatusRecorder;
@@ -19,9 +18,8 @@ use crate::td::{Job, TdClient};
 use crate::transfer::append::{append, append_empty};
 use crate::transfer::claim::{claim, Claimed};
 use crate::transfer::columns::{map_columns, schema_conflicts, td_schema, time_fill};
-use crate::transfer::phase::PhaseCell;
-use crate::transfer::replace::{replace, replace_empty, ReplaceTarget};
-use crate::transfer::session::{readable_table, SessionRef};
+use crate::transfer::replace::{replace, replace_empty};
+use crate::transfer::session::{readable_table, Load, SessionRef};
 use crate::transfer::stream::{pipe, Moved, Progress};
 use crate::transfer::transcode::Transcoder;
 use crate::transfer::{ExportId, Made, TransferError, Written};
@@ -125,18 +123,17 @@ pub(super) async fn stream_export(run: &StreamRun<'_>, display: Display) -> Resu
     };
     let resume_now = crashed_here || resume.session_ended(&session);
     let _claim = claimed.into_claim();
-    let writing = Writing {
-        table: &connected.table,
+    let load = Load {
         client: target,
-        session: &session,
-        id,
+        database: &connected.table.database,
+        table: &connected.table.table,
         poll: &options.poll,
         resume_now,
         rows_expected: job.num_records.map(|n| n.max(0) as u64),
         made,
         phase: &progress.phase,
     };
-    let moving = write_target(&writing, &schema, upload);
+    let moving = write_target(load, connected.table.mode, id, &schema, upload);
     let written: Written = tokio::select! {
         written = moving => written?,
         never = watch_progress(&progress, recorder, reporter, options) => match never {},
@@ -168,22 +165,11 @@ async fn refuse_schema_conflicts(
     })
 }
 
-/// Where and how the stream engine writes.
-struct Writing<'a> {
-    table: &'a TableRef,
-    client: &'a TdClient,
-    session: &'a str,
-    id: &'a ExportId,
-    poll: &'a PollPolicy,
-    resume_now: bool,
-    rows_expected: Option<u64>,
-    made: &'a Made,
-    phase: &'a PhaseCell,
-}
-
 /// Writes the target by the mode's protocol, `upload` filling the session it is handed.
 async fn write_target<U, F>(
-    w: &Writing<'_>,
+    load: Load<'_>,
+    mode: Mode,
+    id: &ExportId,
     schema: &serde_json::Value,
     upload: U,
 ) -> Result<Written, TransferError>
@@ -191,42 +177,31 @@ where
     U: FnMut(String) -> F,
     F: std::future::Future<Output = Result<Moved, TransferError>>,
 {
-    let (database, table) = (w.table.database.as_str(), w.table.table.as_str());
-    let empty = w.rows_expected == Some(0);
-    match w.table.mode {
-        Mode::Append => {
-            let s = SessionRef {
-                client: w.client,
-                name: w.session,
-                database,
-                table,
-                poll: w.poll,
-                resume_now: w.resume_now,
-                rows_expected: w.rows_expected,
-                made: w.made,
-                phase: w.phase,
-            };
-            if empty {
-                return append_empty(&s, schema).await;
-            }
-            append(&s, schema, upload).await
+    let empty = load.rows_expected == Some(0);
+    match (mode, empty) {
+        (Mode::Append, true) => {
+            append_empty(
+                &SessionRef {
+                    load,
+                    name: &id.session,
+                },
+                schema,
+            )
+            .await
         }
-        Mode::Replace => {
-            let t = ReplaceTarget {
-                client: w.client,
-                database,
-                table,
-                poll: w.poll,
-                resume_now: w.resume_now,
-                rows_expected: w.rows_expected,
-                made: w.made,
-                phase: w.phase,
-            };
-            if empty {
-                return replace_empty(&t, w.id, schema).await;
-            }
-            replace(&t, w.id, schema, upload).await
+        (Mode::Append, false) => {
+            append(
+                &SessionRef {
+                    load,
+                    name: &id.session,
+                },
+                schema,
+                upload,
+            )
+            .await
         }
+        (Mode::Replace, true) => replace_empty(&load, id, schema).await,
+        (Mode::Replace, false) => replace(&load, id, schema, upload).await,
     }
 }
 

@@ -28,11 +28,18 @@ where
         let count = match committed.count_before {
             Some(before) => {
                 let expected = before + committed.rows as i64;
-                confirm_count(s.client, s.database, s.table, expected, s.poll).await
+                confirm_count(
+                    s.load.client,
+                    s.load.database,
+                    s.load.table,
+                    expected,
+                    s.load.poll,
+                )
+                .await
             }
             None => None,
         };
-        Verification::of(&committed, s.rows_expected, committed.count_before, count)
+        Verification::of(&committed, s.load.rows_expected, committed.count_before, count)
     } else {
         Verification::committed(Some(committed.rows as i64))
     };
@@ -43,10 +50,18 @@ where
 /// perform and commit when it has no part (PR #63) — only the table, made if missing, with the
 /// result's columns added.
 pub(crate) async fn append_empty(s: &SessionRef<'_>, schema: &Value) -> Result<Written, TransferError> {
-    if s.client.table(s.database, s.table).await?.is_none() {
+    if s.load
+        .client
+        .table(s.load.database, s.load.table)
+        .await?
+        .is_none()
+    {
         make_table(s).await?;
     }
-    s.client.append_schema(s.database, s.table, schema).await?;
+    s.load
+        .client
+        .append_schema(s.load.database, s.load.table, schema)
+        .await?;
     Ok(nothing_to_write(None))
 }
 

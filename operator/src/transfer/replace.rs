@@ -15,45 +15,24 @@ use std::future::Future;
 use serde_json::Value;
 
 use super::append::{nothing_to_write, written};
-use super::phase::{PhaseCell, Step};
-use super::session::{announce_wait, drive, SessionRef, Watch};
+use super::phase::Step;
+use super::session::{announce_wait, drive, Load, SessionRef, Watch};
 use super::stream::Moved;
 use super::verify::{confirm_count, Verification};
-use super::{ExportId, Made, TransferError, Written};
+use super::{ExportId, TransferError, Written};
 use crate::retry::PollPolicy;
 use crate::td::{Session, SessionAction, TdClient};
 use td_model::states::{Reported, SessionState};
 
-/// The table a replace writes, and how it waits.
-pub struct ReplaceTarget<'a> {
-    pub client: &'a TdClient,
-    pub database: &'a str,
-    pub table: &'a str,
-    pub poll: &'a PollPolicy,
-    /// The run that left an existing session is known to have ended: start over at once.
-    pub resume_now: bool,
-    /// Rows the result has (the source job's `num_records`): what the perform must count.
-    pub rows_expected: Option<u64>,
-    /// Whether this run made the session (owns the temp table), for clean-up.
-    pub made: &'a Made,
-    /// Where the write stands, for the display and the status document.
-    pub phase: &'a PhaseCell,
-}
-
-impl<'a> ReplaceTarget<'a> {
-    /// The replace's session, loading the temp table.
-    fn session<'s>(&'s self, name: &'s str, temp: &'s str, resume_now: bool) -> SessionRef<'s> {
-        SessionRef {
-            client: self.client,
-            name,
-            database: self.database,
+/// The replace's session `name`, loading the temp table.
+fn temp_session<'s>(t: &Load<'s>, name: &'s str, temp: &'s str, resume_now: bool) -> SessionRef<'s> {
+    SessionRef {
+        load: Load {
             table: temp,
-            poll: self.poll,
             resume_now,
-            rows_expected: self.rows_expected,
-            made: self.made,
-            phase: self.phase,
-        }
+            ..*t
+        },
+        name,
     }
 }
 
@@ -85,7 +64,7 @@ pub(crate) async fn preflight(client: &TdClient, database: &str) -> Result<(), T
 /// Replaces the target's rows with what `upload` loads. The temp table is dropped on failure
 /// (best effort) by the run that owns it, unless its session committed: then a rerun renames it.
 pub async fn replace<U, F>(
-    t: &ReplaceTarget<'_>,
+    t: &Load<'_>,
     id: &ExportId,
     schema: &Value,
     upload: U,
@@ -117,7 +96,7 @@ where
 /// An empty result (the source job's `num_records` is 0): no session. An empty temp table with
 /// the result's columns is renamed over the target, which a reader then sees empty at once.
 pub(crate) async fn replace_empty(
-    t: &ReplaceTarget<'_>,
+    t: &Load<'_>,
     id: &ExportId,
     schema: &Value,
 ) -> Result<Written, TransferError> {
@@ -133,12 +112,7 @@ pub(crate) async fn replace_empty(
 /// Makes the session (and the temp table it loads) unless one exists; a committed one is the
 /// record of a replace (done if its temp table was renamed away, else its rename is still to
 /// do); one that another run may be filling is waited on.
-async fn claim(
-    t: &ReplaceTarget<'_>,
-    temp: &str,
-    session: &str,
-    schema: &Value,
-) -> Result<Claim, TransferError> {
+async fn claim(t: &Load<'_>, temp: &str, session: &str, schema: &Value) -> Result<Claim, TransferError> {
     let Some(found) = t.client.session(session).await? else {
         let fresh = t.client.create_table(t.database, temp).await?;
         // Rows reach a temp table only by its session's commit, and a committed session is
@@ -174,7 +148,7 @@ async fn claim(
 
 /// A session this run takes on: committed and renamed away is done; anything else this run
 /// moves on from where it stands (the parts follow from the key: nothing is discarded).
-async fn resume(t: &ReplaceTarget<'_>, temp: &str, found: Session) -> Result<Claim, TransferError> {
+async fn resume(t: &Load<'_>, temp: &str, found: Session) -> Result<Claim, TransferError> {
     if found.status.is(SessionState::Committed) && t.client.table(t.database, temp).await?.is_none() {
         return Ok(Claim::DoneElsewhere(Written {
             rows: found.valid_records.unwrap_or(0).max(0) as u64,
@@ -193,12 +167,12 @@ async fn resume(t: &ReplaceTarget<'_>, temp: &str, found: Session) -> Result<Cla
 /// still for `stale_after`: then this run takes the load over where it stands — never by
 /// deleting what the other run may still be filling.
 async fn wait_for_owner(
-    t: &ReplaceTarget<'_>,
+    t: &Load<'_>,
     temp: &str,
     session: &str,
     mut found: Session,
 ) -> Result<Claim, TransferError> {
-    let s = t.session(session, temp, false);
+    let s = temp_session(t, session, temp, false);
     t.phase.set(Step::WaitForOtherRun, None);
     let mut watch = Watch::new(&s);
     announce_wait(session, &found, t.poll);
@@ -223,7 +197,7 @@ async fn wait_for_owner(
 /// The owner's part: load the temp table, rename it over the target. The committed session
 /// stays: it is the record that this replace was done.
 async fn own<U, F>(
-    t: &ReplaceTarget<'_>,
+    t: &Load<'_>,
     temp: &str,
     session: &str,
     schema: &Value,
@@ -233,7 +207,7 @@ where
     U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
-    let loaded = drive(&t.session(session, temp, true), upload, schema).await;
+    let loaded = drive(&temp_session(t, session, temp, true), upload, schema).await;
     let outcome = match loaded {
         Ok(c) => swap_in(t, temp).await.map(|()| c),
         Err(e) => Err(e),
@@ -257,7 +231,7 @@ where
 }
 
 /// Drops a replace's session and temp table (what a failed owner leaves), unless it committed.
-async fn discard(t: &ReplaceTarget<'_>, temp: &str, session: &str) -> Result<(), TransferError> {
+async fn discard(t: &Load<'_>, temp: &str, session: &str) -> Result<(), TransferError> {
     drop_temp(t.client, t.database, temp, session, t.poll)
         .await
         .map(drop)
@@ -284,7 +258,7 @@ pub(crate) async fn drop_temp(
 /// when its answer is lost the tables tell what happened: the temp table gone means it was
 /// renamed; still there means it was not, and the rename is sent again. A rename refused
 /// because the temp table is gone was done by another run taking the same committed load on.
-async fn swap_in(t: &ReplaceTarget<'_>, temp: &str) -> Result<(), TransferError> {
+async fn swap_in(t: &Load<'_>, temp: &str) -> Result<(), TransferError> {
     t.phase.set(Step::Rename, None);
     let mut rechecks = 0;
     loop {

@@ -52,10 +52,12 @@ impl Committed {
     }
 }
 
-/// Session `name` loading `db.table`.
-pub struct SessionRef<'a> {
+/// What a load works with: the target account's client, the table it fills, and what the run
+/// shares with its stages. One context for an append's session, a replace (whose table is the
+/// target) and a replace's session (whose table is the temp table).
+#[derive(Clone, Copy)]
+pub struct Load<'a> {
     pub client: &'a TdClient,
-    pub name: &'a str,
     pub database: &'a str,
     pub table: &'a str,
     pub poll: &'a PollPolicy,
@@ -68,6 +70,12 @@ pub struct SessionRef<'a> {
     pub made: &'a Made,
     /// Where the write stands, for the display and the status document.
     pub phase: &'a PhaseCell,
+}
+
+/// Session `name` loading `load.database`.`load.table`.
+pub struct SessionRef<'a> {
+    pub load: Load<'a>,
+    pub name: &'a str,
 }
 
 /// Whose load a session is.
@@ -119,7 +127,7 @@ where
     U: FnMut(String) -> F,
     F: Future<Output = Result<Moved, TransferError>>,
 {
-    let client = s.client;
+    let client = s.load.client;
     let mut done = Progress::default();
     // Since the last transition this run asked for: what the next wait is a share of.
     let mut since = Instant::now();
@@ -134,8 +142,13 @@ where
             continue;
         };
         loads_our_table(s, &session)?;
-        if *role.get_or_insert(if s.resume_now { Role::Owner } else { Role::Waiter }) == Role::Waiter {
-            s.phase.set(Step::WaitForOtherRun, None);
+        if *role.get_or_insert(if s.load.resume_now {
+            Role::Owner
+        } else {
+            Role::Waiter
+        }) == Role::Waiter
+        {
+            s.load.phase.set(Step::WaitForOtherRun, None);
             match wait_for_owner(s, session).await? {
                 Waited::Committed(c) => return Ok(c),
                 Waited::Stale => role = Some(Role::Owner),
@@ -144,7 +157,7 @@ where
             continue;
         }
         if let Some(step) = Step::of_session(&session.status) {
-            s.phase.set(step, session.job_id.as_deref());
+            s.load.phase.set(step, session.job_id.as_deref());
         }
         match (&session.status, session.upload_frozen) {
             (Reported::Known(SessionState::Uploading), false) => {
@@ -163,13 +176,15 @@ where
                 transition(s, SessionAction::Freeze, &mut conflicts).await?;
             }
             (Reported::Known(SessionState::Uploading), true) => {
-                if done.trials >= s.poll.max_trials {
+                if done.trials >= s.load.poll.max_trials {
                     return Err(TransferError::PerformStuck {
                         session: s.name.to_string(),
                         trials: done.trials,
                     });
                 }
-                client.append_schema(s.database, s.table, schema).await?;
+                client
+                    .append_schema(s.load.database, s.load.table, schema)
+                    .await?;
                 done.trials += u32::from(perform(s, &mut conflicts).await?);
                 since = Instant::now();
             }
@@ -208,7 +223,7 @@ where
                 if let Some(failed) = failed_perform(client, session.job_id.as_deref()).await {
                     // TD leaves a session `performing` when its perform job died; a new
                     // trial (perform again) is how it is moved on.
-                    if done.trials >= s.poll.max_trials {
+                    if done.trials >= s.load.poll.max_trials {
                         return Err(TransferError::PerformFailed {
                             session: s.name.to_string(),
                             stderr: failed,
@@ -219,17 +234,17 @@ where
                     since = Instant::now();
                     continue;
                 }
-                if since.elapsed() >= s.poll.max_perform {
+                if since.elapsed() >= s.load.poll.max_perform {
                     return Err(TransferError::SessionBusy {
                         session: s.name.to_string(),
                         status: Reported::Known(SessionState::Performing),
                         waited_s: since.elapsed().as_secs(),
                     });
                 }
-                tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
+                tokio::time::sleep(s.load.poll.session.after(since.elapsed())).await;
             }
             (Reported::Known(SessionState::Committing), _) => {
-                tokio::time::sleep(s.poll.session.after(since.elapsed())).await;
+                tokio::time::sleep(s.load.poll.session.after(since.elapsed())).await;
             }
             (Reported::Other(other), _) => {
                 return Err(TransferError::UnexpectedSession {
@@ -245,7 +260,7 @@ where
 /// frozen by another run, or TD refused a retried request), a bounded number of times.
 fn refused_upload(s: &SessionRef<'_>, done: &mut Progress) -> Result<(), TransferError> {
     done.refused_uploads += 1;
-    if done.refused_uploads > s.poll.max_conflicts {
+    if done.refused_uploads > s.load.poll.max_conflicts {
         return Err(TransferError::UnexpectedSession {
             session: s.name.to_string(),
             status: format!(
@@ -261,8 +276,8 @@ fn refused_upload(s: &SessionRef<'_>, done: &mut Progress) -> Result<(), Transfe
 /// sent again blindly (TD would start a second trial): the caller reads the session, and
 /// performs again only if it is still frozen — a bounded number of times.
 async fn perform(s: &SessionRef<'_>, conflicts: &mut u32) -> Result<bool, TransferError> {
-    match s.client.session_action(s.name, SessionAction::Perform).await {
-        Err(e) if (e.is_ambiguous() || e.is_status(409)) && *conflicts < s.poll.max_conflicts => {
+    match s.load.client.session_action(s.name, SessionAction::Perform).await {
+        Err(e) if (e.is_ambiguous() || e.is_status(409)) && *conflicts < s.load.poll.max_conflicts => {
             *conflicts += 1;
             tracing::info!(session = s.name, error = %e, "the perform's answer was lost or refused; reading the session");
             Ok(false)
@@ -280,7 +295,7 @@ async fn perform(s: &SessionRef<'_>, conflicts: &mut u32) -> Result<bool, Transf
 fn committable(s: &SessionRef<'_>, session: &Session, uploaded: Option<&Moved>) -> Result<(), TransferError> {
     nothing_rejected(s, session)?;
     let valid = session.valid_records.unwrap_or(0);
-    let expected = s.rows_expected.or(uploaded.map(|m| m.rows));
+    let expected = s.load.rows_expected.or(uploaded.map(|m| m.rows));
     match expected {
         Some(expected) if valid != expected as i64 => Err(TransferError::CountMismatch {
             session: s.name.to_string(),
@@ -296,9 +311,13 @@ fn committable(s: &SessionRef<'_>, session: &Session, uploaded: Option<&Moved>) 
 /// parts but gives no sizes; the perform's record count checks their contents.
 async fn holds_our_parts(s: &SessionRef<'_>, written: u64) -> Result<(), TransferError> {
     let ours: Vec<String> = (0..written).map(super::stream::part_name).collect();
-    let mut found = s.client.parts(s.name).await.map_err(|e| gone(s, e))?;
+    let mut found = s.load.client.parts(s.name).await.map_err(|e| gone(s, e))?;
     for part in found.iter().filter(|p| !ours.contains(p)) {
-        s.client.delete_part(s.name, part).await.map_err(|e| gone(s, e))?;
+        s.load
+            .client
+            .delete_part(s.name, part)
+            .await
+            .map_err(|e| gone(s, e))?;
     }
     found.retain(|p| ours.contains(p));
     if found.len() != ours.len() {
@@ -325,7 +344,7 @@ where
     F: Future<Output = Result<Moved, TransferError>>,
 {
     match upload(s.name.to_string()).await {
-        Ok(moved) => match s.rows_expected {
+        Ok(moved) => match s.load.rows_expected {
             Some(expected) if moved.rows != expected => Err(TransferError::ResultCut {
                 read: moved.rows,
                 expected,
@@ -373,7 +392,7 @@ enum Waited {
 /// `stale_after`. Waits `max_wait_for_owner` at most, then gives up: transient, run again later.
 async fn wait_for_owner(s: &SessionRef<'_>, mut session: Session) -> Result<Waited, TransferError> {
     let mut watch = Watch::new(s);
-    announce_wait(s.name, &session, s.poll);
+    announce_wait(s.name, &session, s.load.poll);
     loop {
         if session.status.is(SessionState::Committed) {
             return Ok(Waited::Committed(Committed {
@@ -392,7 +411,7 @@ async fn wait_for_owner(s: &SessionRef<'_>, mut session: Session) -> Result<Wait
             );
             return Ok(Waited::Stale);
         }
-        session = match s.client.session(s.name).await? {
+        session = match s.load.client.session(s.name).await? {
             Some(next) => next,
             None => return Ok(Waited::Vanished),
         };
@@ -439,7 +458,7 @@ impl<'a> Watch<'a> {
     pub(super) async fn observe(&mut self, session: &Session) -> Result<bool, TransferError> {
         let parts = match session.status {
             // A session deleted between the two reads: the next read of it shows it gone.
-            Reported::Known(SessionState::Uploading) => match self.s.client.parts(self.s.name).await {
+            Reported::Known(SessionState::Uploading) => match self.s.load.client.parts(self.s.name).await {
                 Err(e) if e.is_status(404) => 0,
                 listed => listed?.len(),
             },
@@ -455,10 +474,10 @@ impl<'a> Watch<'a> {
         if self.last.as_ref() != Some(&now) || now.status.is_busy() {
             self.still_since = tokio::time::Instant::now();
             self.last = Some(now);
-        } else if self.still_since.elapsed() >= self.s.poll.stale_after {
+        } else if self.still_since.elapsed() >= self.s.load.poll.stale_after {
             return Ok(true);
         }
-        if self.reported.elapsed() >= self.s.poll.wait_report_every {
+        if self.reported.elapsed() >= self.s.load.poll.wait_report_every {
             self.reported = tokio::time::Instant::now();
             tracing::warn!(
                 "still waiting for bulk import session '{}' ({}): unchanged for {} s (taken over \
@@ -466,19 +485,19 @@ impl<'a> Watch<'a> {
                 self.s.name,
                 session.status,
                 self.still_since.elapsed().as_secs(),
-                self.s.poll.stale_after.as_secs(),
+                self.s.load.poll.stale_after.as_secs(),
                 self.started.elapsed().as_secs(),
-                self.s.poll.max_wait_for_owner.as_secs()
+                self.s.load.poll.max_wait_for_owner.as_secs()
             );
         }
-        if self.started.elapsed() >= self.s.poll.max_wait_for_owner {
+        if self.started.elapsed() >= self.s.load.poll.max_wait_for_owner {
             return Err(TransferError::OwnedElsewhere {
                 session: self.s.name.to_string(),
                 status: session.status.clone(),
                 waited_s: self.started.elapsed().as_secs(),
             });
         }
-        tokio::time::sleep(self.s.poll.session.first).await;
+        tokio::time::sleep(self.s.load.poll.session.first).await;
         Ok(false)
     }
 }
@@ -492,7 +511,7 @@ fn is_refused_part(e: &TransferError) -> bool {
 /// A session of this name loading another table is not ours to resume or call done.
 fn loads_our_table(s: &SessionRef<'_>, session: &Session) -> Result<(), TransferError> {
     let loads = (session.database.as_deref(), session.table.as_deref());
-    if loads != (Some(s.database), Some(s.table)) && loads != (None, None) {
+    if loads != (Some(s.load.database), Some(s.load.table)) && loads != (None, None) {
         return Err(TransferError::UnexpectedSession {
             session: s.name.to_string(),
             status: format!("loading {}.{}", loads.0.unwrap_or("?"), loads.1.unwrap_or("?")),
@@ -523,8 +542,8 @@ async fn transition(
     action: SessionAction,
     conflicts: &mut u32,
 ) -> Result<(), TransferError> {
-    match s.client.session_action(s.name, action).await {
-        Err(e) if e.is_status(409) && *conflicts < s.poll.max_conflicts => {
+    match s.load.client.session_action(s.name, action).await {
+        Err(e) if e.is_status(409) && *conflicts < s.load.poll.max_conflicts => {
             *conflicts += 1;
             tracing::info!(session = s.name, ?action, error = %e, "the session moved on; reading its state again");
             Ok(())
@@ -547,7 +566,8 @@ enum Created {
 /// Creates the session; if the table is missing, creates it first (master key only).
 async fn create(s: &SessionRef<'_>) -> Result<Created, TransferError> {
     let made = |created: bool| {
-        s.made
+        s.load
+            .made
             .session
             .fetch_or(created, std::sync::atomic::Ordering::Relaxed);
         if created {
@@ -556,10 +576,20 @@ async fn create(s: &SessionRef<'_>) -> Result<Created, TransferError> {
             Created::Elsewhere
         }
     };
-    match s.client.create_session(s.name, s.database, s.table).await {
+    match s
+        .load
+        .client
+        .create_session(s.name, s.load.database, s.load.table)
+        .await
+    {
         Err(e) if e.is_status(404) => {
             make_table(s).await?;
-            Ok(made(s.client.create_session(s.name, s.database, s.table).await?))
+            Ok(made(
+                s.load
+                    .client
+                    .create_session(s.name, s.load.database, s.load.table)
+                    .await?,
+            ))
         }
         other => Ok(made(other?)),
     }
@@ -567,19 +597,26 @@ async fn create(s: &SessionRef<'_>) -> Result<Created, TransferError> {
 
 /// Creates the session's table, in a database that must exist (a write-only key cannot).
 pub(super) async fn make_table(s: &SessionRef<'_>) -> Result<(), TransferError> {
-    if !s.client.database_exists(s.database).await.unwrap_or(true) {
+    if !s
+        .load
+        .client
+        .database_exists(s.load.database)
+        .await
+        .unwrap_or(true)
+    {
         return Err(TransferError::DatabaseMissing {
-            database: s.database.to_string(),
+            database: s.load.database.to_string(),
         });
     }
-    match s.client.create_table(s.database, s.table).await {
+    match s.load.client.create_table(s.load.database, s.load.table).await {
         Err(e) if e.is_forbidden() => Err(TransferError::WriteOnlyCannotCreate {
-            database: s.database.to_string(),
-            table: s.table.to_string(),
+            database: s.load.database.to_string(),
+            table: s.load.table.to_string(),
         }),
         Err(e) => Err(e.into()),
         Ok(created) => {
-            s.made
+            s.load
+                .made
                 .table
                 .fetch_or(created, std::sync::atomic::Ordering::Relaxed);
             Ok(())
@@ -601,7 +638,7 @@ pub(crate) async fn readable_table(
 
 /// The table's row count, or None when this key may not read it (write-only).
 async fn table_count(s: &SessionRef<'_>) -> Result<Option<i64>, TransferError> {
-    Ok(readable_table(s.client, s.database, s.table)
+    Ok(readable_table(s.load.client, s.load.database, s.load.table)
         .await?
         .map(|t| t.count))
 }
