@@ -30,13 +30,31 @@ def headline(text):
     when = re.search(r"^# td-result-export benchmark, (\d{4}-\d{2}-\d{2} \d{2}:\d{2}) UTC", text, re.M)
     commit = re.search(r"commit `([^`]+)`", text)
     table = re.search(r"^## Across sizes\n\n\| rows \|[^\n]*\n\|[-:| ]+\|\n((?:\|[^\n]*\n?)+)", text, re.M)
-    if not (when and commit and table):
+    if not (when and commit):
         return None
+    if not table:
+        one = single_size(text)
+        return (when.group(1), commit.group(1), [one]) if one else None
     rows = []
     for line in table.group(1).strip().splitlines():
         cells = [c.strip().replace(",", "") for c in line.strip("|").split("|")]
         rows.append(cells[:7])
     return when.group(1), commit.group(1), rows
+
+
+def single_size(text):
+    """The headline cells of a report of one size (it has no "Across sizes" table): read from its
+    transfer table and the td-local memory target."""
+    size = re.search(r"^## ([\d,]+) rows$", text, re.M)
+    def row(label):
+        line = re.search(r"^\| " + re.escape(label) + r"[^|]*\|([^\n]*)$", text, re.M)
+        return [c.strip().replace(",", "") for c in line.group(1).strip("|").split("|")] if line else None
+    operator, phase, floor = row("**operator**"), row("**transfer phase**"), row("floor: gunzip + gzip")
+    td_local = re.search(r"td-local peak RSS ≤ [^|]*\|[^|]*\| ([\d.]+) MiB", text)
+    if not (size and operator and phase and floor and td_local):
+        return None
+    # operator: rows/s, rows per CPU-s, wall s, CPU s, peak RSS MiB, ...
+    return [size.group(1).replace(",", ""), operator[4], operator[2], operator[3], phase[0], floor[0], td_local.group(1)]
 
 
 def main():

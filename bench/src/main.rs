@@ -10,9 +10,10 @@ mod transfer;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 use td_result_export::internals::{PART_BYTES, PART_LEVEL};
 
 use api::Api;
@@ -341,10 +342,13 @@ async fn load(api: &Api, database: &str, table: &str, rows: u64, session: &str) 
     let performing = api
         .post(&format!("/v3/bulk_import/perform/{session}"), &[])
         .await?;
-    let job_id = performing["job_id"]
-        .as_str()
-        .context("perform answered no job_id")?;
-    api.wait_job(job_id).await?;
+    // An integer, as TD answers (a string from older td-locals).
+    let job_id = match &performing["job_id"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => bail!("perform answered no job_id: {performing}"),
+    };
+    api.wait_job(&job_id).await?;
     let shown = wait_session(api, session, "ready").await?;
     let performed = start.elapsed();
     ensure!(
