@@ -261,13 +261,19 @@ impl Runner {
     /// Starts a perform job; the session is `performing` when this returns, so a client polling
     /// `show` never sees it still `uploading`.
     pub async fn perform(&self, account_id: i64, name: String, options: PerformOptions) -> Result<i64> {
-        let store = self.store.clone();
-        let (session_id, job_id) = store
-            .write_async(move |tx| bulk_import::start_perform(tx, account_id, &name, &options))
-            .await?;
         let (store, limits) = (self.store.clone(), self.limits);
-        tokio::task::spawn_blocking(move || bulk_import::run_perform(&store, &limits, session_id, job_id));
-        Ok(job_id)
+        // On a blocking thread, which runs to its end whatever becomes of the request: a caller
+        // gone once the session is `performing` (a killed client) must not leave its job queued
+        // and never run, as TD runs a job it has accepted.
+        blocking(move || {
+            let (session_id, job_id) =
+                store.write(|tx| bulk_import::start_perform(tx, account_id, &name, &options))?;
+            tokio::task::spawn_blocking(move || {
+                bulk_import::run_perform(&store, &limits, session_id, job_id)
+            });
+            Ok(job_id)
+        })
+        .await
     }
 
     /// Commits a session.
