@@ -12,9 +12,6 @@ macro_rules! states {
         }
 
         impl $name {
-            /// What the state is called in messages (`job status`, …).
-            pub const WHAT: &'static str = $what;
-
             /// The word TD uses.
             pub fn as_str(self) -> &'static str {
                 match self {
